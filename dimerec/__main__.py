@@ -1,0 +1,5 @@
+import sys
+
+from dimerec.cli import main
+
+sys.exit(main())

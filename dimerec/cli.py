@@ -1,0 +1,206 @@
+"""Command line: python -m dimerec {datasets,download,train,evaluate} ...
+
+User mistakes (a missing file, a bad flag value, a diverged run) print one line
+starting with "error:" and exit with status 2 (1 for a diverged run); no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import types
+import typing
+from pathlib import Path
+
+from dimerec.errors import DimeRecError, TrainingDiverged
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str) -> None:
+    """One --flag per dataclass field, typed from its annotation; Literal fields list their choices."""
+    group = parser.add_argument_group(title)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        args = typing.get_args(kind)
+        optional = type(None) in args and typing.get_origin(kind) in (typing.Union, types.UnionType)
+        if optional:
+            kind = next(a for a in args if a is not type(None))
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f.metadata.get("help", "")
+        if "default:" not in help_text:
+            help_text = f"{help_text} (default: {default})".lstrip()
+        if kind is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
+                               help=help_text)
+        elif typing.get_origin(kind) is typing.Literal:
+            group.add_argument(flag, dest=f.name, choices=typing.get_args(kind), default=default, help=help_text)
+        else:
+            group.add_argument(flag, dest=f.name, type=kind, default=default, help=help_text)
+
+
+def dataclass_from_args(cls, args: argparse.Namespace):
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def cmd_datasets(args) -> None:
+    import pandas as pd
+
+    from dimerec.data import find_datasets, load_dataset, resolve_data_dir
+
+    data_dir = resolve_data_dir(args.data_dir)
+    rows = []
+    for name in find_datasets(data_dir):
+        try:
+            rows.append(load_dataset(name, data_dir).stats())
+        except DimeRecError as err:
+            print(f"warning: {err}", file=sys.stderr)
+    table = pd.DataFrame(rows).rename(columns={"users": "users/sequences", "avg_length": "avg length"})
+    print(f"data directory: {data_dir}")
+    print(table.to_string(index=False, formatters={"avg length": "{:.1f}".format}))
+
+
+def cmd_download(args) -> None:
+    from dimerec.data import resolve_data_dir
+    from dimerec.data.movielens import download
+
+    folder = download(args.which, resolve_data_dir(args.data_dir))
+    print(f"{args.which} is in {folder}")
+
+
+def print_metrics(metrics: dict) -> None:
+    import pandas as pd
+
+    table = pd.DataFrame({split: metrics[split] for split in ("valid", "test")}).T * 100
+    print(f"{metrics['model']} on {metrics['dataset']}, protocol {metrics['protocol']}, seed {metrics['seed']} "
+          f"(values in %)")
+    print(table.round(2).to_string())
+
+
+def cmd_train(args, model_cls) -> None:
+    from dimerec.data import load_dataset
+    from dimerec.trainer import TrainConfig, train
+
+    out = Path(args.out or f"runs/{args.model}-{args.dataset}-s{args.seed}")
+    if (out / "config.json").exists() and not (args.resume or args.overwrite):
+        raise DimeRecError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
+                           f"or choose another --out")
+    if args.overwrite and out.exists():
+        shutil.rmtree(out)
+    cfg = dataclass_from_args(TrainConfig, args)
+    data = load_dataset(args.dataset, args.data_dir, seed=args.seed)
+    model = model_cls(data.n_items, data.max_len, dataclass_from_args(model_cls.Config, args))
+    run_info = {"data_dir": str(args.data_dir) if args.data_dir else None, "command": " ".join(sys.argv)}
+    metrics = train(model, data, cfg, out, run_info=run_info, resume=args.resume, progress=not args.quiet)
+    print_metrics(metrics)
+    print(f"run directory: {out}")
+
+
+def cmd_evaluate(args) -> None:
+    from dimerec.data import load_dataset
+    from dimerec.evaluate import evaluate
+    from dimerec.models import MODELS
+    from dimerec.retrieval import RETRIEVERS
+    from dimerec.trainer import load_checkpoint, write_json_atomic
+
+    run = Path(args.run_dir)
+    for needed in ("config.json", "best.pt"):
+        if not (run / needed).exists():
+            raise DimeRecError(f"{run / needed} is missing: is {run} a run directory written by `dimerec train`?")
+    try:
+        config = json.loads((run / "config.json").read_text())
+        model_cls = MODELS[config["model"]]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise DimeRecError(f"{run / 'config.json'} is not a valid run config ({err})") from None
+    train_cfg = config["train_config"]
+    data = load_dataset(config["dataset"], args.data_dir or config.get("data_dir"), seed=train_cfg["seed"])
+    model = model_cls(data.n_items, data.max_len, model_cls.Config(**config["model_config"]))
+    model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
+    split = data.split(train_cfg["split_seed"])
+    protocol = args.protocol or train_cfg["protocol"]
+    mask_seen = train_cfg["mask_seen"] if args.mask_seen is None else args.mask_seen
+    kwargs = dict(protocol=protocol, mask_seen=mask_seen, retriever=RETRIEVERS[args.retriever](),
+                  seed=train_cfg["seed"])
+    metrics = {"model": config["model"], "dataset": config["dataset"], "protocol": protocol,
+               "seed": train_cfg["seed"], "mask_seen": mask_seen,
+               "valid": evaluate(model, data, split.valid, **kwargs)["final"],
+               "test": evaluate(model, data, split.test, **kwargs)["final"]}
+    previous = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
+    for key in ("epochs", "steps", "train_minutes"):
+        if key in previous:
+            metrics[key] = previous[key]
+    print_metrics(metrics)
+    if protocol == train_cfg["protocol"] and mask_seen == train_cfg["mask_seen"]:
+        write_json_atomic(metrics, run / "metrics.json")
+    else:
+        write_json_atomic(metrics, run / f"metrics-{protocol}{'-masked' if mask_seen else ''}.json")
+
+
+def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
+    from dimerec.models import MODELS
+    from dimerec.trainer import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="python -m dimerec", description=(
+        "DimeRec Explorer: diffusion with multi-interest enhanced recommendation, its baselines, "
+        "and the experiments of the paper."))
+    sub = parser.add_subparsers(dest="command", required=True)
+    data_dir_help = "data directory (default: $DIMEREC_DATA, else ./data)"
+
+    p = sub.add_parser("datasets", help="list every dataset found, with its size")
+    p.add_argument("--data-dir", help=data_dir_help)
+
+    p = sub.add_parser("download", help="fetch a MovieLens release from GroupLens into the data directory")
+    p.add_argument("which", choices=("movielens-1m", "movielens-10m", "movielens-100k"))
+    p.add_argument("--data-dir", help=data_dir_help)
+
+    p = sub.add_parser("train", help="train a model, keep the best checkpoint, evaluate it on test once")
+    p.add_argument("--model", required=True, choices=sorted(MODELS))
+    p.add_argument("--dataset", required=True, help="planted, ml-1m, yoochoose, kuairec, ... (see `datasets`)")
+    p.add_argument("--data-dir", help=data_dir_help)
+    p.add_argument("--out", help="run directory (default: runs/MODEL-DATASET-sSEED)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="delete --out first if it holds a run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_dataclass_args(p, TrainConfig, "training")
+    if model_name in MODELS:
+        add_dataclass_args(p, MODELS[model_name].Config, f"model {model_name}")
+
+    p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint, print and rewrite metrics.json")
+    p.add_argument("run_dir")
+    p.add_argument("--data-dir", help="data directory (default: the one the run was trained with)")
+    p.add_argument("--protocol", choices=("next-item", "future"), help="default: the run's protocol")
+    p.add_argument("--mask-seen", action=argparse.BooleanOptionalAction, default=None,
+                   help="remove already-seen items from the ranking (default: as trained)")
+    p.add_argument("--retriever", choices=("torch", "faiss"), default="torch")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dimerec.models import MODELS
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model")
+    known, _ = pre.parse_known_args(argv)
+    args = build_parser(known.model).parse_args(argv)
+    try:
+        if args.command == "datasets":
+            cmd_datasets(args)
+        elif args.command == "download":
+            cmd_download(args)
+        elif args.command == "train":
+            cmd_train(args, MODELS[args.model])
+        elif args.command == "evaluate":
+            cmd_evaluate(args)
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except DimeRecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the run directory keeps its last checkpoint (resume with --resume)", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,117 @@
+"""The dataset registry: names -> readers, over one data directory.
+
+Data directory: the `--data-dir` argument, else `$DIMEREC_DATA`, else `./data`.
+A dataset is a folder there:
+
+- `ml-1m/`, `ml-10M100K/` or `ml-10m/`, `ml-100k/`: MovieLens, as RecBole atomic files
+  (`ml-1m.inter`, ...) when present, else the official GroupLens files;
+- `yoochoose/`, `kuairec/`: DreamRec pickles (`data_statis.df`, `*_data.df`);
+- any other `<name>/` holding `<name>.inter` (RecBole) or `data_statis.df` (DreamRec);
+- `planted` needs no folder: a synthetic world generated from the seed.
+
+Nothing is cached on disk.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dimerec.data.dataset import SeqDataset, TrainSampler, UserSplit, left_pad
+from dimerec.data.dreamrec import read_dreamrec
+from dimerec.data.movielens import read_movielens_100k, read_movielens_dat
+from dimerec.data.recbole import read_recbole
+from dimerec.errors import DataError
+
+__all__ = ["SeqDataset", "UserSplit", "TrainSampler", "left_pad", "MAX_LEN", "DEFAULT_MAX_LEN",
+           "resolve_data_dir", "max_len_for", "load_dataset", "find_datasets"]
+
+DATA_ENV = "DIMEREC_DATA"
+# histories are truncated to the last MAX_LEN items (MovieLens: the paper's 70)
+MAX_LEN = {"yoochoose": 10, "kuairec": 10, "ml-1m": 70, "ml-10m": 70, "ml-100k": 70, "planted": 20}
+DEFAULT_MAX_LEN = 50
+# MovieLens name -> (candidate folders, official ratings file, download name)
+MOVIELENS = {
+    "ml-1m": (("ml-1m",), "ratings.dat", "movielens-1m"),
+    "ml-10m": (("ml-10M100K", "ml-10m"), "ratings.dat", "movielens-10m"),
+    "ml-100k": (("ml-100k",), "u.data", "movielens-100k"),
+}
+DREAMREC = ("yoochoose", "kuairec")
+DREAMREC_SOURCE = "DreamRec's preprocessed data (github.com/YangZhengyi98/DreamRec, data/)"
+
+
+def resolve_data_dir(arg: str | Path | None) -> Path:
+    """The data directory: `arg`, else $DIMEREC_DATA, else ./data."""
+    if arg:
+        return Path(arg)
+    return Path(os.environ.get(DATA_ENV) or "data")
+
+
+def max_len_for(name: str) -> int:
+    if name in MAX_LEN:
+        return MAX_LEN[name]
+    return MAX_LEN["ml-1m"] if name.startswith("ml-") else DEFAULT_MAX_LEN
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0) -> SeqDataset:
+    """Read dataset `name` from the data directory (`planted` is generated from `seed`)."""
+    if name == "planted":
+        from dimerec.data.planted import make_planted
+        return make_planted(seed=seed)
+    data_dir = resolve_data_dir(data_dir)
+    if name in MOVIELENS:
+        return load_movielens(name, data_dir)
+    folder = data_dir / name
+    kind = folder_kind(folder, name)
+    if kind == "recbole":
+        return read_recbole(folder, name, max_len_for(name))
+    if kind == "dreamrec":
+        return read_dreamrec(folder, name, max_len_for(name))
+    if name in DREAMREC:
+        raise DataError(f"{name}: no {folder / 'data_statis.df'}; put {DREAMREC_SOURCE} "
+                        f"into {folder}")
+    if folder.is_dir():
+        raise DataError(f"{name}: {folder} holds neither {name}.inter (RecBole) "
+                        f"nor data_statis.df (DreamRec)")
+    found = ", ".join(find_datasets(data_dir))
+    raise DataError(f"unknown dataset {name!r}; datasets in {data_dir}: {found} "
+                    f"(a dataset is a folder <name>/ holding <name>.inter or data_statis.df)")
+
+
+def load_movielens(name: str, data_dir: Path) -> SeqDataset:
+    folders, official, download_name = MOVIELENS[name]
+    max_len = max_len_for(name)
+    for folder in (data_dir / f for f in folders):
+        if (folder / f"{name}.inter").exists():
+            return read_recbole(folder, name, max_len)
+        if (folder / official).exists():
+            reader = read_movielens_100k if name == "ml-100k" else read_movielens_dat
+            return reader(folder, name, max_len)
+    looked = " or ".join(str(data_dir / f / official) for f in folders)
+    raise DataError(f"{name}: no data at {looked} (nor a RecBole {name}.inter there); "
+                    f"run `python -m dimerec download {download_name}` or unzip the GroupLens "
+                    f"release into {data_dir}")
+
+
+def folder_kind(folder: Path, name: str) -> str | None:
+    if (folder / f"{name}.inter").is_file():
+        return "recbole"
+    if (folder / "data_statis.df").is_file():
+        return "dreamrec"
+    return None
+
+
+def movielens_present(name: str, data_dir: Path) -> bool:
+    folders, official, _ = MOVIELENS[name]
+    return any((data_dir / f / official).is_file() or (data_dir / f / f"{name}.inter").is_file()
+               for f in folders)
+
+
+def find_datasets(data_dir: str | Path | None) -> list[str]:
+    """Names of the datasets present in the data directory, `planted` first."""
+    data_dir = resolve_data_dir(data_dir)
+    names = {n for n in MOVIELENS if movielens_present(n, data_dir)}
+    if data_dir.is_dir():
+        names |= {p.name for p in data_dir.iterdir()
+                  if p.is_dir() and folder_kind(p, p.name) is not None}
+    names -= {"ml-10M100K"}  # listed as ml-10m
+    return ["planted"] + sorted(names)

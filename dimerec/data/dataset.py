@@ -1,0 +1,166 @@
+"""The one in-memory dataset type, the user split, and the training samplers.
+
+Every reader (RecBole atomic files, DreamRec pickles, MovieLens releases, the
+synthetic `planted` world) returns a `SeqDataset`. Item ids are dense,
+0 .. n_items-1; id `n_items` is the padding id of every batch.
+
+Batches are left-padded: a history of length n sits in the last n columns of a
+[B, max_len] array, so column max_len-1 is always the most recent item and a
+position index means "distance from the end" for every user.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from dimerec.errors import DataError
+
+Sampling = Literal["prefixes", "random-cut"]
+SAMPLINGS = ("prefixes", "random-cut")
+
+
+@dataclass
+class SeqDataset:
+    name: str
+    sequences: list[np.ndarray]  # per user (or session), oldest first, int64 item ids
+    n_items: int
+    max_len: int  # training/evaluation histories are truncated to the last max_len items
+    titles: list[str] = field(default_factory=list)  # per item; empty when the source has none
+    item_categories: list[list[str]] = field(default_factory=list)  # per item; empty when none
+    raw_item_ids: list[str] = field(default_factory=list)  # the source's own id of each item
+    ground_truth: dict | None = None  # planted world only: see dimerec.data.planted
+    source: str = ""  # where it was read from, for messages
+
+    def __post_init__(self):
+        for u, seq in enumerate(self.sequences):
+            if len(seq) == 0:
+                raise DataError(f"{self.source or self.name}: sequence {u} has no items")
+        if not self.titles:
+            self.titles = [f"item {i}" for i in range(self.n_items)]
+        if not self.raw_item_ids:
+            self.raw_item_ids = [str(i) for i in range(self.n_items)]
+
+    @property
+    def pad_id(self) -> int:
+        return self.n_items
+
+    @property
+    def n_users(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def n_interactions(self) -> int:
+        return int(sum(len(s) for s in self.sequences))
+
+    @property
+    def category_names(self) -> list[str]:
+        return sorted({c for cats in self.item_categories for c in cats})
+
+    def stats(self) -> dict:
+        lengths = np.array([len(s) for s in self.sequences])
+        return {
+            "dataset": self.name,
+            "users": self.n_users,
+            "items": self.n_items,
+            "interactions": self.n_interactions,
+            "avg_length": float(lengths.mean()),
+            "max_len": self.max_len,
+            "categories": len(self.category_names),
+        }
+
+    def split(self, seed: int = 0) -> "UserSplit":
+        """Seeded 8:1:1 split of users (SPEC §2): train / validation / test."""
+        order = np.random.default_rng(seed).permutation(self.n_users)
+        n_valid = self.n_users // 10
+        n_test = self.n_users // 10
+        n_train = self.n_users - n_valid - n_test
+        return UserSplit(
+            train=np.sort(order[:n_train]),
+            valid=np.sort(order[n_train:n_train + n_valid]),
+            test=np.sort(order[n_train + n_valid:]),
+        )
+
+    def item_popularity(self, users: np.ndarray) -> np.ndarray:
+        counts = np.zeros(self.n_items, dtype=np.int64)
+        for u in users:
+            np.add.at(counts, self.sequences[u], 1)
+        return counts
+
+
+@dataclass
+class UserSplit:
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+
+
+def left_pad(histories: list[np.ndarray], max_len: int, pad_id: int) -> np.ndarray:
+    """Histories (each already at most max_len long) -> [B, max_len] int64, right-aligned."""
+    out = np.full((len(histories), max_len), pad_id, dtype=np.int64)
+    for row, h in enumerate(histories):
+        if len(h):
+            out[row, max_len - len(h):] = h
+    return out
+
+
+class TrainSampler:
+    """Draws (history, target) training batches from the training users.
+
+    - `prefixes` (default): every position k >= 1 of every training sequence is one
+      sample (history = the items before it, truncated to max_len); one epoch visits
+      each once in a seeded shuffled order. It matches the rows the next-item
+      protocol evaluates, and is how DreamRec's data were made.
+    - `random-cut`: ComiRec's sampler; each sample picks a random user and a random
+      cut k, history = seq[k-max_len:k], target = seq[k]. An "epoch" is then the same
+      number of samples as `prefixes` would give, so budgets compare.
+    """
+
+    def __init__(self, data: SeqDataset, users: np.ndarray, batch_size: int,
+                 sampling: Sampling = "prefixes", seed: int = 0):
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        self.data, self.batch_size, self.sampling = data, batch_size, sampling
+        self.users = np.array([u for u in users if len(data.sequences[u]) >= 2], dtype=np.int64)
+        if len(self.users) == 0:
+            raise DataError(f"{data.name}: no training sequence has two or more items")
+        lengths = np.array([len(data.sequences[u]) for u in self.users])
+        # all (user, position) pairs with position >= 1
+        self.pair_user = np.repeat(self.users, lengths - 1)
+        self.pair_pos = np.concatenate([np.arange(1, n) for n in lengths])
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return len(self.pair_user)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.samples_per_epoch // self.batch_size)
+
+    def epoch(self):
+        """Yields (hist [B, L] int64, target [B] int64) numpy batches for one epoch."""
+        n = self.samples_per_epoch
+        if self.sampling == "prefixes":
+            order = self.rng.permutation(n)
+            users, positions = self.pair_user[order], self.pair_pos[order]
+        else:
+            users = self.rng.choice(self.users, size=n)
+            lengths = np.array([len(self.data.sequences[u]) for u in users])
+            positions = self.rng.integers(1, lengths)
+        for start in range(0, n, self.batch_size):
+            yield self.make_batch(users[start:start + self.batch_size],
+                                  positions[start:start + self.batch_size])
+
+    def make_batch(self, users: np.ndarray, positions: np.ndarray):
+        L, seqs = self.data.max_len, self.data.sequences
+        hist = left_pad([seqs[u][max(0, k - L):k] for u, k in zip(users, positions)], L, self.data.pad_id)
+        target = np.array([seqs[u][k] for u, k in zip(users, positions)], dtype=np.int64)
+        return hist, target
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]

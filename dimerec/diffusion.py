@@ -1,0 +1,178 @@
+"""DimeRec's diffusion: the noise schedule, the forward process and the reverse sampler.
+
+Split the diffusers way: `NoiseSchedule` holds the numbers (no module state),
+`SphereDiffusion` adds noise (`q_sample`) and takes one reverse step (`step`),
+and `sample_trajectory` is the one reverse loop, used by evaluation, the app and
+the notebooks alike. The denoiser (an nn.Module) lives in dimerec.models.dimerec.
+
+Two consistent settings are offered (SPEC §1, open points 1-2):
+- `paper`: the paper as written. Forward: geodesic random walk with tangent noise
+  v = sqrt(1 - ᾱ_t) · ε_tan (‖ε_tan‖ ≈ sqrt(d-1), so x0 moves by up to ~7.9 rad in
+  64-d and wraps around the sphere); reverse: Eq. 8-9's Euclidean posterior mean,
+  plus β̃_t·ε′ as Alg. 2 writes it, then L2-normalised.
+- `ours`: the angle from x0 is θ_t = arccos(sqrt(ᾱ_t)) — the angle a Euclidean
+  DDPM sample sqrt(ᾱ)x0 + sqrt(1-ᾱ)ε/sqrt(d) makes with x0 — along a uniformly
+  random tangent direction, with a schedule that ends at ᾱ_T = 0, i.e. θ_T = π/2:
+  exactly where a uniformly random start on the 64-d sphere lies (±0.13 rad).
+  The reverse step is its DDIM-like mirror on the sphere: x_{t-1} is the point at
+  angle θ_{t-1} from x̂0 on the geodesic from x̂0 through x_t.
+Both also offer the Euclidean forward noise of Eq. 4 (the `--no-grw` ablation),
+whose reverse step is Eq. 8-9 without normalisation.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+
+from dimerec import sphere
+
+ScheduleKind = Literal["linear", "cosine"]
+ForwardKind = Literal["geodesic", "euclidean"]
+NoiseMagnitude = Literal["paper", "angle"]
+ReverseKind = Literal["ddpm", "geodesic"]
+ReverseSigma = Literal["beta-tilde", "sqrt-beta-tilde", "none"]
+
+
+def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+
+
+def cosine_betas(T: int, s: float = 0.008) -> torch.Tensor:
+    """Nichol & Dhariwal (2021); the last β is 1, so ᾱ_T = 0 exactly."""
+    steps = torch.arange(T + 1, dtype=torch.float64) / T
+    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    alphas_cumprod = f / f[0]
+    return (1 - alphas_cumprod[1:] / alphas_cumprod[:-1]).clamp(0, 1)
+
+
+class NoiseSchedule:
+    """β_t, ᾱ_t and the posterior coefficients of Eq. 8-9, indexed by t = 0..T (entry 0 is "no noise")."""
+
+    def __init__(self, T: int = 20, kind: ScheduleKind = "linear", beta_start: float = 1e-4, beta_end: float = 0.02):
+        if kind not in ("linear", "cosine"):
+            raise ValueError(f"schedule must be one of linear, cosine; got {kind!r}")
+        if T < 1:
+            raise ValueError(f"T must be at least 1, got {T}")
+        betas = linear_betas(T, beta_start, beta_end) if kind == "linear" else cosine_betas(T)
+        self.T, self.kind = T, kind
+        self.betas = torch.cat([torch.zeros(1, dtype=torch.float64), betas])
+        self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)  # Eq. 3: ᾱ_t = Π_{i≤t} (1 - β_i)
+        prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
+        self.alphas_cumprod_prev = prev
+        denom = (1 - self.alphas_cumprod).clamp_min(1e-20)
+        # Eq. 8: μ̃_t = coef_xt · x_t + coef_x0 · x̂0
+        self.posterior_coef_xt = torch.sqrt(1 - self.betas) * (1 - prev) / denom
+        self.posterior_coef_x0 = torch.sqrt(prev) * self.betas / denom
+        # Eq. 9: β̃_t = β_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t)
+        self.posterior_variance = self.betas * (1 - prev) / denom
+        for name in ("posterior_coef_xt", "posterior_coef_x0", "posterior_variance"):
+            getattr(self, name)[0] = 0.0
+        # The angle from x0 at step t in the `angle` forward process: cos θ_t = sqrt(ᾱ_t).
+        self.angles = torch.arccos(torch.sqrt(self.alphas_cumprod).clamp(0, 1))
+
+    def at(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Gather a per-step coefficient for integer steps t [B...] and shape it to broadcast over like's last dim."""
+        return getattr(self, name).to(like.device, like.dtype)[t][..., None]
+
+
+@dataclass
+class StepOutput:
+    prev_sample: torch.Tensor  # x_{t-1}
+    pred_x0: torch.Tensor  # x̂0 as the step used it
+
+
+@dataclass
+class Trajectory:
+    """A reverse run for B users and S samples each; index 0 is the first reverse step (t = T)."""
+    steps: list[int]  # [T, T-1, ..., 1]
+    x_t: torch.Tensor  # [T+1, B, S, d]: x_T, x_{T-1}, ..., x_0
+    pred_x0: torch.Tensor  # [T, B, S, d]: x̂0 predicted at t = T, ..., 1
+
+    @property
+    def final(self) -> torch.Tensor:  # [B, S, d]
+        return self.x_t[-1]
+
+
+class SphereDiffusion:
+    def __init__(self, schedule: NoiseSchedule, *, forward: ForwardKind = "geodesic",
+                 magnitude: NoiseMagnitude = "angle", reverse: ReverseKind = "geodesic",
+                 reverse_sigma: ReverseSigma = "none", noise_scale: float = 1.0, eta: float = 0.0):
+        for value, allowed, label in ((forward, ForwardKind, "forward"), (magnitude, NoiseMagnitude, "magnitude"),
+                                      (reverse, ReverseKind, "reverse"), (reverse_sigma, ReverseSigma, "reverse_sigma")):
+            if value not in allowed.__args__:
+                raise ValueError(f"{label} must be one of {', '.join(allowed.__args__)}; got {value!r}")
+        if forward == "euclidean" and reverse == "geodesic":
+            raise ValueError("the geodesic reverse step needs the geodesic forward process; use reverse='ddpm'")
+        self.schedule, self.forward, self.magnitude, self.reverse = schedule, forward, magnitude, reverse
+        self.reverse_sigma, self.noise_scale, self.eta = reverse_sigma, noise_scale, eta
+
+    @property
+    def T(self) -> int:
+        return self.schedule.T
+
+    def prepare_x0(self, target_embedding: torch.Tensor) -> torch.Tensor:
+        """Alg. 1 line 5 normalises the target; Eq. 4 (no GRW) keeps it as it is."""
+        return sphere.normalize(target_embedding) if self.forward == "geodesic" else target_embedding
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Forward noise at integer steps t [B] (1..T)."""
+        noise = torch.randn_like(x0) if noise is None else noise
+        if self.forward == "euclidean":  # Eq. 4
+            abar = self.schedule.at("alphas_cumprod", t, x0)
+            return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        v = sphere.tangent(noise, x0)  # Alg. 1 line 6
+        if self.magnitude == "paper":  # Alg. 1 line 7: v <- sqrt(1 - ᾱ_t) v
+            v = (1 - self.schedule.at("alphas_cumprod", t, x0)).sqrt() * v
+        else:  # ours: a uniformly random direction at angle θ_t
+            v = sphere.normalize(v) * self.schedule.at("angles", t, x0)
+        return sphere.exp_map(x0, self.noise_scale * v)  # Alg. 1 line 8
+
+    def prior_sample(self, shape: tuple[int, ...], dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x_T: a uniformly random point on the sphere (Alg. 2), or N(0, I) for the Euclidean variant."""
+        if self.forward == "euclidean":
+            return torch.randn(*shape, dim, generator=generator)
+        return sphere.random_points(shape, dim, generator)
+
+    def step(self, pred_x0: torch.Tensor, t: int, x_t: torch.Tensor,
+             generator: torch.Generator | None = None) -> StepOutput:
+        """One reverse step x_t -> x_{t-1} given the denoiser's x̂0 (Alg. 2 line 7)."""
+        if self.reverse == "geodesic":
+            # 1. x̂0 on the sphere; 2. the geodesic from x̂0 through x_t; 3. walk θ_{t-1} along it.
+            x0 = sphere.normalize(pred_x0)
+            direction = sphere.normalize(sphere.tangent(x_t, x0))
+            if self.eta > 0:
+                noise = sphere.normalize(sphere.tangent(torch.randn(x_t.shape, generator=generator), x0))
+                direction = sphere.normalize(direction + self.eta * noise)
+            angle = float(self.schedule.angles[t - 1]) * self.noise_scale
+            return StepOutput(sphere.exp_map(x0, angle * direction), x0)
+        # 1. Eq. 8: the posterior mean; 2. Eq. 9: the posterior spread; 3. project back onto the sphere.
+        tt = torch.full(x_t.shape[:-1], t, dtype=torch.long)
+        mean = self.schedule.at("posterior_coef_xt", tt, x_t) * x_t + self.schedule.at("posterior_coef_x0", tt, x_t) * pred_x0
+        variance = self.schedule.at("posterior_variance", tt, x_t)
+        sigma = {"beta-tilde": variance, "sqrt-beta-tilde": variance.sqrt(), "none": torch.zeros_like(variance)}
+        prev = mean + sigma[self.reverse_sigma] * torch.randn(x_t.shape, generator=generator)
+        return StepOutput(sphere.normalize(prev) if self.forward == "geodesic" else prev, pred_x0)
+
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B, S, d], t [B, S]) -> x̂0 [B, S, d]
+
+
+@torch.no_grad()
+def sample_trajectory(diffusion: SphereDiffusion, denoise: Denoiser, batch: int, n_samples: int, dim: int,
+                      generator: torch.Generator | None = None, x_T: torch.Tensor | None = None) -> Trajectory:
+    """Alg. 2 for `batch` users × `n_samples` samples each, recording x_t and x̂0 at every step.
+
+    `denoise` closes over the users' guidance (see DimeRec.denoiser_for).
+    """
+    x = diffusion.prior_sample((batch, n_samples), dim, generator) if x_T is None else x_T
+    xs, preds = [x], []
+    for t in range(diffusion.T, 0, -1):
+        pred = denoise(x, torch.full((batch, n_samples), t, dtype=torch.long))
+        out = diffusion.step(pred, t, x, generator)
+        x = out.prev_sample
+        xs.append(x)
+        preds.append(out.pred_x0)
+    return Trajectory(steps=list(range(diffusion.T, 0, -1)), x_t=torch.stack(xs), pred_x0=torch.stack(preds))

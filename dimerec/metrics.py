@@ -1,0 +1,76 @@
+"""Ranking metrics from one top-N pass: pure functions of arrays, no model inside.
+
+HR@N     1 if at least one target is in the top N.
+Recall@N hits in the top N / number of targets.
+NDCG@N   standard: DCG of the hits over the ideal DCG of min(|targets|, N) hits
+         (not ComiRec's variant, which divides by an ideal over the hits only).
+
+Ties in scores are broken by the lower item id (`topk_items` sorts stably).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+CUTOFFS = (10, 20, 50)
+METRIC_KEYS = tuple(f"{m}@{n}" for m in ("HR", "Recall", "NDCG") for n in CUTOFFS)
+
+
+def max_over_interests(user_vectors: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
+    """[B, K, d] x [n_items, d] -> [B, n_items]: an item's score is its best over the K interests."""
+    return torch.einsum("bkd,nd->bkn", user_vectors, item_vectors).amax(dim=1)
+
+
+def topk_items(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, n_items] -> [B, k] item ids by descending score; ties go to the lower id."""
+    k = min(k, scores.shape[1])
+    values, _ = torch.topk(scores, k, dim=1)
+    kth = values[:, -1:]
+    # Items strictly above the k-th score are certainly in; tied items share the
+    # last slots in id order. A stable sort over the candidates does both; rows
+    # without a tie at the boundary hold exactly k candidates.
+    candidates = scores >= kth
+    masked = torch.where(candidates, scores, torch.full_like(scores, -torch.inf))
+    ties = candidates.sum(dim=1) > k
+    top = torch.sort(torch.topk(masked, k, dim=1).indices, dim=1).values  # ids ascending
+    top_scores = torch.gather(scores, 1, top)
+    top = torch.gather(top, 1, torch.sort(top_scores, dim=1, descending=True, stable=True).indices)
+    if ties.any():
+        rows = ties.nonzero().squeeze(1)
+        top[rows] = torch.sort(masked[rows], dim=1, descending=True, stable=True).indices[:, :k]
+    return top
+
+
+def pad_targets(targets: list[np.ndarray]) -> np.ndarray:
+    """Lists of target ids -> [R, T] int64, deduplicated per row, padded with -1."""
+    uniq = [np.unique(t) for t in targets]
+    width = max((len(t) for t in uniq), default=1)
+    out = np.full((len(uniq), max(width, 1)), -1, dtype=np.int64)
+    for row, t in enumerate(uniq):
+        out[row, :len(t)] = t
+    return out
+
+
+def rank_metrics(topk: np.ndarray, targets: np.ndarray, cutoffs=CUTOFFS) -> dict[str, np.ndarray]:
+    """Per-row metrics. topk: [R, >=max(cutoffs)] ranked item ids; targets: [R, T] ids, -1 = none
+    (see `pad_targets`). Returns {"HR@N" | "Recall@N" | "NDCG@N": float array [R]}.
+    """
+    n_max = max(cutoffs)
+    topk = np.asarray(topk)[:, :n_max]
+    targets = np.asarray(targets).reshape(len(topk), -1)
+    n_targets = np.maximum((targets >= 0).sum(axis=1), 1)
+    hits = (topk[:, :, None] == targets[:, None, :]).any(axis=2)  # [R, n_max]
+    discounts = 1.0 / np.log2(np.arange(2, n_max + 2))
+    ideal_cum = np.cumsum(discounts)
+    out = {}
+    for n in cutoffs:
+        h = hits[:, :n]
+        n_hits = h.sum(axis=1)
+        out[f"HR@{n}"] = (n_hits > 0).astype(float)
+        out[f"Recall@{n}"] = n_hits / n_targets
+        out[f"NDCG@{n}"] = (h * discounts[:n]).sum(axis=1) / ideal_cum[np.minimum(n_targets, n) - 1]
+    return {f"{m}@{n}": out[f"{m}@{n}"] for m in ("HR", "Recall", "NDCG") for n in cutoffs}
+
+
+def mean_metrics(per_row: dict[str, np.ndarray]) -> dict[str, float]:
+    return {k: float(v.mean()) if len(v) else 0.0 for k, v in per_row.items()}

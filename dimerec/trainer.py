@@ -1,0 +1,217 @@
+"""One training loop for every model: Adam, seeded, early stopping on validation HR@50.
+
+A run directory holds
+  config.json   everything needed to rebuild the run (model, dataset, both configs)
+  losses.csv    every loss term of every step
+  valid.csv     validation metrics after each evaluation
+  best.pt       the best checkpoint on validation (atomic write; loaded weights_only)
+  last.pt       model, optimizer, sampler and RNG state for --resume
+  metrics.json  validation and test metrics of the best checkpoint (test read once)
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dimerec.data.dataset import SAMPLINGS, Sampling, SeqDataset, TrainSampler
+from dimerec.errors import DimeRecError, TrainingDiverged
+from dimerec.evaluate import PROTOCOLS, Protocol, evaluate
+from dimerec.models.base import Batch, Recommender, option
+from dimerec.retrieval import RETRIEVERS
+
+
+@dataclass
+class TrainConfig:
+    lr: float = option(0.005, "Adam learning rate (the paper's for every model, §5.1.4)")
+    batch_size: int = option(256, "training batch size (the paper's)")
+    max_epochs: int = option(50, "at most this many passes over the training samples")
+    patience: int = option(3, "stop after this many validations without a better HR@50")
+    max_minutes: float | None = option(None, "wall-clock budget of training (validation excluded)")
+    eval_every: int | None = option(None, "steps between validations (default: one epoch)")
+    valid_max_rows: int | None = option(None, "validate on a seeded subsample of this many rows while training")
+    sampling: Sampling = option("prefixes", "training samples: every prefix of each sequence, or ComiRec's random cut")
+    protocol: Protocol = option("next-item", "evaluation protocol (SPEC §2)")
+    mask_seen: bool = option(False, "remove already-seen items from rankings (the paper does not)")
+    retriever: Literal["torch", "faiss"] = option("torch", "top-50 by dense torch scores or a faiss inner-product index")
+    seed: int = option(0, "seed of initialisation, sampling and evaluation noise")
+    split_seed: int = option(0, "seed of the 8:1:1 user split (kept fixed across training seeds)")
+
+    def __post_init__(self):
+        for field, allowed in (("sampling", SAMPLINGS), ("protocol", PROTOCOLS), ("retriever", tuple(RETRIEVERS))):
+            if getattr(self, field) not in allowed:
+                raise DimeRecError(f"--{field.replace('_', '-')} must be one of {', '.join(allowed)}; "
+                                   f"got {getattr(self, field)!r}")
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+class LossLog:
+    """Appends one row per step to losses.csv; columns are fixed by the first step's terms."""
+
+    def __init__(self, path: Path, resume: bool):
+        self.path, self.columns = path, None
+        if resume and path.exists():
+            with open(path) as f:
+                self.columns = next(csv.reader(f), None)
+        self.file = open(path, "a" if resume else "w", newline="")
+        self.writer = csv.writer(self.file)
+
+    def write(self, step: int, epoch: int, terms: dict[str, float]) -> None:
+        if self.columns is None:
+            self.columns = ["step", "epoch", *terms]
+            self.writer.writerow(self.columns)
+        row = {"step": step, "epoch": epoch, **terms}
+        self.writer.writerow([f"{row[c]:.6g}" if isinstance(row[c], float) else row[c] for c in self.columns])
+
+    def close(self):
+        self.file.close()
+
+
+def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path, *,
+          run_info: dict | None = None, resume: bool = False, progress: bool = True) -> dict:
+    """Train `model` on `data`, keep the best checkpoint, evaluate it on test once. Returns metrics.json."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    split = data.split(cfg.split_seed)
+    seed_everything(cfg.seed)
+    model.fit_statistics(data, split.train)
+    config = {**(run_info or {}), "model": model.name, "dataset": data.name, "n_items": data.n_items,
+              "max_len": data.max_len, "model_config": asdict(model.config), "train_config": asdict(cfg),
+              "dataset_stats": data.stats()}
+    write_json_atomic(config, out_dir / "config.json")
+    valid_kwargs = dict(protocol=cfg.protocol, mask_seen=cfg.mask_seen, retriever=RETRIEVERS[cfg.retriever](),
+                        seed=cfg.seed)
+
+    state = {"epoch": 0, "step": 0, "elapsed": 0.0, "best_hr": -1.0, "bad_evals": 0, "done": False}
+    if model.trainable:
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        sampler = TrainSampler(data, split.train, cfg.batch_size, cfg.sampling, seed=cfg.seed)
+        if resume and (out_dir / "last.pt").exists():
+            last = load_checkpoint(out_dir / "last.pt")
+            model.load_state_dict(last["model"])
+            optimizer.load_state_dict(last["optimizer"])
+            sampler.load_state_dict(json.loads(last["sampler"]))
+            torch.set_rng_state(last["torch_rng"])
+            state = json.loads(last["state"])
+        log = LossLog(out_dir / "losses.csv", resume=resume and state["step"] > 0)
+        try:
+            _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress)
+        finally:
+            log.close()
+        model.load_state_dict(load_checkpoint(out_dir / "best.pt")["model"])
+    else:
+        save_atomic(checkpoint_payload(model, config, state), out_dir / "best.pt")
+
+    valid = evaluate(model, data, split.valid, **valid_kwargs)["final"]
+    test = evaluate(model, data, split.test, **valid_kwargs)["final"]  # the only read of the test split
+    metrics = {"model": model.name, "dataset": data.name, "protocol": cfg.protocol, "seed": cfg.seed,
+               "mask_seen": cfg.mask_seen, "epochs": state["epoch"], "steps": state["step"],
+               "train_minutes": round(state["elapsed"] / 60, 3), "valid": valid, "test": test}
+    extra = getattr(model, "write_run_artifacts", None)
+    if extra is not None:
+        extra(out_dir, data, split, cfg)
+    write_json_atomic(metrics, out_dir / "metrics.json")
+    return metrics
+
+
+def checkpoint_payload(model: Recommender, config: dict, state: dict) -> dict:
+    return {"model": model.state_dict(), "config": json.dumps(config), "state": json.dumps(state)}
+
+
+def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress):
+    config_json = (out_dir / "config.json").read_text()
+    eval_every = cfg.eval_every or sampler.steps_per_epoch
+    budget = cfg.max_minutes * 60 if cfg.max_minutes is not None else math.inf
+    valid_log = open(out_dir / "valid.csv", "a" if state["step"] > 0 else "w", newline="")
+    valid_writer = csv.writer(valid_log)
+    if state["step"] == 0:
+        valid_writer.writerow(["epoch", "step", "train_minutes", "HR@50", "NDCG@50", "HR@10"])
+
+    def validate_and_checkpoint():
+        metrics = evaluate(model, data, split.valid, max_rows=cfg.valid_max_rows, **valid_kwargs)["final"]
+        valid_writer.writerow([state["epoch"], state["step"], round(state["elapsed"] / 60, 3),
+                               metrics["HR@50"], metrics["NDCG@50"], metrics["HR@10"]])
+        valid_log.flush()
+        log.file.flush()
+        if metrics["HR@50"] > state["best_hr"]:
+            state["best_hr"], state["bad_evals"] = metrics["HR@50"], 0
+            save_atomic(checkpoint_payload(model, json.loads(config_json), state), out_dir / "best.pt")
+        else:
+            state["bad_evals"] += 1
+        save_atomic({**checkpoint_payload(model, json.loads(config_json), state),
+                     "optimizer": optimizer.state_dict(), "sampler": json.dumps(sampler.state_dict()),
+                     "torch_rng": torch.get_rng_state()}, out_dir / "last.pt")
+        return metrics
+
+    model.train()
+    bar = tqdm(total=budget if budget < math.inf else None, disable=not progress, unit="s",
+               bar_format="{desc} {bar} {elapsed}<{remaining} {postfix}" if budget < math.inf else None)
+    try:
+        tick = time.perf_counter()  # the budget counts sampling and training steps, not validation
+        while not state["done"] and state["epoch"] < cfg.max_epochs:
+            state["epoch"] += 1
+            bar.set_description(f"epoch {state['epoch']}")
+            for hist, target in sampler.epoch():
+                terms = model.loss(Batch(torch.from_numpy(hist), torch.from_numpy(target), data.pad_id))
+                values = {k: float(v.detach()) for k, v in terms.items()}
+                bad = [k for k, v in values.items() if not math.isfinite(v)]
+                if bad:
+                    raise TrainingDiverged(
+                        f"{', '.join(bad)} became {values[bad[0]]} at step {state['step'] + 1} (epoch {state['epoch']}); "
+                        f"lower --lr (now {cfg.lr}) or check the model's settings; best checkpoint so far "
+                        f"is kept in {out_dir}")
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                optimizer.step()
+                state["step"] += 1
+                step_time, tick = time.perf_counter() - tick, time.perf_counter()
+                state["elapsed"] += step_time
+                log.write(state["step"], state["epoch"], values)
+                if budget < math.inf:
+                    bar.update(min(step_time, budget - bar.n))
+                else:
+                    bar.update(1)
+                if state["step"] % 50 == 0:
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
+                out_of_time = state["elapsed"] >= budget
+                if state["step"] % eval_every == 0 or out_of_time:
+                    metrics = validate_and_checkpoint()
+                    bar.write(f"epoch {state['epoch']} step {state['step']}: valid HR@50 {metrics['HR@50']:.4f} "
+                              f"NDCG@50 {metrics['NDCG@50']:.4f} (best {state['best_hr']:.4f})")
+                    if state["bad_evals"] >= cfg.patience or out_of_time:
+                        state["done"] = True
+                        break
+        if not (out_dir / "best.pt").exists():
+            validate_and_checkpoint()
+    finally:
+        bar.close()
+        valid_log.close()

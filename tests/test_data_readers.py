@@ -1,0 +1,350 @@
+"""Readers and registry, on small files written in exactly the real formats."""
+import hashlib
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dimerec.data import MAX_LEN, find_datasets, load_dataset, max_len_for, resolve_data_dir
+from dimerec.data.dreamrec import read_dreamrec
+from dimerec.data.movielens import download, read_movielens_100k, read_movielens_dat
+from dimerec.data.recbole import read_recbole
+from dimerec.errors import DataError
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def seqs(data) -> list[list[int]]:
+    return [s.tolist() for s in data.sequences]
+
+
+def assert_one_line_error(excinfo, *parts: str) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message
+    for part in parts:
+        assert part in message, message
+    return message
+
+
+# ---------------------------------------------------------------- RecBole
+
+ML_ITEM = ("item_id:token\tmovie_title:token_seq\trelease_year:token\tgenre:token_seq\n"
+           "10\tToy Story\t1995\tAnimation Children's Comedy\n"
+           "20\tHeat\t1995\tAction Crime Thriller\n"
+           "99\tNever Rated\t2000\tDrama\n")
+
+
+def test_recbole_file_order(tmp_path):
+    write(tmp_path / "toy.inter", "user_id:token\titem_id:token\n"
+          "7\t10\n5\t20\n7\t30\n5\t10\n7\t20\n")
+    write(tmp_path / "toy.item", ML_ITEM)
+    data = read_recbole(tmp_path, "toy", 50)
+    assert seqs(data) == [[0, 2, 1], [1, 0]]  # user 7 first: it appears first
+    assert data.n_items == 3 and data.pad_id == 3 and data.n_interactions == 5
+    assert data.raw_item_ids == ["10", "20", "30"]
+    assert data.titles == ["Toy Story", "Heat", "item 30"]
+    assert data.item_categories == [["Animation", "Children's", "Comedy"],
+                                    ["Action", "Crime", "Thriller"], []]
+    assert data.max_len == 50
+
+
+def test_recbole_timestamp_orders_each_user_stably(tmp_path):
+    write(tmp_path / "toy.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+          "1\ta\t5\t300\n1\tb\t4\t100\n2\tc\t3\t50\n1\tc\t2\t100\n2\ta\t1\t10\n")
+    data = read_recbole(tmp_path, "toy", 50)
+    # items keep file order of first appearance (a, b, c); ties keep file order (b before c)
+    assert data.raw_item_ids == ["a", "b", "c"]
+    assert seqs(data) == [[1, 2, 0], [0, 2]]
+    assert data.titles == ["item 0", "item 1", "item 2"]  # no .item file
+    assert data.item_categories == []
+
+
+def test_recbole_category_fallback_field(tmp_path):
+    write(tmp_path / "shop.inter", "user_id:token\titem_id:token\nu\tx\nu\ty\n")
+    write(tmp_path / "shop.item", "item_id:token\tbrand:token_seq\tcategories:token_seq\ttitle:token_seq\n"
+          "y\tAcme  Co\tBooks Fiction\tA   Book\nx\tNone\tToys\tA Toy\n")
+    data = read_recbole(tmp_path, "shop", 50)
+    assert data.titles == ["A Toy", "A Book"]
+    assert data.item_categories == [["Toys"], ["Books", "Fiction"]]
+
+
+# ---------------------------------------------------------------- DreamRec
+
+def dreamrec_rows(sequences, pad, width=10, float_ids=True):
+    """Rows as DreamRec wrote them: history right-padded, length 1 at a sequence's start."""
+    rows = []
+    for seq in sequences:
+        for k, item in enumerate(seq):
+            hist = [float(x) if float_ids else x for x in seq[max(0, k - width):k]]
+            rows.append((hist + [pad] * (width - len(hist)), max(1, len(hist)), item))
+    return rows
+
+
+def write_dreamrec(folder: Path, item_num: int, parts: dict[str, pd.DataFrame]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"seq_size": [10], "item_num": [item_num]}).to_pickle(folder / "data_statis.df")
+    for name, df in parts.items():
+        df.to_pickle(folder / name)
+
+
+def test_dreamrec_both_column_variants(tmp_path):
+    pad = 9
+    val = [[3, 4, 3, 3], [0, 8]]  # repeated items
+    test = [[5] + list(range(9)) + [2, 1]]  # longer than the 10-item history
+    val_df = pd.DataFrame(dreamrec_rows(val, pad, float_ids=False), columns=["seq", "seq_len", "tgt"])
+    test_df = pd.DataFrame(dreamrec_rows(test, pad), columns=["seq", "len_seq", "next"])
+    test_df["next"] = test_df["next"].astype(float)
+    assert val_df["seq_len"].tolist()[:2] == [1, 1]  # the quirk: 1 at start, 1 after one item
+    write_dreamrec(tmp_path / "ks", pad, {"test_data.df": test_df, "val_data.df": val_df})
+    data = read_dreamrec(tmp_path / "ks", "ks", 10)
+    assert seqs(data) == val + test  # val before test
+    assert data.n_items == 9 and data.pad_id == 9
+    assert data.titles[3] == "item 3" and data.raw_item_ids[3] == "3"
+    assert all(s.dtype == np.int64 for s in data.sequences)
+
+
+# ---------------------------------------------------------------- MovieLens
+
+def test_ml1m_official_dat(tmp_path):
+    folder = tmp_path / "ml-1m"
+    write(folder / "ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n"
+          "2::661::4::978298413\n1::914::3::978300000\n")
+    write(folder / "movies.dat", "1193::Cr\xe9ation (1975)::Drama\n"
+          "661::James and the Giant Peach (1996)::Animation|Children's|Musical\n"
+          "914::My Fair Lady (1964)::Musical|Romance\n", encoding="latin-1")
+    data = read_movielens_dat(folder, "ml-1m", 70)
+    assert data.raw_item_ids == ["1193", "661", "914"]
+    assert seqs(data) == [[2, 0, 1], [1]]  # user 1 by timestamp
+    assert data.titles == ["Cr\xe9ation (1975)", "James and the Giant Peach (1996)", "My Fair Lady (1964)"]
+    assert data.item_categories[1] == ["Animation", "Children's", "Musical"]
+
+
+def test_ml10m_official_dat_via_registry(tmp_path):
+    folder = tmp_path / "ml-10M100K"
+    write(folder / "ratings.dat", "1::122::5::838985046\n1::185::4.5::838983525\n"
+          "2::122::3.5::868245777\n")
+    write(folder / "movies.dat", "122::Boomerang (1992)::Comedy|Romance\n"
+          "185::Net, The (1995)::Action|Crime|Thriller\n"
+          "65130::Revolutionary Road (2008)::(no genres listed)\n")
+    data = load_dataset("ml-10m", tmp_path)
+    assert data.name == "ml-10m" and data.max_len == 70
+    assert seqs(data) == [[1, 0], [0]]
+    assert data.titles == ["Boomerang (1992)", "Net, The (1995)"]
+    assert data.category_names == ["Action", "Comedy", "Crime", "Romance", "Thriller"]
+
+
+U_ITEM = ("1|Toy Story (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?Toy%20Story%20(1995)"
+          "|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0\n"
+          "2|GoldenEye (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?GoldenEye%20(1995)"
+          "|0|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0|1|0|0\n"
+          "267|unknown||||1|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0\n")
+
+
+@pytest.mark.parametrize("with_genre_file", [True, False])
+def test_ml100k_official(tmp_path, with_genre_file):
+    folder = tmp_path / "ml-100k"
+    write(folder / "u.data", "196\t2\t3\t881250949\n186\t1\t3\t891717742\n196\t1\t1\t881250000\n"
+          "186\t267\t5\t891717742\n")
+    write(folder / "u.item", U_ITEM, encoding="latin-1")
+    if with_genre_file:
+        write(folder / "u.genre", "unknown|0\nAction|1\nAdventure|2\nAnimation|3\nChildren's|4\n"
+              "Comedy|5\nCrime|6\nDocumentary|7\nDrama|8\nFantasy|9\nFilm-Noir|10\nHorror|11\n"
+              "Musical|12\nMystery|13\nRomance|14\nSci-Fi|15\nThriller|16\nWar|17\nWestern|18\n\n")
+    data = read_movielens_100k(folder, "ml-100k", 70)
+    assert data.raw_item_ids == ["2", "1", "267"]
+    assert seqs(data) == [[1, 0], [1, 2]]  # 196 first; 186's tie keeps file order
+    assert data.titles == ["GoldenEye (1995)", "Toy Story (1995)", "unknown"]
+    assert data.item_categories == [["Action", "Adventure", "Thriller"],
+                                    ["Animation", "Children's", "Comedy"], ["unknown"]]
+
+
+# ---------------------------------------------------------------- registry
+
+def test_registry_finds_and_loads(tmp_path, monkeypatch):
+    write(tmp_path / "ml-1m" / "ml-1m.inter", "user_id:token\titem_id:token\n1\t1\n1\t2\n")
+    write(tmp_path / "ml-1m" / "ratings.dat", "1::5::5::1\n")  # RecBole wins over official
+    write(tmp_path / "beauty" / "beauty.inter", "user_id:token\titem_id:token\n1\t1\n")
+    write_dreamrec(tmp_path / "yoochoose", 4, {"val_data.df": pd.DataFrame(
+        dreamrec_rows([[1, 2]], 4), columns=["seq", "len_seq", "next"])})
+    (tmp_path / "notes").mkdir()
+    assert find_datasets(tmp_path) == ["planted", "beauty", "ml-1m", "yoochoose"]
+    assert seqs(load_dataset("ml-1m", tmp_path)) == [[0, 1]]
+    assert load_dataset("beauty", tmp_path).max_len == 50
+    assert load_dataset("yoochoose", tmp_path).max_len == 10
+    assert MAX_LEN["kuairec"] == 10 and max_len_for("ml-20m") == 70 and max_len_for("planted") == 20
+    monkeypatch.setenv("DIMEREC_DATA", str(tmp_path))
+    assert resolve_data_dir(None) == tmp_path
+    assert resolve_data_dir("elsewhere") == Path("elsewhere")
+    monkeypatch.delenv("DIMEREC_DATA")
+    assert resolve_data_dir(None) == Path("data")
+
+
+# ---------------------------------------------------------------- download
+
+def make_release(server: Path, md5: str | None = "right") -> bytes:
+    zip_path = server / "ml-1m.zip"
+    server.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(zip_path, "w") as z:
+        z.writestr("ml-1m/ratings.dat", "1::10::5::2\n1::20::4::1\n")
+        z.writestr("ml-1m/movies.dat", "10::Ten (1990)::Drama\n20::Twenty (1991)::Comedy\n")
+    payload = zip_path.read_bytes()
+    if md5 is not None:
+        digest = hashlib.md5(payload).hexdigest() if md5 == "right" else "0" * 32
+        write(server / "ml-1m.zip.md5", f"MD5 (ml-1m.zip) = {digest}\n")
+    return payload
+
+
+@pytest.mark.parametrize("md5", ["right", None])
+def test_download_unpacks(tmp_path, md5):
+    make_release(tmp_path / "server", md5)
+    data_dir = tmp_path / "data"
+    folder = download("movielens-1m", data_dir, base_url=(tmp_path / "server").as_uri())
+    assert folder == data_dir / "ml-1m"
+    assert sorted(p.name for p in data_dir.iterdir()) == ["ml-1m", "ml-1m.zip"]
+    assert seqs(load_dataset("ml-1m", data_dir)) == [[1, 0]]
+    # already unpacked: not fetched again
+    assert download("movielens-1m", data_dir, base_url=(tmp_path / "gone").as_uri()) == folder
+
+
+def test_download_url_from_env(tmp_path, monkeypatch):
+    make_release(tmp_path / "server")
+    monkeypatch.setenv("DIMEREC_MOVIELENS_URL", (tmp_path / "server").as_uri() + "/")
+    assert download("movielens-1m", tmp_path / "data") == tmp_path / "data" / "ml-1m"
+
+
+def test_download_md5_mismatch_leaves_nothing(tmp_path):
+    make_release(tmp_path / "server", md5="wrong")
+    data_dir = tmp_path / "data"
+    with pytest.raises(DataError) as e:
+        download("movielens-1m", data_dir, base_url=(tmp_path / "server").as_uri())
+    assert_one_line_error(e, "MD5", "ml-1m.zip")
+    assert list(data_dir.iterdir()) == []
+
+
+def test_download_corrupt_zip(tmp_path):
+    write(tmp_path / "server" / "ml-1m.zip", "not a zip")
+    with pytest.raises(DataError) as e:
+        download("movielens-1m", tmp_path / "data", base_url=(tmp_path / "server").as_uri())
+    assert_one_line_error(e, "not a valid zip")
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_download_offline_message(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    data_dir = tmp_path / "data"
+    with pytest.raises(DataError) as e:
+        download("movielens-10m", data_dir)
+    assert_one_line_error(e, "could not reach files.grouplens.org",
+                          "https://files.grouplens.org/datasets/movielens/ml-10m.zip", str(data_dir))
+    assert list(data_dir.iterdir()) == []
+
+
+# ---------------------------------------------------------------- errors
+
+def test_error_missing_inter_file(tmp_path):
+    with pytest.raises(DataError) as e:
+        read_recbole(tmp_path, "toy", 50)
+    assert_one_line_error(e, str(tmp_path / "toy.inter"), "not found")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("user_id:token\trating:float\n1\t5\n", "no item_id:token field"),
+    ("user_id\titem_id\n1\t2\n", "line 1: field 'user_id' is not name:type"),
+    ("1\t2\n", "line 1: field '1' is not name:type"),
+    ("user_id:token\titem_id:int\n1\t2\n", "unknown type 'int'"),
+    ("", "file is empty"),
+    ("user_id:token\titem_id:token\n", "no interactions"),
+    ("user_id:token\titem_id:token\ttimestamp:float\n1\t2\t5\n1\t3\tsoon\n",
+     "line 3: field timestamp is not a number: 'soon'"),
+    ("user_id:token\titem_id:token\n1\t2\n1\n", "line 3: field item_id is empty"),
+    ("user_id:token\titem_id:token\n1\t2\n1\t2\t3\n", "line 3: expected 2 tab-separated fields"),
+])
+def test_error_bad_inter(tmp_path, text, expected):
+    path = write(tmp_path / "toy.inter", text)
+    with pytest.raises(DataError) as e:
+        read_recbole(tmp_path, "toy", 50)
+    assert_one_line_error(e, str(path), expected)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("1::10::5::978300760\n2::20::4::978300760\nabc::30::3::978300760\n",
+     "line 3: field UserID is not a number: 'abc'"),
+    ("1::10::5::978300760\n1::x::5::978300760\n", "line 2: field MovieID is not a number: 'x'"),
+    ("1::10::5::978300760\n1::20::5\n", "line 2: field Timestamp is not a number: ''"),
+    ("1::10::5::978300760\n1:20::5::978300760::\n", "line 2: expected 4 fields"),
+    ("", "file is empty"),
+])
+def test_error_bad_ratings_dat(tmp_path, text, expected):
+    path = write(tmp_path / "ml-1m" / "ratings.dat", text)
+    with pytest.raises(DataError) as e:
+        load_dataset("ml-1m", tmp_path)
+    assert_one_line_error(e, str(path), expected)
+
+
+def test_error_dreamrec_sequence_without_items(tmp_path):
+    rows = dreamrec_rows([[1, 2]], 4) + [([4.0] * 10, 1, 4.0), ([4.0] * 10, 1, 4.0)]
+    write_dreamrec(tmp_path / "kuairec", 4, {
+        "test_data.df": pd.DataFrame(rows, columns=["seq", "len_seq", "next"])})
+    with pytest.raises(DataError) as e:
+        load_dataset("kuairec", tmp_path)
+    assert_one_line_error(e, str(tmp_path / "kuairec" / "test_data.df"), "row 2", "has no items")
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: p.write_bytes(b"not a pickle"), "not a readable pandas pickle"),
+    (lambda p: pd.DataFrame({"history": [[4]], "next": [1]}).to_pickle(p), "expected columns seq"),
+    (lambda p: pd.DataFrame({"seq": [[1.0] + [4.0] * 9], "next": [2.0]}).to_pickle(p),
+     "row 0: history is not all padding"),
+    (lambda p: pd.DataFrame({"seq": [[4.0] * 10], "next": [7.0]}).to_pickle(p),
+     "row 0: field next is not an item id in 0..3: 7.0"),
+    (lambda p: pd.DataFrame({"seq": [], "next": []}).to_pickle(p), "no rows"),
+])
+def test_error_bad_dreamrec_part(tmp_path, make, expected):
+    write_dreamrec(tmp_path / "yoochoose", 4, {})
+    make(tmp_path / "yoochoose" / "val_data.df")
+    with pytest.raises(DataError) as e:
+        load_dataset("yoochoose", tmp_path)
+    assert_one_line_error(e, str(tmp_path / "yoochoose" / "val_data.df"), expected)
+
+
+def test_error_missing_dataset_files(tmp_path):
+    with pytest.raises(DataError) as e:
+        load_dataset("ml-1m", tmp_path)
+    assert_one_line_error(e, str(tmp_path / "ml-1m" / "ratings.dat"),
+                          "python -m dimerec download movielens-1m")
+    with pytest.raises(DataError) as e:
+        load_dataset("kuairec", tmp_path)
+    assert_one_line_error(e, str(tmp_path / "kuairec" / "data_statis.df"))
+
+
+def test_error_unknown_dataset(tmp_path):
+    write(tmp_path / "beauty" / "beauty.inter", "user_id:token\titem_id:token\n1\t1\n")
+    with pytest.raises(DataError) as e:
+        load_dataset("bueaty", tmp_path)
+    assert_one_line_error(e, "'bueaty'", "planted, beauty", str(tmp_path))
+
+
+# ---------------------------------------------------------------- real data
+
+@pytest.mark.real_data
+def test_real_data(real_data_dir):
+    start = time.perf_counter()
+    ml = load_dataset("ml-1m", real_data_dir)
+    seconds = time.perf_counter() - start
+    assert (ml.n_users, ml.n_items, ml.n_interactions) == (6040, 3706, 1_000_209)
+    assert len(ml.category_names) == 18
+    assert all(ml.item_categories) and not any(t.startswith("item ") for t in ml.titles)
+    assert seconds < 10, f"ml-1m took {seconds:.1f} s to load"
+    assert load_dataset("yoochoose", real_data_dir).n_users == 25_694
+    assert load_dataset("kuairec", real_data_dir).n_users == 18_418
