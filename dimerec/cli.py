@@ -81,7 +81,7 @@ def print_metrics(metrics: dict) -> None:
 
 def cmd_train(args, model_cls) -> None:
     from dimerec.data import load_dataset
-    from dimerec.trainer import TrainConfig, train
+    from dimerec.trainer import TrainConfig, seed_everything, train
 
     out = Path(args.out or f"runs/{args.model}-{args.dataset}-s{args.seed}")
     if (out / "config.json").exists() and not (args.resume or args.overwrite):
@@ -90,7 +90,8 @@ def cmd_train(args, model_cls) -> None:
     if args.overwrite and out.exists():
         shutil.rmtree(out)
     cfg = dataclass_from_args(TrainConfig, args)
-    data = load_dataset(args.dataset, args.data_dir, seed=args.seed)
+    data = load_dataset(args.dataset, args.data_dir, seed=args.split_seed)  # planted: the world follows the split seed
+    seed_everything(cfg.seed)  # the model's initialisation is drawn here, before train() seeds sampling
     model = model_cls(data.n_items, data.max_len, dataclass_from_args(model_cls.Config, args))
     run_info = {"data_dir": str(args.data_dir) if args.data_dir else None, "command": " ".join(sys.argv)}
     metrics = train(model, data, cfg, out, run_info=run_info, resume=args.resume, progress=not args.quiet)
@@ -115,7 +116,7 @@ def cmd_evaluate(args) -> None:
     except (json.JSONDecodeError, KeyError) as err:
         raise DimeRecError(f"{run / 'config.json'} is not a valid run config ({err})") from None
     train_cfg = config["train_config"]
-    data = load_dataset(config["dataset"], args.data_dir or config.get("data_dir"), seed=train_cfg["seed"])
+    data = load_dataset(config["dataset"], args.data_dir or config.get("data_dir"), seed=train_cfg["split_seed"])
     model = model_cls(data.n_items, data.max_len, model_cls.Config(**config["model_config"]))
     model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
     split = data.split(train_cfg["split_seed"])
@@ -136,6 +137,14 @@ def cmd_evaluate(args) -> None:
         write_json_atomic(metrics, run / "metrics.json")
     else:
         write_json_atomic(metrics, run / f"metrics-{protocol}{'-masked' if mask_seen else ''}.json")
+
+
+def cmd_bench(args) -> None:
+    from dimerec.bench import print_report, run_bench
+
+    report = run_bench(args.data_dir, Path(args.out), steps=args.steps, seed=args.seed, preset=args.preset)
+    print_report(report)
+    print(f"written to {args.out}")
 
 
 def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
@@ -174,6 +183,12 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--mask-seen", action=argparse.BooleanOptionalAction, default=None,
                    help="remove already-seen items from the ranking (default: as trained)")
     p.add_argument("--retriever", choices=("torch", "faiss"), default="torch")
+    p = sub.add_parser("bench", help="DimeRec training throughput and serving latency -> results/bench.json")
+    p.add_argument("--data-dir", help=data_dir_help)
+    p.add_argument("--out", default="results/bench.json")
+    p.add_argument("--steps", type=int, default=30, help="timed training steps (default: 30)")
+    p.add_argument("--preset", choices=("ours", "paper"), default="ours")
+    p.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -194,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_train(args, MODELS[args.model])
         elif args.command == "evaluate":
             cmd_evaluate(args)
+        elif args.command == "bench":
+            cmd_bench(args)
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

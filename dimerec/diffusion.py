@@ -32,7 +32,7 @@ from dimerec import sphere
 ScheduleKind = Literal["linear", "cosine"]
 ForwardKind = Literal["geodesic", "euclidean"]
 NoiseMagnitude = Literal["paper", "angle"]
-ReverseKind = Literal["ddpm", "geodesic"]
+ReverseKind = Literal["ddpm", "ddim", "geodesic"]
 ReverseSigma = Literal["beta-tilde", "sqrt-beta-tilde", "none"]
 
 
@@ -104,8 +104,8 @@ class SphereDiffusion:
                                       (reverse, ReverseKind, "reverse"), (reverse_sigma, ReverseSigma, "reverse_sigma")):
             if value not in allowed.__args__:
                 raise ValueError(f"{label} must be one of {', '.join(allowed.__args__)}; got {value!r}")
-        if forward == "euclidean" and reverse == "geodesic":
-            raise ValueError("the geodesic reverse step needs the geodesic forward process; use reverse='ddpm'")
+        if forward == "euclidean" and reverse != "ddpm":
+            raise ValueError(f"the {reverse} reverse step needs the geodesic forward process; use reverse='ddpm'")
         self.schedule, self.forward, self.magnitude, self.reverse = schedule, forward, magnitude, reverse
         self.reverse_sigma, self.noise_scale, self.eta = reverse_sigma, noise_scale, eta
 
@@ -139,6 +139,18 @@ class SphereDiffusion:
     def step(self, pred_x0: torch.Tensor, t: int, x_t: torch.Tensor,
              generator: torch.Generator | None = None) -> StepOutput:
         """One reverse step x_t -> x_{t-1} given the denoiser's x̂0 (Alg. 2 line 7)."""
+        if self.reverse == "ddim":
+            # x_t = cos θ_t x0 + sin θ_t u with u a unit tangent (the angle forward process), so DDIM's
+            # deterministic update applies with (a, b) = (cos θ, sin θ): 1. the implied noise
+            # û = (x_t - cos θ_t x̂0) / sin θ_t; 2. x_{t-1} = cos θ_{t-1} x̂0 + sin θ_{t-1} û; 3. back onto
+            # the sphere. x̂0 stays unnormalised: its length below 1 carries the denoiser's uncertainty.
+            theta_t = float(self.schedule.angles[t]) * self.noise_scale
+            theta_prev = float(self.schedule.angles[t - 1]) * self.noise_scale
+            noise_hat = (x_t - math.cos(theta_t) * pred_x0) / max(math.sin(theta_t), 1e-6)
+            if self.eta > 0:
+                noise_hat = noise_hat + self.eta * torch.randn(x_t.shape, generator=generator) / math.sqrt(x_t.shape[-1])
+            return StepOutput(sphere.normalize(math.cos(theta_prev) * pred_x0 + math.sin(theta_prev) * noise_hat),
+                              pred_x0)
         if self.reverse == "geodesic":
             # 1. x̂0 on the sphere; 2. the geodesic from x̂0 through x_t; 3. walk θ_{t-1} along it.
             x0 = sphere.normalize(pred_x0)

@@ -45,6 +45,8 @@ class FaissRetriever(Retriever):
         self.n_items = items.shape[0]
         self.faiss_index = faiss.IndexFlatIP(items.shape[1])
         self.faiss_index.add(items)
+        self.exact = TorchRetriever()  # for rows whose k-th score ties beyond faiss's depth
+        self.exact.index(item_vectors)
 
     def search(self, user_vectors, k, exclude=None):
         B, K, d = user_vectors.shape
@@ -63,7 +65,18 @@ class FaissRetriever(Retriever):
             ex_rows = np.repeat(np.arange(B), [len(e) for e in exclude])
             ex_cols = np.concatenate(exclude).astype(np.int64) if len(ex_rows) else np.zeros(0, np.int64)
             dense[torch.from_numpy(ex_rows), torch.from_numpy(ex_cols)] = -torch.inf
-        return topk_items(dense, k)
+        top = topk_items(dense, k)
+        if depth < self.n_items:
+            # An item no interest returned scores at most that interest's last returned score. Where that
+            # reaches the row's k-th score, faiss may have kept a tied item over a lower id it left out:
+            # such rows are scored densely so that ties go to the lower id, as in TorchRetriever.
+            kth = torch.gather(dense, 1, top[:, -1:]).squeeze(1)
+            last = torch.from_numpy(scores[:, -1].copy()).view(B, K).amax(dim=1)
+            tied = (last >= kth).nonzero().squeeze(1)
+            if len(tied):
+                sub_exclude = [exclude[i] for i in tied.tolist()] if exclude is not None else None
+                top[tied] = self.exact.search(user_vectors[tied], k, exclude=sub_exclude)
+        return top
 
 
 RETRIEVERS = {"torch": TorchRetriever, "faiss": FaissRetriever}

@@ -44,7 +44,7 @@ class TrainConfig:
     mask_seen: bool = option(False, "remove already-seen items from rankings (the paper does not)")
     retriever: Literal["torch", "faiss"] = option("torch", "top-50 by dense torch scores or a faiss inner-product index")
     seed: int = option(0, "seed of initialisation, sampling and evaluation noise")
-    split_seed: int = option(0, "seed of the 8:1:1 user split (kept fixed across training seeds)")
+    split_seed: int = option(0, "seed of the 8:1:1 user split and of the planted world (fixed across training seeds)")
 
     def __post_init__(self):
         for field, allowed in (("sampling", SAMPLINGS), ("protocol", PROTOCOLS), ("retriever", tuple(RETRIEVERS))):
@@ -205,8 +205,9 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
                 out_of_time = state["elapsed"] >= budget
                 if state["step"] % eval_every == 0 or out_of_time:
                     metrics = validate_and_checkpoint()
-                    bar.write(f"epoch {state['epoch']} step {state['step']}: valid HR@50 {metrics['HR@50']:.4f} "
-                              f"NDCG@50 {metrics['NDCG@50']:.4f} (best {state['best_hr']:.4f})")
+                    if progress:
+                        bar.write(f"epoch {state['epoch']} step {state['step']}: valid HR@50 {metrics['HR@50']:.4f} "
+                                  f"NDCG@50 {metrics['NDCG@50']:.4f} (best {state['best_hr']:.4f})")
                     if state["bad_evals"] >= cfg.patience or out_of_time:
                         state["done"] = True
                         break

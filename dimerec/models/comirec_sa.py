@@ -33,12 +33,24 @@ class SelfAttentiveInterests(nn.Module):
         self.w1 = nn.Linear(dim, 4 * dim, bias=False)
         self.w2 = nn.Linear(4 * dim, n_interests, bias=False)
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """h [B, L, d], mask [B, L] -> interests [B, K, d], attention [B, L, K]."""
-        scores = self.w2(torch.tanh(self.w1(h + self.pos[-h.shape[1]:])))  # [B, L, K]
+    def forward(self, h: torch.Tensor, mask: torch.Tensor, w1_h: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """h [B, L, d], mask [B, L] -> interests [B, K, d], attention [B, L, K].
+
+        `w1_h` [B, L, 4d], when given, is W1·h already computed: W1(h + P) = W1·h + W1·P, and
+        W1·h can be gathered from W1 applied once to the item table (`from_table`), which costs
+        |I| instead of B·L matrix-vector products.
+        """
+        pos = self.pos[-h.shape[1]:]
+        pre = self.w1(h + pos) if w1_h is None else w1_h + self.w1(pos)
+        scores = self.w2(torch.tanh(pre))  # [B, L, K]
         scores = scores.masked_fill(~mask[:, :, None], float("-inf"))
         attention = torch.softmax(scores, dim=1)  # over positions
         return torch.einsum("blk,bld->bkd", attention, h), attention
+
+    def from_table(self, table: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor):
+        """The same as forward(table[hist], mask), faster: W1 is applied to the table, then gathered."""
+        return self.forward(table[hist], mask, self.w1(table)[hist])
 
 
 def select_interest(interests: torch.Tensor, target_emb: torch.Tensor) -> torch.Tensor:
@@ -64,7 +76,7 @@ class ComiRecSA(Recommender):
         self.extractor = SelfAttentiveInterests(config.dim, config.n_interests, max_len)
 
     def interests(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.extractor(self.item_emb(hist), hist != self.pad_id)
+        return self.extractor.from_table(self.item_emb.weight, hist, hist != self.pad_id)
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
         return self.interests(hist)[0]

@@ -37,9 +37,9 @@ Preset = Literal["ours", "paper"]
 # What each preset decides (SPEC §1 open points); an explicit flag overrides it.
 PRESETS = {
     "paper": dict(schedule="linear", magnitude="paper", reverse="ddpm", reverse_sigma="beta-tilde",
-                  normalize_x0=False),
-    "ours": dict(schedule="cosine", magnitude="angle", reverse="geodesic", reverse_sigma="none",
-                 normalize_x0=True),
+                  normalize_x0=False, ssm_direction=False),
+    "ours": dict(schedule="cosine", magnitude="angle", reverse="ddim", reverse_sigma="none",
+                 normalize_x0=False, ssm_direction=True),
 }
 
 
@@ -53,11 +53,15 @@ class DimeRecConfig(SampledSoftmaxConfig):
     schedule: Literal["linear", "cosine"] | None = option(None, "β schedule (default: by preset)")
     magnitude: Literal["paper", "angle"] | None = option(
         None, "forward noise size: paper = sqrt(1-ᾱ_t)·ε_tan; angle = θ_t with cos θ_t = sqrt(ᾱ_t) (default: by preset)")
-    reverse: Literal["ddpm", "geodesic"] | None = option(
-        None, "reverse step: ddpm = Eq. 8-9 then L2-normalise; geodesic = DDIM-like step on the sphere (default: by preset)")
+    reverse: Literal["ddpm", "ddim", "geodesic"] | None = option(
+        None, "reverse step: ddpm = Eq. 8-9 then L2-normalise; ddim = DDIM on the angle process; geodesic = "
+              "walk θ_{t-1} from normalised x̂0 towards x_t (default: by preset)")
     reverse_sigma: Literal["beta-tilde", "sqrt-beta-tilde", "none"] | None = option(
         None, "reverse noise of the ddpm step: β̃_t·ε (Alg. 2 as written), sqrt(β̃_t)·ε (DDPM) or none (default: by preset)")
     normalize_x0: bool | None = option(None, "put the denoiser's x̂0 on the sphere (default: by preset)")
+    ssm_direction: bool | None = option(
+        None, "L_ssm logits s·<x̂0/|x̂0|, e_i> with a learned scale s: L_ssm shapes x̂0's direction, L_recon alone "
+              "its length (default: by preset; paper: <x̂0, e_i>)")
     noise_scale: float = option(1.0, "multiplies the forward noise (and the reverse angles)")
     eta: float = option(0.0, "fresh noise in the geodesic reverse step (0: deterministic after x_T)")
     grw: bool = option(True, "geodesic random walk; --no-grw uses Euclidean noise (Eq. 4), the ablation")
@@ -116,6 +120,7 @@ class DimeRec(Recommender):
         nn.init.normal_(self.item_emb.weight[:n_items], std=0.02)
         self.extractor = SelfAttentiveInterests(c.dim, c.n_interests, max_len) if c.gem == "comirec-sa" else None
         self.denoiser = DenoiserMLP(c.dim, c.n_interests, c.hidden, use_xt=self.uses_diffusion)
+        self.log_ssm_scale = nn.Parameter(torch.zeros(()), requires_grad=bool(c.ssm_direction))
         self.diffusion = SphereDiffusion(
             NoiseSchedule(c.T, c.schedule), forward="geodesic" if c.grw else "euclidean", magnitude=c.magnitude,
             reverse=c.reverse, reverse_sigma=c.reverse_sigma, noise_scale=c.noise_scale, eta=c.eta)
@@ -128,15 +133,20 @@ class DimeRec(Recommender):
     def mu(self) -> float:
         return 1.0 if self.config.mu_ssm is None else self.config.mu_ssm
 
+    def ssm_user(self, x0_hat: torch.Tensor) -> torch.Tensor:
+        """The user vector L_ssm scores (open point 4)."""
+        if self.config.ssm_direction:
+            return self.log_ssm_scale.exp() * sphere.normalize(x0_hat)
+        return x0_hat
+
     def item_vectors(self) -> torch.Tensor:
         return self.item_emb.weight[:self.n_items]
 
     def guidance(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """GEM: [B, L] -> guidance [B, K, d] and, for ComiRec-SA, its attention [B, L, K]."""
-        h = self.item_emb(hist)
         if self.extractor is None:  # Eq. 15: the last K items (left padding puts them last)
-            return h[:, -self.config.n_interests:], None
-        return self.extractor(h, hist != self.pad_id)
+            return self.item_emb(hist[:, -self.config.n_interests:]), None
+        return self.extractor.from_table(self.item_emb.weight, hist, hist != self.pad_id)
 
     def predict_x0(self, guidance: torch.Tensor, x_t: torch.Tensor | None, t: torch.Tensor | None) -> torch.Tensor:
         out = self.denoiser(guidance, x_t, t)
@@ -154,7 +164,7 @@ class DimeRec(Recommender):
         x_t = self.diffusion.q_sample(x0, t)  # Alg. 1 lines 6-8
         x0_hat = self.predict_x0(guidance, x_t, t)  # Eq. 20
         l_recon = ((x0 - x0_hat) ** 2).sum(-1).mean()  # Eq. 21
-        l_ssm = sampled_softmax_loss(x0_hat, table, batch.target, negatives)  # Eq. 22
+        l_ssm = sampled_softmax_loss(self.ssm_user(x0_hat), table, batch.target, negatives)  # Eq. 22
         total = l_gem + c.lambda_recon * l_recon + self.mu * l_ssm  # Eq. 23
         return {"loss": total, "L_gem": l_gem, "L_recon": l_recon, "L_ssm": l_ssm}
 
@@ -215,7 +225,8 @@ class DimeRecNoDiff(DimeRec):
         negatives = draw_negatives(batch.target, self.n_items, c.n_negatives, c.negative_sampler)
         l_gem = sampled_softmax_loss(select_interest(guidance, table[batch.target].detach()), table, batch.target,
                                      negatives)
-        l_ssm = sampled_softmax_loss(self.predict_x0(guidance, None, None), table, batch.target, negatives)
+        l_ssm = sampled_softmax_loss(self.ssm_user(self.predict_x0(guidance, None, None)), table, batch.target,
+                                     negatives)
         return {"loss": l_gem + self.mu * l_ssm, "L_gem": l_gem, "L_ssm": l_ssm}
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:

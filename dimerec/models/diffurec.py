@@ -1,0 +1,175 @@
+"""DiffuRec (Li, Sun & Li, "DiffuRec: A Diffusion Model for Sequential Recommendation", TOIS 2023):
+corrupt the target item's embedding and reconstruct it with a Transformer over the history.
+
+Official code: github.com/WHUIR/DiffuRec (src/diffurec.py, src/model.py, src/trainer.py).
+
+Training (`DiffuRec.forward`, `loss_diffu_ce`): x0 = the target item's embedding,
+x_t = sqrt(ᾱ_t) x0 + sqrt(1 - ᾱ_t) ε with t uniform in 1..T, and the approximator
+reads the history embeddings (dropout, LayerNorm) plus λ ⊙ (x_t + step embedding) added
+at every position, λ ~ N(δ, δ) elementwise, through pre-LN Transformer blocks; x̂0 is the
+output at the last position. The loss is the full softmax cross-entropy of x̂0 · item
+table over all items. Serving (`reverse_p_sample`): x_T ~ N(0, I), T reverse steps
+x_{t-1} = μ̃_t(x_t, x̂0) + sqrt(β_t) ε (no noise at the last step); the user vector is the
+final x̂0 and items are ranked by inner product with it. Sampling draws from the global
+torch RNG (evaluation seeds it).
+
+T: 32, the official default. Each reverse step runs the whole Transformer, so serving
+costs T encoder passes; the schedule `trunc-lin` (official default) is linear β from
+1000/T·1e-4 + 0.01 to 1000/T·0.02 + 0.01 (for T = 32: 0.013 .. 0.635, ᾱ_T ≈ 1e-7).
+`linear` drops the +0.01 truncation (improved-diffusion's 1000/T scaling).
+Both are built by the project's NoiseSchedule; the forward noise is its Euclidean q_sample.
+
+Deviations from the official code:
+- d = 64 (the DimeRec paper's size for every model; the official default is 128).
+- Attention masks the padding keys. The official mask blanks the padded *query* rows and
+  lets every position attend to the padding embedding.
+- The reverse step's σ_t² = β_t (the official "fixed large" variance) is written here on
+  top of NoiseSchedule's posterior mean; dimerec.diffusion offers only β̃-based noise.
+- The official time-step sampler "lossaware" is never updated in its training loop, so it
+  stays uniform; we sample t uniformly.
+- Learning rate: the harness's --lr (default 0.005) replaces the official 0.001 with
+  StepLR(100, 0.1); pass --lr 0.001 to match it. Batch 256 instead of 512.
+- Scores and the loss exclude the padding row of the item table (the official includes it).
+
+    python -m dimerec train --model diffurec --dataset ml-1m --out runs/diffurec-ml1m
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dimerec.diffusion import NoiseSchedule, SphereDiffusion
+from dimerec.models.base import Batch, Recommender, option
+
+ScheduleName = Literal["trunc-lin", "linear"]
+
+
+@dataclass
+class DiffuRecConfig:
+    dim: int = option(64, "embedding size d (the DimeRec paper's; the official default is 128)")
+    T: int = option(32, "diffusion steps (official default 32)")
+    schedule: ScheduleName = option("trunc-lin", "trunc-lin: official truncated linear β; linear: without the +0.01")
+    n_blocks: int = option(4, "Transformer blocks of the approximator (official 4)")
+    n_heads: int = option(4, "attention heads (official 4)")
+    dropout: float = option(0.1, "dropout of the approximator (official 0.1)")
+    emb_dropout: float = option(0.3, "dropout of the history's item embeddings (official 0.3)")
+    lambda_uncertainty: float = option(0.001, "δ: x_t enters as λ ⊙ x_t with λ ~ N(δ, δ) (official default 0.001)")
+
+    def __post_init__(self):
+        if self.schedule not in ScheduleName.__args__:
+            raise ValueError(f"schedule must be one of {', '.join(ScheduleName.__args__)}; got {self.schedule!r}")
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim ({self.dim}) must be a multiple of n_heads ({self.n_heads})")
+
+
+def make_schedule(T: int, name: ScheduleName) -> NoiseSchedule:
+    """The official get_named_beta_schedule('trunc_lin' | 'linear') as a NoiseSchedule."""
+    scale = 1000 / T
+    shift = 0.01 if name == "trunc-lin" else 0.0
+    beta_end = scale * 0.02 + shift
+    if beta_end > 1:  # the official fallback for very small T
+        beta_end = scale * 0.001 + shift
+    return NoiseSchedule(T, "linear", beta_start=scale * 1e-4 + shift, beta_end=beta_end)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:
+    """The official (improved-diffusion) embedding: [cos, sin] of t [N] -> [N, dim]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    angles = t.float()[:, None] * freqs[None]
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer block: x + drop(attn(LN x)), x + drop(FFN(LN x)), then dropout (official)."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.ln_attn, self.ln_ff = nn.LayerNorm(dim, eps=1e-12), nn.LayerNorm(dim, eps=1e-12)
+        self.attn = nn.MultiheadAttention(dim, n_heads, dropout=dropout, batch_first=True)
+        self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(approximate="tanh"), nn.Dropout(dropout),
+                                nn.Linear(4 * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """x [B, L, d], padding [B, L] True at padded positions."""
+        a = self.ln_attn(x)
+        x = x + self.drop(self.attn(a, a, a, key_padding_mask=padding, need_weights=False)[0])
+        x = x + self.drop(self.ff(self.ln_ff(x)))
+        return self.drop(x)
+
+
+class DiffuRec(Recommender):
+    name = "diffurec"
+    Config = DiffuRecConfig
+
+    def __init__(self, n_items: int, max_len: int, config: DiffuRecConfig):
+        super().__init__(n_items, max_len, config)
+        d = config.dim
+        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=n_items)  # N(0, 1), PyTorch's default as official
+        self.emb_dropout = nn.Dropout(config.emb_dropout)
+        self.emb_norm = nn.LayerNorm(d, eps=1e-12)
+        self.time_embed = nn.Sequential(nn.Linear(d, 4 * d), nn.SiLU(), nn.Linear(4 * d, d))
+        self.blocks = nn.ModuleList(Block(d, config.n_heads, config.dropout) for _ in range(config.n_blocks))
+        self.out_dropout = nn.Dropout(config.dropout)
+        self.out_norm = nn.LayerNorm(d, eps=1e-12)
+        self.diffusion = SphereDiffusion(make_schedule(config.T, config.schedule), forward="euclidean",
+                                         reverse="ddpm")
+
+    @property
+    def schedule(self) -> NoiseSchedule:
+        return self.diffusion.schedule
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.item_emb.weight[:self.n_items]
+
+    def encode(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, L] -> history representation [B, L, d] and padding mask [B, L] (True = pad)."""
+        padding = hist == self.pad_id
+        padding[:, -1] = False  # an empty history still has a key to attend to
+        return self.emb_norm(self.emb_dropout(self.item_emb(hist))), padding
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """x_t = sqrt(ᾱ_t) x0 + sqrt(1 - ᾱ_t) ε for steps t [B] in 1..T."""
+        return self.diffusion.q_sample(x0, t, noise)
+
+    def predict_x0(self, h: torch.Tensor, padding: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The approximator: h [B, L, d], x_t [B, d], t [B] in 1..T -> x̂0 [B, d] (the last position)."""
+        c = self.config
+        steps = (t - 1).float() * (1000.0 / c.T)  # official index t-1 in 0..T-1, rescaled to 0..1000
+        x_t = x_t + self.time_embed(timestep_embedding(steps, c.dim))
+        lam = torch.normal(c.lambda_uncertainty, c.lambda_uncertainty, size=h.shape, device=h.device)
+        z = h + lam * x_t[:, None]  # [B, L, d]: the noised target added at every position
+        for block in self.blocks:
+            z = block(z, padding)
+        return self.out_norm(self.out_dropout(z))[:, -1]
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        h, padding = self.encode(batch.hist)
+        x0 = self.item_emb(batch.target)  # [B, d]
+        t = torch.randint(1, self.config.T + 1, (len(x0),), device=x0.device)
+        x0_hat = self.predict_x0(h, padding, self.q_sample(x0, t), t)
+        ce = F.cross_entropy(x0_hat @ self.item_vectors().T, batch.target)  # full softmax over all items
+        return {"loss": ce, "L_ce": ce}
+
+    @torch.no_grad()
+    def sample(self, hist: torch.Tensor) -> torch.Tensor:
+        """The official reverse_p_sample: x_T ~ N(0, I), T steps with σ_t² = β_t; returns the final x̂0 [B, d]."""
+        s = self.schedule
+        h, padding = self.encode(hist)
+        x = torch.randn(len(hist), self.config.dim, device=h.device)
+        for t in range(self.config.T, 0, -1):
+            tt = torch.full((len(hist),), t, device=h.device)
+            x0_hat = self.predict_x0(h, padding, x, tt)
+            x = s.at("posterior_coef_x0", tt, x) * x0_hat + s.at("posterior_coef_xt", tt, x) * x  # Eq. 8's μ̃_t
+            if t > 1:
+                x = x + s.at("betas", tt, x).sqrt() * torch.randn_like(x)
+        return x  # at t = 1, μ̃_1 = x̂0
+
+    def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
+        return self.sample(hist)[:, None]  # [B, 1, d]

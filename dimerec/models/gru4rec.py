@@ -1,0 +1,113 @@
+"""GRU4Rec (Hidasi et al., ICLR 2016): a GRU reads the history; its last hidden state is the user.
+
+Paper: B. Hidasi, A. Karatzoglou, L. Baltrunas, D. Tikk, "Session-based Recommendations with
+Recurrent Neural Networks", ICLR 2016 (with Hidasi & Karatzoglou, CIKM 2018, for the
+cross-entropy / BPR-max losses and the negative sampling that the code uses today).
+Official code: hidasib/GRU4Rec (Theano) and hidasib/GRU4Rec_PyTorch_Official.
+
+    item embedding -> dropout -> GRU (n_layers, hidden d) -> dropout -> last hidden state h
+    score(i) = <h, W_i>
+
+`--output-table` chooses W:
+- `shared` (default): W is the input embedding table. This is the official code's default
+  (`constrained_embedding=True`, used by all its published best parameter files) and the form
+  of ComiRec's GRU4Rec, the code base DimeRec builds on.
+- `separate`: an input table plus its own output table W_y, the 2016 paper's feed-forward
+  output layer (the paper feeds one-hot items, i.e. an input table of the GRU's input size).
+
+Differences from the official code:
+- Training samples. The official code trains session-parallel mini-batches: each of B
+  sessions advances one event per step, the hidden state is carried from step to step and
+  reset when a session ends. The other rows' targets (plus 2048 popularity-sampled extras)
+  are the negatives of a softmax cross-entropy or BPR-max loss. Here every (history prefix,
+  next item) sample reruns the GRU over its last max_len items, and the loss is sampled
+  softmax against uniform negatives, as the DimeRec paper trains every model (§5.1.4).
+- No per-item output bias b_y, because the harness scores by inner product only. Adam lr
+  0.005 comes from the trainer (the official uses Adagrad). d = 64 (the official uses 100
+  units). The init follows the official one: Glorot-uniform per table and per gate matrix,
+  zero biases.
+
+    python -m dimerec train --model gru4rec --dataset ml-1m --out runs/gru4rec-ml1m
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from dimerec.models.base import (Batch, Recommender, SampledSoftmaxConfig, draw_negatives, option,
+                                 sampled_softmax_loss)
+
+OutputTable = Literal["shared", "separate"]
+OUTPUT_TABLES = ("shared", "separate")
+
+
+def left_to_right_aligned(hist: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Move each row's n real items from the last n columns to the first n (what packing expects)."""
+    L = hist.shape[1]
+    source = (torch.arange(L, device=hist.device)[None, :] + (L - lengths)[:, None]) % L  # [B, L]
+    return hist.gather(1, source)
+
+
+@dataclass
+class GRU4RecConfig(SampledSoftmaxConfig):
+    dim: int = option(64, "embedding size and GRU hidden size d (the DimeRec paper's; the official uses 100)")
+    n_layers: int = option(1, "stacked GRU layers (1, the official default)")
+    dropout_embed: float = option(0.0, "dropout on the input embeddings (0, the official default)")
+    dropout_hidden: float = option(0.0, "dropout after every GRU layer (0, the official default)")
+    output_table: OutputTable = option("shared", "shared: score with the input table (the official "
+                                                 "constrained_embedding); separate: own output table")
+
+    def __post_init__(self):
+        if self.output_table not in OUTPUT_TABLES:
+            raise ValueError(f"output_table must be one of {OUTPUT_TABLES}, got {self.output_table!r}")
+
+
+class GRU4Rec(Recommender):
+    name = "gru4rec"
+    Config = GRU4RecConfig
+
+    def __init__(self, n_items: int, max_len: int, config: GRU4RecConfig):
+        super().__init__(n_items, max_len, config)
+        d = config.dim
+        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=n_items)
+        self.out_emb = nn.Embedding(n_items, d) if config.output_table == "separate" else None
+        self.embed_dropout = nn.Dropout(config.dropout_embed)
+        self.gru = nn.GRU(d, d, num_layers=config.n_layers, batch_first=True,
+                          dropout=config.dropout_hidden if config.n_layers > 1 else 0.0)
+        self.hidden_dropout = nn.Dropout(config.dropout_hidden)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The official init: uniform +-sqrt(6 / (fan_in + fan_out)) per table and per gate matrix."""
+        for table in (self.item_emb, self.out_emb):
+            if table is not None:
+                nn.init.xavier_uniform_(table.weight)
+        self.item_emb.weight[self.n_items].zero_()
+        for name, p in self.gru.named_parameters():
+            if name.startswith("weight"):
+                for gate in p.chunk(3, dim=0):  # [3d, d_in] = reset, update, candidate
+                    nn.init.xavier_uniform_(gate)
+            else:
+                nn.init.zeros_(p)
+
+    def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
+        lengths = (hist != self.pad_id).sum(1).clamp(min=1)  # an empty history reads one pad
+        x = self.embed_dropout(self.item_emb(left_to_right_aligned(hist, lengths)))  # [B, L, d]
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, h_n = self.gru(packed)  # [n_layers, B, d], each row's state after its own last item
+        return self.hidden_dropout(h_n[-1])[:, None]  # [B, 1, d]
+
+    def item_vectors(self) -> torch.Tensor:
+        table = self.out_emb if self.out_emb is not None else self.item_emb
+        return table.weight[:self.n_items]
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        user = self.user_vectors(batch.hist)[:, 0]
+        negatives = draw_negatives(batch.target, self.n_items, self.config.n_negatives, self.config.negative_sampler)
+        l_ssm = sampled_softmax_loss(user, self.item_vectors(), batch.target, negatives)
+        return {"loss": l_ssm, "L_ssm": l_ssm}

@@ -1,0 +1,175 @@
+"""SASRec (Kang & McAuley, ICDM 2018): causal self-attention over the history; the user is the last position.
+
+Paper: W.-C. Kang, J. McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018.
+Official code: kang205/SASRec (the authors' TensorFlow) and pmixer/SASRec.pytorch (its PyTorch port).
+
+As in the official code: item embeddings scaled by sqrt(d) plus learned positional
+embeddings, dropout, pads zeroed; then `n_layers` blocks of
+
+    Q = LN(x);  x = Q + Attention(Q, x, x)       causal, one head by default
+    x = LN(x);  x = x + FFN(x);  pads zeroed      FFN = Linear -> dropout -> ReLU -> Linear -> dropout
+
+and a final LayerNorm. (The paper writes each residual as x + Dropout(g(LN(x))); both
+official codes add the normalised Q instead, which is followed here.) Items are scored by
+inner product with the input item table. The user vector is the output at the last
+column, which under left padding is the most recent item.
+
+Differences from the official code:
+- Loss (`--loss-kind`). `ssm` (default): sampled softmax of the last position against
+  uniform negatives, the way the DimeRec paper trains every model (§5.1.4).
+  `bce-all-positions`: the official objective: at every real position, binary
+  cross-entropy of the next item (the history shifted by one, the sample's target last)
+  against one uniform negative, with pads masked. The official sampler redraws a negative
+  that is anywhere in the user's sequence; here negatives are drawn uniformly from the
+  items absent from the row's history and target.
+- Samples come from the harness: one (history, next item) pair for every prefix (or
+  ComiRec's random cut). With `bce-all-positions` an early position is therefore trained
+  once per later prefix; the official code draws one whole sequence per user per batch.
+- Pads are masked as attention keys, as in the authors' TensorFlow code (the PyTorch port
+  lets the zeroed pads take softmax mass). A user's vector then depends on its items only,
+  not on how much padding precedes them.
+- Position p embeds the distance from the most recent item, which matches the official
+  left-padded arrays; a batch narrower than max_len uses the last max_len positions.
+- d = 64 (the DimeRec paper's; the official uses 50). Adam lr 0.005 comes from the
+  trainer (the official uses 0.001, betas (0.9, 0.98)). No L2 on embeddings (the official
+  default l2_emb = 0).
+
+    python -m dimerec train --model sasrec --dataset ml-1m --out runs/sasrec-ml1m
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dimerec.models.base import (Batch, Recommender, SampledSoftmaxConfig, draw_negatives, option,
+                                 sampled_softmax_loss)
+
+LossKind = Literal["ssm", "bce-all-positions"]
+LOSS_KINDS = ("ssm", "bce-all-positions")
+
+
+class PointWiseFeedForward(nn.Module):
+    """The official 1x1-convolution FFN (a Linear per position) with its residual."""
+
+    def __init__(self, dim: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(dropout), nn.ReLU(),
+                                 nn.Linear(dim, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+class CausalBlock(nn.Module):
+    """One SASRec block in the official arrangement (the residual adds the normalised query)."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(dim, eps=1e-8)
+        self.attn = nn.MultiheadAttention(dim, n_heads, dropout=dropout, batch_first=True)
+        self.ffn_norm = nn.LayerNorm(dim, eps=1e-8)
+        self.ffn = PointWiseFeedForward(dim, dropout)
+
+    def forward(self, x: torch.Tensor, blocked: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """x [B, L, d]; blocked [B*heads, L, L] True where a query may not look; keep [B, L, 1]."""
+        q = self.attn_norm(x)
+        x = q + self.attn(q, x, x, attn_mask=blocked, need_weights=False)[0]
+        return self.ffn(self.ffn_norm(x)) * keep
+
+
+def bce_all_positions(out: torch.Tensor, item_table: torch.Tensor, hist: torch.Tensor, target: torch.Tensor,
+                      negatives: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official loss: position t predicts the item after it against negatives[:, t]; pads masked.
+
+    out [B, L, d] position outputs; item_table [n_items + 1, d] (pad row included);
+    hist [B, L] left-padded; target [B]; negatives [B, L]. Returns (positive, negative) BCE terms,
+    each a mean over the real positions.
+    """
+    positives = torch.cat([hist[:, 1:], target[:, None]], dim=1)  # [B, L]: history shifted by one
+    real = hist != pad_id  # left padding: a real input always has a real next item
+    pos_logits = (out * item_table[positives]).sum(-1)[real]
+    neg_logits = (out * item_table[negatives]).sum(-1)[real]
+    return (F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits)),
+            F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits)))
+
+
+def negatives_outside_rows(items: torch.Tensor, n_items: int, width: int) -> torch.Tensor:
+    """[B, width] negatives, uniform over the items absent from each row of `items` [B, m] (pads allowed)."""
+    allowed = torch.ones(items.shape[0], n_items + 1, device=items.device)
+    allowed.scatter_(1, items, 0.0)  # column n_items catches the pads and is dropped
+    allowed = allowed[:, :n_items]
+    allowed[allowed.sum(1) == 0] = 1.0  # a row that holds every item draws from all of them
+    return torch.multinomial(allowed, width, replacement=True)
+
+
+@dataclass
+class SASRecConfig(SampledSoftmaxConfig):
+    dim: int = option(64, "embedding size d (the DimeRec paper's; the official uses 50)")
+    n_layers: int = option(2, "self-attention blocks (the official's)")
+    n_heads: int = option(1, "attention heads (the official's)")
+    dropout: float = option(0.2, "dropout of embeddings, attention and FFN (the official's for ML-1M)")
+    loss_kind: LossKind = option("ssm", "ssm: sampled softmax on the last position (DimeRec's setting); "
+                                        "bce-all-positions: the official BCE with one negative per position")
+
+    def __post_init__(self):
+        if self.loss_kind not in LOSS_KINDS:
+            raise ValueError(f"loss_kind must be one of {LOSS_KINDS}, got {self.loss_kind!r}")
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+
+
+class SASRec(Recommender):
+    name = "sasrec"
+    Config = SASRecConfig
+
+    def __init__(self, n_items: int, max_len: int, config: SASRecConfig):
+        super().__init__(n_items, max_len, config)
+        d = config.dim
+        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=n_items)
+        self.pos_emb = nn.Parameter(torch.empty(max_len, d))  # row max_len-1 = the most recent item
+        self.emb_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(CausalBlock(d, config.n_heads, config.dropout) for _ in range(config.n_layers))
+        self.last_norm = nn.LayerNorm(d, eps=1e-8)
+        for p in self.parameters():  # the official init: Xavier-normal on every matrix
+            if p.dim() > 1:
+                nn.init.xavier_normal_(p)
+        with torch.no_grad():
+            self.item_emb.weight[n_items].zero_()
+
+    def sequence_outputs(self, hist: torch.Tensor) -> torch.Tensor:
+        """[B, L] histories -> [B, L, d] outputs; position t sees positions <= t only."""
+        L = hist.shape[1]
+        keep = (hist != self.pad_id)[:, :, None]  # [B, L, 1]
+        x = self.item_emb(hist) * self.config.dim ** 0.5 + self.pos_emb[-L:]
+        x = self.emb_dropout(x) * keep
+        future = torch.ones(L, L, dtype=torch.bool, device=hist.device).triu(1)
+        blocked = future | ~keep[:, None, :, 0]  # [B, L, L]: future positions and pad keys
+        # a pad query may look at itself, so its softmax is defined; its output is zeroed anyway
+        blocked = blocked & ~torch.eye(L, dtype=torch.bool, device=hist.device)
+        blocked = blocked.repeat_interleave(self.config.n_heads, dim=0)  # [B*heads, L, L]
+        for block in self.blocks:
+            x = block(x, blocked, keep)
+        return self.last_norm(x)
+
+    def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
+        return self.sequence_outputs(hist)[:, -1:]  # [B, 1, d]
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.item_emb.weight[:self.n_items]
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        out = self.sequence_outputs(batch.hist)  # [B, L, d]
+        if self.config.loss_kind == "ssm":
+            negatives = draw_negatives(batch.target, self.n_items, self.config.n_negatives,
+                                       self.config.negative_sampler)
+            l_ssm = sampled_softmax_loss(out[:, -1], self.item_vectors(), batch.target, negatives)
+            return {"loss": l_ssm, "L_ssm": l_ssm}
+        row_items = torch.cat([batch.hist, batch.target[:, None]], dim=1)  # [B, L+1]
+        negatives = negatives_outside_rows(row_items, self.n_items, batch.hist.shape[1])
+        l_pos, l_neg = bce_all_positions(out, self.item_emb.weight, batch.hist, batch.target, negatives,
+                                         self.pad_id)
+        return {"loss": l_pos + l_neg, "L_bce_pos": l_pos, "L_bce_neg": l_neg}

@@ -1,0 +1,148 @@
+"""The command line, in process (dimerec.cli.main) and once through `python -m dimerec`:
+user mistakes are one `error:` line with exit status 2, and a run directory round-trips."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dimerec.cli import main
+from dimerec.models import MODELS
+from dimerec.models.comirec_sa import ComiRecSA
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def one_error_line(stderr: str) -> str:
+    """The single `error: ...` line a user mistake prints (no traceback, nothing else)."""
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """`train --model comirec-sa --dataset planted --max-epochs 1` (the full planted world; d=16 for speed)."""
+    run_dir = tmp_path_factory.mktemp("cli") / "sa-run"
+    rc = main(["train", "--model", "comirec-sa", "--dataset", "planted", "--max-epochs", "1", "--dim", "16",
+               "--quiet", "--out", str(run_dir)])
+    return rc, run_dir
+
+
+def test_train_writes_the_run_directory(cli_run):
+    rc, run_dir = cli_run
+    assert rc == 0
+    for name in ("config.json", "losses.csv", "metrics.json", "best.pt", "valid.csv", "last.pt"):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (metrics["model"], metrics["dataset"], metrics["epochs"]) == ("comirec-sa", "planted", 1)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train_config"]["max_epochs"] == 1
+    assert config["model_config"]["dim"] == 16 and config["model_config"]["n_interests"] == 4
+    assert len((run_dir / "losses.csv").read_text().splitlines()) == 1 + metrics["steps"]
+    torch.load(run_dir / "best.pt", weights_only=True)
+
+
+def test_train_into_an_existing_run_is_refused(cli_run, capsys):
+    _, run_dir = cli_run
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.suffix in (".json", ".csv")}
+    rc = main(["train", "--model", "comirec-sa", "--dataset", "planted", "--max-epochs", "1", "--quiet",
+               "--out", str(run_dir)])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2
+    assert str(run_dir) in line and "--resume" in line and "--overwrite" in line
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.suffix in (".json", ".csv")} == before
+
+
+def test_evaluate_reprints_and_rewrites_the_same_metrics(cli_run, capsys):
+    _, run_dir = cli_run
+    original = json.loads((run_dir / "metrics.json").read_text())
+    tampered = {**original, "test": {k: -1.0 for k in original["test"]}}
+    (run_dir / "metrics.json").write_text(json.dumps(tampered))
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert json.loads((run_dir / "metrics.json").read_text()) == original
+    assert "comirec-sa on planted" in out
+    assert f"{original['test']['HR@50'] * 100:.2f}" in out and f"{original['valid']['NDCG@10'] * 100:.2f}" in out
+
+
+def test_evaluate_without_best_pt_is_one_line(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{}")
+    rc = main(["evaluate", str(tmp_path)])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and str(tmp_path / "best.pt") in line
+
+
+def test_unknown_dataset_is_one_line(tmp_path, capsys):
+    rc = main(["train", "--model", "pop", "--dataset", "no-such-set", "--data-dir", str(tmp_path),
+               "--out", str(tmp_path / "run")])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and "no-such-set" in line
+
+
+def test_missing_data_file_names_the_path(tmp_path, capsys):
+    (tmp_path / "ml-1m").mkdir()
+    rc = main(["train", "--model", "pop", "--dataset", "ml-1m", "--data-dir", str(tmp_path),
+               "--out", str(tmp_path / "run")])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and str(tmp_path / "ml-1m" / "ratings.dat") in line
+
+
+def test_bad_recbole_header_names_the_file(tmp_path, capsys):
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "shop.inter").write_text("user_id:token\titem_id\n1\t2\n1\t3\n")
+    rc = main(["train", "--model", "pop", "--dataset", "shop", "--data-dir", str(tmp_path),
+               "--out", str(tmp_path / "run")])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and str(folder / "shop.inter") in line and "item_id" in line
+
+
+class AlwaysNaN(ComiRecSA):
+    name = "always-nan"
+
+    def loss(self, batch):
+        return {k: v * float("nan") for k, v in super().loss(batch).items()}
+
+
+def test_diverged_run_exits_1_with_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(MODELS, AlwaysNaN.name, AlwaysNaN)
+    rc = main(["train", "--model", "always-nan", "--dataset", "planted", "--quiet", "--out", str(tmp_path / "run")])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 1 and "nan" in line and "step 1" in line
+
+
+def test_same_seed_same_run_within_one_process(tmp_path):
+    """--seed seeds the model's initialisation too: two runs in one process are identical."""
+    weights = []
+    for name in ("a", "b"):
+        assert main(["train", "--model", "comirec-sa", "--dataset", "planted", "--max-minutes", "1e-7", "--quiet",
+                     "--seed", "0", "--out", str(tmp_path / name)]) == 0
+        weights.append(torch.load(tmp_path / name / "best.pt", weights_only=True)["model"])
+    assert (tmp_path / "a" / "losses.csv").read_text() == (tmp_path / "b" / "losses.csv").read_text()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+@pytest.mark.real_data
+def test_datasets_lists_the_real_data(real_data_dir, capsys):
+    assert main(["datasets", "--data-dir", str(real_data_dir)]) == 0
+    rows = {line.split()[0]: line.split()[1:4] for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["ml-1m"] == ["6040", "3706", "1000209"]
+    assert rows["yoochoose"] == ["25694", "9514", "112307"]
+    assert rows["kuairec"] == ["18418", "7261", "132341"]
+    assert rows["planted"] == ["2000", "480", rows["planted"][2]]
+
+
+def test_module_entry_point_exit_status_and_error_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "dimerec", "evaluate", str(tmp_path / "nothing")],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    line = one_error_line(done.stderr)
+    assert done.returncode == 2 and str(tmp_path / "nothing" / "config.json") in line

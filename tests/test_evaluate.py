@@ -1,0 +1,216 @@
+"""Evaluation protocols (rows, targets, seen items), evaluate() against a brute-force reference,
+and faiss retrieval equal to torch retrieval."""
+from math import log2
+
+import numpy as np
+import pytest
+import torch
+
+from dimerec.data.dataset import SeqDataset
+from dimerec.evaluate import build_rows, evaluate, seen_items
+from dimerec.models.pop import MostPopular
+from dimerec.retrieval import FaissRetriever, TorchRetriever
+
+P = 10  # pad id of the tiny datasets below (n_items = 10)
+
+
+def tiny(sequences, n_items=10, max_len=3) -> SeqDataset:
+    return SeqDataset(name="tiny", sequences=[np.array(s, dtype=np.int64) for s in sequences],
+                      n_items=n_items, max_len=max_len)
+
+
+# ---- protocol rows ---------------------------------------------------------
+
+def test_next_item_rows_are_every_prefix_truncated_and_left_padded():
+    data = tiny([[0, 1, 2, 3, 4], [5], [6, 7]])
+    rows = build_rows(data, np.array([0, 1, 2]), "next-item")
+    assert rows.hist.tolist() == [[P, P, 0], [P, 0, 1], [0, 1, 2], [1, 2, 3],  # user 0: four prefixes
+                                  [P, P, 6]]  # user 1 (one item) is skipped; user 2 one row
+    assert rows.targets.tolist() == [[1], [2], [3], [4], [7]]
+    assert rows.user.tolist() == [0, 0, 0, 0, 2]
+    assert rows.cut.tolist() == [1, 2, 3, 4, 1]
+    assert rows.hist.dtype == np.int64 and rows.targets.dtype == np.int64
+
+
+def test_future_rows_split_80_20():
+    data = tiny([
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],  # n=10: 8 history (truncated to the last 3), 2 targets
+        [3, 4],  # n=2: 1 history, 1 target
+        [5],  # skipped
+        [1, 2, 3, 4, 5, 6, 9],  # n=7: int(5.6) = 5 history, 2 targets
+        [0, 1, 2, 3, 4, 5, 6, 7, 9, 9],  # duplicate targets count once
+        [2, 3, 4, 5, 6],  # n=5: 4 history (the last 3 kept), 1 target
+    ])
+    rows = build_rows(data, np.arange(6), "future")
+    assert rows.hist.tolist() == [[5, 6, 7], [P, P, 3], [3, 4, 5], [5, 6, 7], [3, 4, 5]]
+    assert rows.targets.tolist() == [[8, 9], [4, -1], [6, 9], [9, -1], [6, -1]]
+    assert rows.user.tolist() == [0, 1, 3, 4, 5]
+    assert rows.cut.tolist() == [8, 1, 5, 8, 4]
+
+
+def test_rows_only_for_the_users_asked_and_none_for_short_sequences():
+    data = tiny([[0, 1, 2], [3], [4, 5, 6, 7]])
+    rows = build_rows(data, np.array([2]), "next-item")
+    assert rows.user.tolist() == [2, 2, 2]
+    for protocol in ("next-item", "future"):
+        empty = build_rows(data, np.array([1]), protocol)
+        assert empty.hist.shape == (0, 3) and len(empty.targets) == 0 and len(empty.user) == 0
+
+
+def test_unknown_protocol_is_refused():
+    with pytest.raises(ValueError, match="protocol"):
+        build_rows(tiny([[0, 1]]), np.array([0]), "leave-one-out")
+
+
+# ---- seen-item masking -----------------------------------------------------
+
+def ranked_by_id(n_items=60, max_len=3) -> MostPopular:
+    """A hand-made popularity model: item 0 is the most popular, then 1, 2, ...: its ranking is the id order."""
+    model = MostPopular(n_items, max_len, MostPopular.Config())
+    model.counts = torch.arange(n_items, 0, -1, dtype=torch.float32)
+    return model
+
+
+def test_mask_seen_changes_metrics_as_computed_by_hand():
+    data = tiny([[0, 1, 50]], n_items=60)
+    model, users = ranked_by_id(), np.array([0])
+    # rows: ([0] -> 1) and ([0, 1] -> 50); unmasked top 50 = 0..49
+    plain = evaluate(model, data, users)["final"]
+    assert plain["HR@10"] == 0.5 and plain["HR@50"] == 0.5
+    assert plain["NDCG@10"] == pytest.approx((1 / log2(3)) / 2)
+    # masked: row 1 ranks 1..50 (target at rank 0), row 2 ranks 2..51 (target 50 at rank 48)
+    masked = evaluate(model, data, users, mask_seen=True)["final"]
+    assert masked["HR@20"] == 0.5 and masked["HR@50"] == 1.0
+    assert masked["NDCG@50"] == pytest.approx((1 + 1 / log2(50)) / 2)
+    # future: history [0, 1], target 50, seen {0, 1}
+    future = evaluate(model, data, users, "future", mask_seen=True)["final"]
+    assert future["HR@50"] == 1.0 and future["NDCG@50"] == pytest.approx(1 / log2(50))
+
+
+class RecordingRetriever(TorchRetriever):
+    """The real torch retriever, keeping what each search excluded and returned."""
+
+    def __init__(self):
+        self.calls = []
+
+    def search(self, user_vectors, k, exclude=None):
+        top = super().search(user_vectors, k, exclude)
+        self.calls.append((exclude, top))
+        return top
+
+
+@pytest.mark.parametrize("protocol", ["next-item", "future"])
+def test_mask_seen_removes_exactly_the_seen_items(protocol):
+    # seen = the whole sequence before the row's history ends, not only the last max_len items;
+    # a repeated target (user 1) is seen too, and is removed
+    sequences = [[0, 1, 2, 3, 4, 5, 52], [7, 3, 7], [9, 8]]
+    data = tiny(sequences, n_items=60)
+    rec = RecordingRetriever()
+    evaluate(ranked_by_id(), data, np.arange(3), protocol, mask_seen=True, retriever=rec, batch_size=2)
+    rows = build_rows(data, np.arange(3), protocol)
+    excluded = [list(e) for exclude, _ in rec.calls for e in exclude]
+    returned = np.concatenate([top.numpy() for _, top in rec.calls])
+    assert len(excluded) == len(returned) == len(rows.user)
+    for row, (u, cut) in enumerate(zip(rows.user, rows.cut)):
+        seen = sequences[u][:cut]
+        assert excluded[row] == seen
+        assert returned[row].tolist() == [i for i in range(60) if i not in seen][:50]
+    # without masking nothing is excluded
+    rec = RecordingRetriever()
+    evaluate(ranked_by_id(), data, np.arange(3), protocol, retriever=rec)
+    assert all(exclude is None for exclude, _ in rec.calls)
+    assert all(top.tolist() == [list(range(50))] * len(top) for _, top in rec.calls)
+
+
+# ---- evaluate() against a brute-force reference ------------------------------
+
+def reference_metrics(model, data, users, protocol, mask_seen):
+    """Dense scores for every row, a stable argsort, metrics by explicit loops."""
+    rows = build_rows(data, users, protocol)
+    with torch.no_grad():
+        scores = torch.einsum("bkd,nd->bkn", model.user_vectors(torch.from_numpy(rows.hist)),
+                              model.item_vectors()).amax(1).numpy()
+    sums = {f"{m}@{n}": 0.0 for m in ("HR", "Recall", "NDCG") for n in (10, 20, 50)}
+    for r in range(len(scores)):
+        s = scores[r].copy()
+        if mask_seen:
+            s[data.sequences[rows.user[r]][:rows.cut[r]]] = -np.inf
+        ranking = np.argsort(-s, kind="stable")[:50]
+        targets = {int(t) for t in rows.targets[r] if t >= 0}
+        for n in (10, 20, 50):
+            hits = [i for i, item in enumerate(ranking[:n]) if item in targets]
+            sums[f"HR@{n}"] += bool(hits)
+            sums[f"Recall@{n}"] += len(hits) / len(targets)
+            ideal = sum(1 / log2(i + 2) for i in range(min(len(targets), n)))
+            sums[f"NDCG@{n}"] += sum(1 / log2(i + 2) for i in hits) / ideal
+    return {k: v / len(scores) for k, v in sums.items()}
+
+
+@pytest.mark.parametrize("protocol", ["next-item", "future"])
+@pytest.mark.parametrize("mask_seen", [False, True])
+def test_evaluate_matches_brute_force(trained_sa, planted_small, protocol, mask_seen):
+    model = trained_sa[0]
+    users = planted_small.split(0).valid
+    got = evaluate(model, planted_small, users, protocol, mask_seen=mask_seen, batch_size=100)["final"]
+    expected = reference_metrics(model, planted_small, users, protocol, mask_seen)
+    assert got == pytest.approx(expected, abs=1e-12)
+    assert got["HR@50"] > 0.3  # the trained model is not trivial, so the comparison is not 0 == 0
+
+
+def test_evaluate_subsample_is_seeded_and_restores_train_mode(trained_sa, planted_small):
+    model = trained_sa[0]
+    users = planted_small.split(0).valid
+    model.train()
+    a = evaluate(model, planted_small, users, max_rows=200, seed=3)
+    assert model.training
+    assert a == evaluate(model, planted_small, users, max_rows=200, seed=3)
+    assert a != evaluate(model, planted_small, users)
+
+
+# ---- faiss retrieval == torch retrieval --------------------------------------
+
+def both_retrievers(item_vectors):
+    f, t = FaissRetriever(), TorchRetriever()
+    f.index(item_vectors)
+    t.index(item_vectors)
+    return f, t
+
+
+@pytest.mark.parametrize("protocol", ["next-item", "future"])
+def test_faiss_top50_equals_torch_top50_for_a_trained_model(trained_sa, planted_small, protocol):
+    model = trained_sa[0]
+    rows = build_rows(planted_small, planted_small.split(0).valid, protocol)
+    with torch.no_grad():
+        users = model.user_vectors(torch.from_numpy(rows.hist))
+        faiss_r, torch_r = both_retrievers(model.item_vectors())
+    assert users.shape[1] == 4  # K interests merged by faiss
+    np.testing.assert_array_equal(faiss_r.search(users, 50).numpy(), torch_r.search(users, 50).numpy())
+    exclude = seen_items(planted_small, rows, np.arange(len(rows.user)))
+    f_top, t_top = faiss_r.search(users, 50, exclude=exclude), torch_r.search(users, 50, exclude=exclude)
+    np.testing.assert_array_equal(f_top.numpy(), t_top.numpy())
+    assert not any(set(top.tolist()) & set(e.tolist()) for top, e in zip(f_top, exclude))
+    # and the metrics agree through evaluate()
+    users_ids = planted_small.split(0).valid
+    for mask in (False, True):
+        assert (evaluate(model, planted_small, users_ids, protocol, mask_seen=mask, retriever=FaissRetriever())
+                == evaluate(model, planted_small, users_ids, protocol, mask_seen=mask, retriever=TorchRetriever()))
+
+
+def test_faiss_breaks_ties_by_lower_id_like_torch(planted_small):
+    # MostPopular scores are counts: hundreds of items share a few dozen values, so the 50th slot is tied
+    model = MostPopular(planted_small.n_items, planted_small.max_len, MostPopular.Config())
+    model.fit_statistics(planted_small, planted_small.split(0).train)
+    faiss_r, torch_r = both_retrievers(model.item_vectors())
+    users = torch.ones(3, 1, 1)
+    np.testing.assert_array_equal(faiss_r.search(users, 50).numpy(), torch_r.search(users, 50).numpy())
+    exclude = [np.array([], dtype=np.int64), np.arange(0, 480, 7), np.array([3, 5, 8])]
+    np.testing.assert_array_equal(faiss_r.search(users, 50, exclude).numpy(),
+                                  torch_r.search(users, 50, exclude).numpy())
+    # K = 2 interests over small-integer vectors: ties everywhere
+    rng = np.random.default_rng(0)
+    items = torch.from_numpy(rng.integers(0, 3, size=(300, 2)).astype(np.float32))
+    users = torch.from_numpy(rng.integers(-1, 3, size=(40, 2, 2)).astype(np.float32))
+    faiss_r, torch_r = both_retrievers(items)
+    exclude = [rng.choice(300, size=rng.integers(0, 30), replace=False) for _ in range(40)]
+    for ex in (None, exclude):
+        np.testing.assert_array_equal(faiss_r.search(users, 50, ex).numpy(), torch_r.search(users, 50, ex).numpy())

@@ -1,0 +1,176 @@
+"""The training loop on a small planted world: it learns, it is seeded, it resumes, it stops on NaN,
+and its run directory holds what the docs say."""
+import csv
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+
+from dimerec.errors import DimeRecError, TrainingDiverged
+from dimerec.evaluate import evaluate
+from dimerec.metrics import METRIC_KEYS
+from dimerec.models.comirec_sa import ComiRecSA
+from dimerec.models.pop import MostPopular
+from dimerec.trainer import TrainConfig, seed_everything, train
+
+# The configuration of the `trained_sa` fixture (conftest.py), which test_resume continues from scratch.
+FIXTURE_CFG = dict(max_epochs=2, max_minutes=1.0, seed=0)
+
+
+def fit(data, out_dir, model_cls=ComiRecSA, seed=0, **cfg):
+    """Build the model under `seed` (the caller draws the initialisation, as the CLI does) and train it."""
+    with torch.random.fork_rng():
+        seed_everything(seed)
+        model = model_cls(data.n_items, data.max_len, model_cls.Config())
+        return model, train(model, data, TrainConfig(seed=seed, **cfg), out_dir, progress=False)
+
+
+def read_losses(run_dir):
+    with open(run_dir / "losses.csv") as f:
+        return list(csv.reader(f))
+
+
+def without_wall_clock(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "train_minutes"}
+
+
+def test_comirec_sa_beats_most_popular(trained_sa, planted_small, tmp_path):
+    _, sa, _ = trained_sa
+    _, pop = fit(planted_small, tmp_path / "pop", MostPopular)
+    assert 0.05 < pop["test"]["HR@50"] < 0.4
+    assert sa["test"]["HR@50"] > pop["test"]["HR@50"] + 0.15
+    assert sa["test"]["NDCG@50"] > pop["test"]["NDCG@50"]
+    # a model without training steps still leaves a loadable best.pt, and no losses
+    assert (tmp_path / "pop" / "best.pt").exists() and not (tmp_path / "pop" / "losses.csv").exists()
+    assert pop["steps"] == 0
+
+
+def test_checkpoints_load_weights_only_and_rebuild_the_model(trained_sa, planted_small):
+    model, metrics, run_dir = trained_sa
+    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    config = json.loads(best["config"])
+    assert config["model"] == "comirec-sa" and config["dataset"] == "planted"
+    assert config["model_config"] == asdict(model.config)
+    assert (config["n_items"], config["max_len"]) == (planted_small.n_items, planted_small.max_len)
+    assert config["train_config"]["max_epochs"] == 2
+    assert config == json.loads((run_dir / "config.json").read_text())
+    # rebuilt from the file alone, it gives the test metrics of metrics.json
+    rebuilt = ComiRecSA(config["n_items"], config["max_len"], ComiRecSA.Config(**config["model_config"]))
+    rebuilt.load_state_dict(best["model"])
+    test = evaluate(rebuilt, planted_small, planted_small.split(0).test)["final"]
+    assert test == pytest.approx(metrics["test"], abs=1e-12)
+    last = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+    assert {"model", "config", "state", "optimizer", "sampler", "torch_rng"} <= set(last)
+    assert json.loads(last["state"])["step"] == metrics["steps"]
+
+
+def test_metrics_json_keys_and_ranges(trained_sa):
+    _, metrics, run_dir = trained_sa
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    assert on_disk == metrics
+    assert {"model", "dataset", "protocol", "seed", "valid", "test"} <= set(on_disk)
+    assert (on_disk["model"], on_disk["dataset"], on_disk["protocol"], on_disk["seed"]) == \
+        ("comirec-sa", "planted", "next-item", 0)
+    assert on_disk["epochs"] == 2
+    for split in ("valid", "test"):
+        for key in ("HR@10", "HR@20", "HR@50", "NDCG@10", "NDCG@20", "NDCG@50", "Recall@50"):
+            assert 0.0 <= on_disk[split][key] <= 1.0, (split, key)
+        assert set(on_disk[split]) == set(METRIC_KEYS)
+        assert on_disk[split]["HR@10"] <= on_disk[split]["HR@20"] <= on_disk[split]["HR@50"]
+        assert on_disk[split]["NDCG@50"] <= on_disk[split]["HR@50"]
+
+
+def test_losses_csv_has_one_row_per_step_with_every_term(trained_sa):
+    _, metrics, run_dir = trained_sa
+    header, *rows = read_losses(run_dir)
+    assert header == ["step", "epoch", "loss", "L_gem"]
+    assert len(rows) == metrics["steps"] > 0
+    assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1))
+    epochs = [int(r[1]) for r in rows]
+    assert epochs == sorted(epochs) and epochs[0] == 1 and epochs[-1] == 2
+    values = np.array([[float(x) for x in r[2:]] for r in rows])
+    assert np.isfinite(values).all()
+    np.testing.assert_array_equal(values[:, 0], values[:, 1])  # ComiRec-SA's total is its one term
+    # it learned: the last steps' loss is below the first steps'
+    assert values[-10:, 0].mean() < values[:10, 0].mean() - 0.1
+    with open(run_dir / "valid.csv") as f:
+        assert len(list(csv.reader(f))) == 1 + 2  # header + one validation per epoch
+
+
+def test_same_seed_gives_identical_runs_and_another_seed_differs(planted_small, tmp_path):
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        model, metrics = fit(planted_small, tmp_path / name, seed=seed, max_epochs=1)
+        runs[name] = (model, metrics, read_losses(tmp_path / name),
+                      json.loads((tmp_path / name / "metrics.json").read_text()))
+    (ma, a, losses_a, disk_a), (mb, b, losses_b, disk_b), (_, c, losses_c, _) = runs["a"], runs["b"], runs["c"]
+    assert without_wall_clock(disk_a) == without_wall_clock(disk_b)
+    assert losses_a == losses_b
+    for key, tensor in ma.state_dict().items():
+        assert torch.equal(tensor, mb.state_dict()[key]), key
+    assert losses_c[1:] != losses_a[1:]
+    assert c["test"] != a["test"] and c["valid"] != a["valid"]
+
+
+def test_resume_continues_where_max_epochs_stopped(trained_sa, planted_small, tmp_path):
+    _, straight, straight_dir = trained_sa  # the same run done in one go (FIXTURE_CFG)
+    run_dir = tmp_path / "resumed"
+    _, first = fit(planted_small, run_dir, **{**FIXTURE_CFG, "max_epochs": 1})
+    assert first["epochs"] == 1
+    steps_per_epoch = first["steps"]
+    # a fresh model: everything it needs comes from last.pt
+    model = ComiRecSA(planted_small.n_items, planted_small.max_len, ComiRecSA.Config())
+    resumed = train(model, planted_small, TrainConfig(**FIXTURE_CFG), run_dir, resume=True, progress=False)
+    assert resumed["epochs"] == 2 and resumed["steps"] == 2 * steps_per_epoch
+    header, *rows = read_losses(run_dir)
+    assert [int(r[0]) for r in rows] == list(range(1, 2 * steps_per_epoch + 1))
+    assert {int(r[1]) for r in rows[steps_per_epoch:]} == {2}
+    # optimizer, sampler and RNG state were restored: identical to the uninterrupted run
+    assert read_losses(run_dir) == read_losses(straight_dir)
+    assert without_wall_clock(resumed) == without_wall_clock(straight)
+
+
+class NaNAfterTwoSteps(ComiRecSA):
+    """ComiRec-SA whose loss becomes NaN from its third training step on."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.calls = 0
+
+    def loss(self, batch):
+        terms = super().loss(batch)
+        self.calls += 1
+        if self.calls >= 3:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+
+def test_nan_loss_raises_training_diverged_naming_term_and_step(planted_small, tmp_path):
+    with pytest.raises(TrainingDiverged) as info:
+        fit(planted_small, tmp_path / "nan", NaNAfterTwoSteps, max_epochs=1)
+    message = str(info.value)
+    assert "loss became nan" in message
+    assert "L_gem" not in message  # only the term that diverged is named
+    assert "step 3" in message and str(tmp_path / "nan") in message
+    assert "\n" not in message
+    header, *rows = read_losses(tmp_path / "nan")
+    assert [r[0] for r in rows] == ["1", "2"]  # the finite steps before it were logged
+
+
+def test_time_budget_stops_training_and_keeps_a_checkpoint(planted_small, tmp_path):
+    _, metrics = fit(planted_small, tmp_path / "budget", max_minutes=1e-7)
+    assert metrics["steps"] == 1 and metrics["epochs"] == 1
+    assert (tmp_path / "budget" / "best.pt").exists()
+
+
+@pytest.mark.parametrize("field, value", [("protocol", "leave-one-out"), ("sampling", "all"), ("retriever", "annoy")])
+def test_train_config_rejects_unknown_choices(field, value):
+    with pytest.raises(DimeRecError, match=f"--{field}"):
+        TrainConfig(**{field: value})
+
+
+def test_fixture_config_matches_the_trained_run(trained_sa):
+    config = json.loads((trained_sa[2] / "config.json").read_text())["train_config"]
+    assert {k: config[k] for k in FIXTURE_CFG} == FIXTURE_CFG
