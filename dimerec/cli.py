@@ -147,6 +147,15 @@ def cmd_bench(args) -> None:
     print(f"written to {args.out}")
 
 
+def cmd_reproduce(args) -> None:
+    from dimerec.reproduce import reproduce
+
+    path = reproduce(args.name, args.dataset, args.seeds, data_dir=args.data_dir, max_minutes=args.max_minutes,
+                     root=Path(args.runs), out_dir=Path(args.results))
+    print(path.read_text())
+    print(f"written to {path} and {path.with_suffix('.csv')}")
+
+
 def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     from dimerec.models import MODELS
     from dimerec.trainer import TrainConfig
@@ -183,6 +192,15 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--mask-seen", action=argparse.BooleanOptionalAction, default=None,
                    help="remove already-seen items from the ranking (default: as trained)")
     p.add_argument("--retriever", choices=("torch", "faiss"), default="torch")
+    p = sub.add_parser("reproduce", help="train a set of models over seeds and write a results table")
+    p.add_argument("name", help="experiment: dimerec (DimeRec presets, the control, ComiRec-SA, MostPopular)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data-dir", help=data_dir_help)
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
+    p.add_argument("--max-minutes", type=float, default=10.0, help="training budget of every run (default: 10)")
+    p.add_argument("--runs", default="runs/reproduce", help="where the runs go (finished runs are skipped)")
+    p.add_argument("--results", default="results", help="where the tables go")
+
     p = sub.add_parser("bench", help="DimeRec training throughput and serving latency -> results/bench.json")
     p.add_argument("--data-dir", help=data_dir_help)
     p.add_argument("--out", default="results/bench.json")
@@ -211,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_evaluate(args)
         elif args.command == "bench":
             cmd_bench(args)
+        elif args.command == "reproduce":
+            cmd_reproduce(args)
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

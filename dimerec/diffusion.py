@@ -10,12 +10,15 @@ Two consistent settings are offered (SPEC §1, open points 1-2):
   v = sqrt(1 - ᾱ_t) · ε_tan (‖ε_tan‖ ≈ sqrt(d-1), so x0 moves by up to ~7.9 rad in
   64-d and wraps around the sphere); reverse: Eq. 8-9's Euclidean posterior mean,
   plus β̃_t·ε′ as Alg. 2 writes it, then L2-normalised.
-- `ours`: the angle from x0 is θ_t = arccos(sqrt(ᾱ_t)) — the angle a Euclidean
-  DDPM sample sqrt(ᾱ)x0 + sqrt(1-ᾱ)ε/sqrt(d) makes with x0 — along a uniformly
-  random tangent direction, with a schedule that ends at ᾱ_T = 0, i.e. θ_T = π/2:
-  exactly where a uniformly random start on the 64-d sphere lies (±0.13 rad).
-  The reverse step is its DDIM-like mirror on the sphere: x_{t-1} is the point at
-  angle θ_{t-1} from x̂0 on the geodesic from x̂0 through x_t.
+- `ours`: x_t lies at the angle θ_t = arctan( sqrt((d-1)(1-ᾱ_t)/ᾱ_t) ) from x0 along a
+  uniformly random tangent direction: the angle that the Euclidean DDPM sample
+  sqrt(ᾱ_t) x0 + sqrt(1-ᾱ_t) ε_tan makes with x0, i.e. the paper's noise size
+  mapped through arctan so that it never wraps past π/2. In d = 64 an angle of 1.2
+  rad still identifies x0 among thousands of items (cos θ ≫ 1/sqrt(d)); this
+  scale keeps x_t informative only as long as a DDPM's x_t would be. With the
+  cosine schedule ᾱ_T = 0, so θ_T = π/2: exactly where a uniformly random start
+  on the 64-d sphere lies (±0.13 rad). The reverse step is DDIM on this process
+  (x_t = cos θ_t x0 + sin θ_t u, u a unit tangent).
 Both also offer the Euclidean forward noise of Eq. 4 (the `--no-grw` ablation),
 whose reverse step is Eq. 8-9 without normalisation.
 """
@@ -70,8 +73,12 @@ class NoiseSchedule:
         self.posterior_variance = self.betas * (1 - prev) / denom
         for name in ("posterior_coef_xt", "posterior_coef_x0", "posterior_variance"):
             getattr(self, name)[0] = 0.0
-        # The angle from x0 at step t in the `angle` forward process: cos θ_t = sqrt(ᾱ_t).
-        self.angles = torch.arccos(torch.sqrt(self.alphas_cumprod).clamp(0, 1))
+
+    def angles(self, dim: int, noise_scale: float = 1.0) -> torch.Tensor:
+        """θ_t, t = 0..T: the angle between x0 and sqrt(ᾱ_t) x0 + sqrt(1-ᾱ_t)·noise_scale·ε_tan in R^dim,
+        whose tangent Gaussian ε_tan has length ≈ sqrt(dim - 1)."""
+        spread = noise_scale * torch.sqrt((dim - 1) * (1 - self.alphas_cumprod))
+        return torch.atan2(spread, torch.sqrt(self.alphas_cumprod))
 
     def at(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """Gather a per-step coefficient for integer steps t [B...] and shape it to broadcast over like's last dim."""
@@ -97,7 +104,7 @@ class Trajectory:
 
 
 class SphereDiffusion:
-    def __init__(self, schedule: NoiseSchedule, *, forward: ForwardKind = "geodesic",
+    def __init__(self, schedule: NoiseSchedule, dim: int, *, forward: ForwardKind = "geodesic",
                  magnitude: NoiseMagnitude = "angle", reverse: ReverseKind = "geodesic",
                  reverse_sigma: ReverseSigma = "none", noise_scale: float = 1.0, eta: float = 0.0):
         for value, allowed, label in ((forward, ForwardKind, "forward"), (magnitude, NoiseMagnitude, "magnitude"),
@@ -108,6 +115,8 @@ class SphereDiffusion:
             raise ValueError(f"the {reverse} reverse step needs the geodesic forward process; use reverse='ddpm'")
         self.schedule, self.forward, self.magnitude, self.reverse = schedule, forward, magnitude, reverse
         self.reverse_sigma, self.noise_scale, self.eta = reverse_sigma, noise_scale, eta
+        self.dim = dim
+        self.angles = schedule.angles(dim, noise_scale)  # [T+1], θ_0 = 0
 
     @property
     def T(self) -> int:
@@ -126,15 +135,16 @@ class SphereDiffusion:
         v = sphere.tangent(noise, x0)  # Alg. 1 line 6
         if self.magnitude == "paper":  # Alg. 1 line 7: v <- sqrt(1 - ᾱ_t) v
             v = (1 - self.schedule.at("alphas_cumprod", t, x0)).sqrt() * v
+            v = self.noise_scale * v
         else:  # ours: a uniformly random direction at angle θ_t
-            v = sphere.normalize(v) * self.schedule.at("angles", t, x0)
-        return sphere.exp_map(x0, self.noise_scale * v)  # Alg. 1 line 8
+            v = sphere.normalize(v) * self.angles.to(x0.device, x0.dtype)[t][..., None]
+        return sphere.exp_map(x0, v)  # Alg. 1 line 8
 
-    def prior_sample(self, shape: tuple[int, ...], dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def prior_sample(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
         """x_T: a uniformly random point on the sphere (Alg. 2), or N(0, I) for the Euclidean variant."""
         if self.forward == "euclidean":
-            return torch.randn(*shape, dim, generator=generator)
-        return sphere.random_points(shape, dim, generator)
+            return torch.randn(*shape, self.dim, generator=generator)
+        return sphere.random_points(shape, self.dim, generator)
 
     def step(self, pred_x0: torch.Tensor, t: int, x_t: torch.Tensor,
              generator: torch.Generator | None = None) -> StepOutput:
@@ -144,8 +154,7 @@ class SphereDiffusion:
             # deterministic update applies with (a, b) = (cos θ, sin θ): 1. the implied noise
             # û = (x_t - cos θ_t x̂0) / sin θ_t; 2. x_{t-1} = cos θ_{t-1} x̂0 + sin θ_{t-1} û; 3. back onto
             # the sphere. x̂0 stays unnormalised: its length below 1 carries the denoiser's uncertainty.
-            theta_t = float(self.schedule.angles[t]) * self.noise_scale
-            theta_prev = float(self.schedule.angles[t - 1]) * self.noise_scale
+            theta_t, theta_prev = float(self.angles[t]), float(self.angles[t - 1])
             noise_hat = (x_t - math.cos(theta_t) * pred_x0) / max(math.sin(theta_t), 1e-6)
             if self.eta > 0:
                 noise_hat = noise_hat + self.eta * torch.randn(x_t.shape, generator=generator) / math.sqrt(x_t.shape[-1])
@@ -158,8 +167,7 @@ class SphereDiffusion:
             if self.eta > 0:
                 noise = sphere.normalize(sphere.tangent(torch.randn(x_t.shape, generator=generator), x0))
                 direction = sphere.normalize(direction + self.eta * noise)
-            angle = float(self.schedule.angles[t - 1]) * self.noise_scale
-            return StepOutput(sphere.exp_map(x0, angle * direction), x0)
+            return StepOutput(sphere.exp_map(x0, float(self.angles[t - 1]) * direction), x0)
         # 1. Eq. 8: the posterior mean; 2. Eq. 9: the posterior spread; 3. project back onto the sphere.
         tt = torch.full(x_t.shape[:-1], t, dtype=torch.long)
         mean = self.schedule.at("posterior_coef_xt", tt, x_t) * x_t + self.schedule.at("posterior_coef_x0", tt, x_t) * pred_x0
@@ -173,13 +181,13 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B, S, d
 
 
 @torch.no_grad()
-def sample_trajectory(diffusion: SphereDiffusion, denoise: Denoiser, batch: int, n_samples: int, dim: int,
+def sample_trajectory(diffusion: SphereDiffusion, denoise: Denoiser, batch: int, n_samples: int,
                       generator: torch.Generator | None = None, x_T: torch.Tensor | None = None) -> Trajectory:
     """Alg. 2 for `batch` users × `n_samples` samples each, recording x_t and x̂0 at every step.
 
     `denoise` closes over the users' guidance (see DimeRec.denoiser_for).
     """
-    x = diffusion.prior_sample((batch, n_samples), dim, generator) if x_T is None else x_T
+    x = diffusion.prior_sample((batch, n_samples), generator) if x_T is None else x_T
     xs, preds = [x], []
     for t in range(diffusion.T, 0, -1):
         pred = denoise(x, torch.full((batch, n_samples), t, dtype=torch.long))

@@ -57,36 +57,47 @@ def test_posterior_coefficients_equal_eq_8_9(kind):
 
 
 def test_cosine_schedule_ends_at_a_right_angle_where_random_points_lie():
-    s = NoiseSchedule(20, "cosine")
-    assert math.isclose(float(s.angles[-1]), math.pi / 2, abs_tol=1e-6)
-    assert float(s.angles[0]) == 0.0 and torch.all(torch.diff(s.angles) > 0)
+    angles = NoiseSchedule(20, "cosine").angles(D)
+    assert math.isclose(float(angles[-1]), math.pi / 2, abs_tol=1e-6)
+    assert float(angles[0]) == 0.0 and torch.all(torch.diff(angles) > 0)
+    # θ_t is the angle of the Euclidean DDPM sample sqrt(ᾱ) x0 + sqrt(1-ᾱ) ε_tan with x0 (‖ε_tan‖ = sqrt(d-1))
+    s = NoiseSchedule(20, "linear")
+    x0 = unit(1)
+    eps = sphere.tangent(torch.randn(1, D, dtype=torch.float64), x0)
+    eps = eps / eps.norm() * math.sqrt(D - 1)
+    for t in (1, 7, 20):
+        abar = float(s.alphas_cumprod[t])
+        xt = math.sqrt(abar) * x0 + math.sqrt(1 - abar) * eps
+        assert math.isclose(float(sphere.geodesic_distance(x0, sphere.normalize(xt))), float(s.angles(D)[t]), rel_tol=1e-6)
     angles = sphere.geodesic_distance(unit(2000, seed=1), unit(2000, seed=2))
     assert abs(float(angles.mean()) - math.pi / 2) < 0.01 and float(angles.std()) < 0.2
 
 
 def test_forward_angle_process_moves_x0_by_theta_t_and_paper_noise_wraps():
     x0 = unit(500).float()
-    ours = SphereDiffusion(NoiseSchedule(20, "cosine"), magnitude="angle")
+    ours = SphereDiffusion(NoiseSchedule(20, "cosine"), D, magnitude="angle")
     for t in (1, 5, 10, 20):
         xt = ours.q_sample(x0, torch.full((500,), t))
-        assert torch.allclose(sphere.geodesic_distance(x0, xt), ours.schedule.angles[t].float().expand(500), atol=1e-3)
-    paper = SphereDiffusion(NoiseSchedule(20, "linear"), magnitude="paper", reverse="ddpm")
-    moved = math.sqrt(1 - float(paper.schedule.alphas_cumprod[20])) * math.sqrt(D - 1)
-    assert moved > 1.0  # far more than the linear schedule's ~0.45 rad of `angle` at T...
+        assert torch.allclose(sphere.geodesic_distance(x0, xt), ours.angles[t].float().expand(500), atol=1e-3)
+    # the paper's unit tangent noise moves x0 by sqrt(1-ᾱ_t)·sqrt(d-1) ≈ 7.9 sqrt(1-ᾱ_t) rad: past π, it wraps
+    paper = SphereDiffusion(NoiseSchedule(20, "cosine"), D, magnitude="paper", reverse="ddpm")
     xt = paper.q_sample(x0, torch.full((500,), 20))
     assert torch.allclose(xt.norm(dim=-1), torch.ones(500), atol=1e-5)
+    moved = math.sqrt(D - 1)  # ᾱ_T = 0
+    expected = abs(math.remainder(moved, 2 * math.pi))  # distance after wrapping
+    assert abs(float(sphere.geodesic_distance(x0, xt).mean()) - expected) < 0.15
 
 
 @pytest.mark.parametrize("preset", ["ours", "paper"])
 def test_oracle_denoiser_reverse_process_ends_at_x0(preset):
     x0 = unit(64).float()
     if preset == "ours":
-        diffusion = SphereDiffusion(NoiseSchedule(20, "cosine"), magnitude="angle", reverse="ddim")
+        diffusion = SphereDiffusion(NoiseSchedule(20, "cosine"), D, magnitude="angle", reverse="ddim")
     else:
-        diffusion = SphereDiffusion(NoiseSchedule(20, "linear"), magnitude="paper", reverse="ddpm",
+        diffusion = SphereDiffusion(NoiseSchedule(20, "linear"), D, magnitude="paper", reverse="ddpm",
                                     reverse_sigma="beta-tilde")
     oracle = lambda x_t, t: x0[:, None].expand_as(x_t)  # noqa: E731
-    traj = sample_trajectory(diffusion, oracle, 64, 3, D, generator=torch.Generator().manual_seed(0))
+    traj = sample_trajectory(diffusion, oracle, 64, 3, generator=torch.Generator().manual_seed(0))
     final_angle = sphere.geodesic_distance(traj.final, x0[:, None])
     assert float(final_angle.max()) < 0.05
     if preset == "ours":  # the reverse chain retraces the forward schedule's angles
@@ -94,15 +105,15 @@ def test_oracle_denoiser_reverse_process_ends_at_x0(preset):
         assert abs(float(start.mean()) - math.pi / 2) < 0.05
         for i, t in enumerate(range(19, -1, -1), start=1):
             angle = sphere.geodesic_distance(traj.x_t[i], x0[:, None])
-            gap = (angle - float(diffusion.schedule.angles[t])).abs()  # the start's spread, shrinking with θ_t
+            gap = (angle - float(diffusion.angles[t])).abs()  # the start's spread, shrinking with θ_t
             assert float(gap.mean()) < 0.15 and float(gap.max()) < 0.45, t
 
 
 @pytest.mark.parametrize("reverse", ["ddim", "geodesic", "ddpm"])
 def test_trajectory_shapes_and_every_x_t_on_the_sphere(reverse):
-    diffusion = SphereDiffusion(NoiseSchedule(7, "cosine"), reverse=reverse, reverse_sigma="sqrt-beta-tilde")
+    diffusion = SphereDiffusion(NoiseSchedule(7, "cosine"), D, reverse=reverse, reverse_sigma="sqrt-beta-tilde")
     rand_denoiser = lambda x_t, t: torch.randn(x_t.shape) * 0.5  # noqa: E731
-    traj = sample_trajectory(diffusion, rand_denoiser, 5, 4, D, generator=torch.Generator().manual_seed(0))
+    traj = sample_trajectory(diffusion, rand_denoiser, 5, 4, generator=torch.Generator().manual_seed(0))
     assert traj.x_t.shape == (8, 5, 4, D) and traj.pred_x0.shape == (7, 5, 4, D)
     assert traj.steps == [7, 6, 5, 4, 3, 2, 1]
     assert torch.allclose(traj.x_t.norm(dim=-1), torch.ones(8, 5, 4), atol=1e-5)
@@ -112,6 +123,6 @@ def test_bad_settings_are_rejected_with_the_choices():
     with pytest.raises(ValueError, match="linear, cosine"):
         NoiseSchedule(20, "quadratic")
     with pytest.raises(ValueError, match="geodesic, euclidean"):
-        SphereDiffusion(NoiseSchedule(20), forward="hyperbolic")
+        SphereDiffusion(NoiseSchedule(20), D, forward="hyperbolic")
     with pytest.raises(ValueError, match="ddpm"):
-        SphereDiffusion(NoiseSchedule(20), forward="euclidean", reverse="ddim")
+        SphereDiffusion(NoiseSchedule(20), D, forward="euclidean", reverse="ddim")

@@ -118,7 +118,7 @@ class DiffuRec(Recommender):
         self.blocks = nn.ModuleList(Block(d, config.n_heads, config.dropout) for _ in range(config.n_blocks))
         self.out_dropout = nn.Dropout(config.dropout)
         self.out_norm = nn.LayerNorm(d, eps=1e-12)
-        self.diffusion = SphereDiffusion(make_schedule(config.T, config.schedule), forward="euclidean",
+        self.diffusion = SphereDiffusion(make_schedule(config.T, config.schedule), d, forward="euclidean",
                                          reverse="ddpm")
 
     @property

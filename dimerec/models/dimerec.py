@@ -52,7 +52,8 @@ class DimeRecConfig(SampledSoftmaxConfig):
     T: int = option(20, "diffusion steps (Table 5: 20)")
     schedule: Literal["linear", "cosine"] | None = option(None, "β schedule (default: by preset)")
     magnitude: Literal["paper", "angle"] | None = option(
-        None, "forward noise size: paper = sqrt(1-ᾱ_t)·ε_tan; angle = θ_t with cos θ_t = sqrt(ᾱ_t) (default: by preset)")
+        None, "forward noise size: paper = sqrt(1-ᾱ_t)·ε_tan radians (wraps past π); angle = "
+              "arctan of the same size, never past π/2 (default: by preset)")
     reverse: Literal["ddpm", "ddim", "geodesic"] | None = option(
         None, "reverse step: ddpm = Eq. 8-9 then L2-normalise; ddim = DDIM on the angle process; geodesic = "
               "walk θ_{t-1} from normalised x̂0 towards x_t (default: by preset)")
@@ -68,6 +69,9 @@ class DimeRecConfig(SampledSoftmaxConfig):
     lambda_recon: float = option(0.1, "λ of L_recon (Table 7: 0.1)")
     mu_ssm: float | None = option(None, "μ of L_ssm (default: 1; the paper preset takes 10 on MovieLens, Table 8)")
     hidden: int = option(256, "hidden width of the denoiser MLP")
+    t_sampling: Literal["uniform", "angle"] = option(
+        "uniform", "training steps t: uniform over 1..T (Alg. 1), or with probability ∝ the noise angle θ_t")
+    detach_x0: bool = option(False, "stop L_recon's gradient into the target embedding (x0 as a fixed target)")
     serve_samples: int = option(1, "reverse samples per user at serving; an item scores its best over them")
 
     def __post_init__(self):
@@ -122,7 +126,7 @@ class DimeRec(Recommender):
         self.denoiser = DenoiserMLP(c.dim, c.n_interests, c.hidden, use_xt=self.uses_diffusion)
         self.log_ssm_scale = nn.Parameter(torch.zeros(()), requires_grad=bool(c.ssm_direction))
         self.diffusion = SphereDiffusion(
-            NoiseSchedule(c.T, c.schedule), forward="geodesic" if c.grw else "euclidean", magnitude=c.magnitude,
+            NoiseSchedule(c.T, c.schedule), c.dim, forward="geodesic" if c.grw else "euclidean", magnitude=c.magnitude,
             reverse=c.reverse, reverse_sigma=c.reverse_sigma, noise_scale=c.noise_scale, eta=c.eta)
 
     def fit_statistics(self, data, train_users) -> None:
@@ -159,14 +163,21 @@ class DimeRec(Recommender):
         negatives = draw_negatives(batch.target, self.n_items, c.n_negatives, c.negative_sampler)
         l_gem = sampled_softmax_loss(select_interest(guidance, target_emb.detach()), table, batch.target,
                                      negatives)  # Eq. 18-19
-        x0 = self.diffusion.prepare_x0(target_emb)  # Alg. 1 line 5
-        t = torch.randint(1, c.T + 1, (len(batch.target),))
+        x0 = self.diffusion.prepare_x0(target_emb.detach() if c.detach_x0 else target_emb)  # Alg. 1 line 5
+        t = self.sample_steps(len(batch.target))
         x_t = self.diffusion.q_sample(x0, t)  # Alg. 1 lines 6-8
         x0_hat = self.predict_x0(guidance, x_t, t)  # Eq. 20
         l_recon = ((x0 - x0_hat) ** 2).sum(-1).mean()  # Eq. 21
         l_ssm = sampled_softmax_loss(self.ssm_user(x0_hat), table, batch.target, negatives)  # Eq. 22
         total = l_gem + c.lambda_recon * l_recon + self.mu * l_ssm  # Eq. 23
         return {"loss": total, "L_gem": l_gem, "L_recon": l_recon, "L_ssm": l_ssm}
+
+    def sample_steps(self, n: int) -> torch.Tensor:
+        """Training steps t in 1..T (Alg. 1 line 4 draws them uniformly)."""
+        if self.config.t_sampling == "uniform":
+            return torch.randint(1, self.config.T + 1, (n,))
+        weights = self.diffusion.angles[1:].float()
+        return torch.multinomial(weights, n, replacement=True) + 1
 
     def denoiser_for(self, guidance: torch.Tensor):
         """The denoiser with the users' guidance fixed: (x_t [B, S, d], t [B, S]) -> x̂0 [B, S, d]."""
@@ -181,7 +192,7 @@ class DimeRec(Recommender):
         """The whole reverse run (Alg. 2) for a batch of histories: x_t and x̂0 at every step."""
         guidance, _ = self.guidance(hist)
         return sample_trajectory(self.diffusion, self.denoiser_for(guidance), hist.shape[0],
-                                 n_samples or self.config.serve_samples, self.config.dim, generator)
+                                 n_samples or self.config.serve_samples, generator)
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
         return self.trajectory(hist).final  # [B, S, d]; an item scores its best over the S samples

@@ -125,7 +125,7 @@ class DreamRec(Recommender):
         self.step_mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
         self.denoiser = (nn.Linear(3 * d, d) if config.denoiser == "mlp1" else
                          nn.Sequential(nn.Linear(3 * d, 2 * d), nn.GELU(), nn.Linear(2 * d, d)))
-        self.diffusion = SphereDiffusion(make_schedule(config), forward="euclidean", reverse="ddpm",
+        self.diffusion = SphereDiffusion(make_schedule(config), d, forward="euclidean", reverse="ddpm",
                                          reverse_sigma="sqrt-beta-tilde")
 
     @property
@@ -169,7 +169,7 @@ class DreamRec(Recommender):
         """DDPM ancestral sampling guided by the history: [B, L] -> generated x0 [B, d]."""
         w = self.config.guidance_weight if w is None else w
         c = self.guidance(hist)
-        x = self.diffusion.prior_sample((len(c),), self.config.dim).to(c.device)  # x_T ~ N(0, I)
+        x = self.diffusion.prior_sample((len(c),)).to(c.device)  # x_T ~ N(0, I)
         for t in range(self.config.T, 0, -1):
             pred = self.guided_x0(x, torch.full((len(c),), t, device=c.device), c, w)
             x = self.diffusion.step(pred, t, x).prev_sample  # at t = 1 the posterior mean is x̂0 itself

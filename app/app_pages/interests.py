@@ -1,0 +1,65 @@
+"""Interests: what GEM reads from the history, and (on planted) the interests the user really holds."""
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app import figures, runs, ui
+
+ctx = ui.page_setup("Interests",
+                    "DimeRec's first module, GEM, reads the history and writes K interest vectors, each an "
+                    "attention-weighted average of history items. They guide the denoiser.")
+run = ctx.run
+view = runs.user_view(run.id, run.stamp, ctx.hist, 6, 0)
+K = len(view.interests)
+truth = run.data.ground_truth
+
+planted_now = None
+if truth is not None:
+    cut = len(run.data.sequences[ctx.user]) - 1  # the step that emitted the true next item
+    names = truth["category_names"]
+    emitted = truth["emitting_interest"][ctx.user][cut - len(view.hist):cut]
+    history_truth = ["" if c >= 0 else "noise: not from an interest" for c in emitted]
+    held = truth["user_interests"][ctx.user][cut]
+    weights = truth["interest_weights"][ctx.user][cut]
+    planted_now = pd.DataFrame({"category": [names[c] for c in held if c >= 0],
+                                "weight": [w for c, w in zip(held, weights) if c >= 0]}
+                               ).sort_values("weight", ascending=False)
+else:
+    history_truth = None
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("Which history items each interest reads")
+    if view.attention is None:
+        st.info(f"This run's model ({run.model_name}) has no attention to show: its interests are its user vectors. "
+                f"A DimeRec run with the ComiRec-SA extractor (`--gem comirec-sa`, the default) shows it here.")
+        ui.show_items(ui.items_frame(run, view.hist))
+    else:
+        st.plotly_chart(figures.attention_figure(run, view.hist, view.attention, history_truth),
+                        key="interests_attention")
+        st.caption("Rows: the history, oldest at the top; ■ the item's category colour"
+                   + ("; [noise] an item the planted world drew at random, not from an interest."
+                      if history_truth else ".")
+                   + " Each column sums to 1 over the history.")
+with right:
+    st.subheader("Category mix of each interest")
+    st.plotly_chart(figures.category_mix_figure(run, view.interest_top), key="interests_mix")
+    if planted_now is not None:
+        st.subheader("Planted (true) interests")
+        st.caption("What the synthetic world says this user held when the next item was chosen: the categories and "
+                   "their weights. Compare with the dominant category of each extracted interest above.")
+        st.dataframe(planted_now, hide_index=True,
+                     column_config={"weight": st.column_config.ProgressColumn("weight", min_value=0.0, max_value=1.0,
+                                                                              format="%.2f")})
+        dominant = [run.categories[np.bincount(run.item_category[top]).argmax()] for top in view.interest_top]
+        found = sorted(set(planted_now["category"]) & set(dominant))
+        missed = [c for c in planted_now["category"] if c not in dominant]
+        st.markdown(f"Extracted interests cover **{len(found)} of {len(planted_now)}** planted interests"
+                    + (f"; not covered: {', '.join(missed)}." if missed else "."))
+
+st.subheader("Nearest items of each interest")
+cols = st.columns(K)
+for k, col in enumerate(cols):
+    with col:
+        st.markdown(f"**Interest {k + 1}**")
+        ui.show_items(ui.items_frame(run, view.interest_top[k][:5]).drop(columns=["#"]))

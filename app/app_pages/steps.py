@@ -1,0 +1,43 @@
+"""Steps: how good the intermediate guess x̂0 is at every reverse step (the paper's Fig. 5), for every run."""
+import pandas as pd
+import streamlit as st
+
+from app import figures, runs, ui
+
+run = ui.page_setup("Steps",
+                    "At each reverse step the denoiser guesses x_0; retrieving with that guess gives a recommendation "
+                    "at every step. These curves show its HR@50 and NDCG@50 on the validation users, step by step, "
+                    "for every run that recorded them (step_metrics.json, written by DimeRec runs).", need_user=False)
+available = runs.discover_runs()
+curves, skipped = {}, []
+for run_id, path in available.items():
+    sm = runs.read_step_metrics(path)
+    if sm is None:
+        if (path / "step_metrics.json").exists():
+            skipped.append(f"{run_id} (step_metrics.json is unreadable)")
+        continue
+    curves[run_id.split("/", 1)[1] + ("" if run_id.startswith("runs/") else " (built-in)")] = sm
+
+if not curves:
+    st.info("No run has step_metrics.json yet: DimeRec runs write it at the end of training "
+            "(`python -m dimerec train --model dimerec …`).")
+    st.stop()
+
+shown = st.multiselect("Runs", list(curves), default=list(curves), key="steps_runs")
+picked = {k: curves[k] for k in shown}
+if not picked:
+    st.info("Pick one or more runs above.")
+    st.stop()
+tabs = st.tabs(["HR@50", "NDCG@50"])
+for tab, metric in zip(tabs, ("HR@50", "NDCG@50")):
+    with tab:
+        st.plotly_chart(figures.steps_figure(picked, metric), key=f"steps_{metric}")
+st.caption("Step 1 is the first reverse step, from pure noise; the last step's x̂0 is the guess from t = 1. "
+           "★: the final x_0 that serving uses (its value in step_metrics.json). Validation users of each run's split.")
+rows = [{"run": k, "dataset": sm.get("dataset"), "protocol": sm.get("protocol"), "T": sm.get("T"),
+         "HR@50 at step 1": sm["steps"][0]["HR@50"], "best HR@50": max(s["HR@50"] for s in sm["steps"]),
+         "best at step": max(sm["steps"], key=lambda s: s["HR@50"])["step"],
+         "final HR@50": (sm.get("final") or {}).get("HR@50")} for k, sm in picked.items() if sm["steps"]]
+st.dataframe(pd.DataFrame(rows), hide_index=True)
+for message in skipped:
+    st.warning(f"Skipped {message}.")

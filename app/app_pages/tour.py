@@ -1,0 +1,102 @@
+"""Tour: DimeRec in five steps, each with a live figure from the selected run and user."""
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import figures, runs, ui
+
+CHAPTERS = ["1 · The problem", "2 · Interests (GEM)", "3 · Noise on the sphere", "4 · Denoising", "5 · Retrieval"]
+
+ctx = ui.page_setup("DimeRec in five steps",
+                    "A guided tour for a class: one user of the selected run, from history to recommendation. "
+                    "Every figure is computed live from the trained model; change the user or the run in the sidebar.")
+run = ctx.run
+view = runs.user_view(run.id, run.stamp, ctx.hist, 6, 0)
+
+
+def go_next() -> None:
+    i = CHAPTERS.index(st.session_state.tour_chapter)
+    st.session_state.tour_chapter = CHAPTERS[(i + 1) % len(CHAPTERS)]
+
+
+nav, button = st.columns([6, 1], vertical_alignment="bottom")
+chapter = nav.radio("Chapter", CHAPTERS, horizontal=True, key="tour_chapter", label_visibility="collapsed")
+button.button("Next →", key="tour_next", on_click=go_next, use_container_width=True)
+st.divider()
+
+if chapter == CHAPTERS[0]:
+    st.subheader("The problem: what will this user pick next?")
+    st.markdown(
+        f"User **{ctx.user}** has {len(view.hist)} items in their recent history (left to right, oldest first), "
+        f"from {run.data.n_items:,} items in all. A sequential recommender must rank all items so that the one the "
+        f"user picks next (★) is near the top. Real users hold **several interests at once**, and those drift: "
+        f"one vector per user blurs them together. DimeRec keeps several, then lets a diffusion model decide "
+        f"where the *next* interest lies.")
+    st.plotly_chart(figures.history_figure(run, view.hist, ctx.next_item), key="tour_history")
+elif chapter == CHAPTERS[1]:
+    st.subheader("GEM: the history becomes K interest vectors")
+    st.markdown(
+        "The guidance extraction module (GEM, ComiRec-SA's self-attention) gives every interest its own attention "
+        "over the history: each interest is a weighted average of the items it attends to. Training pulls the "
+        "interest closest to the next item towards it (L_gem). These K vectors are the *guidance* of the diffusion.")
+    if view.attention is not None:
+        left, right = st.columns([3, 2])
+        left.plotly_chart(figures.attention_figure(run, view.hist, view.attention), key="tour_attention")
+        right.markdown("**Category mix of each interest's 20 nearest items**")
+        right.plotly_chart(figures.category_mix_figure(run, view.interest_top), key="tour_mix")
+    else:
+        st.plotly_chart(figures.category_mix_figure(run, view.interest_top), key="tour_mix")
+    st.page_link("app_pages/interests.py", label="More on the Interests page", icon=":material/hub:")
+elif chapter == CHAPTERS[2]:
+    st.subheader("Noise on the sphere")
+    if not run.has_diffusion:
+        st.info(f"This run ({run.model_name}) has no diffusion. Pick a DimeRec run in the sidebar.")
+        st.stop()
+    T = view.samples.T
+    grw = run.config["model_config"].get("grw", True)
+    st.markdown(
+        "Training teaches a denoiser to undo noise. DimeRec keeps every vector on the unit sphere and adds noise by "
+        "a **geodesic random walk**: the true next item x_0 slides along the sphere, a little at t = 1 and, by "
+        f"t = {T}, as far as a random point. Each black path below is one noise draw, seen at every step t."
+        + ("" if grw else " (This run uses Euclidean noise instead, the `--no-grw` ablation: the paths leave the "
+                          "sphere and the picture shows their direction.)"))
+    t = st.slider("Noise step t", 0, T, T // 2, key="tour_t")
+    paths_3d, angles = runs.forward_view(run.id, run.stamp, ctx.next_item, 5)
+    left, right = st.columns([3, 2])
+    left.plotly_chart(figures.forward_figure(run, paths_3d, ctx.next_item, t), key="tour_forward")
+    fig = go.Figure(go.Scatter(x=np.arange(T + 1), y=angles.mean(axis=1), mode="lines+markers",
+                               line=dict(color=figures.PATH), name="angle from x_0"))
+    fig.add_hline(y=90, line=dict(dash="dot", color="#888"), annotation_text="a random point: ≈ 90°")
+    fig.add_vline(x=t, line=dict(color=figures.NEXT, width=3))
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="noise step t",
+                      yaxis_title="angle between x_t and x_0 (°)")
+    right.plotly_chart(fig, key="tour_angle")
+    right.caption("In the model's 64 dimensions a random point is almost exactly 90° from any item; the noise "
+                  "schedule ends there, so the reverse process can start from a random point.")
+elif chapter == CHAPTERS[3]:
+    st.subheader("Denoising: from a random point to the next interest")
+    if not run.has_diffusion:
+        st.info(f"This run ({run.model_name}) has no diffusion. Pick a DimeRec run in the sidebar.")
+        st.stop()
+    st.markdown(
+        f"To recommend, DimeRec starts from random points (grey dots) and applies the denoiser {view.samples.T} "
+        "times, guided by the user's interests (grey squares). Each sample walks to an x_0: a guess of the next "
+        "interest. Samples from different starts can land on different interests.")
+    st.plotly_chart(figures.sphere_figure(run, view, ctx.next_item, view.samples.T, height=560), key="tour_sphere")
+    st.page_link("app_pages/denoising.py", label="Step through it on the Denoising page", icon=":material/public:")
+else:
+    st.subheader("Retrieval: the items nearest to x_0")
+    st.markdown("The recommendations are the items with the largest inner product with x_0 (with several samples, "
+                "an item scores its best over them). Did the true next item make it?")
+    top = view.top[-1]
+    hit = np.flatnonzero(top == ctx.next_item)
+    if len(hit):
+        st.success(f"The true next item, {run.title(ctx.next_item)}, is #{hit[0] + 1} of the top 50.")
+    else:
+        st.warning(f"The true next item, {run.title(ctx.next_item)}, is not in the top 50 for this user.")
+    ui.show_items(ui.items_frame(run, top[:10], ctx.next_item, view.top_scores[-1][:10]))
+    test = (run.metrics or {}).get("test") or {}
+    if "HR@50" in test:
+        st.markdown(f"Over all test users of this run, the true next item is in the top 50 "
+                    f"**{test['HR@50']:.0%}** of the time (HR@50), NDCG@50 = {test['NDCG@50']:.3f}.")
+    st.page_link("app_pages/steps.py", label="How good is the guess at each reverse step?", icon=":material/stairs:")

@@ -1,0 +1,81 @@
+"""Training: the three loss terms over training, with and without the geodesic random walk (the paper's Fig. 4)."""
+import json
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import figures, runs, ui
+
+run = ui.page_setup("Training",
+                    "DimeRec minimises L = L_gem + λ·L_recon + μ·L_ssm. Here each term is followed over training, "
+                    "for two runs that differ in one thing: the geodesic random walk (GRW) that keeps the noise on "
+                    "the sphere, or its Euclidean ablation (`--no-grw`).", need_user=False)
+available = runs.discover_runs()
+with_losses = [r for r, p in available.items() if (p / "losses.csv").is_file()]
+
+
+def _config(run_id: str) -> dict:
+    try:
+        return json.loads((available[run_id] / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def counterpart(run_id: str) -> str | None:
+    """A run on the same dataset and model that differs in GRW."""
+    mine = _config(run_id)
+    grw = (mine.get("model_config") or {}).get("grw", True)
+    for other in with_losses:
+        c = _config(other)
+        if other != run_id and c.get("model") == mine.get("model") and c.get("dataset") == mine.get("dataset") \
+                and (c.get("model_config") or {}).get("grw", True) != grw:
+            return other
+    return None
+
+
+if not with_losses:
+    st.info("No run has a losses.csv yet: train one with `python -m dimerec train … --out runs/NAME`.")
+    st.stop()
+default = [r for r in (run.id, counterpart(run.id)) if r in with_losses]
+chosen = st.multiselect("Runs to compare", with_losses, default=default, key=f"training_runs_{run.id}",
+                        format_func=lambda r: runs.run_label(r, available[r]), max_selections=4,
+                        help="By default the selected run and its counterpart with the GRW switched.")
+window = st.slider("Smoothing (rolling mean over steps)", 1, 200, 25, key="training_window")
+if not chosen:
+    st.info("Pick one or more runs above.")
+    st.stop()
+
+frames, problems = {}, []
+for r in chosen:
+    try:
+        frame = runs.read_losses(available[r])
+    except runs.RunError as err:
+        problems.append(str(err))
+        continue
+    grw = (_config(r).get("model_config") or {}).get("grw", True)
+    label = r.split("/", 1)[1] + (" (no GRW)" if grw is False else " (GRW)" if _config(r).get("model") == "dimerec" else "")
+    frames[label] = frame
+for message in problems:
+    st.error(message)
+if not frames:
+    st.stop()
+
+terms = [t for t in ("L_gem", "L_recon", "L_ssm") if any(t in f.columns for f in frames.values())]
+if not terms:
+    terms = [c for c in next(iter(frames.values())).columns if c not in ("step", "epoch")][:3]
+st.plotly_chart(figures.loss_figure(frames, terms, window), key="training_losses")
+st.caption("L_gem: the extractor's sampled softmax (Eq. 19). L_recon: the squared distance between x̂0 and the "
+           "target x_0 (Eq. 21) — with GRW both are on the unit sphere, without it x_0 is the raw embedding, so the "
+           "scales differ. L_ssm: the sampled softmax of x̂0 (Eq. 22). The no-diffusion control has no L_recon.")
+
+valid = go.Figure()
+for j, r in enumerate(chosen):
+    v = runs.read_valid(available[r])
+    if v is not None and "HR@50" in v.columns:
+        valid.add_trace(go.Scatter(x=v["step"], y=v["HR@50"], mode="lines+markers", name=r.split("/", 1)[1],
+                                   line=dict(color=figures.PALETTE[j % 4], width=2)))
+if valid.data:
+    st.subheader("Validation HR@50 during training")
+    valid.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="training step",
+                        yaxis_title="HR@50 (validation)")
+    st.plotly_chart(valid, key="training_valid")

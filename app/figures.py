@@ -1,0 +1,298 @@
+"""Plotly figures of the app. Drawing only: every point they show was computed in `dimerec`."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from app import runs
+from dimerec.explore import great_circle
+
+# Distinct, colour-blind-friendlier hues first; greys and black are kept for paths and markers.
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+           "#bcbd22", "#393b79", "#f0027f", "#66a61e", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
+           "#c5b0d5", "#c49c94", "#f7b6d2", "#9edae5", "#dbdb8d", "#637939", "#8c6d31", "#843c39"]
+OTHER = "#bbbbbb"
+PATH = "#222222"
+NEXT = "#ffd400"
+SAMPLE_SYMBOLS = "diamond"
+SCENE = dict(xaxis=dict(visible=False), yaxis=dict(visible=False), zaxis=dict(visible=False),
+             aspectmode="cube", camera=dict(eye=dict(x=1.05, y=1.05, z=0.62)), bgcolor="white")
+
+
+def colors(run: runs.Run) -> list[str]:
+    """One colour per category (most frequent first); categories past the palette share a grey."""
+    return [PALETTE[i] if i < len(PALETTE) and name != runs.NO_CATEGORY else OTHER
+            for i, name in enumerate(run.categories)]
+
+
+def color_of(run: runs.Run, item: int) -> str:
+    return colors(run)[run.item_category[item]]
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _sphere_traces(run_id: str, stamp: tuple) -> list[dict]:
+    """The static part of every sphere: a faint globe and the items, one trace per category."""
+    run = runs.load_run(run_id)
+    u, v = np.mgrid[0:2 * np.pi:36j, 0:np.pi:18j]
+    r = 0.985  # a little inside the items, so that the points are drawn over it
+    z = r * np.cos(v)
+    traces = [dict(type="surface", x=r * np.cos(u) * np.sin(v), y=r * np.sin(u) * np.sin(v), z=z, surfacecolor=z,
+                   showscale=False, opacity=0.18, colorscale=[[0, "#7d8a9c"], [1, "#e4e9f0"]],
+                   hoverinfo="skip", name="sphere", showlegend=False)]
+    grid, w = [], np.linspace(0, 2 * np.pi, 73)  # a few parallels and meridians: the eye reads a globe
+    for lat in np.radians([-60, -30, 0, 30, 60]):
+        grid += [np.stack([np.cos(lat) * np.cos(w), np.cos(lat) * np.sin(w), np.full_like(w, np.sin(lat))], 1)]
+    for lon in np.linspace(0, np.pi, 6, endpoint=False):
+        grid += [np.stack([np.cos(w) * np.cos(lon), np.cos(w) * np.sin(lon), np.sin(w)], 1)]
+    grid = np.concatenate([np.vstack([g, np.full((1, 3), np.nan)]) for g in grid])
+    traces.append(dict(type="scatter3d", mode="lines", **_points(grid), line=dict(color="#ccd3dd", width=1),
+                       hoverinfo="skip", showlegend=False, name="grid", connectgaps=False))
+    palette = colors(run)
+    titles = np.array(run.data.titles, dtype=object)
+    many = run.data.n_items > 2000
+    for c, name in enumerate(run.categories):
+        idx = np.flatnonzero(run.item_category == c)
+        if not len(idx):
+            continue
+        p = run.items_3d[idx]
+        traces.append(dict(type="scatter3d", mode="markers", x=p[:, 0], y=p[:, 1], z=p[:, 2],
+                           name=name, legendgroup="items", legendgrouptitle=dict(text="items by category")
+                           if c == 0 else None,
+                           marker=dict(size=2 if many else 3, color=palette[c], opacity=0.55),
+                           text=titles[idx], hovertemplate="%{text}<extra>" + name + "</extra>"))
+    return traces
+
+
+def _points(p: np.ndarray, radius: float = 1.0) -> dict:
+    p = np.asarray(p) * radius
+    return dict(x=p[..., 0], y=p[..., 1], z=p[..., 2])
+
+
+def _arc_path(points: np.ndarray, radius: float) -> np.ndarray:
+    """A polyline through consecutive 3-D points along great-circle arcs, scaled to radius: [m, 3]."""
+    if len(points) == 1:
+        return points * radius
+    parts = [great_circle(a, b, 6)[:-1] for a, b in zip(points[:-1], points[1:])] + [points[-1:]]
+    return np.concatenate(parts) * radius
+
+
+def _layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
+    fig.update_layout(scene=SCENE, height=height, margin=dict(l=0, r=0, t=40 if title else 0, b=0),
+                      title=dict(text=title, x=0.01, font=dict(size=15)) if title else None,
+                      legend=dict(itemsizing="constant", bgcolor="rgba(255,255,255,0.8)", font=dict(size=12),
+                                  groupclick="toggleitem"),
+                      uirevision="sphere")  # keep the user's rotation when the step changes
+    return fig
+
+
+def sphere_figure(run: runs.Run, view: runs.UserView, next_item: int | None, step: int | None,
+                  title: str | None = None, height: int = 640, show_interests: bool = True) -> go.Figure:
+    """Items on the sphere, the user's history, K interests, and the S reverse samples after `step` steps."""
+    traces = list(_sphere_traces(run.id, run.stamp))
+    if len(view.hist):
+        p = run.items_3d[view.hist]
+        traces.append(dict(type="scatter3d", mode="markers", name="history items", legendgroup="user",
+                           legendgrouptitle=dict(text="this user"), **_points(p, 1.01),
+                           marker=dict(size=6, color="rgba(0,0,0,0)", line=dict(color=PATH, width=2)),
+                           text=[run.title(i) for i in view.hist],
+                           hovertemplate="history: %{text}<extra></extra>"))
+    if show_interests:
+        K = len(view.interests_3d)
+        traces.append(dict(type="scatter3d", mode="markers+text", name=f"GEM interests (K={K})",
+                           legendgroup="user", **_points(view.interests_3d, 1.04),
+                           marker=dict(size=7, symbol="square", color="#555555", line=dict(color="white", width=1)),
+                           text=[f"I{k + 1}" for k in range(K)], textposition="top center",
+                           textfont=dict(size=12, color="#333333"),
+                           hovertemplate="interest %{text}<extra></extra>"))
+    if next_item is not None:
+        traces.append(dict(type="scatter3d", mode="markers+text", name="true next item", legendgroup="user",
+                           **_points(run.items_3d[[next_item]], 1.05),
+                           marker=dict(size=9, symbol="diamond", color=NEXT, line=dict(color=PATH, width=2)),
+                           text=["next"], textposition="bottom center", textfont=dict(size=12, color=PATH),
+                           hovertext=[f"true next item: {run.title(next_item)}"], hoverinfo="text"))
+    if view.samples is not None and step is not None:
+        traces += _sample_traces(run, view, step)
+    return _layout(go.Figure(data=traces), height, title)
+
+
+def _sample_traces(run: runs.Run, view: runs.UserView, step: int) -> list[dict]:
+    S = view.samples_3d.shape[1]
+    paths = []
+    for s in range(S):
+        paths.append(_arc_path(view.samples_3d[:step + 1, s], 1.02))
+        paths.append(np.full((1, 3), np.nan))  # a break between samples in one trace
+    path = np.concatenate(paths)
+    now = view.samples_3d[step]
+    guess = view.recommend_3d[step]
+    first = view.samples.sample_top[step, :, 0]
+    hover = [f"sample {s + 1}: nearest item {run.title(first[s])} ({run.category(first[s])})" for s in range(S)]
+    t = view.samples.T - step
+    return [
+        dict(type="scatter3d", mode="lines", name="paths x_T → x_t", legendgroup="samples",
+             legendgrouptitle=dict(text=f"{S} reverse samples"), **_points(path),
+             line=dict(color=PATH, width=4), hoverinfo="skip", connectgaps=False),
+        dict(type="scatter3d", mode="markers", name="start x_T (noise)", legendgroup="samples",
+             **_points(view.samples_3d[0], 1.02), marker=dict(size=4, color="#888888", symbol="circle"),
+             hoverinfo="skip"),
+        dict(type="scatter3d", mode="markers+text", name=f"x_t now (t = {t})", legendgroup="samples",
+             **_points(now, 1.03), text=[f"s{s + 1}" for s in range(S)], textposition="middle right",
+             textfont=dict(size=11, color=PATH),
+             marker=dict(size=8, symbol=SAMPLE_SYMBOLS, color=[color_of(run, i) for i in first],
+                         line=dict(color=PATH, width=2)),
+             hovertext=hover, hoverinfo="text"),
+        dict(type="scatter3d", mode="markers", name="x̂0 guess from x_t", legendgroup="samples",
+             **_points(guess, 1.03), marker=dict(size=5, symbol="circle-open", color=PATH),
+             hovertext=[f"sample {s + 1}: the denoiser's guess of x_0" for s in range(S)], hoverinfo="text",
+             visible="legendonly"),
+    ]
+
+
+def forward_figure(run: runs.Run, paths_3d: np.ndarray, next_item: int, t: int, height: int = 520) -> go.Figure:
+    """The forward noise of one item: n noise draws, each seen at steps 0..t."""
+    traces = list(_sphere_traces(run.id, run.stamp))
+    n = paths_3d.shape[1]
+    parts = []
+    for j in range(n):
+        parts += [_arc_path(paths_3d[:t + 1, j], 1.02), np.full((1, 3), np.nan)]
+    traces.append(dict(type="scatter3d", mode="lines", name="noise paths x_0 → x_t", **_points(np.concatenate(parts)),
+                       line=dict(color=PATH, width=4), hoverinfo="skip", connectgaps=False))
+    traces.append(dict(type="scatter3d", mode="markers", name=f"x_t at t = {t}", **_points(paths_3d[t], 1.03),
+                       marker=dict(size=6, color=PATH, symbol="diamond"), hoverinfo="skip"))
+    traces.append(dict(type="scatter3d", mode="markers+text", name="x_0: the true next item",
+                       **_points(run.items_3d[[next_item]], 1.05), text=["x_0"], textposition="bottom center",
+                       marker=dict(size=9, symbol="diamond", color=NEXT, line=dict(color=PATH, width=2)),
+                       hovertext=[run.title(next_item)], hoverinfo="text"))
+    return _layout(go.Figure(data=traces), height)
+
+
+def step_rank_figure(ranks: np.ndarray, angles: np.ndarray, step: int, height: int = 230) -> go.Figure:
+    """Along the reverse process: the true next item's rank (merged top 50) and each sample's angle to it."""
+    steps = np.arange(len(ranks))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("rank of the true next item (top 50)",
+                                                        "angle of each sample's x_t to the next item (°)"))
+    fig.add_trace(go.Scatter(x=steps, y=ranks, mode="lines+markers", line=dict(color=PATH), showlegend=False,
+                             hovertemplate="step %{x}: rank %{y}<extra></extra>"), 1, 1)
+    for s in range(angles.shape[1]):
+        fig.add_trace(go.Scatter(x=steps, y=angles[:, s], mode="lines", line=dict(width=1.5), name=f"s{s + 1}",
+                                 showlegend=False, hovertemplate=f"s{s + 1}, step %{{x}}: %{{y:.0f}}°<extra></extra>"),
+                      1, 2)
+    for col in (1, 2):
+        fig.add_vline(x=step, line=dict(color=NEXT, width=3), row=1, col=col)
+    fig.update_yaxes(autorange="reversed", range=None, title=None, row=1, col=1)
+    fig.update_xaxes(title="reverse step", range=[-0.5, len(ranks) - 0.5])
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), font=dict(size=12))
+    fig.update_annotations(font_size=13)
+    return fig
+
+
+def attention_figure(run: runs.Run, hist: np.ndarray, attention: np.ndarray,
+                     truth: list[str] | None = None, height: int | None = None) -> go.Figure:
+    """GEM attention: which history items (rows, oldest at the top) each interest (column) reads."""
+    n, K = attention.shape
+    labels = []
+    for pos, item in enumerate(hist):
+        cat = run.category(item)
+        tail = f"  [{truth[pos]}]" if truth is not None and truth[pos] else ""
+        labels.append(f"{pos + 1:>2}. <span style='color:{color_of(run, item)}'>■</span> {_short(run.title(item))}{tail}")
+    fig = go.Figure(go.Heatmap(z=attention, x=[f"interest {k + 1}" for k in range(K)], y=labels,
+                               colorscale="Blues", zmin=0, zmax=float(max(attention.max(), 1e-6)),
+                               colorbar=dict(title="attention", thickness=12),
+                               customdata=np.array([[run.category(i)] * K for i in hist]),
+                               hovertemplate="%{y}<br>%{x}: %{z:.2f}<br>category %{customdata}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", tickfont=dict(size=12))
+    fig.update_layout(height=height or max(300, 26 * n + 80), margin=dict(l=10, r=10, t=10, b=10))
+    return fig
+
+
+def _short(title: str, n: int = 42) -> str:
+    return title if len(title) <= n else title[:n - 1] + "…"
+
+
+def category_mix_figure(run: runs.Run, top: np.ndarray, height: int | None = None) -> go.Figure:
+    """Share of each category among each interest's nearest items: one stacked bar per interest."""
+    K, n = top.shape
+    palette = colors(run)
+    fig = go.Figure()
+    cats = run.item_category[top]  # [K, n]
+    present = [c for c in range(len(run.categories)) if (cats == c).any()]
+    for c in present:
+        share = (cats == c).mean(axis=1)
+        fig.add_trace(go.Bar(y=[f"interest {k + 1}" for k in range(K)], x=share, orientation="h",
+                             name=run.categories[c], marker_color=palette[c],
+                             hovertemplate=f"{run.categories[c]}: %{{x:.0%}}<extra></extra>"))
+    rows = -(-len(present) // 4)  # the legend sits below, about four entries a row
+    fig.update_layout(barmode="stack", height=height or 110 + 40 * K + 24 * rows, margin=dict(l=10, r=10, t=10, b=10),
+                      xaxis=dict(tickformat=".0%", range=[0, 1], title=f"share of the {n} nearest items"),
+                      yaxis=dict(autorange="reversed"),
+                      legend=dict(orientation="h", yanchor="top", y=-0.25 - 0.02 * K, x=0, traceorder="normal"))
+    return fig
+
+
+def history_figure(run: runs.Run, hist: np.ndarray, next_item: int, height: int = 300) -> go.Figure:
+    """A user's history as a timeline, one row per category, with the next item to guess at the end."""
+    palette = colors(run)
+    shown = sorted({run.item_category[i] for i in hist} | {run.item_category[next_item]})
+    fig = go.Figure()
+    for c in shown:
+        pos = [p + 1 for p, i in enumerate(hist) if run.item_category[i] == c]
+        fig.add_trace(go.Scatter(x=pos, y=[run.categories[c]] * len(pos), mode="markers", name=run.categories[c],
+                                 marker=dict(size=14, color=palette[c], line=dict(color="white", width=1)),
+                                 text=[run.title(hist[p - 1]) for p in pos],
+                                 hovertemplate="%{x}. %{text}<extra></extra>", showlegend=False))
+    fig.add_trace(go.Scatter(x=[len(hist) + 1], y=[run.category(next_item)], mode="markers+text",
+                             name="next item (to predict)", text=["?"], textposition="middle right",
+                             textfont=dict(size=18), marker=dict(size=18, symbol="star", color=NEXT,
+                                                                 line=dict(color=PATH, width=1.5)),
+                             hovertext=[f"the true next item: {run.title(next_item)}"], hoverinfo="text"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), showlegend=False,
+                      xaxis=dict(title="position in the history (oldest → newest, then the next item)", dtick=1),
+                      yaxis=dict(categoryorder="array", categoryarray=[run.categories[c] for c in shown]))
+    return fig
+
+
+def loss_figure(frames: dict[str, pd.DataFrame], terms: list[str], window: int, height: int = 380) -> go.Figure:
+    """Each loss term over training steps, one panel per term, one line per run (rolling mean of `window` steps)."""
+    fig = make_subplots(rows=1, cols=len(terms), subplot_titles=terms, horizontal_spacing=0.06)
+    dash = ["solid", "dash", "dot", "dashdot"]
+    line_colors = [PALETTE[0], PALETTE[1], PALETTE[2], PALETTE[3]]
+    for j, (label, frame) in enumerate(frames.items()):
+        for col, term in enumerate(terms, start=1):
+            if term not in frame.columns:
+                continue
+            y = frame[term].rolling(window, min_periods=1).mean()
+            fig.add_trace(go.Scatter(x=frame["step"], y=y, mode="lines", name=label, legendgroup=label,
+                                     showlegend=col == 1 or terms[0] not in frame.columns,
+                                     line=dict(color=line_colors[j % 4], dash=dash[j % 4], width=2),
+                                     hovertemplate=f"{label}<br>step %{{x}}: %{{y:.3f}}<extra>{term}</extra>"),
+                          1, col)
+    fig.update_xaxes(title="training step")
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=-0.35, x=0))
+    return fig
+
+
+def steps_figure(curves: dict[str, dict], metric: str, height: int = 400) -> go.Figure:
+    """A metric of the intermediate x̂0 at every reverse step, one line per run; the final x_0 as a marker."""
+    fig = go.Figure()
+    for j, (label, sm) in enumerate(curves.items()):
+        steps = sm["steps"]
+        color = PALETTE[j % len(PALETTE)]
+        fig.add_trace(go.Scatter(x=[s["step"] for s in steps], y=[s[metric] for s in steps], mode="lines+markers",
+                                 name=label, line=dict(color=color, width=2), legendgroup=label,
+                                 customdata=[s["t"] for s in steps],
+                                 hovertemplate=f"{label}<br>step %{{x}} (x̂0 from t = %{{customdata}}): "
+                                               f"%{{y:.4f}}<extra>{metric}</extra>"))
+        final = (sm.get("final") or {}).get(metric)
+        if final is not None:
+            fig.add_trace(go.Scatter(x=[len(steps) + 1], y=[final], mode="markers", legendgroup=label,
+                                     name=f"{label}: final x_0", showlegend=False,
+                                     marker=dict(symbol="star", size=13, color=color, line=dict(color=PATH, width=1)),
+                                     hovertemplate=f"{label}<br>final x_0: %{{y:.4f}}<extra>{metric}</extra>"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10),
+                      xaxis=dict(title="reverse step (1 = first step from pure noise; ★ = final x_0)"),
+                      yaxis=dict(title=f"{metric} of x̂0 (validation)"),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+    return fig

@@ -1,0 +1,59 @@
+"""Regenerate the app's built-in runs in app/default_runs/ (committed, a few MB).
+
+    OMP_NUM_THREADS=1 python app/make_default_runs.py            # about 3-4 minutes on 2 CPU cores
+
+Trains three models on the `planted` world with the command line, each for a short wall-clock
+budget, and keeps only what the app reads (config.json, best.pt, losses.csv, valid.csv,
+metrics.json and, for DimeRec, step_metrics.json):
+
+- dimerec-planted         DimeRec, `--preset ours` (the default settings)
+- dimerec-nogrw-planted   the same without the geodesic random walk (`--no-grw`), for the Training page
+- dimerec-nodiff-planted  the no-diffusion control (`--model dimerec-nodiff`)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+KEEP = ("config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json", "step_metrics.json")
+RUNS = {
+    "dimerec-planted": ["--model", "dimerec"],
+    "dimerec-nogrw-planted": ["--model", "dimerec", "--no-grw"],
+    "dimerec-nodiff-planted": ["--model", "dimerec-nodiff"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=0.8, help="training budget of each run (default: 0.8)")
+    parser.add_argument("--out", default=str(HERE / "default_runs"), help="where the runs go (default: app/default_runs)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    out = Path(args.out)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, flags in RUNS.items():
+            run = Path(tmp) / name
+            cmd = [sys.executable, "-m", "dimerec", "train", *flags, "--dataset", "planted", "--seed", str(args.seed),
+                   "--max-minutes", str(args.minutes), "--quiet", "--out", str(run)]
+            print("$", " ".join(cmd[1:]), flush=True)
+            subprocess.run(cmd, check=True, env=env, cwd=HERE.parent)
+            target = out / name
+            if target.exists():
+                shutil.rmtree(target)
+            target.mkdir(parents=True)
+            for file in KEEP:
+                if (run / file).exists():
+                    shutil.copy2(run / file, target / file)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"wrote {', '.join(RUNS)} to {out} ({size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

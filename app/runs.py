@@ -1,0 +1,365 @@
+"""Finding, loading and caching runs for the app. Presentation and caching only: every vector,
+step and neighbour comes from `dimerec` (the model's own methods and `dimerec.explore`).
+
+A run is a directory written by `python -m dimerec train` (config.json, best.pt, and the logs).
+Runs are found in app/default_runs/ (built in, committed) and under runs/ (or $DIMEREC_RUNS).
+A run's id, as it appears in the URL, is "default/NAME" or "runs/RELATIVE/PATH".
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from dimerec import explore
+from dimerec.data import left_pad, load_dataset
+from dimerec.errors import DimeRecError
+from dimerec.models import MODELS
+from dimerec.trainer import load_checkpoint
+
+torch.set_num_threads(1)  # small matrices; the machine's cores are shared
+
+APP_DIR = Path(__file__).resolve().parent
+DEFAULT_RUNS = APP_DIR / "default_runs"
+DEFAULT_RUN_ID = "default/dimerec-planted"
+RUN_FILES = ("config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json", "step_metrics.json")
+NO_CATEGORY = "(no category)"
+N_SAMPLES_PRESETS = 8  # reverse samples per user when choosing the preset users
+
+
+class RunError(Exception):
+    """A run that cannot be shown; the message says which file and what to do."""
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get("DIMEREC_RUNS") or "runs")
+
+
+def discover_runs() -> dict[str, Path]:
+    """Run id -> directory: the built-in runs first, then every directory under runs/ that holds a config.json."""
+    found = {f"default/{p.name}": p for p in sorted(DEFAULT_RUNS.iterdir()) if (p / "config.json").is_file()} \
+        if DEFAULT_RUNS.is_dir() else {}
+    root = runs_root()
+    if root.is_dir():
+        for config in sorted(root.glob("**/config.json")):
+            if len(config.relative_to(root).parts) <= 4:
+                found[f"runs/{config.parent.relative_to(root).as_posix()}"] = config.parent
+    return found
+
+
+def run_label(run_id: str, path: Path) -> str:
+    """What the run selector shows: the run's name, and whether it is built in."""
+    name = run_id.split("/", 1)[1]
+    return f"{name} (built-in)" if run_id.startswith("default/") else name
+
+
+def run_summary(config: dict) -> str:
+    """One line about a run's config: model, the settings that set it apart, dataset."""
+    mc = config.get("model_config") or {}
+    extra = []
+    if config.get("model") in ("dimerec", "dimerec-nodiff"):
+        if mc.get("preset") == "paper":
+            extra.append("paper preset")
+        if mc.get("grw") is False:
+            extra.append("no GRW")
+    return f"{config.get('model', '?')}{' (' + ', '.join(extra) + ')' if extra else ''} on {config.get('dataset', '?')}"
+
+
+def _stamp(path: Path) -> tuple:
+    """Changes when the run's files change, so a retrained run is reloaded."""
+    return tuple((f, (path / f).stat().st_mtime_ns if (path / f).exists() else 0) for f in RUN_FILES)
+
+
+@dataclass
+class Run:
+    id: str
+    path: Path
+    config: dict
+    model: torch.nn.Module
+    data: object  # dimerec.data.SeqDataset
+    split: object  # dimerec.data.UserSplit
+    metrics: dict | None
+    step_metrics: dict | None
+    categories: list[str]  # category names, most frequent first
+    item_category: np.ndarray  # [n_items] index into categories (each item's first category)
+    projection: explore.SphereProjection
+    items_3d: np.ndarray  # [n_items, 3]
+    held_out: np.ndarray  # held-out (validation and test) users with at least two items
+    stamp: tuple  # the files' modification times: part of every cache key below
+    agreement: tuple[float, float]  # share of items' 10 nearest neighbours sharing their category: picture, 64-d
+
+    @property
+    def model_name(self) -> str:
+        return self.config["model"]
+
+    @property
+    def dataset(self) -> str:
+        return self.config["dataset"]
+
+    @property
+    def has_diffusion(self) -> bool:
+        return bool(getattr(self.model, "uses_diffusion", False)) and hasattr(self.model, "trajectory")
+
+    @property
+    def T(self) -> int:
+        return int(self.config["model_config"].get("T", 0)) if self.has_diffusion else 0
+
+    @property
+    def is_planted(self) -> bool:
+        return self.data.ground_truth is not None
+
+    def title(self, item: int) -> str:
+        return self.data.titles[item]
+
+    def category(self, item: int) -> str:
+        return self.categories[self.item_category[item]]
+
+    def history(self, user: int) -> np.ndarray:
+        """The user's history: the last max_len items before the final one."""
+        seq = self.data.sequences[user]
+        return seq[max(0, len(seq) - 1 - self.data.max_len):len(seq) - 1]
+
+    def next_item(self, user: int) -> int:
+        """The user's true next item: the one that follows the history."""
+        return int(self.data.sequences[user][-1])
+
+    def hist_tensor(self, items) -> torch.Tensor:
+        items = np.asarray(items, dtype=np.int64)[-self.data.max_len:]
+        return torch.from_numpy(left_pad([items], self.data.max_len, self.data.pad_id))
+
+
+def _read_json(path: Path, required: bool) -> dict | None:
+    if not path.exists():
+        if required:
+            raise RunError(f"{path} is missing: is {path.parent} a run directory written by `python -m dimerec train`?")
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise RunError(f"{path} is not valid JSON ({err}); retrain the run or delete the file") from None
+
+
+@st.cache_resource(show_spinner="Reading the dataset…", max_entries=4)
+def _dataset(name: str, data_dir: str | None, seed: int):
+    return load_dataset(name, data_dir, seed=seed)
+
+
+def _load_dataset(config: dict, path: Path):
+    name, data_dir = config["dataset"], config.get("data_dir")
+    seed = int(config.get("train_config", {}).get("split_seed", 0))
+    if data_dir and not Path(data_dir).is_dir() and name != "planted":
+        data_dir = None  # trained elsewhere: fall back to $DIMEREC_DATA, else ./data
+    try:
+        return _dataset(name, data_dir, seed)
+    except DimeRecError as err:
+        raise RunError(f"{path} was trained on {name!r}, which cannot be read here: {err}. "
+                       f"Set $DIMEREC_DATA to the folder that holds it.") from None
+
+
+@st.cache_resource(show_spinner="Loading the run…", max_entries=8)
+def _load(run_id: str, path_str: str, stamp: tuple) -> Run:
+    path = Path(path_str)
+    config = _read_json(path / "config.json", required=True)
+    try:
+        model_cls = MODELS[config["model"]]
+        config["dataset"], config["model_config"]
+    except KeyError as err:
+        raise RunError(f"{path / 'config.json'} does not describe a run of a known model (missing or unknown {err}); "
+                       f"known models: {', '.join(sorted(MODELS))}") from None
+    data = _load_dataset(config, path)
+    if not (path / "best.pt").exists():
+        raise RunError(f"{path / 'best.pt'} is missing: the run has no checkpoint (did training finish?)")
+    try:
+        model = model_cls(data.n_items, data.max_len, model_cls.Config(**config["model_config"]))
+        state = load_checkpoint(path / "best.pt")["model"]
+        model.load_state_dict(state)
+    except Exception as err:  # a truncated file, another model's weights, an old config: all end here
+        raise RunError(f"{path / 'best.pt'} cannot be loaded into a {config['model']} model "
+                       f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    model.eval()
+    item_vectors = model.item_vectors().detach()
+    firsts = [cats[0] if cats else NO_CATEGORY for cats in (data.item_categories or [[]] * data.n_items)]
+    categories = list(pd.Series(firsts).value_counts().index)
+    index = {c: i for i, c in enumerate(categories)}
+    item_category = np.array([index[c] for c in firsts])
+    projection = explore.fit_sphere_projection(item_vectors, item_category)
+    items_3d = projection(item_vectors)
+    agreement = (explore.neighbour_agreement(items_3d, item_category),
+                 explore.neighbour_agreement(item_vectors.numpy(), item_category))
+    split = data.split(int(config.get("train_config", {}).get("split_seed", 0)))
+    held_out = np.array(sorted(u for u in np.concatenate([split.valid, split.test]) if len(data.sequences[u]) >= 2),
+                        dtype=np.int64)
+    return Run(id=run_id, path=path, config=config, model=model, data=data, split=split,
+               metrics=_read_json(path / "metrics.json", required=False),
+               step_metrics=_read_json(path / "step_metrics.json", required=False),
+               categories=categories, item_category=item_category,
+               projection=projection, items_3d=items_3d, held_out=held_out, stamp=stamp,
+               agreement=agreement)
+
+
+def load_run(run_id: str) -> Run:
+    """The run with this id, loaded once per session of the server; RunError with a clear message if it cannot be."""
+    runs = discover_runs()
+    if run_id not in runs:
+        raise RunError(f"no run {run_id!r}: the built-in runs are in {DEFAULT_RUNS}, others under {runs_root()}/")
+    return _load(run_id, str(runs[run_id]), _stamp(runs[run_id]))
+
+
+def read_losses(path: Path) -> pd.DataFrame | None:
+    """losses.csv as a frame, or None when the run has none; RunError when it is unreadable."""
+    file = path / "losses.csv"
+    if not file.exists():
+        return None
+    try:
+        frame = pd.read_csv(file)
+    except (OSError, ValueError) as err:
+        raise RunError(f"{file} cannot be read ({err})") from None
+    if "step" not in frame.columns:
+        raise RunError(f"{file} has no 'step' column; is it a losses.csv written by the trainer?")
+    return frame
+
+
+def read_valid(path: Path) -> pd.DataFrame | None:
+    file = path / "valid.csv"
+    try:
+        return pd.read_csv(file) if file.exists() else None
+    except (OSError, ValueError):
+        return None
+
+
+def read_step_metrics(path: Path) -> dict | None:
+    """step_metrics.json, or None when missing or unreadable (the Steps page lists what it skipped)."""
+    try:
+        data = json.loads((path / "step_metrics.json").read_text())
+        return data if isinstance(data.get("steps"), list) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+# ---- per-user read-outs, cached: moving a slider only slices these -------------------------------------------
+
+@dataclass
+class UserView:
+    """Everything the pages show about one history, computed once."""
+    hist: np.ndarray  # [n] item ids, oldest first (at most max_len)
+    interests: np.ndarray  # [K, d]
+    attention: np.ndarray | None  # [n, K] over the history items, or None
+    interests_3d: np.ndarray  # [K, 3]
+    interest_top: np.ndarray  # [K, 20] nearest items of each interest
+    samples: explore.UserSamples | None  # None for a model without diffusion
+    samples_3d: np.ndarray | None  # [T+1, S, 3] where x_t sits after k reverse steps
+    recommend_3d: np.ndarray | None  # [T+1, S, 3] the x̂0 each sample would retrieve with
+    top: np.ndarray  # [T+1, 50] final recommendations (models without diffusion: [1, 50])
+    top_scores: np.ndarray
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def user_view(run_id: str, stamp: tuple, hist: tuple[int, ...], n_samples: int, seed: int) -> UserView:
+    run = load_run(run_id)
+    h = run.hist_tensor(hist)
+    g, attention = explore.interests(run.model, h)
+    interest_top, _ = explore.nearest_items(g[0][:, None], run.model.item_vectors(), 20)
+    samples = samples_3d = recommend_3d = None
+    if run.has_diffusion:
+        samples = explore.sample_user(run.model, h, n_samples=n_samples, seed=seed)
+        samples_3d, recommend_3d = run.projection(samples.x_t), run.projection(samples.recommend)
+        top, top_scores = samples.top, samples.top_scores
+    else:
+        top, top_scores = explore.nearest_items(run.model.user_vectors(h), run.model.item_vectors(), 50)
+    n = min(len(hist), run.data.max_len)
+    return UserView(hist=np.asarray(hist[-n:], dtype=np.int64), interests=g[0].numpy(),
+                    attention=None if attention is None else attention[0, -n:].numpy(),
+                    interests_3d=run.projection(g[0]), interest_top=interest_top,
+                    samples=samples, samples_3d=samples_3d, recommend_3d=recommend_3d,
+                    top=top, top_scores=top_scores)
+
+
+@st.cache_data(show_spinner="Choosing interesting users…", max_entries=8)
+def user_table(run_id: str, stamp: tuple) -> pd.DataFrame:
+    """One row per held-out user: where the user's samples (or interests) land, and whether the
+    true next item is found. The presets are picked from it."""
+    run = load_run(run_id)
+    users = run.held_out
+    hists = torch.from_numpy(left_pad([run.history(u) for u in users], run.data.max_len, run.data.pad_id))
+    items = run.model.item_vectors()
+    rows = []
+    for start in range(0, len(users), 256):
+        h = hists[start:start + 256]
+        if run.has_diffusion:
+            vectors = run.model.trajectory(h, n_samples=N_SAMPLES_PRESETS,
+                                           generator=torch.Generator().manual_seed(start)).final  # [B, S, d]
+        else:
+            vectors = explore.interests(run.model, h)[0]  # [B, K, d]
+        B, S, d = vectors.shape
+        first, _ = explore.nearest_items(vectors.reshape(B * S, 1, d), items, 1)
+        merged, _ = explore.nearest_items(vectors, items, 50)
+        for b in range(B):
+            u = int(users[start + b])
+            cats = run.item_category[first[b * S:(b + 1) * S, 0]]
+            hit = np.flatnonzero(merged[b] == run.next_item(u))
+            rows.append({"user": u, "n_categories": len(set(cats.tolist())),
+                         "rank": int(hit[0]) + 1 if len(hit) else math.nan,
+                         "history": len(run.history(u))})
+    table = pd.DataFrame(rows).set_index("user")
+    if run.is_planted:
+        truth = run.data.ground_truth
+        # steps since the user's planted interests last changed, at the time of the next item
+        table["since_drift"] = [_since_drift(truth["user_interests"][u]) for u in table.index]
+    return table
+
+
+def _since_drift(held: np.ndarray) -> int:
+    changed = np.flatnonzero((held[1:] != held[:-1]).any(axis=1))
+    return int(len(held) - 1 - (changed[-1] + 1)) if len(changed) else len(held)
+
+
+def presets(run_id: str) -> list[tuple[int, str]]:
+    """A few users worth opening first, each with the reason it was picked."""
+    run = load_run(run_id)
+    table = user_table(run_id, run.stamp)
+    noun = "samples" if run.has_diffusion else "interests"
+    picks: list[tuple[int, str]] = []
+
+    def add(frame: pd.DataFrame, reason) -> None:
+        for user, row in frame.iterrows():
+            if user not in [p[0] for p in picks]:
+                picks.append((int(user), reason(row.to_dict())))
+                return
+
+    hits = table[table["rank"].notna()]
+    add(hits.sort_values(["n_categories", "rank"], ascending=[False, True]),
+        lambda r: f"{noun} land on {int(r['n_categories'])} different categories; the next item is "
+                  f"#{int(r['rank'])}")
+    add(hits.sort_values(["n_categories", "rank"]),
+        lambda r: f"{noun} agree on {int(r['n_categories'])} categor{'y' if r['n_categories'] == 1 else 'ies'}; "
+                  f"the next item is #{int(r['rank'])}")
+    if run.is_planted:
+        add(table[(table["since_drift"] <= 3) & (table["history"] >= 10)].sort_values("rank"),
+            lambda r: "an interest changed " + ("just before the next item" if r["since_drift"] == 0 else
+                                                f"{int(r['since_drift'])} steps before the next item"))
+    add(table[table["rank"].isna()].sort_values("n_categories", ascending=False),
+        lambda r: f"a miss: the next item is not in the top 50 ({noun} on {int(r['n_categories'])} categories)")
+    return picks
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def popularity(run_id: str, stamp: tuple) -> np.ndarray:
+    """How often each item occurs in the training users' sequences: [n_items]."""
+    run = load_run(run_id)
+    return run.data.item_popularity(run.split.train)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def forward_view(run_id: str, stamp: tuple, item: int, n_paths: int) -> tuple[np.ndarray, np.ndarray]:
+    """The forward noise of one item, on the picture [T+1, n, 3], and each path's angle from x_0 in degrees [T+1, n]."""
+    run = load_run(run_id)
+    x0 = run.model.item_vectors()[item].detach()
+    paths = explore.forward_paths(run.model, x0, n_paths)
+    return run.projection(paths), explore.angle_to(paths, x0)

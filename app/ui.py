@@ -1,0 +1,167 @@
+"""What every page shares: the run and user selectors in the sidebar, the URL state
+(?run=…&user=…&step=…), and clear messages for bad input. Presentation only."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app import runs
+
+
+@dataclass
+class Context:
+    run: runs.Run
+    user: int  # a held-out user of the run's split
+    presets: dict[int, str]  # preset user -> why it was picked
+
+    @property
+    def hist(self) -> tuple[int, ...]:
+        return tuple(int(i) for i in self.run.history(self.user))
+
+    @property
+    def next_item(self) -> int:
+        return self.run.next_item(self.user)
+
+
+def _first(*values):
+    return next((v for v in values if v is not None), None)
+
+
+def select_run() -> runs.Run:
+    """The run selector; stops the page with a clear message when the run cannot be shown."""
+    available = runs.discover_runs()
+    if not available:
+        st.error(f"No runs found: the built-in runs should be in {runs.DEFAULT_RUNS} "
+                 f"(regenerate them with `python app/make_default_runs.py`), others under {runs.runs_root()}/.")
+        st.stop()
+    from_url = st.query_params.get("run")
+    wanted = _first(st.session_state.get("run_select"), st.session_state.get("_run"), from_url)
+    if wanted is not None and wanted not in available:
+        st.error(f"Run {wanted!r} was not found. Runs are the built-in ones (default/…) and the directories "
+                 f"under {runs.runs_root()}/ that hold a config.json; showing the built-in run instead.")
+        wanted = None
+    if wanted is None:
+        wanted = runs.DEFAULT_RUN_ID if runs.DEFAULT_RUN_ID in available else next(iter(available))
+    st.session_state.run_select = wanted
+    run_id = st.sidebar.selectbox("Run", list(available), key="run_select",
+                                  format_func=lambda r: runs.run_label(r, available[r]),
+                                  help="The built-in runs (trained on the synthetic `planted` world) and every run "
+                                       "directory under runs/.")
+    st.session_state["_run"] = run_id
+    st.query_params["run"] = run_id
+    try:
+        return runs.load_run(run_id)
+    except runs.RunError as err:
+        st.error(f"This run cannot be shown: {err}")
+        st.stop()
+
+
+def _parse_int(value) -> int | None:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def select_user(run: runs.Run) -> tuple[int, dict[int, str]]:
+    """The user selector: preset users first (with the reason each was picked), then every held-out user."""
+    picks = dict(runs.presets(run.id))
+    held_out = set(run.held_out.tolist())
+    mirror = st.session_state.get("_user")
+    candidates = [st.session_state.get("user_select"), mirror[1] if mirror and mirror[0] == run.id else None]
+    user = next((u for u in candidates if u in held_out), None)
+    if user is None and mirror is None and st.session_state.get("user_select") is None:
+        raw = st.query_params.get("user")  # only a fresh page reads the link
+        if raw is not None:
+            parsed = _parse_int(raw)
+            if parsed in held_out:
+                user = parsed
+            else:
+                examples = ", ".join(str(u) for u in list(picks)[:3])
+                st.error(f"User {raw!r} from the link is not a held-out user of this run. The app shows the "
+                         f"{len(held_out)} validation and test users of the run's split (for example {examples}); "
+                         f"showing a preset user instead.")
+    if user is None:
+        user = next(iter(picks)) if picks else int(run.held_out[0])
+    options = list(picks) + [u for u in run.held_out.tolist() if u not in picks]
+    st.session_state.user_select = user
+    user = st.sidebar.selectbox(
+        "User", options, key="user_select",
+        format_func=lambda u: f"★ user {u}" if u in picks else f"user {u}",
+        help="★ marks users picked automatically because they show something interesting; type a user id to "
+             "search. Only held-out (validation and test) users are listed: the model never trained on them.")
+    if user in picks:
+        st.sidebar.caption(f"★ Picked because: {picks[user]}.")
+    st.session_state["_user"] = (run.id, user)
+    st.query_params["user"] = str(user)
+    return user, picks
+
+
+def page_setup(title: str, caption: str | None = None, need_user: bool = True) -> Context | runs.Run:
+    """Title, sidebar selectors and URL state for a page. Returns the Context (or only the run)."""
+    st.title(title)
+    if caption:
+        st.caption(caption)
+    run = select_run()
+    if not need_user:
+        _sidebar_footer(run)
+        return run
+    if len(run.held_out) == 0:
+        st.error(f"{run.path}: the dataset has no held-out user with two or more items; nothing to show.")
+        st.stop()
+    user, picks = select_user(run)
+    _sidebar_footer(run)
+    return Context(run=run, user=user, presets=picks)
+
+
+def _sidebar_footer(run: runs.Run) -> None:
+    test = (run.metrics or {}).get("test") or {}
+    line = f"test HR@50 {test['HR@50']:.3f} · NDCG@50 {test['NDCG@50']:.3f}" if "HR@50" in test else "no metrics.json"
+    st.sidebar.divider()
+    st.sidebar.caption(f"**This run:** {runs.run_summary(run.config)} · {run.data.n_items:,} items · {line}")
+    st.sidebar.caption("The address bar holds this view (run, user, step): copy it to share it.")
+
+
+def read_step(T: int, default: int) -> int:
+    """The reverse step from the widget, its mirror or the link (?step=), in 0..T."""
+    value = _first(st.session_state.get("denoise_step"), st.session_state.get("_step"))
+    if value is None and "step" in st.query_params:
+        raw = st.query_params.get("step")
+        value = _parse_int(raw)
+        if value is None or not 0 <= value <= T:
+            st.error(f"Step {raw!r} from the link is not a reverse step of this run (0 to {T}); "
+                     f"showing step {default} instead.")
+            value = None
+    value = default if value is None else int(min(max(value, 0), T))
+    return value
+
+
+def category_chip(name: str, color: str) -> str:
+    return f"<span style='color:{color}'>●</span> {name}"
+
+
+def items_frame(run: runs.Run, items, next_item: int | None = None, scores=None) -> pd.DataFrame:
+    """A table of items: rank, title, category, and which one is the true next item."""
+    items = np.asarray(items)
+    frame = pd.DataFrame({"#": np.arange(1, len(items) + 1), "item": [run.title(i) for i in items],
+                          "category": [run.category(i) for i in items]})
+    if next_item is not None:
+        frame.insert(1, "next?", ["✓ next" if i == next_item else "" for i in items])
+    if scores is not None:
+        frame["score"] = np.round(np.asarray(scores, dtype=float), 2)
+    return frame
+
+
+ITEM_COLUMNS = {"#": st.column_config.NumberColumn("#", width=40),
+                "next?": st.column_config.TextColumn("next?", width=62, help="✓ the user's true next item"),
+                "new?": st.column_config.TextColumn("new?", width=50, help="not in the top 10 before the edit"),
+                "item": st.column_config.TextColumn("item", width="large"),
+                "score": st.column_config.NumberColumn("score", width=60, help="inner product with the user vector")}
+
+
+def show_items(frame: pd.DataFrame, container=st, **kwargs) -> None:
+    """st.dataframe of an items_frame, with narrow columns for the marks."""
+    container.dataframe(frame, hide_index=True, column_config=ITEM_COLUMNS, **kwargs)
