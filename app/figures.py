@@ -19,7 +19,8 @@ PATH = "#222222"
 NEXT = "#ffd400"
 SAMPLE_SYMBOLS = "diamond"
 SCENE = dict(xaxis=dict(visible=False), yaxis=dict(visible=False), zaxis=dict(visible=False),
-             aspectmode="cube", camera=dict(eye=dict(x=1.05, y=1.05, z=0.62)), bgcolor="white")
+             aspectmode="cube", camera=dict(eye=dict(x=1.2, y=1.2, z=0.7)), bgcolor="white",
+             domain=dict(x=[0, 0.74], y=[0, 1]))
 
 
 def colors(run: runs.Run) -> list[str]:
@@ -83,7 +84,7 @@ def _layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
     fig.update_layout(scene=SCENE, height=height, margin=dict(l=0, r=0, t=40 if title else 0, b=0),
                       title=dict(text=title, x=0.01, font=dict(size=15)) if title else None,
                       legend=dict(itemsizing="constant", bgcolor="rgba(255,255,255,0.8)", font=dict(size=12),
-                                  groupclick="toggleitem"),
+                                  groupclick="toggleitem", x=0.76, xanchor="left", y=1, yanchor="top"),
                       uirevision="sphere")  # keep the user's rotation when the step changes
     return fig
 
@@ -203,7 +204,8 @@ def attention_figure(run: runs.Run, hist: np.ndarray, attention: np.ndarray,
                                customdata=np.array([[run.category(i)] * K for i in hist]),
                                hovertemplate="%{y}<br>%{x}: %{z:.2f}<br>category %{customdata}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", tickfont=dict(size=12))
-    fig.update_layout(height=height or max(300, 26 * n + 80), margin=dict(l=10, r=10, t=10, b=10))
+    fig.update_xaxes(tickangle=0, side="top")
+    fig.update_layout(height=height or max(300, 26 * n + 80), margin=dict(l=10, r=10, t=30, b=10))
     return fig
 
 

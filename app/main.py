@@ -11,13 +11,14 @@ import streamlit as st  # noqa: E402
 
 def run() -> None:
     st.set_page_config(page_title="DimeRec Explorer", page_icon="🧭", layout="wide")
+    # URL paths follow the file names (/denoising, /what_if, ...), so links and AppTest.switch_page agree.
     pages = [
         st.Page("app_pages/tour.py", title="Tour", icon=":material/explore:", default=True),
-        st.Page("app_pages/denoising.py", title="Denoising on the sphere", icon=":material/public:", url_path="denoising"),
-        st.Page("app_pages/interests.py", title="Interests", icon=":material/hub:", url_path="interests"),
-        st.Page("app_pages/training.py", title="Training", icon=":material/show_chart:", url_path="training"),
-        st.Page("app_pages/steps.py", title="Steps", icon=":material/stairs:", url_path="steps"),
-        st.Page("app_pages/what_if.py", title="What if", icon=":material/edit:", url_path="what-if"),
+        st.Page("app_pages/denoising.py", title="Denoising on the sphere", icon=":material/public:"),
+        st.Page("app_pages/interests.py", title="Interests", icon=":material/hub:"),
+        st.Page("app_pages/training.py", title="Training", icon=":material/show_chart:"),
+        st.Page("app_pages/steps.py", title="Steps", icon=":material/stairs:"),
+        st.Page("app_pages/what_if.py", title="What if", icon=":material/edit:"),
     ]
     st.navigation(pages).run()
 

@@ -31,7 +31,8 @@ DEFAULT_RUNS = APP_DIR / "default_runs"
 DEFAULT_RUN_ID = "default/dimerec-planted"
 RUN_FILES = ("config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json", "step_metrics.json")
 NO_CATEGORY = "(no category)"
-N_SAMPLES_PRESETS = 8  # reverse samples per user when choosing the preset users
+DEFAULT_SAMPLES = 6  # reverse samples per user that the pages show unless asked for more
+PRESET_POOL = 400  # presets are picked among at most this many held-out users
 
 
 class RunError(Exception):
@@ -44,8 +45,10 @@ def runs_root() -> Path:
 
 def discover_runs() -> dict[str, Path]:
     """Run id -> directory: the built-in runs first, then every directory under runs/ that holds a config.json."""
-    found = {f"default/{p.name}": p for p in sorted(DEFAULT_RUNS.iterdir()) if (p / "config.json").is_file()} \
-        if DEFAULT_RUNS.is_dir() else {}
+    builtin = sorted(DEFAULT_RUNS.iterdir()) if DEFAULT_RUNS.is_dir() else []
+    found = {f"default/{p.name}": p for p in builtin if (p / "config.json").is_file()}
+    if DEFAULT_RUN_ID in found:  # the default first
+        found = {DEFAULT_RUN_ID: found.pop(DEFAULT_RUN_ID), **found}
     root = runs_root()
     if root.is_dir():
         for config in sorted(root.glob("**/config.json")):
@@ -56,8 +59,7 @@ def discover_runs() -> dict[str, Path]:
 
 def run_label(run_id: str, path: Path) -> str:
     """What the run selector shows: the run's name, and whether it is built in."""
-    name = run_id.split("/", 1)[1]
-    return f"{name} (built-in)" if run_id.startswith("default/") else name
+    return f"{run_id.split('/', 1)[1]} (built-in)" if run_id.startswith("default/") else run_id
 
 
 def run_summary(config: dict) -> str:
@@ -117,6 +119,16 @@ class Run:
 
     def title(self, item: int) -> str:
         return self.data.titles[item]
+
+    def short_title(self, item: int) -> str:
+        """The title without a leading "<category> · " (planted titles repeat their category)."""
+        title, prefix = self.data.titles[item], f"{self.category(item)} · "
+        return title[len(prefix):] if title.startswith(prefix) else title
+
+    def categories_of(self, item: int) -> str:
+        """All of the item's categories (MovieLens: its genres), for tables."""
+        cats = self.data.item_categories[item] if self.data.item_categories else []
+        return ", ".join(cats) if cats else NO_CATEGORY
 
     def category(self, item: int) -> str:
         return self.categories[self.item_category[item]]
@@ -283,30 +295,31 @@ def user_view(run_id: str, stamp: tuple, hist: tuple[int, ...], n_samples: int, 
 
 @st.cache_data(show_spinner="Choosing interesting users…", max_entries=8)
 def user_table(run_id: str, stamp: tuple) -> pd.DataFrame:
-    """One row per held-out user: where the user's samples (or interests) land, and whether the
-    true next item is found. The presets are picked from it."""
+    """One row per held-out user (at most PRESET_POOL of them, a seeded draw): where the user's
+    samples (or interests) land, and whether the true next item is found. The presets are picked
+    from it. The samples are the ones the pages show by default (DEFAULT_SAMPLES, seed 0), so the
+    reason given for a preset matches what the user sees."""
     run = load_run(run_id)
     users = run.held_out
-    hists = torch.from_numpy(left_pad([run.history(u) for u in users], run.data.max_len, run.data.pad_id))
+    if len(users) > PRESET_POOL:
+        users = np.sort(np.random.default_rng(0).choice(users, PRESET_POOL, replace=False))
     items = run.model.item_vectors()
+    if run.has_diffusion:
+        vectors = torch.cat([run.model.trajectory(run.hist_tensor(run.history(u)), n_samples=DEFAULT_SAMPLES,
+                                                  generator=torch.Generator().manual_seed(0)).final
+                             for u in users])  # [U, S, d]
+    else:
+        hists = torch.from_numpy(left_pad([run.history(u) for u in users], run.data.max_len, run.data.pad_id))
+        vectors = explore.interests(run.model, hists)[0]  # [U, K, d]
+    U, S, d = vectors.shape
+    first, _ = explore.nearest_items(vectors.reshape(U * S, 1, d), items, 1)
+    merged, _ = explore.nearest_items(vectors, items, 50)
+    categories = run.item_category[first[:, 0]].reshape(U, S)
     rows = []
-    for start in range(0, len(users), 256):
-        h = hists[start:start + 256]
-        if run.has_diffusion:
-            vectors = run.model.trajectory(h, n_samples=N_SAMPLES_PRESETS,
-                                           generator=torch.Generator().manual_seed(start)).final  # [B, S, d]
-        else:
-            vectors = explore.interests(run.model, h)[0]  # [B, K, d]
-        B, S, d = vectors.shape
-        first, _ = explore.nearest_items(vectors.reshape(B * S, 1, d), items, 1)
-        merged, _ = explore.nearest_items(vectors, items, 50)
-        for b in range(B):
-            u = int(users[start + b])
-            cats = run.item_category[first[b * S:(b + 1) * S, 0]]
-            hit = np.flatnonzero(merged[b] == run.next_item(u))
-            rows.append({"user": u, "n_categories": len(set(cats.tolist())),
-                         "rank": int(hit[0]) + 1 if len(hit) else math.nan,
-                         "history": len(run.history(u))})
+    for b, u in enumerate(users.tolist()):
+        hit = np.flatnonzero(merged[b] == run.next_item(u))
+        rows.append({"user": u, "n_categories": len(set(categories[b].tolist())),
+                     "rank": int(hit[0]) + 1 if len(hit) else math.nan, "history": len(run.history(u))})
     table = pd.DataFrame(rows).set_index("user")
     if run.is_planted:
         truth = run.data.ground_truth
@@ -334,18 +347,19 @@ def presets(run_id: str) -> list[tuple[int, str]]:
                 return
 
     hits = table[table["rank"].notna()]
-    add(hits.sort_values(["n_categories", "rank"], ascending=[False, True]),
-        lambda r: f"{noun} land on {int(r['n_categories'])} different categories; the next item is "
-                  f"#{int(r['rank'])}")
+    add(hits[hits["n_categories"] >= 2].sort_values(["n_categories", "rank"], ascending=[False, True]),
+        lambda r: f"its {noun} land on {int(r['n_categories'])} different categories; the true next item "
+                  f"is ranked #{int(r['rank'])}")
     add(hits.sort_values(["n_categories", "rank"]),
-        lambda r: f"{noun} agree on {int(r['n_categories'])} categor{'y' if r['n_categories'] == 1 else 'ies'}; "
-                  f"the next item is #{int(r['rank'])}")
+        lambda r: (f"its {noun} agree on one category" if r["n_categories"] == 1 else
+                   f"its {noun} land on only {int(r['n_categories'])} categories") + f"; the true next item is ranked #{int(r['rank'])}")
     if run.is_planted:
         add(table[(table["since_drift"] <= 3) & (table["history"] >= 10)].sort_values("rank"),
             lambda r: "an interest changed " + ("just before the next item" if r["since_drift"] == 0 else
                                                 f"{int(r['since_drift'])} steps before the next item"))
     add(table[table["rank"].isna()].sort_values("n_categories", ascending=False),
-        lambda r: f"a miss: the next item is not in the top 50 ({noun} on {int(r['n_categories'])} categories)")
+        lambda r: f"a miss: the true next item is not in the top 50 (its {noun} land on {int(r['n_categories'])} "
+                  f"categor{'y' if r['n_categories'] == 1 else 'ies'})")
     return picks
 
 

@@ -146,8 +146,8 @@ def category_chip(name: str, color: str) -> str:
 def items_frame(run: runs.Run, items, next_item: int | None = None, scores=None) -> pd.DataFrame:
     """A table of items: rank, title, category, and which one is the true next item."""
     items = np.asarray(items)
-    frame = pd.DataFrame({"#": np.arange(1, len(items) + 1), "item": [run.title(i) for i in items],
-                          "category": [run.category(i) for i in items]})
+    frame = pd.DataFrame({"#": np.arange(1, len(items) + 1), "item": [run.short_title(i) for i in items],
+                          "category": [run.categories_of(i) for i in items]})
     if next_item is not None:
         frame.insert(1, "next?", ["✓ next" if i == next_item else "" for i in items])
     if scores is not None:
@@ -155,11 +155,10 @@ def items_frame(run: runs.Run, items, next_item: int | None = None, scores=None)
     return frame
 
 
-ITEM_COLUMNS = {"#": st.column_config.NumberColumn("#", width=40),
-                "next?": st.column_config.TextColumn("next?", width=62, help="✓ the user's true next item"),
-                "new?": st.column_config.TextColumn("new?", width=50, help="not in the top 10 before the edit"),
-                "item": st.column_config.TextColumn("item", width="large"),
-                "score": st.column_config.NumberColumn("score", width=60, help="inner product with the user vector")}
+ITEM_COLUMNS = {"#": st.column_config.NumberColumn("#", width=34),
+                "next?": st.column_config.TextColumn("next?", width=54, help="✓ the user's true next item"),
+                "new?": st.column_config.TextColumn("new?", width=46, help="not in the top 10 before the edit"),
+                "score": st.column_config.NumberColumn("score", width=52, help="inner product with the user vector")}
 
 
 def show_items(frame: pd.DataFrame, container=st, **kwargs) -> None:

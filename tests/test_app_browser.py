@@ -25,8 +25,10 @@ PAGES = [  # (url path, title, plotly charts expected)
     ("interests", "Interests", 2),
     ("training", "Training", 2),
     ("steps", "Steps", 1),
-    ("what-if", "What if", 3),
+    ("what_if", "What if", 3),
 ]
+TOUR_HEADINGS = ["GEM: the history becomes K interest vectors", "Noise on the sphere",
+                 "Denoising: from a random point to the next interest", "Retrieval: the items nearest to x_0"]
 
 
 def _free_port() -> int:
@@ -110,6 +112,13 @@ def test_every_page_renders_and_the_step_slider_moves(server, page):
             assert first_view < 60, f"first view took {first_view:.0f} s after `streamlit run`"
         _assert_no_errors(page, title)
         page.screenshot(path=str(ARTIFACTS / f"page-{path or 'tour'}.png"), full_page=True)
+        if path == "":  # every chapter of the tour, through its Next button
+            for chapter, heading in enumerate(TOUR_HEADINGS, start=2):
+                page.get_by_role("button", name="Next →").click()
+                page.get_by_role("heading", name=heading).wait_for(timeout=30_000)
+                _wait_until_idle(page, 0 if chapter == 5 else 1)
+                _assert_no_errors(page, f"tour chapter {chapter}")
+                page.screenshot(path=str(ARTIFACTS / f"page-tour-{chapter}.png"), full_page=True)
         if path == "denoising":
             assert "step=20" in page.url and "user=" in page.url and "run=" in page.url
             page.get_by_text("After 20 of 20 reverse steps").wait_for()
@@ -122,6 +131,12 @@ def test_every_page_renders_and_the_step_slider_moves(server, page):
             _assert_no_errors(page, "denoising after moving the slider")
             assert "step=5" in page.url
             page.screenshot(path=str(ARTIFACTS / "page-denoising-step5.png"), full_page=True)
+            play = page.locator('[data-testid="stCheckbox"]').filter(has_text="Play")
+            play.click()
+            page.get_by_text("After 7 of 20 reverse steps").wait_for(timeout=30_000)  # it plays on its own
+            play.click()
+            _wait_until_idle(page, charts)
+            _assert_no_errors(page, "denoising after play and pause")
 
 
 def test_a_link_with_an_unknown_user_shows_an_error_not_a_traceback(server, page):

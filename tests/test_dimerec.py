@@ -51,8 +51,9 @@ def test_paper_preset_takes_mu_10_on_movielens_only(planted_small):
 
 @pytest.mark.slow
 def test_short_training_lowers_all_three_losses_and_beats_popularity(planted_small, tmp_path):
-    """On the small planted world DimeRec must beat MostPopular clearly. (Beating ComiRec-SA is not
-    asserted: in short budgets the DAM's single reverse sample trails the multi-interest read-out.)"""
+    """DimeRec must beat MostPopular clearly (by 30% relative HR@50) on the small planted world. Beating
+    ComiRec-SA is not asserted because it does not hold: in short budgets the final reverse sample trails
+    ComiRec-SA's multi-interest read-out (README, "What we measured")."""
     from dimerec.models.pop import MostPopular, PopConfig
 
     cfg = TrainConfig(max_epochs=6, patience=6, seed=0)
@@ -64,8 +65,8 @@ def test_short_training_lowers_all_three_losses_and_beats_popularity(planted_sma
     losses = pd.read_csv(tmp_path / "dm" / "losses.csv")
     first, last = losses.head(10).mean(), losses.tail(30).mean()
     for term in ("L_gem", "L_recon", "L_ssm"):
-        assert last[term] < 0.9 * first[term], term
-    assert metrics["valid"]["HR@50"] > pop["valid"]["HR@50"] + 0.1
+        assert last[term] < 0.95 * first[term], (term, first[term], last[term])
+    assert metrics["valid"]["HR@50"] > 1.3 * pop["valid"]["HR@50"]
     steps = json.loads((tmp_path / "dm" / "step_metrics.json").read_text())
     assert [s["t"] for s in steps["steps"]] == list(range(20, 0, -1))
     assert all(0 <= s["HR@50"] <= 1 for s in steps["steps"])

@@ -26,7 +26,7 @@ if view.samples is None:
     left, right = st.columns([3, 2])
     left.plotly_chart(figures.sphere_figure(run, view, ctx.next_item, None), key="denoise_sphere")
     right.subheader("Recommendations")
-    ui.show_items(ui.items_frame(run, view.top[0][:10], ctx.next_item, view.top_scores[0][:10]), right)
+    ui.show_items(ui.items_frame(run, view.top[0][:10], ctx.next_item), right)
     st.stop()
 
 T = view.samples.T
@@ -50,7 +50,7 @@ def stepper() -> None:
     st.session_state["_step"] = step
     st.query_params["step"] = str(step)
     t = T - step
-    left, right = st.columns([3, 2])
+    left, right = st.columns([11, 9])
     with left:
         stage = "pure noise" if step == 0 else ("the final x_0" if step == T else "partly denoised")
         st.markdown(f"**After {step} of {T} reverse steps** — x_t at t = {t} ({stage})")
@@ -65,8 +65,7 @@ def stepper() -> None:
         else:
             st.markdown(f":material/check_circle: The true next item, {title}, is **#{int(rank)}** of the top 50 "
                         f"at this step.")
-        ui.show_items(ui.items_frame(run, view.samples.top[step][:10], ctx.next_item,
-                                     view.samples.top_scores[step][:10]), height=388)
+        ui.show_items(ui.items_frame(run, view.samples.top[step][:10], ctx.next_item), height=388)
         first = view.samples.sample_top[step, :, 0]
         chips = " · ".join(f"s{s + 1} → " + ui.category_chip(run.category(i), figures.color_of(run, i))
                            for s, i in enumerate(first))

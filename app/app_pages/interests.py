@@ -9,7 +9,7 @@ ctx = ui.page_setup("Interests",
                     "DimeRec's first module, GEM, reads the history and writes K interest vectors, each an "
                     "attention-weighted average of history items. They guide the denoiser.")
 run = ctx.run
-view = runs.user_view(run.id, run.stamp, ctx.hist, 6, 0)
+view = runs.user_view(run.id, run.stamp, ctx.hist, runs.DEFAULT_SAMPLES, 0)
 K = len(view.interests)
 truth = run.data.ground_truth
 

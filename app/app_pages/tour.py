@@ -11,7 +11,7 @@ ctx = ui.page_setup("DimeRec in five steps",
                     "A guided tour for a class: one user of the selected run, from history to recommendation. "
                     "Every figure is computed live from the trained model; change the user or the run in the sidebar.")
 run = ctx.run
-view = runs.user_view(run.id, run.stamp, ctx.hist, 6, 0)
+view = runs.user_view(run.id, run.stamp, ctx.hist, runs.DEFAULT_SAMPLES, 0)
 
 
 def go_next() -> None:
@@ -56,8 +56,8 @@ elif chapter == CHAPTERS[2]:
     grw = run.config["model_config"].get("grw", True)
     st.markdown(
         "Training teaches a denoiser to undo noise. DimeRec keeps every vector on the unit sphere and adds noise by "
-        "a **geodesic random walk**: the true next item x_0 slides along the sphere, a little at t = 1 and, by "
-        f"t = {T}, as far as a random point. Each black path below is one noise draw, seen at every step t."
+        "a **geodesic random walk**: the true next item x_0 slides along the sphere, further as the step t grows, "
+        f"until at t = {T} it is as far away as a random point. Each black path below is one noise draw, seen at every step t."
         + ("" if grw else " (This run uses Euclidean noise instead, the `--no-grw` ablation: the paths leave the "
                           "sphere and the picture shows their direction.)"))
     t = st.slider("Noise step t", 0, T, T // 2, key="tour_t")

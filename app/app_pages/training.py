@@ -37,6 +37,9 @@ if not with_losses:
     st.info("No run has a losses.csv yet: train one with `python -m dimerec train … --out runs/NAME`.")
     st.stop()
 default = [r for r in (run.id, counterpart(run.id)) if r in with_losses]
+if run.id not in with_losses:
+    st.info(f"The selected run ({run.id}) has no losses.csv; showing the built-in runs instead.")
+    default = [r for r in (runs.DEFAULT_RUN_ID, counterpart(runs.DEFAULT_RUN_ID)) if r in with_losses]
 chosen = st.multiselect("Runs to compare", with_losses, default=default, key=f"training_runs_{run.id}",
                         format_func=lambda r: runs.run_label(r, available[r]), max_selections=4,
                         help="By default the selected run and its counterpart with the GRW switched.")

@@ -68,10 +68,12 @@ st.markdown(f"**The history the model reads now** ({len(history)} items, oldest 
             f"{'edited' if changed else 'not edited yet'}; the model keeps the last {run.data.max_len})")
 st.plotly_chart(figures.history_figure(run, np.array(history), ctx.next_item, height=230), key="whatif_history")
 
-before = runs.user_view(run.id, run.stamp, ctx.hist, 6, 0)
-after = runs.user_view(run.id, run.stamp, tuple(history), 6, 0)
+before = runs.user_view(run.id, run.stamp, ctx.hist, runs.DEFAULT_SAMPLES, 0)
+after = runs.user_view(run.id, run.stamp, tuple(history), runs.DEFAULT_SAMPLES, 0)
 
 st.subheader("Recommendations")
+if not changed:
+    st.info("Nothing is edited yet, so both sides agree: add or remove items above and watch the right side change.")
 left, right = st.columns(2)
 before_top = set(before.top[-1][:10].tolist())
 frame = ui.items_frame(run, after.top[-1][:10], ctx.next_item)

@@ -37,9 +37,9 @@ Preset = Literal["ours", "paper"]
 # What each preset decides (SPEC §1 open points); an explicit flag overrides it.
 PRESETS = {
     "paper": dict(schedule="linear", magnitude="paper", reverse="ddpm", reverse_sigma="beta-tilde",
-                  normalize_x0=False, ssm_direction=False),
+                  normalize_x0=False, ssm_direction=False, detach_x0=False),
     "ours": dict(schedule="cosine", magnitude="angle", reverse="ddim", reverse_sigma="none",
-                 normalize_x0=False, ssm_direction=True),
+                 normalize_x0=False, ssm_direction=True, detach_x0=True),
 }
 
 
@@ -71,7 +71,8 @@ class DimeRecConfig(SampledSoftmaxConfig):
     hidden: int = option(256, "hidden width of the denoiser MLP")
     t_sampling: Literal["uniform", "angle"] = option(
         "uniform", "training steps t: uniform over 1..T (Alg. 1), or with probability ∝ the noise angle θ_t")
-    detach_x0: bool = option(False, "stop L_recon's gradient into the target embedding (x0 as a fixed target)")
+    detach_x0: bool | None = option(
+        None, "stop L_recon's gradient into the target embedding, x0 a fixed target (default: by preset)")
     serve_samples: int = option(1, "reverse samples per user at serving; an item scores its best over them")
 
     def __post_init__(self):

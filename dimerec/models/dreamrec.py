@@ -34,6 +34,12 @@ Deviations from the official code:
 - The official learning rate is 0.005 with batch 256, as the harness; its 1000 epochs
   with no early stopping are replaced by the harness's early stopping on HR@50.
 
+Known behaviour: the MSE is the only loss and, as in the official code, it trains the item
+table too, so it is minimised by pulling all item embeddings together; ranking quality
+peaks early and then decays as the table collapses. On the planted world (480 items)
+the defaults stay below MostPopular; d = 128 with --lr 0.001 beats it
+(tests/test_baselines_diff.py). The DimeRec paper reports DreamRec near random on ML-10M.
+
     python -m dimerec train --model dreamrec --dataset ml-1m --out runs/dreamrec-ml1m
 """
 from __future__ import annotations
@@ -150,10 +156,7 @@ class DreamRec(Recommender):
 
     def guided_x0(self, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor, w: float) -> torch.Tensor:
         """Classifier-free guidance: (1 + w) f(x_t, t, c) - w f(x_t, t, null)."""
-        conditional = self.predict_x0(x_t, t, c)
-        if w == 0:
-            return conditional
-        return (1 + w) * conditional - w * self.predict_x0(x_t, t, self.null.expand_as(c))
+        return (1 + w) * self.predict_x0(x_t, t, c) - w * self.predict_x0(x_t, t, self.null.expand_as(c))
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         x0 = self.item_emb(batch.target)  # [B, d]

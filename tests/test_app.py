@@ -1,0 +1,268 @@
+"""The Streamlit app, page by page, with streamlit.testing.v1.AppTest on the built-in runs (app/default_runs/).
+
+Every page runs without an exception and draws its figures; the URL's run, user and step are honoured;
+bad input (an unknown run or user, a broken run directory) shows an error message, not a traceback.
+"""
+import base64
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import REPO_ROOT
+
+MAIN = str(REPO_ROOT / "app" / "main.py")
+DEFAULT = REPO_ROOT / "app" / "default_runs"
+RUN, NOGRW, NODIFF = "default/dimerec-planted", "default/dimerec-nogrw-planted", "default/dimerec-nodiff-planted"
+
+
+@pytest.fixture(autouse=True)
+def only_builtin_runs(monkeypatch, tmp_path):
+    """The app sees the built-in runs and an empty runs/ folder, whatever the checkout holds."""
+    monkeypatch.setenv("DIMEREC_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def open_page(page: str, **params) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    for key, value in params.items():
+        at.query_params[key] = str(value)
+    if page != "tour":
+        at.switch_page(f"app_pages/{page}.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def figures(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def values(array) -> np.ndarray:
+    """A figure's data array: plotly writes numpy arrays as base64 ({"bdata", "dtype"})."""
+    if isinstance(array, dict) and "bdata" in array:
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"])
+    return np.asarray(array)
+
+
+def trace_names(figure: dict) -> list[str]:
+    return [t.get("name") for t in figure["data"]]
+
+
+def param(at: AppTest, key: str) -> str | None:
+    """A URL parameter as the page left it."""
+    value = at.query_params.get(key)
+    return value[-1] if isinstance(value, list) else value
+
+
+def errors(at: AppTest) -> str:
+    return " ".join(e.value for e in at.error)
+
+
+def test_tour_runs_every_chapter():
+    at = open_page("tour")
+    assert not at.error
+    chapters = at.radio(key="tour_chapter").options
+    assert len(chapters) == 5
+    for chapter in chapters:
+        at.radio(key="tour_chapter").set_value(chapter).run()
+        assert not at.exception and not at.error, chapter
+        assert figures(at) or at.dataframe, chapter
+    at.radio(key="tour_chapter").set_value(chapters[2]).run()
+    names = trace_names(figures(at)[0])
+    assert "noise paths x_0 → x_t" in names and "x_0: the true next item" in names
+    at.button(key="tour_next").click().run()
+    assert at.radio(key="tour_chapter").value == chapters[3]
+
+
+def test_denoising_draws_items_interests_and_every_sample_path():
+    at = open_page("denoising")
+    assert not at.error
+    sphere = figures(at)[0]
+    names = trace_names(sphere)
+    for name in ("history items", "GEM interests (K=4)", "true next item", "paths x_T → x_t", "x_t now (t = 0)"):
+        assert name in names
+    categories = json.loads((DEFAULT / "dimerec-planted" / "config.json").read_text())["dataset_stats"]["categories"]
+    assert sum(t.get("legendgroup") == "items" for t in sphere["data"]) == categories
+    now = next(t for t in sphere["data"] if t.get("name") == "x_t now (t = 0)")
+    assert len(values(now["x"])) == at.slider(key="denoise_samples").value == 6
+    assert at.slider(key="denoise_step").value == 20 and param(at, "step") == "20"
+    table = at.dataframe[0].value
+    assert len(table) == 10 and {"item", "category", "next?"} <= set(table.columns)
+
+
+def test_moving_the_step_slider_is_fast_and_moves_the_samples():
+    at = open_page("denoising")
+    before = next(t for t in figures(at)[0]["data"] if t.get("name", "").startswith("x_t now"))
+    timings = []
+    for step in (3, 10, 17):
+        start = time.perf_counter()
+        at.slider(key="denoise_step").set_value(step).run()
+        timings.append(time.perf_counter() - start)
+        assert not at.exception
+        assert param(at, "step") == str(step)
+    now = next(t for t in figures(at)[0]["data"] if t.get("name", "").startswith("x_t now"))
+    assert now["name"] == "x_t now (t = 3)" and not np.allclose(values(now["x"]), values(before["x"]))
+    assert any("After 17 of 20 reverse steps" in m.value for m in at.markdown)
+    print(f"step slider reruns: {', '.join(f'{1000 * t:.0f} ms' for t in timings)}")
+    assert max(timings) < 1.0  # the target is 300 ms; the margin is for a busy shared machine
+
+
+def test_url_parameters_choose_the_run_the_user_and_the_step():
+    at = open_page("tour")
+    users = at.selectbox(key="user_select").options
+    second = int(users[1].split()[-1])
+    at = open_page("denoising", run=NOGRW, user=second, step=7)
+    assert not at.error
+    assert at.selectbox(key="run_select").value == NOGRW
+    assert at.selectbox(key="user_select").value == second
+    assert at.slider(key="denoise_step").value == 7
+    assert any("After 7 of 20 reverse steps" in m.value for m in at.markdown)
+    assert param(at, "user") == str(second) and param(at, "run") == NOGRW
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"user": "999999"}, "not a held-out user"),
+    ({"user": "abc"}, "not a held-out user"),
+    ({"run": "runs/nowhere"}, "was not found"),
+    ({"step": "99"}, "not a reverse step"),
+])
+def test_bad_links_show_an_error_and_the_page_still_works(params, message):
+    at = open_page("denoising", **params)
+    assert message in errors(at)
+    assert figures(at), "the page falls back to a valid view"
+
+
+def _run_dir(tmp_path, name: str, source: str = "dimerec-planted") -> "Path":
+    target = tmp_path / "runs" / name
+    shutil.copytree(DEFAULT / source, target)
+    return target
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("corrupt-config", "is not valid JSON"),
+    ("no-checkpoint", "best.pt is missing"),
+    ("corrupt-checkpoint", "cannot be loaded"),
+    ("other-models-weights", "cannot be loaded"),
+    ("unknown-model", "known model"),
+])
+def test_a_broken_run_directory_shows_a_clear_error(tmp_path, breakage, message):
+    run = _run_dir(tmp_path, breakage)
+    if breakage == "corrupt-config":
+        (run / "config.json").write_text("{ not json")
+    elif breakage == "no-checkpoint":
+        (run / "best.pt").unlink()
+    elif breakage == "corrupt-checkpoint":
+        (run / "best.pt").write_bytes(b"\x00 not a checkpoint")
+    elif breakage == "other-models-weights":
+        shutil.copy(DEFAULT / "dimerec-nodiff-planted" / "best.pt", run / "best.pt")
+    else:
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**config, "model": "no-such-model"}))
+    for page in ("denoising", "interests", "what_if"):
+        at = open_page(page, run=f"runs/{breakage}")
+        assert message in errors(at), (page, errors(at))
+        assert "This run cannot be shown" in errors(at)
+
+
+def test_runs_under_runs_folder_are_listed(tmp_path):
+    _run_dir(tmp_path, "mine/dimerec-copy")
+    at = open_page("interests", run="runs/mine/dimerec-copy")
+    assert not at.error
+    assert at.selectbox(key="run_select").value == "runs/mine/dimerec-copy"
+    assert at.selectbox(key="run_select").options[0] == "dimerec-planted (built-in)"
+    assert "runs/mine/dimerec-copy" in at.selectbox(key="run_select").options
+
+
+def test_interests_show_attention_category_mix_and_the_planted_truth():
+    at = open_page("interests")
+    assert not at.error
+    attention, mix = figures(at)[:2]
+    assert attention["data"][0]["type"] == "heatmap"
+    assert len(attention["data"][0]["x"]) == 4  # K interests
+    assert all(t["type"] == "bar" for t in mix["data"])
+    assert any("planted interests" in m.value for m in at.markdown)
+    truth = at.dataframe[0].value
+    assert list(truth.columns) == ["category", "weight"] and abs(truth["weight"].sum() - 1) < 1e-6
+
+
+def test_a_model_without_diffusion_explains_what_is_missing():
+    at = open_page("denoising", run=NODIFF)
+    assert not at.error
+    assert any("has no diffusion" in i.value for i in at.info)
+    assert "paths x_T → x_t" not in trace_names(figures(at)[0])
+
+
+def test_training_compares_the_losses_with_and_without_grw():
+    at = open_page("training")
+    assert not at.error
+    assert at.multiselect(key=f"training_runs_{RUN}").value == [RUN, NOGRW]
+    losses = figures(at)[0]
+    assert [a["text"] for a in losses["layout"]["annotations"]] == ["L_gem", "L_recon", "L_ssm"]
+    names = {t["name"] for t in losses["data"]}
+    assert names == {"dimerec-planted (GRW)", "dimerec-nogrw-planted (no GRW)"}
+    assert len(losses["data"]) == 6
+
+
+def test_steps_plot_every_run_that_has_step_metrics():
+    at = open_page("steps")
+    assert not at.error
+    hr = figures(at)[0]
+    lines = [t for t in hr["data"] if t.get("mode") == "lines+markers"]
+    assert {t["name"] for t in lines} == {"dimerec-planted (built-in)", "dimerec-nogrw-planted (built-in)"}
+    assert all(len(values(t["x"])) == 20 for t in lines)
+
+
+def test_what_if_adding_items_changes_the_recommendations():
+    at = open_page("what_if")
+    assert not at.error
+    before = at.dataframe[1].value["item"].tolist()
+    history = list(at.session_state["whatif_hist"])
+    counts = at.selectbox(key="whatif_category").options
+    seen = {at.dataframe[0].value["category"].iloc[0]}
+    new_category = next(c for c in counts if c not in seen)
+    at.selectbox(key="whatif_category").set_value(new_category)
+    at.number_input(key="whatif_count").set_value(8)
+    at.button(key="whatif_add_category").click().run()
+    assert not at.exception
+    edited = at.session_state["whatif_hist"]
+    assert len(edited) == min(len(history) + 8, 20)
+    assert edited[:len(edited) - 8] == history[len(history) + 8 - len(edited):]
+    after = at.dataframe[1].value
+    assert after["item"].tolist() != before
+    assert (after["new?"] == "new").any()
+    at.multiselect(key="whatif_remove").set_value([0, 1])
+    at.button(key="whatif_remove_button").click().run()
+    assert len(at.session_state["whatif_hist"]) == len(history) - 2
+    at.button(key="whatif_reset").click().run()
+    assert at.session_state["whatif_hist"] == history
+
+
+@pytest.mark.real_data
+def test_a_movielens_run_shows_real_titles_and_genres(tmp_path, real_data_dir):
+    """An (untrained) DimeRec run on ML-1M under runs/: the app reads the data the run names."""
+    import torch
+
+    from dimerec.data import load_dataset
+    from dimerec.models import MODELS
+
+    data = load_dataset("ml-1m", real_data_dir)
+    model_cls = MODELS["dimerec"]
+    model = model_cls(data.n_items, data.max_len, model_cls.Config())
+    run = tmp_path / "runs" / "dimerec-ml1m"
+    run.mkdir(parents=True)
+    config = {"model": "dimerec", "dataset": "ml-1m", "data_dir": str(real_data_dir),
+              "model_config": model.config.__dict__, "train_config": {"split_seed": 0}}
+    (run / "config.json").write_text(json.dumps(config))
+    torch.save({"model": model.state_dict()}, run / "best.pt")
+    at = open_page("denoising", run="runs/dimerec-ml1m")
+    assert not at.error
+    table = at.dataframe[0].value
+    titles, genres = set(data.titles), {g for cats in data.item_categories for g in cats}
+    assert set(table["item"]) <= titles
+    assert all(set(c.split(", ")) <= genres for c in table["category"])
+    legend = {t["name"] for t in figures(at)[0]["data"] if t.get("legendgroup") == "items"}
+    assert {"Drama", "Comedy"} <= legend
