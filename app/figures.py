@@ -197,7 +197,8 @@ def attention_figure(run: runs.Run, hist: np.ndarray, attention: np.ndarray,
     for pos, item in enumerate(hist):
         cat = run.category(item)
         tail = f"  [{truth[pos]}]" if truth is not None and truth[pos] else ""
-        labels.append(f"{pos + 1:>2}. <span style='color:{color_of(run, item)}'>■</span> {_short(run.title(item))}{tail}")
+        chip = f"<span style='color:{color_of(run, item)}'>■</span>"
+        labels.append(f"{pos + 1:>2}. {chip} {_short(run.title(item))}{tail}")
     fig = go.Figure(go.Heatmap(z=attention, x=[f"interest {k + 1}" for k in range(K)], y=labels,
                                colorscale="Blues", zmin=0, zmax=float(max(attention.max(), 1e-6)),
                                colorbar=dict(title="attention", thickness=12),

@@ -32,7 +32,8 @@ RUNS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=0.8, help="training budget of each run (default: 0.8)")
-    parser.add_argument("--out", default=str(HERE / "default_runs"), help="where the runs go (default: app/default_runs)")
+    parser.add_argument("--out", default=str(HERE / "default_runs"),
+                        help="where the runs go (default: app/default_runs)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     out = Path(args.out)

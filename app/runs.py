@@ -193,8 +193,13 @@ def _load(run_id: str, path_str: str, stamp: tuple) -> Run:
         state = load_checkpoint(path / "best.pt")["model"]
         model.load_state_dict(state)
     except Exception as err:  # a truncated file, another model's weights, an old config: all end here
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = "; ".join(lines[:2])[:300]
+        hint = (" The model code may have changed since the run was trained: retrain it"
+                + (" (`python app/make_default_runs.py`)." if run_id.startswith("default/") else ".")
+                if isinstance(err, RuntimeError) and "state_dict" in str(err) else "")
         raise RunError(f"{path / 'best.pt'} cannot be loaded into a {config['model']} model "
-                       f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+                       f"({type(err).__name__}: {detail}).{hint}") from None
     model.eval()
     item_vectors = model.item_vectors().detach()
     firsts = [cats[0] if cats else NO_CATEGORY for cats in (data.item_categories or [[]] * data.n_items)]
@@ -352,7 +357,8 @@ def presets(run_id: str) -> list[tuple[int, str]]:
                   f"is ranked #{int(r['rank'])}")
     add(hits.sort_values(["n_categories", "rank"]),
         lambda r: (f"its {noun} agree on one category" if r["n_categories"] == 1 else
-                   f"its {noun} land on only {int(r['n_categories'])} categories") + f"; the true next item is ranked #{int(r['rank'])}")
+                   f"its {noun} land on only {int(r['n_categories'])} categories")
+        + f"; the true next item is ranked #{int(r['rank'])}")
     if run.is_planted:
         add(table[(table["since_drift"] <= 3) & (table["history"] >= 10)].sort_values("rank"),
             lambda r: "an interest changed " + ("just before the next item" if r["since_drift"] == 0 else

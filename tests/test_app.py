@@ -7,13 +7,13 @@ import base64
 import json
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import REPO_ROOT
-
+REPO_ROOT = Path(__file__).resolve().parent.parent
 MAIN = str(REPO_ROOT / "app" / "main.py")
 DEFAULT = REPO_ROOT / "app" / "default_runs"
 RUN, NOGRW, NODIFF = "default/dimerec-planted", "default/dimerec-nogrw-planted", "default/dimerec-nodiff-planted"
@@ -60,6 +60,29 @@ def param(at: AppTest, key: str) -> str | None:
 
 def errors(at: AppTest) -> str:
     return " ".join(e.value for e in at.error)
+
+
+def test_the_built_in_runs_are_small_and_match_the_model_code():
+    """When this fails after a change to a model, regenerate them: `python app/make_default_runs.py`."""
+    import torch
+
+    from dimerec.models import MODELS
+    from dimerec.trainer import load_checkpoint
+
+    files = [f for f in DEFAULT.rglob("*") if f.is_file()]
+    assert sum(f.stat().st_size for f in files) < 5e6
+    assert {f.name for f in files} <= {"config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json",
+                                       "step_metrics.json"}
+    for run in ("dimerec-planted", "dimerec-nogrw-planted", "dimerec-nodiff-planted"):
+        config = json.loads((DEFAULT / run / "config.json").read_text())
+        model_cls = MODELS[config["model"]]
+        model = model_cls(config["n_items"], config["max_len"], model_cls.Config(**config["model_config"]))
+        try:
+            model.load_state_dict(load_checkpoint(DEFAULT / run / "best.pt")["model"])
+        except RuntimeError as err:
+            pytest.fail(f"app/default_runs/{run} no longer fits the {config['model']} code; regenerate the built-in "
+                        f"runs with `python app/make_default_runs.py` ({str(err).splitlines()[1].strip()})")
+        assert isinstance(model.item_vectors(), torch.Tensor)
 
 
 def test_tour_runs_every_chapter():
@@ -136,7 +159,7 @@ def test_bad_links_show_an_error_and_the_page_still_works(params, message):
     assert figures(at), "the page falls back to a valid view"
 
 
-def _run_dir(tmp_path, name: str, source: str = "dimerec-planted") -> "Path":
+def _run_dir(tmp_path, name: str, source: str = "dimerec-planted") -> Path:
     target = tmp_path / "runs" / name
     shutil.copytree(DEFAULT / source, target)
     return target

@@ -80,9 +80,10 @@ with st.expander("How to read this picture, and how it is drawn"):
     how = ("three axes chosen to keep the item categories apart (a shrunk linear discriminant analysis of the "
            "item vectors by category)" if p.method == "categories" else
            "the three directions of largest spread of the item vectors (PCA)")
-    geometry = ("x_t lives on the unit sphere of the model's d-dimensional space." if run.config["model_config"].get("grw", True)
-                else "This run uses Euclidean noise (no geodesic random walk): x_t lives in R^d, and the picture "
-                     "shows its direction.")
+    grw = run.config["model_config"].get("grw", True)
+    geometry = ("x_t lives on the unit sphere of the model's d-dimensional space." if grw else
+                "This run uses Euclidean noise (no geodesic random walk): x_t lives in R^d, and the picture "
+                "shows its direction.")
     st.markdown(
         f"""
 - **Dots**: the {run.data.n_items:,} items, coloured by category; hover for titles. Open circles: this user's

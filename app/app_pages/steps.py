@@ -33,7 +33,8 @@ for tab, metric in zip(tabs, ("HR@50", "NDCG@50")):
     with tab:
         st.plotly_chart(figures.steps_figure(picked, metric), key=f"steps_{metric}")
 st.caption("Step 1 is the first reverse step, from pure noise; the last step's x̂0 is the guess from t = 1. "
-           "★: the final x_0 that serving uses (its value in step_metrics.json). Validation users of each run's split.")
+           "★: the final x_0 that serving uses (its value in step_metrics.json). "
+           "Validation users of each run's split.")
 rows = [{"run": k, "dataset": sm.get("dataset"), "protocol": sm.get("protocol"), "T": sm.get("T"),
          "HR@50 at step 1": sm["steps"][0]["HR@50"], "best HR@50": max(s["HR@50"] for s in sm["steps"]),
          "best at step": max(sm["steps"], key=lambda s: s["HR@50"])["step"],

@@ -57,7 +57,8 @@ elif chapter == CHAPTERS[2]:
     st.markdown(
         "Training teaches a denoiser to undo noise. DimeRec keeps every vector on the unit sphere and adds noise by "
         "a **geodesic random walk**: the true next item x_0 slides along the sphere, further as the step t grows, "
-        f"until at t = {T} it is as far away as a random point. Each black path below is one noise draw, seen at every step t."
+        f"until at t = {T} it is as far away as a random point. Each black path below is one noise draw, "
+        "seen at every step t."
         + ("" if grw else " (This run uses Euclidean noise instead, the `--no-grw` ablation: the paths leave the "
                           "sphere and the picture shows their direction.)"))
     t = st.slider("Noise step t", 0, T, T // 2, key="tour_t")

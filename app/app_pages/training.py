@@ -56,7 +56,8 @@ for r in chosen:
         problems.append(str(err))
         continue
     grw = (_config(r).get("model_config") or {}).get("grw", True)
-    label = r.split("/", 1)[1] + (" (no GRW)" if grw is False else " (GRW)" if _config(r).get("model") == "dimerec" else "")
+    tag = " (no GRW)" if grw is False else " (GRW)" if _config(r).get("model") == "dimerec" else ""
+    label = r.split("/", 1)[1] + tag
     frames[label] = frame
 for message in problems:
     st.error(message)

@@ -37,9 +37,11 @@ Preset = Literal["ours", "paper"]
 # What each preset decides (SPEC §1 open points); an explicit flag overrides it.
 PRESETS = {
     "paper": dict(schedule="linear", magnitude="paper", reverse="ddpm", reverse_sigma="beta-tilde",
-                  normalize_x0=False, ssm_direction=False, detach_x0=False),
+                  normalize_x0=False, ssm_direction=False, detach_x0=False,
+                  confidence=False),
     "ours": dict(schedule="cosine", magnitude="angle", reverse="ddim", reverse_sigma="none",
-                 normalize_x0=False, ssm_direction=True, detach_x0=True),
+                 normalize_x0=False, ssm_direction=True, detach_x0=True,
+                 confidence=False),
 }
 
 
@@ -60,6 +62,9 @@ class DimeRecConfig(SampledSoftmaxConfig):
     reverse_sigma: Literal["beta-tilde", "sqrt-beta-tilde", "none"] | None = option(
         None, "reverse noise of the ddpm step: β̃_t·ε (Alg. 2 as written), sqrt(β̃_t)·ε (DDPM) or none (default: by preset)")
     normalize_x0: bool | None = option(None, "put the denoiser's x̂0 on the sphere (default: by preset)")
+    confidence: bool | None = option(
+        None, "x̂0 = r·(unit direction), with r in (0, 1) from its own output trained by L_recon only, so r "
+              "learns E[<x̂0 direction, x0>] and the DDIM step knows how sure x̂0 is (default: by preset)")
     ssm_direction: bool | None = option(
         None, "L_ssm logits s·<x̂0/|x̂0|, e_i> with a learned scale s: L_ssm shapes x̂0's direction, L_recon alone "
               "its length (default: by preset; paper: <x̂0, e_i>)")
@@ -74,6 +79,9 @@ class DimeRecConfig(SampledSoftmaxConfig):
     detach_x0: bool | None = option(
         None, "stop L_recon's gradient into the target embedding, x0 a fixed target (default: by preset)")
     serve_samples: int = option(1, "reverse samples per user at serving; an item scores its best over them")
+    serve: Literal["final", "mean"] = option(
+        "final", "final: the end x_0 of the reverse chain (Alg. 2); mean: the first reverse step's x̂0 "
+                 "averaged over the samples, the denoiser's estimate of E[x0 | guidance]")
 
     def __post_init__(self):
         for key, value in PRESETS[self.preset].items():
@@ -94,15 +102,16 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 class DenoiserMLP(nn.Module):
     """Eq. 20: x̂0 = MLP(x_t, t, g). The K guidance vectors are concatenated (ComiRec's interests
     keep their slot from user to user); t is a sinusoidal embedding through a linear layer.
-    With use_xt=False it is the no-diffusion control's aggregator: MLP(g)."""
+    With use_xt=False it is the no-diffusion control's aggregator: MLP(g). `extra_outputs`
+    adds outputs after the d of x̂0 (the confidence logit)."""
 
-    def __init__(self, dim: int, n_interests: int, hidden: int, use_xt: bool = True):
+    def __init__(self, dim: int, n_interests: int, hidden: int, use_xt: bool = True, extra_outputs: int = 0):
         super().__init__()
         self.dim, self.use_xt = dim, use_xt
         in_dim = n_interests * dim + (2 * dim if use_xt else 0)
         self.time = nn.Sequential(nn.Linear(dim, dim), nn.SiLU()) if use_xt else None
         self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                                 nn.Linear(hidden, dim))
+                                 nn.Linear(hidden, dim + extra_outputs))
 
     def forward(self, guidance: torch.Tensor, x_t: torch.Tensor | None = None,
                 t: torch.Tensor | None = None) -> torch.Tensor:
@@ -124,7 +133,8 @@ class DimeRec(Recommender):
         self.item_emb = nn.Embedding(n_items + 1, c.dim, padding_idx=n_items)
         nn.init.normal_(self.item_emb.weight[:n_items], std=0.02)
         self.extractor = SelfAttentiveInterests(c.dim, c.n_interests, max_len) if c.gem == "comirec-sa" else None
-        self.denoiser = DenoiserMLP(c.dim, c.n_interests, c.hidden, use_xt=self.uses_diffusion)
+        self.denoiser = DenoiserMLP(c.dim, c.n_interests, c.hidden, use_xt=self.uses_diffusion,
+                                    extra_outputs=int(bool(c.confidence)))
         self.log_ssm_scale = nn.Parameter(torch.zeros(()), requires_grad=bool(c.ssm_direction))
         self.diffusion = SphereDiffusion(
             NoiseSchedule(c.T, c.schedule), c.dim, forward="geodesic" if c.grw else "euclidean", magnitude=c.magnitude,
@@ -155,6 +165,10 @@ class DimeRec(Recommender):
 
     def predict_x0(self, guidance: torch.Tensor, x_t: torch.Tensor | None, t: torch.Tensor | None) -> torch.Tensor:
         out = self.denoiser(guidance, x_t, t)
+        if self.config.confidence:  # [..., d] direction and [..., 1] confidence logit
+            direction, logit = out[..., :-1], out[..., -1:]
+            # L_ssm reads only the direction (ssm_user normalises), so r is fitted by L_recon alone
+            return torch.sigmoid(logit) * sphere.normalize(direction)
         return sphere.normalize(out) if self.config.normalize_x0 else out
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -196,6 +210,11 @@ class DimeRec(Recommender):
                                  n_samples or self.config.serve_samples, generator)
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
+        if self.config.serve == "mean":  # x_T carries no information: x̂0 at t = T estimates E[x0 | g]
+            guidance, _ = self.guidance(hist)
+            x_T = self.diffusion.prior_sample((hist.shape[0], self.config.serve_samples))
+            t = torch.full(x_T.shape[:-1], self.config.T, dtype=torch.long)
+            return sphere.normalize(self.denoiser_for(guidance)(x_T, t)).mean(1, keepdim=True)  # [B, 1, d]
         return self.trajectory(hist).final  # [B, S, d]; an item scores its best over the S samples
 
     def step_user_vectors(self, hist: torch.Tensor) -> dict[str, torch.Tensor]:
