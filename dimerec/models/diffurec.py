@@ -25,6 +25,8 @@ Deviations from the official code:
   lets every position attend to the padding embedding.
 - The reverse step's σ_t² = β_t (the official "fixed large" variance) is written here on
   top of NoiseSchedule's posterior mean; dimerec.diffusion offers only β̃-based noise.
+- PyTorch's default initialisation of the attention and feed-forward layers (the official
+  applies xavier_normal to the feed-forward and output projections).
 - The official time-step sampler "lossaware" is never updated in its training loop, so it
   stays uniform; we sample t uniformly.
 - Learning rate: the harness's --lr (default 0.005) replaces the official 0.001 with
