@@ -12,14 +12,14 @@ from dimerec.explore import great_circle
 
 # Distinct, colour-blind-friendlier hues first; greys and black are kept for paths and markers.
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-           "#bcbd22", "#393b79", "#f0027f", "#66a61e", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
+           "#bcbd22", "#393b79", "#f0027f", "#b15928", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
            "#c5b0d5", "#c49c94", "#f7b6d2", "#9edae5", "#dbdb8d", "#637939", "#8c6d31", "#843c39"]
 OTHER = "#bbbbbb"
 PATH = "#222222"
 NEXT = "#ffd400"
 SAMPLE_SYMBOLS = "diamond"
 SCENE = dict(xaxis=dict(visible=False), yaxis=dict(visible=False), zaxis=dict(visible=False),
-             aspectmode="cube", camera=dict(eye=dict(x=1.2, y=1.2, z=0.7)), bgcolor="white",
+             aspectmode="cube", camera=dict(eye=dict(x=1.32, y=1.32, z=0.78)), bgcolor="white",
              domain=dict(x=[0, 0.74], y=[0, 1]))
 
 

@@ -191,6 +191,13 @@ def test_a_broken_run_directory_shows_a_clear_error(tmp_path, breakage, message)
         assert "This run cannot be shown" in errors(at)
 
 
+def test_a_broken_losses_file_is_reported_on_the_training_page(tmp_path):
+    run = _run_dir(tmp_path, "bad-losses")
+    (run / "losses.csv").write_text("these are not\nthe losses\n")
+    at = open_page("training", run="runs/bad-losses")
+    assert "losses.csv has no 'step' column" in errors(at)
+
+
 def test_runs_under_runs_folder_are_listed(tmp_path):
     _run_dir(tmp_path, "mine/dimerec-copy")
     at = open_page("interests", run="runs/mine/dimerec-copy")

@@ -49,11 +49,12 @@ if not chosen:
     st.stop()
 
 frames, problems = {}, []
-for r in chosen:
+for r in list(chosen):
     try:
         frame = runs.read_losses(available[r])
     except runs.RunError as err:
         problems.append(str(err))
+        chosen.remove(r)
         continue
     grw = (_config(r).get("model_config") or {}).get("grw", True)
     tag = " (no GRW)" if grw is False else " (GRW)" if _config(r).get("model") == "dimerec" else ""
@@ -73,13 +74,15 @@ st.caption("L_gem: the extractor's sampled softmax (Eq. 19). L_recon: the square
            "scales differ. L_ssm: the sampled softmax of x̂0 (Eq. 22). The no-diffusion control has no L_recon.")
 
 valid = go.Figure()
-for j, r in enumerate(chosen):
+labels = dict(zip(chosen, frames))  # the loss figure's label of each run, in the same order and colours
+for j, (r, label) in enumerate(labels.items()):
     v = runs.read_valid(available[r])
     if v is not None and "HR@50" in v.columns:
-        valid.add_trace(go.Scatter(x=v["step"], y=v["HR@50"], mode="lines+markers", name=r.split("/", 1)[1],
-                                   line=dict(color=figures.PALETTE[j % 4], width=2)))
+        valid.add_trace(go.Scatter(x=v["step"], y=v["HR@50"], mode="lines+markers", name=label,
+                                   line=dict(color=figures.PALETTE[j % 4], width=2,
+                                             dash=["solid", "dash", "dot", "dashdot"][j % 4])))
 if valid.data:
     st.subheader("Validation HR@50 during training")
     valid.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="training step",
-                        yaxis_title="HR@50 (validation)")
+                        yaxis_title="HR@50 (validation)", legend=dict(orientation="h", y=-0.3, x=0))
     st.plotly_chart(valid, key="training_valid")
