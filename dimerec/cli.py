@@ -150,8 +150,9 @@ def cmd_bench(args) -> None:
 def cmd_reproduce(args) -> None:
     from dimerec.reproduce import reproduce
 
+    extra = ["--valid-max-rows", str(args.valid_max_rows)] if args.valid_max_rows else []
     path = reproduce(args.name, args.dataset, args.seeds, data_dir=args.data_dir, max_minutes=args.max_minutes,
-                     root=Path(args.runs), out_dir=Path(args.results))
+                     root=Path(args.runs), out_dir=Path(args.results), extra_flags=extra)
     print(path.read_text())
     print(f"written to {path} and {path.with_suffix('.csv')}")
 
@@ -198,6 +199,8 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help=data_dir_help)
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
     p.add_argument("--max-minutes", type=float, default=10.0, help="training budget of every run (default: 10)")
+    p.add_argument("--valid-max-rows", type=int, default=20000,
+                   help="validation rows sampled for early stopping (final metrics use all; default: 20000)")
     p.add_argument("--runs", default="runs/reproduce", help="where the runs go (finished runs are skipped)")
     p.add_argument("--results", default="results", help="where the tables go")
 

@@ -296,3 +296,61 @@ def test_a_movielens_run_shows_real_titles_and_genres(tmp_path, real_data_dir):
     assert all(set(c.split(", ")) <= genres for c in table["category"])
     legend = {t["name"] for t in figures(at)[0]["data"] if t.get("legendgroup") == "items"}
     assert {"Drama", "Comedy"} <= legend
+
+
+# ---- dimerec.explore: the read-outs behind the pages ------------------------------------------------------------
+
+def test_sphere_projection_is_an_orthonormal_linear_view_that_keeps_categories_apart():
+    import torch
+
+    from dimerec import explore
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(12, 64))
+    labels = np.repeat(np.arange(12), 40)
+    items = torch.from_numpy(centres[labels] + 0.3 * rng.normal(size=(480, 64))).float()
+    for method, given in (("categories", labels), ("pca", None)):
+        projection = explore.fit_sphere_projection(items, given)
+        assert projection.method == method
+        assert np.allclose(projection.components @ projection.components.T, np.eye(3), atol=1e-5)
+        points = projection(items)
+        assert np.allclose(np.linalg.norm(points, axis=1), 1, atol=1e-5)
+        assert np.allclose(projection(2.5 * items[:5]), points[:5], atol=1e-5)  # directions only
+    categories = explore.fit_sphere_projection(items, labels)
+    pca = explore.fit_sphere_projection(items)
+    assert explore.neighbour_agreement(categories(items), labels) > 0.9
+    assert explore.neighbour_agreement(categories(items), labels) > explore.neighbour_agreement(pca(items), labels)
+    noise = categories(torch.randn(4000, 64))  # a random start lands anywhere on the picture
+    assert np.linalg.norm(noise.mean(axis=0)) < 0.1
+
+
+def test_great_circle_runs_on_the_sphere_between_its_ends():
+    from dimerec.explore import great_circle
+
+    a, b = np.array([1.0, 0, 0]), np.array([0, 0.6, 0.8])
+    arc = great_circle(a, b, 9)
+    assert np.allclose(arc[0], a) and np.allclose(arc[-1], b)
+    assert np.allclose(np.linalg.norm(arc, axis=1), 1)
+    steps = np.arccos(np.clip((arc[1:] * arc[:-1]).sum(axis=1), -1, 1))
+    assert np.allclose(steps, np.pi / 2 / 8)  # evenly spaced along the quarter circle
+
+
+def test_sample_user_reads_out_every_reverse_step():
+    import torch
+
+    from dimerec import explore
+    from dimerec.models.dimerec import DimeRec, DimeRecConfig
+
+    torch.manual_seed(0)
+    model = DimeRec(50, 6, DimeRecConfig(dim=8, T=4, n_interests=2))
+    hist = torch.tensor([[50, 50, 1, 2, 3, 4]])
+    samples = explore.sample_user(model, hist, n_samples=3, seed=1, k_top=10, n_sample_top=2)
+    assert samples.steps == [4, 3, 2, 1]
+    assert samples.x_t.shape == (5, 3, 8) and samples.recommend.shape == (5, 3, 8)
+    assert np.allclose(samples.recommend[-1], samples.x_t[-1])  # after the last step: x_0 itself
+    assert samples.top.shape == (5, 10) and samples.sample_top.shape == (5, 3, 2)
+    again = explore.sample_user(model, hist, n_samples=3, seed=1, k_top=10, n_sample_top=2)
+    assert np.array_equal(samples.x_t, again.x_t)  # seeded
+    ids, scores = explore.nearest_items(torch.from_numpy(samples.recommend[-1:, :1]), model.item_vectors(), 10)
+    assert list(ids[0][:2]) == list(samples.sample_top[-1, 0])  # sample 1's own nearest items
+    assert np.all(np.diff(scores[0]) <= 1e-6)

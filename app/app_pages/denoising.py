@@ -71,6 +71,9 @@ def stepper() -> None:
                            for s, i in enumerate(first))
         st.markdown(f"Where each sample is heading (its nearest item's category): {chips}", unsafe_allow_html=True)
     st.plotly_chart(figures.step_rank_figure(ranks, angles, step), key="denoise_ranks")
+    st.caption("Left: the rank of the true next item among the recommendations at each step (a gap: outside the "
+               "top 50). Right: each sample's angle to the true next item; 90° means unrelated, as at the random "
+               "start. The yellow line is the step shown above.")
 
 
 stepper()
