@@ -194,7 +194,8 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
                    help="remove already-seen items from the ranking (default: as trained)")
     p.add_argument("--retriever", choices=("torch", "faiss"), default="torch")
     p = sub.add_parser("reproduce", help="train a set of models over seeds and write a results table")
-    p.add_argument("name", help="experiment: dimerec (DimeRec presets, the control, ComiRec-SA, MostPopular)")
+    p.add_argument("name", choices=("dimerec", "table1"),
+                   help="dimerec: DimeRec presets, the control, ComiRec-SA, MostPopular; table1: all models")
     p.add_argument("--dataset", required=True)
     p.add_argument("--data-dir", help=data_dir_help)
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
