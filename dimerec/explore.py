@@ -74,25 +74,15 @@ def fit_sphere_projection(item_vectors: torch.Tensor, labels: np.ndarray | None 
 
 
 def _discriminant_axes(x: np.ndarray, labels: np.ndarray, n_axes: int = 3) -> np.ndarray:
-    """Fisher's LDA: the top generalised eigenvectors of S_between v = λ S_within v. [n, d] -> [d, n_axes]."""
-    import scipy.linalg
+    """Fisher's LDA axes, [n, d] -> [d, n_axes], with the within-category covariance shrunk halfway
+    to a multiple of the identity. Pure LDA picks axes that hold ~1-5% of the items' length (the
+    picture would magnify a sliver of the space); PCA of the category centres mixes categories.
+    Measured on planted: about 25% of the length, 80-90% of items' 10 nearest neighbours in the
+    picture share their category."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    mean = x.mean(axis=0)
-    d = x.shape[1]
-    s_within, s_between = np.zeros((d, d)), np.zeros((d, d))
-    for c in np.unique(labels):
-        xc = x[labels == c]
-        centred = xc - xc.mean(axis=0)
-        s_within += centred.T @ centred
-        gap = (xc.mean(axis=0) - mean)[:, None]
-        s_between += len(xc) * gap @ gap.T
-    # Shrinkage towards the identity, as much as the within-category spread itself: pure LDA picks
-    # axes that hold ~1-5% of the items' length (the picture would magnify a sliver of the space);
-    # none (PCA of the category centres) mixes categories. Measured on planted: about 25% of the length,
-    # 80-90% of items' 10 nearest neighbours in the picture share their category.
-    s_within += np.trace(s_within) / d * np.eye(d)
-    _, vectors = scipy.linalg.eigh(s_between, s_within)
-    return vectors[:, ::-1][:, :n_axes]
+    lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=0.5).fit(x, labels)
+    return lda.scalings_[:, :n_axes]
 
 
 @torch.no_grad()
