@@ -9,6 +9,7 @@ by a paired t-test over seeds.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ EXPERIMENTS: dict[str, list[RunSpec]] = {
         RunSpec("ComiRec-SA", "comirec-sa"),
         RunSpec("DimeRec (paper)", "dimerec", ["--preset", "paper"], role="variant"),
         RunSpec("DimeRec (ours)", "dimerec", ["--preset", "ours"], role="ours"),
+        RunSpec("DimeRec (ours, serve mean)", "dimerec", ["--preset", "ours", "--serve", "mean"], role="variant"),
         RunSpec("no-diffusion control", "dimerec-nodiff", role="control"),
     ],
     # issue 4 / the paper's Table 1: the seven baselines and DimeRec, MostPopular as the floor.
@@ -58,7 +60,7 @@ EXPERIMENTS: dict[str, list[RunSpec]] = {
 
 
 def run_dir(root: Path, dataset: str, spec: RunSpec, seed: int) -> Path:
-    safe = spec.label.lower().replace(" ", "-").replace("(", "").replace(")", "")
+    safe = re.sub(r"[^a-z0-9]+", "-", spec.label.lower()).strip("-")
     return root / dataset / safe / f"seed{seed}"
 
 

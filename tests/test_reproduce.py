@@ -15,11 +15,11 @@ def test_reproduce_dimerec_on_planted_writes_a_table_and_resumes(tmp_path, monke
     assert "next-item protocol" in md and "Paired t-test over 2 seeds" in md and "★" in md
     table = pd.read_csv(tmp_path / "results" / "dimerec_planted.csv")
     assert list(table["model"]) == ["MostPopular", "ComiRec-SA", "DimeRec (paper)", "DimeRec (ours)",
-                                    "no-diffusion control"]
+                                    "DimeRec (ours, serve mean)", "no-diffusion control"]
     assert (table["seeds"] == 2).all() and table["HR@50"].between(0, 100).all()
     pop = table.set_index("model").loc["MostPopular"]
     assert pop["HR@50 std"] == 0  # popularity does not depend on the training seed
     first = {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("metrics.json")}
-    assert len(first) == 10
+    assert len(first) == 12
     assert main(argv) == 0  # a second call finds every run finished and only re-tabulates
     assert {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("metrics.json")} == first
