@@ -19,6 +19,7 @@ import torch
 from dimerec.models.base import Batch
 from dimerec.models.dimerec import DimeRec, DimeRecConfig
 from dimerec.retrieval import FaissRetriever, TorchRetriever
+from dimerec.trainer import seed_everything
 
 ML1M_ITEMS, ML1M_LEN = 3706, 70
 
@@ -46,7 +47,7 @@ def training_batches(data_dir, batch: int, n: int, seed: int):
 
 
 def bench_training(config: DimeRecConfig, data_dir, steps: int, seed: int) -> dict:
-    torch.manual_seed(seed)
+    seed_everything(seed)  # as the trainer does, deterministic algorithms included
     model = DimeRec(ML1M_ITEMS, ML1M_LEN, config)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
     source, batches = training_batches(data_dir, 256, steps + 5, seed)

@@ -72,6 +72,8 @@ def load_checkpoint(path: Path) -> dict:
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
+    # Same seed, same numbers: e.g. the CPU backward of F.embedding otherwise accumulates in thread order.
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 class LossLog:

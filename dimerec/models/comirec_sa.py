@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from dimerec.models.base import (Batch, Recommender, SampledSoftmaxConfig, draw_negatives, option,
                                  sampled_softmax_loss)
@@ -49,8 +50,9 @@ class SelfAttentiveInterests(nn.Module):
         return torch.einsum("blk,bld->bkd", attention, h), attention
 
     def from_table(self, table: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor):
-        """The same as forward(table[hist], mask), faster: W1 is applied to the table, then gathered."""
-        return self.forward(table[hist], mask, self.w1(table)[hist])
+        """The same as forward(table[hist], mask), faster: W1 is applied to the table, then gathered.
+        (F.embedding's backward is ~3.5x faster on CPU than that of advanced indexing.)"""
+        return self.forward(F.embedding(hist, table), mask, F.embedding(hist, self.w1(table)))
 
 
 def select_interest(interests: torch.Tensor, target_emb: torch.Tensor) -> torch.Tensor:
