@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import shutil
 import sys
 import types
@@ -79,7 +80,7 @@ def print_metrics(metrics: dict) -> None:
     print(table.round(2).to_string())
 
 
-def cmd_train(args, model_cls) -> None:
+def cmd_train(args, model_cls, argv: list[str]) -> None:
     from dimerec.data import load_dataset
     from dimerec.trainer import TrainConfig, seed_everything, train
 
@@ -93,7 +94,8 @@ def cmd_train(args, model_cls) -> None:
     data = load_dataset(args.dataset, args.data_dir, seed=args.split_seed)  # planted: the world follows the split seed
     seed_everything(cfg.seed)  # the model's initialisation is drawn here, before train() seeds sampling
     model = model_cls(data.n_items, data.max_len, dataclass_from_args(model_cls.Config, args))
-    run_info = {"data_dir": str(args.data_dir) if args.data_dir else None, "command": " ".join(sys.argv)}
+    run_info = {"data_dir": str(args.data_dir) if args.data_dir else None,
+                "command": "python -m dimerec " + shlex.join(argv)}
     metrics = train(model, data, cfg, out, run_info=run_info, resume=args.resume, progress=not args.quiet)
     print_metrics(metrics)
     print(f"run directory: {out}")
@@ -228,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "download":
             cmd_download(args)
         elif args.command == "train":
-            cmd_train(args, MODELS[args.model])
+            cmd_train(args, MODELS[args.model], argv)
         elif args.command == "evaluate":
             cmd_evaluate(args)
         elif args.command == "bench":
