@@ -195,7 +195,6 @@ def attention_figure(run: runs.Run, hist: np.ndarray, attention: np.ndarray,
     n, K = attention.shape
     labels = []
     for pos, item in enumerate(hist):
-        cat = run.category(item)
         tail = f"  [{truth[pos]}]" if truth is not None and truth[pos] else ""
         chip = f"<span style='color:{color_of(run, item)}'>■</span>"
         labels.append(f"{pos + 1:>2}. {chip} {_short(run.title(item))}{tail}")

@@ -36,7 +36,15 @@ ScheduleKind = Literal["linear", "cosine"]
 ForwardKind = Literal["geodesic", "euclidean"]
 NoiseMagnitude = Literal["paper", "angle"]
 ReverseKind = Literal["ddpm", "ddim", "geodesic"]
-ReverseSigma = Literal["beta-tilde", "sqrt-beta-tilde", "none"]
+ReverseSigma = Literal["beta-tilde", "sqrt-beta-tilde", "sqrt-beta", "none"]
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of integer (or real) steps t [...] -> [..., dim]: [sin, cos] at geometric frequencies."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    angles = t.float()[..., None] * freqs
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
 def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
@@ -168,12 +176,16 @@ class SphereDiffusion:
                 noise = sphere.normalize(sphere.tangent(torch.randn(x_t.shape, generator=generator), x0))
                 direction = sphere.normalize(direction + self.eta * noise)
             return StepOutput(sphere.exp_map(x0, float(self.angles[t - 1]) * direction), x0)
-        # 1. Eq. 8: the posterior mean; 2. Eq. 9: the posterior spread; 3. project back onto the sphere.
+        # 1. Eq. 8: the posterior mean; 2. Eq. 9: the posterior spread (none at the last step, as in DDPM;
+        # sqrt-beta is DDPM's other choice, σ_t² = β_t); 3. project back onto the sphere.
         tt = torch.full(x_t.shape[:-1], t, dtype=torch.long)
         mean = self.schedule.at("posterior_coef_xt", tt, x_t) * x_t + self.schedule.at("posterior_coef_x0", tt, x_t) * pred_x0
-        variance = self.schedule.at("posterior_variance", tt, x_t)
-        sigma = {"beta-tilde": variance, "sqrt-beta-tilde": variance.sqrt(), "none": torch.zeros_like(variance)}
-        prev = mean + sigma[self.reverse_sigma] * torch.randn(x_t.shape, generator=generator)
+        prev = mean
+        if self.reverse_sigma != "none" and t > 1:
+            variance = self.schedule.at("posterior_variance", tt, x_t)
+            sigma = {"beta-tilde": variance, "sqrt-beta-tilde": variance.sqrt(),
+                     "sqrt-beta": self.schedule.at("betas", tt, x_t).sqrt()}[self.reverse_sigma]
+            prev = mean + sigma * torch.randn(x_t.shape, generator=generator)
         return StepOutput(sphere.normalize(prev) if self.forward == "geodesic" else prev, pred_x0)
 
 

@@ -83,6 +83,7 @@ def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "n
     Returns {name: {"HR@10": …, …}}. Sampling inside `user_fn` (diffusion) is seeded by `seed`
     without touching the caller's random state. `max_rows` evaluates a seeded subsample of rows.
     """
+    was_training = model.training
     model.eval()
     rows = build_rows(data, users, protocol)
     order = np.arange(len(rows.hist))
@@ -102,6 +103,6 @@ def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "n
             for name, vectors in user_fn(hist).items():
                 top = retriever.search(vectors, k, exclude=exclude).numpy()
                 per_row.setdefault(name, []).append(rank_metrics(top, rows.targets[idx]))
-    model.train()
+    model.train(was_training)
     return {name: mean_metrics({m: np.concatenate([p[m] for p in parts]) for m in parts[0]})
             for name, parts in per_row.items()}

@@ -8,7 +8,7 @@ import torch
 from dimerec.data.planted import make_planted
 from dimerec.diffusion import NoiseSchedule
 from dimerec.models.base import Batch
-from dimerec.models.diffurec import DiffuRec, DiffuRecConfig
+from dimerec.models.diffurec import DiffuRec
 from dimerec.models.diffurec import make_schedule as diffurec_schedule
 from dimerec.models.dreamrec import DreamRec, DreamRecConfig
 from dimerec.models.pop import MostPopular, PopConfig

@@ -23,8 +23,8 @@ Deviations from the official code:
 - d = 64 (the DimeRec paper's size for every model; the official default is 128).
 - Attention masks the padding keys. The official mask blanks the padded *query* rows and
   lets every position attend to the padding embedding.
-- The reverse step's σ_t² = β_t (the official "fixed large" variance) is written here on
-  top of NoiseSchedule's posterior mean; dimerec.diffusion offers only β̃-based noise.
+- The step embedding is the project's `timestep_embedding` ([sin, cos]; the official orders
+  [cos, sin], a permutation of the same features).
 - PyTorch's default initialisation of the attention and feed-forward layers (the official
   applies xavier_normal to the feed-forward and output projections).
 - The official time-step sampler "lossaware" is never updated in its training loop, so it
@@ -37,7 +37,6 @@ Deviations from the official code:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,7 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dimerec.diffusion import NoiseSchedule, SphereDiffusion
+from dimerec.diffusion import NoiseSchedule, SphereDiffusion, sample_trajectory, timestep_embedding
 from dimerec.models.base import Batch, Recommender, option
 
 ScheduleName = Literal["trunc-lin", "linear"]
@@ -77,14 +76,6 @@ def make_schedule(T: int, name: ScheduleName) -> NoiseSchedule:
     if beta_end > 1:  # the official fallback for very small T
         beta_end = scale * 0.001 + shift
     return NoiseSchedule(T, "linear", beta_start=scale * 1e-4 + shift, beta_end=beta_end)
-
-
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:
-    """The official (improved-diffusion) embedding: [cos, sin] of t [N] -> [N, dim]."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    angles = t.float()[:, None] * freqs[None]
-    return torch.cat([angles.cos(), angles.sin()], dim=-1)
 
 
 class Block(nn.Module):
@@ -121,7 +112,7 @@ class DiffuRec(Recommender):
         self.out_dropout = nn.Dropout(config.dropout)
         self.out_norm = nn.LayerNorm(d, eps=1e-12)
         self.diffusion = SphereDiffusion(make_schedule(config.T, config.schedule), d, forward="euclidean",
-                                         reverse="ddpm")
+                                         reverse="ddpm", reverse_sigma="sqrt-beta")  # official σ_t² = β_t
 
     @property
     def schedule(self) -> NoiseSchedule:
@@ -162,16 +153,9 @@ class DiffuRec(Recommender):
     @torch.no_grad()
     def sample(self, hist: torch.Tensor) -> torch.Tensor:
         """The official reverse_p_sample: x_T ~ N(0, I), T steps with σ_t² = β_t; returns the final x̂0 [B, d]."""
-        s = self.schedule
         h, padding = self.encode(hist)
-        x = torch.randn(len(hist), self.config.dim, device=h.device)
-        for t in range(self.config.T, 0, -1):
-            tt = torch.full((len(hist),), t, device=h.device)
-            x0_hat = self.predict_x0(h, padding, x, tt)
-            x = s.at("posterior_coef_x0", tt, x) * x0_hat + s.at("posterior_coef_xt", tt, x) * x  # Eq. 8's μ̃_t
-            if t > 1:
-                x = x + s.at("betas", tt, x).sqrt() * torch.randn_like(x)
-        return x  # at t = 1, μ̃_1 = x̂0
+        denoise = lambda x_t, t: self.predict_x0(h, padding, x_t[:, 0], t[:, 0])[:, None]  # noqa: E731  [B, 1, d]
+        return sample_trajectory(self.diffusion, denoise, len(hist), 1).final[:, 0]  # at t = 1, μ̃_1 = x̂0
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
         return self.sample(hist)[:, None]  # [B, 1, d]

@@ -17,7 +17,6 @@ the same GEM and losses, the DAM replaced by an MLP over the K interests.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from dimerec import sphere
-from dimerec.diffusion import NoiseSchedule, SphereDiffusion, Trajectory, sample_trajectory
+from dimerec.diffusion import NoiseSchedule, SphereDiffusion, Trajectory, sample_trajectory, timestep_embedding
 from dimerec.models.base import (Batch, Recommender, SampledSoftmaxConfig, draw_negatives, option,
                                  sampled_softmax_loss)
 from dimerec.models.comirec_sa import SelfAttentiveInterests, select_interest
@@ -89,14 +88,6 @@ class DimeRecConfig(SampledSoftmaxConfig):
                 setattr(self, key, value)
         if not self.grw:
             self.reverse = "ddpm"
-
-
-def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal embedding of integer steps t [...] -> [..., dim]."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
-    angles = t.float()[..., None] * freqs
-    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
 class DenoiserMLP(nn.Module):

@@ -52,7 +52,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dimerec.diffusion import NoiseSchedule, SphereDiffusion
+from dimerec.diffusion import NoiseSchedule, SphereDiffusion, sample_trajectory, timestep_embedding
 from dimerec.models.base import Batch, Recommender, option
 
 DenoiserKind = Literal["mlp1", "mlp2"]
@@ -83,14 +83,6 @@ class DreamRecConfig:
 def make_schedule(c: DreamRecConfig) -> NoiseSchedule:
     scale = 1000 / c.T if c.scale_betas else 1.0
     return NoiseSchedule(c.T, c.schedule, beta_start=c.beta_start * scale, beta_end=min(c.beta_end * scale, 0.999))
-
-
-def sinusoidal(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """DreamRec's SinusoidalPositionEmbeddings: [sin, cos] of t [N] -> [N, dim]."""
-    half = dim // 2
-    freqs = torch.exp(torch.arange(half, device=t.device) * -(math.log(10000) / (half - 1)))
-    angles = t.float()[:, None] * freqs[None, :]
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
 class GuidanceEncoder(nn.Module):
@@ -151,7 +143,7 @@ class DreamRec(Recommender):
 
     def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """f(x_t, t, c): x_t [B, d], t [B], c [B, d] -> x̂0 [B, d]."""
-        step = self.step_mlp(sinusoidal(t, self.config.dim))
+        step = self.step_mlp(timestep_embedding(t, self.config.dim))
         return self.denoiser(torch.cat([x_t, c, step], dim=-1))
 
     def guided_x0(self, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor, w: float) -> torch.Tensor:
@@ -172,11 +164,8 @@ class DreamRec(Recommender):
         """DDPM ancestral sampling guided by the history: [B, L] -> generated x0 [B, d]."""
         w = self.config.guidance_weight if w is None else w
         c = self.guidance(hist)
-        x = self.diffusion.prior_sample((len(c),)).to(c.device)  # x_T ~ N(0, I)
-        for t in range(self.config.T, 0, -1):
-            pred = self.guided_x0(x, torch.full((len(c),), t, device=c.device), c, w)
-            x = self.diffusion.step(pred, t, x).prev_sample  # at t = 1 the posterior mean is x̂0 itself
-        return x
+        denoise = lambda x_t, t: self.guided_x0(x_t[:, 0], t[:, 0], c, w)[:, None]  # noqa: E731  [B, 1, d]
+        return sample_trajectory(self.diffusion, denoise, len(c), 1).final[:, 0]  # x_T ~ N(0, I), DDPM steps
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
         return self.sample(hist)[:, None]  # [B, 1, d]
