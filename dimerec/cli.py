@@ -74,7 +74,7 @@ def cmd_download(args) -> None:
 def print_metrics(metrics: dict) -> None:
     import pandas as pd
 
-    table = pd.DataFrame({split: metrics[split] for split in ("valid", "test")}).T * 100
+    table = pd.DataFrame({split: metrics[split] for split in ("valid", "test") if metrics.get(split)}).T * 100
     print(f"{metrics['model']} on {metrics['dataset']}, protocol {metrics['protocol']}, seed {metrics['seed']} "
           f"(values in %)")
     print(table.round(2).to_string())
@@ -102,25 +102,13 @@ def cmd_train(args, model_cls, argv: list[str]) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from dimerec.data import load_dataset
     from dimerec.evaluate import evaluate
-    from dimerec.models import MODELS
     from dimerec.retrieval import RETRIEVERS
-    from dimerec.trainer import load_checkpoint, write_json_atomic
+    from dimerec.trainer import load_run, write_json_atomic
 
     run = Path(args.run_dir)
-    for needed in ("config.json", "best.pt"):
-        if not (run / needed).exists():
-            raise DimeRecError(f"{run / needed} is missing: is {run} a run directory written by `dimerec train`?")
-    try:
-        config = json.loads((run / "config.json").read_text())
-        model_cls = MODELS[config["model"]]
-    except (json.JSONDecodeError, KeyError) as err:
-        raise DimeRecError(f"{run / 'config.json'} is not a valid run config ({err})") from None
+    model, data, config = load_run(run, args.data_dir)
     train_cfg = config["train_config"]
-    data = load_dataset(config["dataset"], args.data_dir or config.get("data_dir"), seed=train_cfg["split_seed"])
-    model = model_cls(data.n_items, data.max_len, model_cls.Config(**config["model_config"]))
-    model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
     split = data.split(train_cfg["split_seed"])
     protocol = args.protocol or train_cfg["protocol"]
     mask_seen = train_cfg["mask_seen"] if args.mask_seen is None else args.mask_seen
@@ -152,11 +140,16 @@ def cmd_bench(args) -> None:
 def cmd_reproduce(args) -> None:
     from dimerec.reproduce import reproduce
 
+    if args.quick:  # the small budget: one seed, 60 steps per run (seconds), small validation samples
+        args.max_minutes, args.max_steps, args.valid_max_rows = 0.5, 60, 300
+        args.tune_minutes, args.analysis_rows = 0.5, 300
+    args.seeds = args.seeds or (1 if args.quick else 3)
     extra = ["--valid-max-rows", str(args.valid_max_rows)] if args.valid_max_rows else []
     path = reproduce(args.name, args.dataset, args.seeds, data_dir=args.data_dir, max_minutes=args.max_minutes,
-                     root=Path(args.runs), out_dir=Path(args.results), extra_flags=extra)
+                     max_steps=args.max_steps, root=Path(args.runs), out_dir=Path(args.results), extra_flags=extra, tune_grid=args.tune,
+                     tune_minutes=args.tune_minutes, analysis_rows=args.analysis_rows)
     print(path.read_text())
-    print(f"written to {path} and {path.with_suffix('.csv')}")
+    print(f"written to {path} and {path.with_suffix('.csv')} (figure: .html and .png beside them)")
 
 
 def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
@@ -195,17 +188,27 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--mask-seen", action=argparse.BooleanOptionalAction, default=None,
                    help="remove already-seen items from the ranking (default: as trained)")
     p.add_argument("--retriever", choices=("torch", "faiss"), default="torch")
-    p = sub.add_parser("reproduce", help="train a set of models over seeds and write a results table")
-    p.add_argument("name", choices=("dimerec", "table1"),
-                   help="dimerec: DimeRec presets, the control, ComiRec-SA, MostPopular; table1: all models")
+    from dimerec.reproduce import DESCRIPTIONS
+
+    p = sub.add_parser("reproduce", help="train a set of models over seeds and write a results table and figure",
+                       description="Experiments: " + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()))
+    p.add_argument("name", choices=tuple(DESCRIPTIONS), help="which experiment (see above)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--data-dir", help=data_dir_help)
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
+    p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: 3; 1 with --quick)")
     p.add_argument("--max-minutes", type=float, default=10.0, help="training budget of every run (default: 10)")
+    p.add_argument("--max-steps", type=int,
+                   help="also cap every run at this many steps: the same budget on a busy or a quiet machine")
     p.add_argument("--valid-max-rows", type=int, default=20000,
                    help="validation rows sampled for early stopping (final metrics use all; default: 20000)")
+    p.add_argument("--tune", action="store_true",
+                   help="first grid-search each model's lr and settings on validation (seed 0); runs go to RUNS/tuned")
+    p.add_argument("--tune-minutes", type=float, help="budget of each tuning run (default: --max-minutes)")
+    p.add_argument("--analysis-rows", type=int, help="table2: test rows sampled for the diversity count (default: all)")
+    p.add_argument("--quick", action="store_true",
+                   help="small budget for a smoke run: 60 steps per run, 300 validation rows, 1 seed unless --seeds")
     p.add_argument("--runs", default="runs/reproduce", help="where the runs go (finished runs are skipped)")
-    p.add_argument("--results", default="results", help="where the tables go")
+    p.add_argument("--results", default="results", help="where the tables and figures go")
 
     p = sub.add_parser("bench", help="DimeRec training throughput and serving latency -> results/bench.json")
     p.add_argument("--data-dir", help=data_dir_help)

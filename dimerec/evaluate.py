@@ -75,6 +75,14 @@ UserFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
 @torch.no_grad()
+def row_order(n_rows: int, max_rows: int | None, seed: int) -> np.ndarray:
+    """The rows to score: all, or a seeded sorted subsample of `max_rows` of them."""
+    order = np.arange(n_rows)
+    if max_rows is not None and n_rows > max_rows:
+        order = np.sort(np.random.default_rng(seed).choice(order, max_rows, replace=False))
+    return order
+
+
 def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "next-item", *,
              mask_seen: bool = False, retriever: Retriever | None = None, user_fn: UserFn | None = None,
              batch_size: int = 1024, seed: int = 0, max_rows: int | None = None) -> dict[str, dict[str, float]]:
@@ -86,9 +94,7 @@ def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "n
     was_training = model.training
     model.eval()
     rows = build_rows(data, users, protocol)
-    order = np.arange(len(rows.hist))
-    if max_rows is not None and len(order) > max_rows:
-        order = np.sort(np.random.default_rng(seed).choice(order, max_rows, replace=False))
+    order = row_order(len(rows.hist), max_rows, seed)
     retriever = retriever or TorchRetriever()
     retriever.index(model.item_vectors())
     user_fn = user_fn or (lambda hist: {"final": model.user_vectors(hist)})

@@ -1,13 +1,21 @@
 """`python -m dimerec reproduce NAME --dataset D`: train a set of models over seeds, test once, tabulate.
 
-Runs go to `runs/reproduce/<dataset>/<label>/seed<N>/`; a run whose metrics.json exists
-is skipped, so an interrupted reproduction resumes where it stopped. The table
-(`results/<name>_<dataset>.md` and `.csv`) gives mean ± std over seeds of the test
-metrics, names the protocol, marks the best baseline, and compares DimeRec with it
-by a paired t-test over seeds.
+Runs go to `runs/reproduce/<dataset>/<run name>/seed<N>/`; a run whose metrics.json
+exists is skipped, so an interrupted reproduction resumes where it stopped, and
+experiments that share a configuration share its runs (Table 4's full model is
+the DimeRec row of the `dimerec` experiment, Fig. 4 reads Table 4's runs, ...).
+Every table (`results/<name>_<dataset>.md` and `.csv`) gives mean ± std over seeds
+of the test metrics, names the protocol and the budget, and, where the experiment
+has baselines, compares DimeRec with the best of them by a paired t-test over seeds.
+Every experiment also writes a figure (`.png` and interactive `.html`).
+
+With `--tune`, each model first gets the same small grid search on validation
+(learning rate and at most two of its own settings, `TUNING`), on seed 0, with the
+same budget, without reading the test split; the final runs use the best setting.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sys
@@ -29,65 +37,225 @@ class RunSpec:
     label: str  # the row of the table
     model: str
     flags: list[str] = field(default_factory=list)
-    role: str = "baseline"  # "ours" (compared), "baseline", "floor" or "control"
+    role: str = "baseline"  # "ours" (compared), "baseline", "floor", "control" or "variant"
+    run_name: str | None = None  # the run folder (default: from the label); equal names share runs
+    serve_of: str | None = None  # evaluate this run's checkpoint (by run name) instead of training
+    serve_overrides: dict = field(default_factory=dict)  # model-config fields changed for serving only
 
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", (self.run_name or self.label).lower()).strip("-")
+
+
+OURS = RunSpec("DimeRec (ours)", "dimerec", ["--preset", "ours"], role="ours")
+PAPER = RunSpec("DimeRec (paper)", "dimerec", ["--preset", "paper"], role="variant")
+CONTROL = RunSpec("no-diffusion control", "dimerec-nodiff", role="control")
+POP = RunSpec("MostPopular", "pop", role="floor")
+COMIREC_SA = RunSpec("ComiRec-SA", "comirec-sa")
+
+
+def dimerec_variant(label: str, flags: list[str], base: RunSpec = OURS, **kwargs) -> RunSpec:
+    """A DimeRec row that changes `flags` from `base`; with no flags it is `base`'s own run."""
+    kwargs.setdefault("run_name", None if flags else base.label)
+    return RunSpec(label, "dimerec", [*base.flags, *flags], role="variant", **kwargs)
+
+
+def ablations(base: RunSpec) -> list[RunSpec]:
+    name = base.label
+    return [dimerec_variant(f"{name} full", [], base),
+            dimerec_variant(f"{name} w/o L_gem", ["--gem-weight", "0"], base),
+            dimerec_variant(f"{name} w/o L_recon", ["--lambda-recon", "0"], base),
+            dimerec_variant(f"{name} w/o L_ssm", ["--mu-ssm", "0"], base),
+            dimerec_variant(f"{name} w/o GRW", ["--no-grw"], base)]
+
+
+def sweep(symbol: str, flag: str, values: list, default) -> list[RunSpec]:
+    return [dimerec_variant(f"{symbol} = {v}", [] if v == default else [flag, str(v)],
+                            run_name=None if v == default else f"ours {flag.lstrip('-')} {v}") for v in values]
+
+
+TABLE1 = [POP,
+          RunSpec("SASRec", "sasrec"),
+          RunSpec("GRU4Rec", "gru4rec"),
+          RunSpec("MIND", "mind"),
+          COMIREC_SA,
+          RunSpec("ComiRec-DR", "comirec-dr"),
+          RunSpec("Mult-VAE", "multvae"),
+          RunSpec("DreamRec", "dreamrec"),
+          RunSpec("DiffuRec", "diffurec"),
+          OURS]
 
 EXPERIMENTS: dict[str, list[RunSpec]] = {
-    # issue 3: DimeRec as written, as decided, the control, and its GEM alone
-    "dimerec": [
-        RunSpec("MostPopular", "pop", role="floor"),
-        RunSpec("ComiRec-SA", "comirec-sa"),
-        RunSpec("DimeRec (paper)", "dimerec", ["--preset", "paper"], role="variant"),
-        RunSpec("DimeRec (ours)", "dimerec", ["--preset", "ours"], role="ours"),
-        RunSpec("DimeRec (ours, serve mean)", "dimerec", ["--preset", "ours", "--serve", "mean"], role="variant"),
-        RunSpec("no-diffusion control", "dimerec-nodiff", role="control"),
-    ],
-    # issue 4 / the paper's Table 1: the seven baselines and DimeRec, MostPopular as the floor.
-    # (Per-model tuning on validation is not wired in yet: every model runs at its defaults.)
-    "table1": [
-        RunSpec("MostPopular", "pop", role="floor"),
-        RunSpec("SASRec", "sasrec"),
-        RunSpec("GRU4Rec", "gru4rec"),
-        RunSpec("MIND", "mind"),
-        RunSpec("ComiRec-SA", "comirec-sa"),
-        RunSpec("ComiRec-DR", "comirec-dr"),
-        RunSpec("Mult-VAE", "multvae"),
-        RunSpec("DreamRec", "dreamrec"),
-        RunSpec("DiffuRec", "diffurec"),
-        RunSpec("DimeRec", "dimerec", role="ours"),
-    ],
+    # issue 3: DimeRec as written, as decided (and served by its one-step mean), the control, its GEM alone
+    "dimerec": [POP, COMIREC_SA, PAPER, OURS,
+                RunSpec("DimeRec (ours, serve mean)", "dimerec", role="variant", serve_of=OURS.label,
+                        serve_overrides={"serve": "mean"}),
+                CONTROL],
+    # the paper's Table 1: the seven baselines and DimeRec, MostPopular as the floor
+    "table1": TABLE1,
+    # Table 2 reads the Table 1 runs: linear probing of item embeddings, categories in the top 100
+    "table2": TABLE1,
+    # Table 3: the guidance extractor swapped
+    "table3": [dimerec_variant("GEM = SASRec", ["--gem", "sasrec"]),
+               dimerec_variant("GEM = MLP", ["--gem", "mlp"]),
+               dimerec_variant("GEM = ComiRec-DR", ["--gem", "comirec-dr"]),
+               dimerec_variant("GEM = ComiRec-SA", []),
+               CONTROL],
+    # Table 4 / Fig. 3: each loss and the geodesic random walk removed, for both presets, the control beside
+    "table4": [*ablations(OURS), *ablations(PAPER), CONTROL],
+    # Fig. 4: the loss curves with and without GRW (Table 4's runs)
+    "fig4": [dimerec_variant("with GRW", []),
+             dimerec_variant("without GRW", ["--no-grw"], run_name="DimeRec (ours) w/o GRW")],  # Table 4's runs
+    # Fig. 5: HR@50 of x̂0 at every reverse step (the `dimerec` experiment's runs)
+    "fig5": [PAPER, OURS],
+    # Tables 5, 7, 8: sensitivity to T, λ and μ
+    "table5": sweep("T", "--T", [5, 10, 20, 50, 100], 20),
+    "table7": sweep("λ", "--lambda-recon", [0.01, 0.1, 1, 10], 0.1),
+    "table8": sweep("μ", "--mu-ssm", [0.1, 1, 10, 100], 1),
+}
+
+DESCRIPTIONS = {
+    "dimerec": "DimeRec presets, its one-step-mean serving, the no-diffusion control, ComiRec-SA, MostPopular",
+    "table1": "all eight models and MostPopular (Table 1)",
+    "table2": "Table 1's runs: linear probing of item embeddings on categories, distinct categories in the top 100",
+    "table3": "DimeRec with its GEM swapped: SASRec, MLP, ComiRec-DR, ComiRec-SA",
+    "table4": "ablations: without L_gem, L_recon, L_ssm or GRW, for both presets, and the control (also Fig. 3)",
+    "fig4": "the three loss curves with and without the geodesic random walk",
+    "fig5": "HR@50 of the intermediate x̂0 at every reverse step, paper and ours",
+    "table5": "diffusion steps T in {5, 10, 20, 50, 100}",
+    "table7": "λ (weight of L_recon) in {0.01, 0.1, 1, 10}",
+    "table8": "μ (weight of L_ssm) in {0.1, 1, 10, 100}",
+}
+
+# Equal tuning for Table 1: the learning rate and at most two of each model's own settings.
+TUNING: dict[str, dict[str, list]] = {
+    "sasrec": {"--lr": [0.001, 0.005], "--dropout": [0.2, 0.5]},
+    "gru4rec": {"--lr": [0.001, 0.005], "--dropout-hidden": [0.0, 0.25]},
+    "mind": {"--lr": [0.001, 0.005], "--routing-iterations": [1, 3]},
+    "comirec-sa": {"--lr": [0.001, 0.005], "--n-negatives": [10, 50]},
+    "comirec-dr": {"--lr": [0.001, 0.005], "--routing-iterations": [1, 3]},
+    "multvae": {"--lr": [0.001, 0.005], "--anneal-cap": [0.2, 1.0]},
+    "dreamrec": {"--lr": [0.001, 0.005], "--guidance-weight": [0.0, 2.0]},
+    "diffurec": {"--lr": [0.001, 0.005], "--dropout": [0.1, 0.3]},
+    "dimerec": {"--lr": [0.001, 0.005], "--lambda-recon": [0.1, 1.0]},
 }
 
 
-def run_dir(root: Path, dataset: str, spec: RunSpec, seed: int) -> Path:
-    safe = re.sub(r"[^a-z0-9]+", "-", spec.label.lower()).strip("-")
-    return root / dataset / safe / f"seed{seed}"
+def grid(model: str) -> list[list[str]]:
+    space = TUNING.get(model, {})
+    return [[item for pair in zip(space, values) for item in map(str, pair)]
+            for values in itertools.product(*space.values())]
+
+
+def _train(argv: list[str], out: Path) -> None:
+    from dimerec.cli import main as cli_main
+
+    if cli_main(argv) != 0:
+        raise DimeRecError(f"run {out} failed (see the message above); rerun to resume the rest")
+
+
+@dataclass
+class Budget:
+    """What every training run of an experiment gets: minutes of wall clock, and optionally a step cap."""
+    minutes: float
+    steps: int | None = None
+
+    def flags(self) -> list[str]:
+        return ["--max-minutes", str(self.minutes)] + (["--max-steps", str(self.steps)] if self.steps else [])
+
+    def __str__(self) -> str:
+        return f"at most {self.minutes:g} minutes" + (f" and {self.steps} steps" if self.steps else "")
+
+    def check(self, out: Path) -> None:
+        """A finished run is reused only if it had this budget."""
+        used = json.loads((out / "config.json").read_text())["train_config"]
+        if (used.get("max_minutes"), used.get("max_steps")) != (self.minutes, self.steps):
+            raise DimeRecError(f"{out} was trained with --max-minutes {used.get('max_minutes')} --max-steps "
+                               f"{used.get('max_steps')}, not {self.minutes:g} / {self.steps}; use the same budget "
+                               f"to reuse it, or another --runs folder")
+
+
+def train_flags(dataset: str, seed: int, out: Path, budget: Budget, data_dir: str | None,
+                extra: list[str]) -> list[str]:
+    argv = ["--dataset", dataset, "--seed", str(seed), "--out", str(out), *budget.flags(),
+            "--quiet", "--overwrite", *extra]
+    return argv + (["--data-dir", data_dir] if data_dir else [])
+
+
+def serve_run(source: Path, out: Path, overrides: dict, data_dir: str | None) -> None:
+    """metrics.json of `source`'s checkpoint served with `overrides` (same weights, same rows)."""
+    from dimerec.evaluate import evaluate
+    from dimerec.retrieval import RETRIEVERS
+    from dimerec.trainer import load_run, write_json_atomic
+
+    model, data, config = load_run(source, data_dir, overrides)
+    cfg = config["train_config"]
+    split = data.split(cfg["split_seed"])
+    kwargs = dict(protocol=cfg["protocol"], mask_seen=cfg["mask_seen"], retriever=RETRIEVERS[cfg["retriever"]](),
+                  seed=cfg["seed"])
+    trained = json.loads((source / "metrics.json").read_text())
+    metrics = {**trained, "served_from": str(source), "serve_overrides": overrides,
+               "valid": evaluate(model, data, split.valid, **kwargs)["final"],
+               "test": evaluate(model, data, split.test, **kwargs)["final"]}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(metrics, out / "metrics.json")
+
+
+def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path, budget: Budget,
+         extra_flags: list[str]) -> tuple[dict[str, list[str]], pd.DataFrame]:
+    """Grid search on validation HR@50 (seed 0, no test read). Returns the chosen flags per label, and all trials."""
+    jobs = [(spec, flags) for spec in specs if spec.serve_of is None for flags in grid(spec.model)]
+    rows, chosen = [], {}
+    for spec, flags in tqdm(jobs, desc="tuning", unit="run"):
+        out = root / dataset / "tune" / spec.slug / (re.sub(r"[^a-z0-9.]+", "-", " ".join(flags).lower()).strip("-"))
+        if not (out / "metrics.json").exists():
+            _train(["train", "--model", spec.model, *spec.flags, *flags,
+                    *train_flags(dataset, 0, out, budget, data_dir, ["--no-read-test", *extra_flags])], out)
+        else:
+            budget.check(out)
+        valid = json.loads((out / "metrics.json").read_text())["valid"]
+        rows.append({"model": spec.label, "setting": " ".join(flags), "valid HR@50": 100 * valid["HR@50"],
+                     "valid NDCG@50": 100 * valid["NDCG@50"]})
+    trials = pd.DataFrame(rows)
+    for spec in specs:
+        mine = trials[trials.model == spec.label] if len(trials) else trials
+        if len(mine):
+            chosen[spec.label] = mine.loc[mine["valid HR@50"].idxmax(), "setting"].split()
+    if len(trials):
+        trials["chosen"] = [chosen.get(r.model) == r.setting.split() for r in trials.itertuples()]
+    return chosen, trials
 
 
 def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: str | None, root: Path,
-            max_minutes: float, extra_flags: list[str]) -> list[dict]:
-    from dimerec.cli import main as cli_main
-
+            budget: Budget, extra_flags: list[str], chosen: dict[str, list[str]] | None = None) -> list[dict]:
+    chosen = chosen or {}
     jobs = [(spec, seed) for spec in specs for seed in seeds]
+    # a serving variant needs its source trained first
+    jobs.sort(key=lambda job: job[0].serve_of is not None)
     results, durations = [], []
     bar = tqdm(jobs, desc="reproduce", unit="run")
     for spec, seed in bar:
-        out = run_dir(root, dataset, spec, seed)
+        out = root / dataset / spec.slug / f"seed{seed}"
         bar.set_description(f"{spec.label}, seed {seed}")
         if not (out / "metrics.json").exists():
             started = time.perf_counter()
-            argv = ["train", "--model", spec.model, "--dataset", dataset, "--seed", str(seed), "--out", str(out),
-                    "--max-minutes", str(max_minutes), "--quiet", "--overwrite", *spec.flags, *extra_flags]
-            if data_dir:
-                argv += ["--data-dir", data_dir]
-            if cli_main(argv) != 0:
-                raise DimeRecError(f"run {out} failed (see the message above); rerun to resume the rest")
-            durations.append(time.perf_counter() - started)
-            remaining = len(jobs) - bar.n - 1
-            bar.set_postfix_str(f"~{remaining * np.mean(durations) / 60:.0f} min left")
+            if spec.serve_of is not None:
+                source = next(s for s in specs if s.label == spec.serve_of)
+                serve_run(root / dataset / source.slug / f"seed{seed}", out, spec.serve_overrides, data_dir)
+            else:
+                flags = [*spec.flags, *chosen.get(spec.label, [])]
+                _train(["train", "--model", spec.model, *flags,
+                        *train_flags(dataset, seed, out, budget, data_dir, extra_flags)], out)
+                durations.append(time.perf_counter() - started)
+            remaining = sum(1 for s, _ in jobs[bar.n + 1:] if s.serve_of is None)
+            if durations:
+                bar.set_postfix_str(f"~{remaining * np.mean(durations) / 60:.0f} min left")
+        elif spec.serve_of is None:
+            budget.check(out)
         metrics = json.loads((out / "metrics.json").read_text())
         results.append({"label": spec.label, "role": spec.role, "seed": seed, "run": str(out), **metrics})
-    return results
+    order = {spec.label: i for i, spec in enumerate(specs)}
+    return sorted(results, key=lambda r: (order[r["label"]], r["seed"]))
 
 
 def summarize(results: list[dict]) -> tuple[pd.DataFrame, str]:
@@ -98,7 +266,7 @@ def summarize(results: list[dict]) -> tuple[pd.DataFrame, str]:
     for label, group in pd.DataFrame(results).groupby("label", sort=False):
         tests = pd.DataFrame(list(group["test"]))
         row = {"model": label, "role": group["role"].iloc[0], "seeds": len(group),
-               "train_minutes": float(group["train_minutes"].mean())}
+               "train_minutes": float(group["train_minutes"].mean()), "steps": float(group["steps"].mean())}
         for key in REPORTED:
             row[key] = 100 * tests[key].mean()
             row[f"{key} std"] = 100 * tests[key].std(ddof=1) if len(tests) > 1 else 0.0
@@ -123,37 +291,156 @@ def summarize(results: list[dict]) -> tuple[pd.DataFrame, str]:
     return table, note
 
 
-def write_table(name: str, dataset: str, results: list[dict], note: str, table: pd.DataFrame,
-                out_dir: Path, command: str) -> Path:
+def markdown_table(frame: pd.DataFrame, floats: str = "{:.2f}") -> list[str]:
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(floats.format(v) if isinstance(v, float) else str(v) for v in row) + " |")
+    return lines
+
+
+def metric_lines(table: pd.DataFrame) -> list[str]:
+    cells = pd.DataFrame({"model": [f"{m}{' ★' if b else ''}" for m, b in
+                                    zip(table["model"], table.get("best baseline", [False] * len(table)))],
+                          "seeds": table["seeds"]})
+    for key in REPORTED:
+        cells[key] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(table[key], table[f"{key} std"])]
+    cells["train min"] = [f"{v:.1f}" for v in table["train_minutes"]]
+    cells["steps"] = [f"{v:.0f}" for v in table["steps"]]
+    return markdown_table(cells)
+
+
+def write_outputs(name: str, dataset: str, results: list[dict], table: pd.DataFrame, sections: list[str],
+                  figure, out_dir: Path, command: str, budget: Budget) -> Path:
+    from dimerec import figures
+
     protocol = results[0]["protocol"]
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"{name}_{dataset}"
     table.assign(protocol=protocol, dataset=dataset).to_csv(stem.with_suffix(".csv"), index=False)
-    lines = [f"# {name} on {dataset}", "",
+    lines = [f"# {name} on {dataset}: {DESCRIPTIONS[name]}", "",
              f"Test split, {protocol} protocol, already-seen items {'masked' if results[0]['mask_seen'] else 'kept'}; "
-             f"values in %, mean ± std over seeds; models selected on validation HR@50.", "",
-             f"Command: `{command}`", ""]
-    header = ["model", "seeds", *REPORTED, "train min"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, r in table.iterrows():
-        mark = " ★" if r.get("best baseline", False) else ""
-        cells = [f"{r['model']}{mark}", str(r["seeds"])]
-        cells += [f"{r[k]:.2f} ± {r[f'{k} std']:.2f}" for k in REPORTED]
-        cells.append(f"{r['train_minutes']:.1f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "★ best baseline by HR@50." if "best baseline" in table else "", note, ""]
-    stem.with_suffix(".md").write_text("\n".join(lines))
+             f"values in %, mean ± std over seeds; each run trained for {budget} and "
+             f"selected on validation HR@50.", "", f"Command: `{command}`", "", *sections]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    if figure is not None:
+        figures.save(figure, stem)
     return stem.with_suffix(".md")
 
 
+# ----- what each experiment adds to its table ---------------------------------------------------------------
+
+def section_metrics(name, dataset, results, table, note, **_):
+    from dimerec import figures
+
+    lines = metric_lines(table)
+    if "best baseline" in table:
+        lines += ["", "★ best baseline by HR@50."]
+    lines += ["", note] if note else []
+    return lines, figures.metric_bars(table, f"{name} on {dataset}: test HR@50 and NDCG@50 (mean ± std)"), table
+
+
+def section_table2(name, dataset, results, table, note, *, data_dir=None, max_rows=None, **_):
+    """Linear probing of each model's item table and distinct categories in its users' top 100 (test users)."""
+    from dimerec import figures
+    from dimerec.analysis import category_diversity, linear_probe
+    from dimerec.trainer import load_run
+
+    rows = []
+    for r in tqdm(results, desc="probing", unit="run"):
+        model, data, config = load_run(Path(r["run"]), data_dir)
+        if not data.item_categories or not any(data.item_categories):
+            raise DimeRecError(f"{dataset} has no item categories: Table 2 needs them (ml-1m genres, planted)")
+        probe = linear_probe(model.item_vectors().detach(), data, seed=r["seed"])
+        split = data.split(config["train_config"]["split_seed"])
+        diversity = category_diversity(model, data, split.test, k=100, protocol=r["protocol"], seed=r["seed"],
+                                       max_rows=max_rows)
+        rows.append({"model": r["label"], "seed": r["seed"], "probe accuracy": 100 * probe["accuracy"],
+                     "probe macro-F1": 100 * probe["macro_f1"], "majority floor": 100 * probe["majority_accuracy"],
+                     "categories in top 100": diversity["mean"], "labelling": probe["labels"],
+                     "counting": diversity["counting"]})
+    per_run = pd.DataFrame(rows)
+    keys = ["probe accuracy", "probe macro-F1", "majority floor", "categories in top 100"]
+    agg = per_run.groupby("model", sort=False)[keys].agg(["mean", "std"]).fillna(0.0)
+    summary = pd.DataFrame({"model": agg.index, "seeds": per_run.groupby("model", sort=False).size().values})
+    for key in keys:
+        summary[key] = agg[(key, "mean")].values
+        summary[f"{key} std"] = agg[(key, "std")].values
+    shown = pd.DataFrame({"model": summary["model"], "seeds": summary["seeds"]})
+    for key in keys:
+        shown[key] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(summary[key], summary[f"{key} std"])]
+    lines = ["Linear probing: logistic regression on the frozen item table, 5-fold stratified cross-validation. "
+             f"Labels: {rows[0]['labelling']}. Diversity: {rows[0]['counting']}; test users, top 100.", "",
+             *markdown_table(shown)]
+    lines += ["", "Test metrics of the same runs:", "", *metric_lines(table)]
+    figure = figures.table2_bars(summary, f"{name} on {dataset}: item-embedding probing and top-100 diversity")
+    return lines, figure, summary.merge(table, on=["model", "seeds"])
+
+
+def section_fig4(name, dataset, results, table, note, **_):
+    from dimerec import figures
+
+    curves = {r["label"]: pd.read_csv(Path(r["run"]) / "losses.csv") for r in results if r["seed"] == results[0]["seed"]}
+    lines = [f"Loss curves of seed {results[0]['seed']} (figure: `{name}_{dataset}.html`, a rolling mean over "
+             "100 steps); the table gives each curve's mean over its first and last 10% of steps.", ""]
+    rows = []
+    for label, frame in curves.items():
+        n = max(1, len(frame) // 10)
+        for term in ("L_gem", "L_recon", "L_ssm"):
+            rows.append({"run": label, "loss": term, "first 10%": float(frame[term].head(n).mean()),
+                         "last 10%": float(frame[term].tail(n).mean()), "steps": len(frame)})
+    lines += markdown_table(pd.DataFrame(rows), "{:.4f}")
+    lines += ["", *metric_lines(table)]
+    return lines, figures.loss_curves(curves, f"Fig. 4 on {dataset}: losses with and without GRW"), table
+
+
+def section_fig5(name, dataset, results, table, note, **_):
+    from dimerec import figures
+
+    rows = []
+    for r in results:
+        steps = json.loads((Path(r["run"]) / "step_metrics.json").read_text())
+        for s in steps["steps"]:
+            rows.append({"model": r["label"], "seed": r["seed"], "step": s["step"], "t": s["t"],
+                         "HR@50": 100 * s["HR@50"], "NDCG@50": 100 * s["NDCG@50"]})
+    per_step = pd.DataFrame(rows)
+    curve = per_step.groupby(["model", "step", "t"], sort=False)[["HR@50", "NDCG@50"]].agg(["mean", "std"])
+    curve.columns = [f"{a} {b}" for a, b in curve.columns]
+    curve = curve.reset_index().fillna(0.0)
+    wide = curve.pivot(index=["step", "t"], columns="model", values="HR@50 mean").reset_index()
+    lines = ["HR@50 (%) of x̂0 predicted at each reverse step (step 1 starts from x_T), validation users, mean over "
+             "seeds; the paper's Fig. 5 shows it rising along the chain.", "", *markdown_table(wide),
+             "", "Final test metrics of the same runs:", "", *metric_lines(table)]
+    return lines, figures.step_curves(curve, f"Fig. 5 on {dataset}: HR@50 of x̂0 along the reverse chain"), curve
+
+
+SECTIONS = {"table2": section_table2, "fig4": section_fig4, "fig5": section_fig5}
+
+
 def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_minutes: float,
-              root: Path = Path("runs/reproduce"), out_dir: Path = Path("results"),
-              extra_flags: list[str] | None = None) -> Path:
+              max_steps: int | None = None, root: Path = Path("runs/reproduce"), out_dir: Path = Path("results"),
+              extra_flags: list[str] | None = None, tune_grid: bool = False,
+              tune_minutes: float | None = None, analysis_rows: int | None = None) -> Path:
     if name not in EXPERIMENTS:
         raise DimeRecError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
-    results = run_all(EXPERIMENTS[name], dataset, list(range(seeds)), data_dir=data_dir, root=root,
-                      max_minutes=max_minutes, extra_flags=extra_flags or [])
+    specs = EXPERIMENTS[name]
+    extra_flags = extra_flags or []
+    chosen, sections = {}, []
+    budget = Budget(max_minutes, max_steps)
+    if tune_grid:
+        tune_budget = Budget(tune_minutes or max_minutes, max_steps)
+        chosen, trials = tune(specs, dataset, data_dir=data_dir, root=root / "tuned", budget=tune_budget,
+                              extra_flags=extra_flags)
+        root = root / "tuned"
+        sections = ["## Tuning (validation HR@50, seed 0, no test read)", "", *markdown_table(trials), ""]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        trials.to_csv(out_dir / f"{name}_{dataset}_tuning.csv", index=False)
+    results = run_all(specs, dataset, list(range(seeds)), data_dir=data_dir, root=root, budget=budget,
+                      extra_flags=extra_flags, chosen=chosen)
     table, note = summarize(results)
+    section = SECTIONS.get(name, section_metrics)
+    lines, figure, csv_table = section(name, dataset, results, table, note, data_dir=data_dir,
+                                       max_rows=analysis_rows)
     command = "python -m dimerec " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else \
-        f"python -m dimerec reproduce {name} --dataset {dataset} --seeds {seeds} --max-minutes {max_minutes}"
-    return write_table(name, dataset, results, note, table, out_dir, command)
+        f"python -m dimerec reproduce {name} --dataset {dataset} --seeds {seeds} --max-minutes {max_minutes:g}"
+    return write_outputs(name, dataset, results, csv_table, [*lines, "", *sections], figure, out_dir, command,
+                         budget)

@@ -37,6 +37,7 @@ class TrainConfig:
     max_epochs: int = option(50, "at most this many passes over the training samples")
     patience: int = option(3, "stop after this many validations without a better HR@50")
     max_minutes: float | None = option(None, "wall-clock budget of training (validation excluded)")
+    max_steps: int | None = option(None, "step budget of training: unlike --max-minutes, the same on any machine")
     eval_every: int | None = option(None, "steps between validations (default: one epoch)")
     valid_max_rows: int | None = option(None, "validate on a seeded subsample of this many rows while training")
     sampling: Sampling = option("prefixes", "training samples: every prefix of each sequence, or ComiRec's random cut")
@@ -45,6 +46,7 @@ class TrainConfig:
     retriever: Literal["torch", "faiss"] = option("torch", "top-50 by dense torch scores or a faiss inner-product index")
     seed: int = option(0, "seed of initialisation, sampling and evaluation noise")
     split_seed: int = option(0, "seed of the 8:1:1 user split and of the planted world (fixed across training seeds)")
+    read_test: bool = option(True, "evaluate the best checkpoint on test at the end (--no-read-test for tuning runs)")
 
     def __post_init__(self):
         for field, allowed in (("sampling", SAMPLINGS), ("protocol", PROTOCOLS), ("retriever", tuple(RETRIEVERS))):
@@ -67,6 +69,33 @@ def write_json_atomic(obj, path: Path) -> None:
 
 def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None = None):
+    """Rebuild a trained run: (model with its best weights, dataset, config.json as a dict).
+
+    `overrides` replaces model-config fields that only change serving (e.g. {"serve": "mean"});
+    the weights must still fit the model they build.
+    """
+    from dimerec.data import load_dataset
+    from dimerec.models import MODELS
+
+    run = Path(run_dir)
+    for needed in ("config.json", "best.pt"):
+        if not (run / needed).exists():
+            raise DimeRecError(f"{run / needed} is missing: is {run} a run directory written by `dimerec train`?")
+    try:
+        config = json.loads((run / "config.json").read_text())
+        model_cls = MODELS[config["model"]]
+        model_config = model_cls.Config(**{**config["model_config"], **(overrides or {})})
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DimeRecError(f"{run / 'config.json'} is not a valid run config ({err})") from None
+    data = load_dataset(config["dataset"], data_dir or config.get("data_dir"),
+                        seed=config["train_config"]["split_seed"])
+    model = model_cls(data.n_items, data.max_len, model_config)
+    model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
+    model.eval()
+    return model, data, config
 
 
 def seed_everything(seed: int) -> None:
@@ -134,7 +163,7 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
         save_atomic(checkpoint_payload(model, config, state), out_dir / "best.pt")
 
     valid = evaluate(model, data, split.valid, **valid_kwargs)["final"]
-    test = evaluate(model, data, split.test, **valid_kwargs)["final"]  # the only read of the test split
+    test = evaluate(model, data, split.test, **valid_kwargs)["final"] if cfg.read_test else None  # the only read
     metrics = {"model": model.name, "dataset": data.name, "protocol": cfg.protocol, "seed": cfg.seed,
                "mask_seen": cfg.mask_seen, "epochs": state["epoch"], "steps": state["step"],
                "train_minutes": round(state["elapsed"] / 60, 3), "valid": valid, "test": test}
@@ -204,7 +233,7 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
                     bar.update(1)
                 if state["step"] % 50 == 0:
                     bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
-                out_of_time = state["elapsed"] >= budget
+                out_of_time = state["elapsed"] >= budget or state["step"] >= (cfg.max_steps or math.inf)
                 if state["step"] % eval_every == 0 or out_of_time:
                     metrics = validate_and_checkpoint()
                     if progress:

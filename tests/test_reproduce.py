@@ -1,25 +1,140 @@
-"""`reproduce`: runs every model over seeds, skips finished runs, writes a table naming its protocol."""
+"""`reproduce`: every experiment runs on a small `planted` world, resumes, shares runs, writes table and figure."""
+import json
+import shutil
+
 import pandas as pd
+import pytest
 
 import dimerec.data.planted as planted
 from dimerec.cli import main
+from dimerec.reproduce import EXPERIMENTS, TUNING, RunSpec, grid, tune, Budget
 
 
-def test_reproduce_dimerec_on_planted_writes_a_table_and_resumes(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def small_world():
     full_size = planted.make_planted
-    monkeypatch.setattr(planted, "make_planted", lambda seed=0: full_size(seed=seed, n_users=200))  # speed
-    argv = ["reproduce", "dimerec", "--dataset", "planted", "--seeds", "2", "--max-minutes", "0.03",
-            "--valid-max-rows", "500", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(planted, "make_planted", lambda seed=0: full_size(seed=seed, n_users=200))  # speed
+        yield
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory, small_world):
+    root = tmp_path_factory.mktemp("reproduce")
+    return root / "runs", root / "results"
+
+
+def run(name, dirs, *extra):
+    runs, results = dirs
+    argv = ["reproduce", name, "--dataset", "planted", "--runs", str(runs), "--results", str(results), *extra]
     assert main(argv) == 0
-    md = (tmp_path / "results" / "dimerec_planted.md").read_text()
+    return (results / f"{name}_planted.md").read_text(), pd.read_csv(results / f"{name}_planted.csv")
+
+
+def test_dimerec_writes_a_table_and_a_figure_and_resumes(dirs):
+    runs, results = dirs
+    argv = ("--quick", "--seeds", "2")
+    md, table = run("dimerec", dirs, *argv)
     assert "next-item protocol" in md and "Paired t-test over 2 seeds" in md and "★" in md
-    table = pd.read_csv(tmp_path / "results" / "dimerec_planted.csv")
+    assert "at most 0.5 minutes and 60 steps" in md
     assert list(table["model"]) == ["MostPopular", "ComiRec-SA", "DimeRec (paper)", "DimeRec (ours)",
                                     "DimeRec (ours, serve mean)", "no-diffusion control"]
     assert (table["seeds"] == 2).all() and table["HR@50"].between(0, 100).all()
-    pop = table.set_index("model").loc["MostPopular"]
-    assert pop["HR@50 std"] == 0  # popularity does not depend on the training seed
-    first = {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("metrics.json")}
+    by_model = table.set_index("model")
+    assert by_model.loc["MostPopular", "HR@50 std"] == 0  # popularity does not depend on the training seed
+    assert (by_model.drop("MostPopular")["steps"] == 60).all()  # the step cap binds before the minute
+    # the serve-mean row is DimeRec (ours)'s checkpoint served by x̂0 at t = T, not another training
+    served = json.loads((runs / "planted" / "dimerec-ours-serve-mean" / "seed0" / "metrics.json").read_text())
+    assert served["served_from"].endswith("dimerec-ours/seed0") and served["serve_overrides"] == {"serve": "mean"}
+    assert not (runs / "planted" / "dimerec-ours-serve-mean" / "seed0" / "best.pt").exists()
+    assert (results / "dimerec_planted.html").stat().st_size > 1000
+    if shutil.which("chromium") or shutil.which("google-chrome"):
+        assert (results / "dimerec_planted.png").read_bytes()[:4] == b"\x89PNG"
+    first = {p: p.stat().st_mtime for p in runs.rglob("metrics.json")}
     assert len(first) == 12
-    assert main(argv) == 0  # a second call finds every run finished and only re-tabulates
-    assert {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("metrics.json")} == first
+    assert main(["reproduce", "dimerec", "--dataset", "planted", "--runs", str(runs), "--results", str(results),
+                 *argv]) == 0  # a second call finds every run finished and only re-tabulates
+    assert {p: p.stat().st_mtime for p in runs.rglob("metrics.json")} == first
+
+
+def test_a_finished_run_with_another_budget_is_not_reused(dirs, capsys):
+    runs, results = dirs
+    code = main(["reproduce", "fig5", "--dataset", "planted", "--seeds", "1", "--max-minutes", "0.5",
+                 "--max-steps", "41", "--runs", str(runs), "--results", str(results)])
+    assert code == 2 and "--max-steps 60" in capsys.readouterr().err
+
+
+def test_fig5_reads_the_dimerec_runs_step_metrics(dirs):
+    md, curve = run("fig5", dirs, "--quick", "--seeds", "2")
+    assert set(curve["model"]) == {"DimeRec (paper)", "DimeRec (ours)"}
+    assert list(curve[curve.model == "DimeRec (ours)"]["t"]) == list(range(20, 0, -1))
+    assert curve["HR@50 mean"].between(0, 100).all() and (curve["HR@50 std"] >= 0).all()
+    assert "Final test metrics of the same runs" in md
+
+
+def test_table4_and_fig4_share_runs_and_every_ablation_changes_the_model(dirs):
+    runs, _ = dirs
+    md, table = run("table4", dirs, "--quick")
+    assert len(table) == 11 and "DimeRec (ours) w/o L_gem" in md
+    configs = {p.parent.parent.name: json.loads(p.read_text())["model_config"]
+               for p in (runs / "planted").glob("dimerec-*/seed0/config.json")}
+    assert configs["dimerec-ours-w-o-l-gem"]["gem_weight"] == 0
+    assert configs["dimerec-ours-w-o-l-recon"]["lambda_recon"] == 0
+    assert configs["dimerec-ours-w-o-l-ssm"]["mu_ssm"] == 0
+    assert configs["dimerec-ours-w-o-grw"]["grw"] is False
+    assert configs["dimerec-paper-w-o-grw"]["preset"] == "paper"
+    before = {p: p.stat().st_mtime for p in runs.rglob("metrics.json")}
+    md, _ = run("fig4", dirs, "--quick")
+    assert {p: p.stat().st_mtime for p in runs.rglob("metrics.json")} == before  # Table 4's runs, reused
+    for term in ("L_gem", "L_recon", "L_ssm"):
+        assert f"| with GRW | {term} |" in md and f"| without GRW | {term} |" in md
+
+
+@pytest.mark.parametrize("name, labels", [
+    ("table3", ["GEM = SASRec", "GEM = MLP", "GEM = ComiRec-DR", "GEM = ComiRec-SA", "no-diffusion control"]),
+    ("table5", ["T = 5", "T = 10", "T = 20", "T = 50", "T = 100"]),
+    ("table7", ["λ = 0.01", "λ = 0.1", "λ = 1", "λ = 10"]),
+    ("table8", ["μ = 0.1", "μ = 1", "μ = 10", "μ = 100"]),
+])
+def test_analysis_tables_run_in_quick_mode(dirs, name, labels):
+    md, table = run(name, dirs, "--quick")
+    assert list(table["model"]) == labels and table["HR@50"].between(0, 100).all()
+    assert (table["steps"] == 60).all()
+
+
+def test_table1_and_table2_quick(dirs):
+    md, table = run("table1", dirs, "--quick")
+    assert len(table) == 10 and table.loc[table.model == "MostPopular", "role"].item() == "floor"
+    md, probe = run("table2", dirs, "--quick")  # Table 1's runs: nothing retrained
+    assert "first listed category" in md and len(probe) == 10
+    assert probe["probe accuracy"].between(0, 100).all()
+    assert probe["categories in top 100"].between(1, 12).all()
+    by_model = probe.set_index("model")
+    # a trained item table carries the planted categories; popularity has no embedding to probe beyond counts
+    assert by_model.loc["ComiRec-SA", "probe accuracy"] > by_model.loc["ComiRec-SA", "majority floor"] + 20
+
+
+def test_tuning_picks_the_best_validation_setting_without_reading_test(dirs):
+    runs, _ = dirs
+    specs = [RunSpec("ComiRec-SA", "comirec-sa"), RunSpec("GRU4Rec", "gru4rec")]
+    chosen, trials = tune(specs, "planted", data_dir=None, root=runs / "tuned", budget=Budget(1, 30),
+                          extra_flags=["--valid-max-rows", "300"])
+    assert len(trials) == len(grid("comirec-sa")) + len(grid("gru4rec")) == 8
+    for label, group in trials.groupby("model"):
+        best = group.loc[group["valid HR@50"].idxmax(), "setting"]
+        assert chosen[label] == best.split() and group["chosen"].sum() == 1
+    for metrics in (runs / "tuned").rglob("metrics.json"):
+        assert json.loads(metrics.read_text())["test"] is None
+
+
+def test_every_tuning_grid_is_small_and_names_real_flags():
+    from dimerec.cli import build_parser
+
+    for spec in EXPERIMENTS["table1"]:
+        if spec.model == "pop":
+            continue
+        space = TUNING[spec.model]
+        assert "--lr" in space and len(space) <= 3 and len(grid(spec.model)) <= 8
+        parser = build_parser(spec.model)
+        for settings in grid(spec.model):  # every flag parses for its model
+            parser.parse_args(["train", "--model", spec.model, "--dataset", "planted", *settings])

@@ -4,16 +4,20 @@ aggregation module (DAM) on the unit sphere, trained jointly (SPEC §1).
   L = L_gem + λ L_recon + μ L_ssm                                   (Eq. 23)
 
 GEM turns the history into K guidance vectors (rule-based Eq. 15, or ComiRec-SA
-Eq. 16-17); DAM corrupts the normalised target embedding by a geodesic random walk
+Eq. 16-17; Table 3's alternatives: ComiRec-DR, a SASRec encoder, an MLP, via
+`--gem`); DAM corrupts the normalised target embedding by a geodesic random walk
 (Alg. 1) and an MLP f_θ(x_t, t, g) reconstructs it (Eq. 20). Serving runs the
 reverse process from a random point on the sphere (Alg. 2) and retrieves by inner
 product. `--preset paper` is the paper as written; `--preset ours` (default) is the
 variant decided in README's "Design decisions". `dimerec-nodiff` is the control:
 the same GEM and losses, the DAM replaced by an MLP over the K interests.
+`--gem-weight 0` drops L_gem from the total (Table 4's "w/o L_gem"); it is still logged.
 
     python -m dimerec train --model dimerec --dataset ml-1m --out runs/dimerec-ml1m
     python -m dimerec train --model dimerec --preset paper --dataset ml-1m --out runs/dimerec-paper-ml1m
     python -m dimerec train --model dimerec-nodiff --dataset ml-1m --out runs/nodiff-ml1m
+    python -m dimerec train --model dimerec --gem comirec-dr --dataset ml-1m --out runs/dimerec-dr-ml1m
+    python -m dimerec train --model dimerec --gem-weight 0 --dataset ml-1m --out runs/dimerec-nogem-ml1m
 """
 from __future__ import annotations
 
@@ -28,9 +32,12 @@ from dimerec import sphere
 from dimerec.diffusion import NoiseSchedule, SphereDiffusion, Trajectory, sample_trajectory, timestep_embedding
 from dimerec.models.base import (Batch, Recommender, SampledSoftmaxConfig, draw_negatives, option,
                                  sampled_softmax_loss)
+from dimerec.models.comirec_dr import RoutingInterests
 from dimerec.models.comirec_sa import SelfAttentiveInterests, select_interest
+from dimerec.models.sasrec import CausalEncoder, SASRecConfig
 
-GemKind = Literal["comirec-sa", "rule"]
+GemKind = Literal["comirec-sa", "rule", "comirec-dr", "sasrec", "mlp"]
+GEM_KINDS = ("comirec-sa", "rule", "comirec-dr", "sasrec", "mlp")
 Preset = Literal["ours", "paper"]
 
 # What each preset decides (SPEC §1 open points); an explicit flag overrides it.
@@ -49,7 +56,12 @@ class DimeRecConfig(SampledSoftmaxConfig):
     preset: Preset = option("ours", "ours: the decided variant (README, Design decisions); paper: as written")
     dim: int = option(64, "embedding size d (the paper's)")
     n_interests: int = option(4, "K guidance vectors (the paper's)")
-    gem: GemKind = option("comirec-sa", "guidance extractor: ComiRec-SA (Eq. 16-17) or the last K items (Eq. 15)")
+    gem: GemKind = option(
+        "comirec-sa", "guidance extractor (Table 3): comirec-sa = ComiRec-SA (Eq. 16-17); rule = the last K items "
+                      "(Eq. 15); comirec-dr = ComiRec-DR's dynamic routing (3 iterations); sasrec = SASRec's causal "
+                      "encoder, its last position one interest repeated K times (the denoiser still reads K·d); "
+                      "mlp = an MLP over the mean history embedding giving K interests")
+    gem_weight: float = option(1.0, "weight of L_gem in Eq. 23; 0 removes it (Table 4 'w/o L_gem')")
     T: int = option(20, "diffusion steps (Table 5: 20)")
     schedule: Literal["linear", "cosine"] | None = option(None, "β schedule (default: by preset)")
     magnitude: Literal["paper", "angle"] | None = option(
@@ -83,11 +95,62 @@ class DimeRecConfig(SampledSoftmaxConfig):
                  "averaged over the samples, the denoiser's estimate of E[x0 | guidance]")
 
     def __post_init__(self):
+        if self.gem not in GEM_KINDS:
+            raise ValueError(f"gem must be one of {GEM_KINDS}, got {self.gem!r}")
         for key, value in PRESETS[self.preset].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
         if not self.grw:
             self.reverse = "ddpm"
+
+
+class CausalEncoderInterest(CausalEncoder):
+    """Table 3's SASRec GEM: SASRec's encoder over the shared item table; its last position is ONE
+    interest, which DimeRec repeats K times so the denoiser's input stays K·d."""
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return super().forward(h, mask)[:, -1]
+
+
+class MeanMLPInterests(nn.Module):
+    """Table 3's MLP GEM: the mean of the history's item embeddings (pads excluded) -> an MLP -> K interests."""
+
+    def __init__(self, dim: int, n_interests: int, hidden: int):
+        super().__init__()
+        self.n_interests = n_interests
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, n_interests * dim))
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """h [B, L, d], mask [B, L] -> interests [B, K, d]; an empty history has mean 0."""
+        weight = mask[..., None].to(h.dtype)
+        mean = (h * weight).sum(1) / weight.sum(1).clamp(min=1.0)
+        return self.net(mean).view(h.shape[0], self.n_interests, h.shape[-1])
+
+
+def build_extractor(config: DimeRecConfig, max_len: int) -> nn.Module | None:
+    """The GEM's parameters for `config.gem` (None for the rule-based Eq. 15)."""
+    c = config
+    if c.gem == "comirec-sa":
+        return SelfAttentiveInterests(c.dim, c.n_interests, max_len)
+    if c.gem == "comirec-dr":
+        return RoutingInterests(c.dim, c.n_interests, max_len)
+    if c.gem == "sasrec":  # SASRec's own defaults for depth, heads and dropout
+        s = SASRecConfig(dim=c.dim)
+        return CausalEncoderInterest(c.dim, max_len, s.n_layers, s.n_heads, s.dropout)
+    if c.gem == "mlp":
+        return MeanMLPInterests(c.dim, c.n_interests, 4 * c.dim)
+    if c.gem == "rule":
+        return None
+    raise ValueError(f"gem must be one of {GEM_KINDS}, got {c.gem!r}")
+
+
+def build_diffusion(config: DimeRecConfig) -> SphereDiffusion:
+    """The SphereDiffusion (schedule, forward noise, reverse step) a DimeRec with this config uses,
+    without building a model."""
+    c = config
+    return SphereDiffusion(
+        NoiseSchedule(c.T, c.schedule), c.dim, forward="geodesic" if c.grw else "euclidean", magnitude=c.magnitude,
+        reverse=c.reverse, reverse_sigma=c.reverse_sigma, noise_scale=c.noise_scale, eta=c.eta)
 
 
 class DenoiserMLP(nn.Module):
@@ -123,13 +186,11 @@ class DimeRec(Recommender):
         c = config
         self.item_emb = nn.Embedding(n_items + 1, c.dim, padding_idx=n_items)
         nn.init.normal_(self.item_emb.weight[:n_items], std=0.02)
-        self.extractor = SelfAttentiveInterests(c.dim, c.n_interests, max_len) if c.gem == "comirec-sa" else None
+        self.extractor = build_extractor(c, max_len)
         self.denoiser = DenoiserMLP(c.dim, c.n_interests, c.hidden, use_xt=self.uses_diffusion,
                                     extra_outputs=int(bool(c.confidence)))
         self.log_ssm_scale = nn.Parameter(torch.zeros(()), requires_grad=bool(c.ssm_direction))
-        self.diffusion = SphereDiffusion(
-            NoiseSchedule(c.T, c.schedule), c.dim, forward="geodesic" if c.grw else "euclidean", magnitude=c.magnitude,
-            reverse=c.reverse, reverse_sigma=c.reverse_sigma, noise_scale=c.noise_scale, eta=c.eta)
+        self.diffusion = build_diffusion(c)
 
     def fit_statistics(self, data, train_users) -> None:
         if self.config.mu_ssm is None:  # Table 8: μ = 10 on ML-10M, 1 on YooChoose and KuaiRec
@@ -149,10 +210,19 @@ class DimeRec(Recommender):
         return self.item_emb.weight[:self.n_items]
 
     def guidance(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """GEM: [B, L] -> guidance [B, K, d] and, for ComiRec-SA, its attention [B, L, K]."""
-        if self.extractor is None:  # Eq. 15: the last K items (left padding puts them last)
-            return self.item_emb(hist[:, -self.config.n_interests:]), None
-        return self.extractor.from_table(self.item_emb.weight, hist, hist != self.pad_id)
+        """GEM: [B, L] -> guidance [B, K, d] and, for ComiRec-SA, its attention [B, L, K].
+        The sasrec GEM's one interest is repeated K times (the denoiser's input stays K·d)."""
+        gem, K, mask = self.config.gem, self.config.n_interests, hist != self.pad_id
+        if gem == "rule":  # Eq. 15: the last K items (left padding puts them last)
+            return self.item_emb(hist[:, -K:]), None
+        if gem == "comirec-sa":
+            return self.extractor.from_table(self.item_emb.weight, hist, mask)
+        h = self.item_emb(hist)
+        if gem == "comirec-dr":  # routing weights are a softmax over interests, not positions: not shown
+            return self.extractor(h, mask)[0], None
+        if gem == "sasrec":
+            return self.extractor(h, mask)[:, None].expand(-1, K, -1), None
+        return self.extractor(h, mask), None  # mlp
 
     def predict_x0(self, guidance: torch.Tensor, x_t: torch.Tensor | None, t: torch.Tensor | None) -> torch.Tensor:
         out = self.denoiser(guidance, x_t, t)
@@ -175,8 +245,12 @@ class DimeRec(Recommender):
         x0_hat = self.predict_x0(guidance, x_t, t)  # Eq. 20
         l_recon = ((x0 - x0_hat) ** 2).sum(-1).mean()  # Eq. 21
         l_ssm = sampled_softmax_loss(self.ssm_user(x0_hat), table, batch.target, negatives)  # Eq. 22
-        total = l_gem + c.lambda_recon * l_recon + self.mu * l_ssm  # Eq. 23
+        total = self.weighted_gem(l_gem) + c.lambda_recon * l_recon + self.mu * l_ssm  # Eq. 23
         return {"loss": total, "L_gem": l_gem, "L_recon": l_recon, "L_ssm": l_ssm}
+
+    def weighted_gem(self, l_gem: torch.Tensor) -> torch.Tensor | float:
+        """gem_weight · L_gem for the total; with weight 0 the term (and its gradient) is left out entirely."""
+        return self.config.gem_weight * l_gem if self.config.gem_weight else 0.0
 
     def sample_steps(self, n: int) -> torch.Tensor:
         """Training steps t in 1..T (Alg. 1 line 4 draws them uniformly)."""
@@ -249,7 +323,7 @@ class DimeRecNoDiff(DimeRec):
                                      negatives)
         l_ssm = sampled_softmax_loss(self.ssm_user(self.predict_x0(guidance, None, None)), table, batch.target,
                                      negatives)
-        return {"loss": l_gem + self.mu * l_ssm, "L_gem": l_gem, "L_ssm": l_ssm}
+        return {"loss": self.weighted_gem(l_gem) + self.mu * l_ssm, "L_gem": l_gem, "L_ssm": l_ssm}
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
         return self.predict_x0(self.guidance(hist)[0], None, None)[:, None]  # [B, 1, d]

@@ -122,6 +122,36 @@ class SASRecConfig(SampledSoftmaxConfig):
             raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
 
 
+class CausalEncoder(nn.Module):
+    """SASRec's encoder: embeddings scaled by sqrt(d) plus positions, dropout, causal blocks with pad keys
+    masked, a final LayerNorm. Also DimeRec's `--gem sasrec` (Table 3)."""
+
+    def __init__(self, dim: int, max_len: int, n_layers: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.dim, self.n_heads = dim, n_heads
+        self.pos_emb = nn.Parameter(torch.empty(max_len, dim))  # row max_len-1 = the most recent item
+        self.emb_dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(CausalBlock(dim, n_heads, dropout) for _ in range(n_layers))
+        self.last_norm = nn.LayerNorm(dim, eps=1e-8)
+        for p in self.parameters():  # the official init: Xavier-normal on every matrix
+            if p.dim() > 1:
+                nn.init.xavier_normal_(p)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """h [B, L, d] item embeddings, mask [B, L] (True at real items) -> [B, L, d]; position t sees <= t."""
+        L = h.shape[1]
+        keep = mask[:, :, None]
+        x = self.emb_dropout(h * self.dim ** 0.5 + self.pos_emb[-L:]) * keep
+        future = torch.ones(L, L, dtype=torch.bool, device=h.device).triu(1)
+        blocked = future | ~mask[:, None, :]  # [B, L, L]: future positions and pad keys
+        # a pad query may look at itself, so its softmax is defined; its output is zeroed anyway
+        blocked = blocked & ~torch.eye(L, dtype=torch.bool, device=h.device)
+        blocked = blocked.repeat_interleave(self.n_heads, dim=0)  # [B*heads, L, L]
+        for block in self.blocks:
+            x = block(x, blocked, keep)
+        return self.last_norm(x)
+
+
 class SASRec(Recommender):
     name = "sasrec"
     Config = SASRecConfig
@@ -130,30 +160,14 @@ class SASRec(Recommender):
         super().__init__(n_items, max_len, config)
         d = config.dim
         self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=n_items)
-        self.pos_emb = nn.Parameter(torch.empty(max_len, d))  # row max_len-1 = the most recent item
-        self.emb_dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(CausalBlock(d, config.n_heads, config.dropout) for _ in range(config.n_layers))
-        self.last_norm = nn.LayerNorm(d, eps=1e-8)
-        for p in self.parameters():  # the official init: Xavier-normal on every matrix
-            if p.dim() > 1:
-                nn.init.xavier_normal_(p)
+        nn.init.xavier_normal_(self.item_emb.weight)  # the official init: Xavier-normal on every matrix
+        self.encoder = CausalEncoder(d, max_len, config.n_layers, config.n_heads, config.dropout)
         with torch.no_grad():
             self.item_emb.weight[n_items].zero_()
 
     def sequence_outputs(self, hist: torch.Tensor) -> torch.Tensor:
         """[B, L] histories -> [B, L, d] outputs; position t sees positions <= t only."""
-        L = hist.shape[1]
-        keep = (hist != self.pad_id)[:, :, None]  # [B, L, 1]
-        x = self.item_emb(hist) * self.config.dim ** 0.5 + self.pos_emb[-L:]
-        x = self.emb_dropout(x) * keep
-        future = torch.ones(L, L, dtype=torch.bool, device=hist.device).triu(1)
-        blocked = future | ~keep[:, None, :, 0]  # [B, L, L]: future positions and pad keys
-        # a pad query may look at itself, so its softmax is defined; its output is zeroed anyway
-        blocked = blocked & ~torch.eye(L, dtype=torch.bool, device=hist.device)
-        blocked = blocked.repeat_interleave(self.config.n_heads, dim=0)  # [B*heads, L, L]
-        for block in self.blocks:
-            x = block(x, blocked, keep)
-        return self.last_norm(x)
+        return self.encoder(self.item_emb(hist), hist != self.pad_id)
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
         return self.sequence_outputs(hist)[:, -1:]  # [B, 1, d]
