@@ -146,7 +146,7 @@ def cmd_reproduce(args) -> None:
     args.seeds = args.seeds or (1 if args.quick else 3)
     extra = ["--valid-max-rows", str(args.valid_max_rows)] if args.valid_max_rows else []
     path = reproduce(args.name, args.dataset, args.seeds, data_dir=args.data_dir, max_minutes=args.max_minutes,
-                     max_steps=args.max_steps, root=Path(args.runs), out_dir=Path(args.results), extra_flags=extra, tune_grid=args.tune,
+                     max_steps=args.max_steps, final_max_rows=args.final_max_rows, root=Path(args.runs), out_dir=Path(args.results), extra_flags=extra, tune_grid=args.tune,
                      tune_minutes=args.tune_minutes, analysis_rows=args.analysis_rows)
     print(path.read_text())
     print(f"written to {path} and {path.with_suffix('.csv')} (figure: .html and .png beside them)")
@@ -201,6 +201,9 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
                    help="also cap every run at this many steps: the same budget on a busy or a quiet machine")
     p.add_argument("--valid-max-rows", type=int, default=20000,
                    help="validation rows sampled for early stopping (final metrics use all; default: 20000)")
+    p.add_argument("--final-max-rows", type=int,
+                   help="final valid/test metrics on a seeded subsample of rows, the same for every model of a seed "
+                        "(default: all rows)")
     p.add_argument("--tune", action="store_true",
                    help="first grid-search each model's lr and settings on validation (seed 0); runs go to RUNS/tuned")
     p.add_argument("--tune-minutes", type=float, help="budget of each tuning run (default: --max-minutes)")

@@ -156,23 +156,27 @@ def _train(argv: list[str], out: Path) -> None:
 
 @dataclass
 class Budget:
-    """What every training run of an experiment gets: minutes of wall clock, and optionally a step cap."""
+    """What every run of an experiment gets: minutes of wall clock, optionally a step cap, and the rows
+    its final metrics are computed on (all, or a seeded subsample shared by every model of a seed)."""
     minutes: float
     steps: int | None = None
+    final_rows: int | None = None
 
     def flags(self) -> list[str]:
-        return ["--max-minutes", str(self.minutes)] + (["--max-steps", str(self.steps)] if self.steps else [])
+        return (["--max-minutes", str(self.minutes)] + (["--max-steps", str(self.steps)] if self.steps else [])
+                + (["--final-max-rows", str(self.final_rows)] if self.final_rows else []))
 
     def __str__(self) -> str:
-        return f"at most {self.minutes:g} minutes" + (f" and {self.steps} steps" if self.steps else "")
+        text = f"trained for at most {self.minutes:g} minutes" + (f" and {self.steps} steps" if self.steps else "")
+        return text + (f", scored on {self.final_rows} sampled rows" if self.final_rows else "")
 
     def check(self, out: Path) -> None:
         """A finished run is reused only if it had this budget."""
         used = json.loads((out / "config.json").read_text())["train_config"]
-        if (used.get("max_minutes"), used.get("max_steps")) != (self.minutes, self.steps):
-            raise DimeRecError(f"{out} was trained with --max-minutes {used.get('max_minutes')} --max-steps "
-                               f"{used.get('max_steps')}, not {self.minutes:g} / {self.steps}; use the same budget "
-                               f"to reuse it, or another --runs folder")
+        had = Budget(used.get("max_minutes"), used.get("max_steps"), used.get("final_max_rows"))
+        if had != self:
+            raise DimeRecError(f"{out} was {had}, not {self}; use the same budget to reuse it, "
+                               f"or another --runs folder")
 
 
 def train_flags(dataset: str, seed: int, out: Path, budget: Budget, data_dir: str | None,
@@ -192,7 +196,7 @@ def serve_run(source: Path, out: Path, overrides: dict, data_dir: str | None) ->
     cfg = config["train_config"]
     split = data.split(cfg["split_seed"])
     kwargs = dict(protocol=cfg["protocol"], mask_seen=cfg["mask_seen"], retriever=RETRIEVERS[cfg["retriever"]](),
-                  seed=cfg["seed"])
+                  seed=cfg["seed"], max_rows=cfg.get("final_max_rows"))  # the rows the source was scored on
     trained = json.loads((source / "metrics.json").read_text())
     metrics = {**trained, "served_from": str(source), "serve_overrides": overrides,
                "valid": evaluate(model, data, split.valid, **kwargs)["final"],
@@ -319,7 +323,7 @@ def write_outputs(name: str, dataset: str, results: list[dict], table: pd.DataFr
     table.assign(protocol=protocol, dataset=dataset).to_csv(stem.with_suffix(".csv"), index=False)
     lines = [f"# {name} on {dataset}: {DESCRIPTIONS[name]}", "",
              f"Test split, {protocol} protocol, already-seen items {'masked' if results[0]['mask_seen'] else 'kept'}; "
-             f"values in %, mean ± std over seeds; each run trained for {budget} and "
+             f"values in %, mean ± std over seeds; each run {budget}, "
              f"selected on validation HR@50.", "", f"Command: `{command}`", "", *sections]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     if figure is not None:
@@ -417,7 +421,7 @@ SECTIONS = {"table2": section_table2, "fig4": section_fig4, "fig5": section_fig5
 
 
 def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_minutes: float,
-              max_steps: int | None = None, root: Path = Path("runs/reproduce"), out_dir: Path = Path("results"),
+              max_steps: int | None = None, final_max_rows: int | None = None, root: Path = Path("runs/reproduce"), out_dir: Path = Path("results"),
               extra_flags: list[str] | None = None, tune_grid: bool = False,
               tune_minutes: float | None = None, analysis_rows: int | None = None) -> Path:
     if name not in EXPERIMENTS:
@@ -425,9 +429,9 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
     specs = EXPERIMENTS[name]
     extra_flags = extra_flags or []
     chosen, sections = {}, []
-    budget = Budget(max_minutes, max_steps)
+    budget = Budget(max_minutes, max_steps, final_max_rows)
     if tune_grid:
-        tune_budget = Budget(tune_minutes or max_minutes, max_steps)
+        tune_budget = Budget(tune_minutes or max_minutes, max_steps, final_max_rows)
         chosen, trials = tune(specs, dataset, data_dir=data_dir, root=root / "tuned", budget=tune_budget,
                               extra_flags=extra_flags)
         root = root / "tuned"

@@ -40,6 +40,8 @@ class TrainConfig:
     max_steps: int | None = option(None, "step budget of training: unlike --max-minutes, the same on any machine")
     eval_every: int | None = option(None, "steps between validations (default: one epoch)")
     valid_max_rows: int | None = option(None, "validate on a seeded subsample of this many rows while training")
+    final_max_rows: int | None = option(None, "final valid/test metrics on a seeded subsample of this many rows "
+                                              "(the same rows for every model of a seed; default: all rows)")
     sampling: Sampling = option("prefixes", "training samples: every prefix of each sequence, or ComiRec's random cut")
     protocol: Protocol = option("next-item", "evaluation protocol (SPEC §2)")
     mask_seen: bool = option(False, "remove already-seen items from rankings (the paper does not)")
@@ -162,8 +164,9 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     else:
         save_atomic(checkpoint_payload(model, config, state), out_dir / "best.pt")
 
-    valid = evaluate(model, data, split.valid, **valid_kwargs)["final"]
-    test = evaluate(model, data, split.test, **valid_kwargs)["final"] if cfg.read_test else None  # the only read
+    final_kwargs = dict(valid_kwargs, max_rows=cfg.final_max_rows)
+    valid = evaluate(model, data, split.valid, **final_kwargs)["final"]
+    test = evaluate(model, data, split.test, **final_kwargs)["final"] if cfg.read_test else None  # the only read
     metrics = {"model": model.name, "dataset": data.name, "protocol": cfg.protocol, "seed": cfg.seed,
                "mask_seen": cfg.mask_seen, "epochs": state["epoch"], "steps": state["step"],
                "train_minutes": round(state["elapsed"] / 60, 3), "valid": valid, "test": test}

@@ -36,7 +36,7 @@ def test_dimerec_writes_a_table_and_a_figure_and_resumes(dirs):
     argv = ("--quick", "--seeds", "2")
     md, table = run("dimerec", dirs, *argv)
     assert "next-item protocol" in md and "Paired t-test over 2 seeds" in md and "★" in md
-    assert "at most 0.5 minutes and 60 steps" in md
+    assert "trained for at most 0.5 minutes and 60 steps" in md
     assert list(table["model"]) == ["MostPopular", "ComiRec-SA", "DimeRec (paper)", "DimeRec (ours)",
                                     "DimeRec (ours, serve mean)", "no-diffusion control"]
     assert (table["seeds"] == 2).all() and table["HR@50"].between(0, 100).all()
@@ -61,7 +61,7 @@ def test_a_finished_run_with_another_budget_is_not_reused(dirs, capsys):
     runs, results = dirs
     code = main(["reproduce", "fig5", "--dataset", "planted", "--seeds", "1", "--max-minutes", "0.5",
                  "--max-steps", "41", "--runs", str(runs), "--results", str(results)])
-    assert code == 2 and "--max-steps 60" in capsys.readouterr().err
+    assert code == 2 and "and 60 steps, not trained for at most 0.5 minutes and 41 steps" in capsys.readouterr().err
 
 
 def test_fig5_reads_the_dimerec_runs_step_metrics(dirs):
