@@ -42,8 +42,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str) -> None
             group.add_argument(flag, dest=f.name, type=kind, default=default, help=help_text)
 
 
-def dataclass_from_args(cls, args: argparse.Namespace):
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+def settings_from_args(args: argparse.Namespace, *classes) -> dict:
+    """The values of the flags that add_dataclass_args made for `classes`, by field name."""
+    return {f.name: getattr(args, f.name) for cls in classes for f in dataclasses.fields(cls)}
 
 
 def cmd_datasets(args) -> None:
@@ -81,8 +82,7 @@ def print_metrics(metrics: dict) -> None:
 
 
 def cmd_train(args, model_cls, argv: list[str]) -> None:
-    from dimerec.data import load_dataset
-    from dimerec.trainer import TrainConfig, seed_everything, train
+    from dimerec.trainer import TrainConfig, train_model
 
     out = Path(args.out or f"runs/{args.model}-{args.dataset}-s{args.seed}")
     if (out / "config.json").exists() and not (args.resume or args.overwrite):
@@ -90,13 +90,10 @@ def cmd_train(args, model_cls, argv: list[str]) -> None:
                            f"or choose another --out")
     if args.overwrite and out.exists():
         shutil.rmtree(out)
-    cfg = dataclass_from_args(TrainConfig, args)
-    data = load_dataset(args.dataset, args.data_dir, seed=args.split_seed)  # planted: the world follows the split seed
-    seed_everything(cfg.seed)  # the model's initialisation is drawn here, before train() seeds sampling
-    model = model_cls(data.n_items, data.max_len, dataclass_from_args(model_cls.Config, args))
-    run_info = {"data_dir": str(args.data_dir) if args.data_dir else None,
-                "command": "python -m dimerec " + shlex.join(argv)}
-    metrics = train(model, data, cfg, out, run_info=run_info, resume=args.resume, progress=not args.quiet)
+    settings = settings_from_args(args, TrainConfig, model_cls.Config)
+    _, _, metrics = train_model(args.model, args.dataset, out=out, data_dir=args.data_dir, seed=settings.pop("seed"),
+                                progress=not args.quiet, resume=args.resume,
+                                run_info={"command": "python -m dimerec " + shlex.join(argv)}, **settings)
     print_metrics(metrics)
     print(f"run directory: {out}")
 

@@ -34,7 +34,12 @@ class EvalRows:
     cut: np.ndarray  # [R] number of items before the row's history ends (seen = seq[:cut])
 
 
-def build_rows(data: SeqDataset, users: np.ndarray, protocol: Protocol) -> EvalRows:
+def build_rows(data: SeqDataset, users: np.ndarray, protocol: Protocol, *, last_only: bool = False) -> EvalRows:
+    """The evaluation rows of `users` (in their order; users with fewer than 2 items have none).
+
+    last_only=True keeps one row per user, the last: under next-item the history before the user's final
+    item, predicting it (what a recommender serves "now"); under future every user has one row already.
+    """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     L, pad = data.max_len, data.pad_id
@@ -45,12 +50,13 @@ def build_rows(data: SeqDataset, users: np.ndarray, protocol: Protocol) -> EvalR
         if n < 2:
             continue
         if protocol == "next-item":
+            first = n - 1 if last_only else 1  # the first target position kept
             padded = np.concatenate([np.full(L, pad, dtype=np.int64), seq])
-            windows = sliding_window_view(padded, L)[1:n]  # window k ends just before seq[k]
+            windows = sliding_window_view(padded, L)[first:n]  # window k ends just before seq[k]
             hists.append(windows)
-            targets.append(seq[1:, None])
-            row_user.append(np.full(n - 1, u))
-            cuts.append(np.arange(1, n))
+            targets.append(seq[first:, None])
+            row_user.append(np.full(n - first, u))
+            cuts.append(np.arange(first, n))
         else:
             cut = min(max(1, int(n * 0.8)), n - 1)
             hists.append(left_pad([seq[max(0, cut - L):cut]], L, pad))

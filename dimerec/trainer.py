@@ -1,4 +1,5 @@
 """One training loop for every model: Adam, seeded, early stopping on validation HR@50.
+`train_model(name, dataset, **settings)` is `python -m dimerec train` as a function.
 
 A run directory holds
   config.json   everything needed to rebuild the run (model, dataset, both configs)
@@ -14,8 +15,9 @@ import csv
 import json
 import math
 import os
+import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
 from pathlib import Path
 
@@ -175,6 +177,67 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
         extra(out_dir, data, split, cfg)
     write_json_atomic(metrics, out_dir / "metrics.json")
     return metrics
+
+
+def model_class(name: str) -> type[Recommender]:
+    """The class registered as `name` in dimerec.models.MODELS."""
+    from dimerec.models import MODELS
+
+    if name not in MODELS:
+        raise DimeRecError(f"unknown model {name!r}; models: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
+
+
+def _refuse_unknown(settings, groups: dict[str, list[str]]) -> None:
+    """DimeRecError naming the settings that are in none of `groups` (title -> valid names), listing those."""
+    unknown = [k for k in settings if not any(k in names for names in groups.values())]
+    if unknown:
+        valid = "; ".join(f"{title}: {', '.join(names)}" for title, names in groups.items())
+        raise DimeRecError(f"unknown setting{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; "
+                           f"valid settings are {valid}")
+
+
+def build_model(name: str, data: SeqDataset, *, seed: int = 0, **settings) -> Recommender:
+    """Model `name` for `data`, its Config built from `settings` (its fields; an unknown one raises
+    DimeRecError), initialised under `seed` as `python -m dimerec train` does: seed_everything, then build."""
+    model_cls = model_class(name)
+    _refuse_unknown(settings, {f"model {name}": [f.name for f in fields(model_cls.Config)]})
+    config = model_cls.Config(**settings)
+    seed_everything(seed)  # the model's initialisation is drawn here, before train() seeds sampling
+    return model_cls(data.n_items, data.max_len, config)
+
+
+def train_model(model: str, dataset: str | SeqDataset = "planted", *, out: str | Path | None = None,
+                data_dir: str | Path | None = None, seed: int = 0, progress: bool = False, resume: bool = False,
+                run_info: dict | None = None, **settings) -> tuple[Recommender, SeqDataset, dict]:
+    """Train model `model` on `dataset` exactly as `python -m dimerec train` does; returns (model with its
+    best weights, data, metrics.json as a dict).
+
+    `settings` are the command's flags as keywords: TrainConfig fields (max_steps=30, lr=0.001, ...) and
+    fields of the model's Config (preset="paper", ...); an unknown one raises DimeRecError listing the valid
+    names. `dataset` is a name for load_dataset (read from `data_dir`; planted's world follows split_seed)
+    or a SeqDataset already loaded. `out` is the run directory; with None the run is written to a temporary
+    directory that is DELETED on return (the returned model keeps the best weights; pass `out` to keep
+    config.json, losses.csv, best.pt, ...). `run_info` adds keys to config.json (the CLI: its command).
+    """
+    from dimerec.data import load_dataset
+
+    model_fields = [f.name for f in fields(model_class(model).Config)]
+    train_fields = [f.name for f in fields(TrainConfig) if f.name != "seed"]  # seed is its own argument
+    _refuse_unknown(settings, {"training": train_fields, f"model {model}": model_fields})
+    if resume and out is None:
+        raise DimeRecError("resume needs the run directory `out` of the run to continue")
+    cfg = TrainConfig(seed=seed, **{k: v for k, v in settings.items() if k in train_fields})
+    if isinstance(dataset, SeqDataset):
+        data = dataset
+    else:
+        data = load_dataset(dataset, data_dir, seed=cfg.split_seed)  # planted: the world follows the split seed
+    net = build_model(model, data, seed=cfg.seed, **{k: v for k, v in settings.items() if k in model_fields})
+    info = {"data_dir": str(data_dir) if data_dir else None, **(run_info or {})}
+    if out is not None:
+        return net, data, train(net, data, cfg, Path(out), run_info=info, resume=resume, progress=progress)
+    with tempfile.TemporaryDirectory(prefix=f"dimerec-{model}-") as tmp:
+        return net, data, train(net, data, cfg, Path(tmp), run_info=info, progress=progress)
 
 
 def checkpoint_payload(model: Recommender, config: dict, state: dict) -> dict:

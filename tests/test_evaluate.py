@@ -57,6 +57,28 @@ def test_rows_only_for_the_users_asked_and_none_for_short_sequences():
         assert empty.hist.shape == (0, 3) and len(empty.targets) == 0 and len(empty.user) == 0
 
 
+def test_last_only_keeps_each_users_last_row():
+    data = tiny([[0, 1, 2, 3, 4], [5], [6, 7]])
+    rows = build_rows(data, np.array([0, 1, 2]), "next-item", last_only=True)
+    assert rows.hist.tolist() == [[1, 2, 3], [P, P, 6]]  # the history before each user's final item
+    assert rows.targets.tolist() == [[4], [7]]
+    assert rows.user.tolist() == [0, 2] and rows.cut.tolist() == [4, 1]
+
+
+@pytest.mark.parametrize("protocol", ["next-item", "future"])
+def test_last_only_equals_the_last_of_the_full_rows(planted_small, protocol):
+    users = planted_small.split(0).test
+    full = build_rows(planted_small, users, protocol)
+    last = build_rows(planted_small, users, protocol, last_only=True)
+    ends = np.flatnonzero(np.r_[full.user[1:] != full.user[:-1], True])  # the last row of each user
+    assert len(ends) == len(users)
+    for field in ("hist", "targets", "user", "cut"):
+        np.testing.assert_array_equal(getattr(last, field), getattr(full, field)[ends], err_msg=field)
+    if protocol == "next-item":  # many rows per user, and the one kept predicts the user's final item
+        assert len(full.user) > 2 * len(users)
+        assert last.targets[:, 0].tolist() == [planted_small.sequences[u][-1] for u in last.user]
+
+
 def test_unknown_protocol_is_refused():
     with pytest.raises(ValueError, match="protocol"):
         build_rows(tiny([[0, 1]]), np.array([0]), "leave-one-out")
