@@ -19,6 +19,7 @@ def run() -> None:
         st.Page("app_pages/training.py", title="Training", icon=":material/show_chart:"),
         st.Page("app_pages/steps.py", title="Steps", icon=":material/stairs:"),
         st.Page("app_pages/what_if.py", title="What if", icon=":material/edit:"),
+        st.Page("app_pages/results.py", title="Paper vs ours", icon=":material/table_chart:"),
     ]
     st.navigation(pages).run()
 

@@ -298,6 +298,76 @@ def test_a_movielens_run_shows_real_titles_and_genres(tmp_path, real_data_dir):
     assert {"Drama", "Comedy"} <= legend
 
 
+# ---- Paper vs ours: the tables `python -m dimerec reproduce` writes ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory) -> Path:
+    """`reproduce dimerec` and `fig5` (which reads dimerec's runs) on a 200-user planted world, one seed, 5 steps
+    per run (--quick's 60 steps take three times as long, and the page only reads the files)."""
+    from dimerec.cli import main
+    from dimerec.data import planted
+
+    root = tmp_path_factory.mktemp("reproduce")
+    full_size = planted.make_planted
+    with pytest.MonkeyPatch.context() as patch:  # only while generating: the built-in runs need the full world
+        patch.setattr(planted, "make_planted", lambda seed=0: full_size(seed=seed, n_users=200))
+        for name in ("dimerec", "fig5"):
+            assert main(["reproduce", name, "--dataset", "planted", "--seeds", "1", "--max-minutes", "0.5",
+                         "--max-steps", "5", "--valid-max-rows", "100", "--runs", str(root / "runs"),
+                         "--results", str(root / "results")]) == 0
+    return root / "results"
+
+
+def test_paper_vs_ours_lists_the_experiments_and_shows_their_tables(results_dir, monkeypatch):
+    import pandas as pd
+
+    monkeypatch.setenv("DIMEREC_RESULTS", str(results_dir))
+    at = open_page("results")
+    assert not at.error
+    assert [o.split(":")[0] for o in at.selectbox(key="results_experiment").options] == ["dimerec", "fig5"]
+    assert at.radio(key="results_dataset_dimerec").options == ["planted"]
+    assert param(at, "experiment") == "dimerec" and param(at, "dataset") == "planted"
+    ours = pd.read_csv(results_dir / "dimerec_planted.csv").set_index("model").loc["DimeRec (ours)"]
+    table = " ".join(m.value for m in at.markdown)
+    assert f"| DimeRec (ours) | 1 | {ours['HR@10']:.2f} ± 0.00 |" in table
+    assert "# dimerec on planted" not in table  # the title line becomes the subheader
+    assert at.subheader[0].value == "dimerec on planted"
+    assert len(at.get("image")) == (results_dir / "dimerec_planted.png").is_file()
+    assert {b.label for b in at.get("download_button")} == {"⬇ dimerec_planted.csv", "⬇ dimerec_planted.html"}
+    at.selectbox(key="results_experiment").set_value("fig5").run()
+    assert not at.exception and not at.error
+    assert "of x̂0 predicted at each reverse step" in " ".join(m.value for m in at.markdown)
+    assert param(at, "experiment") == "fig5"
+    at = open_page("results", experiment="fig5", dataset="planted")  # a link opens that table
+    assert at.selectbox(key="results_experiment").value == "fig5"
+    at = open_page("results", experiment="table9")
+    assert "'table9' from the link has no results" in errors(at)
+    assert at.selectbox(key="results_experiment").value == "dimerec"
+
+
+def test_paper_vs_ours_shows_results_md_first_and_skips_other_files(results_dir, monkeypatch, tmp_path):
+    folder = tmp_path / "results"
+    shutil.copytree(results_dir, folder)
+    (folder / "RESULTS.md").write_text("# Claims\n\n| claim | paper | ours |\n|---|---|---|\n"
+                                       "| GRW helps | yes | no |\n")
+    (folder / "dimerec_planted_tuning.csv").write_text("lr,HR@50\n0.001,0.5\n")
+    (folder / "bench.json").write_text("{}")
+    monkeypatch.setenv("DIMEREC_RESULTS", str(folder))
+    at = open_page("results")
+    assert not at.error
+    assert at.expander[0].label.endswith("(RESULTS.md)")
+    assert "| GRW helps | yes | no |" in at.expander[0].markdown[0].value
+    assert [o.split(":")[0] for o in at.selectbox(key="results_experiment").options] == ["dimerec", "fig5"]
+
+
+def test_paper_vs_ours_without_results_shows_the_command_that_makes_them(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIMEREC_RESULTS", str(tmp_path / "nothing-yet"))
+    at = open_page("results")
+    assert not at.error
+    assert "No results in" in at.info[0].value
+    assert at.code[0].value.startswith("python -m dimerec reproduce dimerec --dataset planted")
+
+
 # ---- dimerec.explore: the read-outs behind the pages ------------------------------------------------------------
 
 def test_sphere_projection_is_an_orthonormal_linear_view_that_keeps_categories_apart():

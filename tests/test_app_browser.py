@@ -26,6 +26,7 @@ PAGES = [  # (url path, title, plotly charts expected)
     ("training", "Training", 2),
     ("steps", "Steps", 1),
     ("what_if", "What if", 3),
+    ("results", "Paper vs ours", 0),
 ]
 TOUR_HEADINGS = ["GEM: the history becomes K interest vectors", "Noise on the sphere",
                  "Denoising: from a random point to the next interest", "Retrieval: the items nearest to x_0"]
