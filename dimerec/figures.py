@@ -67,3 +67,13 @@ def step_curves(curve: pd.DataFrame, title: str) -> go.Figure:
                                     customdata=frame["t"], hovertemplate="step %{x} (t = %{customdata}): %{y:.2f}"))
     figure.update_layout(title=title, xaxis_title="reverse step (1 = from x_T)", yaxis_title="HR@50 of x̂0 (%)")
     return figure
+
+
+def probe_bars(table: pd.DataFrame, title: str) -> go.Figure:
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("linear-probe accuracy (%)", "test HR@50 (%)"))
+    figure.add_trace(go.Bar(x=table["model"], y=table["probe accuracy"], showlegend=False,
+                            error_y=dict(type="data", array=table["probe accuracy std"])), row=1, col=1)
+    figure.add_trace(go.Bar(x=table["model"], y=table["HR@50"], showlegend=False,
+                            error_y=dict(type="data", array=table["HR@50 std"])), row=1, col=2)
+    figure.update_layout(title=title, margin=dict(b=220))
+    return figure

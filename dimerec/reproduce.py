@@ -101,8 +101,13 @@ EXPERIMENTS: dict[str, list[RunSpec]] = {
                dimerec_variant("GEM = ComiRec-DR", ["--gem", "comirec-dr"]),
                dimerec_variant("GEM = ComiRec-SA", []),
                CONTROL],
-    # Table 4 / Fig. 3: each loss and the geodesic random walk removed, for both presets, the control beside
-    "table4": [*ablations(OURS), *ablations(PAPER), CONTROL],
+    # Table 4: each loss and the geodesic random walk removed, for both presets, the control beside;
+    # Fig. 3: linear probing of the item table after the paper's cumulative ablations (variants 1-4)
+    "table4": [*ablations(OURS), *ablations(PAPER), CONTROL,
+               dimerec_variant("Fig. 3 variant 2: w/o L_gem, L_recon", ["--gem-weight", "0", "--lambda-recon", "0"]),
+               dimerec_variant("Fig. 3 variant 3: w/o L_gem, L_recon, GRW",
+                               ["--gem-weight", "0", "--lambda-recon", "0", "--no-grw"]),
+               dimerec_variant("Fig. 3 variant 4: w/o L_gem, L_ssm", ["--gem-weight", "0", "--mu-ssm", "0"])],
     # Fig. 4: the loss curves with and without GRW (Table 4's runs)
     "fig4": [dimerec_variant("with GRW", []),
              dimerec_variant("without GRW", ["--no-grw"], run_name="DimeRec (ours) w/o GRW")],  # Table 4's runs
@@ -119,7 +124,8 @@ DESCRIPTIONS = {
     "table1": "all eight models and MostPopular (Table 1)",
     "table2": "Table 1's runs: linear probing of item embeddings on categories, distinct categories in the top 100",
     "table3": "DimeRec with its GEM swapped: SASRec, MLP, ComiRec-DR, ComiRec-SA",
-    "table4": "ablations: without L_gem, L_recon, L_ssm or GRW, for both presets, and the control (also Fig. 3)",
+    "table4": "ablations: without L_gem, L_recon, L_ssm or GRW, for both presets, the control; "
+              "Fig. 3's linear probing of the item table after the cumulative ablations",
     "fig4": "the three loss curves with and without the geodesic random walk",
     "fig5": "HR@50 of the intermediate x̂0 at every reverse step, paper and ours",
     "table5": "diffusion steps T in {5, 10, 20, 50, 100}",
@@ -346,38 +352,33 @@ def section_metrics(name, dataset, results, table, note, **_):
 def section_table2(name, dataset, results, table, note, *, data_dir=None, max_rows=None, **_):
     """Linear probing of each model's item table and distinct categories in its users' top 100 (test users)."""
     from dimerec import figures
-    from dimerec.analysis import category_diversity, linear_probe
+    from dimerec.analysis import category_diversity
     from dimerec.trainer import load_run
 
+    probes = probe_runs(results, data_dir)
+    if probes["probe accuracy"].isna().all():
+        raise DimeRecError(f"{dataset} has no item categories: Table 2 needs them (ml-1m genres, planted)")
     rows = []
-    for r in tqdm(results, desc="probing", unit="run"):
+    for r in tqdm(results, desc="top-100 categories", unit="run"):
         model, data, config = load_run(Path(r["run"]), data_dir)
-        if not data.item_categories or not any(data.item_categories):
-            raise DimeRecError(f"{dataset} has no item categories: Table 2 needs them (ml-1m genres, planted)")
-        probe = linear_probe(model.item_vectors().detach(), data, seed=r["seed"])
         split = data.split(config["train_config"]["split_seed"])
         diversity = category_diversity(model, data, split.test, k=100, protocol=r["protocol"], seed=r["seed"],
                                        max_rows=max_rows)
-        rows.append({"model": r["label"], "seed": r["seed"], "probe accuracy": 100 * probe["accuracy"],
-                     "probe macro-F1": 100 * probe["macro_f1"], "majority floor": 100 * probe["majority_accuracy"],
-                     "categories in top 100": diversity["mean"], "labelling": probe["labels"],
-                     "counting": diversity["counting"]})
+        rows.append({"model": r["label"], "categories in top 100": diversity["mean"], "counting": diversity["counting"]})
     per_run = pd.DataFrame(rows)
-    keys = ["probe accuracy", "probe macro-F1", "majority floor", "categories in top 100"]
-    agg = per_run.groupby("model", sort=False)[keys].agg(["mean", "std"]).fillna(0.0)
-    summary = pd.DataFrame({"model": agg.index, "seeds": per_run.groupby("model", sort=False).size().values})
-    for key in keys:
-        summary[key] = agg[(key, "mean")].values
-        summary[f"{key} std"] = agg[(key, "std")].values
-    shown = pd.DataFrame({"model": summary["model"], "seeds": summary["seeds"]})
-    for key in keys:
+    agg = per_run.groupby("model", sort=False)["categories in top 100"].agg(["mean", "std"]).fillna(0.0)
+    summary = probes.merge(agg.rename(columns={"mean": "categories in top 100", "std": "categories in top 100 std"}),
+                           left_on="model", right_index=True)
+    shown = pd.DataFrame({"model": summary["model"]})
+    for key in ("probe accuracy", "categories in top 100"):
         shown[key] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(summary[key], summary[f"{key} std"])]
-    lines = ["Linear probing: logistic regression on the frozen item table, 5-fold stratified cross-validation. "
-             f"Labels: {rows[0]['labelling']}. Diversity: {rows[0]['counting']}; test users, top 100.", "",
-             *markdown_table(shown)]
-    lines += ["", "Test metrics of the same runs:", "", *metric_lines(table)]
+    lines = ["Linear probing: logistic regression on the frozen item table, 5-fold stratified cross-validation; "
+             f"majority-class floor {summary['majority floor'].iloc[0]:.2f}%. Labels: {probes['labelling'].iloc[0]}. "
+             f"Diversity: {rows[0]['counting']}; test users"
+             f"{f', {max_rows} sampled rows' if max_rows else ''}, top 100.", "", *markdown_table(shown),
+             "", "Test metrics of the same runs:", "", *metric_lines(table)]
     figure = figures.table2_bars(summary, f"{name} on {dataset}: item-embedding probing and top-100 diversity")
-    return lines, figure, summary.merge(table, on=["model", "seeds"])
+    return lines, figure, summary.drop(columns=["labelling"]).merge(table, on="model")
 
 
 def section_fig4(name, dataset, results, table, note, **_):
@@ -390,11 +391,15 @@ def section_fig4(name, dataset, results, table, note, **_):
     for label, frame in curves.items():
         n = max(1, len(frame) // 10)
         for term in ("L_gem", "L_recon", "L_ssm"):
+            smooth = frame[term].rolling(n, min_periods=1).mean()
             rows.append({"run": label, "loss": term, "first 10%": float(frame[term].head(n).mean()),
+                         "lowest 10% window": float(smooth.iloc[n - 1:].min()),
                          "last 10%": float(frame[term].tail(n).mean()), "steps": len(frame)})
-    lines += markdown_table(pd.DataFrame(rows), "{:.4f}")
+    summary = pd.DataFrame(rows)
+    summary["rise from lowest (%)"] = 100 * (summary["last 10%"] / summary["lowest 10% window"] - 1)
+    lines += markdown_table(summary, "{:.4f}")
     lines += ["", *metric_lines(table)]
-    return lines, figures.loss_curves(curves, f"Fig. 4 on {dataset}: losses with and without GRW"), table
+    return lines, figures.loss_curves(curves, f"Fig. 4 on {dataset}: losses with and without GRW"), summary
 
 
 def section_fig5(name, dataset, results, table, note, **_):
@@ -417,7 +422,47 @@ def section_fig5(name, dataset, results, table, note, **_):
     return lines, figures.step_curves(curve, f"Fig. 5 on {dataset}: HR@50 of x̂0 along the reverse chain"), curve
 
 
-SECTIONS = {"table2": section_table2, "fig4": section_fig4, "fig5": section_fig5}
+def section_table4(name, dataset, results, table, note, *, data_dir=None, **_):
+    """Table 4's metrics, and Fig. 3: linear probing of every run's item table (as in Table 2)."""
+    from dimerec import figures
+
+    probes = probe_runs(results, data_dir)
+    table = table.merge(probes, on="model", how="left")
+    lines = metric_lines(table)
+    if probes["probe accuracy"].notna().any():
+        lines += ["", "Fig. 3: linear-probe accuracy (%) of each run's item table on the item categories "
+                  f"({probes['labelling'].iloc[0]}), mean over seeds; the paper's variants 1-4 are "
+                  "'w/o L_gem' and the three 'Fig. 3 variant' rows.", "",
+                  *markdown_table(table[["model", "probe accuracy", "probe accuracy std"]])]
+    figure = figures.probe_bars(table, f"Fig. 3 on {dataset}: linear probing after ablations") \
+        if probes["probe accuracy"].notna().any() else figures.metric_bars(table, f"{name} on {dataset}")
+    return lines, figure, table.drop(columns=["labelling", "majority floor"])
+
+
+def probe_runs(results, data_dir) -> pd.DataFrame:
+    """Linear-probe accuracy of each run's item table, mean and std over seeds, per row label."""
+    from dimerec.analysis import linear_probe
+    from dimerec.trainer import load_run
+
+    rows = []
+    for r in tqdm(results, desc="probing", unit="run"):
+        model, data, _ = load_run(Path(r.get("served_from") or r["run"]), data_dir)
+        if not any(data.item_categories):
+            rows.append({"model": r["label"], "probe accuracy": np.nan, "majority floor": np.nan,
+                         "labelling": "no item categories"})
+            continue
+        probe = linear_probe(model.item_vectors().detach(), data, seed=r["seed"])
+        rows.append({"model": r["label"], "probe accuracy": 100 * probe["accuracy"],
+                     "majority floor": 100 * probe["majority_accuracy"], "labelling": probe["labels"]})
+    frame = pd.DataFrame(rows)
+    agg = frame.groupby("model", sort=False).agg(
+        **{"probe accuracy": ("probe accuracy", "mean"), "probe accuracy std": ("probe accuracy", "std"),
+           "majority floor": ("majority floor", "first"), "labelling": ("labelling", "first")}).reset_index()
+    agg["probe accuracy std"] = agg["probe accuracy std"].fillna(0.0)
+    return agg
+
+
+SECTIONS = {"table2": section_table2, "table4": section_table4, "fig4": section_fig4, "fig5": section_fig5}
 
 
 def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_minutes: float,

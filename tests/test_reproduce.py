@@ -75,7 +75,8 @@ def test_fig5_reads_the_dimerec_runs_step_metrics(dirs):
 def test_table4_and_fig4_share_runs_and_every_ablation_changes_the_model(dirs):
     runs, _ = dirs
     md, table = run("table4", dirs, "--quick")
-    assert len(table) == 11 and "DimeRec (ours) w/o L_gem" in md
+    assert len(table) == 14 and "DimeRec (ours) w/o L_gem" in md and "Fig. 3: linear-probe accuracy" in md
+    assert table["probe accuracy"].between(0, 100).all()
     configs = {p.parent.parent.name: json.loads(p.read_text())["model_config"]
                for p in (runs / "planted").glob("dimerec-*/seed0/config.json")}
     assert configs["dimerec-ours-w-o-l-gem"]["gem_weight"] == 0
