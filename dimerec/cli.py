@@ -134,7 +134,7 @@ def cmd_bench(args) -> None:
     print(f"written to {args.out}")
 
 
-def cmd_reproduce(args) -> None:
+def cmd_reproduce(args, argv: list[str]) -> None:
     from dimerec.reproduce import reproduce
 
     if args.quick:  # the small budget: one seed, 60 steps per run (seconds), small validation samples
@@ -144,9 +144,18 @@ def cmd_reproduce(args) -> None:
     extra = ["--valid-max-rows", str(args.valid_max_rows)] if args.valid_max_rows else []
     path = reproduce(args.name, args.dataset, args.seeds, data_dir=args.data_dir, max_minutes=args.max_minutes,
                      max_steps=args.max_steps, final_max_rows=args.final_max_rows, root=Path(args.runs), out_dir=Path(args.results), extra_flags=extra, tune_grid=args.tune,
-                     tune_minutes=args.tune_minutes, analysis_rows=args.analysis_rows)
+                     tune_minutes=args.tune_minutes, analysis_rows=args.analysis_rows,
+                     command="python -m dimerec " + shlex.join(argv))
     print(path.read_text())
     print(f"written to {path} and {path.with_suffix('.csv')} (figure: .html and .png beside them)")
+
+
+def cmd_claims(args) -> None:
+    from dimerec.claims import write_claims
+
+    path = write_claims(Path(args.results))
+    print(path.read_text())
+    print(f"written to {path}")
 
 
 def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
@@ -210,6 +219,9 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--runs", default="runs/reproduce", help="where the runs go (finished runs are skipped)")
     p.add_argument("--results", default="results", help="where the tables and figures go")
 
+    p = sub.add_parser("claims", help="results/RESULTS.md: every paper claim beside our measurement, from the tables")
+    p.add_argument("--results", default="results", help="the folder of the reproduce tables (default: results)")
+
     p = sub.add_parser("bench", help="DimeRec training throughput and serving latency -> results/bench.json")
     p.add_argument("--data-dir", help=data_dir_help)
     p.add_argument("--out", default="results/bench.json")
@@ -238,8 +250,10 @@ def main(argv: list[str] | None = None) -> int:
             cmd_evaluate(args)
         elif args.command == "bench":
             cmd_bench(args)
+        elif args.command == "claims":
+            cmd_claims(args)
         elif args.command == "reproduce":
-            cmd_reproduce(args)
+            cmd_reproduce(args, argv)
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -468,7 +467,8 @@ SECTIONS = {"table2": section_table2, "table4": section_table4, "fig4": section_
 def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_minutes: float,
               max_steps: int | None = None, final_max_rows: int | None = None, root: Path = Path("runs/reproduce"), out_dir: Path = Path("results"),
               extra_flags: list[str] | None = None, tune_grid: bool = False,
-              tune_minutes: float | None = None, analysis_rows: int | None = None) -> Path:
+              tune_minutes: float | None = None, analysis_rows: int | None = None,
+              command: str | None = None) -> Path:
     if name not in EXPERIMENTS:
         raise DimeRecError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
     specs = EXPERIMENTS[name]
@@ -489,7 +489,7 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
     section = SECTIONS.get(name, section_metrics)
     lines, figure, csv_table = section(name, dataset, results, table, note, data_dir=data_dir,
                                        max_rows=analysis_rows)
-    command = "python -m dimerec " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else \
-        f"python -m dimerec reproduce {name} --dataset {dataset} --seeds {seeds} --max-minutes {max_minutes:g}"
+    command = command or f"python -m dimerec reproduce {name} --dataset {dataset} --seeds {seeds} " + \
+        " ".join(budget.flags())
     return write_outputs(name, dataset, results, csv_table, [*lines, "", *sections], figure, out_dir, command,
                          budget)

@@ -139,3 +139,19 @@ def test_every_tuning_grid_is_small_and_names_real_flags():
         parser = build_parser(spec.model)
         for settings in grid(spec.model):  # every flag parses for its model
             parser.parse_args(["train", "--model", spec.model, "--dataset", "planted", *settings])
+
+
+def test_claims_judge_every_table_the_experiments_wrote(dirs):
+    """Runs after the tests above have written every experiment's table for `planted`."""
+    from dimerec.claims import CLAIMS, write_claims
+
+    _, results = dirs
+    for name in EXPERIMENTS:  # written by the tests above; made here when this test runs alone
+        if not (results / f"{name}_planted.csv").exists():
+            run(name, dirs, "--quick")
+    text = write_claims(results, ("planted",)).read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| where")]
+    assert len(rows) == len(CLAIMS)
+    assert "not measured" not in text and "not run yet" not in text
+    assert all(any(v in row for v in ("| holds |", "| partly |", "| does not hold |")) for row in rows)
+    assert "python -m dimerec reproduce table4 --dataset planted --quick" in text
