@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -218,8 +220,9 @@ def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path
     for spec, flags in tqdm(jobs, desc="tuning", unit="run"):
         out = root / dataset / "tune" / spec.slug / (re.sub(r"[^a-z0-9.]+", "-", " ".join(flags).lower()).strip("-"))
         if not (out / "metrics.json").exists():
-            _train(["train", "--model", spec.model, *spec.flags, *flags,
-                    *train_flags(dataset, 0, out, budget, data_dir, ["--no-read-test", *extra_flags])], out)
+            argv = ["train", "--model", spec.model, *spec.flags, *flags,
+                    *train_flags(dataset, 0, out, budget, data_dir, ["--no-read-test", *extra_flags])]
+            train_once(out, lambda: _train(argv, out))
         else:
             budget.check(out)
         valid = json.loads((out / "metrics.json").read_text())["valid"]
@@ -233,6 +236,48 @@ def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path
     if len(trials):
         trials["chosen"] = [chosen.get(r.model) == r.setting.split() for r in trials.itertuples()]
     return chosen, trials
+
+
+class RunLock:
+    """`out/../seedN.lock` while a process trains run `out`, so reproductions running side by side share a runs
+    folder: a run locked by a live process is waited for, not trained twice; a dead process's lock is taken over."""
+
+    def __init__(self, out: Path):
+        self.path = out.with_name(out.name + ".lock")
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(self.path.read_text() or 0), 0)
+                return False  # its owner is alive
+            except (ProcessLookupError, ValueError):
+                self.path.unlink(missing_ok=True)  # a stale lock
+                return self.acquire()
+            except PermissionError:
+                return False
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def train_once(out: Path, train: Callable[[], None], poll_seconds: float = 5.0) -> None:
+    """Train run `out` unless another process is training it; then wait for its metrics.json."""
+    lock = RunLock(out)
+    while not (out / "metrics.json").exists():
+        if lock.acquire():
+            try:
+                if not (out / "metrics.json").exists():
+                    train()
+            finally:
+                lock.release()
+        else:
+            time.sleep(poll_seconds)
 
 
 def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: str | None, root: Path,
@@ -250,11 +295,13 @@ def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: s
             started = time.perf_counter()
             if spec.serve_of is not None:
                 source = next(s for s in specs if s.label == spec.serve_of)
-                serve_run(root / dataset / source.slug / f"seed{seed}", out, spec.serve_overrides, data_dir)
+                train_once(out, lambda: serve_run(root / dataset / source.slug / f"seed{seed}", out,
+                                                  spec.serve_overrides, data_dir))
             else:
                 flags = [*spec.flags, *chosen.get(spec.label, [])]
-                _train(["train", "--model", spec.model, *flags,
-                        *train_flags(dataset, seed, out, budget, data_dir, extra_flags)], out)
+                argv = ["train", "--model", spec.model, *flags,
+                        *train_flags(dataset, seed, out, budget, data_dir, extra_flags)]
+                train_once(out, lambda: _train(argv, out))
                 durations.append(time.perf_counter() - started)
             remaining = sum(1 for s, _ in jobs[bar.n + 1:] if s.serve_of is None)
             if durations:

@@ -155,3 +155,29 @@ def test_claims_judge_every_table_the_experiments_wrote(dirs):
     assert "not measured" not in text and "not run yet" not in text
     assert all(any(v in row for v in ("| holds |", "| partly |", "| does not hold |")) for row in rows)
     assert "python -m dimerec reproduce table4 --dataset planted --quick" in text
+
+
+def test_a_run_locked_by_a_live_process_is_waited_for_and_a_stale_lock_taken_over(tmp_path):
+    import threading
+
+    from dimerec.reproduce import RunLock, train_once
+
+    out = tmp_path / "seed0"
+    lock = RunLock(out)
+    assert lock.acquire() and not RunLock(out).acquire()  # held by this (live) process
+    trained = []
+
+    def finish_elsewhere():  # "another process" finishes the run and releases its lock
+        out.mkdir()
+        (out / "metrics.json").write_text("{}")
+        lock.release()
+
+    timer = threading.Timer(0.3, finish_elsewhere)
+    timer.start()
+    train_once(out, lambda: trained.append(1), poll_seconds=0.05)
+    timer.join()
+    assert trained == []  # waited for the other process's run instead of training it again
+    other = tmp_path / "seed1"
+    RunLock(other).path.write_text("999999999")  # a pid that cannot be alive
+    train_once(other, lambda: (other.mkdir(), (other / "metrics.json").write_text("{}")), poll_seconds=0.05)
+    assert (other / "metrics.json").exists() and not RunLock(other).path.exists()
