@@ -145,7 +145,8 @@ def cmd_reproduce(args, argv: list[str]) -> None:
     path = reproduce(args.name, args.dataset, args.seeds, data_dir=args.data_dir, max_minutes=args.max_minutes,
                      max_steps=args.max_steps, final_max_rows=args.final_max_rows, root=Path(args.runs), out_dir=Path(args.results), extra_flags=extra, tune_grid=args.tune,
                      tune_minutes=args.tune_minutes, analysis_rows=args.analysis_rows,
-                     command="python -m dimerec " + shlex.join(argv))
+                     command="python -m dimerec " + shlex.join(argv),
+                     skip_models=tuple(m for m in (args.skip_models or "").split(",") if m))
     print(path.read_text())
     print(f"written to {path} and {path.with_suffix('.csv')} (figure: .html and .png beside them)")
 
@@ -214,6 +215,7 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
                    help="first grid-search each model's lr and settings on validation (seed 0); runs go to RUNS/tuned")
     p.add_argument("--tune-minutes", type=float, help="budget of each tuning run (default: --max-minutes)")
     p.add_argument("--analysis-rows", type=int, help="table2: test rows sampled for the diversity count (default: all)")
+    p.add_argument("--skip-models", help="comma-separated model names whose rows are left out (said in the table)")
     p.add_argument("--quick", action="store_true",
                    help="small budget for a smoke run: 60 steps per run, 300 validation rows, 1 seed unless --seeds")
     p.add_argument("--runs", default="runs/reproduce", help="where the runs go (finished runs are skipped)")

@@ -515,19 +515,22 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
               max_steps: int | None = None, final_max_rows: int | None = None, root: Path = Path("runs/reproduce"), out_dir: Path = Path("results"),
               extra_flags: list[str] | None = None, tune_grid: bool = False,
               tune_minutes: float | None = None, analysis_rows: int | None = None,
-              command: str | None = None) -> Path:
+              command: str | None = None, skip_models: tuple[str, ...] = ()) -> Path:
     if name not in EXPERIMENTS:
         raise DimeRecError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
-    specs = EXPERIMENTS[name]
+    skipped = [spec.label for spec in EXPERIMENTS[name] if spec.model in skip_models]
+    specs = [spec for spec in EXPERIMENTS[name] if spec.model not in skip_models]
     extra_flags = extra_flags or []
     chosen, sections = {}, []
+    if skipped:
+        sections = [f"Not run (`--skip-models`): {', '.join(skipped)}.", ""]
     budget = Budget(max_minutes, max_steps, final_max_rows)
     if tune_grid:
         tune_budget = Budget(tune_minutes or max_minutes, max_steps, final_max_rows)
         chosen, trials = tune(specs, dataset, data_dir=data_dir, root=root / "tuned", budget=tune_budget,
                               extra_flags=extra_flags)
         root = root / "tuned"
-        sections = ["## Tuning (validation HR@50, seed 0, no test read)", "", *markdown_table(trials), ""]
+        sections += ["## Tuning (validation HR@50, seed 0, no test read)", "", *markdown_table(trials), ""]
         out_dir.mkdir(parents=True, exist_ok=True)
         trials.to_csv(out_dir / f"{name}_{dataset}_tuning.csv", index=False)
     results = run_all(specs, dataset, list(range(seeds)), data_dir=data_dir, root=root, budget=budget,

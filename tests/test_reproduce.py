@@ -55,6 +55,8 @@ def test_dimerec_writes_a_table_and_a_figure_and_resumes(dirs):
     assert main(["reproduce", "dimerec", "--dataset", "planted", "--runs", str(runs), "--results", str(results),
                  *argv]) == 0  # a second call finds every run finished and only re-tabulates
     assert {p: p.stat().st_mtime for p in runs.rglob("metrics.json")} == first
+    md, table = run("dimerec", dirs, *argv, "--skip-models", "pop")
+    assert "MostPopular" not in set(table["model"]) and "Not run (`--skip-models`): MostPopular." in md
 
 
 def test_a_finished_run_with_another_budget_is_not_reused(dirs, capsys):
