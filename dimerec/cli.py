@@ -99,22 +99,17 @@ def cmd_train(args, model_cls, argv: list[str]) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from dimerec.evaluate import evaluate
-    from dimerec.retrieval import RETRIEVERS
-    from dimerec.trainer import load_run, write_json_atomic
+    from dimerec.trainer import final_metrics, load_run, write_json_atomic
 
     run = Path(args.run_dir)
     model, data, config = load_run(run, args.data_dir)
     train_cfg = config["train_config"]
-    split = data.split(train_cfg["split_seed"])
     protocol = args.protocol or train_cfg["protocol"]
     mask_seen = train_cfg["mask_seen"] if args.mask_seen is None else args.mask_seen
-    kwargs = dict(protocol=protocol, mask_seen=mask_seen, retriever=RETRIEVERS[args.retriever](),
-                  seed=train_cfg["seed"])
+    valid, test = final_metrics(model, data, train_cfg, protocol=protocol, mask_seen=mask_seen,
+                                retriever=args.retriever)
     metrics = {"model": config["model"], "dataset": config["dataset"], "protocol": protocol,
-               "seed": train_cfg["seed"], "mask_seen": mask_seen,
-               "valid": evaluate(model, data, split.valid, **kwargs)["final"],
-               "test": evaluate(model, data, split.test, **kwargs)["final"]}
+               "seed": train_cfg["seed"], "mask_seen": mask_seen, "valid": valid, "test": test}
     previous = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
     for key in ("epochs", "steps", "train_minutes"):
         if key in previous:
@@ -143,7 +138,8 @@ def cmd_reproduce(args, argv: list[str]) -> None:
     args.seeds = args.seeds or (1 if args.quick else 3)
     extra = ["--valid-max-rows", str(args.valid_max_rows)] if args.valid_max_rows else []
     path = reproduce(args.name, args.dataset, args.seeds, data_dir=args.data_dir, max_minutes=args.max_minutes,
-                     max_steps=args.max_steps, final_max_rows=args.final_max_rows, root=Path(args.runs), out_dir=Path(args.results), extra_flags=extra, tune_grid=args.tune,
+                     max_steps=args.max_steps, final_max_rows=args.final_max_rows, root=Path(args.runs),
+                     out_dir=Path(args.results), extra_flags=extra, tune_grid=args.tune,
                      tune_minutes=args.tune_minutes, analysis_rows=args.analysis_rows,
                      command="python -m dimerec " + shlex.join(argv),
                      skip_models=tuple(m for m in (args.skip_models or "").split(",") if m))

@@ -193,21 +193,28 @@ def train_flags(dataset: str, seed: int, out: Path, budget: Budget, data_dir: st
     return argv + (["--data-dir", data_dir] if data_dir else [])
 
 
+def load_run_cached(run: Path, data_dir: str | None, overrides: dict | None = None):
+    """trainer.load_run, once per run and serving overrides within one `reproduce` call (Table 2 reads each run
+    twice); reproduce() empties the cache when it starts."""
+    from dimerec.trainer import load_run
+
+    key = (str(run), data_dir, json.dumps(overrides or {}, sort_keys=True))
+    if key not in _LOADED:
+        _LOADED[key] = load_run(run, data_dir, overrides)
+    return _LOADED[key]
+
+
+_LOADED: dict[tuple, tuple] = {}
+
+
 def serve_run(source: Path, out: Path, overrides: dict, data_dir: str | None) -> None:
     """metrics.json of `source`'s checkpoint served with `overrides` (same weights, same rows)."""
-    from dimerec.evaluate import evaluate
-    from dimerec.retrieval import RETRIEVERS
-    from dimerec.trainer import load_run, write_json_atomic
+    from dimerec.trainer import final_metrics, write_json_atomic
 
-    model, data, config = load_run(source, data_dir, overrides)
-    cfg = config["train_config"]
-    split = data.split(cfg["split_seed"])
-    kwargs = dict(protocol=cfg["protocol"], mask_seen=cfg["mask_seen"], retriever=RETRIEVERS[cfg["retriever"]](),
-                  seed=cfg["seed"], max_rows=cfg.get("final_max_rows"))  # the rows the source was scored on
+    model, data, config = load_run_cached(source, data_dir, overrides)
+    valid, test = final_metrics(model, data, config["train_config"])  # the rows the source was scored on
     trained = json.loads((source / "metrics.json").read_text())
-    metrics = {**trained, "served_from": str(source), "serve_overrides": overrides,
-               "valid": evaluate(model, data, split.valid, **kwargs)["final"],
-               "test": evaluate(model, data, split.test, **kwargs)["final"]}
+    metrics = {**trained, "served_from": str(source), "serve_overrides": overrides, "valid": valid, "test": test}
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(metrics, out / "metrics.json")
 
@@ -399,14 +406,13 @@ def section_table2(name, dataset, results, table, note, *, data_dir=None, max_ro
     """Linear probing of each model's item table and distinct categories in its users' top 100 (test users)."""
     from dimerec import figures
     from dimerec.analysis import category_diversity
-    from dimerec.trainer import load_run
 
     probes = probe_runs(results, data_dir)
     if probes["probe accuracy"].isna().all():
         raise DimeRecError(f"{dataset} has no item categories: Table 2 needs them (ml-1m genres, planted)")
     rows = []
     for r in tqdm(results, desc="top-100 categories", unit="run"):
-        model, data, config = load_run(Path(r["run"]), data_dir)
+        model, data, config = load_run_cached(Path(r["run"]), data_dir)
         split = data.split(config["train_config"]["split_seed"])
         diversity = category_diversity(model, data, split.test, k=100, protocol=r["protocol"], seed=r["seed"],
                                        max_rows=max_rows)
@@ -488,11 +494,10 @@ def section_table4(name, dataset, results, table, note, *, data_dir=None, **_):
 def probe_runs(results, data_dir) -> pd.DataFrame:
     """Linear-probe accuracy of each run's item table, mean and std over seeds, per row label."""
     from dimerec.analysis import linear_probe
-    from dimerec.trainer import load_run
 
     rows = []
     for r in tqdm(results, desc="probing", unit="run"):
-        model, data, _ = load_run(Path(r.get("served_from") or r["run"]), data_dir)
+        model, data, _ = load_run_cached(Path(r.get("served_from") or r["run"]), data_dir)
         if not any(data.item_categories):
             rows.append({"model": r["label"], "probe accuracy": np.nan, "majority floor": np.nan,
                          "labelling": "no item categories"})
@@ -518,6 +523,7 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
               command: str | None = None, skip_models: tuple[str, ...] = ()) -> Path:
     if name not in EXPERIMENTS:
         raise DimeRecError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
+    _LOADED.clear()
     skipped = [spec.label for spec in EXPERIMENTS[name] if spec.model in skip_models]
     specs = [spec for spec in EXPERIMENTS[name] if spec.model not in skip_models]
     extra_flags = extra_flags or []

@@ -166,9 +166,7 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     else:
         save_atomic(checkpoint_payload(model, config, state), out_dir / "best.pt")
 
-    final_kwargs = dict(valid_kwargs, max_rows=cfg.final_max_rows)
-    valid = evaluate(model, data, split.valid, **final_kwargs)["final"]
-    test = evaluate(model, data, split.test, **final_kwargs)["final"] if cfg.read_test else None  # the only read
+    valid, test = final_metrics(model, data, asdict(cfg), read_test=cfg.read_test)  # the only read of test
     metrics = {"model": model.name, "dataset": data.name, "protocol": cfg.protocol, "seed": cfg.seed,
                "mask_seen": cfg.mask_seen, "epochs": state["epoch"], "steps": state["step"],
                "train_minutes": round(state["elapsed"] / 60, 3), "valid": valid, "test": test}
@@ -238,6 +236,20 @@ def train_model(model: str, dataset: str | SeqDataset = "planted", *, out: str |
         return net, data, train(net, data, cfg, Path(out), run_info=info, resume=resume, progress=progress)
     with tempfile.TemporaryDirectory(prefix=f"dimerec-{model}-") as tmp:
         return net, data, train(net, data, cfg, Path(tmp), run_info=info, progress=progress)
+
+
+def final_metrics(model: Recommender, data: SeqDataset, train_config: dict, *, protocol: str | None = None,
+                  mask_seen: bool | None = None, retriever: str | None = None,
+                  read_test: bool = True) -> tuple[dict, dict | None]:
+    """Valid and test metrics of a trained model as its run defines them (protocol, masking, retriever,
+    seed, final_max_rows), each overridable; test is None when `read_test` is False."""
+    cfg = train_config
+    split = data.split(cfg["split_seed"])
+    kwargs = dict(protocol=protocol or cfg["protocol"], mask_seen=cfg["mask_seen"] if mask_seen is None else mask_seen,
+                  retriever=RETRIEVERS[retriever or cfg["retriever"]](), seed=cfg["seed"],
+                  max_rows=cfg.get("final_max_rows"))
+    valid = evaluate(model, data, split.valid, **kwargs)["final"]
+    return valid, evaluate(model, data, split.test, **kwargs)["final"] if read_test else None
 
 
 def checkpoint_payload(model: Recommender, config: dict, state: dict) -> dict:

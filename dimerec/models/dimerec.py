@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+import typing
 from typing import Literal
 
 import torch
@@ -37,7 +38,7 @@ from dimerec.models.comirec_sa import SelfAttentiveInterests, select_interest
 from dimerec.models.sasrec import CausalEncoder, SASRecConfig
 
 GemKind = Literal["comirec-sa", "rule", "comirec-dr", "sasrec", "mlp"]
-GEM_KINDS = ("comirec-sa", "rule", "comirec-dr", "sasrec", "mlp")
+GEM_KINDS = typing.get_args(GemKind)
 Preset = Literal["ours", "paper"]
 
 # What each preset decides (SPEC §1 open points); an explicit flag overrides it.
