@@ -130,6 +130,28 @@ def test_tuning_picks_the_best_validation_setting_without_reading_test(dirs):
         assert json.loads(metrics.read_text())["test"] is None
 
 
+def test_tuned_reproduction_scores_the_chosen_tuning_run_as_seed_0(dirs, monkeypatch, tmp_path):
+    """Seed 0 of a tuned final run is the chosen tuning run itself (same seed, flags, budget), scored on test."""
+    import dimerec.reproduce as rep
+    from dimerec.trainer import train_model
+
+    monkeypatch.setitem(rep.EXPERIMENTS, "tiny", [RunSpec("ComiRec-SA", "comirec-sa")])
+    monkeypatch.setitem(rep.DESCRIPTIONS, "tiny", "one model, tuned")
+    runs = tmp_path / "runs"
+    rep.reproduce("tiny", "planted", 2, data_dir=None, max_minutes=1, max_steps=30, root=runs,
+                  out_dir=tmp_path / "results", tune_grid=True, extra_flags=["--valid-max-rows", "300"])
+    seed0 = json.loads((runs / "tuned" / "planted" / "comirec-sa" / "seed0" / "metrics.json").read_text())
+    chosen = pd.read_csv(tmp_path / "results" / "tiny_planted_tuning.csv").query("chosen").setting.item()
+    assert seed0["served_from"] == str(rep.tuning_run(runs / "tuned", "planted", RunSpec("ComiRec-SA", "comirec-sa"),
+                                                      chosen.split()))
+    assert seed0["test"] is not None and seed0["steps"] == 30
+    assert (runs / "tuned" / "planted" / "comirec-sa" / "seed1" / "best.pt").exists()  # other seeds train
+    lr, negatives = float(chosen.split()[1]), int(chosen.split()[3])
+    _, _, direct = train_model("comirec-sa", "planted", seed=0, max_minutes=1, max_steps=30, valid_max_rows=300,
+                               lr=lr, n_negatives=negatives)  # the same run trained as a final run would be
+    assert direct["test"] == seed0["test"]
+
+
 def test_every_tuning_grid_is_small_and_names_real_flags():
     from dimerec.cli import build_parser
 
