@@ -104,6 +104,8 @@ def cmd_evaluate(args) -> None:
     run = Path(args.run_dir)
     model, data, config = load_run(run, args.data_dir)
     train_cfg = config["train_config"]
+    if args.sampled_negatives is not None:
+        return evaluate_sampled(run, model, data, train_cfg, args.sampled_negatives)
     protocol = args.protocol or train_cfg["protocol"]
     mask_seen = train_cfg["mask_seen"] if args.mask_seen is None else args.mask_seen
     valid, test = final_metrics(model, data, train_cfg, protocol=protocol, mask_seen=mask_seen,
@@ -119,6 +121,19 @@ def cmd_evaluate(args) -> None:
         write_json_atomic(metrics, run / "metrics.json")
     else:
         write_json_atomic(metrics, run / f"metrics-{protocol}{'-masked' if mask_seen else ''}.json")
+
+
+def evaluate_sampled(run: Path, model, data, train_cfg: dict, n_negatives: int) -> None:
+    from dimerec.evaluate import sampled_metrics
+    from dimerec.trainer import write_json_atomic
+
+    if n_negatives < 1:
+        raise DimeRecError(f"--sampled-negatives must be at least 1, got {n_negatives}")
+    test = data.split(train_cfg["split_seed"]).test
+    metrics = sampled_metrics(model, data, test, n_negatives, seed=train_cfg["seed"])
+    print(f"test, last item of each user vs {n_negatives} sampled unseen items: "
+          + "  ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items() if not k.startswith("Recall")))
+    write_json_atomic({"protocol": f"sampled-{n_negatives}", "test": metrics}, run / f"metrics-sampled-{n_negatives}.json")
 
 
 def cmd_bench(args) -> None:
@@ -191,6 +206,9 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--mask-seen", action=argparse.BooleanOptionalAction, default=None,
                    help="remove already-seen items from the ranking (default: as trained)")
     p.add_argument("--retriever", choices=("torch", "faiss"), default="torch")
+    p.add_argument("--sampled-negatives", type=int, metavar="N",
+                   help="instead: rank each test user's last item among N sampled unseen items (SASRec's protocol, "
+                        "for sanity checks against the baselines' papers; writes metrics-sampled-N.json)")
     from dimerec.reproduce import DESCRIPTIONS
 
     p = sub.add_parser("reproduce", help="train a set of models over seeds and write a results table and figure",

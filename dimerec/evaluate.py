@@ -18,6 +18,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from dimerec.data.dataset import SeqDataset, left_pad
+from dimerec.errors import DimeRecError
 from dimerec.metrics import CUTOFFS, mean_metrics, pad_targets, rank_metrics
 from dimerec.retrieval import Retriever, TorchRetriever
 
@@ -118,3 +119,48 @@ def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "n
     model.train(was_training)
     return {name: mean_metrics({m: np.concatenate([p[m] for p in parts]) for m in parts[0]})
             for name, parts in per_row.items()}
+
+
+@torch.no_grad()
+def sampled_metrics(model, data: SeqDataset, users: np.ndarray, n_negatives: int = 100, *, cutoffs=(1, 5, 10),
+                    batch_size: int = 1024, seed: int = 0, max_rows: int | None = None) -> dict[str, float]:
+    """The sampled protocol of SASRec's paper (§IV-B) and many baselines' own reports, for sanity checks
+    against them: each user's last item is ranked among `n_negatives` items drawn uniformly, without
+    replacement, from the items the user never interacted with; one row per user (`last_only`).
+    Not comparable with the full-ranking numbers of `evaluate` (sampled ranks are far kinder)."""
+    rows = build_rows(data, users, "next-item", last_only=True)
+    order = row_order(len(rows.hist), max_rows, seed)
+    candidates = sampled_candidates(data, rows, order, n_negatives, seed)
+    was_training = model.training
+    model.eval()
+    items = model.item_vectors()
+    per_row = []
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            cand = torch.from_numpy(candidates[start:start + len(idx)])
+            users_k = model.user_vectors(torch.from_numpy(rows.hist[idx]))  # [B, K, d]
+            scores = torch.einsum("bkd,bcd->bkc", users_k, items[cand]).amax(dim=1)  # [B, C]: best interest
+            top = cand.gather(1, scores.argsort(dim=1, descending=True, stable=True))
+            per_row.append(rank_metrics(top.numpy(), candidates[start:start + len(idx), -1:], cutoffs))
+    model.train(was_training)
+    return mean_metrics({m: np.concatenate([p[m] for p in per_row]) for m in per_row[0]})
+
+
+def sampled_candidates(data: SeqDataset, rows: EvalRows, order: np.ndarray, n_negatives: int,
+                       seed: int) -> np.ndarray:
+    """[len(order), n_negatives + 1]: per row, distinct items its user never interacted with, then its target
+    last (so a tie ranks the target below the negatives)."""
+    rng = np.random.default_rng(seed)
+    candidates = np.empty((len(order), n_negatives + 1), dtype=np.int64)
+    for r, row in enumerate(order):
+        seen = np.zeros(data.n_items, dtype=bool)
+        seen[data.sequences[rows.user[row]]] = True
+        pool = np.flatnonzero(~seen)
+        if len(pool) < n_negatives:
+            raise DimeRecError(f"user {rows.user[row]} has only {len(pool)} unseen items; "
+                               f"{n_negatives} negatives cannot be drawn")
+        candidates[r, :-1] = rng.choice(pool, n_negatives, replace=False)
+        candidates[r, -1] = rows.targets[row, 0]
+    return candidates

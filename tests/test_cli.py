@@ -72,6 +72,18 @@ def test_evaluate_reprints_and_rewrites_the_same_metrics(cli_run, capsys):
     assert f"{original['test']['HR@50'] * 100:.2f}" in out and f"{original['valid']['NDCG@10'] * 100:.2f}" in out
 
 
+def test_evaluate_sampled_writes_its_own_file_and_keeps_metrics_json(cli_run, capsys):
+    _, run_dir = cli_run
+    before = (run_dir / "metrics.json").read_bytes()
+    assert main(["evaluate", str(run_dir), "--sampled-negatives", "100"]) == 0
+    sampled = json.loads((run_dir / "metrics-sampled-100.json").read_text())
+    assert sampled["protocol"] == "sampled-100" and 0 <= sampled["test"]["HR@10"] <= 1
+    assert f"HR@10 {100 * sampled['test']['HR@10']:.2f}" in capsys.readouterr().out
+    assert (run_dir / "metrics.json").read_bytes() == before
+    rc = main(["evaluate", str(run_dir), "--sampled-negatives", "0"])
+    assert rc == 2 and "--sampled-negatives must be at least 1, got 0" in one_error_line(capsys.readouterr().err)
+
+
 def test_evaluate_without_best_pt_is_one_line(tmp_path, capsys):
     (tmp_path / "config.json").write_text("{}")
     rc = main(["evaluate", str(tmp_path)])

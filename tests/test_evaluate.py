@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dimerec.data.dataset import SeqDataset
-from dimerec.evaluate import build_rows, evaluate, seen_items
+from dimerec.evaluate import build_rows, evaluate, row_order, sampled_candidates, sampled_metrics, seen_items
 from dimerec.models.pop import MostPopular
 from dimerec.retrieval import FaissRetriever, TorchRetriever
 
@@ -187,6 +187,43 @@ def test_evaluate_subsample_is_seeded_and_restores_train_mode(trained_sa, plante
     assert model.training
     assert a == evaluate(model, planted_small, users, max_rows=200, seed=3)
     assert a != evaluate(model, planted_small, users)
+
+
+# ---- the sampled protocol (sanity checks against the baselines' papers) ---------
+
+def test_sampled_candidates_are_distinct_unseen_items_then_the_target(planted_small):
+    users = planted_small.split(0).test
+    rows = build_rows(planted_small, users, "next-item", last_only=True)
+    order = row_order(len(rows.hist), None, 0)
+    cands = sampled_candidates(planted_small, rows, order, 100, seed=0)
+    assert cands.shape == (len(rows.hist), 101)
+    for r in range(len(cands)):
+        negatives = cands[r, :-1]
+        assert len(set(negatives)) == 100 and cands[r, -1] == rows.targets[r, 0]
+        assert not set(negatives) & set(planted_small.sequences[rows.user[r]].tolist())
+    assert (cands == sampled_candidates(planted_small, rows, order, 100, seed=0)).all()
+
+
+def test_sampled_metrics_match_a_brute_force_rank(trained_sa, planted_small):
+    model = trained_sa[0]
+    users = planted_small.split(0).test
+    got = sampled_metrics(model, planted_small, users, 100, seed=1)
+    rows = build_rows(planted_small, users, "next-item", last_only=True)
+    cands = sampled_candidates(planted_small, rows, row_order(len(rows.hist), None, 1), 100, seed=1)
+    with torch.no_grad():
+        scores = torch.einsum("bkd,nd->bkn", model.user_vectors(torch.from_numpy(rows.hist)),
+                              model.item_vectors()).amax(1).numpy()
+    ranks = [(scores[r, cands[r, :-1]] >= scores[r, cands[r, -1]]).sum() for r in range(len(cands))]
+    assert got["HR@10"] == pytest.approx(np.mean([rank < 10 for rank in ranks]))
+    assert got["NDCG@10"] == pytest.approx(np.mean([(rank < 10) / log2(rank + 2) for rank in ranks]))
+    assert got["HR@10"] > 10 / 101 + 0.2  # a trained model ranks far above chance
+
+
+def test_sampled_metrics_refuse_more_negatives_than_unseen_items():
+    from dimerec.errors import DimeRecError
+
+    with pytest.raises(DimeRecError, match="only 7 unseen items"):
+        sampled_metrics(MostPopular(10, 3, MostPopular.Config()), tiny([[0, 1, 2]]), np.array([0]), 8)
 
 
 # ---- faiss retrieval == torch retrieval --------------------------------------
