@@ -71,8 +71,9 @@ def ablations(base: RunSpec) -> list[RunSpec]:
 
 
 def sweep(symbol: str, flag: str, values: list, default) -> list[RunSpec]:
-    return [dimerec_variant(f"{symbol} = {v}", [] if v == default else [flag, str(v)],
-                            run_name=None if v == default else f"ours {flag.lstrip('-')} {v}") for v in values]
+    return [dimerec_variant(f"{symbol} = {v}", [], run_name=OURS.label) if v == default else  # the default: ours
+            dimerec_variant(f"{symbol} = {v}", [flag, str(v)], run_name=f"ours {flag.lstrip('-')} {v}")
+            for v in values]
 
 
 TABLE1 = [POP,

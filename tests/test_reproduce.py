@@ -152,6 +152,15 @@ def test_tuned_reproduction_scores_the_chosen_tuning_run_as_seed_0(dirs, monkeyp
     assert direct["test"] == seed0["test"]
 
 
+def test_a_row_with_ours_flags_shares_ours_run_in_every_experiment():
+    from dimerec.reproduce import OURS
+
+    for name, specs in EXPERIMENTS.items():
+        for spec in specs:
+            if spec.model == "dimerec" and spec.flags == OURS.flags and spec.serve_of is None:
+                assert spec.slug == OURS.slug, (name, spec.label)
+
+
 def test_every_tuning_grid_is_small_and_names_real_flags():
     from dimerec.cli import build_parser
 
