@@ -108,6 +108,8 @@ def test_analysis_tables_run_in_quick_mode(dirs, name, labels):
 def test_table1_and_table2_quick(dirs):
     md, table = run("table1", dirs, "--quick")
     assert len(table) == 10 and table.loc[table.model == "MostPopular", "role"].item() == "floor"
+    check = md[md.index("## Sanity check"):]
+    assert check.count("\n| ") == 11 and "No baseline reports numbers on this dataset" in check  # header + 10 rows
     md, probe = run("table2", dirs, "--quick")  # Table 1's runs: nothing retrained
     assert "first listed category" in md and len(probe) == 10
     assert probe["probe accuracy"].between(0, 100).all()
