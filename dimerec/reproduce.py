@@ -145,7 +145,7 @@ TUNING: dict[str, dict[str, list]] = {
     "comirec-sa": {"--lr": [0.001, 0.005], "--n-negatives": [10, 50]},
     "comirec-dr": {"--lr": [0.001, 0.005], "--routing-iterations": [1, 3]},
     "multvae": {"--lr": [0.001, 0.005], "--anneal-cap": [0.2, 1.0]},
-    "dreamrec": {"--lr": [0.001, 0.005], "--guidance-weight": [0.0, 2.0]},
+    "dreamrec": {"--lr": [0.001, 0.005], "--guidance-weight": [0.0, 2.0], "--retrieval": ["dot", "l2"]},
     "diffurec": {"--lr": [0.001, 0.005], "--dropout": [0.1, 0.3]},
     "dimerec": {"--lr": [0.001, 0.005], "--lambda-recon": [0.1, 1.0]},
 }

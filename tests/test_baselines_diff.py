@@ -113,6 +113,22 @@ def test_sampling_is_seeded_by_the_global_rng(model):
     assert not torch.allclose(a, c)
 
 
+def test_dreamrec_l2_retrieval_ranks_the_items_nearest_to_the_generated_x0():
+    dot, l2 = tiny(DreamRec), tiny(DreamRec, retrieval="l2")
+    l2.load_state_dict(dot.state_dict())  # the option changes serving only
+    dot.eval(), l2.eval()
+    hist = histories()
+    torch.manual_seed(3)
+    x0 = dot.user_vectors(hist)[:, 0]
+    torch.manual_seed(3)
+    scores = (l2.user_vectors(hist) @ l2.item_vectors().T)[:, 0]  # [B, n_items]
+    distances = torch.cdist(x0, dot.item_vectors())
+    assert (scores.argsort(dim=1, descending=True) == distances.argsort(dim=1)).all()
+    assert not (scores.argsort(dim=1, descending=True) == (x0 @ dot.item_vectors().T).argsort(dim=1, descending=True)).all()
+    with pytest.raises(ValueError, match="retrieval must be one of dot, l2"):
+        DreamRecConfig(retrieval="cosine")
+
+
 def test_diffurec_final_vector_is_the_last_x0_prediction():
     """At t = 1 the posterior mean is x̂0 itself and no noise is added."""
     m = tiny(DiffuRec, T=1, lambda_uncertainty=0.0).eval()
