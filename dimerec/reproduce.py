@@ -229,8 +229,12 @@ def serve_run(source: Path, out: Path, overrides: dict, data_dir: str | None) ->
     write_json_atomic(metrics, out / "metrics.json")
 
 
+def flags_slug(flags: list[str]) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", " ".join(flags).lower()).strip("-")
+
+
 def tuning_run(root: Path, dataset: str, spec: RunSpec, flags: list[str]) -> Path:
-    return root / dataset / "tune" / spec.slug / (re.sub(r"[^a-z0-9.]+", "-", " ".join(flags).lower()).strip("-"))
+    return root / dataset / "tune" / spec.slug / flags_slug(flags)
 
 
 def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path, budget: Budget,
@@ -312,15 +316,19 @@ def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: s
     jobs.sort(key=lambda job: job[0].serve_of is not None)
     results, durations = [], []
     bar = tqdm(jobs, desc="reproduce", unit="run")
+    def run_dir(spec: RunSpec, seed: int) -> Path:
+        if chosen.get(spec.label):  # the chosen setting names the folder: a new choice never reuses an old run
+            return root / dataset / spec.slug / flags_slug(chosen[spec.label]) / f"seed{seed}"
+        return root / dataset / spec.slug / f"seed{seed}"
+
     for spec, seed in bar:
-        out = root / dataset / spec.slug / f"seed{seed}"
+        out = run_dir(spec, seed)
         bar.set_description(f"{spec.label}, seed {seed}")
         if not (out / "metrics.json").exists():
             started = time.perf_counter()
             if spec.serve_of is not None:
                 source = next(s for s in specs if s.label == spec.serve_of)
-                train_once(out, lambda: serve_run(root / dataset / source.slug / f"seed{seed}", out,
-                                                  spec.serve_overrides, data_dir))
+                train_once(out, lambda: serve_run(run_dir(source, seed), out, spec.serve_overrides, data_dir))
             elif seed == 0 and spec.label in reuse:  # the chosen tuning run is this very run, test unread
                 train_once(out, lambda: serve_run(reuse[spec.label], out, {}, data_dir))
             else:

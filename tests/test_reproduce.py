@@ -142,12 +142,13 @@ def test_tuned_reproduction_scores_the_chosen_tuning_run_as_seed_0(dirs, monkeyp
     runs = tmp_path / "runs"
     rep.reproduce("tiny", "planted", 2, data_dir=None, max_minutes=1, max_steps=30, root=runs,
                   out_dir=tmp_path / "results", tune_grid=True, extra_flags=["--valid-max-rows", "300"])
-    seed0 = json.loads((runs / "tuned" / "planted" / "comirec-sa" / "seed0" / "metrics.json").read_text())
     chosen = pd.read_csv(tmp_path / "results" / "tiny_planted_tuning.csv").query("chosen").setting.item()
+    final = runs / "tuned" / "planted" / "comirec-sa" / rep.flags_slug(chosen.split())  # named by the choice
+    seed0 = json.loads((final / "seed0" / "metrics.json").read_text())
     assert seed0["served_from"] == str(rep.tuning_run(runs / "tuned", "planted", RunSpec("ComiRec-SA", "comirec-sa"),
                                                       chosen.split()))
     assert seed0["test"] is not None and seed0["steps"] == 30
-    assert (runs / "tuned" / "planted" / "comirec-sa" / "seed1" / "best.pt").exists()  # other seeds train
+    assert (final / "seed1" / "best.pt").exists()  # other seeds train
     lr, negatives = float(chosen.split()[1]), int(chosen.split()[3])
     _, _, direct = train_model("comirec-sa", "planted", seed=0, max_minutes=1, max_steps=30, valid_max_rows=300,
                                lr=lr, n_negatives=negatives)  # the same run trained as a final run would be
