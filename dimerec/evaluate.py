@@ -10,8 +10,9 @@ Masking already-seen items is an option, off by default as in the paper.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -81,6 +82,20 @@ def seen_items(data: SeqDataset, rows: EvalRows, index: np.ndarray) -> list[np.n
 UserFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
+@contextmanager
+def serving(model, seed: int) -> Iterator[None]:
+    """Score in eval mode with the global RNG seeded by `seed` (diffusion sampling), leaving the caller's
+    random state and the model's train/eval mode as they were."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            yield
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def row_order(n_rows: int, max_rows: int | None, seed: int) -> np.ndarray:
     """The rows to score: all, or a seeded sorted subsample of `max_rows` of them."""
@@ -98,17 +113,14 @@ def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "n
     Returns {name: {"HR@10": …, …}}. Sampling inside `user_fn` (diffusion) is seeded by `seed`
     without touching the caller's random state. `max_rows` evaluates a seeded subsample of rows.
     """
-    was_training = model.training
-    model.eval()
     rows = build_rows(data, users, protocol)
     order = row_order(len(rows.hist), max_rows, seed)
     retriever = retriever or TorchRetriever()
-    retriever.index(model.item_vectors())
     user_fn = user_fn or (lambda hist: {"final": model.user_vectors(hist)})
     k = max(CUTOFFS)
     per_row: dict[str, list] = {}
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with serving(model, seed):
+        retriever.index(model.item_vectors())
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             hist = torch.from_numpy(rows.hist[idx])
@@ -116,7 +128,6 @@ def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "n
             for name, vectors in user_fn(hist).items():
                 top = retriever.search(vectors, k, exclude=exclude).numpy()
                 per_row.setdefault(name, []).append(rank_metrics(top, rows.targets[idx]))
-    model.train(was_training)
     return {name: mean_metrics({m: np.concatenate([p[m] for p in parts]) for m in parts[0]})
             for name, parts in per_row.items()}
 
@@ -131,12 +142,9 @@ def sampled_metrics(model, data: SeqDataset, users: np.ndarray, n_negatives: int
     rows = build_rows(data, users, "next-item", last_only=True)
     order = row_order(len(rows.hist), max_rows, seed)
     candidates = sampled_candidates(data, rows, order, n_negatives, seed)
-    was_training = model.training
-    model.eval()
-    items = model.item_vectors()
     per_row = []
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with serving(model, seed):
+        items = model.item_vectors()
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             cand = torch.from_numpy(candidates[start:start + len(idx)])
@@ -144,7 +152,6 @@ def sampled_metrics(model, data: SeqDataset, users: np.ndarray, n_negatives: int
             scores = torch.einsum("bkd,bcd->bkc", users_k, items[cand]).amax(dim=1)  # [B, C]: best interest
             top = cand.gather(1, scores.argsort(dim=1, descending=True, stable=True))
             per_row.append(rank_metrics(top.numpy(), candidates[start:start + len(idx), -1:], cutoffs))
-    model.train(was_training)
     return mean_metrics({m: np.concatenate([p[m] for p in per_row]) for m in per_row[0]})
 
 
