@@ -305,6 +305,14 @@ def train_once(out: Path, train: Callable[[], None], poll_seconds: float = 5.0) 
             time.sleep(poll_seconds)
 
 
+def minutes_left(pending: list[tuple[RunSpec, int]], durations: dict[str, list[float]], run_dir) -> float:
+    """Estimated minutes for the pending jobs still to train: each at its model's mean duration so far
+    (the mean of all trained runs for a model not yet seen); finished runs and serving variants cost nothing."""
+    overall = np.mean([d for ds in durations.values() for d in ds])
+    return sum(np.mean(durations.get(spec.label, [overall])) for spec, seed in pending
+               if spec.serve_of is None and not (run_dir(spec, seed) / "metrics.json").exists()) / 60
+
+
 def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: str | None, root: Path,
             budget: Budget, extra_flags: list[str], chosen: dict[str, list[str]] | None = None,
             reuse: dict[str, Path] | None = None) -> list[dict]:
@@ -314,7 +322,7 @@ def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: s
     jobs = [(spec, seed) for spec in specs for seed in seeds]
     # a serving variant needs its source trained first
     jobs.sort(key=lambda job: job[0].serve_of is not None)
-    results, durations = [], []
+    results, durations = [], {}
     bar = tqdm(jobs, desc="reproduce", unit="run")
     def run_dir(spec: RunSpec, seed: int) -> Path:
         if chosen.get(spec.label):  # the chosen setting names the folder: a new choice never reuses an old run
@@ -336,10 +344,9 @@ def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: s
                 argv = ["train", "--model", spec.model, *flags,
                         *train_flags(dataset, seed, out, budget, data_dir, extra_flags)]
                 train_once(out, lambda: _train(argv, out))
-                durations.append(time.perf_counter() - started)
-            remaining = sum(1 for s, _ in jobs[bar.n + 1:] if s.serve_of is None)
+                durations.setdefault(spec.label, []).append(time.perf_counter() - started)
             if durations:
-                bar.set_postfix_str(f"~{remaining * np.mean(durations) / 60:.0f} min left")
+                bar.set_postfix_str(f"~{minutes_left(jobs[bar.n + 1:], durations, run_dir):.0f} min left")
         elif spec.serve_of is None:
             budget.check(out)
         metrics = json.loads((out / "metrics.json").read_text())
@@ -592,6 +599,11 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
     if name not in EXPERIMENTS:
         raise DimeRecError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
     _LOADED.clear()
+    known = sorted({spec.model for spec in EXPERIMENTS[name]})
+    unknown = [m for m in skip_models if m not in known]
+    if unknown:  # a misspelt name would otherwise train the model it meant to skip
+        raise DimeRecError(f"--skip-models: {', '.join(map(repr, unknown))}: no such model in {name}; "
+                           f"its models are {', '.join(known)}")
     skipped = [spec.label for spec in EXPERIMENTS[name] if spec.model in skip_models]
     specs = [spec for spec in EXPERIMENTS[name] if spec.model not in skip_models]
     extra_flags = extra_flags or []

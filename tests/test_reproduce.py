@@ -7,7 +7,7 @@ import pytest
 
 import dimerec.data.planted as planted
 from dimerec.cli import main
-from dimerec.reproduce import EXPERIMENTS, TUNING, RunSpec, grid, tune, Budget
+from dimerec.reproduce import EXPERIMENTS, TUNING, RunSpec, grid, tune, Budget, minutes_left
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,28 @@ def test_a_finished_run_with_another_budget_is_not_reused(dirs, capsys):
     code = main(["reproduce", "fig5", "--dataset", "planted", "--seeds", "1", "--max-minutes", "0.5",
                  "--max-steps", "41", "--runs", str(runs), "--results", str(results)])
     assert code == 2 and "and 60 steps, not trained for at most 0.5 minutes and 41 steps" in capsys.readouterr().err
+
+
+def test_a_misspelt_skipped_model_is_refused_before_any_training(dirs, capsys):
+    runs, results = dirs
+    before = sorted(runs.rglob("*"))
+    code = main(["reproduce", "table1", "--dataset", "planted", "--quick", "--runs", str(runs),
+                 "--results", str(results), "--skip-models", "diffurec,mult-vae"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'mult-vae'" in err and "multvae" in err and "'diffurec'" not in err
+    assert sorted(runs.rglob("*")) == before
+
+
+def test_minutes_left_counts_only_runs_still_to_train(tmp_path):
+    slow, fast = RunSpec("slow", "sasrec"), RunSpec("fast", "pop")
+    served = RunSpec("served", "dimerec", serve_of="slow")
+    run_dir = lambda spec, seed: tmp_path / spec.slug / f"seed{seed}"
+    (run_dir(slow, 1)).mkdir(parents=True)
+    (run_dir(slow, 1) / "metrics.json").write_text("{}")  # finished: costs nothing
+    pending = [(slow, 1), (slow, 2), (fast, 1), (served, 1), (RunSpec("new", "mind"), 0)]
+    # slow at its own mean (600 s), fast at its own (60 s), an unseen model at the mean of all (420 s)
+    assert minutes_left(pending, {"slow": [500.0, 700.0], "fast": [60.0]}, run_dir) == pytest.approx(
+        (600 + 60 + 420) / 60)
 
 
 def test_fig5_reads_the_dimerec_runs_step_metrics(dirs):
