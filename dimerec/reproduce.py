@@ -450,9 +450,11 @@ def section_table1(name, dataset, results, table, note, *, data_dir=None, **kwar
     from dimerec.evaluate import sampled_metrics
 
     lines, figure, csv_table = section_metrics(name, dataset, results, table, note)
-    rows = []
+    rows, diffusion_steps = [], {}
     for r in tqdm(results, desc="sampled-100 check", unit="run"):
         model, data, config = load_run_cached(trained_run(r), data_dir, r.get("serve_overrides"))
+        if "T" in config["model_config"]:
+            diffusion_steps.setdefault(r["label"], set()).add(config["model_config"]["T"])
         test = data.split(config["train_config"]["split_seed"]).test
         got = sampled_metrics(model, data, test, 100, seed=r["seed"])
         rows.append({"model": r["label"], "kind": r["model"], "HR@10": 100 * got["HR@10"],
@@ -466,6 +468,11 @@ def section_table1(name, dataset, results, table, note, *, data_dir=None, **kwar
                           "reported NDCG@10": [SAMPLED_REFERENCES.get((k, dataset), ("", "—", "—"))[2]
                                                for k in check["kind"]]})
     sources = sorted({SAMPLED_REFERENCES[(k, dataset)][0] for k in check["kind"] if (k, dataset) in SAMPLED_REFERENCES})
+    if diffusion_steps:
+        lines += ["", "Diffusion steps T (`--T`): " + ", ".join(
+            f"{label} {'/'.join(map(str, sorted(steps)))}" for label, steps in diffusion_steps.items()) +
+            " (the official defaults: DreamRec 200, searched over 500–2000 in its paper; DiffuRec 32; "
+            "DimeRec's Table 5: 20)."]
     lines += ["", "## Sanity check: the sampled protocol of the baselines' own papers", "",
               "Each test user's last item ranked among 100 items the user never interacted with "
               "(`python -m dimerec evaluate RUN --sampled-negatives 100`), mean over seeds, in %; far kinder than the "
