@@ -41,9 +41,12 @@ angles = explore.angle_to(view.samples.x_t, next_vector)  # [T+1, S]
 @st.fragment(run_every=0.9 if playing else None)
 def stepper() -> None:
     step = ui.read_step(T, default=T)
+    # set the widget only when the app moves it (play, a link, a page revisited): a value set on every run
+    # is pushed to the browser and overwrites a key press made while the previous run was drawing
     if playing:
-        step = (step + 1) % (T + 1)
-    st.session_state.denoise_step = step
+        st.session_state.denoise_step = (step + 1) % (T + 1)
+    elif st.session_state.get("denoise_step") != step:
+        st.session_state.denoise_step = step
     step = st.slider("Reverse step", 0, T, key="denoise_step",
                      help=f"0: the random starts x_T. Each step removes some noise (t goes from {T} down to 0). "
                           f"{T}: the final x_0 that DimeRec serves.")
