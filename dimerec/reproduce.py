@@ -407,17 +407,21 @@ def metric_lines(table: pd.DataFrame) -> list[str]:
 
 
 def write_outputs(name: str, dataset: str, results: list[dict], table: pd.DataFrame, sections: list[str],
-                  figure, out_dir: Path, command: str, budget: Budget) -> Path:
+                  figure, out_dir: Path, command: str, budget: Budget, tuned: bool = False) -> Path:
     from dimerec import figures
 
     protocol = results[0]["protocol"]
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"{name}_{dataset}"
     table.assign(protocol=protocol, dataset=dataset).to_csv(stem.with_suffix(".csv"), index=False)
+    settings = ""
+    if tuned or name in ("table1", "table2"):  # where models of different papers meet, say how settings were chosen
+        settings = (" Settings: each model's best trial of the grid on validation (Tuning, below)." if tuned else
+                    " Settings: every model at its defaults, untuned (no `--tune`).")
     lines = [f"# {name} on {dataset}: {DESCRIPTIONS[name]}", "",
              f"Test split, {protocol} protocol, already-seen items {'masked' if results[0]['mask_seen'] else 'kept'}; "
              f"values in %, mean ± std over seeds; each run {budget}, "
-             f"selected on validation HR@50.", "", f"Command: `{command}`", "", *sections]
+             f"selected on validation HR@50.{settings}", "", f"Command: `{command}`", "", *sections]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     if figure is not None:
         figures.save(figure, stem)
@@ -638,4 +642,4 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
     command = command or f"python -m dimerec reproduce {name} --dataset {dataset} --seeds {seeds} " + \
         " ".join(budget.flags())
     return write_outputs(name, dataset, results, csv_table, [*lines, "", *sections], figure, out_dir, command,
-                         budget)
+                         budget, tuned=tune_grid)

@@ -133,6 +133,7 @@ def test_table1_and_table2_quick(dirs):
     check = md[md.index("## Sanity check"):]
     assert check.count("\n| ") == 11 and "No baseline reports numbers on this dataset" in check  # header + 10 rows
     assert "Diffusion steps T (`--T`): DreamRec 200, DiffuRec 32, DimeRec (ours) 20 " in md
+    assert "Settings: every model at its defaults, untuned (no `--tune`)." in md
     md, probe = run("table2", dirs, "--quick")  # Table 1's runs: nothing retrained
     assert "first listed category" in md and len(probe) == 10
     assert probe["probe accuracy"].between(0, 100).all()
@@ -166,6 +167,8 @@ def test_tuned_reproduction_scores_the_chosen_tuning_run_as_seed_0(dirs, monkeyp
     rep.reproduce("tiny", "planted", 2, data_dir=None, max_minutes=1, max_steps=30, root=runs,
                   out_dir=tmp_path / "results", tune_grid=True, extra_flags=["--valid-max-rows", "300"])
     chosen = pd.read_csv(tmp_path / "results" / "tiny_planted_tuning.csv").query("chosen").setting.item()
+    md = (tmp_path / "results" / "tiny_planted.md").read_text()
+    assert "Settings: each model's best trial of the grid on validation" in md
     final = runs / "tuned" / "planted" / "comirec-sa" / rep.flags_slug(chosen.split())  # named by the choice
     seed0 = json.loads((final / "seed0" / "metrics.json").read_text())
     assert seed0["served_from"] == str(rep.tuning_run(runs / "tuned", "planted", RunSpec("ComiRec-SA", "comirec-sa"),
