@@ -458,7 +458,7 @@ def section_table1(name, dataset, results, table, note, *, data_dir=None, **kwar
     for r in tqdm(results, desc="sampled-100 check", unit="run"):
         model, data, config = load_run_cached(trained_run(r), data_dir, r.get("serve_overrides"))
         if "T" in config["model_config"]:
-            diffusion_steps.setdefault(r["label"], set()).add(config["model_config"]["T"])
+            diffusion_steps.setdefault(r["label"], (r["model"], set()))[1].add(config["model_config"]["T"])
         test = data.split(config["train_config"]["split_seed"]).test
         got = sampled_metrics(model, data, test, 100, seed=r["seed"])
         rows.append({"model": r["label"], "kind": r["model"], "HR@10": 100 * got["HR@10"],
@@ -473,10 +473,12 @@ def section_table1(name, dataset, results, table, note, *, data_dir=None, **kwar
                                                for k in check["kind"]]})
     sources = sorted({SAMPLED_REFERENCES[(k, dataset)][0] for k in check["kind"] if (k, dataset) in SAMPLED_REFERENCES})
     if diffusion_steps:
-        lines += ["", "Diffusion steps T (`--T`): " + ", ".join(
-            f"{label} {'/'.join(map(str, sorted(steps)))}" for label, steps in diffusion_steps.items()) +
-            " (the official defaults: DreamRec 200, searched over 500–2000 in its paper; DiffuRec 32; "
-            "DimeRec's Table 5: 20)."]
+        from dimerec.models import MODELS
+
+        help_of = lambda kind: MODELS[kind].Config.__dataclass_fields__["T"].metadata["help"]  # noqa: E731
+        lines += ["", "Diffusion steps T (`--T`), with each module's own note on it: " + "; ".join(
+            f"{label} {'/'.join(map(str, sorted(steps)))} ({help_of(kind)})"
+            for label, (kind, steps) in diffusion_steps.items()) + "."]
     lines += ["", "## Sanity check: the sampled protocol of the baselines' own papers", "",
               "Each test user's last item ranked among 100 items the user never interacted with "
               "(`python -m dimerec evaluate RUN --sampled-negatives 100`), mean over seeds, in %; far kinder than the "

@@ -132,7 +132,9 @@ def test_table1_and_table2_quick(dirs):
     assert len(table) == 10 and table.loc[table.model == "MostPopular", "role"].item() == "floor"
     check = md[md.index("## Sanity check"):]
     assert check.count("\n| ") == 11 and "No baseline reports numbers on this dataset" in check  # header + 10 rows
-    assert "Diffusion steps T (`--T`): DreamRec 200, DiffuRec 32, DimeRec (ours) 20 " in md
+    assert ("Diffusion steps T (`--T`), with each module's own note on it: DreamRec 200 (diffusion steps (official "
+            "default 200; the paper searches 500-2000)); DiffuRec 32 (diffusion steps (official default 32)); "
+            "DimeRec (ours) 20 (diffusion steps (Table 5: 20)).") in md
     assert "Settings: every model at its defaults, untuned (no `--tune`)." in md
     md, probe = run("table2", dirs, "--quick")  # Table 1's runs: nothing retrained
     assert "first listed category" in md and len(probe) == 10
