@@ -20,7 +20,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -120,6 +120,9 @@ EXPERIMENTS: dict[str, list[RunSpec]] = {
     "table7": sweep("λ", "--lambda-recon", [0.01, 0.1, 1, 10], 0.1),
     "table8": sweep("μ", "--mu-ssm", [0.1, 1, 10, 100], 1),
 }
+
+# experiments where models of different papers meet: their tables say how each model's settings were chosen
+COMPARES_PAPERS = {"table1", "table2"}
 
 DESCRIPTIONS = {
     "dimerec": "DimeRec presets, its one-step-mean serving, the no-diffusion control, ComiRec-SA, MostPopular",
@@ -415,7 +418,7 @@ def write_outputs(name: str, dataset: str, results: list[dict], table: pd.DataFr
     stem = out_dir / f"{name}_{dataset}"
     table.assign(protocol=protocol, dataset=dataset).to_csv(stem.with_suffix(".csv"), index=False)
     settings = ""
-    if tuned or name in ("table1", "table2"):  # where models of different papers meet, say how settings were chosen
+    if tuned or name in COMPARES_PAPERS:
         settings = (" Settings: each model's best trial of the grid on validation (Tuning, below)." if tuned else
                     " Settings: every model at its defaults, untuned (no `--tune`).")
     lines = [f"# {name} on {dataset}: {DESCRIPTIONS[name]}", "",
@@ -475,7 +478,9 @@ def section_table1(name, dataset, results, table, note, *, data_dir=None, **kwar
     if diffusion_steps:
         from dimerec.models import MODELS
 
-        help_of = lambda kind: MODELS[kind].Config.__dataclass_fields__["T"].metadata["help"]  # noqa: E731
+        def help_of(kind: str) -> str:
+            return next(f.metadata["help"] for f in fields(MODELS[kind].Config) if f.name == "T")
+
         lines += ["", "Diffusion steps T (`--T`), with each module's own note on it: " + "; ".join(
             f"{label} {'/'.join(map(str, sorted(steps)))} ({help_of(kind)})"
             for label, (kind, steps) in diffusion_steps.items()) + "."]
