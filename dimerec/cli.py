@@ -147,9 +147,10 @@ def cmd_bench(args) -> None:
 def cmd_reproduce(args, argv: list[str]) -> None:
     from dimerec.reproduce import reproduce
 
-    if args.quick:  # the small budget: one seed, 60 steps per run (seconds), small validation samples
-        args.max_minutes, args.max_steps, args.valid_max_rows = 0.5, 60, 300
-        args.tune_minutes, args.analysis_rows = 0.5, 300
+    if args.quick:  # the small budget: one seed, 60 steps per run (seconds), small validation samples; the clock
+        # is a backstop far above 60 steps' time, so a busy machine still trains the same 60 steps
+        args.max_minutes, args.max_steps, args.valid_max_rows = 2.0, 60, 300
+        args.tune_minutes, args.analysis_rows = 2.0, 300
     args.seeds = args.seeds or (1 if args.quick else 3)
     extra = ["--valid-max-rows", str(args.valid_max_rows)] if args.valid_max_rows else []
     path = reproduce(args.name, args.dataset, args.seeds, data_dir=args.data_dir, max_minutes=args.max_minutes,
@@ -232,7 +233,9 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--skip-models", help="comma-separated model names whose rows are left out (said in the table)")
     p.add_argument("--quick", action="store_true",
                    help="small budget for a smoke run: 60 steps per run, 300 validation rows, 1 seed unless --seeds")
-    p.add_argument("--runs", default="runs/reproduce", help="where the runs go (finished runs are skipped)")
+    p.add_argument("--runs", default="runs/reproduce",
+                   help="where the runs go (finished runs are skipped; a second command on the same folder "
+                        "trains the runs the first is not training)")
     p.add_argument("--results", default="results", help="where the tables and figures go")
 
     p = sub.add_parser("claims", help="results/RESULTS.md: every paper claim beside our measurement, from the tables")

@@ -245,15 +245,19 @@ def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path
     """Grid search on validation HR@50 (seed 0, no test read). Returns the chosen flags per label, and all trials."""
     jobs = [(spec, flags) for spec in specs if spec.serve_of is None for flags in grid(spec.model)]
     rows, chosen = [], {}
-    for spec, flags in tqdm(jobs, desc="tuning", unit="run"):
-        out = tuning_run(root, dataset, spec, flags)
-        if not (out / "metrics.json").exists():
-            argv = ["train", "--model", spec.model, *spec.flags, *flags,
-                    *train_flags(dataset, 0, out, budget, data_dir, ["--no-read-test", *extra_flags])]
-            train_once(out, lambda: _train(argv, out))
-        else:
+    for spec, flags in jobs:  # a finished run is reused only if it had this budget
+        if finished(out := tuning_run(root, dataset, spec, flags)):
             budget.check(out)
-        valid = json.loads((out / "metrics.json").read_text())["valid"]
+
+    def trial(spec: RunSpec, flags: list[str]) -> Job:
+        out = tuning_run(root, dataset, spec, flags)
+        argv = ["train", "--model", spec.model, *spec.flags, *flags,
+                *train_flags(dataset, 0, out, budget, data_dir, ["--no-read-test", *extra_flags])]
+        return Job(out, lambda: _train(argv, out), f"{spec.label}, {' '.join(flags)}", model=spec.label)
+
+    train_all([trial(spec, flags) for spec, flags in jobs], desc="tuning")
+    for spec, flags in jobs:
+        valid = json.loads((tuning_run(root, dataset, spec, flags) / "metrics.json").read_text())["valid"]
         rows.append({"model": spec.label, "setting": " ".join(flags), "valid HR@50": 100 * valid["HR@50"],
                      "valid NDCG@50": 100 * valid["NDCG@50"]})
     trials = pd.DataFrame(rows)
@@ -294,26 +298,61 @@ class RunLock:
         self.path.unlink(missing_ok=True)
 
 
-def train_once(out: Path, train: Callable[[], None], poll_seconds: float = 5.0) -> None:
-    """Train run `out` unless another process is training it; then wait for its metrics.json."""
-    lock = RunLock(out)
-    while not (out / "metrics.json").exists():
-        if lock.acquire():
-            try:
-                if not (out / "metrics.json").exists():
-                    train()
-            finally:
-                lock.release()
-        else:
+@dataclass
+class Job:
+    """One run to produce: `train` writes `out/metrics.json`; `after` is a run that must finish first
+    (a serving variant's source); `model` names the runs whose mean duration estimates this one's (None: a run
+    only served, which costs next to nothing)."""
+    out: Path
+    train: Callable[[], None]
+    label: str
+    model: str | None = None
+    after: Path | None = None
+
+
+def finished(out: Path) -> bool:
+    return (out / "metrics.json").exists()
+
+
+def train_all(jobs: list[Job], desc: str, poll_seconds: float = 5.0) -> None:
+    """Produce every job's run, in order, unless it is finished. A run that another live process is training
+    (or whose `after` run is not finished) is passed over and come back to, so reproductions started side by side
+    share the work instead of queueing on one run. Returns when every run is finished."""
+    bar = tqdm(total=len(jobs), desc=desc, unit="run")
+    durations: dict[str, list[float]] = {}
+    pending = list(jobs)
+    while pending:
+        deferred = []
+        for job in pending:
+            if not finished(job.out):
+                lock = RunLock(job.out)
+                if (job.after is not None and not finished(job.after)) or not lock.acquire():
+                    deferred.append(job)
+                    continue
+                bar.set_description(job.label)
+                started = time.perf_counter()
+                try:
+                    if not finished(job.out):
+                        job.train()
+                finally:
+                    lock.release()
+                if job.model is not None:
+                    durations.setdefault(job.model, []).append(time.perf_counter() - started)
+                    left = pending[pending.index(job) + 1:] + deferred
+                    bar.set_postfix_str(f"~{minutes_left(left, durations):.0f} min left")
+            bar.update()
+        if len(deferred) == len(pending):  # nothing could start: wait for the other processes
             time.sleep(poll_seconds)
+        pending = deferred
+    bar.close()
 
 
-def minutes_left(pending: list[tuple[RunSpec, int]], durations: dict[str, list[float]], run_dir) -> float:
-    """Estimated minutes for the pending jobs still to train: each at its model's mean duration so far
-    (the mean of all trained runs for a model not yet seen); finished runs and serving variants cost nothing."""
+def minutes_left(jobs: list[Job], durations: dict[str, list[float]]) -> float:
+    """Estimated minutes for the jobs still to train: each at its model's mean duration so far (the mean of all
+    trained runs for a model not yet seen); finished runs and runs only served cost nothing."""
     overall = np.mean([d for ds in durations.values() for d in ds])
-    return sum(np.mean(durations.get(spec.label, [overall])) for spec, seed in pending
-               if spec.serve_of is None and not (run_dir(spec, seed) / "metrics.json").exists()) / 60
+    return sum(np.mean(durations.get(job.model, [overall])) for job in jobs
+               if job.model is not None and not finished(job.out)) / 60
 
 
 def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: str | None, root: Path,
@@ -325,33 +364,31 @@ def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: s
     jobs = [(spec, seed) for spec in specs for seed in seeds]
     # a serving variant needs its source trained first
     jobs.sort(key=lambda job: job[0].serve_of is not None)
-    results, durations = [], {}
-    bar = tqdm(jobs, desc="reproduce", unit="run")
+    results = []
+
     def run_dir(spec: RunSpec, seed: int) -> Path:
         if chosen.get(spec.label):  # the chosen setting names the folder: a new choice never reuses an old run
             return root / dataset / spec.slug / flags_slug(chosen[spec.label]) / f"seed{seed}"
         return root / dataset / spec.slug / f"seed{seed}"
 
-    for spec, seed in bar:
+    for spec, seed in jobs:  # a finished run is reused only if it had this budget
+        if spec.serve_of is None and finished(run_dir(spec, seed)):
+            budget.check(run_dir(spec, seed))
+
+    def job(spec: RunSpec, seed: int) -> Job:
+        out, label = run_dir(spec, seed), f"{spec.label}, seed {seed}"
+        if spec.serve_of is not None:
+            source = run_dir(next(s for s in specs if s.label == spec.serve_of), seed)
+            return Job(out, lambda: serve_run(source, out, spec.serve_overrides, data_dir), label, after=source)
+        if seed == 0 and spec.label in reuse:  # the chosen tuning run is this very run, test unread
+            return Job(out, lambda: serve_run(reuse[spec.label], out, {}, data_dir), label)
+        argv = ["train", "--model", spec.model, *spec.flags, *chosen.get(spec.label, []),
+                *train_flags(dataset, seed, out, budget, data_dir, extra_flags)]
+        return Job(out, lambda: _train(argv, out), label, model=spec.label)
+
+    train_all([job(spec, seed) for spec, seed in jobs], desc="reproduce")
+    for spec, seed in jobs:
         out = run_dir(spec, seed)
-        bar.set_description(f"{spec.label}, seed {seed}")
-        if not (out / "metrics.json").exists():
-            started = time.perf_counter()
-            if spec.serve_of is not None:
-                source = next(s for s in specs if s.label == spec.serve_of)
-                train_once(out, lambda: serve_run(run_dir(source, seed), out, spec.serve_overrides, data_dir))
-            elif seed == 0 and spec.label in reuse:  # the chosen tuning run is this very run, test unread
-                train_once(out, lambda: serve_run(reuse[spec.label], out, {}, data_dir))
-            else:
-                flags = [*spec.flags, *chosen.get(spec.label, [])]
-                argv = ["train", "--model", spec.model, *flags,
-                        *train_flags(dataset, seed, out, budget, data_dir, extra_flags)]
-                train_once(out, lambda: _train(argv, out))
-                durations.setdefault(spec.label, []).append(time.perf_counter() - started)
-            if durations:
-                bar.set_postfix_str(f"~{minutes_left(jobs[bar.n + 1:], durations, run_dir):.0f} min left")
-        elif spec.serve_of is None:
-            budget.check(out)
         metrics = json.loads((out / "metrics.json").read_text())
         results.append({"label": spec.label, "role": spec.role, "seed": seed, "run": str(out), **metrics})
     order = {spec.label: i for i, spec in enumerate(specs)}

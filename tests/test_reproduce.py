@@ -1,13 +1,14 @@
 """`reproduce`: every experiment runs on a small `planted` world, resumes, shares runs, writes table and figure."""
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import dimerec.data.planted as planted
 from dimerec.cli import main
-from dimerec.reproduce import EXPERIMENTS, TUNING, RunSpec, grid, tune, Budget, minutes_left
+from dimerec.reproduce import EXPERIMENTS, TUNING, Budget, Job, RunLock, RunSpec, grid, minutes_left, train_all, tune
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def test_dimerec_writes_a_table_and_a_figure_and_resumes(dirs):
     argv = ("--quick", "--seeds", "2")
     md, table = run("dimerec", dirs, *argv)
     assert "next-item protocol" in md and "Paired t-test over 2 seeds" in md and "★" in md
-    assert "trained for at most 0.5 minutes and 60 steps" in md
+    assert "trained for at most 2 minutes and 60 steps" in md
     assert list(table["model"]) == ["MostPopular", "ComiRec-SA", "DimeRec (paper)", "DimeRec (ours)",
                                     "DimeRec (ours, serve mean)", "no-diffusion control"]
     assert (table["seeds"] == 2).all() and table["HR@50"].between(0, 100).all()
@@ -61,9 +62,9 @@ def test_dimerec_writes_a_table_and_a_figure_and_resumes(dirs):
 
 def test_a_finished_run_with_another_budget_is_not_reused(dirs, capsys):
     runs, results = dirs
-    code = main(["reproduce", "fig5", "--dataset", "planted", "--seeds", "1", "--max-minutes", "0.5",
+    code = main(["reproduce", "fig5", "--dataset", "planted", "--seeds", "1", "--max-minutes", "2",
                  "--max-steps", "41", "--runs", str(runs), "--results", str(results)])
-    assert code == 2 and "and 60 steps, not trained for at most 0.5 minutes and 41 steps" in capsys.readouterr().err
+    assert code == 2 and "and 60 steps, not trained for at most 2 minutes and 41 steps" in capsys.readouterr().err
 
 
 def test_a_misspelt_skipped_model_is_refused_before_any_training(dirs, capsys):
@@ -77,15 +78,15 @@ def test_a_misspelt_skipped_model_is_refused_before_any_training(dirs, capsys):
 
 
 def test_minutes_left_counts_only_runs_still_to_train(tmp_path):
-    slow, fast = RunSpec("slow", "sasrec"), RunSpec("fast", "pop")
-    served = RunSpec("served", "dimerec", serve_of="slow")
-    run_dir = lambda spec, seed: tmp_path / spec.slug / f"seed{seed}"
-    (run_dir(slow, 1)).mkdir(parents=True)
-    (run_dir(slow, 1) / "metrics.json").write_text("{}")  # finished: costs nothing
-    pending = [(slow, 1), (slow, 2), (fast, 1), (served, 1), (RunSpec("new", "mind"), 0)]
+    def job(name: str, model: str | None) -> Job:
+        return Job(tmp_path / name, lambda: None, name, model=model)
+
+    done = job("done", "slow")
+    done.out.mkdir()
+    (done.out / "metrics.json").write_text("{}")  # finished: costs nothing
+    left = [done, job("a", "slow"), job("b", "fast"), job("served", None), job("c", "new")]
     # slow at its own mean (600 s), fast at its own (60 s), an unseen model at the mean of all (420 s)
-    assert minutes_left(pending, {"slow": [500.0, 700.0], "fast": [60.0]}, run_dir) == pytest.approx(
-        (600 + 60 + 420) / 60)
+    assert minutes_left(left, {"slow": [500.0, 700.0], "fast": [60.0]}) == pytest.approx((600 + 60 + 420) / 60)
 
 
 def test_fig5_reads_the_dimerec_runs_step_metrics(dirs):
@@ -222,27 +223,35 @@ def test_claims_judge_every_table_the_experiments_wrote(dirs):
     assert "`python -m dimerec reproduce table4 --dataset planted" in table4_row and "--quick`" in table4_row
 
 
-def test_a_run_locked_by_a_live_process_is_waited_for_and_a_stale_lock_taken_over(tmp_path):
+def test_runs_locked_by_a_live_process_are_passed_over_then_waited_for_and_stale_locks_taken_over(tmp_path):
     import threading
 
-    from dimerec.reproduce import RunLock, train_once
-
-    out = tmp_path / "seed0"
-    lock = RunLock(out)
-    assert lock.acquire() and not RunLock(out).acquire()  # held by this (live) process
-    trained = []
-
-    def finish_elsewhere():  # "another process" finishes the run and releases its lock
+    def finish(out: Path) -> None:
         out.mkdir()
         (out / "metrics.json").write_text("{}")
+
+    busy, free, stale, served = (tmp_path / name for name in ("busy", "free", "stale", "served"))
+    lock = RunLock(busy)
+    assert lock.acquire() and not RunLock(busy).acquire()  # held by this (live) process: "another process"
+    RunLock(stale).path.write_text("999999999")  # a pid that cannot be alive
+    trained = []
+
+    def train(out: Path):
+        def run():
+            trained.append(out.name)
+            finish(out)
+        return run
+
+    def finish_elsewhere():  # the other process finishes its run, after this one has trained the free ones
+        finish(busy)
         lock.release()
 
-    timer = threading.Timer(0.3, finish_elsewhere)
+    timer = threading.Timer(0.5, finish_elsewhere)
     timer.start()
-    train_once(out, lambda: trained.append(1), poll_seconds=0.05)
+    # the served run needs the busy one: it waits for it, and must not hold up "free" and "stale" meanwhile
+    train_all([Job(served, train(served), "served", after=busy), Job(busy, train(busy), "busy", model="m"),
+               Job(free, train(free), "free", model="m"), Job(stale, train(stale), "stale", model="m")],
+              desc="test", poll_seconds=0.05)
     timer.join()
-    assert trained == []  # waited for the other process's run instead of training it again
-    other = tmp_path / "seed1"
-    RunLock(other).path.write_text("999999999")  # a pid that cannot be alive
-    train_once(other, lambda: (other.mkdir(), (other / "metrics.json").write_text("{}")), poll_seconds=0.05)
-    assert (other / "metrics.json").exists() and not RunLock(other).path.exists()
+    assert trained == ["free", "stale", "served"]  # "busy" was not trained twice
+    assert not any(tmp_path.glob("*.lock"))
