@@ -147,6 +147,8 @@ TUNING: dict[str, dict[str, list]] = {
     "mind": {"--lr": [0.001, 0.005], "--routing-iterations": [1, 3]},
     "comirec-sa": {"--lr": [0.001, 0.005], "--n-negatives": [10, 50]},
     "comirec-dr": {"--lr": [0.001, 0.005], "--routing-iterations": [1, 3]},
+    # inert within a 3,000-step budget (β = step / 200,000 stays under 0.015, below either cap): kept so the
+    # committed tables reproduce; --total-anneal-steps would be the axis that acts
     "multvae": {"--lr": [0.001, 0.005], "--anneal-cap": [0.2, 1.0]},
     "dreamrec": {"--lr": [0.001, 0.005], "--guidance-weight": [0.0, 2.0], "--retrieval": ["dot", "l2"]},
     "diffurec": {"--lr": [0.001, 0.005], "--dropout": [0.1, 0.3]},
