@@ -218,7 +218,9 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--data-dir", help=data_dir_help)
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: 3; 1 with --quick)")
-    p.add_argument("--max-minutes", type=float, default=10.0, help="training budget of every run (default: 10)")
+    p.add_argument("--max-minutes", type=float, default=10.0,
+                   help="training budget of every run, wall clock (default: 10); a finished run that stopped "
+                        "before its own clock is reused under a longer one")
     p.add_argument("--max-steps", type=int,
                    help="also cap every run at this many steps: the same budget on a busy or a quiet machine")
     p.add_argument("--valid-max-rows", type=int, default=20000,

@@ -20,7 +20,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -186,14 +186,19 @@ class Budget:
         return text + (f", scored on {self.final_rows} sampled rows" if self.final_rows else "")
 
     def check(self, out: Path) -> None:
-        """A finished run is reused only if it had this budget (a served run: its source's)."""
+        """A finished run is reused only if this budget would train it the same (a served run: its source's):
+        the same step cap and scored rows, and the same wall clock, or a longer one where the run stopped before
+        its clock ran out (then it stopped on its steps or on validation, and a longer clock trains it identically)."""
         if not (out / "config.json").exists():
             out = Path(json.loads((out / "metrics.json").read_text())["served_from"])
         used = json.loads((out / "config.json").read_text())["train_config"]
         had = Budget(used.get("max_minutes"), used.get("max_steps"), used.get("final_max_rows"))
-        if had != self:
-            raise DimeRecError(f"{out} was {had}, not {self}; use the same budget to reuse it, "
-                               f"or another --runs folder")
+        trained_minutes = json.loads((out / "metrics.json").read_text())["train_minutes"]
+        longer_clock = had.minutes is not None and (self.minutes is None or self.minutes > had.minutes)
+        stopped_before_clock = had.minutes is None or trained_minutes < had.minutes
+        if had != self and not (replace(had, minutes=self.minutes) == self and longer_clock and stopped_before_clock):
+            raise DimeRecError(f"{out} was {had}, not {self}; a run is reused under the same budget (or a longer "
+                               f"--max-minutes, if it stopped before its clock), else use another --runs folder")
 
 
 def train_flags(dataset: str, seed: int, out: Path, budget: Budget, data_dir: str | None,

@@ -67,6 +67,28 @@ def test_a_finished_run_with_another_budget_is_not_reused(dirs, capsys):
     assert code == 2 and "and 60 steps, not trained for at most 2 minutes and 41 steps" in capsys.readouterr().err
 
 
+def test_a_run_that_stopped_before_its_clock_is_reused_under_a_longer_clock_only(dirs, capsys):
+    runs, results = dirs
+    argv = ["reproduce", "fig5", "--dataset", "planted", "--seeds", "1", "--max-steps", "60", "--valid-max-rows",
+            "300", "--runs", str(runs), "--results", str(results)]
+    before = {p: p.stat().st_mtime for p in runs.rglob("metrics.json")}
+    assert main([*argv, "--max-minutes", "10"]) == 0  # --quick's runs stopped at 60 steps, well inside 2 minutes
+    assert {p: p.stat().st_mtime for p in runs.rglob("metrics.json")} == before
+    assert "trained for at most 10 minutes and 60 steps" in (results / "fig5_planted.md").read_text()
+    assert main([*argv, "--max-minutes", "1"]) == 2  # a shorter clock might have stopped them sooner
+    capsys.readouterr()
+    ran_out = runs / "planted" / "dimerec-ours" / "seed0" / "metrics.json"
+    metrics = ran_out.read_text()
+    try:  # had the run used up its 2 minutes, a longer clock would train it further: not the same run
+        ran_out.write_text(json.dumps({**json.loads(metrics), "train_minutes": 2.0}))
+        assert main([*argv, "--max-minutes", "10"]) == 2
+        assert "a longer --max-minutes, if it stopped before its clock" in capsys.readouterr().err
+    finally:
+        ran_out.write_text(metrics)
+    assert {p: p.stat().st_mtime for p in runs.rglob("metrics.json") if p != ran_out} == {
+        p: t for p, t in before.items() if p != ran_out}
+
+
 def test_a_misspelt_skipped_model_is_refused_before_any_training(dirs, capsys):
     runs, results = dirs
     before = sorted(runs.rglob("*"))
