@@ -166,7 +166,10 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     else:
         save_atomic(checkpoint_payload(model, config, state), out_dir / "best.pt")
 
-    valid, test = final_metrics(model, data, asdict(cfg), read_test=cfg.read_test)  # the only read of test
+    # best.pt was validated on the very rows, seed and settings of the final validation: its metrics are reused
+    known_valid = state.get("best_valid") if cfg.valid_max_rows == cfg.final_max_rows else None
+    valid, test = final_metrics(model, data, asdict(cfg), read_test=cfg.read_test,
+                                valid=known_valid)  # the only read of test
     metrics = {"model": model.name, "dataset": data.name, "protocol": cfg.protocol, "seed": cfg.seed,
                "mask_seen": cfg.mask_seen, "epochs": state["epoch"], "steps": state["step"],
                "train_minutes": round(state["elapsed"] / 60, 3), "valid": valid, "test": test}
@@ -240,15 +243,16 @@ def train_model(model: str, dataset: str | SeqDataset = "planted", *, out: str |
 
 def final_metrics(model: Recommender, data: SeqDataset, train_config: dict, *, protocol: str | None = None,
                   mask_seen: bool | None = None, retriever: str | None = None,
-                  read_test: bool = True) -> tuple[dict, dict | None]:
+                  read_test: bool = True, valid: dict | None = None) -> tuple[dict, dict | None]:
     """Valid and test metrics of a trained model as its run defines them (protocol, masking, retriever,
-    seed, final_max_rows), each overridable; test is None when `read_test` is False."""
+    seed, final_max_rows), each overridable; test is None when `read_test` is False. `valid`: the
+    validation metrics already computed under exactly these settings, returned instead of recomputed."""
     cfg = train_config
     split = data.split(cfg["split_seed"])
     kwargs = dict(protocol=protocol or cfg["protocol"], mask_seen=cfg["mask_seen"] if mask_seen is None else mask_seen,
                   retriever=RETRIEVERS[retriever or cfg["retriever"]](), seed=cfg["seed"],
                   max_rows=cfg.get("final_max_rows"))
-    valid = evaluate(model, data, split.valid, **kwargs)["final"]
+    valid = valid if valid is not None else evaluate(model, data, split.valid, **kwargs)["final"]
     return valid, evaluate(model, data, split.test, **kwargs)["final"] if read_test else None
 
 
@@ -272,7 +276,7 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
         valid_log.flush()
         log.file.flush()
         if metrics["HR@50"] > state["best_hr"]:
-            state["best_hr"], state["bad_evals"] = metrics["HR@50"], 0
+            state["best_hr"], state["bad_evals"], state["best_valid"] = metrics["HR@50"], 0, metrics
             save_atomic(checkpoint_payload(model, json.loads(config_json), state), out_dir / "best.pt")
         else:
             state["bad_evals"] += 1

@@ -215,3 +215,17 @@ def test_build_model_applies_settings_and_draws_the_cli_initialisation(planted_s
         assert torch.equal(tensor, b.state_dict()[key]), key
     c = build_model("comirec-sa", planted_small, seed=4, n_interests=2)
     assert not torch.equal(c.item_vectors(), a.item_vectors())
+
+
+@pytest.mark.parametrize("name", ["sasrec", "dimerec"])
+def test_the_final_validation_reused_from_the_best_checkpoint_is_what_scoring_it_again_gives(name, tmp_path):
+    """With --valid-max-rows equal to --final-max-rows, the final validation is the best checkpoint's own
+    (not recomputed); scoring best.pt afresh must give it exactly, for a model that samples (dimerec) too."""
+    from dimerec.trainer import final_metrics, load_run
+
+    _, _, metrics = train_model(name, out=tmp_path, max_steps=60, eval_every=15, valid_max_rows=300,
+                                final_max_rows=300, lr=0.005)
+    rows = list(csv.DictReader(open(tmp_path / "valid.csv")))
+    assert len(rows) == 4 and metrics["valid"]["HR@50"] == max(float(r["HR@50"]) for r in rows)
+    model, data, config = load_run(tmp_path)
+    assert final_metrics(model, data, config["train_config"], read_test=False)[0] == metrics["valid"]
