@@ -279,7 +279,9 @@ def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path
 
 class RunLock:
     """`out/../seedN.lock` while a process trains run `out`, so reproductions running side by side share a runs
-    folder: a run locked by a live process is waited for, not trained twice; a dead process's lock is taken over."""
+    folder: a run locked by a live process is passed over, not trained twice; a dead process's lock is taken over.
+    The lock holds the owner's pid and start time, so a pid reused by another process (a new machine) is not
+    mistaken for the owner."""
 
     def __init__(self, out: Path):
         self.path = out.with_name(out.name + ".lock")
@@ -289,20 +291,37 @@ class RunLock:
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                os.kill(int(self.path.read_text() or 0), 0)
-                return False  # its owner is alive
-            except (ProcessLookupError, ValueError):
-                self.path.unlink(missing_ok=True)  # a stale lock
-                return self.acquire()
-            except PermissionError:
+            if self._owner_alive():
                 return False
+            self.path.unlink(missing_ok=True)  # a stale lock
+            return self.acquire()
         with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
+            f.write(f"{os.getpid()} {process_start(os.getpid()) or ''}")
         return True
+
+    def _owner_alive(self) -> bool:
+        try:
+            text = self.path.read_text()
+            if not text:  # its owner is between creating and writing it, unless that was long ago
+                return time.time() - self.path.stat().st_mtime < 60
+            pid, *started = text.split()
+            os.kill(int(pid), 0)
+        except (ProcessLookupError, ValueError, FileNotFoundError):
+            return False
+        except PermissionError:  # alive, another user's
+            return True
+        return not started or process_start(int(pid)) in (None, started[0])
 
     def release(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22); None without /proc."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 @dataclass
