@@ -153,12 +153,16 @@ def cmd_reproduce(args, argv: list[str]) -> None:
         args.tune_minutes, args.analysis_rows = 2.0, 300
     args.seeds = args.seeds or (1 if args.quick else 3)
     extra = ["--valid-max-rows", str(args.valid_max_rows)] if args.valid_max_rows else []
+    if args.device != "cpu":
+        from dimerec.trainer import check_device
+
+        check_device(args.device)  # before any run starts
     path = reproduce(args.name, args.dataset, args.seeds, data_dir=args.data_dir, max_minutes=args.max_minutes,
                      max_steps=args.max_steps, final_max_rows=args.final_max_rows, root=Path(args.runs),
                      out_dir=Path(args.results), extra_flags=extra, tune_grid=args.tune,
                      tune_minutes=args.tune_minutes, analysis_rows=args.analysis_rows,
                      command="python -m dimerec " + shlex.join(argv),
-                     skip_models=tuple(m for m in (args.skip_models or "").split(",") if m))
+                     skip_models=tuple(m for m in (args.skip_models or "").split(",") if m), device=args.device)
     print(path.read_text())
     print(f"written to {path} and {path.with_suffix('.csv')} (figure: .html and .png beside them)")
 
@@ -233,6 +237,9 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--tune-minutes", type=float, help="budget of each tuning run (default: --max-minutes)")
     p.add_argument("--analysis-rows", type=int, help="table2: test rows sampled for the diversity count (default: all)")
     p.add_argument("--skip-models", help="comma-separated model names whose rows are left out (said in the table)")
+    p.add_argument("--device", default="cpu",
+                   help="where the runs train and score: cpu (default) or cuda; the run's config.json records it, and "
+                        "a finished run is reused whatever device trained it")
     p.add_argument("--quick", action="store_true",
                    help="small budget for a smoke run: 60 steps per run, 300 validation rows, 1 seed unless --seeds")
     p.add_argument("--runs", default="runs/reproduce",

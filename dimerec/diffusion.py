@@ -148,11 +148,14 @@ class SphereDiffusion:
             v = sphere.normalize(v) * self.angles.to(x0.device, x0.dtype)[t][..., None]
         return sphere.exp_map(x0, v)  # Alg. 1 line 8
 
-    def prior_sample(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
-        """x_T: a uniformly random point on the sphere (Alg. 2), or N(0, I) for the Euclidean variant."""
+    def prior_sample(self, shape: tuple[int, ...], generator: torch.Generator | None = None,
+                     device: torch.device | str | None = None) -> torch.Tensor:
+        """x_T: a uniformly random point on the sphere (Alg. 2), or N(0, I) for the Euclidean variant.
+        Drawn on the CPU (from `generator` or the global RNG) and moved to `device`, as all of the sampler's noise
+        is: a run on a GPU samples the same noise as on the CPU."""
         if self.forward == "euclidean":
-            return torch.randn(*shape, self.dim, generator=generator)
-        return sphere.random_points(shape, self.dim, generator)
+            return torch.randn(*shape, self.dim, generator=generator).to(device)
+        return sphere.random_points(shape, self.dim, generator).to(device)
 
     def step(self, pred_x0: torch.Tensor, t: int, x_t: torch.Tensor,
              generator: torch.Generator | None = None) -> StepOutput:
@@ -165,7 +168,7 @@ class SphereDiffusion:
             theta_t, theta_prev = float(self.angles[t]), float(self.angles[t - 1])
             noise_hat = (x_t - math.cos(theta_t) * pred_x0) / max(math.sin(theta_t), 1e-6)
             if self.eta > 0:
-                noise_hat = noise_hat + self.eta * torch.randn(x_t.shape, generator=generator) / math.sqrt(x_t.shape[-1])
+                noise_hat = noise_hat + self.eta * cpu_randn(x_t, generator) / math.sqrt(x_t.shape[-1])
             return StepOutput(sphere.normalize(math.cos(theta_prev) * pred_x0 + math.sin(theta_prev) * noise_hat),
                               pred_x0)
         if self.reverse == "geodesic":
@@ -173,20 +176,25 @@ class SphereDiffusion:
             x0 = sphere.normalize(pred_x0)
             direction = sphere.normalize(sphere.tangent(x_t, x0))
             if self.eta > 0:
-                noise = sphere.normalize(sphere.tangent(torch.randn(x_t.shape, generator=generator), x0))
+                noise = sphere.normalize(sphere.tangent(cpu_randn(x_t, generator), x0))
                 direction = sphere.normalize(direction + self.eta * noise)
             return StepOutput(sphere.exp_map(x0, float(self.angles[t - 1]) * direction), x0)
         # 1. Eq. 8: the posterior mean; 2. Eq. 9: the posterior spread (none at the last step, as in DDPM;
         # sqrt-beta is DDPM's other choice, σ_t² = β_t); 3. project back onto the sphere.
-        tt = torch.full(x_t.shape[:-1], t, dtype=torch.long)
+        tt = torch.full(x_t.shape[:-1], t, dtype=torch.long, device=x_t.device)
         mean = self.schedule.at("posterior_coef_xt", tt, x_t) * x_t + self.schedule.at("posterior_coef_x0", tt, x_t) * pred_x0
         prev = mean
         if self.reverse_sigma != "none" and t > 1:
             variance = self.schedule.at("posterior_variance", tt, x_t)
             sigma = {"beta-tilde": variance, "sqrt-beta-tilde": variance.sqrt(),
                      "sqrt-beta": self.schedule.at("betas", tt, x_t).sqrt()}[self.reverse_sigma]
-            prev = mean + sigma * torch.randn(x_t.shape, generator=generator)
+            prev = mean + sigma * cpu_randn(x_t, generator)
         return StepOutput(sphere.normalize(prev) if self.forward == "geodesic" else prev, pred_x0)
+
+
+def cpu_randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """N(0, I) shaped like `like`, drawn on the CPU and moved to like's device (see prior_sample)."""
+    return torch.randn(like.shape, generator=generator).to(like.device)
 
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B, S, d], t [B, S]) -> x̂0 [B, S, d]
@@ -194,15 +202,17 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B, S, d
 
 @torch.no_grad()
 def sample_trajectory(diffusion: SphereDiffusion, denoise: Denoiser, batch: int, n_samples: int,
-                      generator: torch.Generator | None = None, x_T: torch.Tensor | None = None) -> Trajectory:
+                      generator: torch.Generator | None = None, x_T: torch.Tensor | None = None,
+                      device: torch.device | str | None = None) -> Trajectory:
     """Alg. 2 for `batch` users × `n_samples` samples each, recording x_t and x̂0 at every step.
 
-    `denoise` closes over the users' guidance (see DimeRec.denoiser_for).
+    `denoise` closes over the users' guidance (see DimeRec.denoiser_for); `device`: where x_T is put (the
+    denoiser's), unless `x_T` is given.
     """
-    x = diffusion.prior_sample((batch, n_samples), generator) if x_T is None else x_T
+    x = diffusion.prior_sample((batch, n_samples), generator, device) if x_T is None else x_T
     xs, preds = [x], []
     for t in range(diffusion.T, 0, -1):
-        pred = denoise(x, torch.full((batch, n_samples), t, dtype=torch.long))
+        pred = denoise(x, torch.full((batch, n_samples), t, dtype=torch.long, device=x.device))
         out = diffusion.step(pred, t, x, generator)
         x = out.prev_sample
         xs.append(x)

@@ -82,6 +82,13 @@ def seen_items(data: SeqDataset, rows: EvalRows, index: np.ndarray) -> list[np.n
 UserFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
+def model_device(model) -> torch.device:
+    """Where the model's weights (or, for a model without any, its buffers) are: its batches go there."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 @contextmanager
 def serving(model, seed: int) -> Iterator[None]:
     """Score in eval mode with the global RNG seeded by `seed` (diffusion sampling), leaving the caller's
@@ -119,14 +126,15 @@ def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "n
     user_fn = user_fn or (lambda hist: {"final": model.user_vectors(hist)})
     k = max(CUTOFFS)
     per_row: dict[str, list] = {}
+    device = model_device(model)
     with serving(model, seed):
         retriever.index(model.item_vectors())
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            hist = torch.from_numpy(rows.hist[idx])
+            hist = torch.from_numpy(rows.hist[idx]).to(device)
             exclude = seen_items(data, rows, idx) if mask_seen else None
             for name, vectors in user_fn(hist).items():
-                top = retriever.search(vectors, k, exclude=exclude).numpy()
+                top = retriever.search(vectors, k, exclude=exclude).cpu().numpy()
                 per_row.setdefault(name, []).append(rank_metrics(top, rows.targets[idx]))
     return {name: mean_metrics({m: np.concatenate([p[m] for p in parts]) for m in parts[0]})
             for name, parts in per_row.items()}
@@ -143,15 +151,16 @@ def sampled_metrics(model, data: SeqDataset, users: np.ndarray, n_negatives: int
     order = row_order(len(rows.hist), max_rows, seed)
     candidates = sampled_candidates(data, rows, order, n_negatives, seed)
     per_row = []
+    device = model_device(model)
     with serving(model, seed):
         items = model.item_vectors()
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            cand = torch.from_numpy(candidates[start:start + len(idx)])
-            users_k = model.user_vectors(torch.from_numpy(rows.hist[idx]))  # [B, K, d]
+            cand = torch.from_numpy(candidates[start:start + len(idx)]).to(device)
+            users_k = model.user_vectors(torch.from_numpy(rows.hist[idx]).to(device))  # [B, K, d]
             scores = torch.einsum("bkd,bcd->bkc", users_k, items[cand]).amax(dim=1)  # [B, C]: best interest
             top = cand.gather(1, scores.argsort(dim=1, descending=True, stable=True))
-            per_row.append(rank_metrics(top.numpy(), candidates[start:start + len(idx), -1:], cutoffs))
+            per_row.append(rank_metrics(top.cpu().numpy(), candidates[start:start + len(idx), -1:], cutoffs))
     return mean_metrics({m: np.concatenate([p[m] for p in per_row]) for m in per_row[0]})
 
 

@@ -227,11 +227,12 @@ def trained_run(result: dict) -> Path:
     return Path(result.get("served_from") or result["run"])
 
 
-def serve_run(source: Path, out: Path, overrides: dict, data_dir: str | None) -> None:
-    """metrics.json of `source`'s checkpoint served with `overrides` (same weights, same rows)."""
-    from dimerec.trainer import final_metrics, write_json_atomic
+def serve_run(source: Path, out: Path, overrides: dict, data_dir: str | None, device: str = "cpu") -> None:
+    """metrics.json of `source`'s checkpoint served with `overrides` (same weights, same rows), scored on `device`."""
+    from dimerec.trainer import final_metrics, use_device, write_json_atomic
 
     model, data, config = load_run_cached(source, data_dir, overrides)
+    model.to(use_device(device))
     valid, test = final_metrics(model, data, config["train_config"])  # the rows the source was scored on
     trained = json.loads((source / "metrics.json").read_text())
     metrics = {**trained, "served_from": str(source), "serve_overrides": overrides, "valid": valid, "test": test}
@@ -383,9 +384,10 @@ def minutes_left(jobs: list[Job], durations: dict[str, list[float]]) -> float:
 
 def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: str | None, root: Path,
             budget: Budget, extra_flags: list[str], chosen: dict[str, list[str]] | None = None,
-            reuse: dict[str, Path] | None = None) -> list[dict]:
+            reuse: dict[str, Path] | None = None, device: str = "cpu") -> list[dict]:
     """Train (or reuse) every spec at every seed. `reuse` maps a label to the tuning run that trained its
-    seed 0 with the chosen flags and the same budget: that run is scored on test instead of trained again."""
+    seed 0 with the chosen flags and the same budget: that run is scored on test instead of trained again.
+    `device` scores the served runs (extra_flags's --device trains the others)."""
     chosen, reuse = chosen or {}, reuse or {}
     jobs = [(spec, seed) for spec in specs for seed in seeds]
     # a serving variant needs its source trained first
@@ -405,9 +407,10 @@ def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: s
         out, label = run_dir(spec, seed), f"{spec.label}, seed {seed}"
         if spec.serve_of is not None:
             source = run_dir(next(s for s in specs if s.label == spec.serve_of), seed)
-            return Job(out, lambda: serve_run(source, out, spec.serve_overrides, data_dir), label, after=source)
+            return Job(out, lambda: serve_run(source, out, spec.serve_overrides, data_dir, device), label,
+                       after=source)
         if seed == 0 and spec.label in reuse:  # the chosen tuning run is this very run, test unread
-            return Job(out, lambda: serve_run(reuse[spec.label], out, {}, data_dir), label)
+            return Job(out, lambda: serve_run(reuse[spec.label], out, {}, data_dir, device), label)
         argv = ["train", "--model", spec.model, *spec.flags, *chosen.get(spec.label, []),
                 *train_flags(dataset, seed, out, budget, data_dir, extra_flags)]
         return Job(out, lambda: _train(argv, out), label, model=spec.label)
@@ -496,6 +499,20 @@ def write_outputs(name: str, dataset: str, results: list[dict], table: pd.DataFr
 
 # ----- what each experiment adds to its table ---------------------------------------------------------------
 
+def device_note(results: list[dict]) -> list[str]:
+    """A line naming the models whose runs trained off the CPU (config.json's --device), if any: their
+    "train min" is that device's time, and the same seed repeats their numbers there, not on a CPU."""
+    devices: dict[str, set[str]] = {}
+    for r in results:
+        config = trained_run(r) / "config.json"
+        device = json.loads(config.read_text())["train_config"].get("device", "cpu") if config.exists() else "cpu"
+        if device != "cpu":
+            devices.setdefault(device, set()).add(r["label"])
+    return [line for device, labels in devices.items() for line in (
+        "", f"Trained with `--device {device}` (a GPU): {', '.join(sorted(labels))}; their train min is GPU time, "
+            f"and a CPU rerun of the same seed gives other numbers (float rounding changes the training path).")]
+
+
 def section_metrics(name, dataset, results, table, note, **_):
     from dimerec import figures
 
@@ -503,6 +520,7 @@ def section_metrics(name, dataset, results, table, note, **_):
     if "best baseline" in table:
         lines += ["", "★ best baseline by HR@50."]
     lines += ["", note] if note else []
+    lines += device_note(results)
     return lines, figures.metric_bars(table, f"{name} on {dataset}: test HR@50 and NDCG@50 (mean ± std)"), table
 
 
@@ -676,7 +694,7 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
               max_steps: int | None = None, final_max_rows: int | None = None, root: Path = Path("runs/reproduce"), out_dir: Path = Path("results"),
               extra_flags: list[str] | None = None, tune_grid: bool = False,
               tune_minutes: float | None = None, analysis_rows: int | None = None,
-              command: str | None = None, skip_models: tuple[str, ...] = ()) -> Path:
+              command: str | None = None, skip_models: tuple[str, ...] = (), device: str = "cpu") -> Path:
     if name not in EXPERIMENTS:
         raise DimeRecError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
     _LOADED.clear()
@@ -687,7 +705,7 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
                            f"its models are {', '.join(known)}")
     skipped = [spec.label for spec in EXPERIMENTS[name] if spec.model in skip_models]
     specs = [spec for spec in EXPERIMENTS[name] if spec.model not in skip_models]
-    extra_flags = extra_flags or []
+    extra_flags = [*(extra_flags or []), *(["--device", device] if device != "cpu" else [])]
     chosen, reuse, sections = {}, {}, []
     if skipped:
         sections = [f"Not run (`--skip-models`): {', '.join(skipped)}.", ""]
@@ -704,7 +722,7 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
         out_dir.mkdir(parents=True, exist_ok=True)
         trials.to_csv(out_dir / f"{name}_{dataset}_tuning.csv", index=False)
     results = run_all(specs, dataset, list(range(seeds)), data_dir=data_dir, root=root, budget=budget,
-                      extra_flags=extra_flags, chosen=chosen, reuse=reuse)
+                      extra_flags=extra_flags, chosen=chosen, reuse=reuse, device=device)
     table, note = summarize(results)
     section = SECTIONS.get(name, section_metrics)
     lines, figure, csv_table = section(name, dataset, results, table, note, data_dir=data_dir,

@@ -33,7 +33,7 @@ class TorchRetriever(Retriever):
         if exclude is not None:
             rows = np.repeat(np.arange(len(exclude)), [len(e) for e in exclude])
             cols = np.concatenate(exclude) if len(rows) else np.zeros(0, np.int64)
-            scores[torch.from_numpy(rows), torch.from_numpy(cols.astype(np.int64))] = -torch.inf
+            scores[torch.from_numpy(rows).to(scores.device), torch.from_numpy(cols.astype(np.int64)).to(scores.device)] = -torch.inf
         return topk_items(scores, k)
 
 
@@ -41,18 +41,18 @@ class FaissRetriever(Retriever):
     def index(self, item_vectors: torch.Tensor) -> None:
         import faiss
 
-        items = np.ascontiguousarray(item_vectors.detach().float().numpy())
+        items = np.ascontiguousarray(item_vectors.detach().float().cpu().numpy())
         self.n_items = items.shape[0]
         self.faiss_index = faiss.IndexFlatIP(items.shape[1])
         self.faiss_index.add(items)
         self.exact = TorchRetriever()  # for rows whose k-th score ties beyond faiss's depth
-        self.exact.index(item_vectors)
+        self.exact.index(item_vectors.cpu())  # faiss's side of the search is on the CPU
 
     def search(self, user_vectors, k, exclude=None):
         B, K, d = user_vectors.shape
         n_excluded = max((len(e) for e in exclude), default=0) if exclude is not None else 0
         depth = min(self.n_items, k + n_excluded + 1)  # +1 sees whether the k-th score is tied below
-        queries = np.ascontiguousarray(user_vectors.detach().float().reshape(B * K, d).numpy())
+        queries = np.ascontiguousarray(user_vectors.detach().float().reshape(B * K, d).cpu().numpy())
         scores, ids = self.faiss_index.search(queries, depth)  # [B*K, depth]
         # Merge the K lists: a [B, n_items] score matrix holding each candidate's best score.
         rows = torch.arange(B).repeat_interleave(K * depth)
@@ -75,7 +75,7 @@ class FaissRetriever(Retriever):
             tied = (last >= kth).nonzero().squeeze(1)
             if len(tied):
                 sub_exclude = [exclude[i] for i in tied.tolist()] if exclude is not None else None
-                top[tied] = self.exact.search(user_vectors[tied], k, exclude=sub_exclude)
+                top[tied] = self.exact.search(user_vectors[tied].cpu(), k, exclude=sub_exclude)
         return top
 
 

@@ -51,12 +51,33 @@ class TrainConfig:
     seed: int = option(0, "seed of initialisation, sampling and evaluation noise")
     split_seed: int = option(0, "seed of the 8:1:1 user split and of the planted world (fixed across training seeds)")
     read_test: bool = option(True, "evaluate the best checkpoint on test at the end (--no-read-test for tuning runs)")
+    device: str = option("cpu", "where to train and score: cpu, or cuda / cuda:N (a GPU; the same seed repeats its "
+                                "numbers on one device, but a GPU's differ from the CPU's)")
 
     def __post_init__(self):
         for field, allowed in (("sampling", SAMPLINGS), ("protocol", PROTOCOLS), ("retriever", tuple(RETRIEVERS))):
             if getattr(self, field) not in allowed:
                 raise DimeRecError(f"--{field.replace('_', '-')} must be one of {', '.join(allowed)}; "
                                    f"got {getattr(self, field)!r}")
+        check_device(self.device)
+
+
+def check_device(name: str) -> torch.device:
+    """torch.device(name), or a DimeRecError saying why this machine cannot use it."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DimeRecError(f"--device must be cpu, cuda or cuda:N; got {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise DimeRecError(f"--device must be cpu, cuda or cuda:N; got {name!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DimeRecError(f"--device {name}: this machine has no GPU that PyTorch can use "
+                               f"(torch {torch.__version__}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DimeRecError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
+                               f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return device
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -103,10 +124,23 @@ def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None 
 
 
 def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # seeds the GPUs' generators too
     np.random.seed(seed)
-    # Same seed, same numbers: e.g. the CPU backward of F.embedding otherwise accumulates in thread order.
+    # Same seed, same numbers: e.g. the CPU backward of F.embedding otherwise accumulates in thread order;
+    # on a GPU, cuBLAS is deterministic only with this workspace setting (read when CUDA starts).
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def use_device(name: str) -> torch.device:
+    """check_device, and on a GPU PyTorch's plain attention kernel for the rest of the process: the fused
+    ones' backward is not deterministic there (PyTorch warns). Not on the CPU, where these switches would
+    also turn off the CPU's own fused kernel (3x slower, other rounding: the committed runs' numbers)."""
+    device = check_device(name)
+    if device.type == "cuda":
+        torch.backends.cuda.enable_flash_sdp(False)
+        torch.backends.cuda.enable_mem_efficient_sdp(False)
+    return device
 
 
 class LossLog:
@@ -139,6 +173,8 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     split = data.split(cfg.split_seed)
     seed_everything(cfg.seed)
     model.fit_statistics(data, split.train)
+    device = use_device(cfg.device)
+    model.to(device)
     config = {**(run_info or {}), "model": model.name, "dataset": data.name, "n_items": data.n_items,
               "max_len": data.max_len, "model_config": asdict(model.config), "train_config": asdict(cfg),
               "dataset_stats": data.stats()}
@@ -156,6 +192,8 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
             optimizer.load_state_dict(last["optimizer"])
             sampler.load_state_dict(json.loads(last["sampler"]))
             torch.set_rng_state(last["torch_rng"])
+            if device.type == "cuda" and "cuda_rng" in last:
+                torch.cuda.set_rng_state(last["cuda_rng"], device)
             state = json.loads(last["state"])
         log = LossLog(out_dir / "losses.csv", resume=resume and state["step"] > 0)
         try:
@@ -261,6 +299,7 @@ def checkpoint_payload(model: Recommender, config: dict, state: dict) -> dict:
 
 
 def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress):
+    device = torch.device(cfg.device)
     config_json = (out_dir / "config.json").read_text()
     eval_every = cfg.eval_every or sampler.steps_per_epoch
     budget = cfg.max_minutes * 60 if cfg.max_minutes is not None else math.inf
@@ -282,7 +321,9 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
             state["bad_evals"] += 1
         save_atomic({**checkpoint_payload(model, json.loads(config_json), state),
                      "optimizer": optimizer.state_dict(), "sampler": json.dumps(sampler.state_dict()),
-                     "torch_rng": torch.get_rng_state()}, out_dir / "last.pt")
+                     "torch_rng": torch.get_rng_state(),
+                     **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})},
+                    out_dir / "last.pt")
         return metrics
 
     model.train()
@@ -294,7 +335,8 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
             state["epoch"] += 1
             bar.set_description(f"epoch {state['epoch']}")
             for hist, target in sampler.epoch():
-                terms = model.loss(Batch(torch.from_numpy(hist), torch.from_numpy(target), data.pad_id))
+                terms = model.loss(Batch(torch.from_numpy(hist).to(device), torch.from_numpy(target).to(device),
+                                         data.pad_id))
                 values = {k: float(v.detach()) for k, v in terms.items()}
                 bad = [k for k, v in values.items() if not math.isfinite(v)]
                 if bad:

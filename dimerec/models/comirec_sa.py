@@ -58,7 +58,7 @@ class SelfAttentiveInterests(nn.Module):
 def select_interest(interests: torch.Tensor, target_emb: torch.Tensor) -> torch.Tensor:
     """Eq. 18: the interest with the largest inner product with the target. [B, K, d], [B, d] -> [B, d]."""
     best = torch.einsum("bkd,bd->bk", interests, target_emb).argmax(dim=1)  # [B]
-    return interests[torch.arange(len(best)), best]
+    return interests[torch.arange(len(best), device=best.device), best]
 
 
 @dataclass

@@ -241,7 +241,7 @@ class DimeRec(Recommender):
         l_gem = sampled_softmax_loss(select_interest(guidance, target_emb.detach()), table, batch.target,
                                      negatives)  # Eq. 18-19
         x0 = self.diffusion.prepare_x0(target_emb.detach() if c.detach_x0 else target_emb)  # Alg. 1 line 5
-        t = self.sample_steps(len(batch.target))
+        t = self.sample_steps(len(batch.target)).to(batch.target.device)
         x_t = self.diffusion.q_sample(x0, t)  # Alg. 1 lines 6-8
         x0_hat = self.predict_x0(guidance, x_t, t)  # Eq. 20
         l_recon = ((x0 - x0_hat) ** 2).sum(-1).mean()  # Eq. 21
@@ -273,13 +273,13 @@ class DimeRec(Recommender):
         """The whole reverse run (Alg. 2) for a batch of histories: x_t and x̂0 at every step."""
         guidance, _ = self.guidance(hist)
         return sample_trajectory(self.diffusion, self.denoiser_for(guidance), hist.shape[0],
-                                 n_samples or self.config.serve_samples, generator)
+                                 n_samples or self.config.serve_samples, generator, device=hist.device)
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
         if self.config.serve == "mean":  # x_T carries no information: x̂0 at t = T estimates E[x0 | g]
             guidance, _ = self.guidance(hist)
-            x_T = self.diffusion.prior_sample((hist.shape[0], self.config.serve_samples))
-            t = torch.full(x_T.shape[:-1], self.config.T, dtype=torch.long)
+            x_T = self.diffusion.prior_sample((hist.shape[0], self.config.serve_samples), device=hist.device)
+            t = torch.full(x_T.shape[:-1], self.config.T, dtype=torch.long, device=hist.device)
             return sphere.normalize(self.denoiser_for(guidance)(x_T, t)).mean(1, keepdim=True)  # [B, 1, d]
         return self.trajectory(hist).final  # [B, S, d]; an item scores its best over the S samples
 

@@ -30,7 +30,7 @@ class MostPopular(Recommender):
         self.counts = torch.as_tensor(data.item_popularity(train_users), dtype=torch.float32)
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
-        return torch.ones(hist.shape[0], 1, 1)  # [B, 1, 1]: score = count
+        return torch.ones(hist.shape[0], 1, 1, device=hist.device)  # [B, 1, 1]: score = count
 
     def item_vectors(self) -> torch.Tensor:
         return self.counts[:, None]  # [n_items, 1]
