@@ -238,8 +238,8 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--analysis-rows", type=int, help="table2: test rows sampled for the diversity count (default: all)")
     p.add_argument("--skip-models", help="comma-separated model names whose rows are left out (said in the table)")
     p.add_argument("--device", default="cpu",
-                   help="where the runs train and score: cpu (default) or cuda; the run's config.json records it, and "
-                        "a finished run is reused whatever device trained it")
+                   help="where the runs train and score: cpu (default) or cuda (the tables' extra analyses stay on the "
+                        "CPU); the run's config.json records it, and a finished run is reused whatever device trained it")
     p.add_argument("--quick", action="store_true",
                    help="small budget for a smoke run: 60 steps per run, 300 validation rows, 1 seed unless --seeds")
     p.add_argument("--runs", default="runs/reproduce",
