@@ -490,7 +490,8 @@ def write_outputs(name: str, dataset: str, results: list[dict], table: pd.DataFr
     lines = [f"# {name} on {dataset}: {DESCRIPTIONS[name]}", "",
              f"Test split, {protocol} protocol, already-seen items {'masked' if results[0]['mask_seen'] else 'kept'}; "
              f"values in %, mean ± std over seeds; each run {budget}, "
-             f"selected on validation HR@50.{settings}", "", f"Command: `{command}`", "", *sections]
+             f"selected on validation HR@50.{settings}", *device_note(results), "", f"Command: `{command}`", "",
+             *sections]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     if figure is not None:
         figures.save(figure, stem)
@@ -520,7 +521,6 @@ def section_metrics(name, dataset, results, table, note, **_):
     if "best baseline" in table:
         lines += ["", "★ best baseline by HR@50."]
     lines += ["", note] if note else []
-    lines += device_note(results)
     return lines, figures.metric_bars(table, f"{name} on {dataset}: test HR@50 and NDCG@50 (mean ± std)"), table
 
 
