@@ -25,7 +25,7 @@ import torch
 
 from dimerec.data.dataset import SeqDataset
 from dimerec.errors import DataError
-from dimerec.evaluate import Protocol, build_rows, row_order, seen_items, serving
+from dimerec.evaluate import Protocol, build_rows, model_device, row_order, seen_items, serving
 from dimerec.retrieval import TorchRetriever
 
 MIN_CLASS_ITEMS = 5  # smaller classes are dropped: stratified 5-fold CV needs one item per class per fold
@@ -137,13 +137,14 @@ def category_diversity(model, data: SeqDataset, users: np.ndarray, k: int = 100,
     order = row_order(len(rows.hist), max_rows, seed)  # the rows evaluate() scores for the same arguments
     retriever = TorchRetriever()
     counts = []
+    device = model_device(model)
     with serving(model, seed):
         retriever.index(model.item_vectors())
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             exclude = seen_items(data, rows, idx) if mask_seen else None
-            top = retriever.search(model.user_vectors(torch.from_numpy(rows.hist[idx])), k,
-                                   exclude=exclude).numpy()  # [B, k]
+            top = retriever.search(model.user_vectors(torch.from_numpy(rows.hist[idx]).to(device)), k,
+                                   exclude=exclude).cpu().numpy()  # [B, k]
             counts.append(has[top].any(axis=1).sum(axis=1))  # [B, k, C] -> [B]
     counts = np.concatenate(counts) if counts else np.zeros(0)
     return {

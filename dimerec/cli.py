@@ -153,10 +153,6 @@ def cmd_reproduce(args, argv: list[str]) -> None:
         args.tune_minutes, args.analysis_rows = 2.0, 300
     args.seeds = args.seeds or (1 if args.quick else 3)
     extra = ["--valid-max-rows", str(args.valid_max_rows)] if args.valid_max_rows else []
-    if args.device != "cpu":
-        from dimerec.trainer import check_device
-
-        check_device(args.device)  # before any run starts
     path = reproduce(args.name, args.dataset, args.seeds, data_dir=args.data_dir, max_minutes=args.max_minutes,
                      max_steps=args.max_steps, final_max_rows=args.final_max_rows, root=Path(args.runs),
                      out_dir=Path(args.results), extra_flags=extra, tune_grid=args.tune,

@@ -232,8 +232,11 @@ def serve_run(source: Path, out: Path, overrides: dict, data_dir: str | None, de
     from dimerec.trainer import final_metrics, use_device, write_json_atomic
 
     model, data, config = load_run_cached(source, data_dir, overrides)
-    model.to(use_device(device))
-    valid, test = final_metrics(model, data, config["train_config"])  # the rows the source was scored on
+    try:
+        model.to(use_device(device))
+        valid, test = final_metrics(model, data, config["train_config"])  # the rows the source was scored on
+    finally:
+        model.cpu()  # the cached model stays on the CPU for the tables' analyses
     trained = json.loads((source / "metrics.json").read_text())
     metrics = {**trained, "served_from": str(source), "serve_overrides": overrides, "valid": valid, "test": test}
     out.mkdir(parents=True, exist_ok=True)
@@ -695,8 +698,11 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
               extra_flags: list[str] | None = None, tune_grid: bool = False,
               tune_minutes: float | None = None, analysis_rows: int | None = None,
               command: str | None = None, skip_models: tuple[str, ...] = (), device: str = "cpu") -> Path:
+    from dimerec.trainer import check_device
+
     if name not in EXPERIMENTS:
         raise DimeRecError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
+    check_device(device)  # before any run starts
     _LOADED.clear()
     known = sorted({spec.model for spec in EXPERIMENTS[name]})
     unknown = [m for m in skip_models if m not in known]

@@ -197,7 +197,7 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
             state = json.loads(last["state"])
         log = LossLog(out_dir / "losses.csv", resume=resume and state["step"] > 0)
         try:
-            _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress)
+            _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress, device)
         finally:
             log.close()
         model.load_state_dict(load_checkpoint(out_dir / "best.pt")["model"])
@@ -298,8 +298,7 @@ def checkpoint_payload(model: Recommender, config: dict, state: dict) -> dict:
     return {"model": model.state_dict(), "config": json.dumps(config), "state": json.dumps(state)}
 
 
-def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress):
-    device = torch.device(cfg.device)
+def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress, device):
     config_json = (out_dir / "config.json").read_text()
     eval_every = cfg.eval_every or sampler.steps_per_epoch
     budget = cfg.max_minutes * 60 if cfg.max_minutes is not None else math.inf

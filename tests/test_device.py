@@ -36,10 +36,12 @@ def test_the_run_records_its_device(tmp_path):
 @needs_gpu
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_trains_and_scores_on_a_gpu(name, tmp_path):
-    model, _, metrics = train_model(name, out=tmp_path, max_steps=20, valid_max_rows=200, final_max_rows=200,
-                                    device="cuda")
+    model, data, metrics = train_model(name, out=tmp_path, max_steps=20, valid_max_rows=200, final_max_rows=200,
+                                       device="cuda")
     assert model_device(model).type == "cuda"
     assert all(np.isfinite(v) for v in metrics["test"].values())
+    from dimerec.analysis import category_diversity
+    assert category_diversity(model, data, data.split(0).test, max_rows=100)["rows"] == 100
     # the checkpoint loads on the CPU (map_location), as the app and the analysis read it
     from dimerec.trainer import load_run
     cpu_model, _, config = load_run(tmp_path)
