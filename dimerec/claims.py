@@ -51,7 +51,8 @@ def judge_table1_best(tables):
         won = [k for k in keys if best[k] == OURS]
         hits, total = hits + len(won), total + len(keys)
         lines.append(f"{dataset}: best on {', '.join(won) or 'none'} of the four "
-                     f"(HR@50 best: {best['HR@50']} {table['HR@50'].max():.2f}, ours {metric_row(table, OURS, 'HR@50'):.2f})")
+                     f"(HR@50 best: {best['HR@50']} {table['HR@50'].max():.2f}, "
+                     f"ours {metric_row(table, OURS, 'HR@50'):.2f})")
     return "; ".join(lines), verdict(hits, total)
 
 
@@ -134,7 +135,7 @@ def judge_fig4(tables):
     with_grw = {k: table[("with GRW", k)] for k in ("L_gem", "L_recon", "L_ssm")}
     without = table[("without GRW", "L_recon")]
     checks = [all(v < 1 for v in with_grw.values()), without >= 1]
-    return (f"last 10% of steps vs the lowest 10% window: with GRW " +
+    return ("last 10% of steps vs the lowest 10% window: with GRW " +
             ", ".join(f"{k} {v:+.1f}%" for k, v in with_grw.items()) +
             f"; without GRW L_recon {without:+.1f}%"), verdict(sum(checks), len(checks))
 

@@ -133,7 +133,8 @@ def evaluate_sampled(run: Path, model, data, train_cfg: dict, n_negatives: int) 
     metrics = sampled_metrics(model, data, test, n_negatives, seed=train_cfg["seed"])
     print(f"test, last item of each user vs {n_negatives} sampled unseen items: "
           + "  ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items() if not k.startswith("Recall")))
-    write_json_atomic({"protocol": f"sampled-{n_negatives}", "test": metrics}, run / f"metrics-sampled-{n_negatives}.json")
+    write_json_atomic({"protocol": f"sampled-{n_negatives}", "test": metrics},
+                      run / f"metrics-sampled-{n_negatives}.json")
 
 
 def cmd_bench(args) -> None:
@@ -235,7 +236,8 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--skip-models", help="comma-separated model names whose rows are left out (said in the table)")
     p.add_argument("--device", default="cpu",
                    help="where the runs train and score: cpu (default) or cuda (the tables' extra analyses stay on the "
-                        "CPU); the run's config.json records it, and a finished run is reused whatever device trained it")
+                        "CPU); the run's config.json records it, and a finished run is reused whatever device "
+                        "trained it")
     p.add_argument("--quick", action="store_true",
                    help="small budget for a smoke run: 60 steps per run, 300 validation rows, 1 seed unless --seeds")
     p.add_argument("--runs", default="runs/reproduce",

@@ -116,7 +116,8 @@ class SphereDiffusion:
                  magnitude: NoiseMagnitude = "angle", reverse: ReverseKind = "geodesic",
                  reverse_sigma: ReverseSigma = "none", noise_scale: float = 1.0, eta: float = 0.0):
         for value, allowed, label in ((forward, ForwardKind, "forward"), (magnitude, NoiseMagnitude, "magnitude"),
-                                      (reverse, ReverseKind, "reverse"), (reverse_sigma, ReverseSigma, "reverse_sigma")):
+                                      (reverse, ReverseKind, "reverse"),
+                                      (reverse_sigma, ReverseSigma, "reverse_sigma")):
             if value not in allowed.__args__:
                 raise ValueError(f"{label} must be one of {', '.join(allowed.__args__)}; got {value!r}")
         if forward == "euclidean" and reverse != "ddpm":
@@ -182,7 +183,8 @@ class SphereDiffusion:
         # 1. Eq. 8: the posterior mean; 2. Eq. 9: the posterior spread (none at the last step, as in DDPM;
         # sqrt-beta is DDPM's other choice, σ_t² = β_t); 3. project back onto the sphere.
         tt = torch.full(x_t.shape[:-1], t, dtype=torch.long, device=x_t.device)
-        mean = self.schedule.at("posterior_coef_xt", tt, x_t) * x_t + self.schedule.at("posterior_coef_x0", tt, x_t) * pred_x0
+        mean = (self.schedule.at("posterior_coef_xt", tt, x_t) * x_t
+                + self.schedule.at("posterior_coef_x0", tt, x_t) * pred_x0)
         prev = mean
         if self.reverse_sigma != "none" and t > 1:
             variance = self.schedule.at("posterior_variance", tt, x_t)

@@ -572,7 +572,8 @@ def section_table1(name, dataset, results, table, note, *, data_dir=None, **kwar
               "Each test user's last item ranked among 100 items the user never interacted with "
               "(`python -m dimerec evaluate RUN --sampled-negatives 100`), mean over seeds, in %; far kinder than the "
               "full ranking above. The reported columns are filled only where the source used this dataset and "
-              "protocol; it trained far longer than this table's budget, and on every user's earlier items (leave-one-out), "
+              "protocol; it trained far longer than this table's budget, and on every user's earlier items "
+              "(leave-one-out), "
               "where our test users are held out of training.", "", *markdown_table(shown), ""]
     lines += [f"Source: {source}." for source in sources] or ["No baseline reports numbers on this dataset under "
                                                              "this protocol."]
@@ -593,7 +594,8 @@ def section_table2(name, dataset, results, table, note, *, data_dir=None, max_ro
         split = data.split(config["train_config"]["split_seed"])
         diversity = category_diversity(model, data, split.test, k=100, protocol=r["protocol"], seed=r["seed"],
                                        max_rows=max_rows)
-        rows.append({"model": r["label"], "categories in top 100": diversity["mean"], "counting": diversity["counting"]})
+        rows.append({"model": r["label"], "categories in top 100": diversity["mean"],
+                     "counting": diversity["counting"]})
     per_run = pd.DataFrame(rows)
     agg = per_run.groupby("model", sort=False)["categories in top 100"].agg(["mean", "std"]).fillna(0.0)
     summary = probes.merge(agg.rename(columns={"mean": "categories in top 100", "std": "categories in top 100 std"}),
@@ -613,7 +615,8 @@ def section_table2(name, dataset, results, table, note, *, data_dir=None, max_ro
 def section_fig4(name, dataset, results, table, note, **_):
     from dimerec import figures
 
-    curves = {r["label"]: pd.read_csv(trained_run(r) / "losses.csv") for r in results if r["seed"] == results[0]["seed"]}
+    curves = {r["label"]: pd.read_csv(trained_run(r) / "losses.csv")
+              for r in results if r["seed"] == results[0]["seed"]}
     lines = [f"Loss curves of seed {results[0]['seed']} (figure: `{name}_{dataset}.html`, a rolling mean over "
              "100 steps); the table gives each curve's mean over its first and last 10% of steps.", ""]
     rows = []
@@ -690,11 +693,13 @@ def probe_runs(results, data_dir) -> pd.DataFrame:
     return agg
 
 
-SECTIONS = {"table1": section_table1, "table2": section_table2, "table4": section_table4, "fig4": section_fig4, "fig5": section_fig5}
+SECTIONS = {"table1": section_table1, "table2": section_table2, "table4": section_table4, "fig4": section_fig4,
+            "fig5": section_fig5}
 
 
 def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_minutes: float,
-              max_steps: int | None = None, final_max_rows: int | None = None, root: Path = Path("runs/reproduce"), out_dir: Path = Path("results"),
+              max_steps: int | None = None, final_max_rows: int | None = None, root: Path = Path("runs/reproduce"),
+              out_dir: Path = Path("results"),
               extra_flags: list[str] | None = None, tune_grid: bool = False,
               tune_minutes: float | None = None, analysis_rows: int | None = None,
               command: str | None = None, skip_models: tuple[str, ...] = (), device: str = "cpu") -> Path:

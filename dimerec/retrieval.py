@@ -33,7 +33,9 @@ class TorchRetriever(Retriever):
         if exclude is not None:
             rows = np.repeat(np.arange(len(exclude)), [len(e) for e in exclude])
             cols = np.concatenate(exclude) if len(rows) else np.zeros(0, np.int64)
-            scores[torch.from_numpy(rows).to(scores.device), torch.from_numpy(cols.astype(np.int64)).to(scores.device)] = -torch.inf
+            seen_rows = torch.from_numpy(rows).to(scores.device)
+            seen_cols = torch.from_numpy(cols.astype(np.int64)).to(scores.device)
+            scores[seen_rows, seen_cols] = -torch.inf
         return topk_items(scores, k)
 
 

@@ -47,7 +47,8 @@ class TrainConfig:
     sampling: Sampling = option("prefixes", "training samples: every prefix of each sequence, or ComiRec's random cut")
     protocol: Protocol = option("next-item", "evaluation protocol (SPEC §2)")
     mask_seen: bool = option(False, "remove already-seen items from rankings (the paper does not)")
-    retriever: Literal["torch", "faiss"] = option("torch", "top-50 by dense torch scores or a faiss inner-product index")
+    retriever: Literal["torch", "faiss"] = option("torch",
+                                                  "top-50 by dense torch scores or a faiss inner-product index")
     seed: int = option(0, "seed of initialisation, sampling and evaluation noise")
     split_seed: int = option(0, "seed of the 8:1:1 user split and of the planted world (fixed across training seeds)")
     read_test: bool = option(True, "evaluate the best checkpoint on test at the end (--no-read-test for tuning runs)")
@@ -340,7 +341,8 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
                 bad = [k for k, v in values.items() if not math.isfinite(v)]
                 if bad:
                     raise TrainingDiverged(
-                        f"{', '.join(bad)} became {values[bad[0]]} at step {state['step'] + 1} (epoch {state['epoch']}); "
+                        f"{', '.join(bad)} became {values[bad[0]]} at step {state['step'] + 1} "
+                        f"(epoch {state['epoch']}); "
                         f"lower --lr (now {cfg.lr}) or check the model's settings; best checkpoint so far "
                         f"is kept in {out_dir}")
                 optimizer.zero_grad(set_to_none=True)

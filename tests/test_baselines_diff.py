@@ -124,7 +124,8 @@ def test_dreamrec_l2_retrieval_ranks_the_items_nearest_to_the_generated_x0():
     scores = (l2.user_vectors(hist) @ l2.item_vectors().T)[:, 0]  # [B, n_items]
     distances = torch.cdist(x0, dot.item_vectors())
     assert (scores.argsort(dim=1, descending=True) == distances.argsort(dim=1)).all()
-    assert not (scores.argsort(dim=1, descending=True) == (x0 @ dot.item_vectors().T).argsort(dim=1, descending=True)).all()
+    dot_order = (x0 @ dot.item_vectors().T).argsort(dim=1, descending=True)
+    assert not (scores.argsort(dim=1, descending=True) == dot_order).all()
     with pytest.raises(ValueError, match="retrieval must be one of dot, l2"):
         DreamRecConfig(retrieval="cosine")
 

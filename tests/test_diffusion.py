@@ -68,7 +68,8 @@ def test_cosine_schedule_ends_at_a_right_angle_where_random_points_lie():
     for t in (1, 7, 20):
         abar = float(s.alphas_cumprod[t])
         xt = math.sqrt(abar) * x0 + math.sqrt(1 - abar) * eps
-        assert math.isclose(float(sphere.geodesic_distance(x0, sphere.normalize(xt))), float(s.angles(D)[t]), rel_tol=1e-6)
+        angle = float(sphere.geodesic_distance(x0, sphere.normalize(xt)))
+        assert math.isclose(angle, float(s.angles(D)[t]), rel_tol=1e-6)
     angles = sphere.geodesic_distance(unit(2000, seed=1), unit(2000, seed=2))
     assert abs(float(angles.mean()) - math.pi / 2) < 0.01 and float(angles.std()) < 0.2
 

@@ -25,7 +25,8 @@ def batches(planted):
     """61 training batches of 256 (history, target) pairs: 60 to train on, the last held out to measure."""
     sampler = TrainSampler(planted, np.arange(planted.n_users), batch_size=256, seed=0)
     epoch = sampler.epoch()
-    return [Batch(torch.from_numpy(h), torch.from_numpy(t), planted.pad_id) for h, t in (next(epoch) for _ in range(N_STEPS + 1))]
+    return [Batch(torch.from_numpy(h), torch.from_numpy(t), planted.pad_id)
+            for h, t in (next(epoch) for _ in range(N_STEPS + 1))]
 
 
 def measured_loss(model, batch: Batch) -> dict[str, float]:

@@ -106,7 +106,7 @@ def test_same_seed_gives_identical_runs_and_another_seed_differs(planted_small, 
         model, metrics = fit(planted_small, tmp_path / name, seed=seed, max_epochs=1)
         runs[name] = (model, metrics, read_losses(tmp_path / name),
                       json.loads((tmp_path / name / "metrics.json").read_text()))
-    (ma, a, losses_a, disk_a), (mb, b, losses_b, disk_b), (_, c, losses_c, _) = runs["a"], runs["b"], runs["c"]
+    (ma, a, losses_a, disk_a), (mb, _, losses_b, disk_b), (_, c, losses_c, _) = runs["a"], runs["b"], runs["c"]
     assert without_wall_clock(disk_a) == without_wall_clock(disk_b)
     assert losses_a == losses_b
     for key, tensor in ma.state_dict().items():

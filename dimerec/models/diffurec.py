@@ -155,7 +155,8 @@ class DiffuRec(Recommender):
         """The official reverse_p_sample: x_T ~ N(0, I), T steps with σ_t² = β_t; returns the final x̂0 [B, d]."""
         h, padding = self.encode(hist)
         denoise = lambda x_t, t: self.predict_x0(h, padding, x_t[:, 0], t[:, 0])[:, None]  # noqa: E731  [B, 1, d]
-        return sample_trajectory(self.diffusion, denoise, len(hist), 1, device=hist.device).final[:, 0]  # at t = 1, μ̃_1 = x̂0
+        # at t = 1, μ̃_1 = x̂0
+        return sample_trajectory(self.diffusion, denoise, len(hist), 1, device=hist.device).final[:, 0]
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
         return self.sample(hist)[:, None]  # [B, 1, d]

@@ -72,7 +72,8 @@ class DimeRecConfig(SampledSoftmaxConfig):
         None, "reverse step: ddpm = Eq. 8-9 then L2-normalise; ddim = DDIM on the angle process; geodesic = "
               "walk θ_{t-1} from normalised x̂0 towards x_t (default: by preset)")
     reverse_sigma: Literal["beta-tilde", "sqrt-beta-tilde", "none"] | None = option(
-        None, "reverse noise of the ddpm step: β̃_t·ε (Alg. 2 as written), sqrt(β̃_t)·ε (DDPM) or none (default: by preset)")
+        None, "reverse noise of the ddpm step: β̃_t·ε (Alg. 2 as written), sqrt(β̃_t)·ε (DDPM) or none "
+              "(default: by preset)")
     normalize_x0: bool | None = option(None, "put the denoiser's x̂0 on the sphere (default: by preset)")
     confidence: bool | None = option(
         None, "x̂0 = r·(unit direction), with r in (0, 1) from its own output trained by L_recon only, so r "

@@ -178,7 +178,8 @@ class DreamRec(Recommender):
         w = self.config.guidance_weight if w is None else w
         c = self.guidance(hist)
         denoise = lambda x_t, t: self.guided_x0(x_t[:, 0], t[:, 0], c, w)[:, None]  # noqa: E731  [B, 1, d]
-        return sample_trajectory(self.diffusion, denoise, len(c), 1, device=c.device).final[:, 0]  # x_T ~ N(0, I), DDPM steps
+        # x_T ~ N(0, I), then DDPM steps
+        return sample_trajectory(self.diffusion, denoise, len(c), 1, device=c.device).final[:, 0]
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
         x0 = self.sample(hist)

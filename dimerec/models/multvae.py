@@ -28,7 +28,8 @@ are not defaults of our shared trainer (pass --lr 0.001), and total_anneal_steps
 should be set to about the number of steps one trains for (the paper's 200,000 is
 the default; with fewer steps β never reaches the cap).
 
-    python -m dimerec train --model multvae --dataset ml-1m --lr 0.001 --total-anneal-steps 20000 --out runs/multvae-ml1m
+    python -m dimerec train --model multvae --dataset ml-1m --lr 0.001 --total-anneal-steps 20000 \
+        --out runs/multvae-ml1m
 """
 from __future__ import annotations
 
