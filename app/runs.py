@@ -107,7 +107,7 @@ class Run:
 
     @property
     def has_diffusion(self) -> bool:
-        return bool(getattr(self.model, "uses_diffusion", False)) and hasattr(self.model, "trajectory")
+        return self.model.denoises
 
     @property
     def T(self) -> int:
@@ -278,10 +278,11 @@ class UserView:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
+@torch.no_grad()
 def user_view(run_id: str, stamp: tuple, hist: tuple[int, ...], n_samples: int, seed: int) -> UserView:
     run = load_run(run_id)
     h = run.hist_tensor(hist)
-    g, attention = explore.interests(run.model, h)
+    g, attention = run.model.interests(h)
     interest_top, _ = explore.nearest_items(g[0][:, None], run.model.item_vectors(), 20)
     samples = samples_3d = recommend_3d = None
     if run.has_diffusion:
@@ -299,6 +300,7 @@ def user_view(run_id: str, stamp: tuple, hist: tuple[int, ...], n_samples: int, 
 
 
 @st.cache_data(show_spinner="Choosing interesting users…", max_entries=8)
+@torch.no_grad()
 def user_table(run_id: str, stamp: tuple) -> pd.DataFrame:
     """One row per held-out user (at most PRESET_POOL of them, a seeded draw): where the user's
     samples (or interests) land, and whether the true next item is found. The presets are picked
@@ -308,18 +310,9 @@ def user_table(run_id: str, stamp: tuple) -> pd.DataFrame:
     users = run.held_out
     if len(users) > PRESET_POOL:
         users = np.sort(np.random.default_rng(0).choice(users, PRESET_POOL, replace=False))
-    items = run.model.item_vectors()
-    if run.has_diffusion:
-        vectors = torch.cat([run.model.trajectory(run.hist_tensor(run.history(u)), n_samples=DEFAULT_SAMPLES,
-                                                  generator=torch.Generator().manual_seed(0)).final
-                             for u in users])  # [U, S, d]
-    else:
-        hists = torch.from_numpy(left_pad([run.history(u) for u in users], run.data.max_len, run.data.pad_id))
-        vectors = explore.interests(run.model, hists)[0]  # [U, K, d]
-    U, S, d = vectors.shape
-    first, _ = explore.nearest_items(vectors.reshape(U * S, 1, d), items, 1)
-    merged, _ = explore.nearest_items(vectors, items, 50)
-    categories = run.item_category[first[:, 0]].reshape(U, S)
+    hists = [run.hist_tensor(run.history(u)) for u in users]
+    landing, merged = explore.user_landings(run.model, hists, n_samples=DEFAULT_SAMPLES, seed=0)
+    categories = run.item_category[landing]  # [U, S]
     rows = []
     for b, u in enumerate(users.tolist()):
         hit = np.flatnonzero(merged[b] == run.next_item(u))
@@ -377,6 +370,7 @@ def popularity(run_id: str, stamp: tuple) -> np.ndarray:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
+@torch.no_grad()
 def forward_view(run_id: str, stamp: tuple, item: int, n_paths: int) -> tuple[np.ndarray, np.ndarray]:
     """The forward noise of one item, on the picture [T+1, n, 3], and each path's angle from x_0 in degrees [T+1, n]."""
     run = load_run(run_id)

@@ -156,3 +156,67 @@ def category_diversity(model, data: SeqDataset, users: np.ndarray, k: int = 100,
         "n_categories": len(names),
         "counting": COUNTING,
     }
+
+
+@torch.no_grad()
+def chain_angles(model, data: SeqDataset, users: np.ndarray, n_samples: int = 8, max_rows: int | None = 2000,
+                 seed: int = 0, protocol: Protocol = "next-item", batch_size: int = 512) -> list[dict]:
+    """Issue 16, hypothesis 6: where the reverse chain's guesses land relative to the true next item.
+
+    For each reverse step (the rows `evaluate` scores, one target each): the mean angle (degrees) between the
+    true target's unit embedding and (a) each sample's x̂0, (b) the mean direction of the S samples' x̂0, and
+    (c) the mean angle between two samples of one user (the spread of the learned p(x0 | g)). A chain whose
+    samples are each farther from the target than their mean is too broad (each sample commits to one
+    possibility); one whose mean is far too is mis-centred. The last row ("x_0") is the chain's end point."""
+    from dimerec import sphere
+
+    rows = build_rows(data, users, protocol)
+    order = row_order(len(rows.hist), max_rows, seed)
+    device = model_device(model)
+    sums: dict[int, np.ndarray] = {}
+    steps: list = []
+    with serving(model, seed):
+        items = sphere.normalize(model.item_vectors())
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            traj = model.trajectory(torch.from_numpy(rows.hist[idx]).to(device), n_samples=n_samples)
+            target = items[torch.from_numpy(rows.targets[idx, 0]).to(device)]  # [B, d]
+            points = torch.cat([traj.pred_x0, traj.final[None]])  # [T+1, B, S, d]
+            steps = [*traj.steps, "x_0"]
+            unit = sphere.normalize(points)
+            each = torch.rad2deg(torch.acos((unit * target[None, :, None]).sum(-1).clamp(-1, 1)))  # [T+1, B, S]
+            mean_dir = sphere.normalize(unit.mean(2))  # [T+1, B, d]
+            of_mean = torch.rad2deg(torch.acos((mean_dir * target[None]).sum(-1).clamp(-1, 1)))  # [T+1, B]
+            cos = torch.einsum("tbsd,tbrd->tbsr", unit, unit).clamp(-1, 1)
+            S = unit.shape[2]
+            pairs = (torch.rad2deg(torch.acos(cos)).sum((-1, -2)) / max(S * (S - 1), 1))  # [T+1, B] off-diagonal
+            for i in range(points.shape[0]):
+                add = np.array([float(each[i].mean(1).sum()), float(of_mean[i].sum()), float(pairs[i].sum()),
+                                len(idx)])
+                sums[i] = sums.get(i, np.zeros(4)) + add
+    return [{"step": i + 1 if steps[i] != "x_0" else "x_0", "t": steps[i],
+             "angle of each sample": s[0] / s[3], "angle of the samples' mean": s[1] / s[3],
+             "angle between samples": s[2] / s[3]} for i, s in sorted(sums.items())]
+
+
+@torch.no_grad()
+def serving_cost(model, data: SeqDataset, users: np.ndarray, batch_size: int = 1024, repeats: int = 3,
+                 seed: int = 0) -> float:
+    """Milliseconds per user to serve a batch of `batch_size` rows (user vectors + top-50 retrieval), the
+    median of `repeats` timings, on the model's device and this process's threads."""
+    import time
+
+    from dimerec.evaluate import merging_retriever
+
+    rows = build_rows(data, users, "next-item")
+    order = row_order(len(rows.hist), batch_size, seed)
+    hist = torch.from_numpy(rows.hist[order]).to(model_device(model))
+    retriever = merging_retriever(model, TorchRetriever())
+    timings = []
+    with serving(model, seed):
+        retriever.index(model.item_vectors())
+        for _ in range(repeats):
+            start = time.perf_counter()
+            retriever.search(model.user_vectors(hist), 50)
+            timings.append(time.perf_counter() - start)
+    return 1000 * float(np.median(timings)) / len(order)

@@ -196,7 +196,12 @@ class SphereDiffusion:
 
 def cpu_randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """N(0, I) shaped like `like`, drawn on the CPU and moved to like's device (see prior_sample)."""
-    return torch.randn(like.shape, generator=generator).to(like.device)
+    return cpu_randn_shape(like.shape, generator, like.device)
+
+
+def cpu_randn_shape(shape, generator: torch.Generator | None, device) -> torch.Tensor:
+    """N(0, I) of `shape`, drawn on the CPU (from `generator` or the global RNG) and moved to `device`."""
+    return torch.randn(shape, generator=generator).to(device)
 
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B, S, d], t [B, S]) -> x̂0 [B, S, d]
@@ -205,18 +210,24 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B, S, d
 @torch.no_grad()
 def sample_trajectory(diffusion: SphereDiffusion, denoise: Denoiser, batch: int, n_samples: int,
                       generator: torch.Generator | None = None, x_T: torch.Tensor | None = None,
-                      device: torch.device | str | None = None) -> Trajectory:
+                      device: torch.device | str | None = None, start: int | None = None) -> Trajectory:
     """Alg. 2 for `batch` users × `n_samples` samples each, recording x_t and x̂0 at every step.
 
     `denoise` closes over the users' guidance (see DimeRec.denoiser_for); `device`: where x_T is put (the
-    denoiser's), unless `x_T` is given.
+    denoiser's), unless `x_T` is given. `start` (t*, default T) runs a partial chain t*, ..., 1 from `x_T`,
+    which then is x_{t*} (SDEdit: a guess noised to t*, `SphereDiffusion.q_sample`).
     """
+    start = diffusion.T if start is None else start
+    if not 1 <= start <= diffusion.T:
+        raise ValueError(f"the chain's start step must be in 1..{diffusion.T}, got {start}")
+    if start != diffusion.T and x_T is None:
+        raise ValueError("a partial chain needs its start point x_T (a guess noised to step start)")
     x = diffusion.prior_sample((batch, n_samples), generator, device) if x_T is None else x_T
     xs, preds = [x], []
-    for t in range(diffusion.T, 0, -1):
+    for t in range(start, 0, -1):
         pred = denoise(x, torch.full((batch, n_samples), t, dtype=torch.long, device=x.device))
         out = diffusion.step(pred, t, x, generator)
         x = out.prev_sample
         xs.append(x)
         preds.append(out.pred_x0)
-    return Trajectory(steps=list(range(diffusion.T, 0, -1)), x_t=torch.stack(xs), pred_x0=torch.stack(preds))
+    return Trajectory(steps=list(range(start, 0, -1)), x_t=torch.stack(xs), pred_x0=torch.stack(preds))

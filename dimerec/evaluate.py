@@ -91,19 +91,30 @@ def model_device(model) -> torch.device:
 
 @contextmanager
 def serving(model, seed: int) -> Iterator[None]:
-    """Score in eval mode with the global RNG seeded by `seed` (diffusion sampling), leaving the caller's
-    random state and the model's train/eval mode as they were."""
+    """Score in eval mode, without autograd, with the global RNG seeded by `seed` (diffusion sampling), leaving
+    the caller's random state and the model's train/eval mode as they were. (Scoring once built an autograd
+    graph of every user vector: issue 18, bug 1.)"""
     was_training = model.training
     model.eval()
     try:
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(), torch.no_grad():
             torch.manual_seed(seed)
             yield
     finally:
         model.train(was_training)
 
 
-@torch.no_grad()
+def merging_retriever(model, retriever: Retriever) -> Retriever:
+    """The retriever that merges the model's vectors as the model says (`score_merge`): `retriever` itself for
+    the contract's max over K; a dense TorchRetriever for the mixture, which an index cannot search."""
+    if model.score_merge == "max":
+        return retriever
+    if type(retriever) is not TorchRetriever:
+        raise DimeRecError(f"--serve-merge {model.score_merge} ranks by dense scores: use --retriever torch, "
+                           f"not {type(retriever).__name__}")
+    return TorchRetriever(merge=model.score_merge, scale=model.merge_scale)
+
+
 def row_order(n_rows: int, max_rows: int | None, seed: int) -> np.ndarray:
     """The rows to score: all, or a seeded sorted subsample of `max_rows` of them."""
     order = np.arange(n_rows)
@@ -122,7 +133,7 @@ def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "n
     """
     rows = build_rows(data, users, protocol)
     order = row_order(len(rows.hist), max_rows, seed)
-    retriever = retriever or TorchRetriever()
+    retriever = merging_retriever(model, retriever or TorchRetriever())
     user_fn = user_fn or (lambda hist: {"final": model.user_vectors(hist)})
     k = max(CUTOFFS)
     per_row: dict[str, list] = {}
@@ -140,7 +151,29 @@ def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "n
             for name, parts in per_row.items()}
 
 
-@torch.no_grad()
+def chain_user_fn(model) -> UserFn:
+    """For evaluate(user_fn=...): the user vectors of x̂0 after every reverse step ("t=T" … "t=1", the paper's
+    Fig. 5) and of the chain's end x_0 ("final"), for a model that `denoises`."""
+    def user_fn(hist: torch.Tensor) -> dict[str, torch.Tensor]:
+        traj = model.trajectory(hist)
+        out = {f"t={t}": model.chain_user_vectors(traj.pred_x0[i]) for i, t in enumerate(traj.steps)}
+        out["final"] = model.chain_user_vectors(traj.final)
+        return out
+    return user_fn
+
+
+def step_metrics(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "next-item", *,
+                 mask_seen: bool = False, seed: int = 0, max_rows: int | None = None) -> dict:
+    """HR@50, NDCG@50 and HR@10 of x̂0 at each reverse step, and all metrics of the chain's end x_0: what a run's
+    step_metrics.json holds (the trainer writes it for every model that denoises)."""
+    per_step = evaluate(model, data, users, protocol, mask_seen=mask_seen, seed=seed,
+                        user_fn=chain_user_fn(model), max_rows=max_rows)
+    steps = [{"t": int(name[2:]), "step": i + 1, **{k: per_step[name][k] for k in ("HR@50", "NDCG@50", "HR@10")}}
+             for i, name in enumerate(n for n in per_step if n.startswith("t="))]
+    return {"model": model.name, "preset": getattr(model.config, "preset", None), "dataset": data.name,
+            "protocol": protocol, "T": len(steps), "steps": steps, "final": per_step["final"]}
+
+
 def sampled_metrics(model, data: SeqDataset, users: np.ndarray, n_negatives: int = 100, *, cutoffs=(1, 5, 10),
                     batch_size: int = 1024, seed: int = 0, max_rows: int | None = None) -> dict[str, float]:
     """The sampled protocol of SASRec's paper (§IV-B) and many baselines' own reports, for sanity checks

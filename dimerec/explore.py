@@ -3,8 +3,7 @@
 - `SphereProjection` / `fit_sphere_projection`: a fixed linear "camera" from the
   64-d unit sphere to the 3-D sphere (three orthonormal axes that keep the item
   categories apart, then back onto the unit sphere);
-- `interests`: the K guidance vectors of a history and, for ComiRec-SA, the
-  attention behind them;
+- `user_landings`: where each user's samples (or user vectors) land, and the top 50 served;
 - `UserSamples` / `sample_user`: a user's reverse runs, with what each step
   would recommend;
 - `forward_paths`: the forward noise applied to one item, step by step;
@@ -59,11 +58,16 @@ def fit_sphere_projection(item_vectors: torch.Tensor, labels: np.ndarray | None 
     (uncentred) table. Either way the map is linear, so a uniformly random start maps to a
     uniformly random direction and any x_t can be drawn, not only the fitted items."""
     x = sphere.normalize(item_vectors.detach().float()).numpy().astype(np.float64)  # [n, d]
-    method = "pca"
+    if x.shape[1] < 3:  # a table of fewer than 3 dimensions (MostPopular's scores) is drawn on its own axes
+        return SphereProjection(components=np.eye(3, x.shape[1], dtype=np.float32), method="identity",
+                                explained=1.0)
+    method, axes = "pca", None
     if labels is not None and len(np.unique(labels)) >= 4:
-        axes = _discriminant_axes(x, np.asarray(labels))
-        method = "categories"
-    else:
+        try:
+            axes, method = _discriminant_axes(x, np.asarray(labels)), "categories"
+        except np.linalg.LinAlgError:  # a degenerate table (e.g. barely trained): fall back to PCA
+            axes = None
+    if axes is None:
         axes = np.linalg.svd(x, full_matrices=False)[2][:3].T  # [d, 3]
     components = np.linalg.qr(axes)[0].T  # [3, d] orthonormal
     # A fixed sign convention, so the picture does not flip between fits of the same table.
@@ -83,15 +87,6 @@ def _discriminant_axes(x: np.ndarray, labels: np.ndarray, n_axes: int = 3) -> np
 
     lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=0.5).fit(x, labels)
     return lda.scalings_[:, :n_axes]
-
-
-@torch.no_grad()
-def interests(model, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """[B, L] -> the K interest vectors [B, K, d] and the attention [B, L, K] behind them (None when
-    the model has no attention). DimeRec's guidance; any other model's user vectors."""
-    if hasattr(model, "guidance"):
-        return model.guidance(hist)
-    return model.user_vectors(hist), None
 
 
 @torch.no_grad()
@@ -131,12 +126,36 @@ def sample_user(model, hist: torch.Tensor, n_samples: int, seed: int = 0, k_top:
     traj = model.trajectory(hist, n_samples=n_samples, generator=torch.Generator().manual_seed(seed))
     x_t = traj.x_t[:, 0]  # [T+1, S, d]
     recommend = torch.cat([traj.pred_x0[:, 0], traj.final[0][None]])  # [T+1, S, d]
+    served = model.chain_user_vectors(recommend)  # [T+1, S, d'] what retrieval scores each point as
     items = model.item_vectors()
-    top, top_scores = nearest_items(recommend, items, k_top)  # samples merged per step
-    n_steps, S, d = recommend.shape
-    sample_top, _ = nearest_items(recommend.reshape(n_steps * S, 1, d), items, n_sample_top)
+    top, top_scores = nearest_items(served, items, k_top)  # samples merged per step
+    n_steps, S, d = served.shape
+    sample_top, _ = nearest_items(served.reshape(n_steps * S, 1, d), items, n_sample_top)
     return UserSamples(steps=list(traj.steps), x_t=x_t.numpy(), recommend=recommend.numpy(), top=top,
                        top_scores=top_scores, sample_top=sample_top.reshape(n_steps, S, n_sample_top))
+
+
+@torch.no_grad()
+def user_landings(model, hists: list[torch.Tensor], n_samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """For each history [1, L]: the nearest item of each of its vectors — the ends x_0 of `n_samples` reverse runs
+    (seeded as `sample_user`) for a model that denoises, else its K interests — [U, S or K], and the top 50
+    items it is served [U, 50] (the samples merged, or its user vectors)."""
+    items = model.item_vectors()
+    if model.denoises:
+        vectors = torch.cat([model.chain_user_vectors(model.trajectory(
+            h, n_samples=n_samples, generator=torch.Generator().manual_seed(seed)).final) for h in hists])
+        served = vectors  # [U, S, d]
+    else:
+        batch = torch.cat(hists)
+        vectors, served = model.interests(batch)[0], model.user_vectors(batch)  # [U, K, d], [U, K', d]
+    U, S, d = vectors.shape
+    if d == items.shape[1]:
+        first, _ = nearest_items(vectors.reshape(U * S, 1, d), items, 1)
+    else:  # interests outside the item space (DreamRec's guidance): the served vectors' nearest items
+        first, _ = nearest_items(served.reshape(-1, 1, served.shape[-1]), items, 1)
+        S = served.shape[1]
+    merged, _ = nearest_items(served, items, 50)
+    return first[:, 0].reshape(U, S), merged
 
 
 @torch.no_grad()

@@ -21,6 +21,14 @@ def max_over_interests(user_vectors: torch.Tensor, item_vectors: torch.Tensor) -
     return torch.einsum("bkd,nd->bkn", user_vectors, item_vectors).amax(dim=1)
 
 
+def mixture_over_samples(user_vectors: torch.Tensor, item_vectors: torch.Tensor, scale: float) -> torch.Tensor:
+    """[B, S, d] x [n_items, d] -> [B, n_items]: the S vectors as one predictive distribution (issue 16,
+    hypothesis 2): score_i = log Σ_s softmax_i(scale·<x_s, e_i>), the log of the mixture of the S samples'
+    softmax distributions over items (up to log S). With S = 1 it ranks as the one sample's inner products."""
+    logits = scale * torch.einsum("bsd,nd->bsn", user_vectors, item_vectors)  # [B, S, n_items]
+    return torch.logsumexp(logits - torch.logsumexp(logits, dim=-1, keepdim=True), dim=1)
+
+
 def topk_items(scores: torch.Tensor, k: int) -> torch.Tensor:
     """[B, n_items] -> [B, k] item ids by descending score; ties go to the lower id."""
     k = min(k, scores.shape[1])

@@ -76,6 +76,30 @@ def sweep(symbol: str, flag: str, values: list, default) -> list[RunSpec]:
             for v in values]
 
 
+def served(label: str, source: RunSpec, **overrides) -> RunSpec:
+    """A row scoring `source`'s checkpoints with serving-only settings changed (no training)."""
+    return RunSpec(label, source.model, role="variant", serve_of=source.label, serve_overrides=overrides)
+
+
+# Issue 16: the levers on DimeRec's reverse chain, one table per hypothesis (the section reads DIFFUSION_GROUPS).
+CFG = dimerec_variant("ours + CFG training (p = 0.15), w = 0", ["--p-uncond", "0.15"])
+XATTN = dimerec_variant("ours, cross-attention denoiser", ["--denoiser", "cross-attention"])
+SERVE_MEAN = RunSpec("DimeRec (ours, serve mean)", "dimerec", role="variant", serve_of=OURS.label,
+                     serve_overrides={"serve": "mean"})
+DIFFUSION_GROUPS: dict[str, list[RunSpec]] = {
+    "References": [POP, CONTROL, OURS, SERVE_MEAN],
+    "H1: classifier-free guidance (trained with p = 0.15, served with weight w)": [
+        CFG, *(served(f"ours + CFG, w = {w}", CFG, guidance_weight=w) for w in (0.5, 1.0, 2.0, 4.0))],
+    "H2: S samples merged as a predictive distribution (mixture at the model's L_ssm scale) or by max": [
+        *(served(f"ours, S = {s}, max", OURS, serve_samples=s) for s in (4, 16)),
+        *(served(f"ours, S = {s}, mixture", OURS, serve_samples=s, serve_merge="mixture") for s in (1, 4, 16))],
+    "H3: a partial chain from the model's own guess (x̂0 at t = T) noised to t*": [
+        *(served(f"ours, t* = {t}", OURS, serve_start=t) for t in (2, 5, 10, 15)),
+        served("ours, t* = 5 from each interest, S = 4", OURS, serve_start=5, serve_guess="interests",
+               serve_samples=4)],
+    "H4: a denoiser that reads each interest (cross-attention over the K interests)": [XATTN],
+}
+
 TABLE1 = [POP,
           RunSpec("SASRec", "sasrec"),
           RunSpec("GRU4Rec", "gru4rec"),
@@ -119,6 +143,8 @@ EXPERIMENTS: dict[str, list[RunSpec]] = {
     "table5": sweep("T", "--T", [5, 10, 20, 50, 100], 20),
     "table7": sweep("λ", "--lambda-recon", [0.01, 0.1, 1, 10], 0.1),
     "table8": sweep("μ", "--mu-ssm", [0.1, 1, 10, 100], 1),
+    # issue 16: can the reverse chain earn its place? (results/DIFFUSION.md explains the tables)
+    "diffusion": [spec for group in DIFFUSION_GROUPS.values() for spec in group],
 }
 
 # experiments where models of different papers meet: their tables say how each model's settings were chosen
@@ -136,6 +162,8 @@ DESCRIPTIONS = {
     "table5": "diffusion steps T in {5, 10, 20, 50, 100}",
     "table7": "λ (weight of L_recon) in {0.01, 0.1, 1, 10}",
     "table8": "μ (weight of L_ssm) in {0.1, 1, 10, 100}",
+    "diffusion": "levers on DimeRec's reverse chain (guidance, samples, partial chains, denoiser), the control "
+                 "and the one-step mean beside: per-step curves, serving cost, chain angles",
 }
 
 # Equal tuning for Table 1: the learning rate and at most two of each model's own settings.
@@ -693,8 +721,103 @@ def probe_runs(results, data_dir) -> pd.DataFrame:
     return agg
 
 
+def section_diffusion(name, dataset, results, table, note, *, data_dir=None, **_):
+    """Issue 16: one table per hypothesis (validation HR@50 chooses; test read once per run), every variant's
+    curve of x̂0 along its chain, its serving cost, the verdict against the control, and the chain's angles."""
+    from scipy import stats
+
+    from dimerec import figures
+    from dimerec.analysis import chain_angles, serving_cost
+    from dimerec.evaluate import step_metrics
+
+    frame = pd.DataFrame(results)
+    curves, costs = [], {}
+    for r in tqdm(results, desc="chains and serving cost", unit="run"):
+        model, data, config = load_run_cached(trained_run(r), data_dir, r.get("serve_overrides"))
+        split, tc = data.split(config["train_config"]["split_seed"]), config["train_config"]
+        if model.denoises and model.config.serve == "final":
+            steps = step_metrics(model, data, split.valid, tc["protocol"], mask_seen=tc["mask_seen"],
+                                 seed=r["seed"], max_rows=tc.get("valid_max_rows"))["steps"]
+            curves += [{"model": r["label"], "seed": r["seed"], "step": s["step"], "t": s["t"],
+                        "HR@50": 100 * s["HR@50"], "NDCG@50": 100 * s["NDCG@50"]} for s in steps]
+        if r["seed"] == 0:
+            costs[r["label"]] = serving_cost(model, data, split.valid, seed=0)
+    curve = pd.DataFrame(curves)
+    by_model = curve.groupby(["model", "seed"]).agg(first=("HR@50", "first"), last=("HR@50", "last"))
+    by_model["rise"] = by_model["last"] - by_model["first"]
+    chain_rise = by_model.groupby("model")[["first", "last", "rise"]].mean()
+
+    def cell(label: str, key: str) -> str:
+        row = table[table.model == label].iloc[0]
+        return f"{row[key]:.2f} ± {row[f'{key} std']:.2f}"
+
+    valid = {label: 100 * np.mean([v["HR@50"] for v in g["valid"]]) for label, g in frame.groupby("label")}
+    lines = ["Each row: test metrics in %, mean ± std over seeds; **valid HR@50** (the only figure anything is "
+             "chosen by); the chain's first and last step (HR@50 of x̂0 on validation, mean over seeds; "
+             "x̂0 after the first step from pure noise vs after the last); serving cost in ms per user (batch "
+             "1,024, seed 0, this machine)."]
+    for group, specs in DIFFUSION_GROUPS.items():
+        rows = []
+        for spec in specs:
+            if spec.label not in valid:
+                continue
+            rise = chain_rise.loc[spec.label] if spec.label in chain_rise.index else None
+            rows.append({"variant": spec.label, "valid HR@50": f"{valid[spec.label]:.2f}",
+                         "test HR@50": cell(spec.label, "HR@50"), "test NDCG@50": cell(spec.label, "NDCG@50"),
+                         "chain: first step": "—" if rise is None else f"{rise['first']:.2f}",
+                         "last step": "—" if rise is None else f"{rise['last']:.2f}",
+                         "ms / user": f"{costs.get(spec.label, float('nan')):.3f}"})
+        lines += ["", f"## {group}", "", *markdown_table(pd.DataFrame(rows))]
+    # the verdict: the chain-served variant that validates best, against the control, on test
+    chain_served = [s.label for g in list(DIFFUSION_GROUPS.values())[1:] for s in g if s.label in valid]
+    chain_served.append(OURS.label)
+    best = max(chain_served, key=lambda label: valid[label])
+    verdict = ["## Verdict", "", f"Best chain-served variant on validation: **{best}** (valid HR@50 "
+               f"{valid[best]:.2f}; the control validates at {valid.get(CONTROL.label, float('nan')):.2f})."]
+    a = frame[frame.label == best].sort_values("seed")
+    b = frame[frame.label == CONTROL.label].sort_values("seed")
+    seeds = sorted(set(a.seed) & set(b.seed))
+    beats = []
+    for key in ("HR@50", "NDCG@50"):
+        x = [t[key] for t in a[a.seed.isin(seeds)]["test"]]
+        y = [t[key] for t in b[b.seed.isin(seeds)]["test"]]
+        beats.append(np.mean(x) >= np.mean(y))
+        p = stats.ttest_rel(x, y).pvalue if len(seeds) >= 2 else float("nan")
+        verdict.append(f"- test {key}: {100 * np.mean(x):.2f} vs the control's {100 * np.mean(y):.2f} "
+                       f"({100 * (np.mean(x) - np.mean(y)):+.2f} points, paired t-test over {len(seeds)} seeds, "
+                       f"p = {p:.3g}): {'matches or beats' if np.mean(x) >= np.mean(y) else 'below'} the control.")
+    if best in chain_rise.index:
+        r = chain_rise.loc[best]
+        verdict.append(f"- its chain: HR@50 of x̂0 {r['first']:.2f} after the first step, {r['last']:.2f} after the "
+                       f"last: the chain {'improves (as Fig. 5 claims)' if r['rise'] >= 0 else 'degrades'} "
+                       f"along the way.")
+    cleared = best in chain_rise.index and chain_rise.loc[best, "rise"] >= 0 and all(beats)
+    verdict.append(f"- the bar of issue 16 (a chain that improves and matches the control on HR@50 and NDCG@50): "
+                   f"**{'cleared' if cleared else 'not cleared'}**.")
+    lines += ["", *verdict]
+    # H6: where the chain's guesses land (seed 0, DimeRec as served by default)
+    source = next(r for r in results if r["label"] == OURS.label and r["seed"] == results[0]["seed"])
+    model, data, config = load_run_cached(trained_run(source), data_dir)
+    angles = pd.DataFrame(chain_angles(model, data, data.split(config["train_config"]["split_seed"]).valid,
+                                       seed=source["seed"]))
+    lines += ["", "## H6: where the chain's guesses land (DimeRec (ours), seed "
+              f"{source['seed']}, 8 samples per validation row, at most 2,000 rows; degrees)", "",
+              "A uniformly random direction lies at about 90° from the target. Each sample farther from the "
+              "target than the samples' mean is a distribution too broad for one sample to rank well.", "",
+              *markdown_table(angles, "{:.1f}")]
+    curve_mean = curve.groupby(["model", "step", "t"], sort=False)[["HR@50", "NDCG@50"]].agg(["mean", "std"])
+    curve_mean.columns = [f"{a} {b}" for a, b in curve_mean.columns]
+    curve_mean = curve_mean.reset_index().fillna(0.0)
+    figure = figures.step_curves(curve_mean, f"Reverse chains on {dataset}: HR@50 of x̂0 at each step (validation)")
+    csv_table = table.assign(**{"valid HR@50": [valid[m] for m in table.model],
+                                "ms per user": [costs.get(m, np.nan) for m in table.model],
+                                "chain first": [chain_rise["first"].get(m, np.nan) for m in table.model],
+                                "chain last": [chain_rise["last"].get(m, np.nan) for m in table.model]})
+    return lines, figure, csv_table
+
+
 SECTIONS = {"table1": section_table1, "table2": section_table2, "table4": section_table4, "fig4": section_fig4,
-            "fig5": section_fig5}
+            "fig5": section_fig5, "diffusion": section_diffusion}
 
 
 def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_minutes: float,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dimerec.metrics import max_over_interests, topk_items
+from dimerec.metrics import max_over_interests, mixture_over_samples, topk_items
 
 
 class Retriever:
@@ -25,11 +25,22 @@ class Retriever:
 
 
 class TorchRetriever(Retriever):
+    """Dense scores, then topk. `merge`: how the K vectors make an item's score — "max" (the contract's best
+    inner product) or "mixture" (metrics.mixture_over_samples at `scale`, which only dense scoring offers)."""
+
+    def __init__(self, merge: str = "max", scale: float = 1.0):
+        if merge not in ("max", "mixture"):
+            raise ValueError(f"merge must be max or mixture, got {merge!r}")
+        self.merge, self.scale = merge, scale
+
     def index(self, item_vectors: torch.Tensor) -> None:
         self.items = item_vectors.detach().float()
 
     def search(self, user_vectors, k, exclude=None):
-        scores = max_over_interests(user_vectors.float(), self.items)  # [B, n_items]
+        if self.merge == "mixture":
+            scores = mixture_over_samples(user_vectors.float(), self.items, self.scale)  # [B, n_items]
+        else:
+            scores = max_over_interests(user_vectors.float(), self.items)  # [B, n_items]
         if exclude is not None:
             rows = np.repeat(np.arange(len(exclude)), [len(e) for e in exclude])
             cols = np.concatenate(exclude) if len(rows) else np.zeros(0, np.int64)

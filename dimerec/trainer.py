@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from dimerec.data.dataset import SAMPLINGS, Sampling, SeqDataset, TrainSampler
 from dimerec.errors import DimeRecError, TrainingDiverged
-from dimerec.evaluate import PROTOCOLS, Protocol, evaluate
+from dimerec.evaluate import PROTOCOLS, Protocol, evaluate, step_metrics
 from dimerec.models.base import Batch, Recommender, option
 from dimerec.retrieval import RETRIEVERS
 
@@ -212,9 +212,10 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     metrics = {"model": model.name, "dataset": data.name, "protocol": cfg.protocol, "seed": cfg.seed,
                "mask_seen": cfg.mask_seen, "epochs": state["epoch"], "steps": state["step"],
                "train_minutes": round(state["elapsed"] / 60, 3), "valid": valid, "test": test}
-    extra = getattr(model, "write_run_artifacts", None)
-    if extra is not None:
-        extra(out_dir, data, split, cfg)
+    if model.denoises:  # the quality of x̂0 along the reverse chain, on validation (Fig. 5)
+        steps = step_metrics(model, data, split.valid, cfg.protocol, mask_seen=cfg.mask_seen, seed=cfg.seed,
+                             max_rows=cfg.valid_max_rows)
+        write_json_atomic({**steps, "split": "valid"}, out_dir / "step_metrics.json")
     write_json_atomic(metrics, out_dir / "metrics.json")
     return metrics
 

@@ -74,7 +74,7 @@ def test_squash_norm_below_one_and_direction_kept():
 def test_routing_masks_padding_and_capsules_are_squashed(cls):
     model = build(cls)
     hist = histories()
-    caps, weights = model.capsules(hist) if cls is MIND else model.interests(hist)
+    caps, weights = model.capsules(hist) if cls is MIND else model.routing(hist)
     mask = hist != N_ITEMS
     assert weights.shape == (B, L, 4)
     assert (weights[~mask] == 0).all()

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from dimerec.evaluate import chain_user_fn
 from dimerec.models.base import Batch
 from dimerec.models.dimerec import DimeRec, DimeRecConfig, DimeRecNoDiff
 from dimerec.trainer import TrainConfig, train
@@ -33,7 +34,7 @@ def test_loss_terms_and_trajectory_shapes(gem, planted_small):
     assert traj.x_t.shape == (6, 3, 2, 16) and traj.pred_x0.shape == (5, 3, 2, 16)
     assert torch.allclose(traj.x_t.norm(dim=-1), torch.ones(6, 3, 2), atol=1e-5)
     assert model.user_vectors(hist).shape == (3, 1, 16)
-    assert set(model.step_user_vectors(hist)) == {"t=5", "t=4", "t=3", "t=2", "t=1", "final"}
+    assert set(chain_user_fn(model)(hist)) == {"t=5", "t=4", "t=3", "t=2", "t=1", "final"}
 
 
 def test_paper_preset_takes_mu_10_on_movielens_only(planted_small):

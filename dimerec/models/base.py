@@ -1,8 +1,16 @@
 """The contract every recommender implements, and the sampled-softmax loss they share.
 
-A model turns a batch of left-padded histories [B, L] into user vectors [B, K, d]
-(K = 1 for single-interest models) and exposes its item table [n_items, d]; an
-item's score is its best inner product over the K vectors (metrics.max_over_interests).
+The contract (checked in one place, `check_contract`; callers read the declared class
+attributes, never `hasattr`):
+- `user_vectors(hist)`: left-padded histories [B, L] -> user vectors [B, K, d]
+  (K = 1 for single-interest models); an item's score is its best inner product over
+  the K vectors (metrics.max_over_interests);
+- `item_vectors()`: the item table [n_items, d] retrieval ranks;
+- `interests(hist)`: what the model reads a history as, for display: vectors [B, K', d'] and,
+  where the model attends over the history (`has_attention`), the attention [B, L, K'];
+  by default the user vectors themselves;
+- `trajectory(hist, n_samples, generator)`: the reverse process, only where `denoises` is
+  True: a diffusion.Trajectory with x_t [T+1, B, S, d] and x̂0 [T, B, S, d].
 Training calls `loss(batch)`, which returns a dict of named loss terms whose
 "loss" entry is the total that is minimised; every term is logged.
 
@@ -12,12 +20,15 @@ from the file alone.
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from dimerec.errors import DimeRecError
 
 NegativeSampler = Literal["per-positive", "shared"]
 NEGATIVE_SAMPLERS = ("per-positive", "shared")
@@ -40,11 +51,15 @@ class Batch:
 
 
 class Recommender(nn.Module):
-    """Base class. Subclasses set `Config`, `name`, and implement the three methods."""
+    """Base class. Subclasses set `Config`, `name`, and implement the three methods (and the optional two
+    that their declared capabilities promise)."""
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = object
     trainable: ClassVar[bool] = True
+    has_attention: ClassVar[bool] = False  # interests() returns attention over the history [B, L, K]
+    denoises: ClassVar[bool] = False  # trajectory() runs a reverse diffusion process
+    chain_space: ClassVar[str] = "none"  # where trajectory() lives: "sphere" (DimeRec) or "euclidean"
 
     def __init__(self, n_items: int, max_len: int, config):
         super().__init__()
@@ -66,8 +81,86 @@ class Recommender(nn.Module):
         """Named loss terms of one batch; "loss" is the total."""
         raise NotImplementedError
 
+    def interests(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[B, L] -> the vectors the model reads the history as [B, K, d] and its attention [B, L, K] (None
+        unless `has_attention`). Default: the user vectors, no attention."""
+        return self.user_vectors(hist), None
+
+    def trajectory(self, hist: torch.Tensor, n_samples: int | None = None, generator: torch.Generator | None = None):
+        """The reverse run for a batch of histories (a diffusion.Trajectory); only models with `denoises`."""
+        raise ContractError(f"{self.name} has no reverse diffusion process (denoises is False)")
+
+    @property
+    def score_merge(self) -> str:
+        """How an item's score merges the K user vectors: "max" (metrics.max_over_interests), or "mixture"
+        (metrics.mixture_over_samples at `merge_scale`; exact search only)."""
+        return "max"
+
+    merge_scale: float = 1.0
+
+    def chain_user_vectors(self, points: torch.Tensor) -> torch.Tensor:
+        """Points of the reverse chain (x_t or x̂0) [..., d] -> the user vectors retrieval scores them as (the
+        same, unless the model ranks by something other than the inner product with the point)."""
+        return points
+
     def fit_statistics(self, data, train_users) -> None:
         """Hook for models that read counts from the training data before training."""
+
+
+def check_choices(config, **fields) -> None:
+    """DimeRecError naming the flag, the allowed values and the value, for each `field=Literal[...]` whose value in
+    `config` is not one of the Literal's (a dataclass's type hints are not enforced at run time)."""
+    for name, kind in fields.items():
+        allowed = typing.get_args(kind)
+        value = getattr(config, name)
+        if value not in allowed:
+            raise DimeRecError(f"--{name.replace('_', '-')} must be one of {', '.join(map(str, allowed))}; "
+                               f"got {value!r}")
+
+
+class ContractError(DimeRecError):
+    """A model broke the contract of this module: the message names the model, the method and the shapes."""
+
+
+def check_contract(model: Recommender, hist: torch.Tensor, n_samples: int = 2) -> None:
+    """Run every method the model's declared capabilities promise on histories [B, L] and check the shapes;
+    ContractError naming the first violation. The one place that knows what a model must expose."""
+    B, L = hist.shape
+    name = model.name or type(model).__name__
+
+    def fail(what: str) -> None:
+        raise ContractError(f"{name}: {what}")
+
+    with torch.no_grad():
+        items = model.item_vectors()
+        if items.dim() != 2 or items.shape[0] != model.n_items:
+            fail(f"item_vectors() must be [n_items={model.n_items}, d], got {list(items.shape)}")
+        d = items.shape[1]
+        users = model.user_vectors(hist)
+        if users.dim() != 3 or users.shape[0] != B or users.shape[2] != d:
+            fail(f"user_vectors() must be [B={B}, K, d={d}], got {list(users.shape)}")
+        vectors, attention = model.interests(hist)
+        if vectors.dim() != 3 or vectors.shape[0] != B:
+            fail(f"interests() vectors must be [B={B}, K, d], got {list(vectors.shape)}")
+        if model.has_attention:
+            if attention is None or list(attention.shape) != [B, L, vectors.shape[1]]:
+                fail(f"interests() attention must be [B={B}, L={L}, K={vectors.shape[1]}], got "
+                     f"{None if attention is None else list(attention.shape)}")
+        elif attention is not None:
+            fail("interests() returned attention, but the model does not declare has_attention")
+        if model.denoises:
+            if model.chain_space not in ("sphere", "euclidean"):
+                fail(f"chain_space must be sphere or euclidean for a model that denoises, got {model.chain_space!r}")
+            traj = model.trajectory(hist, n_samples=n_samples, generator=torch.Generator().manual_seed(0))
+            T = len(traj.steps)
+            chain_d = traj.x_t.shape[-1]
+            if list(traj.x_t.shape) != [T + 1, B, n_samples, chain_d] or list(traj.pred_x0.shape) != [
+                    T, B, n_samples, chain_d]:
+                fail(f"trajectory() must give x_t [T+1={T + 1}, B={B}, S={n_samples}, d] and x̂0 [T, B, S, d], "
+                     f"got {list(traj.x_t.shape)} and {list(traj.pred_x0.shape)}")
+            served = model.chain_user_vectors(traj.final)
+            if served.shape[-1] != d:
+                fail(f"chain_user_vectors() must map chain points to d={d}, got {served.shape[-1]}")
 
 
 @dataclass

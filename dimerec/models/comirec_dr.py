@@ -100,11 +100,12 @@ class ComiRecDR(Recommender):
         nn.init.normal_(self.item_emb.weight[:n_items], std=0.02)
         self.extractor = RoutingInterests(config.dim, config.n_interests, max_len, config.routing_iterations)
 
-    def interests(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def routing(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, L] -> interests [B, K, d] and the final routing weights (a softmax over interests, not positions)."""
         return self.extractor(self.item_emb(hist), hist != self.pad_id)
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
-        return self.interests(hist)[0]
+        return self.routing(hist)[0]
 
     def item_vectors(self) -> torch.Tensor:
         return self.item_emb.weight[:self.n_items]

@@ -77,7 +77,10 @@ class ComiRecSA(Recommender):
         nn.init.normal_(self.item_emb.weight[:n_items], std=0.02)
         self.extractor = SelfAttentiveInterests(config.dim, config.n_interests, max_len)
 
+    has_attention = True
+
     def interests(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, L] -> interests [B, K, d] and the attention over the history behind them [B, L, K]."""
         return self.extractor.from_table(self.item_emb.weight, hist, hist != self.pad_id)
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dimerec.diffusion import NoiseSchedule, SphereDiffusion, sample_trajectory, timestep_embedding
+from dimerec.diffusion import NoiseSchedule, SphereDiffusion, Trajectory, sample_trajectory, timestep_embedding
 from dimerec.models.base import Batch, Recommender, option
 
 ScheduleName = Literal["trunc-lin", "linear"]
@@ -100,6 +100,8 @@ class Block(nn.Module):
 class DiffuRec(Recommender):
     name = "diffurec"
     Config = DiffuRecConfig
+    denoises = True
+    chain_space = "euclidean"  # x_t in R^d; x_T ~ N(0, I)
 
     def __init__(self, n_items: int, max_len: int, config: DiffuRecConfig):
         super().__init__(n_items, max_len, config)
@@ -151,12 +153,22 @@ class DiffuRec(Recommender):
         return {"loss": ce, "L_ce": ce}
 
     @torch.no_grad()
-    def sample(self, hist: torch.Tensor) -> torch.Tensor:
-        """The official reverse_p_sample: x_T ~ N(0, I), T steps with σ_t² = β_t; returns the final x̂0 [B, d]."""
+    def trajectory(self, hist: torch.Tensor, n_samples: int | None = None,
+                   generator: torch.Generator | None = None) -> Trajectory:
+        """The official reverse_p_sample for S samples per user: x_T ~ N(0, I), T steps with σ_t² = β_t."""
         h, padding = self.encode(hist)
-        denoise = lambda x_t, t: self.predict_x0(h, padding, x_t[:, 0], t[:, 0])[:, None]  # noqa: E731  [B, 1, d]
-        # at t = 1, μ̃_1 = x̂0
-        return sample_trajectory(self.diffusion, denoise, len(hist), 1, device=hist.device).final[:, 0]
+        B, S = len(hist), n_samples or 1
+        if S > 1:  # every sample reads its user's history
+            h, padding = h.repeat_interleave(S, 0), padding.repeat_interleave(S, 0)
+
+        def denoise(x_t, t):  # x_t [B, S, d], t [B, S] -> x̂0 [B, S, d]
+            return self.predict_x0(h, padding, x_t.reshape(B * S, -1), t.reshape(-1)).view(B, S, -1)
+
+        return sample_trajectory(self.diffusion, denoise, B, S, generator, device=hist.device)
+
+    def sample(self, hist: torch.Tensor) -> torch.Tensor:
+        """The final x̂0 [B, d] (at t = 1, μ̃_1 = x̂0 and no noise is added, so x_0 = x̂0)."""
+        return self.trajectory(hist).final[:, 0]
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
         return self.sample(hist)[:, None]  # [B, 1, d]

@@ -22,7 +22,6 @@ the same GEM and losses, the DAM replaced by an MLP over the K interests.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 import typing
 from typing import Literal
 
@@ -30,8 +29,10 @@ import torch
 import torch.nn as nn
 
 from dimerec import sphere
-from dimerec.diffusion import NoiseSchedule, SphereDiffusion, Trajectory, sample_trajectory, timestep_embedding
-from dimerec.models.base import (Batch, Recommender, SampledSoftmaxConfig, draw_negatives, option,
+from dimerec.diffusion import (NoiseSchedule, SphereDiffusion, Trajectory, cpu_randn_shape, sample_trajectory,
+                               timestep_embedding)
+from dimerec.errors import DimeRecError
+from dimerec.models.base import (Batch, Recommender, SampledSoftmaxConfig, check_choices, draw_negatives, option,
                                  sampled_softmax_loss)
 from dimerec.models.comirec_dr import RoutingInterests
 from dimerec.models.comirec_sa import SelfAttentiveInterests, select_interest
@@ -39,6 +40,9 @@ from dimerec.models.sasrec import CausalEncoder, SASRecConfig
 
 GemKind = Literal["comirec-sa", "rule", "comirec-dr", "sasrec", "mlp"]
 GEM_KINDS = typing.get_args(GemKind)
+DenoiserKind = Literal["mlp", "cross-attention"]
+ServeMerge = Literal["max", "mixture"]
+ServeGuess = Literal["mean", "interests"]
 Preset = Literal["ours", "paper"]
 
 # What each preset decides (SPEC §1 open points); an explicit flag overrides it.
@@ -91,10 +95,30 @@ class DimeRecConfig(SampledSoftmaxConfig):
         "uniform", "training steps t: uniform over 1..T (Alg. 1), or with probability ∝ the noise angle θ_t")
     detach_x0: bool | None = option(
         None, "stop L_recon's gradient into the target embedding, x0 a fixed target (default: by preset)")
-    serve_samples: int = option(1, "reverse samples per user at serving; an item scores its best over them")
+    serve_samples: int = option(1, "reverse samples per user at serving, merged by --serve-merge")
     serve: Literal["final", "mean"] = option(
         "final", "final: the end x_0 of the reverse chain (Alg. 2); mean: the first reverse step's x̂0 "
                  "averaged over the samples, the denoiser's estimate of E[x0 | guidance]")
+    # issue 16's levers, each off by default (the committed runs are these defaults)
+    denoiser: DenoiserKind = option(
+        "mlp", "mlp: Eq. 20's MLP over [g_1..g_K, x_t, t] (flat concatenation); cross-attention: x_t and t "
+               "attend over the K interests, then an MLP (a denoiser that must read each interest)")
+    p_uncond: float = option(0.0, "classifier-free guidance, training: the denoiser sees a learned null guidance "
+                                  "instead of the GEM's with this probability (0: no null is learned)")
+    guidance_weight: float = option(0.0, "classifier-free guidance, serving: x̂0 = (1 + w)·f(x_t, t, g) - "
+                                         "w·f(x_t, t, null); needs a run trained with --p-uncond > 0")
+    serve_merge: ServeMerge = option(
+        "max", "how the S samples become one ranking: max = an item scores its best sample; mixture = "
+               "log Σ_s softmax_i(scale·<x_s, e_i>), the samples as a predictive distribution (exact search only)")
+    merge_scale: float | None = option(
+        None, "the scale (inverse temperature) of --serve-merge mixture (default: the model's own L_ssm scale s, "
+              "so each sample's softmax is the distribution L_ssm trained; 1 without --ssm-direction)")
+    serve_start: int | None = option(
+        None, "partial chain (SDEdit): start the reverse chain at step t* < T from the model's own guess noised "
+              "to t* (--serve-guess), instead of at T from uniform noise (default: T)")
+    serve_guess: ServeGuess = option(
+        "mean", "the guess a partial chain starts from: mean = the first step's x̂0 (E[x0 | g]); interests = "
+                "sample s starts from interest s mod K")
 
     def __post_init__(self):
         if self.gem not in GEM_KINDS:
@@ -104,6 +128,16 @@ class DimeRecConfig(SampledSoftmaxConfig):
                 setattr(self, key, value)
         if not self.grw:
             self.reverse = "ddpm"
+        check_choices(self, denoiser=DenoiserKind, serve_merge=ServeMerge, serve_guess=ServeGuess)
+        if not 0 <= self.p_uncond < 1:
+            raise DimeRecError(f"--p-uncond must be in [0, 1), got {self.p_uncond}")
+        if self.guidance_weight and not self.p_uncond:
+            raise DimeRecError(f"--guidance-weight {self.guidance_weight} needs a null guidance: train with "
+                               f"--p-uncond > 0 (got --p-uncond {self.p_uncond})")
+        if self.serve_start is not None and not 1 <= self.serve_start <= self.T:
+            raise DimeRecError(f"--serve-start must be in 1..T = 1..{self.T}, got {self.serve_start}")
+        if self.merge_scale is not None and self.merge_scale <= 0:
+            raise DimeRecError(f"--merge-scale must be positive, got {self.merge_scale}")
 
 
 class CausalEncoderInterest(CausalEncoder):
@@ -155,6 +189,28 @@ def build_diffusion(config: DimeRecConfig) -> SphereDiffusion:
         reverse=c.reverse, reverse_sigma=c.reverse_sigma, noise_scale=c.noise_scale, eta=c.eta)
 
 
+class DenoiserCrossAttention(nn.Module):
+    """Issue 16, hypothesis 4: a denoiser that must read each interest. The query [x_t, t] attends over the K
+    interests (one head, scaled dot product); the MLP then reads [x_t, t, the attended interest]:
+        a = softmax_k(<W_q [x_t; e_t], W_k g_k> / sqrt(d)),  x̂0 = MLP([x_t; e_t; Σ_k a_k W_v g_k])."""
+
+    def __init__(self, dim: int, n_interests: int, hidden: int, extra_outputs: int = 0):
+        super().__init__()
+        self.dim = dim
+        self.time = nn.Sequential(nn.Linear(dim, dim), nn.SiLU())
+        self.query, self.key, self.value = nn.Linear(2 * dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.net = nn.Sequential(nn.Linear(3 * dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, dim + extra_outputs))
+
+    def forward(self, guidance: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """guidance [..., K, d], x_t [..., d], t [...] -> [..., d]."""
+        state = torch.cat([x_t, self.time(timestep_embedding(t, self.dim))], dim=-1)  # [..., 2d]
+        q = self.query(state)[..., None, :]  # [..., 1, d]
+        weights = torch.softmax((q * self.key(guidance)).sum(-1) / self.dim ** 0.5, dim=-1)  # [..., K]
+        context = (weights[..., None] * self.value(guidance)).sum(-2)  # [..., d]
+        return self.net(torch.cat([state, context], dim=-1))
+
+
 class DenoiserMLP(nn.Module):
     """Eq. 20: x̂0 = MLP(x_t, t, g). The K guidance vectors are concatenated (ComiRec's interests
     keep their slot from user to user); t is a sinusoidal embedding through a linear layer.
@@ -181,7 +237,8 @@ class DenoiserMLP(nn.Module):
 class DimeRec(Recommender):
     name = "dimerec"
     Config = DimeRecConfig
-    uses_diffusion = True
+    denoises = True
+    chain_space = "sphere"
 
     def __init__(self, n_items: int, max_len: int, config: DimeRecConfig):
         super().__init__(n_items, max_len, config)
@@ -189,8 +246,13 @@ class DimeRec(Recommender):
         self.item_emb = nn.Embedding(n_items + 1, c.dim, padding_idx=n_items)
         nn.init.normal_(self.item_emb.weight[:n_items], std=0.02)
         self.extractor = build_extractor(c, max_len)
-        self.denoiser = DenoiserMLP(c.dim, c.n_interests, c.hidden, use_xt=self.uses_diffusion,
-                                    extra_outputs=int(bool(c.confidence)))
+        if c.denoiser == "cross-attention" and self.denoises:
+            self.denoiser = DenoiserCrossAttention(c.dim, c.n_interests, c.hidden, int(bool(c.confidence)))
+        else:
+            self.denoiser = DenoiserMLP(c.dim, c.n_interests, c.hidden, use_xt=self.denoises,
+                                        extra_outputs=int(bool(c.confidence)))
+        if c.p_uncond > 0:  # classifier-free guidance: the learned "no guidance" the denoiser is trained with
+            self.null_guidance = nn.Parameter(torch.zeros(c.n_interests, c.dim))
         self.log_ssm_scale = nn.Parameter(torch.zeros(()), requires_grad=bool(c.ssm_direction))
         self.diffusion = build_diffusion(c)
 
@@ -210,6 +272,14 @@ class DimeRec(Recommender):
 
     def item_vectors(self) -> torch.Tensor:
         return self.item_emb.weight[:self.n_items]
+
+    @property
+    def has_attention(self) -> bool:  # only ComiRec-SA's GEM attends over the history's positions
+        return self.config.gem == "comirec-sa"
+
+    def interests(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The contract's interests: the GEM's guidance [B, K, d] and its attention [B, L, K] (ComiRec-SA)."""
+        return self.guidance(hist)
 
     def guidance(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """GEM: [B, L] -> guidance [B, K, d] and, for ComiRec-SA, its attention [B, L, K].
@@ -239,16 +309,38 @@ class DimeRec(Recommender):
         guidance, _ = self.guidance(batch.hist)
         target_emb = table[batch.target]
         negatives = draw_negatives(batch.target, self.n_items, c.n_negatives, c.negative_sampler)
-        l_gem = sampled_softmax_loss(select_interest(guidance, target_emb.detach()), table, batch.target,
-                                     negatives)  # Eq. 18-19
+        l_gem = self.gem_loss(guidance, table, batch.target, negatives)
         x0 = self.diffusion.prepare_x0(target_emb.detach() if c.detach_x0 else target_emb)  # Alg. 1 line 5
         t = self.sample_steps(len(batch.target)).to(batch.target.device)
         x_t = self.diffusion.q_sample(x0, t)  # Alg. 1 lines 6-8
-        x0_hat = self.predict_x0(guidance, x_t, t)  # Eq. 20
+        x0_hat = self.predict_x0(self.drop_guidance(guidance), x_t, t)  # Eq. 20
         l_recon = ((x0 - x0_hat) ** 2).sum(-1).mean()  # Eq. 21
         l_ssm = sampled_softmax_loss(self.ssm_user(x0_hat), table, batch.target, negatives)  # Eq. 22
         total = self.weighted_gem(l_gem) + c.lambda_recon * l_recon + self.mu * l_ssm  # Eq. 23
         return {"loss": total, "L_gem": l_gem, "L_recon": l_recon, "L_ssm": l_ssm}
+
+    def drop_guidance(self, guidance: torch.Tensor) -> torch.Tensor:
+        """Classifier-free guidance training: each row's guidance [B, K, d] replaced by the learned null with
+        probability p_uncond (no random draw at all when p_uncond = 0, so such runs repeat the committed ones)."""
+        if not self.config.p_uncond:
+            return guidance
+        drop = torch.rand(len(guidance), device=guidance.device) < self.config.p_uncond
+        return torch.where(drop[:, None, None], self.null_guidance.expand_as(guidance), guidance)
+
+    @property
+    def score_merge(self) -> str:
+        return self.config.serve_merge if self.config.serve == "final" else "max"
+
+    @property
+    def merge_scale(self) -> float:
+        if self.config.merge_scale is not None:
+            return self.config.merge_scale
+        return float(self.log_ssm_scale.detach().exp()) if self.config.ssm_direction else 1.0
+
+    def gem_loss(self, guidance: torch.Tensor, table: torch.Tensor, target: torch.Tensor,
+                 negatives: torch.Tensor) -> torch.Tensor:
+        """L_gem (Eq. 18-19): the interest nearest the target (selected without gradient) scored by sampled softmax."""
+        return sampled_softmax_loss(select_interest(guidance, table[target].detach()), table, target, negatives)
 
     def weighted_gem(self, l_gem: torch.Tensor) -> torch.Tensor | float:
         """gem_weight · L_gem for the total; with weight 0 the term (and its gradient) is left out entirely."""
@@ -262,19 +354,43 @@ class DimeRec(Recommender):
         return torch.multinomial(weights, n, replacement=True) + 1
 
     def denoiser_for(self, guidance: torch.Tensor):
-        """The denoiser with the users' guidance fixed: (x_t [B, S, d], t [B, S]) -> x̂0 [B, S, d]."""
+        """The denoiser with the users' guidance fixed: (x_t [B, S, d], t [B, S]) -> x̂0 [B, S, d]; with
+        --guidance-weight w, classifier-free guidance: (1 + w)·f(x_t, t, g) - w·f(x_t, t, null)."""
+        w = self.config.guidance_weight
+
         def denoise(x_t, t):
             g = guidance[:, None].expand(-1, x_t.shape[1], -1, -1)  # [B, S, K, d]
-            return self.predict_x0(g, x_t, t)
+            if not w:
+                return self.predict_x0(g, x_t, t)
+            return (1 + w) * self.predict_x0(g, x_t, t) - w * self.predict_x0(self.null_guidance.expand_as(g), x_t, t)
         return denoise
 
     @torch.no_grad()
     def trajectory(self, hist: torch.Tensor, n_samples: int | None = None,
                    generator: torch.Generator | None = None) -> Trajectory:
-        """The whole reverse run (Alg. 2) for a batch of histories: x_t and x̂0 at every step."""
+        """The whole reverse run (Alg. 2) for a batch of histories: x_t and x̂0 at every step; with --serve-start
+        t*, the partial chain t*, ..., 1 from the model's guess noised to t*."""
         guidance, _ = self.guidance(hist)
-        return sample_trajectory(self.diffusion, self.denoiser_for(guidance), hist.shape[0],
-                                 n_samples or self.config.serve_samples, generator, device=hist.device)
+        B, S = hist.shape[0], n_samples or self.config.serve_samples
+        denoise, start = self.denoiser_for(guidance), self.config.serve_start
+        x_start = None
+        if start is not None and start < self.config.T:
+            x_start = self.diffusion.q_sample(self.chain_guess(guidance, denoise, S, generator),
+                                              torch.full((B, S), start, dtype=torch.long, device=hist.device),
+                                              cpu_randn_shape((B, S, self.config.dim), generator, hist.device))
+        return sample_trajectory(self.diffusion, denoise, B, S, generator, x_T=x_start, device=hist.device,
+                                 start=start if x_start is not None else None)
+
+    def chain_guess(self, guidance: torch.Tensor, denoise, n_samples: int,
+                    generator: torch.Generator | None) -> torch.Tensor:
+        """Where a partial chain starts before noising, [B, S, d] on the sphere: the first step's x̂0 from a
+        uniform x_T (the model's own E[x0 | g]), or sample s at interest s mod K."""
+        B, K = guidance.shape[0], guidance.shape[1]
+        if self.config.serve_guess == "interests":
+            return sphere.normalize(guidance[:, torch.arange(n_samples) % K])
+        x_T = self.diffusion.prior_sample((B, n_samples), generator, guidance.device)
+        t = torch.full((B, n_samples), self.config.T, dtype=torch.long, device=guidance.device)
+        return sphere.normalize(denoise(x_T, t))
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
         if self.config.serve == "mean":  # x_T carries no information: x̂0 at t = T estimates E[x0 | g]
@@ -284,25 +400,6 @@ class DimeRec(Recommender):
             return sphere.normalize(self.denoiser_for(guidance)(x_T, t)).mean(1, keepdim=True)  # [B, 1, d]
         return self.trajectory(hist).final  # [B, S, d]; an item scores its best over the S samples
 
-    def step_user_vectors(self, hist: torch.Tensor) -> dict[str, torch.Tensor]:
-        """x̂0 after every reverse step (the paper's Fig. 5) and the final x_0, for evaluate(user_fn=...)."""
-        traj = self.trajectory(hist)
-        out = {f"t={t}": traj.pred_x0[i] for i, t in enumerate(traj.steps)}
-        out["final"] = traj.final
-        return out
-
-    def write_run_artifacts(self, out_dir: Path, data, split, cfg) -> None:
-        """step_metrics.json: HR@50 and NDCG@50 of the intermediate x̂0 at each reverse step, on validation."""
-        from dimerec.evaluate import evaluate
-        from dimerec.trainer import write_json_atomic
-
-        per_step = evaluate(self, data, split.valid, cfg.protocol, mask_seen=cfg.mask_seen, seed=cfg.seed,
-                            user_fn=self.step_user_vectors, max_rows=cfg.valid_max_rows)
-        steps = [{"t": int(name[2:]), "step": i + 1, **{k: per_step[name][k] for k in ("HR@50", "NDCG@50", "HR@10")}}
-                 for i, name in enumerate(n for n in per_step if n.startswith("t="))]
-        write_json_atomic({"model": self.name, "preset": self.config.preset, "dataset": data.name,
-                           "protocol": cfg.protocol, "split": "valid", "T": self.config.T, "steps": steps,
-                           "final": per_step["final"]}, out_dir / "step_metrics.json")
 
 
 @dataclass
@@ -315,20 +412,17 @@ class DimeRecNoDiff(DimeRec):
 
     name = "dimerec-nodiff"
     Config = DimeRecNoDiffConfig
-    uses_diffusion = False
+    denoises = False
+    chain_space = "none"
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         c, table = self.config, self.item_vectors()
         guidance, _ = self.guidance(batch.hist)
         negatives = draw_negatives(batch.target, self.n_items, c.n_negatives, c.negative_sampler)
-        l_gem = sampled_softmax_loss(select_interest(guidance, table[batch.target].detach()), table, batch.target,
-                                     negatives)
+        l_gem = self.gem_loss(guidance, table, batch.target, negatives)
         l_ssm = sampled_softmax_loss(self.ssm_user(self.predict_x0(guidance, None, None)), table, batch.target,
                                      negatives)
         return {"loss": self.weighted_gem(l_gem) + self.mu * l_ssm, "L_gem": l_gem, "L_ssm": l_ssm}
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
         return self.predict_x0(self.guidance(hist)[0], None, None)[:, None]  # [B, 1, d]
-
-    def write_run_artifacts(self, out_dir, data, split, cfg) -> None:
-        pass

@@ -57,7 +57,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dimerec.diffusion import NoiseSchedule, SphereDiffusion, sample_trajectory, timestep_embedding
+from dimerec.diffusion import NoiseSchedule, SphereDiffusion, Trajectory, sample_trajectory, timestep_embedding
 from dimerec.models.base import Batch, Recommender, option
 
 DenoiserKind = Literal["mlp1", "mlp2"]
@@ -122,6 +122,8 @@ class GuidanceEncoder(nn.Module):
 class DreamRec(Recommender):
     name = "dreamrec"
     Config = DreamRecConfig
+    denoises = True
+    chain_space = "euclidean"  # x_t in R^d; x_T ~ N(0, I)
 
     def __init__(self, n_items: int, max_len: int, config: DreamRecConfig):
         super().__init__(n_items, max_len, config)
@@ -172,17 +174,31 @@ class DreamRec(Recommender):
         mse = F.mse_loss(self.predict_x0(self.q_sample(x0, t), t, c), x0)
         return {"loss": mse, "L_mse": mse}
 
+    def interests(self, hist: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """The guidance c as the one vector the model reads the history as: [B, 1, d]."""
+        return self.guidance(hist)[:, None], None
+
     @torch.no_grad()
-    def sample(self, hist: torch.Tensor, w: float | None = None) -> torch.Tensor:
-        """DDPM ancestral sampling guided by the history: [B, L] -> generated x0 [B, d]."""
+    def trajectory(self, hist: torch.Tensor, n_samples: int | None = None, generator: torch.Generator | None = None,
+                   w: float | None = None) -> Trajectory:
+        """DDPM ancestral sampling guided by the history, S samples per user: x_T ~ N(0, I), then T steps."""
         w = self.config.guidance_weight if w is None else w
-        c = self.guidance(hist)
-        denoise = lambda x_t, t: self.guided_x0(x_t[:, 0], t[:, 0], c, w)[:, None]  # noqa: E731  [B, 1, d]
-        # x_T ~ N(0, I), then DDPM steps
-        return sample_trajectory(self.diffusion, denoise, len(c), 1, device=c.device).final[:, 0]
+        c = self.guidance(hist)  # [B, d]
+
+        def denoise(x_t, t):  # x_t [B, S, d], t [B, S]
+            return self.guided_x0(x_t, t, c[:, None].expand_as(x_t), w)
+
+        return sample_trajectory(self.diffusion, denoise, len(c), n_samples or 1, generator, device=c.device)
+
+    def sample(self, hist: torch.Tensor, w: float | None = None) -> torch.Tensor:
+        """[B, L] -> one generated x0 per user [B, d]."""
+        return self.trajectory(hist, w=w).final[:, 0]
+
+    def chain_user_vectors(self, points: torch.Tensor) -> torch.Tensor:
+        """With l2 retrieval a point x scores items as [2x, -1] · [e, |e|^2] = -|x - e|^2 + |x|^2."""
+        if self.config.retrieval == "l2":
+            return torch.cat([2 * points, -torch.ones_like(points[..., :1])], dim=-1)
+        return points
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
-        x0 = self.sample(hist)
-        if self.config.retrieval == "l2":
-            x0 = torch.cat([2 * x0, -torch.ones_like(x0[:, :1])], dim=-1)
-        return x0[:, None]  # [B, 1, d] (d + 1 with l2)
+        return self.chain_user_vectors(self.sample(hist))[:, None]  # [B, 1, d] (d + 1 with l2)
