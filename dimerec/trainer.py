@@ -364,6 +364,7 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
                     if progress:
                         bar.write(f"epoch {state['epoch']} step {state['step']}: valid HR@50 {metrics['HR@50']:.4f} "
                                   f"NDCG@50 {metrics['NDCG@50']:.4f} (best {state['best_hr']:.4f})")
+                    tick = time.perf_counter()  # the next step's time starts here, after validation
                     if state["bad_evals"] >= cfg.patience or out_of_time:
                         state["done"] = True
                         break

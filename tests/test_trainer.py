@@ -229,3 +229,28 @@ def test_the_final_validation_reused_from_the_best_checkpoint_is_what_scoring_it
     assert len(rows) == 4 and metrics["valid"]["HR@50"] == max(float(r["HR@50"]) for r in rows)
     model, data, config = load_run(tmp_path)
     assert final_metrics(model, data, config["train_config"], read_test=False)[0] == metrics["valid"]
+
+
+def test_the_training_clock_excludes_validation(planted_small, tmp_path, monkeypatch):
+    """train_minutes (and the --max-minutes budget) count sampling and training steps only: every second
+    a validation takes is wall time of train() outside the clock. The clock was reset before validating,
+    so each validation's time leaked into the next step's."""
+    import time
+
+    import dimerec.trainer as trainer
+
+    real_evaluate, calls, sleep = trainer.evaluate, [], 1.0
+
+    def slow_evaluate(*args, **kwargs):
+        calls.append(1)
+        time.sleep(sleep)
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", slow_evaluate)
+    start = time.perf_counter()
+    _, metrics = fit(planted_small, tmp_path / "slow", max_steps=10, eval_every=2, max_minutes=5.0)
+    wall = time.perf_counter() - start
+    assert metrics["steps"] == 10 and len(calls) >= 5  # five validations, one test read
+    # exact, whatever the machine's speed: the clock cannot exceed train()'s wall time less the sleeps
+    # (with the leak it held four of the five validations' sleeps, 4 s, more than the setup and scoring)
+    assert metrics["train_minutes"] * 60 <= wall - sleep * len(calls) + 0.03  # train_minutes has 3 decimals
