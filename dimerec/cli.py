@@ -75,9 +75,11 @@ def cmd_download(args) -> None:
 def print_metrics(metrics: dict) -> None:
     import pandas as pd
 
-    table = pd.DataFrame({split: metrics[split] for split in ("valid", "test") if metrics.get(split)}).T * 100
+    table = pd.DataFrame({split: metrics[split] for split in ("valid", "test") if metrics.get(split)}).T
+    rates = [c for c in table.columns if not c.startswith("AveragePopularity")]  # a count, not a share
+    table[rates] *= 100
     print(f"{metrics['model']} on {metrics['dataset']}, protocol {metrics['protocol']}, seed {metrics['seed']} "
-          f"(values in %)")
+          f"(values in %; AveragePopularity in training interactions)")
     print(table.round(2).to_string())
 
 

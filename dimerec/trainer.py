@@ -181,7 +181,7 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
               "dataset_stats": data.stats()}
     write_json_atomic(config, out_dir / "config.json")
     valid_kwargs = dict(protocol=cfg.protocol, mask_seen=cfg.mask_seen, retriever=RETRIEVERS[cfg.retriever](),
-                        seed=cfg.seed)
+                        seed=cfg.seed, popularity=data.item_popularity(split.train))
 
     state = {"epoch": 0, "step": 0, "elapsed": 0.0, "best_hr": -1.0, "bad_evals": 0, "done": False}
     if model.trainable:
@@ -290,7 +290,7 @@ def final_metrics(model: Recommender, data: SeqDataset, train_config: dict, *, p
     split = data.split(cfg["split_seed"])
     kwargs = dict(protocol=protocol or cfg["protocol"], mask_seen=cfg["mask_seen"] if mask_seen is None else mask_seen,
                   retriever=RETRIEVERS[retriever or cfg["retriever"]](), seed=cfg["seed"],
-                  max_rows=cfg.get("final_max_rows"))
+                  max_rows=cfg.get("final_max_rows"), popularity=data.item_popularity(split.train))
     valid = valid if valid is not None else evaluate(model, data, split.valid, **kwargs)["final"]
     return valid, evaluate(model, data, split.test, **kwargs)["final"] if read_test else None
 
