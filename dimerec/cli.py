@@ -206,7 +206,8 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint, print and rewrite metrics.json")
     p.add_argument("run_dir")
     p.add_argument("--data-dir", help="data directory (default: the one the run was trained with)")
-    p.add_argument("--protocol", choices=("next-item", "future"), help="default: the run's protocol")
+    p.add_argument("--protocol", choices=("next-item", "future"),
+                   help="default: the run's protocol (a --protocol loo run is scored under loo only)")
     p.add_argument("--mask-seen", action=argparse.BooleanOptionalAction, default=None,
                    help="remove already-seen items from the ranking (default: as trained)")
     p.add_argument("--retriever", choices=("torch", "faiss"), default="torch")

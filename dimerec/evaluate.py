@@ -4,6 +4,10 @@
   sequence predicts the item that follows it; one target per row.
 - `future` (ComiRec's code): the first 80% of a held-out sequence is the history
   and the remaining 20% are all targets.
+- `loo` (RecBole's leave-one-out): every user trains on all but the last two items,
+  validates on the second-to-last and is tested on the last. Here one row per user
+  predicting the last item of the sequences it is given; `trainer.protocol_data` hands
+  it the sequences without their last item for validation, and whole for test.
 
 One top-50 pass gives HR, Recall, NDCG and MRR at 10, 20 and 50, and, given the items' training
 popularity, the beyond-accuracy aggregates ItemCoverage, Gini, AveragePopularity and TailPercentage
@@ -26,8 +30,8 @@ from dimerec.metrics import (CUTOFFS, beyond_accuracy, exposure_counts, mean_met
                              reciprocal_ranks)
 from dimerec.retrieval import Retriever, TorchRetriever
 
-Protocol = Literal["next-item", "future"]
-PROTOCOLS = ("next-item", "future")
+Protocol = Literal["next-item", "future", "loo"]
+PROTOCOLS = ("next-item", "future", "loo")
 
 
 @dataclass
@@ -44,9 +48,12 @@ def build_rows(data: SeqDataset, users: np.ndarray, protocol: Protocol, *, last_
 
     last_only=True keeps one row per user, the last: under next-item the history before the user's final
     item, predicting it (what a recommender serves "now"); under future every user has one row already.
+    loo is next-item with last_only.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if protocol == "loo":
+        protocol, last_only = "next-item", True
     L, pad = data.max_len, data.pad_id
     hists, targets, row_user, cuts = [], [], [], []
     for u in users:
