@@ -75,9 +75,11 @@ def cmd_download(args) -> None:
 def print_metrics(metrics: dict) -> None:
     import pandas as pd
 
-    table = pd.DataFrame({split: metrics[split] for split in ("valid", "test") if metrics.get(split)}).T * 100
+    table = pd.DataFrame({split: metrics[split] for split in ("valid", "test") if metrics.get(split)}).T
+    rates = [c for c in table.columns if not c.startswith("AveragePopularity")]  # a count, not a share
+    table[rates] *= 100
     print(f"{metrics['model']} on {metrics['dataset']}, protocol {metrics['protocol']}, seed {metrics['seed']} "
-          f"(values in %)")
+          f"(values in %; AveragePopularity in training interactions)")
     print(table.round(2).to_string())
 
 
@@ -204,7 +206,8 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint, print and rewrite metrics.json")
     p.add_argument("run_dir")
     p.add_argument("--data-dir", help="data directory (default: the one the run was trained with)")
-    p.add_argument("--protocol", choices=("next-item", "future"), help="default: the run's protocol")
+    p.add_argument("--protocol", choices=("next-item", "future"),
+                   help="default: the run's protocol (a --protocol loo run is scored under loo only)")
     p.add_argument("--mask-seen", action=argparse.BooleanOptionalAction, default=None,
                    help="remove already-seen items from the ranking (default: as trained)")
     p.add_argument("--retriever", choices=("torch", "faiss"), default="torch")

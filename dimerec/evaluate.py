@@ -4,8 +4,14 @@
   sequence predicts the item that follows it; one target per row.
 - `future` (ComiRec's code): the first 80% of a held-out sequence is the history
   and the remaining 20% are all targets.
+- `loo` (RecBole's leave-one-out): every user trains on all but the last two items,
+  validates on the second-to-last and is tested on the last. Here one row per user
+  predicting the last item of the sequences it is given; `trainer.protocol_data` hands
+  it the sequences without their last item for validation, and whole for test.
 
-One top-50 pass gives HR, Recall and NDCG at 10, 20 and 50 (dimerec.metrics).
+One top-50 pass gives HR, Recall, NDCG and MRR at 10, 20 and 50, and, given the items' training
+popularity, the beyond-accuracy aggregates ItemCoverage, Gini, AveragePopularity and TailPercentage
+at the same cutoffs (dimerec.metrics).
 Masking already-seen items is an option, off by default as in the paper.
 """
 from __future__ import annotations
@@ -20,11 +26,12 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from dimerec.data.dataset import SeqDataset, left_pad
 from dimerec.errors import DimeRecError
-from dimerec.metrics import CUTOFFS, mean_metrics, pad_targets, rank_metrics
+from dimerec.metrics import (CUTOFFS, beyond_accuracy, exposure_counts, mean_metrics, pad_targets, rank_metrics,
+                             reciprocal_ranks)
 from dimerec.retrieval import Retriever, TorchRetriever
 
-Protocol = Literal["next-item", "future"]
-PROTOCOLS = ("next-item", "future")
+Protocol = Literal["next-item", "future", "loo"]
+PROTOCOLS = ("next-item", "future", "loo")
 
 
 @dataclass
@@ -41,9 +48,12 @@ def build_rows(data: SeqDataset, users: np.ndarray, protocol: Protocol, *, last_
 
     last_only=True keeps one row per user, the last: under next-item the history before the user's final
     item, predicting it (what a recommender serves "now"); under future every user has one row already.
+    loo is next-item with last_only.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if protocol == "loo":
+        protocol, last_only = "next-item", True
     L, pad = data.max_len, data.pad_id
     hists, targets, row_user, cuts = [], [], [], []
     for u in users:
@@ -125,10 +135,13 @@ def row_order(n_rows: int, max_rows: int | None, seed: int) -> np.ndarray:
 
 def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "next-item", *,
              mask_seen: bool = False, retriever: Retriever | None = None, user_fn: UserFn | None = None,
-             batch_size: int = 1024, seed: int = 0, max_rows: int | None = None) -> dict[str, dict[str, float]]:
+             batch_size: int = 1024, seed: int = 0, max_rows: int | None = None,
+             popularity: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """Metrics of each user representation `user_fn` returns (default {"final": model.user_vectors}).
 
-    Returns {name: {"HR@10": …, …}}. Sampling inside `user_fn` (diffusion) is seeded by `seed`
+    Returns {name: {"HR@10": …, …, "MRR@50": …}}: the means over rows, then, when `popularity` (training
+    interactions per item, `data.item_popularity(split.train)`) is given, the beyond-accuracy aggregates
+    over all rows' lists ("ItemCoverage@10", …). Sampling inside `user_fn` (diffusion) is seeded by `seed`
     without touching the caller's random state. `max_rows` evaluates a seeded subsample of rows.
     """
     rows = build_rows(data, users, protocol)
@@ -137,6 +150,7 @@ def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "n
     user_fn = user_fn or (lambda hist: {"final": model.user_vectors(hist)})
     k = max(CUTOFFS)
     per_row: dict[str, list] = {}
+    exposure: dict[str, dict[int, np.ndarray]] = {}
     device = model_device(model)
     with serving(model, seed):
         retriever.index(model.item_vectors())
@@ -146,9 +160,18 @@ def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "n
             exclude = seen_items(data, rows, idx) if mask_seen else None
             for name, vectors in user_fn(hist).items():
                 top = retriever.search(vectors, k, exclude=exclude).cpu().numpy()
-                per_row.setdefault(name, []).append(rank_metrics(top, rows.targets[idx]))
-    return {name: mean_metrics({m: np.concatenate([p[m] for p in parts]) for m in parts[0]})
-            for name, parts in per_row.items()}
+                per_row.setdefault(name, []).append({**rank_metrics(top, rows.targets[idx]),
+                                                     **reciprocal_ranks(top, rows.targets[idx])})
+                if popularity is not None:
+                    counts = exposure_counts(top, data.n_items)
+                    exposure[name] = {n: exposure[name][n] + c for n, c in counts.items()} \
+                        if name in exposure else counts
+    out = {name: mean_metrics({m: np.concatenate([p[m] for p in parts]) for m in parts[0]})
+           for name, parts in per_row.items()}
+    if popularity is not None:
+        for name in out:
+            out[name].update(beyond_accuracy(exposure[name], popularity))
+    return out
 
 
 def chain_user_fn(model) -> UserFn:

@@ -4,6 +4,19 @@ HR@N     1 if at least one target is in the top N.
 Recall@N hits in the top N / number of targets.
 NDCG@N   standard: DCG of the hits over the ideal DCG of min(|targets|, N) hits
          (not ComiRec's variant, which divides by an ideal over the hits only).
+MRR@N    1 / rank (1-based) of the first target in the top N, 0 when none is there.
+
+Beyond accuracy: aggregates over every row's top-N list (not means of per-row values), from the exposure
+counts (how often each item is recommended) and the items' training popularity (interactions of the
+training users, `SeqDataset.item_popularity`):
+ItemCoverage@N       distinct items recommended / n_items.
+Gini@N               Gini index of the exposure counts over all n_items items (never-recommended ones count
+                     as 0): 0 when every item is recommended equally often, (n-1)/n when one item takes all.
+AveragePopularity@N  mean training popularity (interaction count) over all recommended slots; with lists of
+                     equal length this is RecBole's mean over users of each list's mean.
+TailPercentage@N     share of recommended slots that hold a long-tail item: the long tail is every item
+                     outside the head, the ceil(20% of n_items) items with the most training interactions
+                     (ties by the lower id).
 
 Ties in scores are broken by the lower item id (`topk_items` sorts stably).
 """
@@ -14,6 +27,10 @@ import torch
 
 CUTOFFS = (10, 20, 50)
 METRIC_KEYS = tuple(f"{m}@{n}" for m in ("HR", "Recall", "NDCG") for n in CUTOFFS)
+MRR_KEYS = tuple(f"MRR@{n}" for n in CUTOFFS)
+BEYOND_ACCURACY = ("ItemCoverage", "Gini", "AveragePopularity", "TailPercentage")
+BEYOND_KEYS = tuple(f"{m}@{n}" for m in BEYOND_ACCURACY for n in CUTOFFS)
+HEAD_SHARE = 0.2  # the head: this share of the items, the most popular in training; the rest is the long tail
 
 
 def max_over_interests(user_vectors: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
@@ -82,3 +99,58 @@ def rank_metrics(topk: np.ndarray, targets: np.ndarray, cutoffs=CUTOFFS) -> dict
 
 def mean_metrics(per_row: dict[str, np.ndarray]) -> dict[str, float]:
     return {k: float(v.mean()) if len(v) else 0.0 for k, v in per_row.items()}
+
+
+def reciprocal_ranks(topk: np.ndarray, targets: np.ndarray, cutoffs=CUTOFFS) -> dict[str, np.ndarray]:
+    """Per-row MRR@N (same arguments as `rank_metrics`): 1 / rank of the first target in the top N, else 0."""
+    n_max = max(cutoffs)
+    topk = np.asarray(topk)[:, :n_max]
+    targets = np.asarray(targets).reshape(len(topk), -1)
+    hits = (topk[:, :, None] == targets[:, None, :]).any(axis=2)  # [R, n_max]
+    first = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, n_max + 1)  # 1-based rank; n_max + 1 = none
+    return {f"MRR@{n}": np.where(first <= n, 1.0 / first, 0.0) for n in cutoffs}
+
+
+def exposure_counts(topk: np.ndarray, n_items: int, cutoffs=CUTOFFS) -> dict[int, np.ndarray]:
+    """{N: [n_items] int64}: how often each item appears in the rows' top N. Add the counts of several
+    batches to aggregate them; ids < 0 (a retriever's "none") are left out."""
+    topk = np.asarray(topk)
+    out = {}
+    for n in cutoffs:
+        ids = topk[:, :n].ravel()
+        out[n] = np.bincount(ids[ids >= 0], minlength=n_items)
+    return out
+
+
+def gini(counts: np.ndarray) -> float:
+    """Gini index of non-negative counts: sum_i (2i - n - 1) x_(i) / (n sum x), x sorted ascending, i = 1..n."""
+    x = np.sort(np.asarray(counts, dtype=np.float64))
+    n, total = len(x), x.sum()
+    if n == 0 or total == 0:
+        return 0.0
+    return float(((2 * np.arange(1, n + 1) - n - 1) * x).sum() / (n * total))
+
+
+def long_tail(popularity: np.ndarray, head_share: float = HEAD_SHARE) -> np.ndarray:
+    """[n_items] bool: True for long-tail items, i.e. outside the ceil(head_share * n_items) items with the
+    most training interactions (ties broken by the lower id)."""
+    popularity = np.asarray(popularity)
+    head = np.argsort(-popularity, kind="stable")[:int(np.ceil(head_share * len(popularity)))]
+    tail = np.ones(len(popularity), dtype=bool)
+    tail[head] = False
+    return tail
+
+
+def beyond_accuracy(exposure: dict[int, np.ndarray], popularity: np.ndarray) -> dict[str, float]:
+    """ItemCoverage@N, Gini@N, AveragePopularity@N and TailPercentage@N (module docstring) from the
+    aggregated `exposure_counts` and the items' training popularity [n_items]."""
+    popularity = np.asarray(popularity, dtype=np.float64)
+    tail = long_tail(popularity)
+    out = {}
+    for n, counts in exposure.items():
+        slots = counts.sum()
+        out[f"ItemCoverage@{n}"] = float((counts > 0).sum() / len(counts))
+        out[f"Gini@{n}"] = gini(counts)
+        out[f"AveragePopularity@{n}"] = float((counts * popularity).sum() / slots) if slots else 0.0
+        out[f"TailPercentage@{n}"] = float(counts[tail].sum() / slots) if slots else 0.0
+    return {f"{m}@{n}": out[f"{m}@{n}"] for m in BEYOND_ACCURACY for n in exposure}

@@ -28,6 +28,8 @@ class TorchRetriever(Retriever):
     """Dense scores, then topk. `merge`: how the K vectors make an item's score — "max" (the contract's best
     inner product) or "mixture" (metrics.mixture_over_samples at `scale`, which only dense scoring offers)."""
 
+    merge, scale = "max", 1.0  # class defaults, for subclasses that do not call __init__
+
     def __init__(self, merge: str = "max", scale: float = 1.0):
         if merge not in ("max", "mixture"):
             raise ValueError(f"merge must be max or mixture, got {merge!r}")

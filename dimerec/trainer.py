@@ -12,6 +12,7 @@ A run directory holds
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dimerec.data.dataset import SAMPLINGS, Sampling, SeqDataset, TrainSampler
+from dimerec.data.dataset import SAMPLINGS, Sampling, SeqDataset, TrainSampler, UserSplit
 from dimerec.errors import DimeRecError, TrainingDiverged
 from dimerec.evaluate import PROTOCOLS, Protocol, evaluate, step_metrics
 from dimerec.models.base import Batch, Recommender, option
@@ -45,7 +46,9 @@ class TrainConfig:
     final_max_rows: int | None = option(None, "final valid/test metrics on a seeded subsample of this many rows "
                                               "(the same rows for every model of a seed; default: all rows)")
     sampling: Sampling = option("prefixes", "training samples: every prefix of each sequence, or ComiRec's random cut")
-    protocol: Protocol = option("next-item", "evaluation protocol (SPEC §2)")
+    protocol: Protocol = option("next-item", "evaluation protocol (SPEC §2); loo: RecBole's leave-one-out, every user "
+                                             "trains on all but its last two items (validated on the second-to-last, "
+                                             "tested on the last)")
     mask_seen: bool = option(False, "remove already-seen items from rankings (the paper does not)")
     retriever: Literal["torch", "faiss"] = option("torch",
                                                   "top-50 by dense torch scores or a faiss inner-product index")
@@ -79,6 +82,32 @@ def check_device(name: str) -> torch.device:
             raise DimeRecError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
                                f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
     return device
+
+
+@dataclass
+class ProtocolData:
+    """What a protocol trains, validates and tests on: the users of each part and the sequences they are
+    read from (one dataset for next-item and future; three truncations of it for loo)."""
+    split: UserSplit
+    train: SeqDataset
+    valid: SeqDataset
+    test: SeqDataset
+
+
+def without_last(data: SeqDataset, k: int) -> SeqDataset:
+    """`data` with each sequence's last k items dropped, keeping at least its first item (so a user keeps
+    its index; a sequence too short for a target then yields no sample or row)."""
+    return dataclasses.replace(data, sequences=[s[:max(1, len(s) - k)] for s in data.sequences])
+
+
+def protocol_data(data: SeqDataset, protocol: str, split_seed: int) -> ProtocolData:
+    """next-item and future: the seeded 8:1:1 user split of one dataset. loo (RecBole's leave-one-out):
+    every user in every part; training reads each sequence without its last two items, validation
+    predicts the second-to-last item from the ones before it, test the last from all before it."""
+    if protocol != "loo":
+        return ProtocolData(data.split(split_seed), data, data, data)
+    everyone = np.arange(data.n_users)
+    return ProtocolData(UserSplit(everyone, everyone, everyone), without_last(data, 2), without_last(data, 1), data)
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -171,9 +200,10 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     """Train `model` on `data`, keep the best checkpoint, evaluate it on test once. Returns metrics.json."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    split = data.split(cfg.split_seed)
+    views = protocol_data(data, cfg.protocol, cfg.split_seed)
+    split = views.split
     seed_everything(cfg.seed)
-    model.fit_statistics(data, split.train)
+    model.fit_statistics(views.train, split.train)
     device = use_device(cfg.device)
     model.to(device)
     config = {**(run_info or {}), "model": model.name, "dataset": data.name, "n_items": data.n_items,
@@ -181,12 +211,12 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
               "dataset_stats": data.stats()}
     write_json_atomic(config, out_dir / "config.json")
     valid_kwargs = dict(protocol=cfg.protocol, mask_seen=cfg.mask_seen, retriever=RETRIEVERS[cfg.retriever](),
-                        seed=cfg.seed)
+                        seed=cfg.seed, popularity=views.train.item_popularity(split.train))
 
     state = {"epoch": 0, "step": 0, "elapsed": 0.0, "best_hr": -1.0, "bad_evals": 0, "done": False}
     if model.trainable:
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        sampler = TrainSampler(data, split.train, cfg.batch_size, cfg.sampling, seed=cfg.seed)
+        sampler = TrainSampler(views.train, split.train, cfg.batch_size, cfg.sampling, seed=cfg.seed)
         if resume and (out_dir / "last.pt").exists():
             last = load_checkpoint(out_dir / "last.pt")
             model.load_state_dict(last["model"])
@@ -198,7 +228,8 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
             state = json.loads(last["state"])
         log = LossLog(out_dir / "losses.csv", resume=resume and state["step"] > 0)
         try:
-            _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress, device)
+            _fit(model, views.valid, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress,
+                 device)
         finally:
             log.close()
         model.load_state_dict(load_checkpoint(out_dir / "best.pt")["model"])
@@ -213,8 +244,8 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
                "mask_seen": cfg.mask_seen, "epochs": state["epoch"], "steps": state["step"],
                "train_minutes": round(state["elapsed"] / 60, 3), "valid": valid, "test": test}
     if model.denoises:  # the quality of x̂0 along the reverse chain, on validation (Fig. 5)
-        steps = step_metrics(model, data, split.valid, cfg.protocol, mask_seen=cfg.mask_seen, seed=cfg.seed,
-                             max_rows=cfg.valid_max_rows)
+        steps = step_metrics(model, views.valid, split.valid, cfg.protocol, mask_seen=cfg.mask_seen, seed=cfg.seed,
+                             max_rows=cfg.valid_max_rows)  # it scores split.valid: its rows are read from views.valid
         write_json_atomic({**steps, "split": "valid"}, out_dir / "step_metrics.json")
     write_json_atomic(metrics, out_dir / "metrics.json")
     return metrics
@@ -288,12 +319,17 @@ def final_metrics(model: Recommender, data: SeqDataset, train_config: dict, *, p
     seed, final_max_rows), each overridable; test is None when `read_test` is False. `valid`: the
     validation metrics already computed under exactly these settings, returned instead of recomputed."""
     cfg = train_config
-    split = data.split(cfg["split_seed"])
-    kwargs = dict(protocol=protocol or cfg["protocol"], mask_seen=cfg["mask_seen"] if mask_seen is None else mask_seen,
+    protocol = protocol or cfg["protocol"]
+    if (protocol == "loo") != (cfg["protocol"] == "loo"):
+        raise DimeRecError(f"a run trained under --protocol {cfg['protocol']} cannot be scored under {protocol}: "
+                           f"loo trains on every user, the others hold users out")
+    views = protocol_data(data, protocol, cfg["split_seed"])
+    split = views.split
+    kwargs = dict(protocol=protocol, mask_seen=cfg["mask_seen"] if mask_seen is None else mask_seen,
                   retriever=RETRIEVERS[retriever or cfg["retriever"]](), seed=cfg["seed"],
-                  max_rows=cfg.get("final_max_rows"))
-    valid = valid if valid is not None else evaluate(model, data, split.valid, **kwargs)["final"]
-    return valid, evaluate(model, data, split.test, **kwargs)["final"] if read_test else None
+                  max_rows=cfg.get("final_max_rows"), popularity=views.train.item_popularity(split.train))
+    valid = valid if valid is not None else evaluate(model, views.valid, split.valid, **kwargs)["final"]
+    return valid, evaluate(model, views.test, split.test, **kwargs)["final"] if read_test else None
 
 
 def checkpoint_payload(model: Recommender, config: dict, state: dict) -> dict:
@@ -365,6 +401,7 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
                     if progress:
                         bar.write(f"epoch {state['epoch']} step {state['step']}: valid HR@50 {metrics['HR@50']:.4f} "
                                   f"NDCG@50 {metrics['NDCG@50']:.4f} (best {state['best_hr']:.4f})")
+                    tick = time.perf_counter()  # the next step's time starts here, after validation
                     if state["bad_evals"] >= cfg.patience or out_of_time:
                         state["done"] = True
                         break

@@ -70,6 +70,8 @@ def test_evaluate_reprints_and_rewrites_the_same_metrics(cli_run, capsys):
     assert json.loads((run_dir / "metrics.json").read_text()) == original
     assert "comirec-sa on planted" in out
     assert f"{original['test']['HR@50'] * 100:.2f}" in out and f"{original['valid']['NDCG@10'] * 100:.2f}" in out
+    assert f"{original['test']['MRR@10'] * 100:.2f}" in out
+    assert f"{original['test']['AveragePopularity@50']:.2f}" in out  # a count, printed as it is (not in %)
 
 
 def test_evaluate_sampled_writes_its_own_file_and_keeps_metrics_json(cli_run, capsys):

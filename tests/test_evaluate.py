@@ -146,13 +146,14 @@ def test_mask_seen_removes_exactly_the_seen_items(protocol):
 
 # ---- evaluate() against a brute-force reference ------------------------------
 
-def reference_metrics(model, data, users, protocol, mask_seen):
+def reference_metrics(model, data, users, protocol, mask_seen, popularity=None):
     """Dense scores for every row, a stable argsort, metrics by explicit loops."""
     rows = build_rows(data, users, protocol)
     with torch.no_grad():
         scores = torch.einsum("bkd,nd->bkn", model.user_vectors(torch.from_numpy(rows.hist)),
                               model.item_vectors()).amax(1).numpy()
-    sums = {f"{m}@{n}": 0.0 for m in ("HR", "Recall", "NDCG") for n in (10, 20, 50)}
+    sums = {f"{m}@{n}": 0.0 for m in ("HR", "Recall", "NDCG", "MRR") for n in (10, 20, 50)}
+    recommended = {n: [] for n in (10, 20, 50)}  # every slot of every row's top n
     for r in range(len(scores)):
         s = scores[r].copy()
         if mask_seen:
@@ -165,7 +166,19 @@ def reference_metrics(model, data, users, protocol, mask_seen):
             sums[f"Recall@{n}"] += len(hits) / len(targets)
             ideal = sum(1 / log2(i + 2) for i in range(min(len(targets), n)))
             sums[f"NDCG@{n}"] += sum(1 / log2(i + 2) for i in hits) / ideal
-    return {k: v / len(scores) for k, v in sums.items()}
+            sums[f"MRR@{n}"] += 1 / (hits[0] + 1) if hits else 0.0
+            recommended[n] += [int(item) for item in ranking[:n]]
+    out = {k: v / len(scores) for k, v in sums.items()}
+    if popularity is not None:
+        head = set(sorted(range(data.n_items), key=lambda i: (-popularity[i], i))[:int(np.ceil(0.2 * data.n_items))])
+        for n, items in recommended.items():
+            exposure = np.sort(np.bincount(items, minlength=data.n_items)).astype(float)  # ascending
+            k = len(exposure)
+            out[f"ItemCoverage@{n}"] = len(set(items)) / data.n_items
+            out[f"Gini@{n}"] = sum((2 * (i + 1) - k - 1) * x for i, x in enumerate(exposure)) / (k * len(items))
+            out[f"AveragePopularity@{n}"] = sum(popularity[i] for i in items) / len(items)
+            out[f"TailPercentage@{n}"] = sum(i not in head for i in items) / len(items)
+    return out
 
 
 @pytest.mark.parametrize("protocol", ["next-item", "future"])
@@ -177,6 +190,19 @@ def test_evaluate_matches_brute_force(trained_sa, planted_small, protocol, mask_
     expected = reference_metrics(model, planted_small, users, protocol, mask_seen)
     assert got == pytest.approx(expected, abs=1e-12)
     assert got["HR@50"] > 0.3  # the trained model is not trivial, so the comparison is not 0 == 0
+
+
+@pytest.mark.parametrize("protocol", ["next-item", "future"])
+def test_evaluate_beyond_accuracy_matches_brute_force(trained_sa, planted_small, protocol):
+    model, split = trained_sa[0], planted_small.split(0)
+    popularity = planted_small.item_popularity(split.train)
+    plain = evaluate(model, planted_small, split.valid, protocol, batch_size=100)["final"]
+    got = evaluate(model, planted_small, split.valid, protocol, batch_size=100, popularity=popularity)["final"]
+    assert {k: got[k] for k in plain} == plain  # the popularity adds keys; it changes none of the others
+    expected = reference_metrics(model, planted_small, split.valid, protocol, False, popularity)
+    assert got == pytest.approx(expected, abs=1e-12)
+    assert 0 < got["ItemCoverage@10"] <= got["ItemCoverage@50"] <= 1 and 0 < got["Gini@50"] < 1
+    assert 0 < got["TailPercentage@50"] < 1 and got["AveragePopularity@50"] > 1
 
 
 def test_evaluate_subsample_is_seeded_and_restores_train_mode(trained_sa, planted_small):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from dimerec.metrics import (CUTOFFS, METRIC_KEYS, max_over_interests, mean_metrics, pad_targets, rank_metrics,
+from dimerec.metrics import (BEYOND_KEYS, CUTOFFS, METRIC_KEYS, MRR_KEYS, beyond_accuracy, exposure_counts, gini,
+                             long_tail, max_over_interests, mean_metrics, pad_targets, rank_metrics, reciprocal_ranks,
                              topk_items)
 
 RANKED = np.arange(50)[None, :]  # one row whose top 50 are the items 0, 1, ..., 49 in that order
@@ -162,3 +163,60 @@ def test_max_over_interests_single_interest_is_dot_product():
     users = torch.from_numpy(rng.normal(size=(5, 1, 8)))
     items = torch.from_numpy(rng.normal(size=(30, 8)))
     torch.testing.assert_close(max_over_interests(users, items), users[:, 0] @ items.T)
+
+
+# ---- MRR and the beyond-accuracy aggregates ------------------------------------------------------
+
+def test_mrr_is_one_over_the_rank_of_the_first_target_within_each_cutoff():
+    # rows: a target at rank 3 (0-based 2); targets at ranks 15 and 12 (the first is 12); at rank 30; absent
+    targets = pad_targets([np.array([2]), np.array([14, 11]), np.array([29]), np.array([99])])
+    got = reciprocal_ranks(np.repeat(RANKED, 4, axis=0), targets)
+    assert tuple(got) == MRR_KEYS
+    assert got["MRR@10"] == pytest.approx([1 / 3, 0, 0, 0])
+    assert got["MRR@20"] == pytest.approx([1 / 3, 1 / 12, 0, 0])
+    assert got["MRR@50"] == pytest.approx([1 / 3, 1 / 12, 1 / 30, 0])
+    assert mean_metrics(got)["MRR@50"] == pytest.approx((1 / 3 + 1 / 12 + 1 / 30) / 4)
+    # a single target at rank 1: MRR = HR = NDCG = 1
+    assert reciprocal_ranks(RANKED, np.array([[0]]))["MRR@10"][0] == 1.0
+
+
+def test_gini_hand_cases():
+    assert gini(np.array([3, 3, 3, 3])) == 0.0  # equal exposure
+    assert gini(np.array([0, 0, 0, 8])) == pytest.approx(3 / 4)  # one item takes all: (n - 1) / n
+    # sorted [0, 0, 1, 1, 2], n 5, sum 4: (-4*0 - 2*0 + 0*1 + 2*1 + 4*2) / (5 * 4) = 10 / 20
+    assert gini(np.array([2, 1, 1, 0, 0])) == pytest.approx(0.5)
+    assert gini(np.zeros(4)) == 0.0
+
+
+def test_long_tail_is_everything_outside_the_most_popular_fifth():
+    # 10 items, head = the 2 most popular; items 1 and 4 tie on 7, the lower id (1) wins the second seat
+    popularity = np.array([9, 7, 0, 3, 7, 1, 0, 0, 2, 0])
+    assert np.flatnonzero(~long_tail(popularity)).tolist() == [0, 1]
+    assert long_tail(np.arange(3)).tolist() == [True, True, False]  # ceil(0.2 * 3) = 1 head item
+
+
+def test_beyond_accuracy_on_hand_built_lists():
+    # 5 items, training popularity 10, 5, 3, 1, 0: the head is item 0 alone (ceil(0.2 * 5) = 1)
+    popularity = np.array([10, 5, 3, 1, 0])
+    top = np.array([[0, 1], [0, 2]])  # two rows' ranked lists
+    exposure = exposure_counts(top, 5, cutoffs=(1, 2))
+    assert exposure[1].tolist() == [2, 0, 0, 0, 0] and exposure[2].tolist() == [2, 1, 1, 0, 0]
+    got = beyond_accuracy(exposure, popularity)
+    assert list(got) == [f"{m}@{n}" for m in ("ItemCoverage", "Gini", "AveragePopularity", "TailPercentage")
+                         for n in (1, 2)]
+    assert got["ItemCoverage@1"] == pytest.approx(1 / 5) and got["ItemCoverage@2"] == pytest.approx(3 / 5)
+    assert got["Gini@1"] == pytest.approx(4 / 5) and got["Gini@2"] == pytest.approx(0.5)
+    assert got["AveragePopularity@1"] == pytest.approx(10.0)
+    assert got["AveragePopularity@2"] == pytest.approx((10 + 5 + 10 + 3) / 4)
+    assert got["TailPercentage@1"] == 0.0 and got["TailPercentage@2"] == pytest.approx(2 / 4)
+
+
+def test_exposure_counts_add_up_over_batches_and_skip_missing_ids():
+    top = np.array([[4, 1, 0], [1, 4, 2], [3, -1, -1]])
+    whole = exposure_counts(top, 6)
+    halves = [exposure_counts(top[:2], 6), exposure_counts(top[2:], 6)]
+    for n in CUTOFFS:
+        assert np.array_equal(whole[n], halves[0][n] + halves[1][n])
+    assert whole[10].tolist() == [1, 2, 1, 1, 2, 0]
+    assert tuple(beyond_accuracy(whole, np.ones(6))) == BEYOND_KEYS
+    assert beyond_accuracy(exposure_counts(np.zeros((0, 50), np.int64), 6), np.ones(6))["Gini@50"] == 0.0

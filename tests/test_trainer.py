@@ -11,7 +11,7 @@ import torch
 from dimerec.data import load_dataset
 from dimerec.errors import DimeRecError, TrainingDiverged
 from dimerec.evaluate import evaluate
-from dimerec.metrics import METRIC_KEYS
+from dimerec.metrics import BEYOND_KEYS, METRIC_KEYS, MRR_KEYS
 from dimerec.models.comirec_sa import ComiRecSA
 from dimerec.models.pop import MostPopular
 from dimerec.trainer import TrainConfig, build_model, seed_everything, train, train_model
@@ -60,7 +60,8 @@ def test_checkpoints_load_weights_only_and_rebuild_the_model(trained_sa, planted
     # rebuilt from the file alone, it gives the test metrics of metrics.json
     rebuilt = ComiRecSA(config["n_items"], config["max_len"], ComiRecSA.Config(**config["model_config"]))
     rebuilt.load_state_dict(best["model"])
-    test = evaluate(rebuilt, planted_small, planted_small.split(0).test)["final"]
+    split = planted_small.split(0)
+    test = evaluate(rebuilt, planted_small, split.test, popularity=planted_small.item_popularity(split.train))["final"]
     assert test == pytest.approx(metrics["test"], abs=1e-12)
     last = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
     assert {"model", "config", "state", "optimizer", "sampler", "torch_rng"} <= set(last)
@@ -78,7 +79,8 @@ def test_metrics_json_keys_and_ranges(trained_sa):
     for split in ("valid", "test"):
         for key in ("HR@10", "HR@20", "HR@50", "NDCG@10", "NDCG@20", "NDCG@50", "Recall@50"):
             assert 0.0 <= on_disk[split][key] <= 1.0, (split, key)
-        assert set(on_disk[split]) == set(METRIC_KEYS)
+        assert set(on_disk[split]) == set(METRIC_KEYS + MRR_KEYS + BEYOND_KEYS)
+        assert 0 < on_disk[split]["ItemCoverage@50"] <= 1 and on_disk[split]["AveragePopularity@50"] > 0
         assert on_disk[split]["HR@10"] <= on_disk[split]["HR@20"] <= on_disk[split]["HR@50"]
         assert on_disk[split]["NDCG@50"] <= on_disk[split]["HR@50"]
 
@@ -192,7 +194,8 @@ def test_train_model_gives_the_cli_runs_numbers(tmp_path):
     assert without_wall_clock(by_hand) == without_wall_clock(metrics)
     assert metrics["steps"] == 30 and data.name == "planted" and model.config.n_interests == 4
     # the model comes back with the weights metrics.json was measured with
-    assert evaluate(model, data, data.split(0).test)["final"] == metrics["test"]
+    split = data.split(0)
+    assert evaluate(model, data, split.test, popularity=data.item_popularity(split.train))["final"] == metrics["test"]
 
 
 @pytest.mark.parametrize("typo", ["max_step", "n_interest"])
@@ -229,3 +232,28 @@ def test_the_final_validation_reused_from_the_best_checkpoint_is_what_scoring_it
     assert len(rows) == 4 and metrics["valid"]["HR@50"] == max(float(r["HR@50"]) for r in rows)
     model, data, config = load_run(tmp_path)
     assert final_metrics(model, data, config["train_config"], read_test=False)[0] == metrics["valid"]
+
+
+def test_the_training_clock_excludes_validation(planted_small, tmp_path, monkeypatch):
+    """train_minutes (and the --max-minutes budget) count sampling and training steps only: every second
+    a validation takes is wall time of train() outside the clock. The clock was reset before validating,
+    so each validation's time leaked into the next step's."""
+    import time
+
+    import dimerec.trainer as trainer
+
+    real_evaluate, calls, sleep = trainer.evaluate, [], 1.0
+
+    def slow_evaluate(*args, **kwargs):
+        calls.append(1)
+        time.sleep(sleep)
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", slow_evaluate)
+    start = time.perf_counter()
+    _, metrics = fit(planted_small, tmp_path / "slow", max_steps=10, eval_every=2, max_minutes=5.0)
+    wall = time.perf_counter() - start
+    assert metrics["steps"] == 10 and len(calls) >= 5  # five validations, one test read
+    # exact, whatever the machine's speed: the clock cannot exceed train()'s wall time less the sleeps
+    # (with the leak it held four of the five validations' sleeps, 4 s, more than the setup and scoring)
+    assert metrics["train_minutes"] * 60 <= wall - sleep * len(calls) + 0.03  # train_minutes has 3 decimals

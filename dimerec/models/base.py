@@ -1,4 +1,7 @@
-"""The contract every recommender implements, and the sampled-softmax loss they share.
+"""The contract every recommender implements, and the softmax losses they share: sampled softmax
+against uniform negatives (the DimeRec paper's, every model's default) and the full softmax over
+every item (`--loss-kind ce`, RecBole's default "CE" loss, for the models whose loss is a softmax
+over items).
 
 The contract (checked in one place, `check_contract`; callers read the declared class
 attributes, never `hasattr`):
@@ -32,6 +35,8 @@ from dimerec.errors import DimeRecError
 
 NegativeSampler = Literal["per-positive", "shared"]
 NEGATIVE_SAMPLERS = ("per-positive", "shared")
+SoftmaxKind = Literal["ssm", "ce"]
+SOFTMAX_KINDS = ("ssm", "ce")
 
 
 def option(default, help: str):
@@ -170,6 +175,16 @@ class SampledSoftmaxConfig:
         "per-positive", "per-positive: each row its own negatives (the paper); shared: all rows share n*B")
 
 
+@dataclass
+class SoftmaxLossConfig(SampledSoftmaxConfig):
+    loss_kind: SoftmaxKind = option("ssm", "ssm: sampled softmax against --n-negatives uniform negatives (the "
+                                           "DimeRec paper's); ce: cross-entropy over every item (RecBole's CE)")
+
+    def __post_init__(self):
+        if self.loss_kind not in SOFTMAX_KINDS:
+            raise ValueError(f"loss_kind must be one of {SOFTMAX_KINDS}, got {self.loss_kind!r}")
+
+
 def draw_negatives(target: torch.Tensor, n_items: int, n_negatives: int, sampler: str) -> torch.Tensor:
     """Uniform negatives. per-positive: [B, n] (the paper); shared: [n*B] used by every row."""
     if sampler == "per-positive":
@@ -197,3 +212,22 @@ def sampled_softmax_loss(user: torch.Tensor, item_table: torch.Tensor, target: t
     neg = neg.masked_fill(hit, float("-inf"))
     logits = torch.cat([pos, neg], dim=1) / temperature
     return F.cross_entropy(logits, torch.zeros_like(target))
+
+
+def full_softmax_loss(user: torch.Tensor, item_table: torch.Tensor, target: torch.Tensor,
+                      temperature: float = 1.0) -> torch.Tensor:
+    """Cross-entropy of the target against every item: -log softmax(user · item_table^T)[target], the mean
+    over rows. user [B, d]; item_table [n_items, d] (no pad row); target [B]."""
+    return F.cross_entropy(user @ item_table.T / temperature, target)
+
+
+def softmax_loss(user: torch.Tensor, item_table: torch.Tensor, target: torch.Tensor,
+                 config: SampledSoftmaxConfig, kind: str = "ssm") -> torch.Tensor:
+    """The model's softmax over items, `kind` ssm (negatives drawn here, from config's n_negatives and
+    negative_sampler) or ce (every item; nothing drawn)."""
+    if kind == "ce":
+        return full_softmax_loss(user, item_table, target)
+    if kind != "ssm":
+        raise ValueError(f"softmax loss must be one of {SOFTMAX_KINDS}, got {kind!r}")
+    negatives = draw_negatives(target, item_table.shape[0], config.n_negatives, config.negative_sampler)
+    return sampled_softmax_loss(user, item_table, target, negatives)

@@ -11,7 +11,7 @@ code, the first two iterations see ê with gradients stopped, so only the last
 iteration back-propagates (into W and the item embeddings); the routing weights
 themselves carry no gradient. The K capsules v_j are the interests (norm < 1).
 Training picks the interest nearest the target (hard argmax, `select_interest`)
-and applies sampled softmax to it.
+and applies sampled softmax to it (`--loss-kind ce`: the full softmax over every item).
 
 `dynamic_routing` is shared with MIND (mind.py), as ComiRec's code shares one
 CapsuleNetwork; `RoutingInterests` has SelfAttentiveInterests' signature so DimeRec
@@ -31,8 +31,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from dimerec.models.base import (Batch, Recommender, SampledSoftmaxConfig, draw_negatives, option,
-                                 sampled_softmax_loss)
+from dimerec.models.base import Batch, Recommender, SoftmaxLossConfig, option, softmax_loss
 from dimerec.models.comirec_sa import select_interest
 
 
@@ -84,7 +83,7 @@ class RoutingInterests(nn.Module):
 
 
 @dataclass
-class ComiRecDRConfig(SampledSoftmaxConfig):
+class ComiRecDRConfig(SoftmaxLossConfig):
     dim: int = option(64, "embedding size d (the paper's)")
     n_interests: int = option(4, "K interests (the paper's)")
     routing_iterations: int = option(3, "dynamic-routing iterations (the paper's and the code's 3)")
@@ -113,5 +112,4 @@ class ComiRecDR(Recommender):
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         table = self.item_vectors()
         selected = select_interest(self.user_vectors(batch.hist), table[batch.target].detach())
-        negatives = draw_negatives(batch.target, self.n_items, self.config.n_negatives, self.config.negative_sampler)
-        return {"loss": sampled_softmax_loss(selected, table, batch.target, negatives)}
+        return {"loss": softmax_loss(selected, table, batch.target, self.config, self.config.loss_kind)}

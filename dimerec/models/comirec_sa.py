@@ -4,7 +4,8 @@ A = softmax over positions( W2 · tanh(W1 · (H + P)) ) ∈ R^{L×K}, padded pos
 masked; the K interests are g = Aᵀ H. As in ComiRec's code, the positional
 embeddings P enter only the attention scores and the interests are weighted sums
 of the raw item embeddings. Training selects the interest closest to the target
-(hard argmax, Eq. 18) and applies sampled softmax to it (Eq. 19).
+(hard argmax, Eq. 18) and applies sampled softmax to it (Eq. 19); `--loss-kind ce` applies
+the full softmax over every item instead.
 
 Harness differences: histories are left-padded, so a positional embedding indexes
 the distance from the most recent item (ComiRec right-pads); negatives are uniform
@@ -20,8 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dimerec.models.base import (Batch, Recommender, SampledSoftmaxConfig, draw_negatives, option,
-                                 sampled_softmax_loss)
+from dimerec.models.base import Batch, Recommender, SoftmaxLossConfig, option, softmax_loss
 
 
 class SelfAttentiveInterests(nn.Module):
@@ -62,7 +62,7 @@ def select_interest(interests: torch.Tensor, target_emb: torch.Tensor) -> torch.
 
 
 @dataclass
-class ComiRecSAConfig(SampledSoftmaxConfig):
+class ComiRecSAConfig(SoftmaxLossConfig):
     dim: int = option(64, "embedding size d (the paper's)")
     n_interests: int = option(4, "K interests (the paper's)")
 
@@ -92,6 +92,5 @@ class ComiRecSA(Recommender):
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         table = self.item_vectors()
         selected = select_interest(self.user_vectors(batch.hist), table[batch.target].detach())
-        negatives = draw_negatives(batch.target, self.n_items, self.config.n_negatives, self.config.negative_sampler)
-        l_gem = sampled_softmax_loss(selected, table, batch.target, negatives)
+        l_gem = softmax_loss(selected, table, batch.target, self.config, self.config.loss_kind)
         return {"loss": l_gem, "L_gem": l_gem}

@@ -21,7 +21,9 @@ Differences from the official code:
   reset when a session ends. The other rows' targets (plus 2048 popularity-sampled extras)
   are the negatives of a softmax cross-entropy or BPR-max loss. Here every (history prefix,
   next item) sample reruns the GRU over its last max_len items, and the loss is sampled
-  softmax against uniform negatives, as the DimeRec paper trains every model (§5.1.4).
+  softmax against uniform negatives, as the DimeRec paper trains every model (§5.1.4), or with
+  `--loss-kind ce` the full softmax over every item (the official cross-entropy without its
+  sampling; RecBole's default).
 - No per-item output bias b_y, because the harness scores by inner product only. Adam lr
   0.005 comes from the trainer (the official uses Adagrad). d = 64 (the official uses 100
   units). The init follows the official one: Glorot-uniform per table and per gate matrix,
@@ -38,8 +40,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from dimerec.models.base import (Batch, Recommender, SampledSoftmaxConfig, draw_negatives, option,
-                                 sampled_softmax_loss)
+from dimerec.models.base import Batch, Recommender, SoftmaxLossConfig, option, softmax_loss
 
 OutputTable = Literal["shared", "separate"]
 OUTPUT_TABLES = ("shared", "separate")
@@ -53,7 +54,7 @@ def left_to_right_aligned(hist: torch.Tensor, lengths: torch.Tensor) -> torch.Te
 
 
 @dataclass
-class GRU4RecConfig(SampledSoftmaxConfig):
+class GRU4RecConfig(SoftmaxLossConfig):
     dim: int = option(64, "embedding size and GRU hidden size d (the DimeRec paper's; the official uses 100)")
     n_layers: int = option(1, "stacked GRU layers (1, the official default)")
     dropout_embed: float = option(0.0, "dropout on the input embeddings (0, the official default)")
@@ -62,6 +63,7 @@ class GRU4RecConfig(SampledSoftmaxConfig):
                                                  "constrained_embedding); separate: own output table")
 
     def __post_init__(self):
+        super().__post_init__()
         if self.output_table not in OUTPUT_TABLES:
             raise ValueError(f"output_table must be one of {OUTPUT_TABLES}, got {self.output_table!r}")
 
@@ -108,6 +110,6 @@ class GRU4Rec(Recommender):
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         user = self.user_vectors(batch.hist)[:, 0]
-        negatives = draw_negatives(batch.target, self.n_items, self.config.n_negatives, self.config.negative_sampler)
-        l_ssm = sampled_softmax_loss(user, self.item_vectors(), batch.target, negatives)
-        return {"loss": l_ssm, "L_ssm": l_ssm}
+        kind = self.config.loss_kind
+        loss = softmax_loss(user, self.item_vectors(), batch.target, self.config, kind)
+        return {"loss": loss, f"L_{kind}": loss}

@@ -15,7 +15,8 @@ shared with comirec_dr.py). The capsules then pass a ReLU layer (the code's
 the K interests. Training reads out one interest per sample with label-aware
 attention softmax(pow(⟨v_k, e_target⟩, p)); ComiRec's code uses its hard limit
 (argmax, p → ∞), which is the default here (`--label-power 0`), via `select_interest`.
-Loss: sampled softmax of the read-out against the target.
+Loss: sampled softmax of the read-out against the target (`--loss-kind ce`: the full softmax
+over every item instead).
 
 Deviations: (1) no user-profile features (none in our data); (2) a fixed K = 4
 instead of the paper's per-user K'_u = max(1, min(K, log2 |history|)), as in
@@ -35,8 +36,7 @@ import torch
 import torch.nn as nn
 
 from dimerec.errors import DimeRecError
-from dimerec.models.base import (Batch, Recommender, SampledSoftmaxConfig, draw_negatives, option,
-                                 sampled_softmax_loss)
+from dimerec.models.base import Batch, Recommender, SoftmaxLossConfig, option, softmax_loss
 from dimerec.models.comirec_dr import dynamic_routing
 from dimerec.models.comirec_sa import select_interest
 
@@ -72,7 +72,7 @@ class B2IRouting(nn.Module):
 
 
 @dataclass
-class MINDConfig(SampledSoftmaxConfig):
+class MINDConfig(SoftmaxLossConfig):
     dim: int = option(64, "embedding size d (DimeRec's setting for every model)")
     n_interests: int = option(4, "K interests (DimeRec's setting; ComiRec's code uses a fixed K too)")
     routing_iterations: int = option(3, "B2I routing iterations (the paper's and ComiRec's 3)")
@@ -80,6 +80,7 @@ class MINDConfig(SampledSoftmaxConfig):
     label_power: int = option(0, "label-aware attention power p; 0 = hard argmax, its p→∞ limit (ComiRec's code)")
 
     def __post_init__(self):
+        super().__post_init__()
         if self.label_power < 0:
             raise DimeRecError(f"--label-power must be 0 (hard argmax) or a positive integer, got {self.label_power}")
 
@@ -115,5 +116,4 @@ class MIND(Recommender):
             readout = select_interest(interests, table[batch.target].detach())
         else:
             readout = label_aware_attention(interests, table[batch.target], self.config.label_power)
-        negatives = draw_negatives(batch.target, self.n_items, self.config.n_negatives, self.config.negative_sampler)
-        return {"loss": sampled_softmax_loss(readout, table, batch.target, negatives)}
+        return {"loss": softmax_loss(readout, table, batch.target, self.config, self.config.loss_kind)}
