@@ -18,6 +18,14 @@ from pathlib import Path
 from dimerec.errors import DimeRecError, TrainingDiverged
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose mistakes (a flag's value of the wrong type, a missing argument) are one `error:` line
+    with exit status 2, like every other user mistake, instead of the usage text and the error."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str) -> None:
     """One --flag per dataclass field, typed from its annotation; Literal fields list their choices."""
     group = parser.add_argument_group(title)
@@ -45,6 +53,14 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str) -> None
 def settings_from_args(args: argparse.Namespace, *classes) -> dict:
     """The values of the flags that add_dataclass_args made for `classes`, by field name."""
     return {f.name: getattr(args, f.name) for cls in classes for f in dataclasses.fields(cls)}
+
+
+def check_positive(args: argparse.Namespace, *names: str) -> None:
+    """DimeRecError naming the first of the flags `names` (dest names) set to zero or less; None is unset."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise DimeRecError(f"--{name.replace('_', '-')} must be above 0; got {value!r}")
 
 
 def cmd_datasets(args) -> None:
@@ -88,9 +104,11 @@ def cmd_train(args, model_cls, argv: list[str]) -> None:
     if (out / "config.json").exists() and not (args.resume or args.overwrite):
         raise DimeRecError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                            f"or choose another --out")
+    settings = settings_from_args(args, TrainConfig, model_cls.Config)
+    # every setting is checked before --overwrite deletes anything
+    TrainConfig(**{f.name: settings[f.name] for f in dataclasses.fields(TrainConfig)})
     if args.overwrite and out.exists():
         shutil.rmtree(out)
-    settings = settings_from_args(args, TrainConfig, model_cls.Config)
     _, _, metrics = train_model(args.model, args.dataset, out=out, data_dir=args.data_dir, seed=settings.pop("seed"),
                                 progress=not args.quiet, resume=args.resume,
                                 run_info={"command": "python -m dimerec " + shlex.join(argv)}, **settings)
@@ -140,6 +158,7 @@ def evaluate_sampled(run: Path, model, data, train_cfg: dict, n_negatives: int) 
 def cmd_bench(args) -> None:
     from dimerec.bench import print_report, run_bench
 
+    check_positive(args, "steps")
     report = run_bench(args.data_dir, Path(args.out), steps=args.steps, seed=args.seed, preset=args.preset)
     print_report(report)
     print(f"written to {args.out}")
@@ -148,6 +167,8 @@ def cmd_bench(args) -> None:
 def cmd_reproduce(args, argv: list[str]) -> None:
     from dimerec.reproduce import reproduce
 
+    check_positive(args, "seeds", "max_minutes", "max_steps", "valid_max_rows", "final_max_rows", "tune_minutes",
+                   "analysis_rows")
     if args.quick:  # the small budget: one seed, 60 steps per run (seconds), small validation samples; the clock
         # is a backstop far above 60 steps' time, so a busy machine still trains the same 60 steps
         args.max_minutes, args.max_steps, args.valid_max_rows = 2.0, 60, 300
@@ -176,7 +197,7 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     from dimerec.models import MODELS
     from dimerec.trainer import TrainConfig
 
-    parser = argparse.ArgumentParser(prog="python -m dimerec", description=(
+    parser = OneLineParser(prog="python -m dimerec", description=(
         "DimeRec Explorer: diffusion with multi-interest enhanced recommendation, its baselines, "
         "and the experiments of the paper."))
     sub = parser.add_subparsers(dest="command", required=True)
@@ -261,10 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     from dimerec.models import MODELS
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = OneLineParser(prog="python -m dimerec", add_help=False)
     pre.add_argument("--model")
-    known, _ = pre.parse_known_args(argv)
-    args = build_parser(known.model).parse_args(argv)
+    try:
+        known, _ = pre.parse_known_args(argv)
+        args = build_parser(known.model).parse_args(argv)
+    except SystemExit as done:  # --help, or a flag argparse refused (one line, OneLineParser.error)
+        return done.code if isinstance(done.code, int) else 2
     try:
         if args.command == "datasets":
             cmd_datasets(args)

@@ -41,6 +41,9 @@ class TrainConfig:
     max_minutes: float | None = option(None, "wall-clock budget of training (validation excluded)")
     max_steps: int | None = option(None, "step budget of training: unlike --max-minutes, the same on any machine")
     eval_every: int | None = option(None, "steps between validations (default: one epoch)")
+    checkpoint_every: int | None = option(None, "also write last.pt and flush losses.csv/valid.csv every this many "
+                                                "steps, so --resume loses less and a watcher sees progress "
+                                                "(default: at each validation only)")
     valid_max_rows: int | None = option(None, "validate on a seeded subsample of this many rows while training")
     final_max_rows: int | None = option(None, "final valid/test metrics on a seeded subsample of this many rows "
                                               "(the same rows for every model of a seed; default: all rows)")
@@ -60,7 +63,27 @@ class TrainConfig:
             if getattr(self, field) not in allowed:
                 raise DimeRecError(f"--{field.replace('_', '-')} must be one of {', '.join(allowed)}; "
                                    f"got {getattr(self, field)!r}")
+        for name, whole, low, strict in NUMERIC_BOUNDS:
+            value = getattr(self, name)
+            if value is None and name in OPTIONAL_NUMERIC:
+                continue
+            flag = f"--{name.replace('_', '-')}"
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise DimeRecError(f"{flag} must be a finite number; got {value!r}")
+            if whole and value != int(value):
+                raise DimeRecError(f"{flag} must be a whole number; got {value!r}")
+            if value <= low if strict else value < low:
+                raise DimeRecError(f"{flag} must be {'above' if strict else 'at least'} {low}; got {value!r}")
         check_device(self.device)
+
+
+# (field, whole number?, bound, strict bound?): lr and max_minutes above 0, every count at least 1, seeds at least 0
+NUMERIC_BOUNDS = (("lr", False, 0, True), ("max_minutes", False, 0, True), ("batch_size", True, 1, False),
+                  ("max_epochs", True, 1, False), ("patience", True, 1, False), ("max_steps", True, 1, False),
+                  ("eval_every", True, 1, False), ("checkpoint_every", True, 1, False),
+                  ("valid_max_rows", True, 1, False), ("final_max_rows", True, 1, False),
+                  ("seed", True, 0, False), ("split_seed", True, 0, False))
+OPTIONAL_NUMERIC = ("max_minutes", "max_steps", "eval_every", "checkpoint_every", "valid_max_rows", "final_max_rows")
 
 
 def check_device(name: str) -> torch.device:

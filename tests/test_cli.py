@@ -158,3 +158,42 @@ def test_module_entry_point_exit_status_and_error_line(tmp_path):
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     line = one_error_line(done.stderr)
     assert done.returncode == 2 and str(tmp_path / "nothing" / "config.json") in line
+
+
+# ---- issue 19: every bad input is one line, exit status 2, nothing written ----------------------------------
+
+@pytest.mark.parametrize("flag, value", [
+    ("--max-steps", "0"), ("--max-steps", "-5"), ("--lr", "-1"), ("--lr", "0"), ("--lr", "nan"),
+    ("--batch-size", "0"), ("--max-epochs", "0"), ("--patience", "0"), ("--eval-every", "0"),
+    ("--checkpoint-every", "-1"), ("--max-minutes", "0"), ("--max-minutes", "-2"), ("--valid-max-rows", "0"),
+    ("--final-max-rows", "-10"), ("--seed", "-1"), ("--split-seed", "-3"), ("--max-steps", "abc"),
+])
+def test_bad_numeric_option_is_one_line_and_writes_nothing(flag, value, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "--model", "comirec-sa", "--dataset", "planted", "--quiet", "--out", str(out), flag, value])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and flag in line and value in line
+    assert not out.exists()
+
+
+def test_bad_option_with_overwrite_leaves_the_old_run_alone(cli_run, capsys):
+    _, run_dir = cli_run
+    before = sorted(p.name for p in run_dir.iterdir())
+    rc = main(["train", "--model", "comirec-sa", "--dataset", "planted", "--quiet", "--overwrite",
+               "--out", str(run_dir), "--max-steps", "0"])
+    assert rc == 2 and "--max-steps must be at least 1; got 0" in one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["reproduce", "table1", "--dataset", "planted", "--seeds", "0"], "--seeds"),
+    (["reproduce", "table1", "--dataset", "planted", "--max-minutes", "-1"], "--max-minutes"),
+    (["reproduce", "table1", "--dataset", "planted", "--valid-max-rows", "0"], "--valid-max-rows"),
+    (["bench", "--steps", "0"], "--steps"),
+])
+def test_bad_numeric_option_of_reproduce_and_bench_is_one_line(argv, flag, tmp_path, capsys):
+    rc = main([*argv, *(["--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res")]
+                        if argv[0] == "reproduce" else ["--out", str(tmp_path / "bench.json")])])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and flag in line
+    assert list(tmp_path.iterdir()) == []

@@ -172,6 +172,18 @@ def test_train_config_rejects_unknown_choices(field, value):
         TrainConfig(**{field: value})
 
 
+@pytest.mark.parametrize("field, value, says", [
+    ("max_steps", 0, "--max-steps must be at least 1; got 0"), ("max_steps", -5, "--max-steps must be at least 1"),
+    ("lr", -1.0, "--lr must be above 0; got -1.0"), ("lr", float("inf"), "--lr must be a finite number"),
+    ("batch_size", 2.5, "--batch-size must be a whole number"), ("max_epochs", "3", "--max-epochs must be a finite"),
+    ("patience", 0, "--patience must be at least 1"), ("eval_every", 0, "--eval-every must be at least 1"),
+])
+def test_train_config_rejects_bad_numbers_in_one_line(field, value, says):
+    with pytest.raises(DimeRecError) as info:
+        TrainConfig(**{field: value})
+    assert says in str(info.value) and "\n" not in str(info.value)
+
+
 def test_fixture_config_matches_the_trained_run(trained_sa):
     config = json.loads((trained_sa[2] / "config.json").read_text())["train_config"]
     assert {k: config[k] for k in FIXTURE_CFG} == FIXTURE_CFG
