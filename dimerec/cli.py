@@ -66,9 +66,9 @@ def check_positive(args: argparse.Namespace, *names: str) -> None:
 def cmd_datasets(args) -> None:
     import pandas as pd
 
-    from dimerec.data import find_datasets, load_dataset, resolve_data_dir
+    from dimerec.data import check_data_dir, find_datasets, load_dataset, resolve_data_dir
 
-    data_dir = resolve_data_dir(args.data_dir)
+    data_dir = check_data_dir(resolve_data_dir(args.data_dir))
     rows = []
     for name in find_datasets(data_dir):
         try:
@@ -98,18 +98,21 @@ def print_metrics(metrics: dict) -> None:
 
 
 def cmd_train(args, model_cls, argv: list[str]) -> None:
-    from dimerec.trainer import TrainConfig, train_model
+    from dimerec.data import load_dataset
+    from dimerec.trainer import TrainConfig, check_splittable, train_model
 
     out = Path(args.out or f"runs/{args.model}-{args.dataset}-s{args.seed}")
     if (out / "config.json").exists() and not (args.resume or args.overwrite):
         raise DimeRecError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                            f"or choose another --out")
     settings = settings_from_args(args, TrainConfig, model_cls.Config)
-    # every setting is checked before --overwrite deletes anything
-    TrainConfig(**{f.name: settings[f.name] for f in dataclasses.fields(TrainConfig)})
+    # every setting and the data are checked before --overwrite deletes anything
+    cfg = TrainConfig(**{f.name: settings[f.name] for f in dataclasses.fields(TrainConfig)})
+    data = load_dataset(args.dataset, args.data_dir, seed=cfg.split_seed)  # planted: the world follows the split seed
+    check_splittable(data, cfg.split_seed)
     if args.overwrite and out.exists():
         shutil.rmtree(out)
-    _, _, metrics = train_model(args.model, args.dataset, out=out, data_dir=args.data_dir, seed=settings.pop("seed"),
+    _, _, metrics = train_model(args.model, data, out=out, data_dir=args.data_dir, seed=settings.pop("seed"),
                                 progress=not args.quiet, resume=args.resume,
                                 run_info={"command": "python -m dimerec " + shlex.join(argv)}, **settings)
     print_metrics(metrics)

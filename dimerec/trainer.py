@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dimerec.data.dataset import SAMPLINGS, Sampling, SeqDataset, TrainSampler
-from dimerec.errors import DimeRecError, TrainingDiverged
+from dimerec.errors import DataError, DimeRecError, TrainingDiverged
 from dimerec.evaluate import PROTOCOLS, Protocol, evaluate
 from dimerec.models.base import Batch, Recommender, option
 from dimerec.retrieval import RETRIEVERS
@@ -116,8 +116,34 @@ def write_json_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+def load_checkpoint(path: Path, needs: tuple[str, ...] = ("model",), remedy: str = "") -> dict:
+    """The checkpoint at `path` (weights_only), or a one-line DimeRecError naming the file when it is
+    missing, truncated, not a checkpoint, or lacks the keys `needs`; `remedy` says what to do then."""
+    remedy = remedy or f"retrain the run (train --overwrite --out {Path(path).parent}) or restore the file"
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DimeRecError(f"{path} is missing; {remedy}") from None
+    except Exception as err:  # truncated zip, random bytes, an empty file: whatever torch.load raises
+        reason = (str(err).strip().splitlines() or [""])[0].split(". ")[0][:100]
+        raise DimeRecError(f"{path} is not a readable checkpoint (truncated or damaged: {type(err).__name__}"
+                           f"{': ' + reason if reason else ''}); {remedy}") from None
+    missing = [key for key in needs if not isinstance(payload, dict) or key not in payload]
+    if missing:
+        raise DimeRecError(f"{path} is not a checkpoint of `dimerec train` (no {', '.join(missing)}); {remedy}")
+    return payload
+
+
+def check_splittable(data: SeqDataset, split_seed: int) -> None:
+    """A DataError unless the split of `split_seed` leaves each of train, validation and test a sequence of at
+    least two items (one history item and one target): evaluating an empty part has no metrics."""
+    split = data.split(split_seed)
+    for part, users in (("training", split.train), ("validation", split.valid), ("test", split.test)):
+        if not any(len(data.sequences[u]) >= 2 for u in users):
+            raise DataError(f"{data.source or data.name}: too small to split: with {data.n_users} "
+                            f"users/sequences the 8:1:1 split (--split-seed {split_seed}) leaves the {part} part "
+                            f"{len(users)} users and no sequence of 2+ items; a dataset needs at least 10 "
+                            f"sequences, enough of them of 2+ items")
 
 
 def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None = None):
@@ -142,7 +168,13 @@ def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None 
     data = load_dataset(config["dataset"], data_dir or config.get("data_dir"),
                         seed=config["train_config"]["split_seed"])
     model = model_cls(data.n_items, data.max_len, model_config)
-    model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
+    try:
+        model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
+    except RuntimeError as err:  # weights of another shape: another item count, or another model config
+        reason = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line),
+                      str(err).strip().splitlines()[0])
+        raise DimeRecError(f"{run / 'best.pt'} does not fit the {config['model']} model that {run / 'config.json'} "
+                           f"builds on {data.name} ({data.n_items} items): {reason[:160]}") from None
     model.eval()
     return model, data, config
 
@@ -193,6 +225,11 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
           run_info: dict | None = None, resume: bool = False, progress: bool = True) -> dict:
     """Train `model` on `data`, keep the best checkpoint, evaluate it on test once. Returns metrics.json."""
     out_dir = Path(out_dir)
+    check_splittable(data, cfg.split_seed)  # before anything is written, as is reading last.pt
+    last = None
+    if resume and model.trainable and (out_dir / "last.pt").exists():
+        last = load_checkpoint(out_dir / "last.pt", ("model", "optimizer", "sampler", "torch_rng", "state"),
+                               remedy="it cannot be resumed: train again without --resume, with --overwrite")
     out_dir.mkdir(parents=True, exist_ok=True)
     split = data.split(cfg.split_seed)
     seed_everything(cfg.seed)
@@ -210,8 +247,7 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     if model.trainable:
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         sampler = TrainSampler(data, split.train, cfg.batch_size, cfg.sampling, seed=cfg.seed)
-        if resume and (out_dir / "last.pt").exists():
-            last = load_checkpoint(out_dir / "last.pt")
+        if last is not None:
             model.load_state_dict(last["model"])
             optimizer.load_state_dict(last["optimizer"])
             sampler.load_state_dict(json.loads(last["sampler"]))

@@ -197,3 +197,87 @@ def test_bad_numeric_option_of_reproduce_and_bench_is_one_line(argv, flag, tmp_p
     line = one_error_line(capsys.readouterr().err)
     assert rc == 2 and flag in line
     assert list(tmp_path.iterdir()) == []
+
+
+def copy_run(run_dir: Path, to: Path) -> Path:
+    to.mkdir()
+    for p in run_dir.iterdir():
+        if p.is_file():
+            (to / p.name).write_bytes(p.read_bytes())
+    return to
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "random-bytes", "not-a-checkpoint"])
+def test_evaluate_a_damaged_best_pt_is_one_line_naming_it(damage, cli_run, tmp_path, capsys):
+    run = copy_run(cli_run[1], tmp_path / "run")
+    best = (run / "best.pt").read_bytes()
+    if damage == "not-a-checkpoint":
+        torch.save({"weights": torch.zeros(2)}, run / "best.pt")
+    else:
+        (run / "best.pt").write_bytes({"truncated": best[:len(best) // 2], "empty": b"",
+                                       "random-bytes": os.urandom(4096)}[damage])
+    before = snapshot(run)
+    rc = main(["evaluate", str(run)])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and str(run / "best.pt") in line and "retrain the run" in line
+    assert snapshot(run) == before
+
+
+def test_resume_from_a_truncated_last_pt_is_one_line_and_writes_nothing(cli_run, tmp_path, capsys):
+    run = copy_run(cli_run[1], tmp_path / "run")
+    last = (run / "last.pt").read_bytes()
+    (run / "last.pt").write_bytes(last[:len(last) // 3])
+    before = snapshot(run)
+    rc = main(["train", "--model", "comirec-sa", "--dataset", "planted", "--max-epochs", "2", "--dim", "16",
+               "--quiet", "--resume", "--out", str(run)])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and str(run / "last.pt") in line and "--overwrite" in line
+    assert snapshot(run) == before
+
+
+def write_inter(folder: Path, users: int, per_user: int = 3) -> None:
+    folder.mkdir(parents=True)
+    rows = [f"{u}\t{u * 10 + i}" for u in range(users) for i in range(per_user)]
+    (folder / f"{folder.name}.inter").write_text("user_id:token\titem_id:token\n" + "\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize("users", [1, 9])
+def test_a_dataset_too_small_to_split_is_refused_before_anything_is_written(users, tmp_path, capsys):
+    write_inter(tmp_path / "data" / "tiny", users)
+    out = tmp_path / "run"
+    rc = main(["train", "--model", "pop", "--dataset", "tiny", "--data-dir", str(tmp_path / "data"),
+               "--out", str(out)])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and str(tmp_path / "data" / "tiny" / "tiny.inter") in line and "too small to split" in line
+    assert "validation part 0 users" in line
+    assert not out.exists()
+
+
+def test_too_small_dataset_with_overwrite_keeps_the_old_run(cli_run, tmp_path, capsys):
+    run = copy_run(cli_run[1], tmp_path / "run")
+    write_inter(tmp_path / "data" / "tiny", 1)
+    before = snapshot(run)
+    rc = main(["train", "--model", "pop", "--dataset", "tiny", "--data-dir", str(tmp_path / "data"),
+               "--overwrite", "--out", str(run)])
+    assert rc == 2 and "too small to split" in one_error_line(capsys.readouterr().err)
+    assert snapshot(run) == before
+
+
+def test_train_with_a_missing_data_dir_says_it_does_not_exist(tmp_path, capsys):
+    rc = main(["train", "--model", "pop", "--dataset", "shop", "--data-dir", str(tmp_path / "nowhere"),
+               "--out", str(tmp_path / "run")])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and f"data directory {tmp_path / 'nowhere'} does not exist" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_datasets_on_a_missing_folder_exits_2_with_one_line(tmp_path, capsys):
+    rc = main(["datasets", "--data-dir", str(tmp_path / "nowhere")])
+    captured = capsys.readouterr()
+    line = one_error_line(captured.err)
+    assert rc == 2 and f"data directory {tmp_path / 'nowhere'} does not exist" in line
+    assert "planted" not in captured.out
