@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dimerec.data.dataset import SAMPLINGS, Sampling, SeqDataset, TrainSampler
+from dimerec.data.dataset import SAMPLINGS, Sampling, SeqDataset, TrainSampler, fingerprint_change
 from dimerec.errors import DataError, DimeRecError, TrainingDiverged
 from dimerec.evaluate import PROTOCOLS, Protocol, evaluate
 from dimerec.models.base import Batch, Recommender, option
@@ -167,9 +167,13 @@ def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None 
         raise DimeRecError(f"{run / 'config.json'} is not a valid run config ({err})") from None
     data = load_dataset(config["dataset"], data_dir or config.get("data_dir"),
                         seed=config["train_config"]["split_seed"])
+    checkpoint = load_checkpoint(run / "best.pt")
+    check_fingerprint(data, config["train_config"]["split_seed"], {
+        run / "config.json": config.get("data_fingerprint"),
+        run / "best.pt": json.loads(checkpoint.get("data_fingerprint") or "null")})
     model = model_cls(data.n_items, data.max_len, model_config)
     try:
-        model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
+        model.load_state_dict(checkpoint["model"])
     except RuntimeError as err:  # weights of another shape: another item count, or another model config
         reason = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line),
                       str(err).strip().splitlines()[0])
@@ -177,6 +181,18 @@ def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None 
                            f"builds on {data.name} ({data.n_items} items): {reason[:160]}") from None
     model.eval()
     return model, data, config
+
+
+def check_fingerprint(data: SeqDataset, split_seed: int, recorded: dict[Path, dict | None]) -> None:
+    """A one-line DimeRecError when `data` is not the data whose fingerprint a file of `recorded` holds
+    (file -> its fingerprint; None for runs written before fingerprints, which are not checked)."""
+    now = data.fingerprint(split_seed)
+    for path, fingerprint in recorded.items():
+        change = fingerprint_change(fingerprint, now) if fingerprint else None
+        if change:
+            raise DimeRecError(f"dataset {data.name!r} ({data.source or 'as loaded'}) is not the data {path} was "
+                               f"trained on: {change}; use the data it was trained on (--data-dir), "
+                               f"or train a new run")
 
 
 def seed_everything(seed: int) -> None:
@@ -230,6 +246,8 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     if resume and model.trainable and (out_dir / "last.pt").exists():
         last = load_checkpoint(out_dir / "last.pt", ("model", "optimizer", "sampler", "torch_rng", "state"),
                                remedy="it cannot be resumed: train again without --resume, with --overwrite")
+        check_fingerprint(data, cfg.split_seed,
+                          {out_dir / "last.pt": json.loads(last.get("data_fingerprint") or "null")})
     out_dir.mkdir(parents=True, exist_ok=True)
     split = data.split(cfg.split_seed)
     seed_everything(cfg.seed)
@@ -238,7 +256,7 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     model.to(device)
     config = {**(run_info or {}), "model": model.name, "dataset": data.name, "n_items": data.n_items,
               "max_len": data.max_len, "model_config": asdict(model.config), "train_config": asdict(cfg),
-              "dataset_stats": data.stats()}
+              "dataset_stats": data.stats(), "data_fingerprint": data.fingerprint(cfg.split_seed)}
     write_json_atomic(config, out_dir / "config.json")
     valid_kwargs = dict(protocol=cfg.protocol, mask_seen=cfg.mask_seen, retriever=RETRIEVERS[cfg.retriever](),
                         seed=cfg.seed)
@@ -355,7 +373,8 @@ def final_metrics(model: Recommender, data: SeqDataset, train_config: dict, *, p
 
 
 def checkpoint_payload(model: Recommender, config: dict, state: dict) -> dict:
-    return {"model": model.state_dict(), "config": json.dumps(config), "state": json.dumps(state)}
+    return {"model": model.state_dict(), "config": json.dumps(config), "state": json.dumps(state),
+            "data_fingerprint": json.dumps(config.get("data_fingerprint"))}
 
 
 def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress, device):

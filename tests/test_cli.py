@@ -281,3 +281,118 @@ def test_datasets_on_a_missing_folder_exits_2_with_one_line(tmp_path, capsys):
     line = one_error_line(captured.err)
     assert rc == 2 and f"data directory {tmp_path / 'nowhere'} does not exist" in line
     assert "planted" not in captured.out
+
+
+# ---- issue 19: a run is tied to the data it was trained on -------------------------------------------------
+
+def write_rows(folder: Path, rows: list[tuple[int, int]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{folder.name}.inter").write_text(
+        "user_id:token\titem_id:token\n" + "".join(f"{u}\t{i}\n" for u, i in rows))
+
+
+def shop_rows() -> list[tuple[int, int]]:
+    """30 users over 60 items (at least the top 50); user 0 has every item, so the item ids do not depend on the
+    other users' rows."""
+    return [(0, i) for i in range(60)] + [(u, (u * k) % 60) for u in range(1, 30) for k in (1, 2, 5)]
+
+
+@pytest.fixture
+def shop_run(tmp_path):
+    write_rows(tmp_path / "data" / "shop", shop_rows())
+    run = tmp_path / "run"
+    assert main(["train", "--model", "pop", "--dataset", "shop", "--data-dir", str(tmp_path / "data"),
+                 "--out", str(run)]) == 0
+    return run, tmp_path / "data"
+
+
+def test_the_run_records_its_data_fingerprint(shop_run):
+    run, _ = shop_run
+    recorded = json.loads((run / "config.json").read_text())["data_fingerprint"]
+    assert (recorded["n_items"], recorded["n_users"], recorded["n_interactions"]) == (60, 30, 60 + 29 * 3)
+    assert len(recorded["digest"]) == 16 and int(recorded["digest"], 16) >= 0
+    assert json.loads(torch.load(run / "best.pt", weights_only=True)["data_fingerprint"]) == recorded
+
+
+@pytest.mark.parametrize("change, says", [
+    ("users reordered", "same sizes, but the item ids map to other items"),
+    ("one user's items reordered", "same sizes and items, but the sequences differ in content or order"),
+    ("one more item", "it has 61 items, the run's data had 60"),
+    ("one more user", "it has 31 users/sequences, the run's data had 30"),
+])
+def test_evaluate_on_changed_data_is_refused_in_one_line(change, says, shop_run, capsys):
+    run, data_dir = shop_run
+    rows = shop_rows()
+    if change == "users reordered":
+        rows = sorted(rows, key=lambda r: -r[0])
+    elif change == "one user's items reordered":
+        rows = [r for r in rows if r[0] != 7] + [r for r in rows if r[0] == 7][::-1]
+    elif change == "one more item":
+        rows = rows + [(3, 99)]
+    else:
+        rows = rows + [(99, 1), (99, 2)]
+    write_rows(data_dir / "shop", rows)
+    before = snapshot(run)
+    capsys.readouterr()
+    rc = main(["evaluate", str(run)])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and says in line and "'shop'" in line and str(run / "config.json") in line
+    assert snapshot(run) == before
+
+
+def as_before_fingerprints(run: Path, **config_changes) -> None:
+    """Make `run` look like a run written before fingerprints (and apply `config_changes` to its config.json)."""
+    config = json.loads((run / "config.json").read_text())
+    del config["data_fingerprint"]
+    (run / "config.json").write_text(json.dumps({**config, **config_changes}))
+    payload = torch.load(run / "best.pt", weights_only=True)
+    del payload["data_fingerprint"]
+    payload["config"] = json.dumps(config)
+    torch.save(payload, run / "best.pt")
+
+
+def test_a_run_without_a_fingerprint_still_loads(shop_run, capsys):
+    """Runs written before fingerprints (the committed ones) are not checked."""
+    run, data_dir = shop_run
+    as_before_fingerprints(run)
+    write_rows(data_dir / "shop", sorted(shop_rows(), key=lambda r: -r[0]))  # even on other data: not checked
+    assert main(["evaluate", str(run)]) == 0
+    assert "pop on shop" in capsys.readouterr().out
+
+
+def test_the_committed_default_runs_load_without_fingerprints():
+    from dimerec.trainer import load_run
+
+    default = REPO_ROOT / "app" / "default_runs"
+    runs = sorted(p for p in default.iterdir() if (p / "config.json").is_file()) if default.is_dir() else []
+    if not runs:
+        pytest.skip(f"no committed runs in {default}")
+    light = [r for r in runs if json.loads((r / "config.json").read_text())["dataset"] == "planted"][:1]
+    for run in light:
+        assert "data_fingerprint" not in json.loads((run / "config.json").read_text())
+        model, data, _ = load_run(run)
+        assert model.n_items == data.n_items
+
+
+def test_an_old_run_on_data_of_another_size_is_one_line_not_a_size_mismatch_traceback(cli_run, tmp_path, capsys):
+    run = copy_run(cli_run[1], tmp_path / "run")
+    as_before_fingerprints(run, dataset="shop", data_dir=str(tmp_path / "data"))
+    write_rows(tmp_path / "data" / "shop", shop_rows())
+    rc = main(["evaluate", str(run)])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and str(run / "best.pt") in line and "does not fit" in line and "60 items" in line
+
+
+def test_resume_on_changed_data_is_refused_and_writes_nothing(tmp_path, capsys):
+    data_dir, run = tmp_path / "data", tmp_path / "run"
+    write_rows(data_dir / "shop", shop_rows())
+    train = ["train", "--model", "comirec-sa", "--dataset", "shop", "--data-dir", str(data_dir), "--dim", "8",
+             "--quiet", "--out", str(run)]
+    assert main([*train, "--max-steps", "1"]) == 0
+    write_rows(data_dir / "shop", sorted(shop_rows(), key=lambda r: -r[0]))
+    before = snapshot(run)
+    capsys.readouterr()
+    rc = main([*train, "--max-steps", "2", "--resume"])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and str(run / "last.pt") in line and "item ids map to other items" in line
+    assert snapshot(run) == before

@@ -10,6 +10,8 @@ position index means "distance from the end" for every user.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -70,6 +72,19 @@ class SeqDataset:
             "categories": len(self.category_names),
         }
 
+    def fingerprint(self, split_seed: int) -> dict:
+        """What ties a run to this data (issue 19): sizes, and short SHA-256 digests of the item id map (each
+        dense id's source id and title, in id order), of the sequences (in user order), and of both with the
+        split seed. Reordered rows change the ids or the split, so they change the digests."""
+        items = hashlib.sha256(json.dumps([self.raw_item_ids, self.titles]).encode()).hexdigest()
+        seqs = hashlib.sha256(np.array([len(q) for q in self.sequences], dtype="<i8").tobytes())
+        seqs.update(np.concatenate(self.sequences).astype("<i8").tobytes())
+        sequences = seqs.hexdigest()
+        whole = hashlib.sha256(f"{self.n_items} {self.max_len} {items} {sequences} {split_seed}".encode())
+        return {"digest": whole.hexdigest()[:16], "n_items": self.n_items, "n_users": self.n_users,
+                "n_interactions": self.n_interactions, "max_len": self.max_len, "split_seed": split_seed,
+                "items_digest": items[:16], "sequences_digest": sequences[:16]}
+
     def split(self, seed: int = 0) -> "UserSplit":
         """Seeded 8:1:1 split of users (SPEC §2): train / validation / test."""
         order = np.random.default_rng(seed).permutation(self.n_users)
@@ -87,6 +102,25 @@ class SeqDataset:
         for u in users:
             np.add.at(counts, self.sequences[u], 1)
         return counts
+
+
+def fingerprint_change(recorded: dict, now: dict) -> str | None:
+    """How the data of fingerprint `now` differ from the `recorded` one, in words; None when they are the same."""
+    if recorded.get("digest") == now["digest"]:
+        return None
+    for key, says in (("n_items", "it has {now:,} items, the run's data had {rec:,}"),
+                      ("n_users", "it has {now:,} users/sequences, the run's data had {rec:,}"),
+                      ("n_interactions", "it has {now:,} interactions, the run's data had {rec:,}"),
+                      ("max_len", "its history length is {now}, the run's was {rec}"),
+                      ("split_seed", "its split seed is {now}, the run's was {rec}")):
+        if key in recorded and recorded[key] != now[key]:
+            return says.format(now=now[key], rec=recorded[key])
+    if recorded.get("items_digest") != now["items_digest"]:
+        return ("same sizes, but the item ids map to other items (ids follow the file's order: were its rows "
+                "reordered, or items renamed?)")
+    if recorded.get("sequences_digest") != now["sequences_digest"]:
+        return "same sizes and items, but the sequences differ in content or order (were the file's rows reordered?)"
+    return "same sizes, but different content"
 
 
 @dataclass
