@@ -137,11 +137,13 @@ def cmd_evaluate(args) -> None:
     for key in ("epochs", "steps", "train_minutes"):
         if key in previous:
             metrics[key] = previous[key]
+    retriever = args.retriever or train_cfg["retriever"]
+    metrics["retriever"] = retriever
     print_metrics(metrics)
-    if protocol == train_cfg["protocol"] and mask_seen == train_cfg["mask_seen"]:
-        write_json_atomic(metrics, run / "metrics.json")
-    else:
-        write_json_atomic(metrics, run / f"metrics-{protocol}{'-masked' if mask_seen else ''}.json")
+    # the training run's own record, metrics.json, is left alone: a re-evaluation gets a file of its options
+    path = run / f"metrics-eval-{protocol}-{'masked' if mask_seen else 'unmasked'}-{retriever}.json"
+    write_json_atomic(metrics, path)
+    print(f"written to {path}")
 
 
 def evaluate_sampled(run: Path, model, data, train_cfg: dict, n_negatives: int) -> None:
@@ -225,7 +227,8 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     if model_name in MODELS:
         add_dataclass_args(p, MODELS[model_name].Config, f"model {model_name}")
 
-    p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint, print and rewrite metrics.json")
+    p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint; print the metrics and write them to "
+                                        "metrics-eval-PROTOCOL-MASKING-RETRIEVER.json (metrics.json is left alone)")
     p.add_argument("run_dir")
     p.add_argument("--data-dir", help="data directory (default: the one the run was trained with)")
     p.add_argument("--protocol", choices=("next-item", "future"), help="default: the run's protocol")

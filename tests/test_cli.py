@@ -59,17 +59,28 @@ def test_train_into_an_existing_run_is_refused(cli_run, capsys):
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.suffix in (".json", ".csv")} == before
 
 
-def test_evaluate_reprints_and_rewrites_the_same_metrics(cli_run, capsys):
+def test_evaluate_reprints_the_same_metrics_into_its_own_file_and_leaves_metrics_json(cli_run, capsys):
     _, run_dir = cli_run
     original = json.loads((run_dir / "metrics.json").read_text())
     tampered = {**original, "test": {k: -1.0 for k in original["test"]}}
     (run_dir / "metrics.json").write_text(json.dumps(tampered))
     capsys.readouterr()
-    assert main(["evaluate", str(run_dir)]) == 0
-    out = capsys.readouterr().out
-    assert json.loads((run_dir / "metrics.json").read_text()) == original
-    assert "comirec-sa on planted" in out
-    assert f"{original['test']['HR@50'] * 100:.2f}" in out and f"{original['valid']['NDCG@10'] * 100:.2f}" in out
+    try:
+        assert main(["evaluate", str(run_dir)]) == 0
+        out = capsys.readouterr().out
+        assert json.loads((run_dir / "metrics.json").read_text()) == tampered  # the training run's record
+        written = run_dir / "metrics-eval-next-item-unmasked-torch.json"
+        again = json.loads(written.read_text())
+        assert (again["valid"], again["test"], again["steps"]) == (original["valid"], original["test"],
+                                                                  original["steps"])
+        assert f"written to {written}" in out and "comirec-sa on planted" in out
+        assert f"{original['test']['HR@50'] * 100:.2f}" in out and f"{original['valid']['NDCG@10'] * 100:.2f}" in out
+        assert main(["evaluate", str(run_dir), "--mask-seen", "--protocol", "future"]) == 0
+        masked = json.loads((run_dir / "metrics-eval-future-masked-torch.json").read_text())
+        assert (masked["protocol"], masked["mask_seen"]) == ("future", True)
+        assert json.loads((run_dir / "metrics.json").read_text()) == tampered
+    finally:
+        (run_dir / "metrics.json").write_text(json.dumps(original))
 
 
 def test_evaluate_sampled_writes_its_own_file_and_keeps_metrics_json(cli_run, capsys):
