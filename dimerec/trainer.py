@@ -237,6 +237,24 @@ class LossLog:
         self.file.close()
 
 
+def truncate_log(path: Path, step: int) -> None:
+    """Keep the header of the csv log `path` and its rows of steps up to `step` (a checkpoint's): on resume the
+    steps after it are trained again, and a row cut short by a kill is dropped too."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        header, *rows = list(csv.reader(f)) or [[]]
+    if "step" not in header:
+        return
+    at = header.index("step")
+    keep = [r for r in rows if len(r) == len(header) and r[at].isdigit() and int(r[at]) <= step]
+    if len(keep) < len(rows):
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([header, *keep])
+        os.replace(tmp, path)
+
+
 def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path, *,
           run_info: dict | None = None, resume: bool = False, progress: bool = True) -> dict:
     """Train `model` on `data`, keep the best checkpoint, evaluate it on test once. Returns metrics.json."""
@@ -273,6 +291,8 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
             if device.type == "cuda" and "cuda_rng" in last:
                 torch.cuda.set_rng_state(last["cuda_rng"], device)
             state = json.loads(last["state"])
+        for log_name in ("losses.csv", "valid.csv"):  # rows logged after the checkpoint are redone: drop them
+            truncate_log(out_dir / log_name, state["step"])
         log = LossLog(out_dir / "losses.csv", resume=resume and state["step"] > 0)
         try:
             _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress, device)
@@ -397,20 +417,24 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
             save_atomic(checkpoint_payload(model, json.loads(config_json), state), out_dir / "best.pt")
         else:
             state["bad_evals"] += 1
+        save_last()
+        return metrics
+
+    def save_last():  # everything --resume needs, the sampler's place within the epoch included
         save_atomic({**checkpoint_payload(model, json.loads(config_json), state),
                      "optimizer": optimizer.state_dict(), "sampler": json.dumps(sampler.state_dict()),
                      "torch_rng": torch.get_rng_state(),
                      **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})},
                     out_dir / "last.pt")
-        return metrics
 
     model.train()
     bar = tqdm(total=budget if budget < math.inf else None, disable=not progress, unit="s",
                bar_format="{desc} {bar} {elapsed}<{remaining} {postfix}" if budget < math.inf else None)
     try:
         tick = time.perf_counter()  # the budget counts sampling and training steps, not validation
-        while not state["done"] and state["epoch"] < cfg.max_epochs:
-            state["epoch"] += 1
+        while not state["done"] and (state["epoch"] < cfg.max_epochs or sampler.mid_epoch):
+            if not sampler.mid_epoch:  # a checkpoint within an epoch resumes that epoch
+                state["epoch"] += 1
             bar.set_description(f"epoch {state['epoch']}")
             for hist, target in sampler.epoch():
                 terms = model.loss(Batch(torch.from_numpy(hist).to(device), torch.from_numpy(target).to(device),
@@ -437,7 +461,12 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
                 if state["step"] % 50 == 0:
                     bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
                 out_of_time = state["elapsed"] >= budget or state["step"] >= (cfg.max_steps or math.inf)
-                if state["step"] % eval_every == 0 or out_of_time:
+                validating = state["step"] % eval_every == 0 or out_of_time
+                if not validating and cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
+                    log.file.flush()  # a watcher sees the steps so far; --resume continues from here
+                    valid_log.flush()
+                    save_last()
+                if validating:
                     metrics = validate_and_checkpoint()
                     if progress:
                         bar.write(f"epoch {state['epoch']} step {state['step']}: valid HR@50 {metrics['HR@50']:.4f} "

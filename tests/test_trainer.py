@@ -133,6 +133,62 @@ def test_resume_continues_where_max_epochs_stopped(trained_sa, planted_small, tm
     assert without_wall_clock(resumed) == without_wall_clock(straight)
 
 
+class Killed(Exception):
+    """Stands for kill -9: training stops between two checkpoints."""
+
+
+class KilledAtStep(ComiRecSA):
+    """ComiRec-SA whose process "dies" at its `kill_at`-th training step (class attribute, set by the test)."""
+    kill_at = 0
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.calls = 0
+
+    def loss(self, batch):
+        self.calls += 1
+        if self.calls == self.kill_at:
+            raise Killed
+        return super().loss(batch)
+
+
+def test_kill_and_resume_logs_one_loss_row_per_step_and_repeats_the_uninterrupted_run(trained_sa, planted_small,
+                                                                                         tmp_path, monkeypatch):
+    _, straight, straight_dir = trained_sa  # FIXTURE_CFG in one go, without --checkpoint-every
+    steps_per_epoch = straight["steps"] // 2
+    every = max(3, steps_per_epoch // 3)  # checkpoints within the epochs
+    last_checkpoint = (steps_per_epoch // every + 1) * every  # the first one in the second epoch
+    monkeypatch.setattr(KilledAtStep, "kill_at", last_checkpoint + 2)  # dies two steps after it
+    assert last_checkpoint % steps_per_epoch and KilledAtStep.kill_at < 2 * steps_per_epoch
+    run_dir, cfg = tmp_path / "killed", {**FIXTURE_CFG, "checkpoint_every": every}
+    with pytest.raises(Killed):
+        fit(planted_small, run_dir, KilledAtStep, **cfg)
+    assert len(read_losses(run_dir)) - 1 == KilledAtStep.kill_at - 1 > last_checkpoint  # rows after last.pt
+    assert json.loads(torch.load(run_dir / "last.pt", weights_only=True)["state"])["step"] == last_checkpoint
+    model = ComiRecSA(planted_small.n_items, planted_small.max_len, ComiRecSA.Config())
+    resumed = train(model, planted_small, TrainConfig(**cfg), run_dir, resume=True, progress=False)
+    header, *rows = read_losses(run_dir)
+    assert [int(r[0]) for r in rows] == list(range(1, straight["steps"] + 1))  # exactly one row per step
+    assert read_losses(run_dir) == read_losses(straight_dir)  # the same trajectory, within epochs too
+    assert without_wall_clock(resumed) == without_wall_clock(straight)
+    with open(run_dir / "valid.csv") as f:
+        assert [r[:2] for r in csv.reader(f)][1:] == [["1", str(steps_per_epoch)], ["2", str(2 * steps_per_epoch)]]
+
+
+def test_checkpoint_every_writes_last_pt_and_flushes_the_logs_between_validations(planted_small, tmp_path):
+    class Stop(ComiRecSA):
+        def loss(self, batch):
+            if (tmp_path / "run" / "last.pt").exists():  # the first step after the first checkpoint
+                raise Killed
+            return super().loss(batch)
+
+    with pytest.raises(Killed):
+        fit(planted_small, tmp_path / "run", Stop, max_epochs=1, checkpoint_every=5)
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert json.loads(last["state"])["step"] == 5 and json.loads(last["sampler"])["batches_done"] == 5
+    assert not (tmp_path / "run" / "best.pt").exists()  # no validation yet: only the resume state
+
+
 class NaNAfterTwoSteps(ComiRecSA):
     """ComiRec-SA whose loss becomes NaN from its third training step on."""
 

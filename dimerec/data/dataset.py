@@ -164,6 +164,14 @@ class TrainSampler:
         self.pair_user = np.repeat(self.users, lengths - 1)
         self.pair_pos = np.concatenate([np.arange(1, n) for n in lengths])
         self.rng = np.random.default_rng(seed)
+        # where the current epoch stands, for a checkpoint taken within it: the generator's state when the
+        # epoch drew its order, and the batches yielded since; _skip > 0 when epoch() resumes such an epoch
+        self.epoch_rng, self.batches_done, self._skip = None, 0, 0
+
+    @property
+    def mid_epoch(self) -> bool:
+        """Whether the next epoch() continues an epoch interrupted by a checkpoint (load_state_dict)."""
+        return self._skip > 0
 
     @property
     def samples_per_epoch(self) -> int:
@@ -174,8 +182,11 @@ class TrainSampler:
         return -(-self.samples_per_epoch // self.batch_size)
 
     def epoch(self):
-        """Yields (hist [B, L] int64, target [B] int64) numpy batches for one epoch."""
+        """Yields (hist [B, L] int64, target [B] int64) numpy batches for one epoch (after load_state_dict
+        of a checkpoint taken within an epoch: that epoch's remaining batches, drawn in the same order)."""
         n = self.samples_per_epoch
+        self.epoch_rng = self.rng.bit_generator.state
+        skip, self._skip = self._skip, 0
         if self.sampling == "prefixes":
             order = self.rng.permutation(n)
             users, positions = self.pair_user[order], self.pair_pos[order]
@@ -183,9 +194,13 @@ class TrainSampler:
             users = self.rng.choice(self.users, size=n)
             lengths = np.array([len(self.data.sequences[u]) for u in users])
             positions = self.rng.integers(1, lengths)
-        for start in range(0, n, self.batch_size):
+        for index, start in enumerate(range(0, n, self.batch_size)):
+            if index < skip:
+                continue
+            self.batches_done = index + 1
             yield self.make_batch(users[start:start + self.batch_size],
                                   positions[start:start + self.batch_size])
+        self.batches_done = 0
 
     def make_batch(self, users: np.ndarray, positions: np.ndarray):
         L, seqs = self.data.max_len, self.data.sequences
@@ -194,7 +209,10 @@ class TrainSampler:
         return hist, target
 
     def state_dict(self) -> dict:
-        return {"rng": self.rng.bit_generator.state}
+        return {"rng": self.rng.bit_generator.state, "epoch_rng": self.epoch_rng, "batches_done": self.batches_done}
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
+        done = state.get("batches_done", 0)  # absent in checkpoints written before mid-epoch ones
+        if 0 < done < self.steps_per_epoch and state.get("epoch_rng"):
+            self.rng.bit_generator.state, self._skip = state["epoch_rng"], done  # redraw that epoch, skip its start
