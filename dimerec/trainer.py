@@ -190,9 +190,9 @@ def check_fingerprint(data: SeqDataset, split_seed: int, recorded: dict[Path, di
     for path, fingerprint in recorded.items():
         change = fingerprint_change(fingerprint, now) if fingerprint else None
         if change:
-            raise DimeRecError(f"dataset {data.name!r} ({data.source or 'as loaded'}) is not the data {path} was "
-                               f"trained on: {change}; use the data it was trained on (--data-dir), "
-                               f"or train a new run")
+            raise DimeRecError(f"dataset {data.name!r} ({data.source or 'as loaded'}) is not the data this run was "
+                               f"trained on ({path} records another): {change}; use the data it was trained on "
+                               f"(--data-dir), or train a new run")
 
 
 def seed_everything(seed: int) -> None:
