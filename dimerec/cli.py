@@ -108,8 +108,8 @@ def cmd_train(args, model_cls, argv: list[str]) -> None:
     settings = settings_from_args(args, TrainConfig, model_cls.Config)
     # every setting and the data are checked before --overwrite deletes anything
     cfg = TrainConfig(**{f.name: settings[f.name] for f in dataclasses.fields(TrainConfig)})
-    data = load_dataset(args.dataset, args.data_dir, seed=cfg.split_seed)  # planted: the world follows the split seed
-    check_splittable(data, cfg.split_seed)
+    data = load_dataset(args.dataset, args.data_dir, seed=cfg.split_seed, split=cfg.split)  # planted: follows the seed
+    check_splittable(data, cfg.split_seed, cfg.split)
     if args.overwrite and out.exists():
         shutil.rmtree(out)
     _, _, metrics = train_model(args.model, data, out=out, data_dir=args.data_dir, seed=settings.pop("seed"),

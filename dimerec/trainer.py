@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dimerec.data.dataset import SAMPLINGS, Sampling, SeqDataset, TrainSampler, fingerprint_change
+from dimerec.data.dataset import SAMPLINGS, SPLITS, Sampling, SeqDataset, Split, TrainSampler, fingerprint_change
 from dimerec.errors import DataError, DimeRecError, TrainingDiverged
 from dimerec.evaluate import PROTOCOLS, Protocol, evaluate
 from dimerec.models.base import Batch, Recommender, option
@@ -54,12 +54,15 @@ class TrainConfig:
                                                   "top-50 by dense torch scores or a faiss inner-product index")
     seed: int = option(0, "seed of initialisation, sampling and evaluation noise")
     split_seed: int = option(0, "seed of the 8:1:1 user split and of the planted world (fixed across training seeds)")
+    split: Split = option("random", "users split 8:1:1 by --split-seed, or `given`: the dataset's own parts "
+                                    "(a DreamRec folder's train_data.df, val_data.df, test_data.df)")
     read_test: bool = option(True, "evaluate the best checkpoint on test at the end (--no-read-test for tuning runs)")
     device: str = option("cpu", "where to train and score: cpu, or cuda / cuda:N (a GPU; the same seed repeats its "
                                 "numbers on one device, but a GPU's differ from the CPU's)")
 
     def __post_init__(self):
-        for field, allowed in (("sampling", SAMPLINGS), ("protocol", PROTOCOLS), ("retriever", tuple(RETRIEVERS))):
+        for field, allowed in (("sampling", SAMPLINGS), ("protocol", PROTOCOLS), ("retriever", tuple(RETRIEVERS)),
+                               ("split", SPLITS)):
             if getattr(self, field) not in allowed:
                 raise DimeRecError(f"--{field.replace('_', '-')} must be one of {', '.join(allowed)}; "
                                    f"got {getattr(self, field)!r}")
@@ -134,16 +137,20 @@ def load_checkpoint(path: Path, needs: tuple[str, ...] = ("model",), remedy: str
     return payload
 
 
-def check_splittable(data: SeqDataset, split_seed: int) -> None:
-    """A DataError unless the split of `split_seed` leaves each of train, validation and test a sequence of at
-    least two items (one history item and one target): evaluating an empty part has no metrics."""
-    split = data.split(split_seed)
-    for part, users in (("training", split.train), ("validation", split.valid), ("test", split.test)):
+def check_splittable(data: SeqDataset, split_seed: int, split: str = "random") -> None:
+    """A DataError unless the split (`split`, of `split_seed`) leaves each of train, validation and test a sequence
+    of at least two items (one history item and one target): evaluating an empty part has no metrics."""
+    read_with = "given" if data.given_split is not None else "random"
+    if read_with != split:
+        raise DimeRecError(f"--split {split}, but {data.source or data.name} was read with the {read_with} split; "
+                           f"load it with load_dataset(..., split={split!r})")
+    how = "its own parts (--split given)" if split == "given" else f"the 8:1:1 split (--split-seed {split_seed})"
+    parts = data.split(split_seed)
+    for part, users in (("training", parts.train), ("validation", parts.valid), ("test", parts.test)):
         if not any(len(data.sequences[u]) >= 2 for u in users):
             raise DataError(f"{data.source or data.name}: too small to split: with {data.n_users} "
-                            f"users/sequences the 8:1:1 split (--split-seed {split_seed}) leaves the {part} part "
-                            f"{len(users)} users and no sequence of 2+ items; a dataset needs at least 10 "
-                            f"sequences, enough of them of 2+ items")
+                            f"users/sequences {how} leaves the {part} part {len(users)} users and no sequence "
+                            f"of 2+ items; a dataset needs at least 10 sequences, enough of them of 2+ items")
 
 
 def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None = None):
@@ -166,7 +173,7 @@ def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None 
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise DimeRecError(f"{run / 'config.json'} is not a valid run config ({err})") from None
     data = load_dataset(config["dataset"], data_dir or config.get("data_dir"),
-                        seed=config["train_config"]["split_seed"])
+                        seed=config["train_config"]["split_seed"], split=config["train_config"].get("split", "random"))
     checkpoint = load_checkpoint(run / "best.pt")
     check_fingerprint(data, config["train_config"]["split_seed"], {
         run / "config.json": config.get("data_fingerprint"),
@@ -259,7 +266,7 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
           run_info: dict | None = None, resume: bool = False, progress: bool = True) -> dict:
     """Train `model` on `data`, keep the best checkpoint, evaluate it on test once. Returns metrics.json."""
     out_dir = Path(out_dir)
-    check_splittable(data, cfg.split_seed)  # before anything is written, as is reading last.pt
+    check_splittable(data, cfg.split_seed, cfg.split)  # before anything is written, as is reading last.pt
     last = None
     if resume and model.trainable and (out_dir / "last.pt").exists():
         last = load_checkpoint(out_dir / "last.pt", ("model", "optimizer", "sampler", "torch_rng", "state"),
@@ -368,7 +375,7 @@ def train_model(model: str, dataset: str | SeqDataset = "planted", *, out: str |
     if isinstance(dataset, SeqDataset):
         data = dataset
     else:
-        data = load_dataset(dataset, data_dir, seed=cfg.split_seed)  # planted: the world follows the split seed
+        data = load_dataset(dataset, data_dir, seed=cfg.split_seed, split=cfg.split)  # planted: follows the split seed
     net = build_model(model, data, seed=cfg.seed, **{k: v for k, v in settings.items() if k in model_fields})
     info = {"data_dir": str(data_dir) if data_dir else None, **(run_info or {})}
     if out is not None:

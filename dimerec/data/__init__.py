@@ -61,8 +61,14 @@ def max_len_for(name: str) -> int:
     return MAX_LEN["ml-1m"] if name.startswith("ml-") else DEFAULT_MAX_LEN
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0) -> SeqDataset:
-    """Read dataset `name` from the data directory (`planted` is generated from `seed`)."""
+def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0, split: str = "random") -> SeqDataset:
+    """Read dataset `name` from the data directory (`planted` is generated from `seed`). `split="given"`: keep
+    the source's own train/validation/test parts as the split (DreamRec folders holding all three parts)."""
+    if split not in ("random", "given"):
+        raise DataError(f"--split must be random or given; got {split!r}")
+    if split == "given" and (name == "planted" or name in MOVIELENS):
+        raise DataError(f"--split given: {name} has no split of its own (only a DreamRec-format folder with "
+                        f"train_data.df, val_data.df and test_data.df has); use --split random")
     if name == "planted":
         from dimerec.data.planted import make_planted
         return make_planted(seed=seed)
@@ -73,9 +79,13 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0) -
     folder = data_dir / name
     kind = folder_kind(folder, name)
     if kind == "recbole":
+        if split == "given":
+            raise DataError(f"--split given: {folder / (name + '.inter')} has no split of its own (only a "
+                            f"DreamRec-format folder with train_data.df, val_data.df and test_data.df has); "
+                            f"use --split random")
         return read_recbole(folder, name, max_len_for(name))
-    if kind == "dreamrec":
-        return read_dreamrec(folder, name, max_len_for(name))
+    if kind == "dreamrec":  # an unregistered one: the history length its data_statis.df says (seq_size)
+        return read_dreamrec(folder, name, MAX_LEN.get(name), split)
     if name in DREAMREC:
         raise DataError(f"{name}: no {folder / 'data_statis.df'}; put {DREAMREC_SOURCE} "
                         f"into {folder}")

@@ -21,6 +21,8 @@ from dimerec.errors import DataError
 
 Sampling = Literal["prefixes", "random-cut"]
 SAMPLINGS = ("prefixes", "random-cut")
+Split = Literal["random", "given"]
+SPLITS = ("random", "given")
 
 
 @dataclass
@@ -34,6 +36,7 @@ class SeqDataset:
     raw_item_ids: list[str] = field(default_factory=list)  # the source's own id of each item
     ground_truth: dict | None = None  # planted world only: see dimerec.data.planted
     source: str = ""  # where it was read from, for messages
+    given_split: UserSplit | None = None  # the source's own train/valid/test parts (`--split given`), if read so
 
     def __post_init__(self):
         for u, seq in enumerate(self.sequences):
@@ -80,13 +83,20 @@ class SeqDataset:
         seqs = hashlib.sha256(np.array([len(q) for q in self.sequences], dtype="<i8").tobytes())
         seqs.update(np.concatenate(self.sequences).astype("<i8").tobytes())
         sequences = seqs.hexdigest()
-        whole = hashlib.sha256(f"{self.n_items} {self.max_len} {items} {sequences} {split_seed}".encode())
+        split = "random"
+        if self.given_split is not None:
+            parts = [len(self.given_split.train), len(self.given_split.valid), len(self.given_split.test)]
+            split = f"given {parts[0]}/{parts[1]}/{parts[2]}"
+        whole = hashlib.sha256(f"{self.n_items} {self.max_len} {items} {sequences} {split_seed} {split}".encode())
         return {"digest": whole.hexdigest()[:16], "n_items": self.n_items, "n_users": self.n_users,
                 "n_interactions": self.n_interactions, "max_len": self.max_len, "split_seed": split_seed,
-                "items_digest": items[:16], "sequences_digest": sequences[:16]}
+                "split": split, "items_digest": items[:16], "sequences_digest": sequences[:16]}
 
     def split(self, seed: int = 0) -> "UserSplit":
-        """Seeded 8:1:1 split of users (SPEC §2): train / validation / test."""
+        """Seeded 8:1:1 split of users (SPEC §2): train / validation / test; the source's own parts instead
+        when the dataset was read with them (`given_split`), whatever the seed."""
+        if self.given_split is not None:
+            return self.given_split
         order = np.random.default_rng(seed).permutation(self.n_users)
         n_valid = self.n_users // 10
         n_test = self.n_users // 10
@@ -112,7 +122,8 @@ def fingerprint_change(recorded: dict, now: dict) -> str | None:
                       ("n_users", "it has {now:,} users/sequences, the run's data had {rec:,}"),
                       ("n_interactions", "it has {now:,} interactions, the run's data had {rec:,}"),
                       ("max_len", "its history length is {now}, the run's was {rec}"),
-                      ("split_seed", "its split seed is {now}, the run's was {rec}")):
+                      ("split_seed", "its split seed is {now}, the run's was {rec}"),
+                      ("split", "its split is {now}, the run's was {rec}")):
         if key in recorded and recorded[key] != now[key]:
             return says.format(now=now[key], rec=recorded[key])
     if recorded.get("items_digest") != now["items_digest"]:
