@@ -2,12 +2,12 @@
 `train_model(name, dataset, **settings)` is `python -m dimerec train` as a function.
 
 A run directory holds
-  config.json   everything needed to rebuild the run (model, dataset, both configs)
-  losses.csv    every loss term of every step
+  config.json   everything needed to rebuild the run (model, dataset, both configs, the data's fingerprint)
+  losses.csv    every loss term of every step (cut back to the checkpoint's step on --resume)
   valid.csv     validation metrics after each evaluation
   best.pt       the best checkpoint on validation (atomic write; loaded weights_only)
-  last.pt       model, optimizer, sampler and RNG state for --resume
-  metrics.json  validation and test metrics of the best checkpoint (test read once)
+  last.pt       model, optimizer, sampler and RNG state for --resume (each validation, and --checkpoint-every)
+  metrics.json  validation and test metrics of the best checkpoint (test read once; `evaluate` leaves it alone)
 """
 from __future__ import annotations
 
