@@ -170,12 +170,14 @@ def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None 
         config = json.loads((run / "config.json").read_text())
         model_cls = MODELS[config["model"]]
         model_config = model_cls.Config(**{**config["model_config"], **(overrides or {})})
+        name, split_seed = config["dataset"], config["train_config"]["split_seed"]
+        split = config["train_config"].get("split", "random")
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise DimeRecError(f"{run / 'config.json'} is not a valid run config ({err})") from None
-    data = load_dataset(config["dataset"], data_dir or config.get("data_dir"),
-                        seed=config["train_config"]["split_seed"], split=config["train_config"].get("split", "random"))
+        raise DimeRecError(f"{run / 'config.json'} is not a valid run config (no {err})" if isinstance(err, KeyError)
+                           else f"{run / 'config.json'} is not a valid run config ({err})") from None
+    data = load_dataset(name, data_dir or config.get("data_dir"), seed=split_seed, split=split)
     checkpoint = load_checkpoint(run / "best.pt")
-    check_fingerprint(data, config["train_config"]["split_seed"], {
+    check_fingerprint(data, split_seed, {
         run / "config.json": config.get("data_fingerprint"),
         run / "best.pt": json.loads(checkpoint.get("data_fingerprint") or "null")})
     model = model_cls(data.n_items, data.max_len, model_config)

@@ -407,3 +407,14 @@ def test_resume_on_changed_data_is_refused_and_writes_nothing(tmp_path, capsys):
     line = one_error_line(capsys.readouterr().err)
     assert rc == 2 and str(run / "last.pt") in line and "item ids map to other items" in line
     assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("drop", ["train_config", "dataset", "model_config"])
+def test_evaluate_a_config_json_missing_a_key_is_one_line(drop, cli_run, tmp_path, capsys):
+    run = copy_run(cli_run[1], tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    del config[drop]
+    (run / "config.json").write_text(json.dumps(config))
+    rc = main(["evaluate", str(run)])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and str(run / "config.json") in line and drop in line
