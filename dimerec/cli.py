@@ -102,6 +102,8 @@ def cmd_train(args, model_cls, argv: list[str]) -> None:
     from dimerec.trainer import TrainConfig, check_splittable, train_model
 
     out = Path(args.out or f"runs/{args.model}-{args.dataset}-s{args.seed}")
+    if out.exists() and not out.is_dir():
+        raise DimeRecError(f"--out {out} is a file, not a run directory; choose another --out")
     if (out / "config.json").exists() and not (args.resume or args.overwrite):
         raise DimeRecError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                            f"or choose another --out")

@@ -418,3 +418,11 @@ def test_evaluate_a_config_json_missing_a_key_is_one_line(drop, cli_run, tmp_pat
     rc = main(["evaluate", str(run)])
     line = one_error_line(capsys.readouterr().err)
     assert rc == 2 and str(run / "config.json") in line and drop in line
+
+
+def test_train_into_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "afile").write_text("keep me")
+    rc = main(["train", "--model", "pop", "--dataset", "planted", "--out", str(tmp_path / "afile")])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and f"--out {tmp_path / 'afile'} is a file" in line
+    assert (tmp_path / "afile").read_text() == "keep me"
