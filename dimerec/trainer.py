@@ -300,6 +300,8 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
             if device.type == "cuda" and "cuda_rng" in last:
                 torch.cuda.set_rng_state(last["cuda_rng"], device)
             state = json.loads(last["state"])
+            # a run that had stopped on its step budget or its patience stays stopped (it trained one more step)
+            state["done"] = state["step"] >= (cfg.max_steps or math.inf) or state["bad_evals"] >= cfg.patience
         for log_name in ("losses.csv", "valid.csv"):  # rows logged after the checkpoint are redone: drop them
             truncate_log(out_dir / log_name, state["step"])
         log = LossLog(out_dir / "losses.csv", resume=resume and state["step"] > 0)

@@ -189,6 +189,17 @@ def test_checkpoint_every_writes_last_pt_and_flushes_the_logs_between_validation
     assert not (tmp_path / "run" / "best.pt").exists()  # no validation yet: only the resume state
 
 
+def test_resuming_a_run_that_reached_its_step_budget_trains_no_further(planted_small, tmp_path):
+    _, first = fit(planted_small, tmp_path / "run", max_steps=3, valid_max_rows=100)
+    losses = read_losses(tmp_path / "run")
+    model = ComiRecSA(planted_small.n_items, planted_small.max_len, ComiRecSA.Config())
+    again = train(model, planted_small, TrainConfig(max_steps=3, valid_max_rows=100), tmp_path / "run", resume=True,
+                  progress=False)
+    assert first["steps"] == again["steps"] == 3
+    assert read_losses(tmp_path / "run") == losses
+    assert without_wall_clock(again) == without_wall_clock(first)
+
+
 class NaNAfterTwoSteps(ComiRecSA):
     """ComiRec-SA whose loss becomes NaN from its third training step on."""
 
