@@ -18,6 +18,14 @@ from pathlib import Path
 from dimerec.errors import DimeRecError, TrainingDiverged
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose mistakes (a flag's value of the wrong type, a missing argument) are one `error:` line
+    with exit status 2, like every other user mistake, instead of the usage text and the error."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str) -> None:
     """One --flag per dataclass field, typed from its annotation; Literal fields list their choices."""
     group = parser.add_argument_group(title)
@@ -47,12 +55,20 @@ def settings_from_args(args: argparse.Namespace, *classes) -> dict:
     return {f.name: getattr(args, f.name) for cls in classes for f in dataclasses.fields(cls)}
 
 
+def check_positive(args: argparse.Namespace, *names: str) -> None:
+    """DimeRecError naming the first of the flags `names` (dest names) set to zero or less; None is unset."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise DimeRecError(f"--{name.replace('_', '-')} must be above 0; got {value!r}")
+
+
 def cmd_datasets(args) -> None:
     import pandas as pd
 
-    from dimerec.data import find_datasets, load_dataset, resolve_data_dir
+    from dimerec.data import check_data_dir, find_datasets, load_dataset, resolve_data_dir
 
-    data_dir = resolve_data_dir(args.data_dir)
+    data_dir = check_data_dir(resolve_data_dir(args.data_dir))
     rows = []
     for name in find_datasets(data_dir):
         try:
@@ -84,16 +100,23 @@ def print_metrics(metrics: dict) -> None:
 
 
 def cmd_train(args, model_cls, argv: list[str]) -> None:
-    from dimerec.trainer import TrainConfig, train_model
+    from dimerec.data import load_dataset
+    from dimerec.trainer import TrainConfig, check_splittable, train_model
 
     out = Path(args.out or f"runs/{args.model}-{args.dataset}-s{args.seed}")
+    if out.exists() and not out.is_dir():
+        raise DimeRecError(f"--out {out} is a file, not a run directory; choose another --out")
     if (out / "config.json").exists() and not (args.resume or args.overwrite):
         raise DimeRecError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                            f"or choose another --out")
+    settings = settings_from_args(args, TrainConfig, model_cls.Config)
+    # every setting and the data are checked before --overwrite deletes anything
+    cfg = TrainConfig(**{f.name: settings[f.name] for f in dataclasses.fields(TrainConfig)})
+    data = load_dataset(args.dataset, args.data_dir, seed=cfg.split_seed, split=cfg.split)  # planted: follows the seed
+    check_splittable(data, cfg.split_seed, cfg.split)
     if args.overwrite and out.exists():
         shutil.rmtree(out)
-    settings = settings_from_args(args, TrainConfig, model_cls.Config)
-    _, _, metrics = train_model(args.model, args.dataset, out=out, data_dir=args.data_dir, seed=settings.pop("seed"),
+    _, _, metrics = train_model(args.model, data, out=out, data_dir=args.data_dir, seed=settings.pop("seed"),
                                 progress=not args.quiet, resume=args.resume,
                                 run_info={"command": "python -m dimerec " + shlex.join(argv)}, **settings)
     print_metrics(metrics)
@@ -118,11 +141,13 @@ def cmd_evaluate(args) -> None:
     for key in ("epochs", "steps", "train_minutes"):
         if key in previous:
             metrics[key] = previous[key]
+    retriever = args.retriever or train_cfg["retriever"]
+    metrics["retriever"] = retriever
     print_metrics(metrics)
-    if protocol == train_cfg["protocol"] and mask_seen == train_cfg["mask_seen"]:
-        write_json_atomic(metrics, run / "metrics.json")
-    else:
-        write_json_atomic(metrics, run / f"metrics-{protocol}{'-masked' if mask_seen else ''}.json")
+    # the training run's own record, metrics.json, is left alone: a re-evaluation gets a file of its options
+    path = run / f"metrics-eval-{protocol}-{'masked' if mask_seen else 'unmasked'}-{retriever}.json"
+    write_json_atomic(metrics, path)
+    print(f"written to {path}")
 
 
 def evaluate_sampled(run: Path, model, data, train_cfg: dict, n_negatives: int) -> None:
@@ -142,6 +167,7 @@ def evaluate_sampled(run: Path, model, data, train_cfg: dict, n_negatives: int) 
 def cmd_bench(args) -> None:
     from dimerec.bench import print_report, run_bench
 
+    check_positive(args, "steps")
     report = run_bench(args.data_dir, Path(args.out), steps=args.steps, seed=args.seed, preset=args.preset)
     print_report(report)
     print(f"written to {args.out}")
@@ -150,6 +176,8 @@ def cmd_bench(args) -> None:
 def cmd_reproduce(args, argv: list[str]) -> None:
     from dimerec.reproduce import reproduce
 
+    check_positive(args, "seeds", "max_minutes", "max_steps", "valid_max_rows", "final_max_rows", "tune_minutes",
+                   "analysis_rows")
     if args.quick:  # the small budget: one seed, 60 steps per run (seconds), small validation samples; the clock
         # is a backstop far above 60 steps' time, so a busy machine still trains the same 60 steps
         args.max_minutes, args.max_steps, args.valid_max_rows = 2.0, 60, 300
@@ -178,7 +206,7 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     from dimerec.models import MODELS
     from dimerec.trainer import TrainConfig
 
-    parser = argparse.ArgumentParser(prog="python -m dimerec", description=(
+    parser = OneLineParser(prog="python -m dimerec", description=(
         "DimeRec Explorer: diffusion with multi-interest enhanced recommendation, its baselines, "
         "and the experiments of the paper."))
     sub = parser.add_subparsers(dest="command", required=True)
@@ -203,7 +231,8 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     if model_name in MODELS:
         add_dataclass_args(p, MODELS[model_name].Config, f"model {model_name}")
 
-    p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint, print and rewrite metrics.json")
+    p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint; print the metrics and write them to "
+                                        "metrics-eval-PROTOCOL-MASKING-RETRIEVER.json (metrics.json is left alone)")
     p.add_argument("run_dir")
     p.add_argument("--data-dir", help="data directory (default: the one the run was trained with)")
     p.add_argument("--protocol", choices=("next-item", "future"),
@@ -264,10 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     from dimerec.models import MODELS
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = OneLineParser(prog="python -m dimerec", add_help=False)
     pre.add_argument("--model")
-    known, _ = pre.parse_known_args(argv)
-    args = build_parser(known.model).parse_args(argv)
+    try:
+        known, _ = pre.parse_known_args(argv)
+        args = build_parser(known.model).parse_args(argv)
+    except SystemExit as done:  # --help, or a flag argparse refused (one line, OneLineParser.error)
+        return done.code if isinstance(done.code, int) else 2
     try:
         if args.command == "datasets":
             cmd_datasets(args)

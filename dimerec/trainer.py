@@ -2,12 +2,12 @@
 `train_model(name, dataset, **settings)` is `python -m dimerec train` as a function.
 
 A run directory holds
-  config.json   everything needed to rebuild the run (model, dataset, both configs)
-  losses.csv    every loss term of every step
+  config.json   everything needed to rebuild the run (model, dataset, both configs, the data's fingerprint)
+  losses.csv    every loss term of every step (cut back to the checkpoint's step on --resume)
   valid.csv     validation metrics after each evaluation
   best.pt       the best checkpoint on validation (atomic write; loaded weights_only)
-  last.pt       model, optimizer, sampler and RNG state for --resume
-  metrics.json  validation and test metrics of the best checkpoint (test read once)
+  last.pt       model, optimizer, sampler and RNG state for --resume (each validation, and --checkpoint-every)
+  metrics.json  validation and test metrics of the best checkpoint (test read once; `evaluate` leaves it alone)
 """
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dimerec.data.dataset import SAMPLINGS, Sampling, SeqDataset, TrainSampler, UserSplit
-from dimerec.errors import DimeRecError, TrainingDiverged
+from dimerec.data.dataset import (SAMPLINGS, SPLITS, Sampling, SeqDataset, Split, TrainSampler, UserSplit,
+                                  fingerprint_change)
+from dimerec.errors import DataError, DimeRecError, TrainingDiverged
 from dimerec.evaluate import PROTOCOLS, Protocol, evaluate, step_metrics
 from dimerec.models.base import Batch, Recommender, option
 from dimerec.retrieval import RETRIEVERS
@@ -42,6 +43,9 @@ class TrainConfig:
     max_minutes: float | None = option(None, "wall-clock budget of training (validation excluded)")
     max_steps: int | None = option(None, "step budget of training: unlike --max-minutes, the same on any machine")
     eval_every: int | None = option(None, "steps between validations (default: one epoch)")
+    checkpoint_every: int | None = option(None, "also write last.pt and flush losses.csv/valid.csv every this many "
+                                                "steps, so --resume loses less and a watcher sees progress "
+                                                "(default: at each validation only)")
     valid_max_rows: int | None = option(None, "validate on a seeded subsample of this many rows while training")
     final_max_rows: int | None = option(None, "final valid/test metrics on a seeded subsample of this many rows "
                                               "(the same rows for every model of a seed; default: all rows)")
@@ -54,16 +58,39 @@ class TrainConfig:
                                                   "top-50 by dense torch scores or a faiss inner-product index")
     seed: int = option(0, "seed of initialisation, sampling and evaluation noise")
     split_seed: int = option(0, "seed of the 8:1:1 user split and of the planted world (fixed across training seeds)")
+    split: Split = option("random", "users split 8:1:1 by --split-seed, or `given`: the dataset's own parts "
+                                    "(a DreamRec folder's train_data.df, val_data.df, test_data.df)")
     read_test: bool = option(True, "evaluate the best checkpoint on test at the end (--no-read-test for tuning runs)")
     device: str = option("cpu", "where to train and score: cpu, or cuda / cuda:N (a GPU; the same seed repeats its "
                                 "numbers on one device, but a GPU's differ from the CPU's)")
 
     def __post_init__(self):
-        for field, allowed in (("sampling", SAMPLINGS), ("protocol", PROTOCOLS), ("retriever", tuple(RETRIEVERS))):
+        for field, allowed in (("sampling", SAMPLINGS), ("protocol", PROTOCOLS), ("retriever", tuple(RETRIEVERS)),
+                               ("split", SPLITS)):
             if getattr(self, field) not in allowed:
                 raise DimeRecError(f"--{field.replace('_', '-')} must be one of {', '.join(allowed)}; "
                                    f"got {getattr(self, field)!r}")
+        for name, whole, low, strict in NUMERIC_BOUNDS:
+            value = getattr(self, name)
+            if value is None and name in OPTIONAL_NUMERIC:
+                continue
+            flag = f"--{name.replace('_', '-')}"
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise DimeRecError(f"{flag} must be a finite number; got {value!r}")
+            if whole and value != int(value):
+                raise DimeRecError(f"{flag} must be a whole number; got {value!r}")
+            if value <= low if strict else value < low:
+                raise DimeRecError(f"{flag} must be {'above' if strict else 'at least'} {low}; got {value!r}")
         check_device(self.device)
+
+
+# (field, whole number?, bound, strict bound?): lr and max_minutes above 0, every count at least 1, seeds at least 0
+NUMERIC_BOUNDS = (("lr", False, 0, True), ("max_minutes", False, 0, True), ("batch_size", True, 1, False),
+                  ("max_epochs", True, 1, False), ("patience", True, 1, False), ("max_steps", True, 1, False),
+                  ("eval_every", True, 1, False), ("checkpoint_every", True, 1, False),
+                  ("valid_max_rows", True, 1, False), ("final_max_rows", True, 1, False),
+                  ("seed", True, 0, False), ("split_seed", True, 0, False))
+OPTIONAL_NUMERIC = ("max_minutes", "max_steps", "eval_every", "checkpoint_every", "valid_max_rows", "final_max_rows")
 
 
 def check_device(name: str) -> torch.device:
@@ -122,8 +149,38 @@ def write_json_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+def load_checkpoint(path: Path, needs: tuple[str, ...] = ("model",), remedy: str = "") -> dict:
+    """The checkpoint at `path` (weights_only), or a one-line DimeRecError naming the file when it is
+    missing, truncated, not a checkpoint, or lacks the keys `needs`; `remedy` says what to do then."""
+    remedy = remedy or f"retrain the run (train --overwrite --out {Path(path).parent}) or restore the file"
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DimeRecError(f"{path} is missing; {remedy}") from None
+    except Exception as err:  # truncated zip, random bytes, an empty file: whatever torch.load raises
+        reason = (str(err).strip().splitlines() or [""])[0].split(". ")[0][:100]
+        raise DimeRecError(f"{path} is not a readable checkpoint (truncated or damaged: {type(err).__name__}"
+                           f"{': ' + reason if reason else ''}); {remedy}") from None
+    missing = [key for key in needs if not isinstance(payload, dict) or key not in payload]
+    if missing:
+        raise DimeRecError(f"{path} is not a checkpoint of `dimerec train` (no {', '.join(missing)}); {remedy}")
+    return payload
+
+
+def check_splittable(data: SeqDataset, split_seed: int, split: str = "random") -> None:
+    """A DataError unless the split (`split`, of `split_seed`) leaves each of train, validation and test a sequence
+    of at least two items (one history item and one target): evaluating an empty part has no metrics."""
+    read_with = "given" if data.given_split is not None else "random"
+    if read_with != split:
+        raise DimeRecError(f"--split {split}, but {data.source or data.name} was read with the {read_with} split; "
+                           f"load it with load_dataset(..., split={split!r})")
+    how = "its own parts (--split given)" if split == "given" else f"the 8:1:1 split (--split-seed {split_seed})"
+    parts = data.split(split_seed)
+    for part, users in (("training", parts.train), ("validation", parts.valid), ("test", parts.test)):
+        if not any(len(data.sequences[u]) >= 2 for u in users):
+            raise DataError(f"{data.source or data.name}: too small to split: with {data.n_users} "
+                            f"users/sequences {how} leaves the {part} part {len(users)} users and no sequence "
+                            f"of 2+ items; a dataset needs at least 10 sequences, enough of them of 2+ items")
 
 
 def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None = None):
@@ -143,14 +200,38 @@ def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None 
         config = json.loads((run / "config.json").read_text())
         model_cls = MODELS[config["model"]]
         model_config = model_cls.Config(**{**config["model_config"], **(overrides or {})})
+        name, split_seed = config["dataset"], config["train_config"]["split_seed"]
+        split = config["train_config"].get("split", "random")
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise DimeRecError(f"{run / 'config.json'} is not a valid run config ({err})") from None
-    data = load_dataset(config["dataset"], data_dir or config.get("data_dir"),
-                        seed=config["train_config"]["split_seed"])
+        raise DimeRecError(f"{run / 'config.json'} is not a valid run config (no {err})" if isinstance(err, KeyError)
+                           else f"{run / 'config.json'} is not a valid run config ({err})") from None
+    data = load_dataset(name, data_dir or config.get("data_dir"), seed=split_seed, split=split)
+    checkpoint = load_checkpoint(run / "best.pt")
+    check_fingerprint(data, split_seed, {
+        run / "config.json": config.get("data_fingerprint"),
+        run / "best.pt": json.loads(checkpoint.get("data_fingerprint") or "null")})
     model = model_cls(data.n_items, data.max_len, model_config)
-    model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as err:  # weights of another shape: another item count, or another model config
+        reason = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line),
+                      str(err).strip().splitlines()[0])
+        raise DimeRecError(f"{run / 'best.pt'} does not fit the {config['model']} model that {run / 'config.json'} "
+                           f"builds on {data.name} ({data.n_items} items): {reason[:160]}") from None
     model.eval()
     return model, data, config
+
+
+def check_fingerprint(data: SeqDataset, split_seed: int, recorded: dict[Path, dict | None]) -> None:
+    """A one-line DimeRecError when `data` is not the data whose fingerprint a file of `recorded` holds
+    (file -> its fingerprint; None for runs written before fingerprints, which are not checked)."""
+    now = data.fingerprint(split_seed)
+    for path, fingerprint in recorded.items():
+        change = fingerprint_change(fingerprint, now) if fingerprint else None
+        if change:
+            raise DimeRecError(f"dataset {data.name!r} ({data.source or 'as loaded'}) is not the data this run was "
+                               f"trained on ({path} records another): {change}; use the data it was trained on "
+                               f"(--data-dir), or train a new run")
 
 
 def seed_everything(seed: int) -> None:
@@ -195,10 +276,35 @@ class LossLog:
         self.file.close()
 
 
+def truncate_log(path: Path, step: int) -> None:
+    """Keep the header of the csv log `path` and its rows of steps up to `step` (a checkpoint's): on resume the
+    steps after it are trained again, and a row cut short by a kill is dropped too."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        header, *rows = list(csv.reader(f)) or [[]]
+    if "step" not in header:
+        return
+    at = header.index("step")
+    keep = [r for r in rows if len(r) == len(header) and r[at].isdigit() and int(r[at]) <= step]
+    if len(keep) < len(rows):
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([header, *keep])
+        os.replace(tmp, path)
+
+
 def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path, *,
           run_info: dict | None = None, resume: bool = False, progress: bool = True) -> dict:
     """Train `model` on `data`, keep the best checkpoint, evaluate it on test once. Returns metrics.json."""
     out_dir = Path(out_dir)
+    check_splittable(data, cfg.split_seed, cfg.split)  # before anything is written, as is reading last.pt
+    last = None
+    if resume and model.trainable and (out_dir / "last.pt").exists():
+        last = load_checkpoint(out_dir / "last.pt", ("model", "optimizer", "sampler", "torch_rng", "state"),
+                               remedy="it cannot be resumed: train again without --resume, with --overwrite")
+        check_fingerprint(data, cfg.split_seed,
+                          {out_dir / "last.pt": json.loads(last.get("data_fingerprint") or "null")})
     out_dir.mkdir(parents=True, exist_ok=True)
     views = protocol_data(data, cfg.protocol, cfg.split_seed)
     split = views.split
@@ -208,7 +314,7 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     model.to(device)
     config = {**(run_info or {}), "model": model.name, "dataset": data.name, "n_items": data.n_items,
               "max_len": data.max_len, "model_config": asdict(model.config), "train_config": asdict(cfg),
-              "dataset_stats": data.stats()}
+              "dataset_stats": data.stats(), "data_fingerprint": data.fingerprint(cfg.split_seed)}
     write_json_atomic(config, out_dir / "config.json")
     valid_kwargs = dict(protocol=cfg.protocol, mask_seen=cfg.mask_seen, retriever=RETRIEVERS[cfg.retriever](),
                         seed=cfg.seed, popularity=views.train.item_popularity(split.train))
@@ -217,8 +323,7 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     if model.trainable:
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         sampler = TrainSampler(views.train, split.train, cfg.batch_size, cfg.sampling, seed=cfg.seed)
-        if resume and (out_dir / "last.pt").exists():
-            last = load_checkpoint(out_dir / "last.pt")
+        if last is not None:
             model.load_state_dict(last["model"])
             optimizer.load_state_dict(last["optimizer"])
             sampler.load_state_dict(json.loads(last["sampler"]))
@@ -226,6 +331,10 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
             if device.type == "cuda" and "cuda_rng" in last:
                 torch.cuda.set_rng_state(last["cuda_rng"], device)
             state = json.loads(last["state"])
+            # a run that had stopped on its step budget or its patience stays stopped (it trained one more step)
+            state["done"] = state["step"] >= (cfg.max_steps or math.inf) or state["bad_evals"] >= cfg.patience
+        for log_name in ("losses.csv", "valid.csv"):  # rows logged after the checkpoint are redone: drop them
+            truncate_log(out_dir / log_name, state["step"])
         log = LossLog(out_dir / "losses.csv", resume=resume and state["step"] > 0)
         try:
             _fit(model, views.valid, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress,
@@ -303,7 +412,7 @@ def train_model(model: str, dataset: str | SeqDataset = "planted", *, out: str |
     if isinstance(dataset, SeqDataset):
         data = dataset
     else:
-        data = load_dataset(dataset, data_dir, seed=cfg.split_seed)  # planted: the world follows the split seed
+        data = load_dataset(dataset, data_dir, seed=cfg.split_seed, split=cfg.split)  # planted: follows the split seed
     net = build_model(model, data, seed=cfg.seed, **{k: v for k, v in settings.items() if k in model_fields})
     info = {"data_dir": str(data_dir) if data_dir else None, **(run_info or {})}
     if out is not None:
@@ -333,7 +442,8 @@ def final_metrics(model: Recommender, data: SeqDataset, train_config: dict, *, p
 
 
 def checkpoint_payload(model: Recommender, config: dict, state: dict) -> dict:
-    return {"model": model.state_dict(), "config": json.dumps(config), "state": json.dumps(state)}
+    return {"model": model.state_dict(), "config": json.dumps(config), "state": json.dumps(state),
+            "data_fingerprint": json.dumps(config.get("data_fingerprint"))}
 
 
 def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress, device):
@@ -356,20 +466,24 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
             save_atomic(checkpoint_payload(model, json.loads(config_json), state), out_dir / "best.pt")
         else:
             state["bad_evals"] += 1
+        save_last()
+        return metrics
+
+    def save_last():  # everything --resume needs, the sampler's place within the epoch included
         save_atomic({**checkpoint_payload(model, json.loads(config_json), state),
                      "optimizer": optimizer.state_dict(), "sampler": json.dumps(sampler.state_dict()),
                      "torch_rng": torch.get_rng_state(),
                      **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})},
                     out_dir / "last.pt")
-        return metrics
 
     model.train()
     bar = tqdm(total=budget if budget < math.inf else None, disable=not progress, unit="s",
                bar_format="{desc} {bar} {elapsed}<{remaining} {postfix}" if budget < math.inf else None)
     try:
         tick = time.perf_counter()  # the budget counts sampling and training steps, not validation
-        while not state["done"] and state["epoch"] < cfg.max_epochs:
-            state["epoch"] += 1
+        while not state["done"] and (state["epoch"] < cfg.max_epochs or sampler.mid_epoch):
+            if not sampler.mid_epoch:  # a checkpoint within an epoch resumes that epoch
+                state["epoch"] += 1
             bar.set_description(f"epoch {state['epoch']}")
             for hist, target in sampler.epoch():
                 terms = model.loss(Batch(torch.from_numpy(hist).to(device), torch.from_numpy(target).to(device),
@@ -396,7 +510,12 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
                 if state["step"] % 50 == 0:
                     bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
                 out_of_time = state["elapsed"] >= budget or state["step"] >= (cfg.max_steps or math.inf)
-                if state["step"] % eval_every == 0 or out_of_time:
+                validating = state["step"] % eval_every == 0 or out_of_time
+                if not validating and cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
+                    log.file.flush()  # a watcher sees the steps so far; --resume continues from here
+                    valid_log.flush()
+                    save_last()
+                if validating:
                     metrics = validate_and_checkpoint()
                     if progress:
                         bar.write(f"epoch {state['epoch']} step {state['step']}: valid HR@50 {metrics['HR@50']:.4f} "

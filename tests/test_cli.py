@@ -59,19 +59,30 @@ def test_train_into_an_existing_run_is_refused(cli_run, capsys):
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.suffix in (".json", ".csv")} == before
 
 
-def test_evaluate_reprints_and_rewrites_the_same_metrics(cli_run, capsys):
+def test_evaluate_reprints_the_same_metrics_into_its_own_file_and_leaves_metrics_json(cli_run, capsys):
     _, run_dir = cli_run
     original = json.loads((run_dir / "metrics.json").read_text())
     tampered = {**original, "test": {k: -1.0 for k in original["test"]}}
     (run_dir / "metrics.json").write_text(json.dumps(tampered))
     capsys.readouterr()
-    assert main(["evaluate", str(run_dir)]) == 0
-    out = capsys.readouterr().out
-    assert json.loads((run_dir / "metrics.json").read_text()) == original
-    assert "comirec-sa on planted" in out
-    assert f"{original['test']['HR@50'] * 100:.2f}" in out and f"{original['valid']['NDCG@10'] * 100:.2f}" in out
-    assert f"{original['test']['MRR@10'] * 100:.2f}" in out
-    assert f"{original['test']['AveragePopularity@50']:.2f}" in out  # a count, printed as it is (not in %)
+    try:
+        assert main(["evaluate", str(run_dir)]) == 0
+        out = capsys.readouterr().out
+        assert json.loads((run_dir / "metrics.json").read_text()) == tampered  # the training run's record
+        written = run_dir / "metrics-eval-next-item-unmasked-torch.json"
+        again = json.loads(written.read_text())
+        assert (again["valid"], again["test"], again["steps"]) == (original["valid"], original["test"],
+                                                                  original["steps"])
+        assert f"written to {written}" in out and "comirec-sa on planted" in out
+        assert f"{original['test']['HR@50'] * 100:.2f}" in out and f"{original['valid']['NDCG@10'] * 100:.2f}" in out
+        assert f"{original['test']['MRR@10'] * 100:.2f}" in out
+        assert f"{original['test']['AveragePopularity@50']:.2f}" in out  # a count, printed as it is (not in %)
+        assert main(["evaluate", str(run_dir), "--mask-seen", "--protocol", "future"]) == 0
+        masked = json.loads((run_dir / "metrics-eval-future-masked-torch.json").read_text())
+        assert (masked["protocol"], masked["mask_seen"]) == ("future", True)
+        assert json.loads((run_dir / "metrics.json").read_text()) == tampered
+    finally:
+        (run_dir / "metrics.json").write_text(json.dumps(original))
 
 
 def test_evaluate_sampled_writes_its_own_file_and_keeps_metrics_json(cli_run, capsys):
@@ -160,3 +171,260 @@ def test_module_entry_point_exit_status_and_error_line(tmp_path):
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     line = one_error_line(done.stderr)
     assert done.returncode == 2 and str(tmp_path / "nothing" / "config.json") in line
+
+
+# ---- issue 19: every bad input is one line, exit status 2, nothing written ----------------------------------
+
+@pytest.mark.parametrize("flag, value", [
+    ("--max-steps", "0"), ("--max-steps", "-5"), ("--lr", "-1"), ("--lr", "0"), ("--lr", "nan"),
+    ("--batch-size", "0"), ("--max-epochs", "0"), ("--patience", "0"), ("--eval-every", "0"),
+    ("--checkpoint-every", "-1"), ("--max-minutes", "0"), ("--max-minutes", "-2"), ("--valid-max-rows", "0"),
+    ("--final-max-rows", "-10"), ("--seed", "-1"), ("--split-seed", "-3"), ("--max-steps", "abc"),
+])
+def test_bad_numeric_option_is_one_line_and_writes_nothing(flag, value, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "--model", "comirec-sa", "--dataset", "planted", "--quiet", "--out", str(out), flag, value])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and flag in line and value in line
+    assert not out.exists()
+
+
+def test_bad_option_with_overwrite_leaves_the_old_run_alone(cli_run, capsys):
+    _, run_dir = cli_run
+    before = sorted(p.name for p in run_dir.iterdir())
+    rc = main(["train", "--model", "comirec-sa", "--dataset", "planted", "--quiet", "--overwrite",
+               "--out", str(run_dir), "--max-steps", "0"])
+    assert rc == 2 and "--max-steps must be at least 1; got 0" in one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["reproduce", "table1", "--dataset", "planted", "--seeds", "0"], "--seeds"),
+    (["reproduce", "table1", "--dataset", "planted", "--max-minutes", "-1"], "--max-minutes"),
+    (["reproduce", "table1", "--dataset", "planted", "--valid-max-rows", "0"], "--valid-max-rows"),
+    (["bench", "--steps", "0"], "--steps"),
+])
+def test_bad_numeric_option_of_reproduce_and_bench_is_one_line(argv, flag, tmp_path, capsys):
+    rc = main([*argv, *(["--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res")]
+                        if argv[0] == "reproduce" else ["--out", str(tmp_path / "bench.json")])])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and flag in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def copy_run(run_dir: Path, to: Path) -> Path:
+    to.mkdir()
+    for p in run_dir.iterdir():
+        if p.is_file():
+            (to / p.name).write_bytes(p.read_bytes())
+    return to
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "random-bytes", "not-a-checkpoint"])
+def test_evaluate_a_damaged_best_pt_is_one_line_naming_it(damage, cli_run, tmp_path, capsys):
+    run = copy_run(cli_run[1], tmp_path / "run")
+    best = (run / "best.pt").read_bytes()
+    if damage == "not-a-checkpoint":
+        torch.save({"weights": torch.zeros(2)}, run / "best.pt")
+    else:
+        (run / "best.pt").write_bytes({"truncated": best[:len(best) // 2], "empty": b"",
+                                       "random-bytes": os.urandom(4096)}[damage])
+    before = snapshot(run)
+    rc = main(["evaluate", str(run)])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and str(run / "best.pt") in line and "retrain the run" in line
+    assert snapshot(run) == before
+
+
+def test_resume_from_a_truncated_last_pt_is_one_line_and_writes_nothing(cli_run, tmp_path, capsys):
+    run = copy_run(cli_run[1], tmp_path / "run")
+    last = (run / "last.pt").read_bytes()
+    (run / "last.pt").write_bytes(last[:len(last) // 3])
+    before = snapshot(run)
+    rc = main(["train", "--model", "comirec-sa", "--dataset", "planted", "--max-epochs", "2", "--dim", "16",
+               "--quiet", "--resume", "--out", str(run)])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and str(run / "last.pt") in line and "--overwrite" in line
+    assert snapshot(run) == before
+
+
+def write_inter(folder: Path, users: int, per_user: int = 3) -> None:
+    folder.mkdir(parents=True)
+    rows = [f"{u}\t{u * 10 + i}" for u in range(users) for i in range(per_user)]
+    (folder / f"{folder.name}.inter").write_text("user_id:token\titem_id:token\n" + "\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize("users", [1, 9])
+def test_a_dataset_too_small_to_split_is_refused_before_anything_is_written(users, tmp_path, capsys):
+    write_inter(tmp_path / "data" / "tiny", users)
+    out = tmp_path / "run"
+    rc = main(["train", "--model", "pop", "--dataset", "tiny", "--data-dir", str(tmp_path / "data"),
+               "--out", str(out)])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and str(tmp_path / "data" / "tiny" / "tiny.inter") in line and "too small to split" in line
+    assert "validation part 0 users" in line
+    assert not out.exists()
+
+
+def test_too_small_dataset_with_overwrite_keeps_the_old_run(cli_run, tmp_path, capsys):
+    run = copy_run(cli_run[1], tmp_path / "run")
+    write_inter(tmp_path / "data" / "tiny", 1)
+    before = snapshot(run)
+    rc = main(["train", "--model", "pop", "--dataset", "tiny", "--data-dir", str(tmp_path / "data"),
+               "--overwrite", "--out", str(run)])
+    assert rc == 2 and "too small to split" in one_error_line(capsys.readouterr().err)
+    assert snapshot(run) == before
+
+
+def test_train_with_a_missing_data_dir_says_it_does_not_exist(tmp_path, capsys):
+    rc = main(["train", "--model", "pop", "--dataset", "shop", "--data-dir", str(tmp_path / "nowhere"),
+               "--out", str(tmp_path / "run")])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and f"data directory {tmp_path / 'nowhere'} does not exist" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_datasets_on_a_missing_folder_exits_2_with_one_line(tmp_path, capsys):
+    rc = main(["datasets", "--data-dir", str(tmp_path / "nowhere")])
+    captured = capsys.readouterr()
+    line = one_error_line(captured.err)
+    assert rc == 2 and f"data directory {tmp_path / 'nowhere'} does not exist" in line
+    assert "planted" not in captured.out
+
+
+# ---- issue 19: a run is tied to the data it was trained on -------------------------------------------------
+
+def write_rows(folder: Path, rows: list[tuple[int, int]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{folder.name}.inter").write_text(
+        "user_id:token\titem_id:token\n" + "".join(f"{u}\t{i}\n" for u, i in rows))
+
+
+def shop_rows() -> list[tuple[int, int]]:
+    """30 users over 60 items (at least the top 50); user 0 has every item, so the item ids do not depend on the
+    other users' rows."""
+    return [(0, i) for i in range(60)] + [(u, (u * k) % 60) for u in range(1, 30) for k in (1, 2, 5)]
+
+
+@pytest.fixture
+def shop_run(tmp_path):
+    write_rows(tmp_path / "data" / "shop", shop_rows())
+    run = tmp_path / "run"
+    assert main(["train", "--model", "pop", "--dataset", "shop", "--data-dir", str(tmp_path / "data"),
+                 "--out", str(run)]) == 0
+    return run, tmp_path / "data"
+
+
+def test_the_run_records_its_data_fingerprint(shop_run):
+    run, _ = shop_run
+    recorded = json.loads((run / "config.json").read_text())["data_fingerprint"]
+    assert (recorded["n_items"], recorded["n_users"], recorded["n_interactions"]) == (60, 30, 60 + 29 * 3)
+    assert len(recorded["digest"]) == 16 and int(recorded["digest"], 16) >= 0
+    assert json.loads(torch.load(run / "best.pt", weights_only=True)["data_fingerprint"]) == recorded
+
+
+@pytest.mark.parametrize("change, says", [
+    ("users reordered", "same sizes, but the item ids map to other items"),
+    ("one user's items reordered", "same sizes and items, but the sequences differ in content or order"),
+    ("one more item", "it has 61 items, the run's data had 60"),
+    ("one more user", "it has 31 users/sequences, the run's data had 30"),
+])
+def test_evaluate_on_changed_data_is_refused_in_one_line(change, says, shop_run, capsys):
+    run, data_dir = shop_run
+    rows = shop_rows()
+    if change == "users reordered":
+        rows = sorted(rows, key=lambda r: -r[0])
+    elif change == "one user's items reordered":
+        rows = [r for r in rows if r[0] != 7] + [r for r in rows if r[0] == 7][::-1]
+    elif change == "one more item":
+        rows = rows + [(3, 99)]
+    else:
+        rows = rows + [(99, 1), (99, 2)]
+    write_rows(data_dir / "shop", rows)
+    before = snapshot(run)
+    capsys.readouterr()
+    rc = main(["evaluate", str(run)])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and says in line and "'shop'" in line and str(run / "config.json") in line
+    assert snapshot(run) == before
+
+
+def as_before_fingerprints(run: Path, **config_changes) -> None:
+    """Make `run` look like a run written before fingerprints (and apply `config_changes` to its config.json)."""
+    config = json.loads((run / "config.json").read_text())
+    del config["data_fingerprint"]
+    (run / "config.json").write_text(json.dumps({**config, **config_changes}))
+    payload = torch.load(run / "best.pt", weights_only=True)
+    del payload["data_fingerprint"]
+    payload["config"] = json.dumps(config)
+    torch.save(payload, run / "best.pt")
+
+
+def test_a_run_without_a_fingerprint_still_loads(shop_run, capsys):
+    """Runs written before fingerprints (the committed ones) are not checked."""
+    run, data_dir = shop_run
+    as_before_fingerprints(run)
+    write_rows(data_dir / "shop", sorted(shop_rows(), key=lambda r: -r[0]))  # even on other data: not checked
+    assert main(["evaluate", str(run)]) == 0
+    assert "pop on shop" in capsys.readouterr().out
+
+
+def test_the_committed_default_runs_load_without_fingerprints():
+    from dimerec.trainer import load_run
+
+    default = REPO_ROOT / "app" / "default_runs"
+    runs = sorted(p for p in default.iterdir() if (p / "config.json").is_file()) if default.is_dir() else []
+    if not runs:
+        pytest.skip(f"no committed runs in {default}")
+    light = [r for r in runs if json.loads((r / "config.json").read_text())["dataset"] == "planted"][:1]
+    for run in light:
+        assert "data_fingerprint" not in json.loads((run / "config.json").read_text())
+        model, data, _ = load_run(run)
+        assert model.n_items == data.n_items
+
+
+def test_an_old_run_on_data_of_another_size_is_one_line_not_a_size_mismatch_traceback(cli_run, tmp_path, capsys):
+    run = copy_run(cli_run[1], tmp_path / "run")
+    as_before_fingerprints(run, dataset="shop", data_dir=str(tmp_path / "data"))
+    write_rows(tmp_path / "data" / "shop", shop_rows())
+    rc = main(["evaluate", str(run)])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and str(run / "best.pt") in line and "does not fit" in line and "60 items" in line
+
+
+def test_resume_on_changed_data_is_refused_and_writes_nothing(tmp_path, capsys):
+    data_dir, run = tmp_path / "data", tmp_path / "run"
+    write_rows(data_dir / "shop", shop_rows())
+    train = ["train", "--model", "comirec-sa", "--dataset", "shop", "--data-dir", str(data_dir), "--dim", "8",
+             "--quiet", "--out", str(run)]
+    assert main([*train, "--max-steps", "1"]) == 0
+    write_rows(data_dir / "shop", sorted(shop_rows(), key=lambda r: -r[0]))
+    before = snapshot(run)
+    capsys.readouterr()
+    rc = main([*train, "--max-steps", "2", "--resume"])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and str(run / "last.pt") in line and "item ids map to other items" in line
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("drop", ["train_config", "dataset", "model_config"])
+def test_evaluate_a_config_json_missing_a_key_is_one_line(drop, cli_run, tmp_path, capsys):
+    run = copy_run(cli_run[1], tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    del config[drop]
+    (run / "config.json").write_text(json.dumps(config))
+    rc = main(["evaluate", str(run)])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and str(run / "config.json") in line and drop in line
+
+
+def test_train_into_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "afile").write_text("keep me")
+    rc = main(["train", "--model", "pop", "--dataset", "planted", "--out", str(tmp_path / "afile")])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and f"--out {tmp_path / 'afile'} is a file" in line
+    assert (tmp_path / "afile").read_text() == "keep me"

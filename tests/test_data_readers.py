@@ -1,5 +1,6 @@
 """Readers and registry, on small files written in exactly the real formats."""
 import hashlib
+import json
 import time
 import urllib.error
 import urllib.request
@@ -348,3 +349,68 @@ def test_real_data(real_data_dir):
     assert seconds < 10, f"ml-1m took {seconds:.1f} s to load"
     assert load_dataset("yoochoose", real_data_dir).n_users == 25_694
     assert load_dataset("kuairec", real_data_dir).n_users == 18_418
+
+
+# ---------------------------------------------------------------- DreamRec's own split (--split given)
+
+def dreamrec_parts(folder: Path, seq_size: int = 10, parts=("train_data.df", "val_data.df", "test_data.df")):
+    """A DreamRec folder of 60 items: 30 training, 6 validation and 6 test sequences (ids 0..59, pad 60)."""
+    pad, rng = 60, np.random.default_rng(0)
+    sizes = {"train_data.df": 30, "val_data.df": 6, "test_data.df": 6}
+    content = {p: [list(rng.integers(0, pad, size=int(rng.integers(3, 8)))) for _ in range(sizes[p])]
+               for p in parts}
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"seq_size": [seq_size], "item_num": [pad]}).to_pickle(folder / "data_statis.df")
+    for p, sequences in content.items():
+        pd.DataFrame(dreamrec_rows(sequences, pad, width=seq_size), columns=["seq", "len_seq", "next"]).to_pickle(
+            folder / p)
+    return content
+
+
+def test_split_given_keeps_dreamrecs_parts_whatever_the_seed(tmp_path):
+    content = dreamrec_parts(tmp_path / "shop")
+    data = load_dataset("shop", tmp_path, split="given")
+    for seed in (0, 7):
+        split = data.split(seed)
+        assert [len(split.train), len(split.valid), len(split.test)] == [30, 6, 6]
+        assert [data.sequences[u].tolist() for u in split.test] == [list(map(int, s)) for s in content["test_data.df"]]
+        assert [data.sequences[u].tolist() for u in split.valid] == [list(map(int, s)) for s in content["val_data.df"]]
+    random = load_dataset("shop", tmp_path)
+    assert random.given_split is None and len(random.split(0).test) == 42 // 10
+    assert data.fingerprint(0)["split"] == "given 30/6/6" and random.fingerprint(0)["split"] == "random"
+
+
+def test_an_unregistered_dreamrec_folder_takes_its_seq_size_as_history_length(tmp_path):
+    dreamrec_parts(tmp_path / "shop", seq_size=7)
+    assert load_dataset("shop", tmp_path).max_len == 7  # was the default 50
+    assert load_dataset("shop", tmp_path, split="given").max_len == 7
+
+
+@pytest.mark.parametrize("name, make, says", [
+    ("shop", lambda d: dreamrec_parts(d / "shop", parts=("val_data.df", "test_data.df")), "has no train_data.df"),
+    ("planted", lambda d: None, "planted has no split of its own"),
+    ("beauty", lambda d: write(d / "beauty" / "beauty.inter", "user_id:token\titem_id:token\n1\t1\n"),
+     "beauty.inter has no split of its own"),
+])
+def test_split_given_without_parts_is_refused_in_one_line(name, make, says, tmp_path):
+    make(tmp_path)
+    with pytest.raises(DataError) as e:
+        load_dataset(name, tmp_path, split="given")
+    assert_one_line_error(e, "--split given", says, "--split random")
+
+
+def test_train_and_evaluate_with_split_given(tmp_path, capsys):
+    from dimerec.cli import main
+
+    dreamrec_parts(tmp_path / "data" / "shop")
+    run = tmp_path / "run"
+    assert main(["train", "--model", "pop", "--dataset", "shop", "--data-dir", str(tmp_path / "data"),
+                 "--split", "given", "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["train_config"]["split"] == "given" and config["data_fingerprint"]["split"] == "given 30/6/6"
+    assert main(["evaluate", str(run)]) == 0
+    again = json.loads((run / "metrics-eval-next-item-unmasked-torch.json").read_text())
+    assert again["test"] == json.loads((run / "metrics.json").read_text())["test"]
+    rc = main(["train", "--model", "pop", "--dataset", "shop", "--data-dir", str(tmp_path / "data"),
+               "--split", "given2", "--out", str(tmp_path / "other")])
+    assert rc == 2 and "--split" in capsys.readouterr().err

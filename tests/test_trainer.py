@@ -135,6 +135,73 @@ def test_resume_continues_where_max_epochs_stopped(trained_sa, planted_small, tm
     assert without_wall_clock(resumed) == without_wall_clock(straight)
 
 
+class Killed(Exception):
+    """Stands for kill -9: training stops between two checkpoints."""
+
+
+class KilledAtStep(ComiRecSA):
+    """ComiRec-SA whose process "dies" at its `kill_at`-th training step (class attribute, set by the test)."""
+    kill_at = 0
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.calls = 0
+
+    def loss(self, batch):
+        self.calls += 1
+        if self.calls == self.kill_at:
+            raise Killed
+        return super().loss(batch)
+
+
+def test_kill_and_resume_logs_one_loss_row_per_step_and_repeats_the_uninterrupted_run(trained_sa, planted_small,
+                                                                                         tmp_path, monkeypatch):
+    _, straight, straight_dir = trained_sa  # FIXTURE_CFG in one go, without --checkpoint-every
+    steps_per_epoch = straight["steps"] // 2
+    every = max(3, steps_per_epoch // 3)  # checkpoints within the epochs
+    last_checkpoint = (steps_per_epoch // every + 1) * every  # the first one in the second epoch
+    monkeypatch.setattr(KilledAtStep, "kill_at", last_checkpoint + 2)  # dies two steps after it
+    assert last_checkpoint % steps_per_epoch and KilledAtStep.kill_at < 2 * steps_per_epoch
+    run_dir, cfg = tmp_path / "killed", {**FIXTURE_CFG, "checkpoint_every": every}
+    with pytest.raises(Killed):
+        fit(planted_small, run_dir, KilledAtStep, **cfg)
+    assert len(read_losses(run_dir)) - 1 == KilledAtStep.kill_at - 1 > last_checkpoint  # rows after last.pt
+    assert json.loads(torch.load(run_dir / "last.pt", weights_only=True)["state"])["step"] == last_checkpoint
+    model = ComiRecSA(planted_small.n_items, planted_small.max_len, ComiRecSA.Config())
+    resumed = train(model, planted_small, TrainConfig(**cfg), run_dir, resume=True, progress=False)
+    header, *rows = read_losses(run_dir)
+    assert [int(r[0]) for r in rows] == list(range(1, straight["steps"] + 1))  # exactly one row per step
+    assert read_losses(run_dir) == read_losses(straight_dir)  # the same trajectory, within epochs too
+    assert without_wall_clock(resumed) == without_wall_clock(straight)
+    with open(run_dir / "valid.csv") as f:
+        assert [r[:2] for r in csv.reader(f)][1:] == [["1", str(steps_per_epoch)], ["2", str(2 * steps_per_epoch)]]
+
+
+def test_checkpoint_every_writes_last_pt_and_flushes_the_logs_between_validations(planted_small, tmp_path):
+    class Stop(ComiRecSA):
+        def loss(self, batch):
+            if (tmp_path / "run" / "last.pt").exists():  # the first step after the first checkpoint
+                raise Killed
+            return super().loss(batch)
+
+    with pytest.raises(Killed):
+        fit(planted_small, tmp_path / "run", Stop, max_epochs=1, checkpoint_every=5)
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert json.loads(last["state"])["step"] == 5 and json.loads(last["sampler"])["batches_done"] == 5
+    assert not (tmp_path / "run" / "best.pt").exists()  # no validation yet: only the resume state
+
+
+def test_resuming_a_run_that_reached_its_step_budget_trains_no_further(planted_small, tmp_path):
+    _, first = fit(planted_small, tmp_path / "run", max_steps=3, valid_max_rows=100)
+    losses = read_losses(tmp_path / "run")
+    model = ComiRecSA(planted_small.n_items, planted_small.max_len, ComiRecSA.Config())
+    again = train(model, planted_small, TrainConfig(max_steps=3, valid_max_rows=100), tmp_path / "run", resume=True,
+                  progress=False)
+    assert first["steps"] == again["steps"] == 3
+    assert read_losses(tmp_path / "run") == losses
+    assert without_wall_clock(again) == without_wall_clock(first)
+
+
 class NaNAfterTwoSteps(ComiRecSA):
     """ComiRec-SA whose loss becomes NaN from its third training step on."""
 
@@ -172,6 +239,18 @@ def test_time_budget_stops_training_and_keeps_a_checkpoint(planted_small, tmp_pa
 def test_train_config_rejects_unknown_choices(field, value):
     with pytest.raises(DimeRecError, match=f"--{field}"):
         TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("max_steps", 0, "--max-steps must be at least 1; got 0"), ("max_steps", -5, "--max-steps must be at least 1"),
+    ("lr", -1.0, "--lr must be above 0; got -1.0"), ("lr", float("inf"), "--lr must be a finite number"),
+    ("batch_size", 2.5, "--batch-size must be a whole number"), ("max_epochs", "3", "--max-epochs must be a finite"),
+    ("patience", 0, "--patience must be at least 1"), ("eval_every", 0, "--eval-every must be at least 1"),
+])
+def test_train_config_rejects_bad_numbers_in_one_line(field, value, says):
+    with pytest.raises(DimeRecError) as info:
+        TrainConfig(**{field: value})
+    assert says in str(info.value) and "\n" not in str(info.value)
 
 
 def test_fixture_config_matches_the_trained_run(trained_sa):

@@ -23,7 +23,7 @@ from dimerec.data.recbole import read_recbole
 from dimerec.errors import DataError
 
 __all__ = ["SeqDataset", "UserSplit", "TrainSampler", "left_pad", "MAX_LEN", "DEFAULT_MAX_LEN",
-           "resolve_data_dir", "max_len_for", "load_dataset", "find_datasets"]
+           "resolve_data_dir", "check_data_dir", "max_len_for", "load_dataset", "find_datasets"]
 
 DATA_ENV = "DIMEREC_DATA"
 # histories are truncated to the last MAX_LEN items (MovieLens: the paper's 70)
@@ -46,26 +46,46 @@ def resolve_data_dir(arg: str | Path | None) -> Path:
     return Path(os.environ.get(DATA_ENV) or "data")
 
 
+def check_data_dir(data_dir: Path, hint: str = "") -> Path:
+    """`data_dir`, or a DataError saying it does not exist (or is not a folder) and where it came from."""
+    if not data_dir.is_dir():
+        what = "is not a folder" if data_dir.exists() else "does not exist"
+        raise DataError(f"data directory {data_dir} {what} (it is --data-dir, else ${DATA_ENV}, else ./data); "
+                        f"{hint or 'only the generated `planted` dataset needs none'}")
+    return data_dir
+
+
 def max_len_for(name: str) -> int:
     if name in MAX_LEN:
         return MAX_LEN[name]
     return MAX_LEN["ml-1m"] if name.startswith("ml-") else DEFAULT_MAX_LEN
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0) -> SeqDataset:
-    """Read dataset `name` from the data directory (`planted` is generated from `seed`)."""
+def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0, split: str = "random") -> SeqDataset:
+    """Read dataset `name` from the data directory (`planted` is generated from `seed`). `split="given"`: keep
+    the source's own train/validation/test parts as the split (DreamRec folders holding all three parts)."""
+    if split not in ("random", "given"):
+        raise DataError(f"--split must be random or given; got {split!r}")
+    if split == "given" and (name == "planted" or name in MOVIELENS):
+        raise DataError(f"--split given: {name} has no split of its own (only a DreamRec-format folder with "
+                        f"train_data.df, val_data.df and test_data.df has); use --split random")
     if name == "planted":
         from dimerec.data.planted import make_planted
         return make_planted(seed=seed)
-    data_dir = resolve_data_dir(data_dir)
+    hint = f"run `python -m dimerec download {MOVIELENS[name][2]}` to fetch {name}" if name in MOVIELENS else ""
+    data_dir = check_data_dir(resolve_data_dir(data_dir), hint)
     if name in MOVIELENS:
         return load_movielens(name, data_dir)
     folder = data_dir / name
     kind = folder_kind(folder, name)
     if kind == "recbole":
+        if split == "given":
+            raise DataError(f"--split given: {folder / (name + '.inter')} has no split of its own (only a "
+                            f"DreamRec-format folder with train_data.df, val_data.df and test_data.df has); "
+                            f"use --split random")
         return read_recbole(folder, name, max_len_for(name))
-    if kind == "dreamrec":
-        return read_dreamrec(folder, name, max_len_for(name))
+    if kind == "dreamrec":  # an unregistered one: the history length its data_statis.df says (seq_size)
+        return read_dreamrec(folder, name, MAX_LEN.get(name), split)
     if name in DREAMREC:
         raise DataError(f"{name}: no {folder / 'data_statis.df'}; put {DREAMREC_SOURCE} "
                         f"into {folder}")

@@ -10,6 +10,8 @@ position index means "distance from the end" for every user.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,6 +21,8 @@ from dimerec.errors import DataError
 
 Sampling = Literal["prefixes", "random-cut"]
 SAMPLINGS = ("prefixes", "random-cut")
+Split = Literal["random", "given"]
+SPLITS = ("random", "given")
 
 
 @dataclass
@@ -32,6 +36,7 @@ class SeqDataset:
     raw_item_ids: list[str] = field(default_factory=list)  # the source's own id of each item
     ground_truth: dict | None = None  # planted world only: see dimerec.data.planted
     source: str = ""  # where it was read from, for messages
+    given_split: UserSplit | None = None  # the source's own train/valid/test parts (`--split given`), if read so
 
     def __post_init__(self):
         for u, seq in enumerate(self.sequences):
@@ -70,8 +75,28 @@ class SeqDataset:
             "categories": len(self.category_names),
         }
 
+    def fingerprint(self, split_seed: int) -> dict:
+        """What ties a run to this data (issue 19): sizes, and short SHA-256 digests of the item id map (each
+        dense id's source id and title, in id order), of the sequences (in user order), and of both with the
+        split seed. Reordered rows change the ids or the split, so they change the digests."""
+        items = hashlib.sha256(json.dumps([self.raw_item_ids, self.titles]).encode()).hexdigest()
+        seqs = hashlib.sha256(np.array([len(q) for q in self.sequences], dtype="<i8").tobytes())
+        seqs.update(np.concatenate(self.sequences).astype("<i8").tobytes())
+        sequences = seqs.hexdigest()
+        split = "random"
+        if self.given_split is not None:
+            parts = [len(self.given_split.train), len(self.given_split.valid), len(self.given_split.test)]
+            split = f"given {parts[0]}/{parts[1]}/{parts[2]}"
+        whole = hashlib.sha256(f"{self.n_items} {self.max_len} {items} {sequences} {split_seed} {split}".encode())
+        return {"digest": whole.hexdigest()[:16], "n_items": self.n_items, "n_users": self.n_users,
+                "n_interactions": self.n_interactions, "max_len": self.max_len, "split_seed": split_seed,
+                "split": split, "items_digest": items[:16], "sequences_digest": sequences[:16]}
+
     def split(self, seed: int = 0) -> "UserSplit":
-        """Seeded 8:1:1 split of users (SPEC §2): train / validation / test."""
+        """Seeded 8:1:1 split of users (SPEC §2): train / validation / test; the source's own parts instead
+        when the dataset was read with them (`given_split`), whatever the seed."""
+        if self.given_split is not None:
+            return self.given_split
         order = np.random.default_rng(seed).permutation(self.n_users)
         n_valid = self.n_users // 10
         n_test = self.n_users // 10
@@ -87,6 +112,26 @@ class SeqDataset:
         for u in users:
             np.add.at(counts, self.sequences[u], 1)
         return counts
+
+
+def fingerprint_change(recorded: dict, now: dict) -> str | None:
+    """How the data of fingerprint `now` differ from the `recorded` one, in words; None when they are the same."""
+    if recorded.get("digest") == now["digest"]:
+        return None
+    for key, says in (("n_items", "it has {now:,} items, the run's data had {rec:,}"),
+                      ("n_users", "it has {now:,} users/sequences, the run's data had {rec:,}"),
+                      ("n_interactions", "it has {now:,} interactions, the run's data had {rec:,}"),
+                      ("max_len", "its history length is {now}, the run's was {rec}"),
+                      ("split_seed", "its split seed is {now}, the run's was {rec}"),
+                      ("split", "its split is {now}, the run's was {rec}")):
+        if key in recorded and recorded[key] != now[key]:
+            return says.format(now=now[key], rec=recorded[key])
+    if recorded.get("items_digest") != now["items_digest"]:
+        return ("same sizes, but the item ids map to other items (ids follow the file's order: were its rows "
+                "reordered, or items renamed?)")
+    if recorded.get("sequences_digest") != now["sequences_digest"]:
+        return "same sizes and items, but the sequences differ in content or order (were the file's rows reordered?)"
+    return "same sizes, but different content"
 
 
 @dataclass
@@ -130,6 +175,14 @@ class TrainSampler:
         self.pair_user = np.repeat(self.users, lengths - 1)
         self.pair_pos = np.concatenate([np.arange(1, n) for n in lengths])
         self.rng = np.random.default_rng(seed)
+        # where the current epoch stands, for a checkpoint taken within it: the generator's state when the
+        # epoch drew its order, and the batches yielded since; _skip > 0 when epoch() resumes such an epoch
+        self.epoch_rng, self.batches_done, self._skip = None, 0, 0
+
+    @property
+    def mid_epoch(self) -> bool:
+        """Whether the next epoch() continues an epoch interrupted by a checkpoint (load_state_dict)."""
+        return self._skip > 0
 
     @property
     def samples_per_epoch(self) -> int:
@@ -140,8 +193,11 @@ class TrainSampler:
         return -(-self.samples_per_epoch // self.batch_size)
 
     def epoch(self):
-        """Yields (hist [B, L] int64, target [B] int64) numpy batches for one epoch."""
+        """Yields (hist [B, L] int64, target [B] int64) numpy batches for one epoch (after load_state_dict
+        of a checkpoint taken within an epoch: that epoch's remaining batches, drawn in the same order)."""
         n = self.samples_per_epoch
+        self.epoch_rng = self.rng.bit_generator.state
+        skip, self._skip = self._skip, 0
         if self.sampling == "prefixes":
             order = self.rng.permutation(n)
             users, positions = self.pair_user[order], self.pair_pos[order]
@@ -149,9 +205,13 @@ class TrainSampler:
             users = self.rng.choice(self.users, size=n)
             lengths = np.array([len(self.data.sequences[u]) for u in users])
             positions = self.rng.integers(1, lengths)
-        for start in range(0, n, self.batch_size):
+        for index, start in enumerate(range(0, n, self.batch_size)):
+            if index < skip:
+                continue
+            self.batches_done = index + 1
             yield self.make_batch(users[start:start + self.batch_size],
                                   positions[start:start + self.batch_size])
+        self.batches_done = 0
 
     def make_batch(self, users: np.ndarray, positions: np.ndarray):
         L, seqs = self.data.max_len, self.data.sequences
@@ -160,7 +220,10 @@ class TrainSampler:
         return hist, target
 
     def state_dict(self) -> dict:
-        return {"rng": self.rng.bit_generator.state}
+        return {"rng": self.rng.bit_generator.state, "epoch_rng": self.epoch_rng, "batches_done": self.batches_done}
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
+        done = state.get("batches_done", 0)  # absent in checkpoints written before mid-epoch ones
+        if 0 < done < self.steps_per_epoch and state.get("epoch_rng"):
+            self.rng.bit_generator.state, self._skip = state["epoch_rng"], done  # redraw that epoch, skip its start

@@ -30,6 +30,7 @@ from dimerec.data.recbole import one_line, plain
 from dimerec.errors import DataError
 
 PARTS = ("train_data.df", "val_data.df", "test_data.df")
+DEFAULT_MAX_LEN = 50  # a DreamRec folder without seq_size
 TARGET_COLUMNS = ("next", "tgt")
 
 
@@ -43,6 +44,13 @@ def read_pickle(path: Path) -> pd.DataFrame:
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"{path}: holds a {type(df).__name__}, expected a pandas DataFrame")
     return df
+
+
+def read_seq_size(path: Path) -> int | None:
+    """`seq_size` of data_statis.df (the history length DreamRec's data were made with), None if absent or odd."""
+    df = read_pickle(path)
+    value = as_float(df["seq_size"].iloc[0]) if "seq_size" in df.columns and len(df) else float("nan")
+    return int(value) if np.isfinite(value) and value == int(value) and value >= 1 else None
 
 
 def read_item_num(path: Path) -> int:
@@ -119,13 +127,29 @@ def read_part(path: Path, pad: int) -> list[np.ndarray]:
     return sequences
 
 
-def read_dreamrec(folder: Path, name: str, max_len: int) -> SeqDataset:
-    """Read `data_statis.df` and every present part in `folder` into one SeqDataset."""
+def read_dreamrec(folder: Path, name: str, max_len: int | None, split: str = "random") -> SeqDataset:
+    """Read `data_statis.df` and every present part in `folder` into one SeqDataset. `max_len` None: the
+    file's `seq_size` (else 50). `split="given"` keeps the parts as the split (train_data.df the training
+    users, val_data.df validation, test_data.df test); all three must be present."""
+    from dimerec.data.dataset import UserSplit
+
     folder = Path(folder)
     item_num = read_item_num(folder / "data_statis.df")
+    if max_len is None:
+        max_len = read_seq_size(folder / "data_statis.df") or DEFAULT_MAX_LEN
+    if split == "given":
+        missing = [p for p in PARTS if not (folder / p).exists()]
+        if missing:
+            raise DataError(f"--split given: {folder} has no {', '.join(missing)}, so no split of its own; "
+                            f"use --split random (the seeded 8:1:1 user split)")
     parts = [folder / p for p in PARTS if (folder / p).exists()]
     if not parts:
         raise DataError(f"{folder}: none of {', '.join(PARTS)} is present")
-    sequences = [s for p in parts for s in read_part(p, item_num)]
+    per_part = [read_part(p, item_num) for p in parts]
+    sequences = [s for part in per_part for s in part]
+    given = None
+    if split == "given":
+        bounds = np.cumsum([0, *map(len, per_part)])
+        given = UserSplit(*(np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])))
     return SeqDataset(name=name, sequences=sequences, n_items=item_num, max_len=max_len,
-                      source=str(folder))
+                      source=str(folder), given_split=given)
