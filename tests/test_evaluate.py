@@ -299,3 +299,20 @@ def test_faiss_breaks_ties_by_lower_id_like_torch(planted_small):
     exclude = [rng.choice(300, size=rng.integers(0, 30), replace=False) for _ in range(40)]
     for ex in (None, exclude):
         np.testing.assert_array_equal(faiss_r.search(users, 50, ex).numpy(), torch_r.search(users, 50, ex).numpy())
+
+
+def test_scoring_records_no_autograd_graph(trained_sa, planted_small):
+    """Issue 18, bug 1: evaluation used to build an autograd graph of every user vector (the no_grad decorator
+    sat on a NumPy helper): a ComiRec-SA user vector had requires_grad=True inside evaluate."""
+    model, _, _ = trained_sa
+    seen = []
+
+    def user_fn(hist):
+        vectors = model.user_vectors(hist)
+        seen.append((torch.is_grad_enabled(), vectors.requires_grad))
+        return {"final": vectors}
+
+    evaluate(model, planted_small, planted_small.split(0).valid, user_fn=user_fn, max_rows=300)
+    sampled_metrics(model, planted_small, planted_small.split(0).valid, 20, max_rows=50)
+    assert seen and all(state == (False, False) for state in seen)
+    assert torch.is_grad_enabled()  # and the caller's grad mode is back
