@@ -276,9 +276,14 @@ def loss_figure(frames: dict[str, pd.DataFrame], terms: list[str], window: int, 
     return fig
 
 
-def steps_figure(curves: dict[str, dict], metric: str, height: int = 400) -> go.Figure:
-    """A metric of the intermediate x̂0 at every reverse step, one line per run; the final x_0 as a marker."""
+def steps_figure(curves: dict[str, dict], metric: str, height: int = 400,
+                 references: dict[str, float] | None = None) -> go.Figure:
+    """A metric of the intermediate x̂0 at every reverse step, one line per run; the final x_0 as a marker;
+    `references` (label -> value) as dotted horizontal lines."""
     fig = go.Figure()
+    for label, value in (references or {}).items():
+        fig.add_hline(y=value, line=dict(dash="dot", color="#666", width=2),
+                      annotation_text=f"{label} {value:.1%}", annotation_position="top left")
     for j, (label, sm) in enumerate(curves.items()):
         steps = sm["steps"]
         color = PALETTE[j % len(PALETTE)]

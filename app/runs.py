@@ -369,6 +369,38 @@ def popularity(run_id: str, stamp: tuple) -> np.ndarray:
     return run.data.item_popularity(run.split.train)
 
 
+REFERENCE_KINDS = {
+    "no-diffusion control": lambda c: c.get("model") == "dimerec-nodiff",
+    "no GRW": lambda c: c.get("model") == "dimerec" and (c.get("model_config") or {}).get("grw") is False,
+}
+
+
+@st.cache_data(show_spinner="Computing the reference lines…", max_entries=16)
+def reference_levels(run_id: str, stamp: tuple, part: str = "valid") -> dict[str, dict[str, float]]:
+    """Metrics on `part` ("valid" or "test") to set a run beside, each read or computed from run files:
+    popularity on the run's own rows of that part, and the metrics.json of a no-diffusion control and of a
+    no-GRW DimeRec trained on the same dataset and split (the built-in ones first)."""
+    run = load_run(run_id)
+    tc = run.config.get("train_config", {})
+    protocol = tc.get("protocol", "next-item")
+    rows = tc.get("valid_max_rows") if part == "valid" else tc.get("final_max_rows")
+    levels = {"popularity": explore.popularity_reference(run.data, getattr(run.split, part), run.split.train,
+                                                         protocol, rows, int(tc.get("seed", 0)))}
+    for other_id, path in discover_runs().items():
+        try:
+            config = json.loads((path / "config.json").read_text())
+            valid = json.loads((path / "metrics.json").read_text())[part]
+        except (OSError, ValueError, KeyError):
+            continue
+        other = config.get("train_config", {})
+        same_data = (config.get("dataset") == run.dataset and other.get("split_seed") == tc.get("split_seed")
+                     and other.get("protocol", "next-item") == protocol)
+        for label, matches in REFERENCE_KINDS.items():
+            if other_id != run_id and same_data and matches(config) and label not in levels and valid:
+                levels[label] = valid
+    return levels
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 @torch.no_grad()
 def forward_view(run_id: str, stamp: tuple, item: int, n_paths: int) -> tuple[np.ndarray, np.ndarray]:

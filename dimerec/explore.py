@@ -203,3 +203,46 @@ def great_circle(a: np.ndarray, b: np.ndarray, n: int = 8) -> np.ndarray:
     else:
         out = (np.sin((1 - w) * omega)[:, None] * a + np.sin(w * omega)[:, None] * b) / np.sin(omega)
     return out / np.linalg.norm(out, axis=1, keepdims=True).clip(1e-9)
+
+
+def chain_verdict(step_metrics: dict, references: dict[str, float] | None = None, metric: str = "HR@50",
+                  tolerance: float = 0.005) -> dict:
+    """What a run's step_metrics.json says about its reverse chain, in numbers and one sentence.
+
+    Compares `metric` of x̂0 after the first reverse step with after the last (a change within `tolerance`
+    counts as flat), names the best step, and places the served x_0 ("final") beside the `references` (label ->
+    the same metric on validation, e.g. the no-diffusion control or popularity). Returns {"first", "last",
+    "best_step", "direction" ("rises", "falls" or "stays flat"), "final", "sentence"}."""
+    steps = step_metrics["steps"]
+    first, last = steps[0][metric], steps[-1][metric]
+    best = max(steps, key=lambda s: s[metric])
+    direction = "rises" if last - first > tolerance else "falls" if first - last > tolerance else "stays flat"
+    final = (step_metrics.get("final") or {}).get(metric, last)
+    sentence = (f"Along this chain {metric} of the guess x̂0 {direction}: {first:.1%} after the first step, "
+                f"{last:.1%} after the last (best {best[metric]:.1%} at step {best['step']} of {len(steps)})"
+                + ("; the paper's Fig. 5 shows it rising." if direction != "rises" else
+                   ", as the paper's Fig. 5 shows.")
+                + f" Served (x_0): {final:.1%}")
+    beside = [f"{label} {value:.1%}" for label, value in (references or {}).items()]
+    if beside:
+        above = [label for label, value in references.items() if final >= value]
+        below = [label for label, value in references.items() if final < value]
+        sentence += (f", against {', '.join(beside)}: "
+                     + (f"above {', '.join(above)}" if above else "")
+                     + ("; " if above and below else "")
+                     + (f"below {', '.join(below)}" if below else "") + ".")
+    else:
+        sentence += "."
+    return {"first": first, "last": last, "best_step": best["step"], "direction": direction, "final": final,
+            "sentence": sentence}
+
+
+def popularity_reference(data, users: np.ndarray, train_users: np.ndarray, protocol: str = "next-item",
+                         max_rows: int | None = None, seed: int = 0) -> dict[str, float]:
+    """The metrics of MostPopular (counted on `train_users`) on `users`' rows: the floor a chain is drawn against."""
+    from dimerec.evaluate import evaluate
+    from dimerec.models.pop import MostPopular
+
+    pop = MostPopular(data.n_items, data.max_len, MostPopular.Config())
+    pop.fit_statistics(data, train_users)
+    return evaluate(pop, data, users, protocol, max_rows=max_rows, seed=seed)["final"]

@@ -424,3 +424,38 @@ def test_sample_user_reads_out_every_reverse_step():
     ids, scores = explore.nearest_items(torch.from_numpy(samples.recommend[-1:, :1]), model.item_vectors(), 10)
     assert list(ids[0][:2]) == list(samples.sample_top[-1, 0])  # sample 1's own nearest items
     assert np.all(np.diff(scores[0]) <= 1e-6)
+
+
+def steps_sentence(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.markdown if m.value.startswith(f"**{label}**"))
+
+
+def test_the_steps_page_states_what_each_chain_does_from_its_own_files(tmp_path):
+    """The verdict is computed from step_metrics.json: the built-in chain falls; the same run with its curve made
+    to rise says so; the references are read or computed from the run files (issue 17)."""
+    at = open_page("steps")
+    falling = steps_sentence(at, "dimerec-planted (built-in)")
+    steps = json.loads((DEFAULT / "dimerec-planted" / "step_metrics.json").read_text())
+    first, last = steps["steps"][0]["HR@50"], steps["steps"][-1]["HR@50"]
+    assert first > last and "falls" in falling and f"{first:.1%}" in falling and f"{last:.1%}" in falling
+    control = json.loads((DEFAULT / "dimerec-nodiff-planted" / "metrics.json").read_text())["valid"]["HR@50"]
+    assert f"no-diffusion control {control:.1%}" in falling and "below no-diffusion control" in falling
+    # the same run, its curve reversed: the sentence follows the file
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(DEFAULT / "dimerec-planted", runs_dir / "rising")
+    rising_steps = [{**s, "HR@50": r["HR@50"]} for s, r in zip(steps["steps"], reversed(steps["steps"]))]
+    (runs_dir / "rising" / "step_metrics.json").write_text(json.dumps({**steps, "steps": rising_steps}))
+    at = open_page("steps")
+    rising = steps_sentence(at, "rising")
+    assert "rises" in rising and "as the paper's Fig. 5 shows" in rising and rising != falling
+    figure = figures(at)[0]
+    annotations = " ".join(a.get("text", "") for a in figure["layout"].get("annotations", []))
+    assert "popularity" in annotations and "no-diffusion control" in annotations
+
+
+def test_tour_chapter_five_sets_the_run_beside_its_references():
+    at = open_page("tour")
+    at.radio(key="tour_chapter").set_value(at.radio(key="tour_chapter").options[4]).run()
+    text = next(m.value for m in at.markdown if "Beside it" in m.value)
+    control = json.loads((DEFAULT / "dimerec-nodiff-planted" / "metrics.json").read_text())["test"]["HR@50"]
+    assert f"no-diffusion control {control:.0%}" in text and "Better than this run: no-diffusion control" in text

@@ -3,20 +3,22 @@ import pandas as pd
 import streamlit as st
 
 from app import figures, runs, ui
+from dimerec import explore
 
 run = ui.page_setup("Steps",
                     "At each reverse step the denoiser guesses x_0; retrieving with that guess gives a recommendation "
                     "at every step. These curves show its HR@50 and NDCG@50 on the validation users, step by step, "
                     "for every run that recorded them (step_metrics.json, written by DimeRec runs).", need_user=False)
 available = runs.discover_runs()
-curves, skipped = {}, []
+curves, run_ids, skipped = {}, {}, []
 for run_id, path in available.items():
     sm = runs.read_step_metrics(path)
     if sm is None:
         if (path / "step_metrics.json").exists():
             skipped.append(f"{run_id} (step_metrics.json is unreadable)")
         continue
-    curves[run_id.split("/", 1)[1] + ("" if run_id.startswith("runs/") else " (built-in)")] = sm
+    label = run_id.split("/", 1)[1] + ("" if run_id.startswith("runs/") else " (built-in)")
+    curves[label], run_ids[label] = sm, run_id
 
 if not curves:
     st.info("No run has step_metrics.json yet: DimeRec runs write it at the end of training "
@@ -28,13 +30,25 @@ picked = {k: curves[k] for k in shown}
 if not picked:
     st.info("Pick one or more runs above.")
     st.stop()
+# The verdict of each picked run, from its own files: does the guess improve along the chain?
+first_id = run_ids[next(iter(picked))]
+first_run = runs.load_run(first_id)
+references = runs.reference_levels(first_id, first_run.stamp)
+for label, sm in picked.items():
+    if not sm["steps"]:
+        continue
+    refs = runs.reference_levels(run_ids[label], runs.load_run(run_ids[label]).stamp)
+    verdict = explore.chain_verdict(sm, {name: level["HR@50"] for name, level in refs.items()})
+    st.markdown(f"**{label}** — {verdict['sentence']}")
 tabs = st.tabs(["HR@50", "NDCG@50"])
 for tab, metric in zip(tabs, ("HR@50", "NDCG@50")):
     with tab:
-        st.plotly_chart(figures.steps_figure(picked, metric), key=f"steps_{metric}")
-st.caption("Step 1 is the first reverse step, from pure noise; the last step's x̂0 is the guess from t = 1. "
-           "★: the final x_0 that serving uses (its value in step_metrics.json). "
-           "Validation users of each run's split.")
+        lines = {name: level[metric] for name, level in references.items() if metric in level}
+        st.plotly_chart(figures.steps_figure(picked, metric, references=lines), key=f"steps_{metric}")
+st.caption("Step 1 is the first reverse step, from pure noise (x_T is step 0 on every page); the last step's x̂0 "
+           "is the guess from t = 1. ★: the final x_0 that serving uses (its value in step_metrics.json). "
+           f"Dotted lines: references on the validation users of {next(iter(picked))} — popularity computed on its "
+           "rows, the no-diffusion control and the no-GRW run from their own metrics.json.")
 rows = [{"run": k, "dataset": sm.get("dataset"), "protocol": sm.get("protocol"), "T": sm.get("T"),
          "HR@50 at step 1": sm["steps"][0]["HR@50"], "best HR@50": max(s["HR@50"] for s in sm["steps"]),
          "best at step": max(sm["steps"], key=lambda s: s["HR@50"])["step"],

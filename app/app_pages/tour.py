@@ -98,6 +98,12 @@ else:
     ui.show_items(ui.items_frame(run, top[:10], ctx.next_item, view.top_scores[-1][:10]))
     test = (run.metrics or {}).get("test") or {}
     if "HR@50" in test:
+        refs = runs.reference_levels(run.id, run.stamp, "test")
+        beside = ", ".join(f"{name} {level['HR@50']:.0%}" for name, level in refs.items() if "HR@50" in level)
+        better = [name for name, level in refs.items() if level.get("HR@50", 1.0) > test["HR@50"]]
         st.markdown(f"Over all test users of this run, the true next item is in the top 50 "
-                    f"**{test['HR@50']:.0%}** of the time (HR@50), NDCG@50 = {test['NDCG@50']:.3f}.")
+                    f"**{test['HR@50']:.0%}** of the time (HR@50), NDCG@50 = {test['NDCG@50']:.3f}. "
+                    f"Beside it, on the same test users: {beside}."
+                    + (f" **Better than this run: {' and '.join(better)}** — the Steps page shows where its "
+                       f"reverse chain loses ground." if better else ""))
     st.page_link("app_pages/steps.py", label="How good is the guess at each reverse step?", icon=":material/stairs:")
