@@ -6,61 +6,13 @@ starting with "error:" and exit with status 2 (1 for a diverged run); no traceba
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shlex
-import shutil
 import sys
-import types
-import typing
 from pathlib import Path
 
 from dimerec.errors import DimeRecError, TrainingDiverged
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose mistakes (a flag's value of the wrong type, a missing argument) are one `error:` line
-    with exit status 2, like every other user mistake, instead of the usage text and the error."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
-def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str) -> None:
-    """One --flag per dataclass field, typed from its annotation; Literal fields list their choices."""
-    group = parser.add_argument_group(title)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        kind = hints[f.name]
-        args = typing.get_args(kind)
-        optional = type(None) in args and typing.get_origin(kind) in (typing.Union, types.UnionType)
-        if optional:
-            kind = next(a for a in args if a is not type(None))
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = f.metadata.get("help", "")
-        if "default:" not in help_text:
-            help_text = f"{help_text} (default: {default})".lstrip()
-        if kind is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
-                               help=help_text)
-        elif typing.get_origin(kind) is typing.Literal:
-            group.add_argument(flag, dest=f.name, choices=typing.get_args(kind), default=default, help=help_text)
-        else:
-            group.add_argument(flag, dest=f.name, type=kind, default=default, help=help_text)
-
-
-def settings_from_args(args: argparse.Namespace, *classes) -> dict:
-    """The values of the flags that add_dataclass_args made for `classes`, by field name."""
-    return {f.name: getattr(args, f.name) for cls in classes for f in dataclasses.fields(cls)}
-
-
-def check_positive(args: argparse.Namespace, *names: str) -> None:
-    """DimeRecError naming the first of the flags `names` (dest names) set to zero or less; None is unset."""
-    for name in names:
-        value = getattr(args, name)
-        if value is not None and not value > 0:
-            raise DimeRecError(f"--{name.replace('_', '-')} must be above 0; got {value!r}")
+from dimerec.options import OneLineParser, add_train_arguments, check_positive
 
 
 def cmd_datasets(args) -> None:
@@ -100,25 +52,9 @@ def print_metrics(metrics: dict) -> None:
 
 
 def cmd_train(args, model_cls, argv: list[str]) -> None:
-    from dimerec.data import load_dataset
-    from dimerec.trainer import TrainConfig, check_splittable, train_model
+    from dimerec.options import train_from_args
 
-    out = Path(args.out or f"runs/{args.model}-{args.dataset}-s{args.seed}")
-    if out.exists() and not out.is_dir():
-        raise DimeRecError(f"--out {out} is a file, not a run directory; choose another --out")
-    if (out / "config.json").exists() and not (args.resume or args.overwrite):
-        raise DimeRecError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
-                           f"or choose another --out")
-    settings = settings_from_args(args, TrainConfig, model_cls.Config)
-    # every setting and the data are checked before --overwrite deletes anything
-    cfg = TrainConfig(**{f.name: settings[f.name] for f in dataclasses.fields(TrainConfig)})
-    data = load_dataset(args.dataset, args.data_dir, seed=cfg.split_seed, split=cfg.split)  # planted: follows the seed
-    check_splittable(data, cfg.split_seed, cfg.split)
-    if args.overwrite and out.exists():
-        shutil.rmtree(out)
-    _, _, metrics = train_model(args.model, data, out=out, data_dir=args.data_dir, seed=settings.pop("seed"),
-                                progress=not args.quiet, resume=args.resume,
-                                run_info={"command": "python -m dimerec " + shlex.join(argv)}, **settings)
+    metrics, out = train_from_args(args, model_cls, argv)
     print_metrics(metrics)
     print(f"run directory: {out}")
 
@@ -203,8 +139,6 @@ def cmd_claims(args) -> None:
 
 
 def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
-    from dimerec.models import MODELS
-    from dimerec.trainer import TrainConfig
 
     parser = OneLineParser(prog="python -m dimerec", description=(
         "DimeRec Explorer: diffusion with multi-interest enhanced recommendation, its baselines, "
@@ -220,16 +154,7 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help=data_dir_help)
 
     p = sub.add_parser("train", help="train a model, keep the best checkpoint, evaluate it on test once")
-    p.add_argument("--model", required=True, choices=sorted(MODELS))
-    p.add_argument("--dataset", required=True, help="planted, ml-1m, yoochoose, kuairec, ... (see `datasets`)")
-    p.add_argument("--data-dir", help=data_dir_help)
-    p.add_argument("--out", help="run directory (default: runs/MODEL-DATASET-sSEED)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="delete --out first if it holds a run")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_dataclass_args(p, TrainConfig, "training")
-    if model_name in MODELS:
-        add_dataclass_args(p, MODELS[model_name].Config, f"model {model_name}")
+    add_train_arguments(p, model_name)
 
     p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint; print the metrics and write them to "
                                         "metrics-eval-PROTOCOL-MASKING-RETRIEVER.json (metrics.json is left alone)")

@@ -191,10 +191,16 @@ def grid(model: str) -> list[list[str]]:
 
 
 def _train(argv: list[str], out: Path) -> None:
-    from dimerec.cli import main as cli_main
+    """Train one run as `python -m dimerec ARGV` would (ARGV starts with "train"), through dimerec.options."""
+    from dimerec.options import train_from_argv
 
-    if cli_main(argv) != 0:
-        raise DimeRecError(f"run {out} failed (see the message above); rerun to resume the rest")
+    assert argv[0] == "train", argv
+    try:
+        train_from_argv(argv[1:])
+    except SystemExit as exit_:  # argparse's one-line error for a bad flag in an experiment's spec
+        raise DimeRecError(f"run {out}: its flags {' '.join(argv[1:])} were refused") from exit_
+    except DimeRecError as err:
+        raise DimeRecError(f"run {out} failed ({err}); rerun to resume the rest") from None
 
 
 @dataclass

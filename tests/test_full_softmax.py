@@ -90,7 +90,7 @@ def test_an_unknown_loss_kind_is_refused(name):
 def test_the_cli_offers_loss_kind_ce_for_the_softmax_models():
     import argparse
 
-    from dimerec.cli import add_dataclass_args
+    from dimerec.options import add_dataclass_args
 
     for name in CE_MODELS:
         parser = argparse.ArgumentParser()
