@@ -109,7 +109,7 @@ def cmd_evaluate(args) -> None:
     protocol = args.protocol or train_cfg["protocol"]
     mask_seen = train_cfg["mask_seen"] if args.mask_seen is None else args.mask_seen
     valid, test = final_metrics(model, data, train_cfg, protocol=protocol, mask_seen=mask_seen,
-                                retriever=args.retriever)
+                                retriever=args.retriever, retriever_params=args.retriever_params)
     metrics = {"model": config["model"], "dataset": config["dataset"], "protocol": protocol,
                "seed": train_cfg["seed"], "mask_seen": mask_seen, "valid": valid, "test": test}
     previous = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
@@ -174,6 +174,7 @@ def cmd_claims(args) -> None:
 
 def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     from dimerec.models import MODELS
+    from dimerec.retrieval import RETRIEVERS
     from dimerec.trainer import TrainConfig
 
     parser = argparse.ArgumentParser(prog="python -m dimerec", description=(
@@ -207,7 +208,10 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=("next-item", "future"), help="default: the run's protocol")
     p.add_argument("--mask-seen", action=argparse.BooleanOptionalAction, default=None,
                    help="remove already-seen items from the ranking (default: as trained)")
-    p.add_argument("--retriever", choices=("torch", "faiss"), default="torch")
+    p.add_argument("--retriever", choices=tuple(RETRIEVERS), default="torch")
+    p.add_argument("--retriever-params",
+                   help="faiss-ivf: nlist=N,nprobe=N; faiss-hnsw: M=N,efConstruction=N,efSearch=N (default: the run's "
+                        "when --retriever is the run's, else the retriever's defaults)")
     p.add_argument("--sampled-negatives", type=int, metavar="N",
                    help="instead: rank each test user's last item among N sampled unseen items (SASRec's protocol, "
                         "for sanity checks against the baselines' papers; writes metrics-sampled-N.json)")

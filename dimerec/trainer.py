@@ -29,7 +29,7 @@ from dimerec.data.dataset import SAMPLINGS, Sampling, SeqDataset, TrainSampler
 from dimerec.errors import DimeRecError, TrainingDiverged
 from dimerec.evaluate import PROTOCOLS, Protocol, evaluate
 from dimerec.models.base import Batch, Recommender, option
-from dimerec.retrieval import RETRIEVERS
+from dimerec.retrieval import RETRIEVERS, make_retriever
 
 
 @dataclass
@@ -47,8 +47,12 @@ class TrainConfig:
     sampling: Sampling = option("prefixes", "training samples: every prefix of each sequence, or ComiRec's random cut")
     protocol: Protocol = option("next-item", "evaluation protocol (SPEC §2)")
     mask_seen: bool = option(False, "remove already-seen items from rankings (the paper does not)")
-    retriever: Literal["torch", "faiss"] = option("torch",
-                                                  "top-50 by dense torch scores or a faiss inner-product index")
+    retriever: Literal["torch", "faiss", "faiss-ivf", "faiss-hnsw"] = option(
+        "torch", "top-50 by dense torch scores, a faiss exact inner-product index, or faiss's approximate IVF or "
+                 "HNSW index (for large catalogues)")
+    retriever_params: str | None = option(None, "faiss-ivf: nlist=N,nprobe=N (default: 4·sqrt(items) cells, 64 "
+                                                "probed); faiss-hnsw: M=N,efConstruction=N,efSearch=N "
+                                                "(default: 32, 80, 128)")
     seed: int = option(0, "seed of initialisation, sampling and evaluation noise")
     split_seed: int = option(0, "seed of the 8:1:1 user split and of the planted world (fixed across training seeds)")
     read_test: bool = option(True, "evaluate the best checkpoint on test at the end (--no-read-test for tuning runs)")
@@ -60,6 +64,7 @@ class TrainConfig:
             if getattr(self, field) not in allowed:
                 raise DimeRecError(f"--{field.replace('_', '-')} must be one of {', '.join(allowed)}; "
                                    f"got {getattr(self, field)!r}")
+        make_retriever(self.retriever, self.retriever_params)  # a bad parameter fails here, not at validation
         check_device(self.device)
 
 
@@ -180,8 +185,8 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
               "max_len": data.max_len, "model_config": asdict(model.config), "train_config": asdict(cfg),
               "dataset_stats": data.stats()}
     write_json_atomic(config, out_dir / "config.json")
-    valid_kwargs = dict(protocol=cfg.protocol, mask_seen=cfg.mask_seen, retriever=RETRIEVERS[cfg.retriever](),
-                        seed=cfg.seed)
+    valid_kwargs = dict(protocol=cfg.protocol, mask_seen=cfg.mask_seen,
+                        retriever=make_retriever(cfg.retriever, cfg.retriever_params), seed=cfg.seed)
 
     state = {"epoch": 0, "step": 0, "elapsed": 0.0, "best_hr": -1.0, "bad_evals": 0, "done": False}
     if model.trainable:
@@ -281,7 +286,7 @@ def train_model(model: str, dataset: str | SeqDataset = "planted", *, out: str |
 
 
 def final_metrics(model: Recommender, data: SeqDataset, train_config: dict, *, protocol: str | None = None,
-                  mask_seen: bool | None = None, retriever: str | None = None,
+                  mask_seen: bool | None = None, retriever: str | None = None, retriever_params: str | None = None,
                   read_test: bool = True, valid: dict | None = None) -> tuple[dict, dict | None]:
     """Valid and test metrics of a trained model as its run defines them (protocol, masking, retriever,
     seed, final_max_rows), each overridable; test is None when `read_test` is False. `valid`: the
@@ -289,10 +294,17 @@ def final_metrics(model: Recommender, data: SeqDataset, train_config: dict, *, p
     cfg = train_config
     split = data.split(cfg["split_seed"])
     kwargs = dict(protocol=protocol or cfg["protocol"], mask_seen=cfg["mask_seen"] if mask_seen is None else mask_seen,
-                  retriever=RETRIEVERS[retriever or cfg["retriever"]](), seed=cfg["seed"],
+                  retriever=run_retriever(cfg, retriever, retriever_params), seed=cfg["seed"],
                   max_rows=cfg.get("final_max_rows"))
     valid = valid if valid is not None else evaluate(model, data, split.valid, **kwargs)["final"]
     return valid, evaluate(model, data, split.test, **kwargs)["final"] if read_test else None
+
+
+def run_retriever(train_config: dict, name: str | None = None, params: str | None = None):
+    """The run's retriever, or `name` in its place; the run's parameters hold only for the run's retriever."""
+    if name is None or name == train_config["retriever"]:
+        name, params = train_config["retriever"], params if params is not None else train_config.get("retriever_params")
+    return make_retriever(name, params)
 
 
 def checkpoint_payload(model: Recommender, config: dict, state: dict) -> dict:

@@ -1,4 +1,6 @@
 """The approximate faiss retrievers (IVF, HNSW) against exact search, their masking and their parameters."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -123,3 +125,26 @@ def test_exact_retrievers_still_agree_after_the_shared_masking():
     f = FaissRetriever()
     f.index(items)
     np.testing.assert_array_equal(f.search(users, 50, exclude).numpy(), exact(items, users, 50, exclude).numpy())
+
+
+# ---- through the command line ---------------------------------------------------------------------
+
+def test_cli_trains_and_evaluates_with_an_approximate_retriever(tmp_path, capsys):
+    from dimerec.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--model", "comirec-sa", "--dataset", "planted", "--max-steps", "5", "--dim", "16",
+                 "--quiet", "--out", str(run), "--retriever", "faiss-ivf",
+                 "--retriever-params", "nlist=20,nprobe=20"]) == 0
+    config = json.loads((run / "config.json").read_text())["train_config"]
+    assert (config["retriever"], config["retriever_params"]) == ("faiss-ivf", "nlist=20,nprobe=20")
+    trained = json.loads((run / "metrics.json").read_text())
+    # every cell probed: exact search, so the same metrics as the exact torch retriever
+    assert main(["evaluate", str(run), "--retriever", "torch"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["test"] == trained["test"]
+    capsys.readouterr()
+    assert main(["train", "--model", "comirec-sa", "--dataset", "planted", "--out", str(tmp_path / "bad"),
+                 "--retriever", "faiss-hnsw", "--retriever-params", "nprobe=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --retriever faiss-hnsw takes M, efConstruction, efSearch; got nprobe"
+    assert not (tmp_path / "bad").exists()
