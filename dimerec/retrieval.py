@@ -197,6 +197,7 @@ class FaissIVFRetriever(ApproximateFaissRetriever):
             raise DimeRecError(f"--retriever faiss-ivf: nlist ({nlist}) cannot exceed the {n} items")
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.min_points_per_centroid = 1  # no warning for small cells; the default nlist keeps them >= 39
+        index.cp.max_points_per_centroid = 64  # k-means on a sample of 64 items a cell (faiss: 256): 4x faster
         index.train(items)
         index.add(items)
         self.nlist = nlist
