@@ -270,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     known, _ = pre.parse_known_args(argv)
     args = build_parser(known.model).parse_args(argv)
     try:
+        if args.command in ("train", "reproduce", "evaluate", "bench"):  # they write files; see distributed.py
+            from dimerec.distributed import refuse_multiprocess
+
+            refuse_multiprocess(f"`{args.command}`")
         if args.command == "datasets":
             cmd_datasets(args)
         elif args.command == "download":

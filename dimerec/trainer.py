@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dimerec.data.dataset import SAMPLINGS, Sampling, SeqDataset, TrainSampler
+from dimerec.distributed import refuse_multiprocess
 from dimerec.errors import DimeRecError, TrainingDiverged
 from dimerec.evaluate import PROTOCOLS, Protocol, evaluate
 from dimerec.models.base import Batch, Recommender, option
@@ -174,6 +175,7 @@ class LossLog:
 def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path, *,
           run_info: dict | None = None, resume: bool = False, progress: bool = True) -> dict:
     """Train `model` on `data`, keep the best checkpoint, evaluate it on test once. Returns metrics.json."""
+    refuse_multiprocess("training")  # under torchrun with several processes (dimerec/distributed.py)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     split = data.split(cfg.split_seed)
