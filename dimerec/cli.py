@@ -82,20 +82,22 @@ def print_metrics(metrics: dict) -> None:
 
 
 def cmd_train(args, model_cls, argv: list[str]) -> None:
+    from dimerec.distributed import rank
     from dimerec.trainer import TrainConfig, train_model
 
     out = Path(args.out or f"runs/{args.model}-{args.dataset}-s{args.seed}")
     if (out / "config.json").exists() and not (args.resume or args.overwrite):
         raise DimeRecError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                            f"or choose another --out")
-    if args.overwrite and out.exists():
+    if args.overwrite and out.exists() and rank() == 0:  # under torchrun, rank 0 alone writes the run directory
         shutil.rmtree(out)
     settings = settings_from_args(args, TrainConfig, model_cls.Config)
     _, _, metrics = train_model(args.model, args.dataset, out=out, data_dir=args.data_dir, seed=settings.pop("seed"),
                                 progress=not args.quiet, resume=args.resume,
                                 run_info={"command": "python -m dimerec " + shlex.join(argv)}, **settings)
-    print_metrics(metrics)
-    print(f"run directory: {out}")
+    if rank() == 0:
+        print_metrics(metrics)
+        print(f"run directory: {out}")
 
 
 def cmd_evaluate(args) -> None:
@@ -270,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     known, _ = pre.parse_known_args(argv)
     args = build_parser(known.model).parse_args(argv)
     try:
-        if args.command in ("train", "reproduce", "evaluate", "bench"):  # they write files; see distributed.py
+        if args.command in ("reproduce", "evaluate", "bench"):  # they write files; only train is data-parallel
             from dimerec.distributed import refuse_multiprocess
 
             refuse_multiprocess(f"`{args.command}`")

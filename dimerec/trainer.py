@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dimerec.data.dataset import SAMPLINGS, Sampling, SeqDataset, TrainSampler
-from dimerec.distributed import refuse_multiprocess
+from dimerec import distributed
 from dimerec.errors import DimeRecError, TrainingDiverged
 from dimerec.evaluate import PROTOCOLS, Protocol, evaluate
 from dimerec.models.base import Batch, Recommender, option
@@ -175,18 +175,28 @@ class LossLog:
 def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path, *,
           run_info: dict | None = None, resume: bool = False, progress: bool = True) -> dict:
     """Train `model` on `data`, keep the best checkpoint, evaluate it on test once. Returns metrics.json."""
-    refuse_multiprocess("training")  # under torchrun with several processes (dimerec/distributed.py)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = distributed.start(cfg.device)  # under torchrun with N > 1: one of N data-parallel ranks
+    try:
+        return _train(model, data, cfg, Path(out_dir), run_info, resume, progress, ctx)
+    finally:
+        ctx.close()
+
+
+def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distributed.Context) -> dict:
+    if ctx.main:  # rank 0 alone writes the run directory
+        out_dir.mkdir(parents=True, exist_ok=True)
     split = data.split(cfg.split_seed)
     seed_everything(cfg.seed)
     model.fit_statistics(data, split.train)
-    device = use_device(cfg.device)
+    device = ctx.device(use_device(cfg.device))
     model.to(device)
     config = {**(run_info or {}), "model": model.name, "dataset": data.name, "n_items": data.n_items,
               "max_len": data.max_len, "model_config": asdict(model.config), "train_config": asdict(cfg),
-              "dataset_stats": data.stats()}
-    write_json_atomic(config, out_dir / "config.json")
+              "dataset_stats": data.stats(), **({"distributed": ctx.describe(cfg.batch_size)} if ctx.world > 1 else {})}
+    if ctx.main:
+        write_json_atomic(config, out_dir / "config.json")
+    ctx.barrier()  # the other ranks read config.json and the checkpoints rank 0 writes
+    ctx.seed_rank(cfg.seed)
     valid_kwargs = dict(protocol=cfg.protocol, mask_seen=cfg.mask_seen,
                         retriever=make_retriever(cfg.retriever, cfg.retriever_params), seed=cfg.seed)
 
@@ -194,23 +204,27 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     if model.trainable:
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         sampler = TrainSampler(data, split.train, cfg.batch_size, cfg.sampling, seed=cfg.seed)
+        sampler.shard = (ctx.rank, ctx.world)
         if resume and (out_dir / "last.pt").exists():
             last = load_checkpoint(out_dir / "last.pt")
             model.load_state_dict(last["model"])
             optimizer.load_state_dict(last["optimizer"])
             sampler.load_state_dict(json.loads(last["sampler"]))
-            torch.set_rng_state(last["torch_rng"])
+            rngs = last.get("torch_rng_ranks") or []  # under torchrun: every rank's generator
+            torch.set_rng_state(rngs[ctx.rank] if len(rngs) == ctx.world > 1 else last["torch_rng"])
             if device.type == "cuda" and "cuda_rng" in last:
                 torch.cuda.set_rng_state(last["cuda_rng"], device)
             state = json.loads(last["state"])
-        log = LossLog(out_dir / "losses.csv", resume=resume and state["step"] > 0)
+        log = LossLog(out_dir / "losses.csv" if ctx.main else Path(os.devnull), resume=resume and state["step"] > 0)
         try:
-            _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress, device)
+            _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress, device, ctx)
         finally:
             log.close()
         model.load_state_dict(load_checkpoint(out_dir / "best.pt")["model"])
-    else:
+    elif ctx.main:
         save_atomic(checkpoint_payload(model, config, state), out_dir / "best.pt")
+    if not ctx.main:  # rank 0 alone evaluates and writes; the others return its metrics
+        return ctx.share(None)
 
     # best.pt was validated on the very rows, seed and settings of the final validation: its metrics are reused
     known_valid = state.get("best_valid") if cfg.valid_max_rows == cfg.final_max_rows else None
@@ -223,7 +237,7 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     if extra is not None:
         extra(out_dir, data, split, cfg)
     write_json_atomic(metrics, out_dir / "metrics.json")
-    return metrics
+    return ctx.share(metrics)
 
 
 def model_class(name: str) -> type[Recommender]:
@@ -313,16 +327,23 @@ def checkpoint_payload(model: Recommender, config: dict, state: dict) -> dict:
     return {"model": model.state_dict(), "config": json.dumps(config), "state": json.dumps(state)}
 
 
-def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress, device):
+def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress, device,
+         ctx: distributed.Context = distributed.Context()):
     config_json = (out_dir / "config.json").read_text()
     eval_every = cfg.eval_every or sampler.steps_per_epoch
     budget = cfg.max_minutes * 60 if cfg.max_minutes is not None else math.inf
-    valid_log = open(out_dir / "valid.csv", "a" if state["step"] > 0 else "w", newline="")
+    valid_log = open(out_dir / "valid.csv" if ctx.main else os.devnull, "a" if state["step"] > 0 else "w", newline="")
     valid_writer = csv.writer(valid_log)
     if state["step"] == 0:
         valid_writer.writerow(["epoch", "step", "train_minutes", "HR@50", "NDCG@50", "HR@10"])
 
-    def validate_and_checkpoint():
+    def validate_and_checkpoint():  # rank 0 validates and writes; every rank gets its metrics and state
+        rngs = ctx.gather(torch.get_rng_state())
+        metrics = ctx.share(validate_on_main(rngs) if ctx.main else None)
+        state.update(ctx.share(state))
+        return metrics
+
+    def validate_on_main(rngs):
         metrics = evaluate(model, data, split.valid, max_rows=cfg.valid_max_rows, **valid_kwargs)["final"]
         valid_writer.writerow([state["epoch"], state["step"], round(state["elapsed"] / 60, 3),
                                metrics["HR@50"], metrics["NDCG@50"], metrics["HR@10"]])
@@ -335,13 +356,14 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
             state["bad_evals"] += 1
         save_atomic({**checkpoint_payload(model, json.loads(config_json), state),
                      "optimizer": optimizer.state_dict(), "sampler": json.dumps(sampler.state_dict()),
-                     "torch_rng": torch.get_rng_state(),
+                     "torch_rng": torch.get_rng_state(), **({"torch_rng_ranks": rngs} if ctx.world > 1 else {}),
                      **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})},
                     out_dir / "last.pt")
         return metrics
 
     model.train()
-    bar = tqdm(total=budget if budget < math.inf else None, disable=not progress, unit="s",
+    step_loss = ctx.wrap(model, device)  # model.loss, through DistributedDataParallel under torchrun
+    bar = tqdm(total=budget if budget < math.inf else None, disable=not progress or not ctx.main, unit="s",
                bar_format="{desc} {bar} {elapsed}<{remaining} {postfix}" if budget < math.inf else None)
     try:
         tick = time.perf_counter()  # the budget counts sampling and training steps, not validation
@@ -349,9 +371,9 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
             state["epoch"] += 1
             bar.set_description(f"epoch {state['epoch']}")
             for hist, target in sampler.epoch():
-                terms = model.loss(Batch(torch.from_numpy(hist).to(device), torch.from_numpy(target).to(device),
-                                         data.pad_id))
-                values = {k: float(v.detach()) for k, v in terms.items()}
+                terms = step_loss(Batch(torch.from_numpy(hist).to(device), torch.from_numpy(target).to(device),
+                                        data.pad_id))
+                values = ctx.mean({k: float(v.detach()) for k, v in terms.items()})
                 bad = [k for k, v in values.items() if not math.isfinite(v)]
                 if bad:
                     raise TrainingDiverged(
@@ -364,6 +386,7 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
                 optimizer.step()
                 state["step"] += 1
                 step_time, tick = time.perf_counter() - tick, time.perf_counter()
+                step_time = ctx.mean({"t": step_time})["t"]  # the same clock on every rank, so all stop together
                 state["elapsed"] += step_time
                 log.write(state["step"], state["epoch"], values)
                 if budget < math.inf:
@@ -375,7 +398,7 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
                 out_of_time = state["elapsed"] >= budget or state["step"] >= (cfg.max_steps or math.inf)
                 if state["step"] % eval_every == 0 or out_of_time:
                     metrics = validate_and_checkpoint()
-                    if progress:
+                    if progress and ctx.main:
                         bar.write(f"epoch {state['epoch']} step {state['step']}: valid HR@50 {metrics['HR@50']:.4f} "
                                   f"NDCG@50 {metrics['NDCG@50']:.4f} (best {state['best_hr']:.4f})")
                     if state["bad_evals"] >= cfg.patience or out_of_time:

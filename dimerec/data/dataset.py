@@ -130,6 +130,7 @@ class TrainSampler:
         self.pair_user = np.repeat(self.users, lengths - 1)
         self.pair_pos = np.concatenate([np.arange(1, n) for n in lengths])
         self.rng = np.random.default_rng(seed)
+        self.shard = (0, 1)  # (rank, ranks): under torchrun each rank takes samples rank, rank + ranks, ... of a batch
 
     @property
     def samples_per_epoch(self) -> int:
@@ -149,9 +150,12 @@ class TrainSampler:
             users = self.rng.choice(self.users, size=n)
             lengths = np.array([len(self.data.sequences[u]) for u in users])
             positions = self.rng.integers(1, lengths)
+        r, ranks = self.shard
         for start in range(0, n, self.batch_size):
-            yield self.make_batch(users[start:start + self.batch_size],
-                                  positions[start:start + self.batch_size])
+            stop = min(start + self.batch_size, n)
+            if stop - start < ranks:  # a last batch too small to give every rank a sample
+                continue
+            yield self.make_batch(users[start + r:stop:ranks], positions[start + r:stop:ranks])
 
     def make_batch(self, users: np.ndarray, positions: np.ndarray):
         L, seqs = self.data.max_len, self.data.sequences
