@@ -53,7 +53,7 @@ class TrainConfig:
                  "HNSW index (for large catalogues)")
     retriever_params: str | None = option(None, "faiss-ivf: nlist=N,nprobe=N (default: 4·sqrt(items) cells, 64 "
                                                 "probed); faiss-hnsw: M=N,efConstruction=N,efSearch=N "
-                                                "(default: 32, 80, 128)")
+                                                "(default: 32, 80, 256)")
     seed: int = option(0, "seed of initialisation, sampling and evaluation noise")
     split_seed: int = option(0, "seed of the 8:1:1 user split and of the planted world (fixed across training seeds)")
     read_test: bool = option(True, "evaluate the best checkpoint on test at the end (--no-read-test for tuning runs)")
