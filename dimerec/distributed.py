@@ -97,7 +97,8 @@ class Context:
             return values
         import torch.distributed as dist
 
-        t = torch.tensor(list(values.values()), dtype=torch.float64)
+        on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+        t = torch.tensor(list(values.values()), dtype=torch.float64, device=on)  # NCCL reduces GPU tensors only
         dist.all_reduce(t)
         return dict(zip(values, (t / self.world).tolist()))
 

@@ -213,7 +213,9 @@ def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distribut
             rngs = last.get("torch_rng_ranks") or []  # under torchrun: every rank's generator
             torch.set_rng_state(rngs[ctx.rank] if len(rngs) == ctx.world > 1 else last["torch_rng"])
             if device.type == "cuda" and "cuda_rng" in last:
-                torch.cuda.set_rng_state(last["cuda_rng"], device)
+                cuda_rngs = last.get("cuda_rng_ranks") or []
+                torch.cuda.set_rng_state(cuda_rngs[ctx.rank] if len(cuda_rngs) == ctx.world > 1 else last["cuda_rng"],
+                                         device)
             state = json.loads(last["state"])
         log = LossLog(out_dir / "losses.csv" if ctx.main else Path(os.devnull), resume=resume and state["step"] > 0)
         try:
@@ -339,11 +341,12 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
 
     def validate_and_checkpoint():  # rank 0 validates and writes; every rank gets its metrics and state
         rngs = ctx.gather(torch.get_rng_state())
-        metrics = ctx.share(validate_on_main(rngs) if ctx.main else None)
+        cuda_rngs = ctx.gather(torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
+        metrics = ctx.share(validate_on_main(rngs, cuda_rngs) if ctx.main else None)
         state.update(ctx.share(state))
         return metrics
 
-    def validate_on_main(rngs):
+    def validate_on_main(rngs, cuda_rngs):
         metrics = evaluate(model, data, split.valid, max_rows=cfg.valid_max_rows, **valid_kwargs)["final"]
         valid_writer.writerow([state["epoch"], state["step"], round(state["elapsed"] / 60, 3),
                                metrics["HR@50"], metrics["NDCG@50"], metrics["HR@10"]])
@@ -357,7 +360,8 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
         save_atomic({**checkpoint_payload(model, json.loads(config_json), state),
                      "optimizer": optimizer.state_dict(), "sampler": json.dumps(sampler.state_dict()),
                      "torch_rng": torch.get_rng_state(), **({"torch_rng_ranks": rngs} if ctx.world > 1 else {}),
-                     **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})},
+                     **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+                     **({"cuda_rng_ranks": cuda_rngs} if ctx.world > 1 and cuda_rngs else {})},
                     out_dir / "last.pt")
         return metrics
 
