@@ -148,3 +148,14 @@ def test_cli_trains_and_evaluates_with_an_approximate_retriever(tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert err == "error: --retriever faiss-hnsw takes M, efConstruction, efSearch; got nprobe"
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("protocol", ["next-item", "future"])
+def test_evaluate_with_default_ivf_on_a_small_catalogue_is_exact(trained_sa, planted_small, protocol):
+    # 480 items: the default nlist is 480 // 39 = 12 cells and nprobe (64) is capped at 12, i.e. every cell
+    from dimerec.evaluate import evaluate
+
+    model, users = trained_sa[0], planted_small.split(0).valid
+    for mask in (False, True):
+        assert (evaluate(model, planted_small, users, protocol, mask_seen=mask, retriever=make_retriever("faiss-ivf"))
+                == evaluate(model, planted_small, users, protocol, mask_seen=mask, retriever=TorchRetriever()))
