@@ -215,6 +215,11 @@ class FaissHNSWRetriever(ApproximateFaissRetriever):
     name = "faiss-hnsw"
     defaults = {"M": 32, "efConstruction": 80, "efSearch": 256}
 
+    def __init__(self, **params):
+        super().__init__(**params)
+        if self.params["M"] < 2:  # faiss 1.15 crashes (segmentation fault) building a graph with M = 1
+            raise DimeRecError(f"--retriever faiss-hnsw: M must be at least 2; got {self.params['M']}")
+
     def build(self, items):
         import faiss
 

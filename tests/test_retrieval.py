@@ -102,6 +102,7 @@ def test_torch_retriever_chunks_large_searches_identically(monkeypatch):
     ("faiss-ivf", "nprobe=0", "nprobe must be a positive integer"),
     ("faiss-ivf", "nlist=8,nprobe=9", r"nprobe \(9\) cannot exceed nlist \(8\)"),
     ("faiss-ivf", "efSearch=10", "faiss-ivf takes nlist, nprobe; got efSearch"),
+    ("faiss-hnsw", "M=1", "M must be at least 2; got 1"),
     ("faiss-hnsw", "M=32,efSearch", "KEY=INTEGER"),
     ("faiss-hnsw", "M=big", "KEY=INTEGER"),
     ("faiss", "nprobe=4", "exact and takes no parameters"),
