@@ -100,7 +100,8 @@ def run_bench(data_dir=None, out: Path = Path("results/bench.json"), steps: int 
                     "serving_ms_per_user_batch1024": 1},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**previous, **report}, indent=2) + "\n")  # keeps other benchmarks' keys
     return report
 
 

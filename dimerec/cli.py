@@ -52,11 +52,13 @@ def print_metrics(metrics: dict) -> None:
 
 
 def cmd_train(args, model_cls, argv: list[str]) -> None:
+    from dimerec.distributed import rank
     from dimerec.options import train_from_args
 
     metrics, out = train_from_args(args, model_cls, argv)
-    print_metrics(metrics)
-    print(f"run directory: {out}")
+    if rank() == 0:  # under torchrun, rank 0 alone reports
+        print_metrics(metrics)
+        print(f"run directory: {out}")
 
 
 def cmd_evaluate(args) -> None:
@@ -70,7 +72,7 @@ def cmd_evaluate(args) -> None:
     protocol = args.protocol or train_cfg["protocol"]
     mask_seen = train_cfg["mask_seen"] if args.mask_seen is None else args.mask_seen
     valid, test = final_metrics(model, data, train_cfg, protocol=protocol, mask_seen=mask_seen,
-                                retriever=args.retriever)
+                                retriever=args.retriever, retriever_params=args.retriever_params)
     metrics = {"model": config["model"], "dataset": config["dataset"], "protocol": protocol,
                "seed": train_cfg["seed"], "mask_seen": mask_seen, "valid": valid, "test": test}
     previous = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
@@ -139,6 +141,7 @@ def cmd_claims(args) -> None:
 
 
 def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
+    from dimerec.retrieval import RETRIEVERS
 
     parser = OneLineParser(prog="python -m dimerec", description=(
         "DimeRec Explorer: diffusion with multi-interest enhanced recommendation, its baselines, "
@@ -164,7 +167,10 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
                    help="default: the run's protocol (a --protocol loo run is scored under loo only)")
     p.add_argument("--mask-seen", action=argparse.BooleanOptionalAction, default=None,
                    help="remove already-seen items from the ranking (default: as trained)")
-    p.add_argument("--retriever", choices=("torch", "faiss"), default="torch")
+    p.add_argument("--retriever", choices=tuple(RETRIEVERS), default="torch")
+    p.add_argument("--retriever-params",
+                   help="faiss-ivf: nlist=N,nprobe=N; faiss-hnsw: M=N,efConstruction=N,efSearch=N (default: the run's "
+                        "when --retriever is the run's, else the retriever's defaults)")
     p.add_argument("--sampled-negatives", type=int, metavar="N",
                    help="instead: rank each test user's last item among N sampled unseen items (SASRec's protocol, "
                         "for sanity checks against the baselines' papers; writes metrics-sampled-N.json)")
@@ -226,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as done:  # --help, or a flag argparse refused (one line, OneLineParser.error)
         return done.code if isinstance(done.code, int) else 2
     try:
+        if args.command in ("reproduce", "evaluate", "bench"):  # they write files; only train is data-parallel
+            from dimerec.distributed import refuse_multiprocess
+
+            refuse_multiprocess(f"`{args.command}`")
         if args.command == "datasets":
             cmd_datasets(args)
         elif args.command == "download":

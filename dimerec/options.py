@@ -97,7 +97,9 @@ def train_from_args(args: argparse.Namespace, model_cls, argv: list[str]) -> tup
     cfg = TrainConfig(**{f.name: settings[f.name] for f in dataclasses.fields(TrainConfig)})
     data = load_dataset(args.dataset, args.data_dir, seed=cfg.split_seed, split=cfg.split)  # planted: follows the seed
     check_splittable(data, cfg.split_seed, cfg.split)
-    if args.overwrite and out.exists():
+    from dimerec.distributed import rank
+
+    if args.overwrite and out.exists() and rank() == 0:  # under torchrun, rank 0 alone writes the run directory
         shutil.rmtree(out)
     _, _, metrics = train_model(args.model, data, out=out, data_dir=args.data_dir, seed=settings.pop("seed"),
                                 progress=not args.quiet, resume=args.resume,

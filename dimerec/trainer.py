@@ -26,12 +26,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dimerec import distributed
 from dimerec.data.dataset import (SAMPLINGS, SPLITS, Sampling, SeqDataset, Split, TrainSampler, UserSplit,
                                   fingerprint_change)
 from dimerec.errors import DataError, DimeRecError, TrainingDiverged
 from dimerec.evaluate import PROTOCOLS, Protocol, evaluate, step_metrics
 from dimerec.models.base import Batch, Recommender, option
-from dimerec.retrieval import RETRIEVERS
+from dimerec.retrieval import RETRIEVERS, make_retriever
 
 
 @dataclass
@@ -54,8 +55,12 @@ class TrainConfig:
                                              "trains on all but its last two items (validated on the second-to-last, "
                                              "tested on the last)")
     mask_seen: bool = option(False, "remove already-seen items from rankings (the paper does not)")
-    retriever: Literal["torch", "faiss"] = option("torch",
-                                                  "top-50 by dense torch scores or a faiss inner-product index")
+    retriever: Literal["torch", "faiss", "faiss-ivf", "faiss-hnsw"] = option(
+        "torch", "top-50 by dense torch scores, a faiss exact inner-product index, or faiss's approximate IVF or "
+                 "HNSW index (for large catalogues)")
+    retriever_params: str | None = option(None, "faiss-ivf: nlist=N,nprobe=N (default: 4·sqrt(items) cells, 64 "
+                                                "probed); faiss-hnsw: M=N,efConstruction=N,efSearch=N "
+                                                "(default: 32, 80, 256)")
     seed: int = option(0, "seed of initialisation, sampling and evaluation noise")
     split_seed: int = option(0, "seed of the 8:1:1 user split and of the planted world (fixed across training seeds)")
     split: Split = option("random", "users split 8:1:1 by --split-seed, or `given`: the dataset's own parts "
@@ -81,6 +86,7 @@ class TrainConfig:
                 raise DimeRecError(f"{flag} must be a whole number; got {value!r}")
             if value <= low if strict else value < low:
                 raise DimeRecError(f"{flag} must be {'above' if strict else 'at least'} {low}; got {value!r}")
+        make_retriever(self.retriever, self.retriever_params)  # a bad parameter fails here, not at validation
         check_device(self.device)
 
 
@@ -305,45 +311,66 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
                                remedy="it cannot be resumed: train again without --resume, with --overwrite")
         check_fingerprint(data, cfg.split_seed,
                           {out_dir / "last.pt": json.loads(last.get("data_fingerprint") or "null")})
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = distributed.start(cfg.device)  # under torchrun with N > 1: one of N data-parallel ranks
+    try:
+        return _train(model, data, cfg, out_dir, run_info, resume, progress, ctx, last)
+    finally:
+        ctx.close()
+
+
+def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distributed.Context, last) -> dict:
+    if ctx.main:  # rank 0 alone writes the run directory
+        out_dir.mkdir(parents=True, exist_ok=True)
     views = protocol_data(data, cfg.protocol, cfg.split_seed)
     split = views.split
     seed_everything(cfg.seed)
     model.fit_statistics(views.train, split.train)
-    device = use_device(cfg.device)
+    device = ctx.device(use_device(cfg.device))
     model.to(device)
     config = {**(run_info or {}), "model": model.name, "dataset": data.name, "n_items": data.n_items,
               "max_len": data.max_len, "model_config": asdict(model.config), "train_config": asdict(cfg),
-              "dataset_stats": data.stats(), "data_fingerprint": data.fingerprint(cfg.split_seed)}
-    write_json_atomic(config, out_dir / "config.json")
-    valid_kwargs = dict(protocol=cfg.protocol, mask_seen=cfg.mask_seen, retriever=RETRIEVERS[cfg.retriever](),
-                        seed=cfg.seed, popularity=views.train.item_popularity(split.train))
+              "dataset_stats": data.stats(), "data_fingerprint": data.fingerprint(cfg.split_seed),
+              **({"distributed": ctx.describe(cfg.batch_size)} if ctx.world > 1 else {})}
+    if ctx.main:
+        write_json_atomic(config, out_dir / "config.json")
+    ctx.barrier()  # the other ranks read config.json and the checkpoints rank 0 writes
+    ctx.seed_rank(cfg.seed)
+    valid_kwargs = dict(protocol=cfg.protocol, mask_seen=cfg.mask_seen,
+                        retriever=make_retriever(cfg.retriever, cfg.retriever_params), seed=cfg.seed,
+                        popularity=views.train.item_popularity(split.train))
 
     state = {"epoch": 0, "step": 0, "elapsed": 0.0, "best_hr": -1.0, "bad_evals": 0, "done": False}
     if model.trainable:
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         sampler = TrainSampler(views.train, split.train, cfg.batch_size, cfg.sampling, seed=cfg.seed)
+        sampler.shard = (ctx.rank, ctx.world)
         if last is not None:
             model.load_state_dict(last["model"])
             optimizer.load_state_dict(last["optimizer"])
             sampler.load_state_dict(json.loads(last["sampler"]))
-            torch.set_rng_state(last["torch_rng"])
+            rngs = last.get("torch_rng_ranks") or []  # under torchrun: every rank's generator
+            torch.set_rng_state(rngs[ctx.rank] if len(rngs) == ctx.world > 1 else last["torch_rng"])
             if device.type == "cuda" and "cuda_rng" in last:
-                torch.cuda.set_rng_state(last["cuda_rng"], device)
+                cuda_rngs = last.get("cuda_rng_ranks") or []
+                torch.cuda.set_rng_state(cuda_rngs[ctx.rank] if len(cuda_rngs) == ctx.world > 1 else last["cuda_rng"],
+                                         device)
             state = json.loads(last["state"])
             # a run that had stopped on its step budget or its patience stays stopped (it trained one more step)
             state["done"] = state["step"] >= (cfg.max_steps or math.inf) or state["bad_evals"] >= cfg.patience
-        for log_name in ("losses.csv", "valid.csv"):  # rows logged after the checkpoint are redone: drop them
-            truncate_log(out_dir / log_name, state["step"])
-        log = LossLog(out_dir / "losses.csv", resume=resume and state["step"] > 0)
+        if ctx.main:
+            for log_name in ("losses.csv", "valid.csv"):  # rows logged after the checkpoint are redone: drop them
+                truncate_log(out_dir / log_name, state["step"])
+        log = LossLog(out_dir / "losses.csv" if ctx.main else Path(os.devnull), resume=resume and state["step"] > 0)
         try:
             _fit(model, views.valid, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress,
-                 device)
+                 device, ctx)
         finally:
             log.close()
         model.load_state_dict(load_checkpoint(out_dir / "best.pt")["model"])
-    else:
+    elif ctx.main:
         save_atomic(checkpoint_payload(model, config, state), out_dir / "best.pt")
+    if not ctx.main:  # rank 0 alone evaluates and writes; the others return its metrics
+        return ctx.share(None)
 
     # best.pt was validated on the very rows, seed and settings of the final validation: its metrics are reused
     known_valid = state.get("best_valid") if cfg.valid_max_rows == cfg.final_max_rows else None
@@ -357,7 +384,7 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
                              max_rows=cfg.valid_max_rows)  # it scores split.valid: its rows are read from views.valid
         write_json_atomic({**steps, "split": "valid"}, out_dir / "step_metrics.json")
     write_json_atomic(metrics, out_dir / "metrics.json")
-    return metrics
+    return ctx.share(metrics)
 
 
 def model_class(name: str) -> type[Recommender]:
@@ -422,7 +449,7 @@ def train_model(model: str, dataset: str | SeqDataset = "planted", *, out: str |
 
 
 def final_metrics(model: Recommender, data: SeqDataset, train_config: dict, *, protocol: str | None = None,
-                  mask_seen: bool | None = None, retriever: str | None = None,
+                  mask_seen: bool | None = None, retriever: str | None = None, retriever_params: str | None = None,
                   read_test: bool = True, valid: dict | None = None) -> tuple[dict, dict | None]:
     """Valid and test metrics of a trained model as its run defines them (protocol, masking, retriever,
     seed, final_max_rows), each overridable; test is None when `read_test` is False. `valid`: the
@@ -435,10 +462,17 @@ def final_metrics(model: Recommender, data: SeqDataset, train_config: dict, *, p
     views = protocol_data(data, protocol, cfg["split_seed"])
     split = views.split
     kwargs = dict(protocol=protocol, mask_seen=cfg["mask_seen"] if mask_seen is None else mask_seen,
-                  retriever=RETRIEVERS[retriever or cfg["retriever"]](), seed=cfg["seed"],
+                  retriever=run_retriever(cfg, retriever, retriever_params), seed=cfg["seed"],
                   max_rows=cfg.get("final_max_rows"), popularity=views.train.item_popularity(split.train))
     valid = valid if valid is not None else evaluate(model, views.valid, split.valid, **kwargs)["final"]
     return valid, evaluate(model, views.test, split.test, **kwargs)["final"] if read_test else None
+
+
+def run_retriever(train_config: dict, name: str | None = None, params: str | None = None):
+    """The run's retriever, or `name` in its place; the run's parameters hold only for the run's retriever."""
+    if name is None or name == train_config["retriever"]:
+        name, params = train_config["retriever"], params if params is not None else train_config.get("retriever_params")
+    return make_retriever(name, params)
 
 
 def checkpoint_payload(model: Recommender, config: dict, state: dict) -> dict:
@@ -446,16 +480,24 @@ def checkpoint_payload(model: Recommender, config: dict, state: dict) -> dict:
             "data_fingerprint": json.dumps(config.get("data_fingerprint"))}
 
 
-def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress, device):
+def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress, device,
+         ctx: distributed.Context = distributed.Context()):
     config_json = (out_dir / "config.json").read_text()
     eval_every = cfg.eval_every or sampler.steps_per_epoch
     budget = cfg.max_minutes * 60 if cfg.max_minutes is not None else math.inf
-    valid_log = open(out_dir / "valid.csv", "a" if state["step"] > 0 else "w", newline="")
+    valid_log = open(out_dir / "valid.csv" if ctx.main else os.devnull, "a" if state["step"] > 0 else "w", newline="")
     valid_writer = csv.writer(valid_log)
     if state["step"] == 0:
         valid_writer.writerow(["epoch", "step", "train_minutes", "HR@50", "NDCG@50", "HR@10"])
 
-    def validate_and_checkpoint():
+    def validate_and_checkpoint():  # rank 0 validates and writes; every rank gets its metrics and state
+        rngs = ctx.gather(torch.get_rng_state())
+        cuda_rngs = ctx.gather(torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
+        metrics = ctx.share(validate_on_main(rngs, cuda_rngs) if ctx.main else None)
+        state.update(ctx.share(state))
+        return metrics
+
+    def validate_on_main(rngs, cuda_rngs):
         metrics = evaluate(model, data, split.valid, max_rows=cfg.valid_max_rows, **valid_kwargs)["final"]
         valid_writer.writerow([state["epoch"], state["step"], round(state["elapsed"] / 60, 3),
                                metrics["HR@50"], metrics["NDCG@50"], metrics["HR@10"]])
@@ -466,18 +508,20 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
             save_atomic(checkpoint_payload(model, json.loads(config_json), state), out_dir / "best.pt")
         else:
             state["bad_evals"] += 1
-        save_last()
+        save_last(rngs, cuda_rngs)
         return metrics
 
-    def save_last():  # everything --resume needs, the sampler's place within the epoch included
+    def save_last(rngs, cuda_rngs):  # everything --resume needs, the sampler's place within the epoch included
         save_atomic({**checkpoint_payload(model, json.loads(config_json), state),
                      "optimizer": optimizer.state_dict(), "sampler": json.dumps(sampler.state_dict()),
-                     "torch_rng": torch.get_rng_state(),
-                     **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})},
+                     "torch_rng": torch.get_rng_state(), **({"torch_rng_ranks": rngs} if ctx.world > 1 else {}),
+                     **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+                     **({"cuda_rng_ranks": cuda_rngs} if ctx.world > 1 and cuda_rngs else {})},
                     out_dir / "last.pt")
 
     model.train()
-    bar = tqdm(total=budget if budget < math.inf else None, disable=not progress, unit="s",
+    step_loss = ctx.wrap(model, device)  # model.loss, through DistributedDataParallel under torchrun
+    bar = tqdm(total=budget if budget < math.inf else None, disable=not progress or not ctx.main, unit="s",
                bar_format="{desc} {bar} {elapsed}<{remaining} {postfix}" if budget < math.inf else None)
     try:
         tick = time.perf_counter()  # the budget counts sampling and training steps, not validation
@@ -486,9 +530,9 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
                 state["epoch"] += 1
             bar.set_description(f"epoch {state['epoch']}")
             for hist, target in sampler.epoch():
-                terms = model.loss(Batch(torch.from_numpy(hist).to(device), torch.from_numpy(target).to(device),
-                                         data.pad_id))
-                values = {k: float(v.detach()) for k, v in terms.items()}
+                terms = step_loss(Batch(torch.from_numpy(hist).to(device), torch.from_numpy(target).to(device),
+                                        data.pad_id))
+                values = ctx.mean({k: float(v.detach()) for k, v in terms.items()})
                 bad = [k for k, v in values.items() if not math.isfinite(v)]
                 if bad:
                     raise TrainingDiverged(
@@ -501,6 +545,7 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
                 optimizer.step()
                 state["step"] += 1
                 step_time, tick = time.perf_counter() - tick, time.perf_counter()
+                step_time = ctx.mean({"t": step_time})["t"]  # the same clock on every rank, so all stop together
                 state["elapsed"] += step_time
                 log.write(state["step"], state["epoch"], values)
                 if budget < math.inf:
@@ -512,12 +557,16 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
                 out_of_time = state["elapsed"] >= budget or state["step"] >= (cfg.max_steps or math.inf)
                 validating = state["step"] % eval_every == 0 or out_of_time
                 if not validating and cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
-                    log.file.flush()  # a watcher sees the steps so far; --resume continues from here
-                    valid_log.flush()
-                    save_last()
+                    rngs = ctx.gather(torch.get_rng_state())  # every rank's generator, for --resume
+                    cuda_rngs = ctx.gather(torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
+                    if ctx.main:
+                        log.file.flush()  # a watcher sees the steps so far; --resume continues from here
+                        valid_log.flush()
+                        save_last(rngs, cuda_rngs)
+                    tick = time.perf_counter()  # writing the checkpoint is not training time
                 if validating:
                     metrics = validate_and_checkpoint()
-                    if progress:
+                    if progress and ctx.main:
                         bar.write(f"epoch {state['epoch']} step {state['step']}: valid HR@50 {metrics['HR@50']:.4f} "
                                   f"NDCG@50 {metrics['NDCG@50']:.4f} (best {state['best_hr']:.4f})")
                     tick = time.perf_counter()  # the next step's time starts here, after validation

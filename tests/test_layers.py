@@ -8,14 +8,15 @@ PACKAGE = ROOT / "dimerec"
 
 # lower number = lower layer; a module may import its own layer or a lower one
 LAYERS = {
-    0: ["dimerec", "dimerec.errors", "dimerec.sphere", "dimerec.metrics", "dimerec.figures", "dimerec.claims"],
+    0: ["dimerec", "dimerec.errors", "dimerec.sphere", "dimerec.metrics", "dimerec.figures", "dimerec.claims",
+        "dimerec.distributed"],
     1: ["dimerec.data"],  # and every dimerec.data.* module
     2: ["dimerec.diffusion", "dimerec.retrieval"],
     3: ["dimerec.models"],  # and every dimerec.models.* module
     4: ["dimerec.evaluate"],
     5: ["dimerec.analysis", "dimerec.explore"],
     6: ["dimerec.trainer"],
-    7: ["dimerec.options", "dimerec.bench"],
+    7: ["dimerec.options", "dimerec.bench", "dimerec.bench_retrieval", "dimerec.bench_distributed"],
     8: ["dimerec.reproduce"],
     9: ["dimerec.cli", "dimerec.__main__"],
 }

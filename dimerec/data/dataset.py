@@ -178,6 +178,7 @@ class TrainSampler:
         # where the current epoch stands, for a checkpoint taken within it: the generator's state when the
         # epoch drew its order, and the batches yielded since; _skip > 0 when epoch() resumes such an epoch
         self.epoch_rng, self.batches_done, self._skip = None, 0, 0
+        self.shard = (0, 1)  # (rank, ranks): under torchrun each rank takes samples rank, rank + ranks, ... of a batch
 
     @property
     def mid_epoch(self) -> bool:
@@ -205,12 +206,15 @@ class TrainSampler:
             users = self.rng.choice(self.users, size=n)
             lengths = np.array([len(self.data.sequences[u]) for u in users])
             positions = self.rng.integers(1, lengths)
+        r, ranks = self.shard
         for index, start in enumerate(range(0, n, self.batch_size)):
             if index < skip:
                 continue
             self.batches_done = index + 1
-            yield self.make_batch(users[start:start + self.batch_size],
-                                  positions[start:start + self.batch_size])
+            stop = min(start + self.batch_size, n)
+            if stop - start < ranks:  # a last batch too small to give every rank a sample
+                continue
+            yield self.make_batch(users[start + r:stop:ranks], positions[start + r:stop:ranks])
         self.batches_done = 0
 
     def make_batch(self, users: np.ndarray, positions: np.ndarray):
