@@ -147,3 +147,12 @@ def test_the_cross_attention_denoiser_reads_every_interest():
     assert isinstance(model.denoiser, DenoiserCrossAttention)
     terms = model.loss(Batch(histories(), torch.tensor([1, 2, 3]), N_ITEMS))
     assert all(math.isfinite(float(v.detach())) for v in terms.values())
+
+
+def test_contradicting_diffusion_flags_are_refused_not_silently_fixed():
+    with pytest.raises(DimeRecError, match="--no-grw takes the ddpm reverse step .* --reverse ddim"):
+        DimeRecConfig(grw=False, reverse="ddim")
+    with pytest.raises(DimeRecError, match="--magnitude paper .* with --reverse ddim"):
+        DimeRecConfig(magnitude="paper", reverse="ddim")
+    assert DimeRecConfig(grw=False).reverse == "ddpm"  # the preset's ddim gives way: it was not asked for
+    assert DimeRecConfig(preset="paper", grw=False).reverse == "ddpm"

@@ -123,11 +123,18 @@ class DimeRecConfig(SampledSoftmaxConfig):
     def __post_init__(self):
         if self.gem not in GEM_KINDS:
             raise ValueError(f"gem must be one of {GEM_KINDS}, got {self.gem!r}")
+        explicit_reverse = self.reverse
         for key, value in PRESETS[self.preset].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
-        if not self.grw:
+        if not self.grw:  # Euclidean noise (Eq. 4) has only the DDPM posterior step (Eq. 8-9)
+            if explicit_reverse not in (None, "ddpm"):
+                raise DimeRecError(f"--no-grw takes the ddpm reverse step (Eq. 8-9); --reverse {explicit_reverse} "
+                                   f"needs the geodesic forward process: drop one of the two flags")
             self.reverse = "ddpm"
+        if self.grw and self.magnitude == "paper" and self.reverse == "ddim":
+            raise DimeRecError("--magnitude paper (noise that wraps past π) with --reverse ddim (DDIM on the angle "
+                               "process, which assumes --magnitude angle): choose --magnitude angle or --reverse ddpm")
         check_choices(self, denoiser=DenoiserKind, serve_merge=ServeMerge, serve_guess=ServeGuess)
         if not 0 <= self.p_uncond < 1:
             raise DimeRecError(f"--p-uncond must be in [0, 1), got {self.p_uncond}")
