@@ -69,6 +69,31 @@ def step_curves(curve: pd.DataFrame, title: str) -> go.Figure:
     return figure
 
 
+def chain_panels(curve: pd.DataFrame, groups: dict[str, list[str]], references: dict[str, float],
+                 title: str) -> go.Figure:
+    """One panel per hypothesis: HR@50 of x̂0 (mean over seeds) against the chain's step t, T on the left and
+    1 on the right, so partial chains (which start at t* < T) sit where their steps are; the references
+    (label -> value) as dotted lines across every panel."""
+    figure = make_subplots(rows=1, cols=len(groups), shared_yaxes=True, horizontal_spacing=0.03,
+                           subplot_titles=[name.split(":")[0] for name in groups])
+    colors = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+    for col, (name, labels) in enumerate(groups.items(), start=1):
+        for j, label in enumerate(labels):
+            frame = curve[curve["model"] == label]
+            if len(frame):
+                figure.add_trace(go.Scatter(x=frame["t"], y=frame["HR@50 mean"], mode="lines+markers", name=label,
+                                            line=dict(color=colors[j % len(colors)]), marker=dict(size=4),
+                                            hovertemplate=f"{label}<br>t = %{{x}}: %{{y:.2f}}<extra></extra>"),
+                                 row=1, col=col)
+        for label, value in references.items():
+            labelled = dict(annotation_text=label, annotation_position="bottom left") if col == 1 else {}
+            figure.add_hline(y=value, line=dict(dash="dot", color="#555"), row=1, col=col, **labelled)
+        figure.update_xaxes(autorange="reversed", title_text="step t (T → 1)", row=1, col=col)
+    figure.update_yaxes(title_text="HR@50 of x̂0 (%, validation)", row=1, col=1)
+    figure.update_layout(title=title, legend=dict(orientation="h", y=-0.25, font=dict(size=10)), margin=dict(b=170))
+    return figure
+
+
 def probe_bars(table: pd.DataFrame, title: str) -> go.Figure:
     figure = make_subplots(rows=1, cols=2, subplot_titles=("linear-probe accuracy (%)", "test HR@50 (%)"))
     figure.add_trace(go.Bar(x=table["model"], y=table["probe accuracy"], showlegend=False,

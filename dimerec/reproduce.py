@@ -814,7 +814,13 @@ def section_diffusion(name, dataset, results, table, note, *, data_dir=None, **_
     curve_mean = curve.groupby(["model", "step", "t"], sort=False)[["HR@50", "NDCG@50"]].agg(["mean", "std"])
     curve_mean.columns = [f"{a} {b}" for a, b in curve_mean.columns]
     curve_mean = curve_mean.reset_index().fillna(0.0)
-    figure = figures.step_curves(curve_mean, f"Reverse chains on {dataset}: HR@50 of x̂0 at each step (validation)")
+    chained = {group: [s.label for s in specs if s.label in set(curve_mean["model"])]
+               for group, specs in DIFFUSION_GROUPS.items()}
+    chained = {group: labels for group, labels in chained.items() if labels}
+    references = {label: valid[label] for label in (CONTROL.label, SERVE_MEAN.label, POP.label) if label in valid}
+    figure = figures.chain_panels(curve_mean, chained, references,
+                                  f"Reverse chains on {dataset}: HR@50 of x̂0 at each step t (validation, mean of "
+                                  f"seeds); dotted: validation HR@50 of the references")
     csv_table = table.assign(**{"valid HR@50": [valid[m] for m in table.model],
                                 "ms per user": [costs.get(m, np.nan) for m in table.model],
                                 "chain first": [chain_rise["first"].get(m, np.nan) for m in table.model],
