@@ -7,6 +7,12 @@ two run in separate processes, interleaved, `--repeats` times each; the medians 
 go to results/bench.json under "evaluation_no_grad".
 
     python benchmarks/evaluation_grad.py --before 85b45d0 --data-dir ../shared/data
+    python benchmarks/evaluation_grad.py --in-process --data-dir ../shared/data
+
+`--in-process` times the part of evaluation the fix changes, in one process and interleaved batch by batch:
+the user vectors and top-50 retrieval of the same 20,000 ML-1M validation rows with autograd recording (the
+bug) and without (the fix), `--repeats` passes each; written under "evaluation_no_grad_in_process". Less
+exposed to a busy machine than separate processes minutes apart.
 """
 from __future__ import annotations
 
@@ -42,6 +48,42 @@ def one_pass(model_name: str, data_dir: str, rows: int | None) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def in_process(data_dir: str, repeats: int, rows: int = 20000) -> dict:
+    import torch
+
+    from dimerec.data import load_dataset
+    from dimerec.evaluate import build_rows, row_order
+    from dimerec.retrieval import TorchRetriever
+    from dimerec.trainer import build_model
+
+    torch.set_num_threads(1)
+    data = load_dataset("ml-1m", data_dir)
+    out = {}
+    for name in ("sasrec", "diffurec"):
+        model = build_model(name, data, seed=0).eval()
+        n = rows if name == "sasrec" else rows // 10  # DiffuRec: 32 Transformer passes a row
+        eval_rows = build_rows(data, data.split(0).valid, "next-item")
+        order = row_order(len(eval_rows.hist), n, 0)
+        retriever = TorchRetriever()
+        retriever.index(model.item_vectors())
+        timings = {"grad": [], "no_grad": []}
+        for _ in range(repeats):
+            for label, mode in (("grad", torch.enable_grad), ("no_grad", torch.no_grad)):
+                torch.manual_seed(0)
+                start = time.perf_counter()
+                with mode():
+                    for at in range(0, len(order), 1024):
+                        hist = torch.from_numpy(eval_rows.hist[order[at:at + 1024]])
+                        retriever.search(model.user_vectors(hist), 50)
+                timings[label].append(time.perf_counter() - start)
+        med = {k: statistics.median(v) for k, v in timings.items()}
+        out[name] = {"rows": int(len(order)), "median_seconds": {k: round(v, 2) for k, v in med.items()},
+                     "all_seconds": {k: [round(x, 2) for x in v] for k, v in timings.items()},
+                     "speedup": round(med["grad"] / med["no_grad"], 2)}
+        print(name, out[name], flush=True)
+    return {"threads": 1, "repeats": repeats, "models": out}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", help="the commit whose evaluation built gradients")
@@ -50,8 +92,16 @@ def main() -> None:
     parser.add_argument("--rows", type=json.loads, default={"sasrec": None, "diffurec": 2000},
                         help='rows per model, JSON (null: the whole validation split)')
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "ROWS"), help=argparse.SUPPRESS)
+    parser.add_argument("--in-process", action="store_true", help="see the module docstring")
     args = parser.parse_args()
     args.data_dir = str(Path(args.data_dir).resolve())
+    if args.in_process:
+        result = in_process(args.data_dir, args.repeats)
+        bench_path = ROOT / "results" / "bench.json"
+        bench = json.loads(bench_path.read_text())
+        bench["evaluation_no_grad_in_process"] = result
+        bench_path.write_text(json.dumps(bench, indent=2) + "\n")
+        return
     if args.one:
         rows = None if args.one[1] == "all" else int(args.one[1])
         print(json.dumps(one_pass(args.one[0], args.data_dir, rows)))

@@ -459,3 +459,25 @@ def test_tour_chapter_five_sets_the_run_beside_its_references():
     text = next(m.value for m in at.markdown if "Beside it" in m.value)
     control = json.loads((DEFAULT / "dimerec-nodiff-planted" / "metrics.json").read_text())["test"]["HR@50"]
     assert f"no-diffusion control {control:.0%}" in text and "Better than this run: no-diffusion control" in text
+
+
+def test_tour_chapter_lives_in_the_url_and_a_bad_one_falls_back():
+    at = open_page("tour", chapter=3)
+    assert at.radio(key="tour_chapter").value == at.radio(key="tour_chapter").options[2]
+    at.radio(key="tour_chapter").set_value(at.radio(key="tour_chapter").options[4]).run()
+    assert param(at, "chapter") == "5"
+    at = open_page("tour", chapter=9)
+    assert "Chapter '9' from the link is not 1 to 5" in errors(at)
+    assert at.radio(key="tour_chapter").value == at.radio(key="tour_chapter").options[0]
+
+
+def test_no_diffusion_run_hides_the_sampling_controls_and_every_page_has_the_glossary():
+    at = open_page("denoising", run=NODIFF)
+    keys = {w.key for w in [*at.slider, *at.number_input]}
+    assert "denoise_samples" not in keys and "denoise_seed" not in keys
+    at = open_page("denoising")
+    assert {"denoise_samples", "denoise_seed"} <= {w.key for w in [*at.slider, *at.number_input]}
+    for page in ("tour", "steps", "training"):
+        at = open_page(page)
+        glossary = next(e for e in at.sidebar.expander if e.label == "Glossary")
+        assert "**GEM**" in glossary.markdown[0].value and "**HR@50**" in glossary.markdown[0].value

@@ -11,15 +11,8 @@ ctx = ui.page_setup("Denoising on the sphere",
                     "interest. The items nearest to that guess are the recommendations.")
 run = ctx.run
 
-controls = st.columns([2, 1, 3])
-n_samples = controls[0].slider("Reverse samples", 1, 12, 6, key="denoise_samples",
-                               help="Independent runs of the reverse process from different random starts. "
-                                    "They can land on different interests: that diversity is the point of diffusion.")
-seed = int(controls[1].number_input("Seed", 0, 10_000, 0, key="denoise_seed",
-                                    help="Seed of the random starts; change it for a new set of samples."))
-view = runs.user_view(run.id, run.stamp, ctx.hist, n_samples, seed)
-
-if view.samples is None:
+if not run.has_diffusion:  # nothing to sample: no sample or seed controls either
+    view = runs.user_view(run.id, run.stamp, ctx.hist, runs.DEFAULT_SAMPLES, 0)
     st.info(f"This run ({run.model_name}) has no diffusion: it turns the user's interests straight into its user "
             f"vectors, so there is nothing to denoise. The picture shows the history, the interests and the true "
             f"next item; pick a DimeRec run in the sidebar to watch the reverse process.")
@@ -28,6 +21,17 @@ if view.samples is None:
     right.subheader("Recommendations")
     ui.show_items(ui.items_frame(run, view.top[0][:10], ctx.next_item), right)
     st.stop()
+
+controls = st.columns([2, 1, 3])
+n_samples = controls[0].slider("Reverse samples", 1, 12, 6, key="denoise_samples",
+                               help="Independent runs of the reverse process from different random starts. "
+                                    "They can land on different interests: that diversity is the point of diffusion.")
+seed = int(controls[1].number_input("Seed", 0, 10_000, 0, key="denoise_seed",
+                                    help="Seed of the random starts; change it for a new set of samples."))
+view = runs.user_view(run.id, run.stamp, ctx.hist, n_samples, seed)
+if run.model.chain_space == "euclidean":
+    st.caption(f"This run ({run.model_name}) denoises in ordinary space, not on the sphere: x_T is Gaussian noise "
+               f"and x_t has a length. The picture shows the direction of each x_t, which is what ranks items.")
 
 T = view.samples.T
 playing = controls[2].toggle("▶ Play", key="denoise_play",

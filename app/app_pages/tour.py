@@ -19,8 +19,16 @@ def go_next() -> None:
     st.session_state.tour_chapter = CHAPTERS[(i + 1) % len(CHAPTERS)]
 
 
+if "tour_chapter" not in st.session_state:  # a fresh page reads the link (?chapter=1..5)
+    asked = ui.parse_int(st.query_params.get("chapter"))
+    if asked is not None and 1 <= asked <= len(CHAPTERS):
+        st.session_state.tour_chapter = CHAPTERS[asked - 1]
+    elif "chapter" in st.query_params:
+        st.error(f"Chapter {st.query_params.get('chapter')!r} from the link is not 1 to {len(CHAPTERS)}; "
+                 f"showing chapter 1.")
 nav, button = st.columns([6, 1], vertical_alignment="bottom")
 chapter = nav.radio("Chapter", CHAPTERS, horizontal=True, key="tour_chapter", label_visibility="collapsed")
+st.query_params["chapter"] = str(CHAPTERS.index(chapter) + 1)
 button.button("Next →", key="tour_next", on_click=go_next, use_container_width=True)
 st.divider()
 
