@@ -22,14 +22,13 @@ from dimerec import explore
 from dimerec.data import left_pad, load_dataset
 from dimerec.errors import DimeRecError
 from dimerec.models import MODELS
-from dimerec.trainer import load_checkpoint
+from dimerec.runs import RUN_FILES, check_fingerprint, discover_runs as find_run_dirs, load_checkpoint
 
 torch.set_num_threads(1)  # small matrices; the machine's cores are shared
 
 APP_DIR = Path(__file__).resolve().parent
 DEFAULT_RUNS = APP_DIR / "default_runs"
 DEFAULT_RUN_ID = "default/dimerec-planted"
-RUN_FILES = ("config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json", "step_metrics.json")
 NO_CATEGORY = "(no category)"
 DEFAULT_SAMPLES = 6  # reverse samples per user that the pages show unless asked for more
 PRESET_POOL = 400  # presets are picked among at most this many held-out users
@@ -49,11 +48,8 @@ def discover_runs() -> dict[str, Path]:
     found = {f"default/{p.name}": p for p in builtin if (p / "config.json").is_file()}
     if DEFAULT_RUN_ID in found:  # the default first
         found = {DEFAULT_RUN_ID: found.pop(DEFAULT_RUN_ID), **found}
-    root = runs_root()
-    if root.is_dir():
-        for config in sorted(root.glob("**/config.json")):
-            if len(config.relative_to(root).parts) <= 4:
-                found[f"runs/{config.parent.relative_to(root).as_posix()}"] = config.parent
+    for relative, path in find_run_dirs(runs_root()).items():
+        found[f"runs/{relative.as_posix()}"] = path
     return found
 
 
@@ -186,6 +182,11 @@ def _load(run_id: str, path_str: str, stamp: tuple) -> Run:
         raise RunError(f"{path / 'config.json'} does not describe a run of a known model (missing or unknown {err}); "
                        f"known models: {', '.join(sorted(MODELS))}") from None
     data = _load_dataset(config, path)
+    try:  # the run must be read against the data it was trained on (runs written before fingerprints pass)
+        check_fingerprint(data, int(config.get("train_config", {}).get("split_seed", 0)),
+                          {path / "config.json": config.get("data_fingerprint")})
+    except DimeRecError as err:
+        raise RunError(str(err)) from None
     if not (path / "best.pt").exists():
         raise RunError(f"{path / 'best.pt'} is missing: the run has no checkpoint (did training finish?)")
     try:

@@ -62,7 +62,8 @@ def cmd_train(args, model_cls, argv: list[str]) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from dimerec.trainer import final_metrics, load_run, write_json_atomic
+    from dimerec.runs import load_run, write_json_atomic
+    from dimerec.trainer import final_metrics
 
     run = Path(args.run_dir)
     model, data, config = load_run(run, args.data_dir)
@@ -90,7 +91,7 @@ def cmd_evaluate(args) -> None:
 
 def evaluate_sampled(run: Path, model, data, train_cfg: dict, n_negatives: int) -> None:
     from dimerec.evaluate import sampled_metrics
-    from dimerec.trainer import write_json_atomic
+    from dimerec.runs import write_json_atomic
 
     if n_negatives < 1:
         raise DimeRecError(f"--sampled-negatives must be at least 1, got {n_negatives}")

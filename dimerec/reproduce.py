@@ -29,6 +29,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from dimerec.errors import DimeRecError
+from dimerec.runs import finished
 
 REPORTED = ("HR@10", "HR@20", "HR@50", "NDCG@10", "NDCG@20", "NDCG@50")
 
@@ -98,6 +99,11 @@ DIFFUSION_GROUPS: dict[str, list[RunSpec]] = {
         served("ours, t* = 5 from each interest, S = 4", OURS, serve_start=5, serve_guess="interests",
                serve_samples=4)],
     "H4: a denoiser that reads each interest (cross-attention over the K interests)": [XATTN],
+    "H1 + H2, H1 + H3: the strongest levers combined": [
+        served("ours + CFG w = 4, S = 16, mixture", CFG, guidance_weight=4.0, serve_samples=16,
+               serve_merge="mixture"),
+        served("ours + CFG w = 4, t* = 5 from each interest, S = 4", CFG, guidance_weight=4.0, serve_start=5,
+               serve_guess="interests", serve_samples=4)],
 }
 
 TABLE1 = [POP,
@@ -245,7 +251,7 @@ def train_flags(dataset: str, seed: int, out: Path, budget: Budget, data_dir: st
 def load_run_cached(run: Path, data_dir: str | None, overrides: dict | None = None):
     """trainer.load_run, once per run and serving overrides within one `reproduce` call (Table 2 reads each run
     twice); reproduce() empties the cache when it starts."""
-    from dimerec.trainer import load_run
+    from dimerec.runs import load_run
 
     key = (str(run), data_dir, json.dumps(overrides or {}, sort_keys=True))
     if key not in _LOADED:
@@ -263,7 +269,8 @@ def trained_run(result: dict) -> Path:
 
 def serve_run(source: Path, out: Path, overrides: dict, data_dir: str | None, device: str = "cpu") -> None:
     """metrics.json of `source`'s checkpoint served with `overrides` (same weights, same rows), scored on `device`."""
-    from dimerec.trainer import final_metrics, use_device, write_json_atomic
+    from dimerec.runs import write_json_atomic
+    from dimerec.trainer import final_metrics, use_device
 
     model, data, config = load_run_cached(source, data_dir, overrides)
     try:
@@ -372,10 +379,6 @@ class Job:
     label: str
     model: str | None = None
     after: Path | None = None
-
-
-def finished(out: Path) -> bool:
-    return (out / "metrics.json").exists()
 
 
 def train_all(jobs: list[Job], desc: str, poll_seconds: float = 5.0) -> None:

@@ -1,13 +1,9 @@
 """One training loop for every model: Adam, seeded, early stopping on validation HR@50.
 `train_model(name, dataset, **settings)` is `python -m dimerec train` as a function.
 
-A run directory holds
-  config.json   everything needed to rebuild the run (model, dataset, both configs, the data's fingerprint)
-  losses.csv    every loss term of every step (cut back to the checkpoint's step on --resume)
-  valid.csv     validation metrics after each evaluation
-  best.pt       the best checkpoint on validation (atomic write; loaded weights_only)
-  last.pt       model, optimizer, sampler and RNG state for --resume (each validation, and --checkpoint-every)
-  metrics.json  validation and test metrics of the best checkpoint (test read once; `evaluate` leaves it alone)
+The run directory it writes (config.json, losses.csv — cut back to the checkpoint's step on --resume —,
+valid.csv, best.pt, last.pt — each validation and every --checkpoint-every steps —, metrics.json,
+step_metrics.json) is read and written through dimerec.runs, its one owner.
 """
 from __future__ import annotations
 
@@ -27,11 +23,13 @@ import torch
 from tqdm.auto import tqdm
 
 from dimerec import distributed
-from dimerec.data.dataset import (SAMPLINGS, SPLITS, Sampling, SeqDataset, Split, TrainSampler, UserSplit,
-                                  fingerprint_change)
+from dimerec.data.dataset import SAMPLINGS, SPLITS, Sampling, SeqDataset, Split, TrainSampler, UserSplit
 from dimerec.errors import DataError, DimeRecError, TrainingDiverged
 from dimerec.evaluate import PROTOCOLS, Protocol, evaluate, step_metrics
 from dimerec.models.base import Batch, Recommender, option
+from dimerec.runs import (  # noqa: F401  (load_run, load_checkpoint: importable from here as before)
+    LossLog, check_fingerprint, checkpoint_payload, load_checkpoint, load_run, save_atomic, truncate_log,
+    write_json_atomic)
 from dimerec.retrieval import RETRIEVERS, make_retriever
 
 
@@ -143,36 +141,6 @@ def protocol_data(data: SeqDataset, protocol: str, split_seed: int) -> ProtocolD
     return ProtocolData(UserSplit(everyone, everyone, everyone), without_last(data, 2), without_last(data, 1), data)
 
 
-def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, needs: tuple[str, ...] = ("model",), remedy: str = "") -> dict:
-    """The checkpoint at `path` (weights_only), or a one-line DimeRecError naming the file when it is
-    missing, truncated, not a checkpoint, or lacks the keys `needs`; `remedy` says what to do then."""
-    remedy = remedy or f"retrain the run (train --overwrite --out {Path(path).parent}) or restore the file"
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DimeRecError(f"{path} is missing; {remedy}") from None
-    except Exception as err:  # truncated zip, random bytes, an empty file: whatever torch.load raises
-        reason = (str(err).strip().splitlines() or [""])[0].split(". ")[0][:100]
-        raise DimeRecError(f"{path} is not a readable checkpoint (truncated or damaged: {type(err).__name__}"
-                           f"{': ' + reason if reason else ''}); {remedy}") from None
-    missing = [key for key in needs if not isinstance(payload, dict) or key not in payload]
-    if missing:
-        raise DimeRecError(f"{path} is not a checkpoint of `dimerec train` (no {', '.join(missing)}); {remedy}")
-    return payload
-
-
 def check_splittable(data: SeqDataset, split_seed: int, split: str = "random") -> None:
     """A DataError unless the split (`split`, of `split_seed`) leaves each of train, validation and test a sequence
     of at least two items (one history item and one target): evaluating an empty part has no metrics."""
@@ -187,57 +155,6 @@ def check_splittable(data: SeqDataset, split_seed: int, split: str = "random") -
             raise DataError(f"{data.source or data.name}: too small to split: with {data.n_users} "
                             f"users/sequences {how} leaves the {part} part {len(users)} users and no sequence "
                             f"of 2+ items; a dataset needs at least 10 sequences, enough of them of 2+ items")
-
-
-def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None = None):
-    """Rebuild a trained run: (model with its best weights, dataset, config.json as a dict).
-
-    `overrides` replaces model-config fields that only change serving (e.g. {"serve": "mean"});
-    the weights must still fit the model they build.
-    """
-    from dimerec.data import load_dataset
-    from dimerec.models import MODELS
-
-    run = Path(run_dir)
-    for needed in ("config.json", "best.pt"):
-        if not (run / needed).exists():
-            raise DimeRecError(f"{run / needed} is missing: is {run} a run directory written by `dimerec train`?")
-    try:
-        config = json.loads((run / "config.json").read_text())
-        model_cls = MODELS[config["model"]]
-        model_config = model_cls.Config(**{**config["model_config"], **(overrides or {})})
-        name, split_seed = config["dataset"], config["train_config"]["split_seed"]
-        split = config["train_config"].get("split", "random")
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise DimeRecError(f"{run / 'config.json'} is not a valid run config (no {err})" if isinstance(err, KeyError)
-                           else f"{run / 'config.json'} is not a valid run config ({err})") from None
-    data = load_dataset(name, data_dir or config.get("data_dir"), seed=split_seed, split=split)
-    checkpoint = load_checkpoint(run / "best.pt")
-    check_fingerprint(data, split_seed, {
-        run / "config.json": config.get("data_fingerprint"),
-        run / "best.pt": json.loads(checkpoint.get("data_fingerprint") or "null")})
-    model = model_cls(data.n_items, data.max_len, model_config)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as err:  # weights of another shape: another item count, or another model config
-        reason = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line),
-                      str(err).strip().splitlines()[0])
-        raise DimeRecError(f"{run / 'best.pt'} does not fit the {config['model']} model that {run / 'config.json'} "
-                           f"builds on {data.name} ({data.n_items} items): {reason[:160]}") from None
-    model.eval()
-    return model, data, config
-
-
-def check_fingerprint(data: SeqDataset, split_seed: int, recorded: dict[Path, dict | None]) -> None:
-    """A one-line DimeRecError when `data` is not the data whose fingerprint a file of `recorded` holds
-    (file -> its fingerprint; None for runs written before fingerprints, which are not checked)."""
-    now = data.fingerprint(split_seed)
-    for path, fingerprint in recorded.items():
-        change = fingerprint_change(fingerprint, now) if fingerprint else None
-        if change:
-            raise DimeRecError(f"dataset {data.name!r} ({data.source or 'as loaded'}) is not the data this run was "
-                               f"trained on ({path} records another): {change}; use the data it was trained on "
-                               f"(--data-dir), or train a new run")
 
 
 def seed_everything(seed: int) -> None:
@@ -258,46 +175,6 @@ def use_device(name: str) -> torch.device:
         torch.backends.cuda.enable_flash_sdp(False)
         torch.backends.cuda.enable_mem_efficient_sdp(False)
     return device
-
-
-class LossLog:
-    """Appends one row per step to losses.csv; columns are fixed by the first step's terms."""
-
-    def __init__(self, path: Path, resume: bool):
-        self.path, self.columns = path, None
-        if resume and path.exists():
-            with open(path) as f:
-                self.columns = next(csv.reader(f), None)
-        self.file = open(path, "a" if resume else "w", newline="")
-        self.writer = csv.writer(self.file)
-
-    def write(self, step: int, epoch: int, terms: dict[str, float]) -> None:
-        if self.columns is None:
-            self.columns = ["step", "epoch", *terms]
-            self.writer.writerow(self.columns)
-        row = {"step": step, "epoch": epoch, **terms}
-        self.writer.writerow([f"{row[c]:.6g}" if isinstance(row[c], float) else row[c] for c in self.columns])
-
-    def close(self):
-        self.file.close()
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Keep the header of the csv log `path` and its rows of steps up to `step` (a checkpoint's): on resume the
-    steps after it are trained again, and a row cut short by a kill is dropped too."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        header, *rows = list(csv.reader(f)) or [[]]
-    if "step" not in header:
-        return
-    at = header.index("step")
-    keep = [r for r in rows if len(r) == len(header) and r[at].isdigit() and int(r[at]) <= step]
-    if len(keep) < len(rows):
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows([header, *keep])
-        os.replace(tmp, path)
 
 
 def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path, *,
@@ -473,11 +350,6 @@ def run_retriever(train_config: dict, name: str | None = None, params: str | Non
     if name is None or name == train_config["retriever"]:
         name, params = train_config["retriever"], params if params is not None else train_config.get("retriever_params")
     return make_retriever(name, params)
-
-
-def checkpoint_payload(model: Recommender, config: dict, state: dict) -> dict:
-    return {"model": model.state_dict(), "config": json.dumps(config), "state": json.dumps(state),
-            "data_fingerprint": json.dumps(config.get("data_fingerprint"))}
 
 
 def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress, device,

@@ -15,7 +15,7 @@ LAYERS = {
     3: ["dimerec.models"],  # and every dimerec.models.* module
     4: ["dimerec.evaluate"],
     5: ["dimerec.analysis", "dimerec.explore"],
-    6: ["dimerec.trainer"],
+    6: ["dimerec.runs", "dimerec.trainer"],  # trainer reads and writes its runs through runs
     7: ["dimerec.options", "dimerec.bench", "dimerec.bench_retrieval", "dimerec.bench_distributed"],
     8: ["dimerec.reproduce"],
     9: ["dimerec.cli", "dimerec.__main__"],

@@ -1,0 +1,171 @@
+"""The run directory: its one reader and writer. `python -m dimerec train` writes a run here; the trainer,
+the CLI, `reproduce`, the app and the notebooks read it through these functions.
+
+A run directory holds
+  config.json        everything needed to rebuild the run (model, dataset, both configs, the data's fingerprint)
+  losses.csv         every loss term of every step
+  valid.csv          validation metrics after each evaluation
+  best.pt            the best checkpoint on validation (atomic write; loaded weights_only)
+  last.pt            model, optimizer, sampler and RNG state for --resume
+  metrics.json       validation and test metrics of the best checkpoint (test read once)
+  step_metrics.json  models that denoise: x̂0's metrics after every reverse step, on validation
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from dimerec.data.dataset import SeqDataset, fingerprint_change
+from dimerec.errors import DimeRecError
+from dimerec.models.base import Recommender
+
+RUN_FILES = ("config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json", "step_metrics.json")
+
+
+def finished(out: Path) -> bool:
+    """Whether the run in `out` has finished (its metrics.json is written last)."""
+    return (Path(out) / "metrics.json").exists()
+
+
+def discover_runs(*roots: Path, max_depth: int = 4) -> dict[Path, Path]:
+    """Every run directory (one holding a config.json) under each root, at most `max_depth` folders down:
+    {its path relative to its root: its path}, roots in order, each sorted."""
+    found: dict[Path, Path] = {}
+    for root in roots:
+        if Path(root).is_dir():
+            for config in sorted(Path(root).glob("**/config.json")):
+                if len(config.relative_to(root).parts) <= max_depth:
+                    found.setdefault(config.parent.relative_to(root), config.parent)
+    return found
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, needs: tuple[str, ...] = ("model",), remedy: str = "") -> dict:
+    """The checkpoint at `path` (weights_only), or a one-line DimeRecError naming the file when it is
+    missing, truncated, not a checkpoint, or lacks the keys `needs`; `remedy` says what to do then."""
+    remedy = remedy or f"retrain the run (train --overwrite --out {Path(path).parent}) or restore the file"
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DimeRecError(f"{path} is missing; {remedy}") from None
+    except Exception as err:  # truncated zip, random bytes, an empty file: whatever torch.load raises
+        reason = (str(err).strip().splitlines() or [""])[0].split(". ")[0][:100]
+        raise DimeRecError(f"{path} is not a readable checkpoint (truncated or damaged: {type(err).__name__}"
+                           f"{': ' + reason if reason else ''}); {remedy}") from None
+    missing = [key for key in needs if not isinstance(payload, dict) or key not in payload]
+    if missing:
+        raise DimeRecError(f"{path} is not a checkpoint of `dimerec train` (no {', '.join(missing)}); {remedy}")
+    return payload
+
+
+def checkpoint_payload(model: Recommender, config: dict, state: dict) -> dict:
+    return {"model": model.state_dict(), "config": json.dumps(config), "state": json.dumps(state),
+            "data_fingerprint": json.dumps(config.get("data_fingerprint"))}
+
+
+def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None = None):
+    """Rebuild a trained run: (model with its best weights, dataset, config.json as a dict).
+
+    `overrides` replaces model-config fields that only change serving (e.g. {"serve": "mean"});
+    the weights must still fit the model they build.
+    """
+    from dimerec.data import load_dataset
+    from dimerec.models import MODELS
+
+    run = Path(run_dir)
+    for needed in ("config.json", "best.pt"):
+        if not (run / needed).exists():
+            raise DimeRecError(f"{run / needed} is missing: is {run} a run directory written by `dimerec train`?")
+    try:
+        config = json.loads((run / "config.json").read_text())
+        model_cls = MODELS[config["model"]]
+        model_config = model_cls.Config(**{**config["model_config"], **(overrides or {})})
+        name, split_seed = config["dataset"], config["train_config"]["split_seed"]
+        split = config["train_config"].get("split", "random")
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DimeRecError(f"{run / 'config.json'} is not a valid run config (no {err})" if isinstance(err, KeyError)
+                           else f"{run / 'config.json'} is not a valid run config ({err})") from None
+    data = load_dataset(name, data_dir or config.get("data_dir"), seed=split_seed, split=split)
+    checkpoint = load_checkpoint(run / "best.pt")
+    check_fingerprint(data, split_seed, {
+        run / "config.json": config.get("data_fingerprint"),
+        run / "best.pt": json.loads(checkpoint.get("data_fingerprint") or "null")})
+    model = model_cls(data.n_items, data.max_len, model_config)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as err:  # weights of another shape: another item count, or another model config
+        reason = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line),
+                      str(err).strip().splitlines()[0])
+        raise DimeRecError(f"{run / 'best.pt'} does not fit the {config['model']} model that {run / 'config.json'} "
+                           f"builds on {data.name} ({data.n_items} items): {reason[:160]}") from None
+    model.eval()
+    return model, data, config
+
+
+def check_fingerprint(data: SeqDataset, split_seed: int, recorded: dict[Path, dict | None]) -> None:
+    """A one-line DimeRecError when `data` is not the data whose fingerprint a file of `recorded` holds
+    (file -> its fingerprint; None for runs written before fingerprints, which are not checked)."""
+    now = data.fingerprint(split_seed)
+    for path, fingerprint in recorded.items():
+        change = fingerprint_change(fingerprint, now) if fingerprint else None
+        if change:
+            raise DimeRecError(f"dataset {data.name!r} ({data.source or 'as loaded'}) is not the data this run was "
+                               f"trained on ({path} records another): {change}; use the data it was trained on "
+                               f"(--data-dir), or train a new run")
+
+
+class LossLog:
+    """Appends one row per step to losses.csv; columns are fixed by the first step's terms."""
+
+    def __init__(self, path: Path, resume: bool):
+        self.path, self.columns = path, None
+        if resume and path.exists():
+            with open(path) as f:
+                self.columns = next(csv.reader(f), None)
+        self.file = open(path, "a" if resume else "w", newline="")
+        self.writer = csv.writer(self.file)
+
+    def write(self, step: int, epoch: int, terms: dict[str, float]) -> None:
+        if self.columns is None:
+            self.columns = ["step", "epoch", *terms]
+            self.writer.writerow(self.columns)
+        row = {"step": step, "epoch": epoch, **terms}
+        self.writer.writerow([f"{row[c]:.6g}" if isinstance(row[c], float) else row[c] for c in self.columns])
+
+    def close(self):
+        self.file.close()
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Keep the header of the csv log `path` and its rows of steps up to `step` (a checkpoint's): on resume the
+    steps after it are trained again, and a row cut short by a kill is dropped too."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        header, *rows = list(csv.reader(f)) or [[]]
+    if "step" not in header:
+        return
+    at = header.index("step")
+    keep = [r for r in rows if len(r) == len(header) and r[at].isdigit() and int(r[at]) <= step]
+    if len(keep) < len(rows):
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([header, *keep])
+        os.replace(tmp, path)
+
+
