@@ -292,3 +292,22 @@ def test_a_lock_whose_pid_now_belongs_to_another_process_is_stale(tmp_path):
     assert RunLock(out).acquire() and lock.path.read_text().split()[0] == str(os.getpid())
     lock.path.write_text("")  # being written by its owner right now
     assert not RunLock(out).acquire()
+
+
+def test_the_diffusion_experiment_tables_every_lever_and_states_its_verdict(dirs):
+    from dimerec.reproduce import DIFFUSION_GROUPS
+
+    md, table = run("diffusion", dirs, "--quick")
+    for group, specs in DIFFUSION_GROUPS.items():
+        assert f"## {group}" in md
+        assert all(spec.label in set(table["model"]) for spec in specs)
+    # every chain-served row has its chain's first and last step; the references and the mean have none
+    chained = table.set_index("model")
+    assert chained.loc["DimeRec (ours)", ["chain first", "chain last"]].notna().all()
+    assert chained.loc[["no-diffusion control", "DimeRec (ours, serve mean)"], "chain first"].isna().all()
+    # a serving-only lever is scored on its source's checkpoint: the mixture of one sample is the plain chain
+    assert chained.loc["ours, S = 1, mixture", "HR@50"] == chained.loc["DimeRec (ours)", "HR@50"]
+    verdict = md[md.index("## Verdict"):]
+    assert "Best chain-served variant on validation" in verdict and "paired t-test" in verdict
+    assert ("**cleared**" in verdict) != ("**not cleared**" in verdict)
+    assert "## H6" in md and "| x_0 | x_0 |" in md
