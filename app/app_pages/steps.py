@@ -8,7 +8,8 @@ from dimerec import explore
 run = ui.page_setup("Steps",
                     "At each reverse step the denoiser guesses x_0; retrieving with that guess gives a recommendation "
                     "at every step. These curves show its HR@50 and NDCG@50 on the validation users, step by step, "
-                    "for every run that recorded them (step_metrics.json, written by DimeRec runs).", need_user=False)
+                    "for every run that recorded them (step_metrics.json, written by every model that denoises: "
+                    "DimeRec, DreamRec, DiffuRec).", need_user=False)
 available = runs.discover_runs()
 curves, run_ids, skipped = {}, {}, []
 for run_id, path in available.items():

@@ -103,7 +103,6 @@ else:
         st.success(f"The true next item, {run.title(ctx.next_item)}, is #{hit[0] + 1} of the top 50.")
     else:
         st.warning(f"The true next item, {run.title(ctx.next_item)}, is not in the top 50 for this user.")
-    ui.show_items(ui.items_frame(run, top[:10], ctx.next_item, view.top_scores[-1][:10]))
     test = (run.metrics or {}).get("test") or {}
     if "HR@50" in test:
         refs = runs.reference_levels(run.id, run.stamp, "test")
@@ -114,4 +113,5 @@ else:
                     f"Beside it, on the same test users: {beside}."
                     + (f" **Better than this run: {' and '.join(better)}** — the Steps page shows where its "
                        f"reverse chain loses ground." if better else ""))
+    ui.show_items(ui.items_frame(run, top[:10], ctx.next_item, view.top_scores[-1][:10]))
     st.page_link("app_pages/steps.py", label="How good is the guess at each reverse step?", icon=":material/stairs:")
