@@ -392,19 +392,23 @@ class DimeRec(Recommender):
                     generator: torch.Generator | None) -> torch.Tensor:
         """Where a partial chain starts before noising, [B, S, d] on the sphere: the first step's x̂0 from a
         uniform x_T (the model's own E[x0 | g]), or sample s at interest s mod K."""
-        B, K = guidance.shape[0], guidance.shape[1]
         if self.config.serve_guess == "interests":
-            return sphere.normalize(guidance[:, torch.arange(n_samples) % K])
-        x_T = self.diffusion.prior_sample((B, n_samples), generator, guidance.device)
-        t = torch.full((B, n_samples), self.config.T, dtype=torch.long, device=guidance.device)
+            return sphere.normalize(guidance[:, torch.arange(n_samples) % guidance.shape[1]])
+        return self.first_step_guess(guidance, denoise, n_samples, generator)
+
+    def first_step_guess(self, guidance: torch.Tensor, denoise, n_samples: int,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+        """The first reverse step's x̂0 from uniform starts x_T, on the sphere: [B, S, d]. x_T carries no
+        information, so this is the denoiser's estimate of E[x0 | g] (--serve mean, --serve-guess mean)."""
+        x_T = self.diffusion.prior_sample((guidance.shape[0], n_samples), generator, guidance.device)
+        t = torch.full((guidance.shape[0], n_samples), self.config.T, dtype=torch.long, device=guidance.device)
         return sphere.normalize(denoise(x_T, t))
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
-        if self.config.serve == "mean":  # x_T carries no information: x̂0 at t = T estimates E[x0 | g]
+        if self.config.serve == "mean":
             guidance, _ = self.guidance(hist)
-            x_T = self.diffusion.prior_sample((hist.shape[0], self.config.serve_samples), device=hist.device)
-            t = torch.full(x_T.shape[:-1], self.config.T, dtype=torch.long, device=hist.device)
-            return sphere.normalize(self.denoiser_for(guidance)(x_T, t)).mean(1, keepdim=True)  # [B, 1, d]
+            guess = self.first_step_guess(guidance, self.denoiser_for(guidance), self.config.serve_samples)
+            return guess.mean(1, keepdim=True)  # [B, 1, d]
         return self.trajectory(hist).final  # [B, S, d]; an item scores its best over the S samples
 
 
