@@ -37,12 +37,7 @@ def color_of(run: runs.Run, item: int) -> str:
 def _sphere_traces(run_id: str, stamp: tuple) -> list[dict]:
     """The static part of every sphere: a faint globe and the items, one trace per category."""
     run = runs.load_run(run_id)
-    u, v = np.mgrid[0:2 * np.pi:36j, 0:np.pi:18j]
-    r = 0.985  # a little inside the items, so that the points are drawn over it
-    z = r * np.cos(v)
-    traces = [dict(type="surface", x=r * np.cos(u) * np.sin(v), y=r * np.sin(u) * np.sin(v), z=z, surfacecolor=z,
-                   showscale=False, opacity=0.18, colorscale=[[0, "#7d8a9c"], [1, "#e4e9f0"]],
-                   hoverinfo="skip", name="sphere", showlegend=False)]
+    traces = [_globe(0.985)]  # a little inside the items, so that the points are drawn over it
     grid, w = [], np.linspace(0, 2 * np.pi, 73)  # a few parallels and meridians: the eye reads a globe
     for lat in np.radians([-60, -30, 0, 30, 60]):
         grid += [np.stack([np.cos(lat) * np.cos(w), np.cos(lat) * np.sin(w), np.full_like(w, np.sin(lat))], 1)]
@@ -65,6 +60,20 @@ def _sphere_traces(run_id: str, stamp: tuple) -> list[dict]:
                            marker=dict(size=2 if many else 3, color=palette[c], opacity=0.55),
                            text=titles[idx], hovertemplate="%{text}<extra>" + name + "</extra>"))
     return traces
+
+
+def _globe(radius: float, n_lon: int = 18, n_lat: int = 9) -> dict:
+    """A faint, coarse sphere as a mesh (a latitude-longitude grid of triangles). A mesh3d of ~300 faces redraws
+    in about a third of the time of the equivalent surface trace, which matters to the player's frame rate."""
+    lon, lat = np.meshgrid(np.linspace(0, 2 * np.pi, n_lon, endpoint=False), np.linspace(-np.pi / 2, np.pi / 2, n_lat))
+    points = radius * np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], -1).reshape(-1, 3)
+    a = np.arange((n_lat - 1) * n_lon).reshape(n_lat - 1, n_lon)  # vertex (row, column) -> index
+    b, c = (a // n_lon) * n_lon + (a + 1) % n_lon, a + n_lon  # right and upper neighbours (longitude wraps)
+    d = (c // n_lon) * n_lon + (c + 1) % n_lon
+    faces = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)])
+    return dict(type="mesh3d", **_points(points), i=faces[:, 0], j=faces[:, 1], k=faces[:, 2], color="#a9b3c2",
+                opacity=0.16, flatshading=False, hoverinfo="skip", name="sphere", showlegend=False,
+                lighting=dict(ambient=0.8, diffuse=0.4, specular=0.05))
 
 
 def _points(p: np.ndarray, radius: float = 1.0) -> dict:
@@ -119,6 +128,56 @@ def sphere_figure(run: runs.Run, view: runs.UserView, next_item: int | None, ste
     return _layout(go.Figure(data=traces), height, title)
 
 
+def sphere_frames(run: runs.Run, view: runs.UserView, next_item: int, projector: bool = False,
+                  height: int = 500) -> tuple[go.Figure, list[dict]]:
+    """The sphere at step 0 and one Plotly frame per reverse step 0..T, each carrying only the sample traces (the
+    items, history and interests stay put, and so does the user's rotation). The globe takes the figure's whole
+    width."""
+    fig = sphere_figure(run, view, next_item, 0, height=height)
+    dynamic = list(range(len(fig.data) - 4, len(fig.data)))  # _sample_traces' four traces come last
+    frames = [dict(name=str(k), traces=dynamic, data=_sample_traces(run, view, k))
+              for k in range(view.samples.T + 1)]
+    for trace in (t for frame in frames if projector for t in frame["data"] if "textfont" in t):
+        trace["textfont"] = {**trace["textfont"], "size": PROJECTOR_FONT - 2}  # the s1..s6 labels, as projector_fonts
+    # the player writes its own key beside the globe (a Plotly legend would take a third of the globe's room)
+    fig.update_layout(scene=dict(domain=dict(x=[0, 1], y=[0, 1]), camera=dict(eye=dict(x=1.0, y=1.0, z=0.6))),
+                      margin=dict(l=0, r=0, t=0, b=0), showlegend=False)
+    return (projector_fonts(fig) if projector else fig), _plain(frames)
+
+
+def _plain(value):
+    """NumPy arrays in nested dicts/lists as lists, NaN as null (frames go to the browser as JSON)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":  # 4 decimals: a hundredth of a pixel, half the bytes
+        rounded = np.round(value, 4).astype(object)
+        rounded[np.isnan(value)] = None
+        return rounded.tolist()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+PROJECTOR_FONT = 17  # px: readable from the back of a room on a 1280x800 projector
+
+
+def projector_fonts(fig: go.Figure, size: int = PROJECTOR_FONT) -> go.Figure:
+    """Every text of a figure at least `size` px: ticks, legend, titles, annotations and trace labels."""
+    fig.update_layout(font=dict(size=size), legend=dict(font=dict(size=size)),
+                      title=dict(font=dict(size=size + 2)) if fig.layout.title.text else None)
+    fig.update_annotations(font_size=size)
+    fig.update_xaxes(tickfont_size=size, title_font_size=size)
+    fig.update_yaxes(tickfont_size=size, title_font_size=size)
+    for trace in fig.data:
+        if "textfont" in trace:
+            trace.textfont.size = max(size - 2, trace.textfont.size or 0)
+    return fig
+
+
 def _sample_traces(run: runs.Run, view: runs.UserView, step: int) -> list[dict]:
     S = view.samples_3d.shape[1]
     paths = []
@@ -169,24 +228,31 @@ def forward_figure(run: runs.Run, paths_3d: np.ndarray, next_item: int, t: int, 
     return _layout(go.Figure(data=traces), height)
 
 
-def step_rank_figure(ranks: np.ndarray, angles: np.ndarray, step: int, height: int = 230) -> go.Figure:
-    """Along the reverse process: the true next item's rank (merged top 50) and each sample's angle to it."""
+def rank_figure(ranks: np.ndarray, height: int = 170, projector: bool = False) -> go.Figure:
+    """Along the reverse process (step 0 = x_T ... T = x_0): the true next item's rank in the merged top 50."""
     steps = np.arange(len(ranks))
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("rank of the true next item (top 50)",
-                                                        "angle of each sample's x_t to the next item (°)"))
-    fig.add_trace(go.Scatter(x=steps, y=ranks, mode="lines+markers", line=dict(color=PATH), showlegend=False,
-                             hovertemplate="step %{x}: rank %{y}<extra></extra>"), 1, 1)
-    for s in range(angles.shape[1]):
-        fig.add_trace(go.Scatter(x=steps, y=angles[:, s], mode="lines", line=dict(width=1.5), name=f"s{s + 1}",
-                                 showlegend=False, hovertemplate=f"s{s + 1}, step %{{x}}: %{{y:.0f}}°<extra></extra>"),
-                      1, 2)
-    for col in (1, 2):
-        fig.add_vline(x=step, line=dict(color=NEXT, width=3), row=1, col=col)
-    fig.update_yaxes(autorange="reversed", range=None, title=None, row=1, col=1)
-    fig.update_xaxes(title="reverse step", range=[-0.5, len(ranks) - 0.5])
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), font=dict(size=12))
-    fig.update_annotations(font_size=13)
-    return fig
+    fig = go.Figure(go.Scatter(x=steps, y=ranks, mode="lines+markers", line=dict(color=PATH), showlegend=False,
+                               hovertemplate="step %{x}: rank %{y}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title=None, range=[-0.5, len(ranks) - 0.5])
+    fig.update_layout(height=height, margin=dict(l=44, r=10, t=30, b=28), font=dict(size=12),
+                      title=dict(text="rank of the true next item", x=0.02, font=dict(size=13)))
+    return projector_fonts(fig) if projector else fig
+
+
+def angle_figure(angles: np.ndarray, height: int = 210, projector: bool = False) -> go.Figure:
+    """Along the reverse process: the angle of each sample's x_t [T+1, S] to the true next item, in degrees."""
+    steps = np.arange(len(angles))
+    fig = go.Figure([go.Scatter(x=steps, y=angles[:, s], mode="lines", line=dict(width=2), name=f"s{s + 1}",
+                                hovertemplate=f"s{s + 1}, step %{{x}}: %{{y:.0f}}°<extra></extra>")
+                     for s in range(angles.shape[1])])
+    fig.add_hline(y=90, line=dict(dash="dot", color="#888", width=1))
+    fig.update_xaxes(title="reverse step", range=[-0.5, len(angles) - 0.5])
+    fig.update_yaxes(title="angle (°)")
+    fig.update_layout(height=height, margin=dict(l=60, r=10, t=34, b=10), font=dict(size=12),
+                      title=dict(text="angle of each sample's x_t to the true next item", x=0.01, font=dict(size=13)),
+                      legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"))
+    return projector_fonts(fig) if projector else fig
 
 
 def attention_figure(run: runs.Run, hist: np.ndarray, attention: np.ndarray,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import runs
+from app import figures, runs
 
 
 @dataclass
@@ -16,6 +16,8 @@ class Context:
     run: runs.Run
     user: int  # a held-out user of the run's split
     presets: dict[int, str]  # preset user -> why it was picked
+    projector: bool = False  # the projector switch: figures at projector text size
+    controls: object = None  # a sidebar container under the user selector, for the page's own controls
 
     @property
     def hist(self) -> tuple[int, ...]:
@@ -100,10 +102,52 @@ def select_user(run: runs.Run) -> tuple[int, dict[int, str]]:
     return user, picks
 
 
+# Streamlit's wide layout keeps 6rem above and 5rem beside the page: at 1280x800 with the sidebar open that
+# leaves 820 px by 700 for a figure. The explorer keeps 3.5rem and 1.5rem (about 930 by 750).
+PAGE_CSS = """<style>
+.block-container { padding-top: 3.5rem !important; padding-left: 1.5rem !important; padding-right: 1.5rem !important; }
+</style>"""
+PROJECTOR_CSS = """<style>
+.block-container { padding-top: 2.8rem !important; }
+h1 { font-size: 1.9rem !important; padding: 0 0 0.2rem 0 !important; }
+[data-testid="stCaptionContainer"], [data-testid="stMarkdownContainer"] p, [data-testid="stWidgetLabel"] p
+  { font-size: 17px !important; }
+</style>"""
+
+
+def projector() -> bool:
+    """The projector switch (sidebar, kept in the URL as ?projector=1): figure fonts of at least 17 px, a compact
+    header, narrower page margins. Read once per run; pages pass it to the figures."""
+    if "projector" not in st.session_state:
+        st.session_state.projector = st.query_params.get("projector") == "1"
+    on = st.sidebar.toggle("Projector mode", key="projector",
+                           help="Large figure text and a compact header, for a 1280×800 projector. "
+                                "Kept in the address bar (projector=1).")
+    if on:
+        st.query_params["projector"] = "1"
+        st.markdown(PROJECTOR_CSS, unsafe_allow_html=True)
+    elif "projector" in st.query_params:
+        del st.query_params["projector"]
+    return on
+
+
+def chart(fig, key: str, container=st, **kwargs) -> None:
+    """st.plotly_chart, with projector-size text when the projector switch is on."""
+    if st.session_state.get("projector"):
+        fig = figures.projector_fonts(fig)
+    container.plotly_chart(fig, key=key, **kwargs)
+
+
 def page_setup(title: str, caption: str | None = None, need_user: bool = True) -> Context | runs.Run:
-    """Title, sidebar selectors and URL state for a page. Returns the Context (or only the run)."""
+    """Title, sidebar selectors and URL state for a page. Returns the Context (or only the run). In projector
+    mode the caption moves into a collapsed "About this page"."""
+    st.markdown(PAGE_CSS, unsafe_allow_html=True)
+    on_projector = projector()
     st.title(title)
-    if caption:
+    if caption and on_projector:
+        with st.expander("About this page"):
+            st.caption(caption)
+    elif caption:
         st.caption(caption)
     run = select_run()
     if not need_user:
@@ -113,8 +157,9 @@ def page_setup(title: str, caption: str | None = None, need_user: bool = True) -
         st.error(f"{run.path}: the dataset has no held-out user with two or more items; nothing to show.")
         st.stop()
     user, picks = select_user(run)
+    controls = st.sidebar.container()
     _sidebar_footer(run)
-    return Context(run=run, user=user, presets=picks)
+    return Context(run=run, user=user, presets=picks, projector=on_projector, controls=controls)
 
 
 def _sidebar_footer(run: runs.Run) -> None:
@@ -146,7 +191,7 @@ GLOSSARY = """
 
 def read_step(T: int, default: int) -> int:
     """The reverse step from the widget, its mirror or the link (?step=), in 0..T."""
-    value = _first(st.session_state.get("denoise_step"), st.session_state.get("_step"))
+    value = st.session_state.get("_step")
     if value is None and "step" in st.query_params:
         raw = st.query_params.get("step")
         value = parse_int(raw)

@@ -19,9 +19,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-PAGES = [  # (url path, title, plotly charts expected)
+PAGES = [  # (url path, title, plotly charts expected outside the player)
     ("", "DimeRec in five steps", 1),
-    ("denoising", "Denoising on the sphere", 2),
+    ("denoising", "Denoising on the sphere", 0),
     ("interests", "Interests", 2),
     ("training", "Training", 2),
     ("steps", "Steps", 1),
@@ -73,14 +73,25 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser(server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1440, "height": 2000})
-        yield context.new_page()
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    """A tall page: full-page screenshots of every page."""
+    return browser.new_context(viewport={"width": 1440, "height": 2000}).new_page()
+
+
+@pytest.fixture(scope="module")
+def projector_page(browser):
+    """A projector: 1280x800, the sidebar open (Streamlit's default at this width)."""
+    return browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
 
 
 def _wait_until_idle(page, charts: int, timeout_ms: int = 60_000) -> None:
@@ -93,6 +104,21 @@ def _wait_until_idle(page, charts: int, timeout_ms: int = 60_000) -> None:
     page.wait_for_timeout(800)
 
 
+def _player(page, timeout_s: float = 60):
+    """The Denoising player's frame, once its sphere and frames are drawn."""
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        for frame in page.frames:
+            if "dimerec_player" in frame.url:
+                try:
+                    if frame.evaluate("document.body.dataset.frames !== undefined"):
+                        return frame
+                except Exception:  # the frame is still loading
+                    pass
+        page.wait_for_timeout(250)
+    raise AssertionError("the Denoising player did not draw its sphere")
+
+
 def _assert_no_errors(page, name: str) -> None:
     exceptions = page.locator('[data-testid="stException"]')
     errors = page.locator('[data-testid="stAlertContentError"]')
@@ -101,7 +127,6 @@ def _assert_no_errors(page, name: str) -> None:
 
 
 def test_every_page_renders_and_the_step_slider_moves(server, page):
-    from playwright.sync_api import expect
 
     url, start = server
     ARTIFACTS.mkdir(exist_ok=True)
@@ -121,7 +146,9 @@ def test_every_page_renders_and_the_step_slider_moves(server, page):
             for chapter, heading in enumerate(TOUR_HEADINGS, start=2):
                 page.get_by_role("button", name="Next →").click()
                 page.get_by_role("heading", name=heading).wait_for(timeout=30_000)
-                _wait_until_idle(page, 0 if chapter == 5 else 1)
+                _wait_until_idle(page, 0 if chapter in (4, 5) else 1)
+                if chapter == 4:
+                    _player(page)
                 _assert_no_errors(page, f"tour chapter {chapter}")
                 page.screenshot(path=str(ARTIFACTS / f"page-tour-{chapter}.png"), full_page=True)
         if path == "what_if":  # add the most popular items of the chosen category
@@ -133,22 +160,8 @@ def test_every_page_renders_and_the_step_slider_moves(server, page):
             page.screenshot(path=str(ARTIFACTS / "page-what_if-edited.png"), full_page=True)
         if path == "denoising":
             assert "step=20" in page.url and "user=" in page.url and "run=" in page.url
-            page.get_by_text("After 20 of 20 reverse steps").wait_for()
-            thumb = page.locator('[data-testid="stSlider"]').filter(has_text="Reverse step").get_by_role("slider")
-            for step in range(19, 4, -1):  # one key at a time: a rerun may re-create the thumb and drop focus
-                thumb.press("ArrowLeft")
-                expect(thumb).to_have_value(str(step), timeout=30_000)
-            page.get_by_text("After 5 of 20 reverse steps").wait_for(timeout=30_000)
-            _wait_until_idle(page, charts)
-            _assert_no_errors(page, "denoising after moving the slider")
-            assert "step=5" in page.url
-            page.screenshot(path=str(ARTIFACTS / "page-denoising-step5.png"), full_page=True)
-            play = page.locator('[data-testid="stCheckbox"]').filter(has_text="Play")
-            play.click()
-            page.get_by_text("After 7 of 20 reverse steps").wait_for(timeout=30_000)  # it plays on its own
-            play.click()
-            _wait_until_idle(page, charts)
-            _assert_no_errors(page, "denoising after play and pause")
+            frame = _player(page)
+            assert frame.locator("#heading").inner_text().startswith("After 20 of 20 reverse steps")
 
 
 def test_a_link_with_an_unknown_user_shows_an_error_not_a_traceback(server, page):
@@ -159,3 +172,80 @@ def test_a_link_with_an_unknown_user_shows_an_error_not_a_traceback(server, page
     error.first.wait_for(timeout=30_000)
     assert "999999" in error.first.inner_text() and "not a held-out user" in error.first.inner_text()
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+# ---- the projector layout and the player, at 1280x800 with the sidebar open --------------------------------------
+
+def _sphere_box(frame) -> dict:
+    """The sphere's plot area in page pixels (the player draws the globe over the whole of #sphere)."""
+    return frame.locator("#sphere").bounding_box()  # Playwright gives a frame's boxes in the page's viewport
+
+
+def _shown_step(frame) -> tuple[int, int, int]:
+    """The step as the slider, the label and the heading show it."""
+    slider = int(frame.locator("#slider").input_value())
+    label = int(frame.locator("#step-label").inner_text().split()[1])
+    heading = int(frame.locator("#heading").inner_text().split()[1])
+    return slider, label, heading
+
+
+def _url_step(page) -> int:
+    return int(page.url.split("step=")[1].split("&")[0])
+
+
+@pytest.mark.parametrize("projector", [False, True])
+def test_the_sphere_fits_a_projector_with_the_sidebar_open(server, projector_page, projector):
+    url, _ = server
+    page = projector_page
+    page.goto(f"{url}/denoising" + ("?projector=1" if projector else ""))
+    frame = _player(page)
+    assert page.locator('[data-testid="stSidebar"]').bounding_box()["width"] > 200  # the sidebar is open
+    box = _sphere_box(frame)
+    assert box["width"] >= 560, box
+    assert box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= 1280 and box["y"] + box["height"] <= 800, box
+    play = frame.locator("#play").bounding_box()
+    assert 0 <= play["y"] < box["y"]  # the step control sits above the sphere, on the same screen
+    if projector:
+        sizes = frame.evaluate("[...document.querySelectorAll('#sphere text, #ranks text, #angles text')]"
+                               ".map(t => parseFloat(getComputedStyle(t).fontSize))")
+        assert sizes and min(sizes) >= 16, sorted(sizes)[:5]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"projector-denoising{'-big' if projector else ''}.png"))
+
+
+def test_play_runs_in_the_browser_and_every_view_agrees_after_pause_run_and_user_switch(server, projector_page):
+    url, _ = server
+    page = projector_page
+    page.goto(f"{url}/denoising")
+    frame = _player(page)
+    assert _shown_step(frame) == (20, 20, 20) and _url_step(page) == 20
+    before = int(frame.evaluate("document.body.dataset.frames"))
+    frame.locator("#play").click()
+    page.wait_for_timeout(1000)
+    drawn = int(frame.evaluate("document.body.dataset.frames")) - before
+    assert drawn >= 5, f"{drawn} frames in 1 s"  # no server round trip: the frames are already in the browser
+    frame.locator("#play").click()  # pause
+    paused = _shown_step(frame)
+    assert paused[0] == paused[1] == paused[2]
+    page.wait_for_function(f"location.search.includes('step={paused[0]}')", timeout=30_000)
+    assert _shown_step(frame) == paused  # the rerun that took the step into the URL left the player alone
+
+    run_box = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').filter(has_text="Run")
+    for label in ("dimerec-nodiff-planted", "dimerec-planted (built-in)"):  # to a run without a chain, and back
+        run_box.click()
+        page.get_by_role("option", name=label, exact=False).first.click()
+        page.wait_for_function(f"location.search.includes('{label.split()[0]}')", timeout=60_000)
+    frame = _player(page)
+    assert _shown_step(frame) == paused and _url_step(page) == paused[0]
+
+    user_box = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').filter(has_text="User")
+    user_box.click()
+    page.get_by_role("option").nth(1).click()
+    page.wait_for_timeout(1500)
+    frame = _player(page)
+    assert _shown_step(frame) == paused and _url_step(page) == paused[0]
+    slider = frame.locator("#slider")
+    slider.focus()
+    slider.press("ArrowLeft")
+    page.wait_for_function(f"location.search.includes('step={paused[0] - 1 if paused[0] else 0}')", timeout=30_000)
+    assert _shown_step(frame)[0] == _url_step(page)

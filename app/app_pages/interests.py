@@ -35,7 +35,7 @@ with left:
                 f"A DimeRec run with the ComiRec-SA extractor (`--gem comirec-sa`, the default) shows it here.")
         ui.show_items(ui.items_frame(run, view.hist))
     else:
-        st.plotly_chart(figures.attention_figure(run, view.hist, view.attention, history_truth),
+        ui.chart(figures.attention_figure(run, view.hist, view.attention, history_truth),
                         key="interests_attention")
         st.caption("Rows: the history, oldest at the top; ■ the item's category colour"
                    + ("; [noise] an item the planted world drew at random, not from an interest."
@@ -43,7 +43,7 @@ with left:
                    + " Each column sums to 1 over the history.")
 with right:
     st.subheader("Category mix of each interest")
-    st.plotly_chart(figures.category_mix_figure(run, view.interest_top), key="interests_mix")
+    ui.chart(figures.category_mix_figure(run, view.interest_top), key="interests_mix")
     if planted_now is not None:
         st.subheader("Planted (true) interests")
         st.caption("What the synthetic world says this user held when the next item was chosen: the categories and "

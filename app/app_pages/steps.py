@@ -45,7 +45,7 @@ tabs = st.tabs(["HR@50", "NDCG@50"])
 for tab, metric in zip(tabs, ("HR@50", "NDCG@50")):
     with tab:
         lines = {name: level[metric] for name, level in references.items() if metric in level}
-        st.plotly_chart(figures.steps_figure(picked, metric, references=lines), key=f"steps_{metric}")
+        ui.chart(figures.steps_figure(picked, metric, references=lines), key=f"steps_{metric}")
 st.caption("Step 1 is the first reverse step, from pure noise (x_T is step 0 on every page); the last step's x̂0 "
            "is the guess from t = 1. ★: the final x_0 that serving uses (its value in step_metrics.json). "
            f"Dotted lines: references on the validation users of {next(iter(picked))} — popularity computed on its "

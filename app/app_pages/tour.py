@@ -3,7 +3,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import figures, runs, ui
+from app import figures, player, runs, ui
 
 CHAPTERS = ["1 · The problem", "2 · Interests (GEM)", "3 · Noise on the sphere", "4 · Denoising", "5 · Retrieval"]
 
@@ -40,7 +40,7 @@ if chapter == CHAPTERS[0]:
         f"user picks next (★) is near the top. Real users hold **several interests at once**, and those drift: "
         f"one vector per user blurs them together. DimeRec keeps several, then lets a diffusion model decide "
         f"where the *next* interest lies.")
-    st.plotly_chart(figures.history_figure(run, view.hist, ctx.next_item), key="tour_history")
+    ui.chart(figures.history_figure(run, view.hist, ctx.next_item), key="tour_history")
 elif chapter == CHAPTERS[1]:
     st.subheader("GEM: the history becomes K interest vectors")
     st.markdown(
@@ -49,11 +49,11 @@ elif chapter == CHAPTERS[1]:
         "interest closest to the next item towards it (L_gem). These K vectors are the *guidance* of the diffusion.")
     if view.attention is not None:
         left, right = st.columns([3, 2])
-        left.plotly_chart(figures.attention_figure(run, view.hist, view.attention), key="tour_attention")
+        ui.chart(figures.attention_figure(run, view.hist, view.attention), key="tour_attention", container=left)
         right.markdown("**Category mix of each interest's 20 nearest items**")
-        right.plotly_chart(figures.category_mix_figure(run, view.interest_top), key="tour_mix")
+        ui.chart(figures.category_mix_figure(run, view.interest_top), key="tour_mix", container=right)
     else:
-        st.plotly_chart(figures.category_mix_figure(run, view.interest_top), key="tour_mix")
+        ui.chart(figures.category_mix_figure(run, view.interest_top), key="tour_mix")
     st.page_link("app_pages/interests.py", label="More on the Interests page", icon=":material/hub:")
 elif chapter == CHAPTERS[2]:
     st.subheader("Noise on the sphere")
@@ -72,14 +72,14 @@ elif chapter == CHAPTERS[2]:
     t = st.slider("Noise step t", 0, T, T // 2, key="tour_t")
     paths_3d, angles = runs.forward_view(run.id, run.stamp, ctx.next_item, 5)
     left, right = st.columns([3, 2])
-    left.plotly_chart(figures.forward_figure(run, paths_3d, ctx.next_item, t), key="tour_forward")
+    ui.chart(figures.forward_figure(run, paths_3d, ctx.next_item, t), key="tour_forward", container=left)
     fig = go.Figure(go.Scatter(x=np.arange(T + 1), y=angles.mean(axis=1), mode="lines+markers",
                                line=dict(color=figures.PATH), name="angle from x_0"))
     fig.add_hline(y=90, line=dict(dash="dot", color="#888"), annotation_text="a random point: ≈ 90°")
     fig.add_vline(x=t, line=dict(color=figures.NEXT, width=3))
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="noise step t",
                       yaxis_title="angle between x_t and x_0 (°)")
-    right.plotly_chart(fig, key="tour_angle")
+    ui.chart(fig, key="tour_angle", container=right)
     right.caption("In the model's 64 dimensions a random point is almost exactly 90° from any item; the noise "
                   "schedule ends there, so the reverse process can start from a random point.")
 elif chapter == CHAPTERS[3]:
@@ -91,8 +91,9 @@ elif chapter == CHAPTERS[3]:
         f"To recommend, DimeRec starts from random points (grey dots) and applies the denoiser {view.samples.T} "
         "times, guided by the user's interests (grey squares). Each sample walks to an x_0: a guess of the next "
         "interest. Samples from different starts can land on different interests.")
-    st.plotly_chart(figures.sphere_figure(run, view, ctx.next_item, view.samples.T, height=560), key="tour_sphere")
-    st.page_link("app_pages/denoising.py", label="Step through it on the Denoising page", icon=":material/public:")
+    player.show(ctx, view, page="tour")
+    st.page_link("app_pages/denoising.py", label="More samples, another seed: the Denoising page",
+                 icon=":material/public:")
 else:
     st.subheader("Retrieval: the items nearest to x_0")
     st.markdown("The recommendations are the items with the largest inner product with x_0 (with several samples, "

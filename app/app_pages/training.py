@@ -68,7 +68,7 @@ if not frames:
 terms = [t for t in ("L_gem", "L_recon", "L_ssm") if any(t in f.columns for f in frames.values())]
 if not terms:
     terms = [c for c in next(iter(frames.values())).columns if c not in ("step", "epoch")][:3]
-st.plotly_chart(figures.loss_figure(frames, terms, window), key="training_losses")
+ui.chart(figures.loss_figure(frames, terms, window), key="training_losses")
 st.caption("L_gem: the extractor's sampled softmax (Eq. 19). L_recon: the squared distance between x̂0 and the "
            "target x_0 (Eq. 21) — with GRW both are on the unit sphere, without it x_0 is the raw embedding, so the "
            "scales differ. L_ssm: the sampled softmax of x̂0 (Eq. 22). The no-diffusion control has no L_recon.")
@@ -85,4 +85,4 @@ if valid.data:
     st.subheader("Validation HR@50 during training")
     valid.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="training step",
                         yaxis_title="HR@50 (validation)", legend=dict(orientation="h", y=-0.3, x=0))
-    st.plotly_chart(valid, key="training_valid")
+    ui.chart(valid, key="training_valid")

@@ -66,7 +66,7 @@ if not history:
     st.stop()
 st.markdown(f"**The history the model reads now** ({len(history)} items, oldest first; "
             f"{'edited' if changed else 'not edited yet'}; the model keeps the last {run.data.max_len})")
-st.plotly_chart(figures.history_figure(run, np.array(history), ctx.next_item, height=230), key="whatif_history")
+ui.chart(figures.history_figure(run, np.array(history), ctx.next_item, height=230), key="whatif_history")
 
 before = runs.user_view(run.id, run.stamp, ctx.hist, runs.DEFAULT_SAMPLES, 0)
 after = runs.user_view(run.id, run.stamp, tuple(history), runs.DEFAULT_SAMPLES, 0)
@@ -86,12 +86,12 @@ ui.show_items(frame, right)
 st.subheader("Interests: category mix of each interest's 20 nearest items")
 left, right = st.columns(2)
 left.markdown("**Before**")
-left.plotly_chart(figures.category_mix_figure(run, before.interest_top), key="whatif_mix_before")
+ui.chart(figures.category_mix_figure(run, before.interest_top), key="whatif_mix_before", container=left)
 right.markdown("**After**")
-right.plotly_chart(figures.category_mix_figure(run, after.interest_top), key="whatif_mix_after")
+ui.chart(figures.category_mix_figure(run, after.interest_top), key="whatif_mix_after", container=right)
 
 st.subheader("Reverse samples for the edited history")
 if after.samples is None:
     st.info(f"This run ({run.model_name}) has no diffusion; the sphere shows the edited history and its interests.")
-st.plotly_chart(figures.sphere_figure(run, after, ctx.next_item, after.samples.T if after.samples else None),
+ui.chart(figures.sphere_figure(run, after, ctx.next_item, after.samples.T if after.samples else None),
                 key="whatif_sphere")

@@ -1,0 +1,166 @@
+// The Denoising page's reverse-process player (a Streamlit component, protocol v1, no build step).
+//
+// The app sends the whole run once: the sphere with one Plotly frame per reverse step, the rank chart, and each
+// step's heading, item table and chips. Play, pause and the slider move `state.step` here, in the browser, and
+// every view is drawn from that one value. When the step stops moving (pause, a slider release, a key press) it
+// goes back to the app, which puts it in the URL and keeps it across run and user switches.
+"use strict";
+
+const state = { data: null, step: 0, playing: false, timer: null, dataId: null, shown: -1, frames: 0, t0: 0 };
+const $ = (id) => document.getElementById(id);
+
+function send(type, extra) {
+  window.parent.postMessage({ isStreamlitMessage: true, type, ...extra }, "*");
+}
+
+function report() {  // tell the app where the step stopped
+  send("streamlit:setComponentValue", { value: { step: state.step, data_id: state.dataId }, dataType: "json" });
+}
+
+function resize() {
+  send("streamlit:setFrameHeight", { height: document.body.scrollHeight + 4 });
+}
+
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+
+function drawText(k) {
+  const s = state.data.steps[k];
+  $("heading").textContent = s.heading;
+  $("step-label").textContent = `step ${k} of ${state.data.T}`;
+  $("rank-line").innerHTML = s.rank_line;
+  const rows = s.items.map((row) =>
+    `<tr class="${row.next ? "next" : ""}"><td>${row.rank}</td><td title="${escapeHtml(row.title)}">` +
+    `${row.next ? "✓ " : ""}${escapeHtml(row.title)}</td><td><span style="color:${row.color}">●</span> ` +
+    `${escapeHtml(row.category)}</td></tr>`);
+  $("items").tBodies[0].innerHTML = rows.join("");
+  $("chips").innerHTML = s.chips;
+}
+
+function show(k) {
+  // Draw step k everywhere: slider, label, heading, table, sphere frame and the rank chart's marker line.
+  k = Math.max(0, Math.min(state.data.T, k | 0));
+  state.step = k;
+  $("slider").value = String(k);
+  drawText(k);
+  document.body.dataset.step = String(k);
+  if (state.shown === k) return Promise.resolve();
+  state.shown = k;
+  placeMarkers(k);
+  // Plotly.animate would recompute the whole figure (gl3d traces do not transition): about 4x slower than
+  // restyling only the frame's traces, which is what a frame holds.
+  const updates = state.playing ? state.playUpdates : state.updates;
+  return Plotly.restyle($("sphere"), updates[k], state.data.frames[k].traces)
+    .then(() => { state.frames += 1; document.body.dataset.frames = String(state.frames); });
+}
+
+function placeMarkers(k) {
+  // The step charts' "you are here" lines: HTML lines placed in pixels from each chart's own axes (a Plotly
+  // relayout per frame would redraw the charts and cost a third of the frame rate).
+  ["ranks", "angles"].forEach((id) => {
+    const gd = $(id);
+    const x = gd._fullLayout && gd._fullLayout.xaxis, y = gd._fullLayout && gd._fullLayout.yaxis;
+    if (!x || !y) return;
+    let line = gd.querySelector(".step-marker");
+    if (!line) {
+      line = document.createElement("div");
+      line.className = "step-marker";
+      gd.appendChild(line);
+    }
+    line.style.left = `${x._offset + x.l2p(k) - 1.5}px`;
+    line.style.top = `${y._offset}px`;
+    line.style.height = `${y._length}px`;
+  });
+}
+
+function flatten(obj, prefix, out) {  // {marker: {color: c}} -> {"marker.color": c}
+  for (const [key, value] of Object.entries(obj)) {
+    const path = prefix ? `${prefix}.${key}` : key;
+    if (value !== null && typeof value === "object" && !Array.isArray(value)) flatten(value, path, out);
+    else out[path] = value;
+  }
+  return out;
+}
+
+function restyleUpdates(frames) {
+  // One Plotly.restyle argument per frame: {attribute: [value for each of the frame's traces]}; a trace
+  // without the attribute gets undefined, which restyle leaves alone.
+  return frames.map((frame) => {
+    const flat = frame.data.map((trace) => flatten(trace, "", {}));
+    const keys = new Set(flat.flatMap((f) => Object.keys(f)));
+    keys.delete("type");
+    const update = {};
+    keys.forEach((key) => { update[key] = flat.map((f) => f[key]); });
+    return update;
+  });
+}
+
+function tick() {
+  if (!state.playing) return;
+  const started = performance.now();
+  show((state.step + 1) % (state.data.T + 1)).then(() => {
+    if (!state.playing) return;
+    const wait = Math.max(0, 1000 / state.data.fps - (performance.now() - started));
+    state.timer = setTimeout(tick, wait);
+  });
+}
+
+function setPlaying(on) {
+  if (on === state.playing) return;
+  state.playing = on;
+  $("play").textContent = on ? "❚❚ Pause" : "▶ Play";
+  $("play").classList.toggle("playing", on);
+  document.body.dataset.playing = on ? "1" : "0";
+  clearTimeout(state.timer);
+  if (on) {
+    tick();
+  } else {
+    state.shown = -1;  // redraw the paused step with its labels
+    show(state.step);
+    report();
+  }
+}
+
+function mount(data) {
+  state.data = data;
+  state.dataId = data.data_id;
+  state.shown = -1;
+  document.body.classList.toggle("projector", !!data.projector);
+  $("slider").max = String(data.T);
+  $("angle-caption").textContent = data.angle_caption;
+  $("key").innerHTML = data.key;
+  const config = { displaylogo: false, responsive: true };
+  const small = { ...config, displayModeBar: false };
+  Plotly.newPlot($("ranks"), data.ranks.data, data.ranks.layout, small);
+  Plotly.newPlot($("angles"), data.angles.data, data.angles.layout, small);
+  return Plotly.newPlot($("sphere"), data.sphere.data, data.sphere.layout, config).then((gd) => {
+    Plotly.addFrames(gd, data.frames);
+    state.updates = restyleUpdates(data.frames);
+    // while playing, the samples' s1..s6 labels are left out: 3-D text costs a third of each frame's redraw
+    state.playUpdates = state.updates.map((u) => (u.mode ? { ...u, mode: u.mode.map((m) => m && m.replace("+text", "")) } : u));
+    // the sphere keeps the user's rotation across steps: each frame carries only the sample traces
+    return show(data.step);
+  }).then(resize);
+}
+
+window.addEventListener("message", (event) => {
+  if (event.data.type !== "streamlit:render") return;
+  const data = event.data.args.data;
+  // A new run, user or sample set mounts afresh at the app's step; the same data again (a rerun after this
+  // player reported its step) leaves the player where it is, so the step has one owner.
+  if (data.data_id !== state.dataId) {
+    setPlaying(false);
+    mount(data);
+  }
+});
+
+$("play").addEventListener("click", () => setPlaying(!state.playing));
+$("slider").addEventListener("input", (e) => { setPlaying(false); show(Number(e.target.value)); });
+$("slider").addEventListener("change", () => report());
+document.addEventListener("keydown", (e) => {
+  if (e.key === " " && e.target.tagName !== "INPUT") { e.preventDefault(); setPlaying(!state.playing); }
+});
+window.addEventListener("resize", () => { resize(); if (state.data) placeMarkers(state.step); });
+new ResizeObserver(resize).observe(document.body);
+send("streamlit:componentReady", { apiVersion: 1 });
