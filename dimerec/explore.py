@@ -171,6 +171,13 @@ def forward_paths(model, x0: torch.Tensor, n_paths: int, seed: int = 0) -> np.nd
     return torch.stack(points).numpy()
 
 
+def true_item_ranks(top: np.ndarray, item: int) -> np.ndarray:
+    """1-based rank of `item` in each row of top [..., n] (NaN where it is not among the n): shape [...]."""
+    top = np.asarray(top)
+    hit = top == item
+    return np.where(hit.any(-1), hit.argmax(-1) + 1, np.nan).astype(float)
+
+
 def angle_to(vectors, target) -> np.ndarray:
     """Geodesic angle in degrees between the directions of vectors [..., d] and of target [d]."""
     v = sphere.normalize(torch.as_tensor(np.asarray(vectors), dtype=torch.float32))

@@ -524,3 +524,12 @@ def test_no_diffusion_run_hides_the_sampling_controls_and_every_page_has_the_glo
         at = open_page(page)
         glossary = next(e for e in at.sidebar.expander if e.label == "Glossary")
         assert "**GEM**" in glossary.markdown[0].value and "**HR@50**" in glossary.markdown[0].value
+
+
+def test_true_item_ranks_counts_from_one_and_marks_a_miss_with_nan():
+    from dimerec.explore import true_item_ranks
+
+    top = np.array([[5, 7, 9], [7, 5, 9], [1, 2, 3]])
+    ranks = true_item_ranks(top, 7)
+    assert ranks[:2].tolist() == [2.0, 1.0] and np.isnan(ranks[2])
+    assert true_item_ranks(top[None], 9).shape == (1, 3)
