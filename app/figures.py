@@ -8,7 +8,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from app import runs
-from dimerec.explore import great_circle
+from dimerec.explore import chain_step, great_circle
 
 # Distinct, colour-blind-friendlier hues first; greys and black are kept for paths and markers.
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -352,20 +352,22 @@ def steps_figure(curves: dict[str, dict], metric: str, height: int = 400,
                       annotation_text=f"{label} {value:.1%}", annotation_position="top left")
     for j, (label, sm) in enumerate(curves.items()):
         steps = sm["steps"]
+        T = int(sm.get("T") or len(steps))
         color = PALETTE[j % len(PALETTE)]
-        fig.add_trace(go.Scatter(x=[s["step"] for s in steps], y=[s[metric] for s in steps], mode="lines+markers",
+        fig.add_trace(go.Scatter(x=[chain_step(s["t"], T) for s in steps], y=[s[metric] for s in steps],
+                                 mode="lines+markers",
                                  name=label, line=dict(color=color, width=2), legendgroup=label,
                                  customdata=[s["t"] for s in steps],
                                  hovertemplate=f"{label}<br>step %{{x}} (x̂0 from t = %{{customdata}}): "
                                                f"%{{y:.4f}}<extra>{metric}</extra>"))
         final = (sm.get("final") or {}).get(metric)
         if final is not None:
-            fig.add_trace(go.Scatter(x=[len(steps) + 1], y=[final], mode="markers", legendgroup=label,
+            fig.add_trace(go.Scatter(x=[T], y=[final], mode="markers", legendgroup=label,
                                      name=f"{label}: final x_0", showlegend=False,
                                      marker=dict(symbol="star", size=13, color=color, line=dict(color=PATH, width=1)),
                                      hovertemplate=f"{label}<br>final x_0: %{{y:.4f}}<extra>{metric}</extra>"))
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10),
-                      xaxis=dict(title="reverse step (1 = first step from pure noise; ★ = final x_0)"),
+                      xaxis=dict(title="reverse step (0 = the guess from pure noise x_T; ★ = the served x_0)"),
                       yaxis=dict(title=f"{metric} of x̂0 (validation)"),
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     return fig

@@ -212,24 +212,34 @@ def great_circle(a: np.ndarray, b: np.ndarray, n: int = 8) -> np.ndarray:
     return out / np.linalg.norm(out, axis=1, keepdims=True).clip(1e-9)
 
 
+def chain_step(t: int, T: int) -> int:
+    """The explorer's step number of the chain's state x_t: x_T (pure noise) is step 0 and x_0 is step T, on every
+    page. The x̂0 guessed from x_t is shown at x_t's step, so step_metrics.json's entries (t = T..1) sit at steps
+    0..T-1 and the served x_0 at step T."""
+    return T - t
+
+
 def chain_verdict(step_metrics: dict, references: dict[str, float] | None = None, metric: str = "HR@50",
                   tolerance: float = 0.005) -> dict:
     """What a run's step_metrics.json says about its reverse chain, in numbers and one sentence.
 
-    Compares `metric` of x̂0 after the first reverse step with after the last (a change within `tolerance`
-    counts as flat), names the best step, and places the served x_0 ("final") beside the `references` (label ->
-    the same metric on validation, e.g. the no-diffusion control or popularity). Returns {"first", "last",
-    "best_step", "direction" ("rises", "falls" or "stays flat"), "final", "sentence"}."""
+    Compares `metric` of x̂0 guessed from pure noise x_T (step 0) with the one guessed from x_1 (step T-1; a
+    change within `tolerance` counts as flat), names the best step (numbered by `chain_step`), and places the
+    served x_0 ("final", step T) beside the `references` (label -> the same metric on validation, e.g. the
+    no-diffusion control or popularity). Returns {"first", "last", "best_step", "direction" ("rises", "falls"
+    or "stays flat"), "final", "sentence"}."""
     steps = step_metrics["steps"]
+    T = int(step_metrics.get("T") or len(steps))
     first, last = steps[0][metric], steps[-1][metric]
     best = max(steps, key=lambda s: s[metric])
+    best_step = chain_step(best["t"], T) if "t" in best else best["step"] - 1
     direction = "rises" if last - first > tolerance else "falls" if first - last > tolerance else "stays flat"
     final = (step_metrics.get("final") or {}).get(metric, last)
-    sentence = (f"Along this chain {metric} of the guess x̂0 {direction}: {first:.1%} after the first step, "
-                f"{last:.1%} after the last (best {best[metric]:.1%} at step {best['step']} of {len(steps)})"
+    sentence = (f"Along this chain {metric} of the guess x̂0 {direction}: {first:.1%} at step 0 (from pure noise), "
+                f"{last:.1%} at step {T - 1} (best {best[metric]:.1%} at step {best_step})"
                 + ("; the paper's Fig. 5 shows it rising." if direction != "rises" else
                    ", as the paper's Fig. 5 shows.")
-                + f" Served (x_0): {final:.1%}")
+                + f" Served (x_0, step {T}): {final:.1%}")
     beside = [f"{label} {value:.1%}" for label, value in (references or {}).items()]
     if beside:
         above = [label for label, value in references.items() if final >= value]
@@ -240,7 +250,7 @@ def chain_verdict(step_metrics: dict, references: dict[str, float] | None = None
                      + (f"below {', '.join(below)}" if below else "") + ".")
     else:
         sentence += "."
-    return {"first": first, "last": last, "best_step": best["step"], "direction": direction, "final": final,
+    return {"first": first, "last": last, "best_step": best_step, "direction": direction, "final": final,
             "sentence": sentence}
 
 

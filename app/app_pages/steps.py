@@ -46,14 +46,15 @@ for tab, metric in zip(tabs, ("HR@50", "NDCG@50")):
     with tab:
         lines = {name: level[metric] for name, level in references.items() if metric in level}
         ui.chart(figures.steps_figure(picked, metric, references=lines), key=f"steps_{metric}")
-st.caption("Step 1 is the first reverse step, from pure noise (x_T is step 0 on every page); the last step's x̂0 "
-           "is the guess from t = 1. ★: the final x_0 that serving uses (its value in step_metrics.json). "
+st.caption("Steps are numbered as on every page: step k shows the guess x̂0 made from x_t at t = T − k, so step 0 "
+           "is the guess from pure noise x_T and ★ (step T) the final x_0 that serving uses (its value in "
+           "step_metrics.json). "
            f"Dotted lines: references on the validation users of {next(iter(picked))} — popularity computed on its "
            "rows, the no-diffusion control and the no-GRW run from their own metrics.json.")
 rows = [{"run": k, "dataset": sm.get("dataset"), "protocol": sm.get("protocol"), "T": sm.get("T"),
-         "HR@50 at step 1": sm["steps"][0]["HR@50"], "best HR@50": max(s["HR@50"] for s in sm["steps"]),
-         "best at step": max(sm["steps"], key=lambda s: s["HR@50"])["step"],
-         "final HR@50": (sm.get("final") or {}).get("HR@50")} for k, sm in picked.items() if sm["steps"]]
+         "HR@50 at step 0": sm["steps"][0]["HR@50"], "best HR@50": max(s["HR@50"] for s in sm["steps"]),
+         "best at step": explore.chain_verdict(sm)["best_step"],
+         "final HR@50 (step T)": (sm.get("final") or {}).get("HR@50")} for k, sm in picked.items() if sm["steps"]]
 st.dataframe(pd.DataFrame(rows), hide_index=True)
 for message in skipped:
     st.warning(f"Skipped {message}.")
