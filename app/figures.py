@@ -261,16 +261,17 @@ def attention_figure(run: runs.Run, hist: np.ndarray, attention: np.ndarray,
     n, K = attention.shape
     labels = []
     for pos, item in enumerate(hist):
-        tail = f"  [{truth[pos]}]" if truth is not None and truth[pos] else ""
+        tail = "  [noise]" if truth is not None and truth[pos] else ""
         chip = f"<span style='color:{color_of(run, item)}'>■</span>"
-        labels.append(f"{pos + 1:>2}. {chip} {_short(run.title(item))}{tail}")
-    fig = go.Figure(go.Heatmap(z=attention, x=[f"interest {k + 1}" for k in range(K)], y=labels,
+        labels.append(f"{pos + 1:>2}. {chip} {_short(run.title(item), 34)}{tail}")
+    # columns named I1..I4 as on the sphere: "interest 1" headers overlapped at 1280 px
+    fig = go.Figure(go.Heatmap(z=attention, x=[f"I{k + 1}" for k in range(K)], y=labels,
                                colorscale="Blues", zmin=0, zmax=float(max(attention.max(), 1e-6)),
                                colorbar=dict(title="attention", thickness=12),
                                customdata=np.array([[run.category(i)] * K for i in hist]),
                                hovertemplate="%{y}<br>%{x}: %{z:.2f}<br>category %{customdata}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", tickfont=dict(size=12))
-    fig.update_xaxes(tickangle=0, side="top")
+    fig.update_xaxes(tickangle=0, side="top", title=dict(text="interest", standoff=4))
     fig.update_layout(height=height or max(300, 26 * n + 80), margin=dict(l=10, r=10, t=30, b=10))
     return fig
 
@@ -288,7 +289,7 @@ def category_mix_figure(run: runs.Run, top: np.ndarray, height: int | None = Non
     present = [c for c in range(len(run.categories)) if (cats == c).any()]
     for c in present:
         share = (cats == c).mean(axis=1)
-        fig.add_trace(go.Bar(y=[f"interest {k + 1}" for k in range(K)], x=share, orientation="h",
+        fig.add_trace(go.Bar(y=[f"I{k + 1}" for k in range(K)], x=share, orientation="h",
                              name=run.categories[c], marker_color=palette[c],
                              hovertemplate=f"{run.categories[c]}: %{{x:.0%}}<extra></extra>"))
     rows = -(-len(present) // 4)  # the legend sits below, about four entries a row

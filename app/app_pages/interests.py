@@ -35,8 +35,7 @@ with left:
                 f"A DimeRec run with the ComiRec-SA extractor (`--gem comirec-sa`, the default) shows it here.")
         ui.show_items(ui.items_frame(run, view.hist))
     else:
-        ui.chart(figures.attention_figure(run, view.hist, view.attention, history_truth),
-                        key="interests_attention")
+        ui.chart(figures.attention_figure(run, view.hist, view.attention, history_truth), key="interests_attention")
         st.caption("Rows: the history, oldest at the top; ■ the item's category colour"
                    + ("; [noise] an item the planted world drew at random, not from an interest."
                       if history_truth else ".")
@@ -58,8 +57,8 @@ with right:
                     + (f"; not covered: {', '.join(missed)}." if missed else "."))
 
 st.subheader("Nearest items of each interest")
-cols = st.columns(K)
-for k, col in enumerate(cols):
-    with col:
-        st.markdown(f"**Interest {k + 1}**")
-        ui.show_items(ui.items_frame(run, view.interest_top[k][:5]).drop(columns=["#"]))
+cols = st.columns(2)  # two a row: at K in a row the category column was cut at 1280 px
+for k in range(K):
+    with cols[k % 2]:
+        st.markdown(f"**Interest I{k + 1}**")
+        ui.show_items(ui.items_frame(run, view.interest_top[k][:5]).drop(columns=["#"]), key=f"interest_top_{k}")

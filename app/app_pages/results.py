@@ -5,6 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app import ui
 from dimerec.reproduce import DESCRIPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,6 +63,8 @@ def pick(widget, label: str, options: list[str], key: str, wanted: str | None, f
     return widget(label, options, key=key, **kwargs)
 
 
+st.markdown(ui.PAGE_CSS, unsafe_allow_html=True)
+ui.projector()
 st.title("Paper vs ours")
 st.caption("Each table below was written by `python -m dimerec reproduce NAME --dataset D`: every model of the "
            "experiment is trained over several seeds under the same budget, its checkpoint picked on validation "
@@ -71,8 +74,9 @@ st.caption("Each table below was written by `python -m dimerec reproduce NAME --
 folder = results_dir()
 summary = folder / "RESULTS.md"
 if summary.is_file():
-    with st.expander("Paper claims vs our measurements (RESULTS.md)", expanded=True):
-        st.markdown(demote_headings(read_text(summary)))
+    # collapsed: open, RESULTS.md makes the page ~5,000 px tall; its tables break lines in cells with <br>
+    with st.expander("Paper claims vs our measurements (RESULTS.md)"):
+        st.markdown(demote_headings(read_text(summary)), unsafe_allow_html=True)  # our own file, not user input
 
 experiments = find_experiments(folder)
 if not experiments:
