@@ -183,21 +183,23 @@ def test_tuning_picks_the_best_validation_setting_without_reading_test(dirs):
 
 def test_tuned_reproduction_scores_the_chosen_tuning_run_as_seed_0(dirs, monkeypatch, tmp_path):
     """Seed 0 of a tuned final run is the chosen tuning run itself (same seed, flags, budget), scored on test."""
-    import dimerec.reproduce as rep
+    from dimerec.reproduce import experiments, reproduce
+    from dimerec.reproduce.runner import flags_slug, tuning_run
     from dimerec.trainer import train_model
 
-    monkeypatch.setitem(rep.EXPERIMENTS, "tiny", [RunSpec("ComiRec-SA", "comirec-sa")])
-    monkeypatch.setitem(rep.DESCRIPTIONS, "tiny", "one model, tuned")
+    # the catalogue's own dicts, which reproduce() and the tables read
+    monkeypatch.setitem(experiments.EXPERIMENTS, "tiny", [RunSpec("ComiRec-SA", "comirec-sa")])
+    monkeypatch.setitem(experiments.DESCRIPTIONS, "tiny", "one model, tuned")
     runs = tmp_path / "runs"
-    rep.reproduce("tiny", "planted", 2, data_dir=None, max_minutes=1, max_steps=30, root=runs,
-                  out_dir=tmp_path / "results", tune_grid=True, extra_flags=["--valid-max-rows", "300"])
+    reproduce("tiny", "planted", 2, data_dir=None, max_minutes=1, max_steps=30, root=runs,
+              out_dir=tmp_path / "results", tune_grid=True, extra_flags=["--valid-max-rows", "300"])
     chosen = pd.read_csv(tmp_path / "results" / "tiny_planted_tuning.csv").query("chosen").setting.item()
     md = (tmp_path / "results" / "tiny_planted.md").read_text()
     assert "Settings: each model's best trial of the grid on validation" in md
-    final = runs / "tuned" / "planted" / "comirec-sa" / rep.flags_slug(chosen.split())  # named by the choice
+    final = runs / "tuned" / "planted" / "comirec-sa" / flags_slug(chosen.split())  # named by the choice
     seed0 = json.loads((final / "seed0" / "metrics.json").read_text())
-    assert seed0["served_from"] == str(rep.tuning_run(runs / "tuned", "planted", RunSpec("ComiRec-SA", "comirec-sa"),
-                                                      chosen.split()))
+    assert seed0["served_from"] == str(tuning_run(runs / "tuned", "planted", RunSpec("ComiRec-SA", "comirec-sa"),
+                                                  chosen.split()))
     assert seed0["test"] is not None and seed0["steps"] == 30
     assert (final / "seed1" / "best.pt").exists()  # other seeds train
     lr, negatives = float(chosen.split()[1]), int(chosen.split()[3])

@@ -1,0 +1,80 @@
+"""`python -m dimerec reproduce NAME --dataset D`: train a set of models over seeds, test once, tabulate.
+
+Runs go to `runs/reproduce/<dataset>/<run name>/seed<N>/`; a run whose metrics.json
+exists is skipped, so an interrupted reproduction resumes where it stopped, and
+experiments that share a configuration share its runs (Table 4's full model is
+the DimeRec row of the `dimerec` experiment, Fig. 4 reads Table 4's runs, ...).
+Every table (`results/<name>_<dataset>.md` and `.csv`) gives mean ± std over seeds
+of the test metrics, names the protocol and the budget, and, where the experiment
+has baselines, compares DimeRec with the best of them by a paired t-test over seeds.
+Every experiment also writes a figure (`.png` and interactive `.html`).
+
+With `--tune`, each model first gets the same small grid search on validation
+(learning rate and at most two of its own settings, `TUNING`), on seed 0, with the
+same budget, without reading the test split; the final runs use the best setting.
+
+The package, each module importing only those before it: `experiments` (the catalogue: every experiment's rows,
+descriptions and the tuning grid) → `runner` (budget, tuning, locks, training and serving the runs) → `tables`
+(summaries, the written tables and figures, each experiment's section) → here, `reproduce`, one experiment
+from its runs to its table.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from dimerec.errors import DimeRecError
+from dimerec.reproduce.experiments import (DESCRIPTIONS, DIFFUSION_GROUPS, EXPERIMENTS, OURS, TUNING, RunSpec,
+                                           grid)
+from dimerec.reproduce.runner import (_LOADED, Budget, Job, RunLock, minutes_left, process_start, run_all,
+                                      train_all, tune, tuning_run)
+from dimerec.reproduce.tables import SECTIONS, device_note, markdown_table, section_metrics, summarize, write_outputs
+
+__all__ = ["reproduce", "DESCRIPTIONS", "DIFFUSION_GROUPS", "EXPERIMENTS", "OURS", "TUNING", "RunSpec", "grid",
+           "Budget", "Job", "RunLock", "minutes_left", "process_start", "train_all", "tune", "device_note"]
+
+
+def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_minutes: float,
+              max_steps: int | None = None, final_max_rows: int | None = None, root: Path = Path("runs/reproduce"),
+              out_dir: Path = Path("results"),
+              extra_flags: list[str] | None = None, tune_grid: bool = False,
+              tune_minutes: float | None = None, analysis_rows: int | None = None,
+              command: str | None = None, skip_models: tuple[str, ...] = (), device: str = "cpu") -> Path:
+    from dimerec.trainer import check_device
+
+    if name not in EXPERIMENTS:
+        raise DimeRecError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
+    check_device(device)  # before any run starts
+    _LOADED.clear()
+    known = sorted({spec.model for spec in EXPERIMENTS[name]})
+    unknown = [m for m in skip_models if m not in known]
+    if unknown:  # a misspelt name would otherwise train the model it meant to skip
+        raise DimeRecError(f"--skip-models: {', '.join(map(repr, unknown))}: no such model in {name}; "
+                           f"its models are {', '.join(known)}")
+    skipped = [spec.label for spec in EXPERIMENTS[name] if spec.model in skip_models]
+    specs = [spec for spec in EXPERIMENTS[name] if spec.model not in skip_models]
+    extra_flags = [*(extra_flags or []), *(["--device", device] if device != "cpu" else [])]
+    chosen, reuse, sections = {}, {}, []
+    if skipped:
+        sections = [f"Not run (`--skip-models`): {', '.join(skipped)}.", ""]
+    budget = Budget(max_minutes, max_steps, final_max_rows)
+    if tune_grid:
+        tune_budget = Budget(tune_minutes or max_minutes, max_steps, final_max_rows)
+        chosen, trials = tune(specs, dataset, data_dir=data_dir, root=root / "tuned", budget=tune_budget,
+                              extra_flags=extra_flags)
+        if tune_budget == budget:
+            reuse = {spec.label: tuning_run(root / "tuned", dataset, spec, chosen[spec.label])
+                     for spec in specs if spec.label in chosen}
+        root = root / "tuned"
+        sections += ["## Tuning (validation HR@50, seed 0, no test read)", "", *markdown_table(trials), ""]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        trials.to_csv(out_dir / f"{name}_{dataset}_tuning.csv", index=False)
+    results = run_all(specs, dataset, list(range(seeds)), data_dir=data_dir, root=root, budget=budget,
+                      extra_flags=extra_flags, chosen=chosen, reuse=reuse, device=device)
+    table, note = summarize(results)
+    section = SECTIONS.get(name, section_metrics)
+    lines, figure, csv_table = section(name, dataset, results, table, note, data_dir=data_dir,
+                                       max_rows=analysis_rows)
+    command = command or f"python -m dimerec reproduce {name} --dataset {dataset} --seeds {seeds} " + \
+        " ".join(budget.flags())
+    return write_outputs(name, dataset, results, csv_table, [*lines, "", *sections], figure, out_dir, command,
+                         budget, tuned=tune_grid)

@@ -1,0 +1,287 @@
+"""Producing an experiment's runs: the budget every run gets, `--tune`'s grid search on validation, the locks that
+let reproductions side by side share a runs folder, and training or serving each run (a finished run is reused)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from dimerec.errors import DimeRecError
+from dimerec.reproduce.experiments import RunSpec, grid
+from dimerec.runs import finished
+
+
+def _train(argv: list[str], out: Path) -> None:
+    """Train one run as `python -m dimerec ARGV` would (ARGV starts with "train"), through dimerec.options."""
+    from dimerec.options import train_from_argv
+
+    assert argv[0] == "train", argv
+    try:
+        train_from_argv(argv[1:])
+    except SystemExit as exit_:  # argparse's one-line error for a bad flag in an experiment's spec
+        raise DimeRecError(f"run {out}: its flags {' '.join(argv[1:])} were refused") from exit_
+    except DimeRecError as err:
+        raise DimeRecError(f"run {out} failed ({err}); rerun to resume the rest") from None
+
+
+@dataclass
+class Budget:
+    """What every run of an experiment gets: minutes of wall clock, optionally a step cap, and the rows
+    its final metrics are computed on (all, or a seeded subsample shared by every model of a seed)."""
+    minutes: float
+    steps: int | None = None
+    final_rows: int | None = None
+
+    def flags(self) -> list[str]:
+        return (["--max-minutes", str(self.minutes)] + (["--max-steps", str(self.steps)] if self.steps else [])
+                + (["--final-max-rows", str(self.final_rows)] if self.final_rows else []))
+
+    def __str__(self) -> str:
+        text = f"trained for at most {self.minutes:g} minutes" + (f" and {self.steps} steps" if self.steps else "")
+        return text + (f", scored on {self.final_rows} sampled rows" if self.final_rows else "")
+
+    def check(self, out: Path) -> None:
+        """A finished run is reused only if this budget would train it the same (a served run: its source's):
+        the same step cap and scored rows, and the same wall clock, or a longer one where the run stopped before
+        its clock ran out (then it stopped on its steps or on validation, and a longer clock trains it identically)."""
+        if not (out / "config.json").exists():
+            out = Path(json.loads((out / "metrics.json").read_text())["served_from"])
+        used = json.loads((out / "config.json").read_text())["train_config"]
+        had = Budget(used.get("max_minutes"), used.get("max_steps"), used.get("final_max_rows"))
+        trained_minutes = json.loads((out / "metrics.json").read_text())["train_minutes"]
+        longer_clock = had.minutes is not None and (self.minutes is None or self.minutes > had.minutes)
+        stopped_before_clock = had.minutes is None or trained_minutes < had.minutes
+        if had != self and not (replace(had, minutes=self.minutes) == self and longer_clock and stopped_before_clock):
+            raise DimeRecError(f"{out} was {had}, not {self}; a run is reused under the same budget (or a longer "
+                               f"--max-minutes, if it stopped before its clock), else use another --runs folder")
+
+
+def train_flags(dataset: str, seed: int, out: Path, budget: Budget, data_dir: str | None,
+                extra: list[str]) -> list[str]:
+    argv = ["--dataset", dataset, "--seed", str(seed), "--out", str(out), *budget.flags(),
+            "--quiet", "--overwrite", *extra]
+    return argv + (["--data-dir", data_dir] if data_dir else [])
+
+
+def load_run_cached(run: Path, data_dir: str | None, overrides: dict | None = None):
+    """trainer.load_run, once per run and serving overrides within one `reproduce` call (Table 2 reads each run
+    twice); reproduce() empties the cache when it starts."""
+    from dimerec.runs import load_run
+
+    key = (str(run), data_dir, json.dumps(overrides or {}, sort_keys=True))
+    if key not in _LOADED:
+        _LOADED[key] = load_run(run, data_dir, overrides)
+    return _LOADED[key]
+
+
+_LOADED: dict[tuple, tuple] = {}
+
+
+def trained_run(result: dict) -> Path:
+    """The directory holding a result's weights and training logs (a served run's source)."""
+    return Path(result.get("served_from") or result["run"])
+
+
+def serve_run(source: Path, out: Path, overrides: dict, data_dir: str | None, device: str = "cpu") -> None:
+    """metrics.json of `source`'s checkpoint served with `overrides` (same weights, same rows), scored on `device`."""
+    from dimerec.runs import write_json_atomic
+    from dimerec.trainer import final_metrics, use_device
+
+    model, data, config = load_run_cached(source, data_dir, overrides)
+    try:
+        model.to(use_device(device))
+        valid, test = final_metrics(model, data, config["train_config"])  # the rows the source was scored on
+    finally:
+        model.cpu()  # the cached model stays on the CPU for the tables' analyses
+    trained = json.loads((source / "metrics.json").read_text())
+    metrics = {**trained, "served_from": str(source), "serve_overrides": overrides, "valid": valid, "test": test}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(metrics, out / "metrics.json")
+
+
+def flags_slug(flags: list[str]) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", " ".join(flags).lower()).strip("-")
+
+
+def tuning_run(root: Path, dataset: str, spec: RunSpec, flags: list[str]) -> Path:
+    return root / dataset / "tune" / spec.slug / flags_slug(flags)
+
+
+def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path, budget: Budget,
+         extra_flags: list[str]) -> tuple[dict[str, list[str]], pd.DataFrame]:
+    """Grid search on validation HR@50 (seed 0, no test read). Returns the chosen flags per label, and all trials."""
+    jobs = [(spec, flags) for spec in specs if spec.serve_of is None for flags in grid(spec.model)]
+    rows, chosen = [], {}
+    for spec, flags in jobs:  # a finished run is reused only if it had this budget
+        if finished(out := tuning_run(root, dataset, spec, flags)):
+            budget.check(out)
+
+    def trial(spec: RunSpec, flags: list[str]) -> Job:
+        out = tuning_run(root, dataset, spec, flags)
+        argv = ["train", "--model", spec.model, *spec.flags, *flags,
+                *train_flags(dataset, 0, out, budget, data_dir, ["--no-read-test", *extra_flags])]
+        return Job(out, lambda: _train(argv, out), f"{spec.label}, {' '.join(flags)}", model=spec.label)
+
+    train_all([trial(spec, flags) for spec, flags in jobs], desc="tuning")
+    for spec, flags in jobs:
+        valid = json.loads((tuning_run(root, dataset, spec, flags) / "metrics.json").read_text())["valid"]
+        rows.append({"model": spec.label, "setting": " ".join(flags), "valid HR@50": 100 * valid["HR@50"],
+                     "valid NDCG@50": 100 * valid["NDCG@50"]})
+    trials = pd.DataFrame(rows)
+    for spec in specs:
+        mine = trials[trials.model == spec.label] if len(trials) else trials
+        if len(mine):
+            chosen[spec.label] = mine.loc[mine["valid HR@50"].idxmax(), "setting"].split()
+    if len(trials):
+        trials["chosen"] = [chosen.get(r.model) == r.setting.split() for r in trials.itertuples()]
+    return chosen, trials
+
+
+class RunLock:
+    """`out/../seedN.lock` while a process trains run `out`, so reproductions running side by side share a runs
+    folder: a run locked by a live process is passed over, not trained twice; a dead process's lock is taken over.
+    The lock holds the owner's pid and start time, so a pid reused by another process (a new machine) is not
+    mistaken for the owner."""
+
+    def __init__(self, out: Path):
+        self.path = out.with_name(out.name + ".lock")
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if self._owner_alive():
+                return False
+            self.path.unlink(missing_ok=True)  # a stale lock
+            return self.acquire()
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()} {process_start(os.getpid()) or ''}")
+        return True
+
+    def _owner_alive(self) -> bool:
+        try:
+            text = self.path.read_text()
+            if not text:  # its owner is between creating and writing it, unless that was long ago
+                return time.time() - self.path.stat().st_mtime < 60
+            pid, *started = text.split()
+            os.kill(int(pid), 0)
+        except (ProcessLookupError, ValueError, FileNotFoundError):
+            return False
+        except PermissionError:  # alive, another user's
+            return True
+        return not started or process_start(int(pid)) in (None, started[0])
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22); None without /proc."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+@dataclass
+class Job:
+    """One run to produce: `train` writes `out/metrics.json`; `after` is a run that must finish first
+    (a serving variant's source); `model` names the runs whose mean duration estimates this one's (None: a run
+    only served, which costs next to nothing)."""
+    out: Path
+    train: Callable[[], None]
+    label: str
+    model: str | None = None
+    after: Path | None = None
+
+
+def train_all(jobs: list[Job], desc: str, poll_seconds: float = 5.0) -> None:
+    """Produce every job's run, in order, unless it is finished. A run that another live process is training
+    (or whose `after` run is not finished) is passed over and come back to, so reproductions started side by side
+    share the work instead of queueing on one run. Returns when every run is finished."""
+    bar = tqdm(total=len(jobs), desc=desc, unit="run")
+    durations: dict[str, list[float]] = {}
+    pending = list(jobs)
+    while pending:
+        deferred = []
+        for job in pending:
+            if not finished(job.out):
+                lock = RunLock(job.out)
+                if (job.after is not None and not finished(job.after)) or not lock.acquire():
+                    deferred.append(job)
+                    continue
+                bar.set_description(job.label)
+                started = time.perf_counter()
+                try:
+                    if not finished(job.out):
+                        job.train()
+                finally:
+                    lock.release()
+                if job.model is not None:
+                    durations.setdefault(job.model, []).append(time.perf_counter() - started)
+                    left = pending[pending.index(job) + 1:] + deferred
+                    bar.set_postfix_str(f"~{minutes_left(left, durations):.0f} min left")
+            bar.update()
+        if len(deferred) == len(pending):  # nothing could start: wait for the other processes
+            time.sleep(poll_seconds)
+        pending = deferred
+    bar.close()
+
+
+def minutes_left(jobs: list[Job], durations: dict[str, list[float]]) -> float:
+    """Estimated minutes for the jobs still to train: each at its model's mean duration so far (the mean of all
+    trained runs for a model not yet seen); finished runs and runs only served cost nothing."""
+    overall = np.mean([d for ds in durations.values() for d in ds])
+    return sum(np.mean(durations.get(job.model, [overall])) for job in jobs
+               if job.model is not None and not finished(job.out)) / 60
+
+
+def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: str | None, root: Path,
+            budget: Budget, extra_flags: list[str], chosen: dict[str, list[str]] | None = None,
+            reuse: dict[str, Path] | None = None, device: str = "cpu") -> list[dict]:
+    """Train (or reuse) every spec at every seed. `reuse` maps a label to the tuning run that trained its
+    seed 0 with the chosen flags and the same budget: that run is scored on test instead of trained again.
+    `device` scores the served runs (extra_flags's --device trains the others)."""
+    chosen, reuse = chosen or {}, reuse or {}
+    jobs = [(spec, seed) for spec in specs for seed in seeds]
+    # a serving variant needs its source trained first
+    jobs.sort(key=lambda job: job[0].serve_of is not None)
+    results = []
+
+    def run_dir(spec: RunSpec, seed: int) -> Path:
+        if chosen.get(spec.label):  # the chosen setting names the folder: a new choice never reuses an old run
+            return root / dataset / spec.slug / flags_slug(chosen[spec.label]) / f"seed{seed}"
+        return root / dataset / spec.slug / f"seed{seed}"
+
+    for spec, seed in jobs:  # a finished run is reused only if it had this budget
+        if spec.serve_of is None and finished(run_dir(spec, seed)):
+            budget.check(run_dir(spec, seed))
+
+    def job(spec: RunSpec, seed: int) -> Job:
+        out, label = run_dir(spec, seed), f"{spec.label}, seed {seed}"
+        if spec.serve_of is not None:
+            source = run_dir(next(s for s in specs if s.label == spec.serve_of), seed)
+            return Job(out, lambda: serve_run(source, out, spec.serve_overrides, data_dir, device), label,
+                       after=source)
+        if seed == 0 and spec.label in reuse:  # the chosen tuning run is this very run, test unread
+            return Job(out, lambda: serve_run(reuse[spec.label], out, {}, data_dir, device), label)
+        argv = ["train", "--model", spec.model, *spec.flags, *chosen.get(spec.label, []),
+                *train_flags(dataset, seed, out, budget, data_dir, extra_flags)]
+        return Job(out, lambda: _train(argv, out), label, model=spec.label)
+
+    train_all([job(spec, seed) for spec, seed in jobs], desc="reproduce")
+    for spec, seed in jobs:
+        out = run_dir(spec, seed)
+        metrics = json.loads((out / "metrics.json").read_text())
+        results.append({"label": spec.label, "role": spec.role, "seed": seed, "run": str(out), **metrics})
+    order = {spec.label: i for i, spec in enumerate(specs)}
+    return sorted(results, key=lambda r: (order[r["label"]], r["seed"]))

@@ -1,0 +1,387 @@
+"""Tabulating an experiment's runs: mean ± std over seeds of the test metrics, the paired t-test of ours against
+the best baseline, the written table, CSV and figure, and what each experiment adds to its table (SECTIONS)."""
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from dimerec.errors import DimeRecError
+from dimerec.reproduce.experiments import (COMPARES_PAPERS, CONTROL, DESCRIPTIONS, DIFFUSION_GROUPS, OURS, POP,
+                                           REPORTED, SERVE_MEAN)
+from dimerec.reproduce.runner import Budget, load_run_cached, trained_run
+
+
+def summarize(results: list[dict]) -> tuple[pd.DataFrame, str]:
+    """Mean ± std of test metrics per model, in %; plus a paired t-test of ours vs the best baseline."""
+    from scipy import stats
+
+    rows = []
+    for label, group in pd.DataFrame(results).groupby("label", sort=False):
+        tests = pd.DataFrame(list(group["test"]))
+        row = {"model": label, "role": group["role"].iloc[0], "seeds": len(group),
+               "train_minutes": float(group["train_minutes"].mean()), "steps": float(group["steps"].mean())}
+        for key in REPORTED:
+            row[key] = 100 * tests[key].mean()
+            row[f"{key} std"] = 100 * tests[key].std(ddof=1) if len(tests) > 1 else 0.0
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    baselines = table[table.role == "baseline"]
+    note = ""
+    ours = table[table.role == "ours"]
+    if len(baselines) and len(ours):
+        best = baselines.loc[baselines["HR@50"].idxmax(), "model"]
+        table["best baseline"] = table["model"] == best
+        by_seed = pd.DataFrame(results)
+        a = by_seed[by_seed.label == ours["model"].iloc[0]].sort_values("seed")
+        b = by_seed[by_seed.label == best].sort_values("seed")
+        seeds = sorted(set(a.seed) & set(b.seed))
+        if len(seeds) >= 2:
+            x = [t["HR@50"] for t in a[a.seed.isin(seeds)]["test"]]
+            y = [t["HR@50"] for t in b[b.seed.isin(seeds)]["test"]]
+            p = stats.ttest_rel(x, y).pvalue
+            note = (f"Paired t-test over {len(seeds)} seeds, test HR@50, {ours['model'].iloc[0]} vs {best}: "
+                    f"mean difference {100 * (np.mean(x) - np.mean(y)):+.2f} points, p = {p:.3g}.")
+    return table, note
+
+
+def markdown_table(frame: pd.DataFrame, floats: str = "{:.2f}") -> list[str]:
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(floats.format(v) if isinstance(v, float) else str(v) for v in row) + " |")
+    return lines
+
+
+def metric_lines(table: pd.DataFrame) -> list[str]:
+    cells = pd.DataFrame({"model": [f"{m}{' ★' if b else ''}" for m, b in
+                                    zip(table["model"], table.get("best baseline", [False] * len(table)))],
+                          "seeds": table["seeds"]})
+    for key in REPORTED:
+        cells[key] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(table[key], table[f"{key} std"])]
+    cells["train min"] = [f"{v:.1f}" for v in table["train_minutes"]]
+    cells["steps"] = [f"{v:.0f}" for v in table["steps"]]
+    return markdown_table(cells)
+
+
+def write_outputs(name: str, dataset: str, results: list[dict], table: pd.DataFrame, sections: list[str],
+                  figure, out_dir: Path, command: str, budget: Budget, tuned: bool = False) -> Path:
+    from dimerec import figures
+
+    protocol = results[0]["protocol"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"{name}_{dataset}"
+    table.assign(protocol=protocol, dataset=dataset).to_csv(stem.with_suffix(".csv"), index=False)
+    settings = ""
+    if tuned or name in COMPARES_PAPERS:
+        settings = (" Settings: each model's best trial of the grid on validation (Tuning, below)." if tuned else
+                    " Settings: every model at its defaults, untuned (no `--tune`).")
+    lines = [f"# {name} on {dataset}: {DESCRIPTIONS[name]}", "",
+             f"Test split, {protocol} protocol, already-seen items {'masked' if results[0]['mask_seen'] else 'kept'}; "
+             f"values in %, mean ± std over seeds; each run {budget}, "
+             f"selected on validation HR@50.{settings}", *device_note(results), "", f"Command: `{command}`", "",
+             *sections]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    if figure is not None:
+        figures.save(figure, stem)
+    return stem.with_suffix(".md")
+
+
+# ----- what each experiment adds to its table ---------------------------------------------------------------
+
+def device_note(results: list[dict]) -> list[str]:
+    """A line naming the models whose runs trained off the CPU (config.json's --device), if any: their
+    "train min" is that device's time, and the same seed repeats their numbers there, not on a CPU."""
+    devices: dict[str, set[str]] = {}
+    for r in results:
+        config = trained_run(r) / "config.json"
+        device = json.loads(config.read_text())["train_config"].get("device", "cpu") if config.exists() else "cpu"
+        if device != "cpu":
+            devices.setdefault(device, set()).add(r["label"])
+    return [line for device, labels in devices.items() for line in (
+        "", f"Trained with `--device {device}` (a GPU): {', '.join(sorted(labels))}; their train min is GPU time, "
+            f"and a CPU rerun of the same seed gives other numbers (float rounding changes the training path).")]
+
+
+def section_metrics(name, dataset, results, table, note, **_):
+    from dimerec import figures
+
+    lines = metric_lines(table)
+    if "best baseline" in table:
+        lines += ["", "★ best baseline by HR@50."]
+    lines += ["", note] if note else []
+    return lines, figures.metric_bars(table, f"{name} on {dataset}: test HR@50 and NDCG@50 (mean ± std)"), table
+
+
+# Numbers the baselines' own papers or repositories report under the sampled protocol (each test user's last
+# item among 100 unseen items), where our dataset is theirs: (model, dataset) -> (source, HR@10 %, NDCG@10 %).
+SAMPLED_REFERENCES: dict[tuple[str, str], tuple[str, str, str]] = {
+    ("sasrec", "ml-1m"): ("SASRec: the paper (Kang & McAuley, ICDM 2018) reports HR@10 82.45 on ML-1M; the "
+                          "pmixer/SASRec.pytorch README two test runs (1,000 epochs, max length 200)",
+                          "82.45 (paper); 81.90, 82.25 (pmixer)", "58.97, 59.18 (pmixer)"),
+}
+
+
+def section_table1(name, dataset, results, table, note, *, data_dir=None, **kwargs):
+    """Table 1, then each model under the sampled protocol beside what its own paper reports (a sanity check)."""
+    from dimerec.evaluate import sampled_metrics
+
+    lines, figure, csv_table = section_metrics(name, dataset, results, table, note)
+    rows, diffusion_steps = [], {}
+    for r in tqdm(results, desc="sampled-100 check", unit="run"):
+        model, data, config = load_run_cached(trained_run(r), data_dir, r.get("serve_overrides"))
+        if "T" in config["model_config"]:
+            diffusion_steps.setdefault(r["label"], (r["model"], set()))[1].add(config["model_config"]["T"])
+        test = data.split(config["train_config"]["split_seed"]).test
+        got = sampled_metrics(model, data, test, 100, seed=r["seed"])
+        rows.append({"model": r["label"], "kind": r["model"], "HR@10": 100 * got["HR@10"],
+                     "NDCG@10": 100 * got["NDCG@10"]})
+    per_run = pd.DataFrame(rows)
+    check = per_run.groupby("model", sort=False).agg(kind=("kind", "first"), hr=("HR@10", "mean"),
+                                                     ndcg=("NDCG@10", "mean")).reset_index()
+    shown = pd.DataFrame({"model": check["model"], "sampled HR@10": check["hr"], "sampled NDCG@10": check["ndcg"],
+                          "reported HR@10": [SAMPLED_REFERENCES.get((k, dataset), ("", "—", "—"))[1]
+                                             for k in check["kind"]],
+                          "reported NDCG@10": [SAMPLED_REFERENCES.get((k, dataset), ("", "—", "—"))[2]
+                                               for k in check["kind"]]})
+    sources = sorted({SAMPLED_REFERENCES[(k, dataset)][0] for k in check["kind"] if (k, dataset) in SAMPLED_REFERENCES})
+    if diffusion_steps:
+        from dimerec.models import MODELS
+
+        def help_of(kind: str) -> str:
+            return next(f.metadata["help"] for f in fields(MODELS[kind].Config) if f.name == "T")
+
+        lines += ["", "Diffusion steps T (`--T`), with each module's own note on it: " + "; ".join(
+            f"{label} {'/'.join(map(str, sorted(steps)))} ({help_of(kind)})"
+            for label, (kind, steps) in diffusion_steps.items()) + "."]
+    lines += ["", "## Sanity check: the sampled protocol of the baselines' own papers", "",
+              "Each test user's last item ranked among 100 items the user never interacted with "
+              "(`python -m dimerec evaluate RUN --sampled-negatives 100`), mean over seeds, in %; far kinder than the "
+              "full ranking above. The reported columns are filled only where the source used this dataset and "
+              "protocol; it trained far longer than this table's budget, and on every user's earlier items "
+              "(leave-one-out), "
+              "where our test users are held out of training.", "", *markdown_table(shown), ""]
+    lines += [f"Source: {source}." for source in sources] or ["No baseline reports numbers on this dataset under "
+                                                             "this protocol."]
+    return lines, figure, csv_table
+
+
+def section_table2(name, dataset, results, table, note, *, data_dir=None, max_rows=None, **_):
+    """Linear probing of each model's item table and distinct categories in its users' top 100 (test users)."""
+    from dimerec import figures
+    from dimerec.analysis import category_diversity
+
+    probes = probe_runs(results, data_dir)
+    if probes["probe accuracy"].isna().all():
+        raise DimeRecError(f"{dataset} has no item categories: Table 2 needs them (ml-1m genres, planted)")
+    rows = []
+    for r in tqdm(results, desc="top-100 categories", unit="run"):
+        model, data, config = load_run_cached(trained_run(r), data_dir, r.get("serve_overrides"))
+        split = data.split(config["train_config"]["split_seed"])
+        diversity = category_diversity(model, data, split.test, k=100, protocol=r["protocol"], seed=r["seed"],
+                                       max_rows=max_rows)
+        rows.append({"model": r["label"], "categories in top 100": diversity["mean"],
+                     "counting": diversity["counting"]})
+    per_run = pd.DataFrame(rows)
+    agg = per_run.groupby("model", sort=False)["categories in top 100"].agg(["mean", "std"]).fillna(0.0)
+    summary = probes.merge(agg.rename(columns={"mean": "categories in top 100", "std": "categories in top 100 std"}),
+                           left_on="model", right_index=True)
+    shown = pd.DataFrame({"model": summary["model"]})
+    for key in ("probe accuracy", "categories in top 100"):
+        shown[key] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(summary[key], summary[f"{key} std"])]
+    lines = ["Linear probing: logistic regression on the frozen item table, 5-fold stratified cross-validation; "
+             f"majority-class floor {summary['majority floor'].iloc[0]:.2f}%. Labels: {probes['labelling'].iloc[0]}. "
+             f"Diversity: {rows[0]['counting']}; test users"
+             f"{f', {max_rows} sampled rows' if max_rows else ''}, top 100.", "", *markdown_table(shown),
+             "", "Test metrics of the same runs:", "", *metric_lines(table)]
+    figure = figures.table2_bars(summary, f"{name} on {dataset}: item-embedding probing and top-100 diversity")
+    return lines, figure, summary.drop(columns=["labelling"]).merge(table, on="model")
+
+
+def section_fig4(name, dataset, results, table, note, **_):
+    from dimerec import figures
+
+    curves = {r["label"]: pd.read_csv(trained_run(r) / "losses.csv")
+              for r in results if r["seed"] == results[0]["seed"]}
+    lines = [f"Loss curves of seed {results[0]['seed']} (figure: `{name}_{dataset}.html`, a rolling mean over "
+             "100 steps); the table gives each curve's mean over its first and last 10% of steps.", ""]
+    rows = []
+    for label, frame in curves.items():
+        n = max(1, len(frame) // 10)
+        for term in ("L_gem", "L_recon", "L_ssm"):
+            smooth = frame[term].rolling(n, min_periods=1).mean()
+            rows.append({"run": label, "loss": term, "first 10%": float(frame[term].head(n).mean()),
+                         "lowest 10% window": float(smooth.iloc[n - 1:].min()),
+                         "last 10%": float(frame[term].tail(n).mean()), "steps": len(frame)})
+    summary = pd.DataFrame(rows)
+    summary["rise from lowest (%)"] = 100 * (summary["last 10%"] / summary["lowest 10% window"] - 1)
+    lines += markdown_table(summary, "{:.4f}")
+    lines += ["", *metric_lines(table)]
+    return lines, figures.loss_curves(curves, f"Fig. 4 on {dataset}: losses with and without GRW"), summary
+
+
+def section_fig5(name, dataset, results, table, note, **_):
+    from dimerec import figures
+
+    rows = []
+    for r in results:
+        steps = json.loads((trained_run(r) / "step_metrics.json").read_text())
+        for s in steps["steps"]:
+            rows.append({"model": r["label"], "seed": r["seed"], "step": s["step"], "t": s["t"],
+                         "HR@50": 100 * s["HR@50"], "NDCG@50": 100 * s["NDCG@50"]})
+    per_step = pd.DataFrame(rows)
+    curve = per_step.groupby(["model", "step", "t"], sort=False)[["HR@50", "NDCG@50"]].agg(["mean", "std"])
+    curve.columns = [f"{a} {b}" for a, b in curve.columns]
+    curve = curve.reset_index().fillna(0.0)
+    wide = curve.pivot(index=["step", "t"], columns="model", values="HR@50 mean").reset_index()
+    lines = ["HR@50 (%) of x̂0 predicted at each reverse step (step 1 starts from x_T), validation users, mean over "
+             "seeds; the paper's Fig. 5 shows it rising along the chain.", "", *markdown_table(wide),
+             "", "Final test metrics of the same runs:", "", *metric_lines(table)]
+    return lines, figures.step_curves(curve, f"Fig. 5 on {dataset}: HR@50 of x̂0 along the reverse chain"), curve
+
+
+def section_table4(name, dataset, results, table, note, *, data_dir=None, **_):
+    """Table 4's metrics, and Fig. 3: linear probing of every run's item table (as in Table 2)."""
+    from dimerec import figures
+
+    probes = probe_runs(results, data_dir)
+    table = table.merge(probes, on="model", how="left")
+    lines = metric_lines(table)
+    if probes["probe accuracy"].notna().any():
+        lines += ["", "Fig. 3: linear-probe accuracy (%) of each run's item table on the item categories "
+                  f"({probes['labelling'].iloc[0]}), mean over seeds; the paper's variants 1-4 are "
+                  "'w/o L_gem' and the three 'Fig. 3 variant' rows.", "",
+                  *markdown_table(table[["model", "probe accuracy", "probe accuracy std"]])]
+    figure = figures.probe_bars(table, f"Fig. 3 on {dataset}: linear probing after ablations") \
+        if probes["probe accuracy"].notna().any() else figures.metric_bars(table, f"{name} on {dataset}")
+    return lines, figure, table.drop(columns=["labelling", "majority floor"])
+
+
+def probe_runs(results, data_dir) -> pd.DataFrame:
+    """Linear-probe accuracy of each run's item table, mean and std over seeds, per row label."""
+    from dimerec.analysis import linear_probe
+
+    rows = []
+    for r in tqdm(results, desc="probing", unit="run"):
+        model, data, _ = load_run_cached(trained_run(r), data_dir)
+        if not any(data.item_categories):
+            rows.append({"model": r["label"], "probe accuracy": np.nan, "majority floor": np.nan,
+                         "labelling": "no item categories"})
+            continue
+        probe = linear_probe(model.item_vectors().detach(), data, seed=r["seed"])
+        rows.append({"model": r["label"], "probe accuracy": 100 * probe["accuracy"],
+                     "majority floor": 100 * probe["majority_accuracy"], "labelling": probe["labels"]})
+    frame = pd.DataFrame(rows)
+    agg = frame.groupby("model", sort=False).agg(
+        **{"probe accuracy": ("probe accuracy", "mean"), "probe accuracy std": ("probe accuracy", "std"),
+           "majority floor": ("majority floor", "first"), "labelling": ("labelling", "first")}).reset_index()
+    agg["probe accuracy std"] = agg["probe accuracy std"].fillna(0.0)
+    return agg
+
+
+def section_diffusion(name, dataset, results, table, note, *, data_dir=None, **_):
+    """Issue 16: one table per hypothesis (validation HR@50 chooses; test read once per run), every variant's
+    curve of x̂0 along its chain, its serving cost, the verdict against the control, and the chain's angles."""
+    from scipy import stats
+
+    from dimerec import figures
+    from dimerec.analysis import chain_angles, serving_cost
+    from dimerec.evaluate import step_metrics
+
+    frame = pd.DataFrame(results)
+    curves, costs = [], {}
+    for r in tqdm(results, desc="chains and serving cost", unit="run"):
+        model, data, config = load_run_cached(trained_run(r), data_dir, r.get("serve_overrides"))
+        split, tc = data.split(config["train_config"]["split_seed"]), config["train_config"]
+        if model.denoises and model.config.serve == "final":
+            steps = step_metrics(model, data, split.valid, tc["protocol"], mask_seen=tc["mask_seen"],
+                                 seed=r["seed"], max_rows=tc.get("valid_max_rows"))["steps"]
+            curves += [{"model": r["label"], "seed": r["seed"], "step": s["step"], "t": s["t"],
+                        "HR@50": 100 * s["HR@50"], "NDCG@50": 100 * s["NDCG@50"]} for s in steps]
+        if r["seed"] == 0:
+            costs[r["label"]] = serving_cost(model, data, split.valid, seed=0)
+    curve = pd.DataFrame(curves)
+    by_model = curve.groupby(["model", "seed"]).agg(first=("HR@50", "first"), last=("HR@50", "last"))
+    by_model["rise"] = by_model["last"] - by_model["first"]
+    chain_rise = by_model.groupby("model")[["first", "last", "rise"]].mean()
+
+    def cell(label: str, key: str) -> str:
+        row = table[table.model == label].iloc[0]
+        return f"{row[key]:.2f} ± {row[f'{key} std']:.2f}"
+
+    valid = {label: 100 * np.mean([v["HR@50"] for v in g["valid"]]) for label, g in frame.groupby("label")}
+    lines = ["Each row: test metrics in %, mean ± std over seeds; **valid HR@50** (the only figure anything is "
+             "chosen by); the chain's first and last step (HR@50 of x̂0 on validation, mean over seeds; "
+             "x̂0 after the first step from pure noise vs after the last); serving cost in ms per user (batch "
+             "1,024, seed 0, this machine)."]
+    for group, specs in DIFFUSION_GROUPS.items():
+        rows = []
+        for spec in specs:
+            if spec.label not in valid:
+                continue
+            rise = chain_rise.loc[spec.label] if spec.label in chain_rise.index else None
+            rows.append({"variant": spec.label, "valid HR@50": f"{valid[spec.label]:.2f}",
+                         "test HR@50": cell(spec.label, "HR@50"), "test NDCG@50": cell(spec.label, "NDCG@50"),
+                         "chain: first step": "—" if rise is None else f"{rise['first']:.2f}",
+                         "last step": "—" if rise is None else f"{rise['last']:.2f}",
+                         "ms / user": f"{costs.get(spec.label, float('nan')):.3f}"})
+        lines += ["", f"## {group}", "", *markdown_table(pd.DataFrame(rows))]
+    # the verdict: the chain-served variant that validates best, against the control, on test
+    chain_served = [s.label for g in list(DIFFUSION_GROUPS.values())[1:] for s in g if s.label in valid]
+    chain_served.append(OURS.label)
+    best = max(chain_served, key=lambda label: valid[label])
+    verdict = ["## Verdict", "", f"Best chain-served variant on validation: **{best}** (valid HR@50 "
+               f"{valid[best]:.2f}; the control validates at {valid.get(CONTROL.label, float('nan')):.2f})."]
+    a = frame[frame.label == best].sort_values("seed")
+    b = frame[frame.label == CONTROL.label].sort_values("seed")
+    seeds = sorted(set(a.seed) & set(b.seed))
+    beats = []
+    for key in ("HR@50", "NDCG@50"):
+        x = [t[key] for t in a[a.seed.isin(seeds)]["test"]]
+        y = [t[key] for t in b[b.seed.isin(seeds)]["test"]]
+        beats.append(np.mean(x) >= np.mean(y))
+        p = stats.ttest_rel(x, y).pvalue if len(seeds) >= 2 else float("nan")
+        verdict.append(f"- test {key}: {100 * np.mean(x):.2f} vs the control's {100 * np.mean(y):.2f} "
+                       f"({100 * (np.mean(x) - np.mean(y)):+.2f} points, paired t-test over {len(seeds)} seeds, "
+                       f"p = {p:.3g}): {'matches or beats' if np.mean(x) >= np.mean(y) else 'below'} the control.")
+    if best in chain_rise.index:
+        r = chain_rise.loc[best]
+        verdict.append(f"- its chain: HR@50 of x̂0 {r['first']:.2f} after the first step, {r['last']:.2f} after the "
+                       f"last: the chain {'improves (as Fig. 5 claims)' if r['rise'] >= 0 else 'degrades'} "
+                       f"along the way.")
+    cleared = best in chain_rise.index and chain_rise.loc[best, "rise"] >= 0 and all(beats)
+    verdict.append(f"- the bar of issue 16 (a chain that improves and matches the control on HR@50 and NDCG@50): "
+                   f"**{'cleared' if cleared else 'not cleared'}**.")
+    lines += ["", *verdict]
+    # H6: where the chain's guesses land (seed 0, DimeRec as served by default)
+    source = next(r for r in results if r["label"] == OURS.label and r["seed"] == results[0]["seed"])
+    model, data, config = load_run_cached(trained_run(source), data_dir)
+    angles = pd.DataFrame(chain_angles(model, data, data.split(config["train_config"]["split_seed"]).valid,
+                                       seed=source["seed"]))
+    lines += ["", "## H6: where the chain's guesses land (DimeRec (ours), seed "
+              f"{source['seed']}, 8 samples per validation row, at most 2,000 rows; degrees)", "",
+              "A uniformly random direction lies at about 90° from the target. Each sample farther from the "
+              "target than the samples' mean is a distribution too broad for one sample to rank well.", "",
+              *markdown_table(angles, "{:.1f}")]
+    curve_mean = curve.groupby(["model", "step", "t"], sort=False)[["HR@50", "NDCG@50"]].agg(["mean", "std"])
+    curve_mean.columns = [f"{a} {b}" for a, b in curve_mean.columns]
+    curve_mean = curve_mean.reset_index().fillna(0.0)
+    chained = {group: [s.label for s in specs if s.label in set(curve_mean["model"])]
+               for group, specs in DIFFUSION_GROUPS.items()}
+    chained = {group: labels for group, labels in chained.items() if labels}
+    references = {label: valid[label] for label in (CONTROL.label, SERVE_MEAN.label, POP.label) if label in valid}
+    figure = figures.chain_panels(curve_mean, chained, references,
+                                  f"Reverse chains on {dataset}: HR@50 of x̂0 at each step t (validation, mean of "
+                                  f"seeds); dotted: validation HR@50 of the references")
+    csv_table = table.assign(**{"valid HR@50": [valid[m] for m in table.model],
+                                "ms per user": [costs.get(m, np.nan) for m in table.model],
+                                "chain first": [chain_rise["first"].get(m, np.nan) for m in table.model],
+                                "chain last": [chain_rise["last"].get(m, np.nan) for m in table.model]})
+    return lines, figure, csv_table
+
+
+SECTIONS = {"table1": section_table1, "table2": section_table2, "table4": section_table4, "fig4": section_fig4,
+            "fig5": section_fig5, "diffusion": section_diffusion}
