@@ -2,13 +2,17 @@
 
     OMP_NUM_THREADS=1 python app/make_default_runs.py            # about 3-4 minutes on 2 CPU cores
 
-Trains three models on the `planted` world with the command line, each for a short wall-clock
+Trains five models on the `planted` world with the command line, each for a short wall-clock
 budget, and keeps only what the app reads (config.json, best.pt, losses.csv, valid.csv,
-metrics.json and, for DimeRec, step_metrics.json):
+metrics.json and, for the models that denoise, step_metrics.json):
 
 - dimerec-planted         DimeRec, `--preset ours` (the default settings)
 - dimerec-nogrw-planted   the same without the geodesic random walk (`--no-grw`), for the Training page
 - dimerec-nodiff-planted  the no-diffusion control (`--model dimerec-nodiff`)
+- dreamrec-planted        DreamRec: a Euclidean chain guided by one SASRec vector, for the Denoising and Steps pages
+- diffurec-planted        DiffuRec: a Euclidean chain over the history's item vectors, likewise
+
+`--only NAME ...` retrains only those runs (the others, and the numbers tests read from them, stay).
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ RUNS = {
     "dimerec-planted": ["--model", "dimerec"],
     "dimerec-nogrw-planted": ["--model", "dimerec", "--no-grw"],
     "dimerec-nodiff-planted": ["--model", "dimerec-nodiff"],
+    "dreamrec-planted": ["--model", "dreamrec"],
+    "diffurec-planted": ["--model", "diffurec"],
 }
 
 
@@ -35,11 +41,15 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "default_runs"),
                         help="where the runs go (default: app/default_runs)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", nargs="+", choices=list(RUNS), metavar="NAME",
+                        help=f"retrain only these runs (of {', '.join(RUNS)})")
     args = parser.parse_args()
     out = Path(args.out)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with tempfile.TemporaryDirectory() as tmp:
         for name, flags in RUNS.items():
+            if args.only and name not in args.only:
+                continue
             run = Path(tmp) / name
             cmd = [sys.executable, "-m", "dimerec", "train", *flags, "--dataset", "planted", "--seed", str(args.seed),
                    "--max-minutes", str(args.minutes), "--quiet", "--out", str(run)]
@@ -53,7 +63,7 @@ def main() -> None:
                 if (run / file).exists():
                     shutil.copy2(run / file, target / file)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    print(f"wrote {', '.join(RUNS)} to {out} ({size / 1e6:.1f} MB)")
+    print(f"wrote {', '.join(args.only or RUNS)} to {out} ({size / 1e6:.1f} MB in all)")
 
 
 if __name__ == "__main__":
