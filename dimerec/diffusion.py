@@ -31,6 +31,7 @@ from typing import Callable, Literal
 import torch
 
 from dimerec import sphere
+from dimerec.options import check_choices
 
 ScheduleKind = Literal["linear", "cosine"]
 ForwardKind = Literal["geodesic", "euclidean"]
@@ -63,8 +64,7 @@ class NoiseSchedule:
     """β_t, ᾱ_t and the posterior coefficients of Eq. 8-9, indexed by t = 0..T (entry 0 is "no noise")."""
 
     def __init__(self, T: int = 20, kind: ScheduleKind = "linear", beta_start: float = 1e-4, beta_end: float = 0.02):
-        if kind not in ("linear", "cosine"):
-            raise ValueError(f"schedule must be one of linear, cosine; got {kind!r}")
+        check_choices({"schedule": kind}, schedule=ScheduleKind)
         if T < 1:
             raise ValueError(f"T must be at least 1, got {T}")
         betas = linear_betas(T, beta_start, beta_end) if kind == "linear" else cosine_betas(T)
@@ -115,11 +115,8 @@ class SphereDiffusion:
     def __init__(self, schedule: NoiseSchedule, dim: int, *, forward: ForwardKind = "geodesic",
                  magnitude: NoiseMagnitude = "angle", reverse: ReverseKind = "geodesic",
                  reverse_sigma: ReverseSigma = "none", noise_scale: float = 1.0, eta: float = 0.0):
-        for value, allowed, label in ((forward, ForwardKind, "forward"), (magnitude, NoiseMagnitude, "magnitude"),
-                                      (reverse, ReverseKind, "reverse"),
-                                      (reverse_sigma, ReverseSigma, "reverse_sigma")):
-            if value not in allowed.__args__:
-                raise ValueError(f"{label} must be one of {', '.join(allowed.__args__)}; got {value!r}")
+        check_choices(dict(forward=forward, magnitude=magnitude, reverse=reverse, reverse_sigma=reverse_sigma),
+                      forward=ForwardKind, magnitude=NoiseMagnitude, reverse=ReverseKind, reverse_sigma=ReverseSigma)
         if forward == "euclidean" and reverse != "ddpm":
             raise ValueError(f"the {reverse} reverse step needs the geodesic forward process; use reverse='ddpm'")
         self.schedule, self.forward, self.magnitude, self.reverse = schedule, forward, magnitude, reverse

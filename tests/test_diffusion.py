@@ -7,6 +7,7 @@ import torch
 
 from dimerec import sphere
 from dimerec.diffusion import NoiseSchedule, SphereDiffusion, sample_trajectory
+from dimerec.errors import DimeRecError
 
 D = 64
 
@@ -121,9 +122,9 @@ def test_trajectory_shapes_and_every_x_t_on_the_sphere(reverse):
 
 
 def test_bad_settings_are_rejected_with_the_choices():
-    with pytest.raises(ValueError, match="linear, cosine"):
+    with pytest.raises(DimeRecError, match="--schedule must be one of linear, cosine; got 'quadratic'"):
         NoiseSchedule(20, "quadratic")
-    with pytest.raises(ValueError, match="geodesic, euclidean"):
+    with pytest.raises(DimeRecError, match="--forward must be one of geodesic, euclidean; got 'hyperbolic'"):
         SphereDiffusion(NoiseSchedule(20), D, forward="hyperbolic")
     with pytest.raises(ValueError, match="ddpm"):
         SphereDiffusion(NoiseSchedule(20), D, forward="euclidean", reverse="ddim")

@@ -6,6 +6,7 @@ import torch
 
 from dimerec.data import load_dataset
 from dimerec.data.dataset import TrainSampler
+from dimerec.errors import DimeRecError
 from dimerec.models.base import Batch
 from dimerec.models.dimerec import GEM_KINDS, DimeRec, DimeRecConfig, DimeRecNoDiff, build_diffusion
 from dimerec.models.sasrec import SASRec, SASRecConfig
@@ -150,5 +151,5 @@ def test_sasrec_gem_is_sasrecs_encoder(planted):
 
 
 def test_unknown_gem_is_refused():
-    with pytest.raises(ValueError, match="gem must be one of"):
+    with pytest.raises(DimeRecError, match="--gem must be one of comirec-sa, rule, .*; got 'transformer'"):
         DimeRecConfig(gem="transformer")

@@ -29,18 +29,20 @@ import torch
 import torch.nn as nn
 
 from dimerec import sphere
-from dimerec.diffusion import (NoiseSchedule, SphereDiffusion, Trajectory, cpu_randn_shape, sample_trajectory,
-                               timestep_embedding)
+from dimerec.diffusion import (NoiseMagnitude, NoiseSchedule, ReverseKind, ScheduleKind, SphereDiffusion, Trajectory,
+                               cpu_randn_shape, sample_trajectory, timestep_embedding)
 from dimerec.errors import DimeRecError
-from dimerec.models.base import (Batch, Recommender, SampledSoftmaxConfig, check_choices, draw_negatives, option,
-                                 sampled_softmax_loss)
+from dimerec.models.base import Batch, Recommender, SampledSoftmaxConfig, draw_negatives, option, sampled_softmax_loss
 from dimerec.models.comirec_dr import RoutingInterests
 from dimerec.models.comirec_sa import SelfAttentiveInterests, select_interest
 from dimerec.models.sasrec import CausalEncoder, SASRecConfig
+from dimerec.options import check_choices
 
 GemKind = Literal["comirec-sa", "rule", "comirec-dr", "sasrec", "mlp"]
 GEM_KINDS = typing.get_args(GemKind)
 DenoiserKind = Literal["mlp", "cross-attention"]
+ReverseSigmaKind = Literal["beta-tilde", "sqrt-beta-tilde", "none"]  # the diffusion's, less DiffuRec's sqrt-beta
+ServeKind = Literal["final", "mean"]
 ServeMerge = Literal["max", "mixture"]
 ServeGuess = Literal["mean", "interests"]
 Preset = Literal["ours", "paper"]
@@ -68,14 +70,14 @@ class DimeRecConfig(SampledSoftmaxConfig):
                       "mlp = an MLP over the mean history embedding giving K interests")
     gem_weight: float = option(1.0, "weight of L_gem in Eq. 23; 0 removes it (Table 4 'w/o L_gem')")
     T: int = option(20, "diffusion steps (Table 5: 20)")
-    schedule: Literal["linear", "cosine"] | None = option(None, "β schedule (default: by preset)")
-    magnitude: Literal["paper", "angle"] | None = option(
+    schedule: ScheduleKind | None = option(None, "β schedule (default: by preset)")
+    magnitude: NoiseMagnitude | None = option(
         None, "forward noise size: paper = sqrt(1-ᾱ_t)·ε_tan radians (wraps past π); angle = "
               "arctan of the same size, never past π/2 (default: by preset)")
-    reverse: Literal["ddpm", "ddim", "geodesic"] | None = option(
+    reverse: ReverseKind | None = option(
         None, "reverse step: ddpm = Eq. 8-9 then L2-normalise; ddim = DDIM on the angle process; geodesic = "
               "walk θ_{t-1} from normalised x̂0 towards x_t (default: by preset)")
-    reverse_sigma: Literal["beta-tilde", "sqrt-beta-tilde", "none"] | None = option(
+    reverse_sigma: ReverseSigmaKind | None = option(
         None, "reverse noise of the ddpm step: β̃_t·ε (Alg. 2 as written), sqrt(β̃_t)·ε (DDPM) or none "
               "(default: by preset)")
     normalize_x0: bool | None = option(None, "put the denoiser's x̂0 on the sphere (default: by preset)")
@@ -96,7 +98,7 @@ class DimeRecConfig(SampledSoftmaxConfig):
     detach_x0: bool | None = option(
         None, "stop L_recon's gradient into the target embedding, x0 a fixed target (default: by preset)")
     serve_samples: int = option(1, "reverse samples per user at serving, merged by --serve-merge")
-    serve: Literal["final", "mean"] = option(
+    serve: ServeKind = option(
         "final", "final: the end x_0 of the reverse chain (Alg. 2); mean: the first reverse step's x̂0 "
                  "averaged over the samples, the denoiser's estimate of E[x0 | guidance]")
     # issue 16's levers, each off by default (the committed runs are these defaults)
@@ -121,12 +123,15 @@ class DimeRecConfig(SampledSoftmaxConfig):
                 "sample s starts from interest s mod K")
 
     def __post_init__(self):
-        if self.gem not in GEM_KINDS:
-            raise ValueError(f"gem must be one of {GEM_KINDS}, got {self.gem!r}")
+        super().__post_init__()
+        check_choices(self, preset=Preset)
         explicit_reverse = self.reverse
         for key, value in PRESETS[self.preset].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        check_choices(self, gem=GemKind, schedule=ScheduleKind, magnitude=NoiseMagnitude, reverse=ReverseKind,
+                      reverse_sigma=ReverseSigmaKind, serve=ServeKind, denoiser=DenoiserKind, serve_merge=ServeMerge,
+                      serve_guess=ServeGuess)
         if not self.grw:  # Euclidean noise (Eq. 4) has only the DDPM posterior step (Eq. 8-9)
             if explicit_reverse not in (None, "ddpm"):
                 raise DimeRecError(f"--no-grw takes the ddpm reverse step (Eq. 8-9); --reverse {explicit_reverse} "
@@ -135,7 +140,6 @@ class DimeRecConfig(SampledSoftmaxConfig):
         if self.grw and self.magnitude == "paper" and self.reverse == "ddim":
             raise DimeRecError("--magnitude paper (noise that wraps past π) with --reverse ddim (DDIM on the angle "
                                "process, which assumes --magnitude angle): choose --magnitude angle or --reverse ddpm")
-        check_choices(self, denoiser=DenoiserKind, serve_merge=ServeMerge, serve_guess=ServeGuess)
         if not 0 <= self.p_uncond < 1:
             raise DimeRecError(f"--p-uncond must be in [0, 1), got {self.p_uncond}")
         if self.guidance_weight and not self.p_uncond:
@@ -182,9 +186,7 @@ def build_extractor(config: DimeRecConfig, max_len: int) -> nn.Module | None:
         return CausalEncoderInterest(c.dim, max_len, s.n_layers, s.n_heads, s.dropout)
     if c.gem == "mlp":
         return MeanMLPInterests(c.dim, c.n_interests, 4 * c.dim)
-    if c.gem == "rule":
-        return None
-    raise ValueError(f"gem must be one of {GEM_KINDS}, got {c.gem!r}")
+    return None  # rule (the config has checked the choice)
 
 
 def build_diffusion(config: DimeRecConfig) -> SphereDiffusion:
