@@ -39,15 +39,19 @@ def test_loss_terms_and_trajectory_shapes(gem, planted_small):
 
 def test_paper_preset_takes_mu_10_on_movielens_only(planted_small):
     model = DimeRec(10, 5, DimeRecConfig(preset="paper"))
+    assert model.mu == 1.0  # before any data is read
     model.fit_statistics(planted_small, np.arange(3))
     assert model.config.mu_ssm == 1.0
-    model = DimeRec(10, 5, DimeRecConfig(preset="paper"))
+    model, explicit = DimeRec(10, 5, DimeRecConfig(preset="paper")), DimeRec(10, 5, DimeRecConfig(preset="paper",
+                                                                                                 mu_ssm=0.0))
     planted_small.name, name = "ml-1m", planted_small.name
     try:
         model.fit_statistics(planted_small, np.arange(3))
+        explicit.fit_statistics(planted_small, np.arange(3))
     finally:
         planted_small.name = name
-    assert model.config.mu_ssm == 10.0
+    assert model.config.mu_ssm == model.mu == 10.0
+    assert explicit.config.mu_ssm == explicit.mu == 0.0  # --mu-ssm wins over the preset's
 
 
 @pytest.mark.slow

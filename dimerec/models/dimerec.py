@@ -150,6 +150,13 @@ class DimeRecConfig(SampledSoftmaxConfig):
         if self.merge_scale is not None and self.merge_scale <= 0:
             raise DimeRecError(f"--merge-scale must be positive, got {self.merge_scale}")
 
+    def mu_for(self, dataset: str | None) -> float:
+        """μ of L_ssm: --mu-ssm, else 1, except Table 8's 10 for the paper preset on MovieLens (`dataset` ml-*;
+        None: no data read yet). The one place that writes μ's default."""
+        if self.mu_ssm is not None:
+            return self.mu_ssm
+        return 10.0 if self.preset == "paper" and (dataset or "").startswith("ml-") else 1.0
+
 
 class CausalEncoderInterest(CausalEncoder):
     """Table 3's SASRec GEM: SASRec's encoder over the shared item table; its last position is ONE
@@ -266,12 +273,11 @@ class DimeRec(Recommender):
         self.diffusion = build_diffusion(c)
 
     def fit_statistics(self, data, train_users) -> None:
-        if self.config.mu_ssm is None:  # Table 8: μ = 10 on ML-10M, 1 on YooChoose and KuaiRec
-            self.config.mu_ssm = 10.0 if self.config.preset == "paper" and data.name.startswith("ml-") else 1.0
+        self.config.mu_ssm = self.config.mu_for(data.name)  # resolved once the data is known, saved in config.json
 
     @property
     def mu(self) -> float:
-        return 1.0 if self.config.mu_ssm is None else self.config.mu_ssm
+        return self.config.mu_for(None)
 
     def ssm_user(self, x0_hat: torch.Tensor) -> torch.Tensor:
         """The user vector L_ssm scores (open point 4)."""
