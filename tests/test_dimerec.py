@@ -1,15 +1,20 @@
 """DimeRec and its control on the planted world: the model trains, and the pieces fit together."""
 import json
+from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from dimerec.errors import DimeRecError
 from dimerec.evaluate import chain_user_fn
 from dimerec.models.base import Batch
-from dimerec.models.dimerec import DimeRec, DimeRecConfig, DimeRecNoDiff
-from dimerec.trainer import TrainConfig, train
+from dimerec.models.dimerec import DimeRec, DimeRecConfig, DimeRecNoDiff, DimeRecNoDiffConfig, GemConfig
+from dimerec.trainer import TrainConfig, train, train_model
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_presets_fill_open_points_and_flags_override():
@@ -79,9 +84,33 @@ def test_short_training_lowers_all_three_losses_and_beats_popularity(planted_sma
 
 def test_nodiff_control_has_no_diffusion_and_trains(planted_small):
     torch.manual_seed(0)
-    model = DimeRecNoDiff(planted_small.n_items, planted_small.max_len, DimeRecConfig(dim=16))
+    model = DimeRecNoDiff(planted_small.n_items, planted_small.max_len, DimeRecNoDiffConfig(dim=16))
     hist = torch.randint(0, planted_small.n_items, (4, planted_small.max_len))
     terms = model.loss(Batch(hist, torch.arange(4), planted_small.pad_id))
     assert set(terms) == {"loss", "L_gem", "L_ssm"}
     assert model.user_vectors(hist).shape == (4, 1, 16)
     assert not model.denoiser.use_xt
+    assert not hasattr(model, "diffusion") and not model.denoises
+    assert {f.name for f in fields(DimeRecNoDiffConfig)} == {f.name for f in fields(GemConfig)}
+
+
+def test_the_control_refuses_a_diffusion_flag_in_one_line(planted_small, tmp_path, capsys):
+    from dimerec.cli import main
+
+    with pytest.raises(DimeRecError) as info:
+        DimeRecNoDiffConfig(T=5)
+    assert str(info.value).startswith("--T 5: dimerec-nodiff, the no-diffusion control, has no such setting")
+    assert "\n" not in str(info.value)
+    with pytest.raises(DimeRecError, match="unknown setting 'lambda_recon'"):
+        train_model("dimerec-nodiff", planted_small, lambda_recon=0.5)
+    assert main(["train", "--model", "dimerec-nodiff", "--dataset", "planted", "--serve-samples", "4",
+                 "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: unrecognized arguments: --serve-samples 4") and "\n" not in error
+    assert not (tmp_path / "run").exists()
+    # a control's config.json written while the control still took every DimeRec flag (at their defaults) loads
+    saved = json.loads((REPO_ROOT / "app" / "default_runs" / "dimerec-nodiff-planted" / "config.json").read_text())
+    assert {"T", "reverse", "confidence", "t_sampling"} <= saved["model_config"].keys()
+    assert DimeRecNoDiffConfig(**saved["model_config"]) == DimeRecNoDiffConfig(mu_ssm=1.0)
+    with pytest.raises(DimeRecError, match="--confidence True: the flag was removed as unused"):
+        DimeRecConfig(confidence=True)
