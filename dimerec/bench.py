@@ -88,7 +88,6 @@ def bench_serving(config: DimeRecConfig, batch: int, repeats: int, retriever_nam
 def run_bench(data_dir=None, out: Path = Path("results/bench.json"), steps: int = 30, seed: int = 0,
               preset: str = "ours") -> dict:
     config = DimeRecConfig(preset=preset)
-    config.mu_ssm = 1.0
     report = {
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                     "torch": torch.__version__},

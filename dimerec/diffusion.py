@@ -31,11 +31,12 @@ from typing import Callable, Literal
 import torch
 
 from dimerec import sphere
+from dimerec.options import check_choices
 
 ScheduleKind = Literal["linear", "cosine"]
 ForwardKind = Literal["geodesic", "euclidean"]
 NoiseMagnitude = Literal["paper", "angle"]
-ReverseKind = Literal["ddpm", "ddim", "geodesic"]
+ReverseKind = Literal["ddpm", "ddim"]
 ReverseSigma = Literal["beta-tilde", "sqrt-beta-tilde", "sqrt-beta", "none"]
 
 
@@ -63,8 +64,7 @@ class NoiseSchedule:
     """β_t, ᾱ_t and the posterior coefficients of Eq. 8-9, indexed by t = 0..T (entry 0 is "no noise")."""
 
     def __init__(self, T: int = 20, kind: ScheduleKind = "linear", beta_start: float = 1e-4, beta_end: float = 0.02):
-        if kind not in ("linear", "cosine"):
-            raise ValueError(f"schedule must be one of linear, cosine; got {kind!r}")
+        check_choices({"schedule": kind}, schedule=ScheduleKind)
         if T < 1:
             raise ValueError(f"T must be at least 1, got {T}")
         betas = linear_betas(T, beta_start, beta_end) if kind == "linear" else cosine_betas(T)
@@ -113,13 +113,10 @@ class Trajectory:
 
 class SphereDiffusion:
     def __init__(self, schedule: NoiseSchedule, dim: int, *, forward: ForwardKind = "geodesic",
-                 magnitude: NoiseMagnitude = "angle", reverse: ReverseKind = "geodesic",
+                 magnitude: NoiseMagnitude = "angle", reverse: ReverseKind = "ddim",
                  reverse_sigma: ReverseSigma = "none", noise_scale: float = 1.0, eta: float = 0.0):
-        for value, allowed, label in ((forward, ForwardKind, "forward"), (magnitude, NoiseMagnitude, "magnitude"),
-                                      (reverse, ReverseKind, "reverse"),
-                                      (reverse_sigma, ReverseSigma, "reverse_sigma")):
-            if value not in allowed.__args__:
-                raise ValueError(f"{label} must be one of {', '.join(allowed.__args__)}; got {value!r}")
+        check_choices(dict(forward=forward, magnitude=magnitude, reverse=reverse, reverse_sigma=reverse_sigma),
+                      forward=ForwardKind, magnitude=NoiseMagnitude, reverse=ReverseKind, reverse_sigma=ReverseSigma)
         if forward == "euclidean" and reverse != "ddpm":
             raise ValueError(f"the {reverse} reverse step needs the geodesic forward process; use reverse='ddpm'")
         self.schedule, self.forward, self.magnitude, self.reverse = schedule, forward, magnitude, reverse
@@ -172,14 +169,6 @@ class SphereDiffusion:
                 noise_hat = noise_hat + self.eta * cpu_randn(x_t, generator) / math.sqrt(x_t.shape[-1])
             return StepOutput(sphere.normalize(math.cos(theta_prev) * pred_x0 + math.sin(theta_prev) * noise_hat),
                               pred_x0)
-        if self.reverse == "geodesic":
-            # 1. x̂0 on the sphere; 2. the geodesic from x̂0 through x_t; 3. walk θ_{t-1} along it.
-            x0 = sphere.normalize(pred_x0)
-            direction = sphere.normalize(sphere.tangent(x_t, x0))
-            if self.eta > 0:
-                noise = sphere.normalize(sphere.tangent(cpu_randn(x_t, generator), x0))
-                direction = sphere.normalize(direction + self.eta * noise)
-            return StepOutput(sphere.exp_map(x0, float(self.angles[t - 1]) * direction), x0)
         # 1. Eq. 8: the posterior mean; 2. Eq. 9: the posterior spread (none at the last step, as in DDPM;
         # sqrt-beta is DDPM's other choice, σ_t² = β_t); 3. project back onto the sphere.
         tt = torch.full(x_t.shape[:-1], t, dtype=torch.long, device=x_t.device)

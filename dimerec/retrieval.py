@@ -18,6 +18,7 @@ interests, so the top-N of the union is exactly the top-N of the max-over-intere
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import torch
@@ -244,6 +245,7 @@ class FaissHNSWRetriever(ApproximateFaissRetriever):
         self.faiss_index.hnsw.efSearch = max(self.params["efSearch"], depth)  # else fewer than depth come back
 
 
+RetrieverKind = Literal["torch", "faiss", "faiss-ivf", "faiss-hnsw"]  # the names of RETRIEVERS, as the flag's type
 RETRIEVERS = {"torch": TorchRetriever, "faiss": FaissRetriever, "faiss-ivf": FaissIVFRetriever,
               "faiss-hnsw": FaissHNSWRetriever}
 

@@ -15,7 +15,6 @@ import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
-from typing import Literal
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +22,15 @@ import torch
 from tqdm.auto import tqdm
 
 from dimerec import distributed
-from dimerec.data.dataset import SAMPLINGS, SPLITS, Sampling, SeqDataset, Split, TrainSampler, UserSplit
+from dimerec.data.dataset import Sampling, SeqDataset, Split, TrainSampler, UserSplit
 from dimerec.errors import DataError, DimeRecError, TrainingDiverged
-from dimerec.evaluate import PROTOCOLS, Protocol, evaluate, step_metrics
+from dimerec.evaluate import Protocol, evaluate, step_metrics
 from dimerec.models.base import Batch, Recommender, option
+from dimerec.options import check_choices
+from dimerec.retrieval import RetrieverKind, make_retriever
 from dimerec.runs import (  # noqa: F401  (load_run, load_checkpoint: importable from here as before)
     LossLog, check_fingerprint, checkpoint_payload, load_checkpoint, load_run, save_atomic, truncate_log,
     write_json_atomic)
-from dimerec.retrieval import RETRIEVERS, make_retriever
 
 
 @dataclass
@@ -53,7 +53,7 @@ class TrainConfig:
                                              "trains on all but its last two items (validated on the second-to-last, "
                                              "tested on the last)")
     mask_seen: bool = option(False, "remove already-seen items from rankings (the paper does not)")
-    retriever: Literal["torch", "faiss", "faiss-ivf", "faiss-hnsw"] = option(
+    retriever: RetrieverKind = option(
         "torch", "top-50 by dense torch scores, a faiss exact inner-product index, or faiss's approximate IVF or "
                  "HNSW index (for large catalogues)")
     retriever_params: str | None = option(None, "faiss-ivf: nlist=N,nprobe=N (default: 4·sqrt(items) cells, 64 "
@@ -68,11 +68,7 @@ class TrainConfig:
                                 "numbers on one device, but a GPU's differ from the CPU's)")
 
     def __post_init__(self):
-        for field, allowed in (("sampling", SAMPLINGS), ("protocol", PROTOCOLS), ("retriever", tuple(RETRIEVERS)),
-                               ("split", SPLITS)):
-            if getattr(self, field) not in allowed:
-                raise DimeRecError(f"--{field.replace('_', '-')} must be one of {', '.join(allowed)}; "
-                                   f"got {getattr(self, field)!r}")
+        check_choices(self, sampling=Sampling, protocol=Protocol, retriever=RetrieverKind, split=Split)
         for name, whole, low, strict in NUMERIC_BOUNDS:
             value = getattr(self, name)
             if value is None and name in OPTIONAL_NUMERIC:

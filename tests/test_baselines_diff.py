@@ -7,6 +7,7 @@ import torch
 
 from dimerec.data.planted import make_planted
 from dimerec.diffusion import NoiseSchedule
+from dimerec.errors import DimeRecError
 from dimerec.models.base import Batch
 from dimerec.models.diffurec import DiffuRec
 from dimerec.models.diffurec import make_schedule as diffurec_schedule
@@ -126,7 +127,7 @@ def test_dreamrec_l2_retrieval_ranks_the_items_nearest_to_the_generated_x0():
     assert (scores.argsort(dim=1, descending=True) == distances.argsort(dim=1)).all()
     dot_order = (x0 @ dot.item_vectors().T).argsort(dim=1, descending=True)
     assert not (scores.argsort(dim=1, descending=True) == dot_order).all()
-    with pytest.raises(ValueError, match="retrieval must be one of dot, l2"):
+    with pytest.raises(DimeRecError, match="--retrieval must be one of dot, l2; got 'cosine'"):
         DreamRecConfig(retrieval="cosine")
 
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from dimerec.data.planted import make_planted
+from dimerec.errors import DimeRecError
 from dimerec.models.base import Batch
 from dimerec.models.gru4rec import GRU4Rec, GRU4RecConfig, left_to_right_aligned
 from dimerec.models.pop import MostPopular, PopConfig
@@ -139,10 +140,11 @@ def test_seeded_runs_repeat_and_seeds_differ(variant):
     assert losses[0] != losses[2]
 
 
-@pytest.mark.parametrize("make", [lambda: SASRecConfig(loss_kind="bce"), lambda: SASRecConfig(dim=10, n_heads=3),
-                                  lambda: GRU4RecConfig(output_table="tied")])
-def test_bad_options_are_rejected(make):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("make, error", [(lambda: SASRecConfig(loss_kind="bce"), DimeRecError),
+                                         (lambda: SASRecConfig(dim=10, n_heads=3), ValueError),
+                                         (lambda: GRU4RecConfig(output_table="tied"), DimeRecError)])
+def test_bad_options_are_rejected(make, error):
+    with pytest.raises(error):
         make()
 
 

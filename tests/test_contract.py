@@ -14,9 +14,11 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from dimerec.diffusion import NoiseSchedule
+from dimerec.errors import DimeRecError
 from dimerec.models import MODELS
 from dimerec.models.base import ContractError, Recommender, check_contract
-from dimerec.trainer import load_run, train_model
+from dimerec.trainer import TrainConfig, load_run, train_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAIN = str(REPO_ROOT / "app" / "main.py")
@@ -109,3 +111,25 @@ def test_the_contract_check_names_the_model_and_the_shape():
         check_contract(_WrongShape(), hist)
     with pytest.raises(ContractError, match="no-chain has no reverse diffusion process"):
         check_contract(_SaysItDenoisesButHasNoChain(), hist)
+
+
+@pytest.mark.parametrize("make, flag, value", [
+    (lambda: MODELS["gru4rec"].Config(output_table="tied"), "--output-table", "tied"),
+    (lambda: MODELS["sasrec"].Config(loss_kind="bce"), "--loss-kind", "bce"),
+    (lambda: MODELS["comirec-sa"].Config(negative_sampler="batch"), "--negative-sampler", "batch"),
+    (lambda: MODELS["dreamrec"].Config(denoiser="unet"), "--denoiser", "unet"),
+    (lambda: MODELS["diffurec"].Config(schedule="cosine"), "--schedule", "cosine"),
+    (lambda: MODELS["dimerec"].Config(gem="transformer"), "--gem", "transformer"),
+    (lambda: MODELS["dimerec"].Config(preset="mine"), "--preset", "mine"),
+    (lambda: MODELS["dimerec"].Config(reverse_sigma="sqrt-beta"), "--reverse-sigma", "sqrt-beta"),
+    (lambda: TrainConfig(split="by-time"), "--split", "by-time"),
+    (lambda: NoiseSchedule(20, "quadratic"), "--schedule", "quadratic"),
+])
+def test_a_bad_choice_is_one_dimerec_error_naming_the_flag_and_the_value(make, flag, value):
+    """Every Literal setting is checked by the one options.check_choices: the same error type and message shape
+    for a model's config, the training config and the diffusion they build."""
+    with pytest.raises(DimeRecError) as info:
+        make()
+    message = str(info.value)
+    assert message.startswith(f"{flag} must be one of ") and message.endswith(f"; got {value!r}")
+    assert "\n" not in message

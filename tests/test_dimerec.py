@@ -1,15 +1,20 @@
 """DimeRec and its control on the planted world: the model trains, and the pieces fit together."""
 import json
+from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from dimerec.errors import DimeRecError
 from dimerec.evaluate import chain_user_fn
 from dimerec.models.base import Batch
-from dimerec.models.dimerec import DimeRec, DimeRecConfig, DimeRecNoDiff
-from dimerec.trainer import TrainConfig, train
+from dimerec.models.dimerec import DimeRec, DimeRecConfig, DimeRecNoDiff, DimeRecNoDiffConfig, GemConfig
+from dimerec.trainer import TrainConfig, train, train_model
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_presets_fill_open_points_and_flags_override():
@@ -30,6 +35,8 @@ def test_loss_terms_and_trajectory_shapes(gem, planted_small):
     terms = model.loss(Batch(hist, torch.tensor([13, 14, 15]), planted_small.pad_id))
     assert set(terms) == {"loss", "L_gem", "L_recon", "L_ssm"}
     assert all(torch.isfinite(v) for v in terms.values())
+    # Eq. 23 with the defaults λ = 0.1, μ = 1, gem_weight = 1
+    assert torch.isclose(terms["loss"], terms["L_gem"] + 0.1 * terms["L_recon"] + terms["L_ssm"])
     traj = model.trajectory(hist, n_samples=2, generator=torch.Generator().manual_seed(0))
     assert traj.x_t.shape == (6, 3, 2, 16) and traj.pred_x0.shape == (5, 3, 2, 16)
     assert torch.allclose(traj.x_t.norm(dim=-1), torch.ones(6, 3, 2), atol=1e-5)
@@ -39,15 +46,19 @@ def test_loss_terms_and_trajectory_shapes(gem, planted_small):
 
 def test_paper_preset_takes_mu_10_on_movielens_only(planted_small):
     model = DimeRec(10, 5, DimeRecConfig(preset="paper"))
+    assert model.mu == 1.0  # before any data is read
     model.fit_statistics(planted_small, np.arange(3))
     assert model.config.mu_ssm == 1.0
-    model = DimeRec(10, 5, DimeRecConfig(preset="paper"))
+    model, explicit = DimeRec(10, 5, DimeRecConfig(preset="paper")), DimeRec(10, 5, DimeRecConfig(preset="paper",
+                                                                                                 mu_ssm=0.0))
     planted_small.name, name = "ml-1m", planted_small.name
     try:
         model.fit_statistics(planted_small, np.arange(3))
+        explicit.fit_statistics(planted_small, np.arange(3))
     finally:
         planted_small.name = name
-    assert model.config.mu_ssm == 10.0
+    assert model.config.mu_ssm == model.mu == 10.0
+    assert explicit.config.mu_ssm == explicit.mu == 0.0  # --mu-ssm wins over the preset's
 
 
 @pytest.mark.slow
@@ -70,14 +81,41 @@ def test_short_training_lowers_all_three_losses_and_beats_popularity(planted_sma
     assert metrics["valid"]["HR@50"] > 1.3 * pop["valid"]["HR@50"]
     steps = json.loads((tmp_path / "dm" / "step_metrics.json").read_text())
     assert [s["t"] for s in steps["steps"]] == list(range(20, 0, -1))
-    assert all(0 <= s["HR@50"] <= 1 for s in steps["steps"])
+    # the chain's end that step_metrics scores is what serving served (the same rows and seed) ...
+    assert steps["final"]["HR@50"] == metrics["valid"]["HR@50"]
+    # ... and the first step's x̂0, the denoiser's E[x0 | g], beats popularity too (0.33 vs 0.18 when written)
+    assert steps["steps"][0]["HR@50"] > 1.3 * pop["valid"]["HR@50"]
 
 
 def test_nodiff_control_has_no_diffusion_and_trains(planted_small):
     torch.manual_seed(0)
-    model = DimeRecNoDiff(planted_small.n_items, planted_small.max_len, DimeRecConfig(dim=16))
+    model = DimeRecNoDiff(planted_small.n_items, planted_small.max_len, DimeRecNoDiffConfig(dim=16))
     hist = torch.randint(0, planted_small.n_items, (4, planted_small.max_len))
     terms = model.loss(Batch(hist, torch.arange(4), planted_small.pad_id))
     assert set(terms) == {"loss", "L_gem", "L_ssm"}
     assert model.user_vectors(hist).shape == (4, 1, 16)
     assert not model.denoiser.use_xt
+    assert not hasattr(model, "diffusion") and not model.denoises
+    assert {f.name for f in fields(DimeRecNoDiffConfig)} == {f.name for f in fields(GemConfig)}
+
+
+def test_the_control_refuses_a_diffusion_flag_in_one_line(planted_small, tmp_path, capsys):
+    from dimerec.cli import main
+
+    with pytest.raises(DimeRecError) as info:
+        DimeRecNoDiffConfig(T=5)
+    assert str(info.value).startswith("--T 5: dimerec-nodiff, the no-diffusion control, has no such setting")
+    assert "\n" not in str(info.value)
+    with pytest.raises(DimeRecError, match="unknown setting 'lambda_recon'"):
+        train_model("dimerec-nodiff", planted_small, lambda_recon=0.5)
+    assert main(["train", "--model", "dimerec-nodiff", "--dataset", "planted", "--serve-samples", "4",
+                 "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: unrecognized arguments: --serve-samples 4") and "\n" not in error
+    assert not (tmp_path / "run").exists()
+    # a control's config.json written while the control still took every DimeRec flag (at their defaults) loads
+    saved = json.loads((REPO_ROOT / "app" / "default_runs" / "dimerec-nodiff-planted" / "config.json").read_text())
+    assert {"T", "reverse", "confidence", "t_sampling"} <= saved["model_config"].keys()
+    assert DimeRecNoDiffConfig(**saved["model_config"]) == DimeRecNoDiffConfig(mu_ssm=1.0)
+    with pytest.raises(DimeRecError, match="--confidence True: the flag was removed as unused"):
+        DimeRecConfig(confidence=True)

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dimerec.errors import DimeRecError
 from dimerec.models import MODELS
 from dimerec.models.base import (Batch, draw_negatives, full_softmax_loss, sampled_softmax_loss, softmax_loss,
                                  SampledSoftmaxConfig)
@@ -83,7 +84,7 @@ def test_the_default_loss_is_still_the_sampled_softmax_drawn_the_same_way(name):
 
 @pytest.mark.parametrize("name", ["gru4rec", "mind", "comirec-sa", "comirec-dr"])
 def test_an_unknown_loss_kind_is_refused(name):
-    with pytest.raises(ValueError, match="loss_kind"):
+    with pytest.raises(DimeRecError, match="--loss-kind must be one of ssm, ce; got 'bce-all-positions'"):
         MODELS[name].Config(loss_kind="bce-all-positions")
 
 

@@ -11,7 +11,10 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -21,8 +24,10 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 TIMEOUT_S = 300  # per cell; the whole fast set takes about two minutes on one core
 
 
-def test_the_four_notebooks_exist():
+def test_the_four_notebooks_exist_and_the_readme_describes_each():
     assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04"], NOTEBOOKS
+    rows = [line for line in (NOTEBOOK_DIR / "README.md").read_text().splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == [p.name for p in NOTEBOOKS]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -43,6 +48,22 @@ def test_notebook_imports_dimerec_and_defines_no_model(path):
     assert "from dimerec" in source
     for forbidden in ("nn.Module", "nn.Linear", "torch.optim", ".backward("):
         assert forbidden not in source, f"{path.name} defines or trains a model by hand ({forbidden}); use dimerec"
+
+
+def check_run_files(run: Path, notebook: str) -> None:
+    """What a notebook's run directory holds, read: config.json names the notebook and is the config inside
+    best.pt; losses.csv has one finite row per step; metrics.json's valid HR@50 is the best row of valid.csv."""
+    config = json.loads((run / "config.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert config["command"].startswith(f"notebooks/{notebook}")
+    assert json.loads(torch.load(run / "best.pt", weights_only=True)["config"]) == config
+    if metrics["steps"]:  # MostPopular trains no step and logs nothing
+        losses = pd.read_csv(run / "losses.csv")
+        assert list(losses["step"]) == list(range(1, metrics["steps"] + 1))
+        assert np.isfinite(losses.drop(columns=["step", "epoch"]).to_numpy()).all()
+        train = config["train_config"]
+        if train["valid_max_rows"] == train.get("final_max_rows"):  # else the final valid reads other rows
+            assert pd.read_csv(run / "valid.csv")["HR@50"].max() == metrics["valid"]["HR@50"]
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +91,5 @@ def test_notebook_runs_top_to_bottom_in_fast_mode(path, runs_dir, monkeypatch):
         trained = [p.parent for p in (runs_dir / "fast").glob(f"nb{path.stem[:2]}-*/metrics.json")]
         assert trained, f"{path.name} wrote no run under $DIMEREC_RUNS/fast"
         for run in trained:
-            config = json.loads((run / "config.json").read_text())
-            assert (run / "best.pt").is_file() and config["command"].startswith(f"notebooks/{path.name}")
+            check_run_files(run, path.name)
     print(f"{path.name}: {elapsed:.1f} s")

@@ -32,11 +32,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dimerec.errors import DimeRecError
+from dimerec.options import check_choices
 
 NegativeSampler = Literal["per-positive", "shared"]
-NEGATIVE_SAMPLERS = ("per-positive", "shared")
+NEGATIVE_SAMPLERS = typing.get_args(NegativeSampler)
 SoftmaxKind = Literal["ssm", "ce"]
-SOFTMAX_KINDS = ("ssm", "ce")
+SOFTMAX_KINDS = typing.get_args(SoftmaxKind)
 
 
 def option(default, help: str):
@@ -112,17 +113,6 @@ class Recommender(nn.Module):
         """Hook for models that read counts from the training data before training."""
 
 
-def check_choices(config, **fields) -> None:
-    """DimeRecError naming the flag, the allowed values and the value, for each `field=Literal[...]` whose value in
-    `config` is not one of the Literal's (a dataclass's type hints are not enforced at run time)."""
-    for name, kind in fields.items():
-        allowed = typing.get_args(kind)
-        value = getattr(config, name)
-        if value not in allowed:
-            raise DimeRecError(f"--{name.replace('_', '-')} must be one of {', '.join(map(str, allowed))}; "
-                               f"got {value!r}")
-
-
 class ContractError(DimeRecError):
     """A model broke the contract of this module: the message names the model, the method and the shapes."""
 
@@ -174,6 +164,9 @@ class SampledSoftmaxConfig:
     negative_sampler: NegativeSampler = option(
         "per-positive", "per-positive: each row its own negatives (the paper); shared: all rows share n*B")
 
+    def __post_init__(self):
+        check_choices(self, negative_sampler=NegativeSampler)
+
 
 @dataclass
 class SoftmaxLossConfig(SampledSoftmaxConfig):
@@ -181,8 +174,8 @@ class SoftmaxLossConfig(SampledSoftmaxConfig):
                                            "DimeRec paper's); ce: cross-entropy over every item (RecBole's CE)")
 
     def __post_init__(self):
-        if self.loss_kind not in SOFTMAX_KINDS:
-            raise ValueError(f"loss_kind must be one of {SOFTMAX_KINDS}, got {self.loss_kind!r}")
+        super().__post_init__()
+        check_choices(self, loss_kind=SoftmaxKind)
 
 
 def draw_negatives(target: torch.Tensor, n_items: int, n_negatives: int, sampler: str) -> torch.Tensor:

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 from dimerec.diffusion import NoiseSchedule, SphereDiffusion, Trajectory, sample_trajectory, timestep_embedding
 from dimerec.models.base import Batch, Recommender, option
+from dimerec.options import check_choices
 
 ScheduleName = Literal["trunc-lin", "linear"]
 
@@ -62,8 +63,7 @@ class DiffuRecConfig:
     lambda_uncertainty: float = option(0.001, "δ: x_t enters as λ ⊙ x_t with λ ~ N(δ, δ) (official default 0.001)")
 
     def __post_init__(self):
-        if self.schedule not in ScheduleName.__args__:
-            raise ValueError(f"schedule must be one of {', '.join(ScheduleName.__args__)}; got {self.schedule!r}")
+        check_choices(self, schedule=ScheduleName)
         if self.dim % self.n_heads:
             raise ValueError(f"dim ({self.dim}) must be a multiple of n_heads ({self.n_heads})")
 

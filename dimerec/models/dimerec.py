@@ -10,7 +10,8 @@ Eq. 16-17; Table 3's alternatives: ComiRec-DR, a SASRec encoder, an MLP, via
 reverse process from a random point on the sphere (Alg. 2) and retrieves by inner
 product. `--preset paper` is the paper as written; `--preset ours` (default) is the
 variant decided in README's "Design decisions". `dimerec-nodiff` is the control:
-the same GEM and losses, the DAM replaced by an MLP over the K interests.
+the same GEM and losses, the DAM replaced by an MLP over the K interests; it builds
+no diffusion and takes none of its flags.
 `--gem-weight 0` drops L_gem from the total (Table 4's "w/o L_gem"); it is still logged.
 
     python -m dimerec train --model dimerec --dataset ml-1m --out runs/dimerec-ml1m
@@ -21,43 +22,69 @@ the same GEM and losses, the DAM replaced by an MLP over the K interests.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
 import typing
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
 import torch.nn as nn
 
 from dimerec import sphere
-from dimerec.diffusion import (NoiseSchedule, SphereDiffusion, Trajectory, cpu_randn_shape, sample_trajectory,
-                               timestep_embedding)
+from dimerec.diffusion import (NoiseMagnitude, NoiseSchedule, ReverseKind, ScheduleKind, SphereDiffusion, Trajectory,
+                               cpu_randn_shape, sample_trajectory, timestep_embedding)
 from dimerec.errors import DimeRecError
-from dimerec.models.base import (Batch, Recommender, SampledSoftmaxConfig, check_choices, draw_negatives, option,
-                                 sampled_softmax_loss)
+from dimerec.models.base import Batch, Recommender, SampledSoftmaxConfig, draw_negatives, option, sampled_softmax_loss
 from dimerec.models.comirec_dr import RoutingInterests
 from dimerec.models.comirec_sa import SelfAttentiveInterests, select_interest
 from dimerec.models.sasrec import CausalEncoder, SASRecConfig
+from dimerec.options import check_choices
 
 GemKind = Literal["comirec-sa", "rule", "comirec-dr", "sasrec", "mlp"]
 GEM_KINDS = typing.get_args(GemKind)
 DenoiserKind = Literal["mlp", "cross-attention"]
+ReverseSigmaKind = Literal["beta-tilde", "sqrt-beta-tilde", "none"]  # the diffusion's, less DiffuRec's sqrt-beta
+ServeKind = Literal["final", "mean"]
 ServeMerge = Literal["max", "mixture"]
 ServeGuess = Literal["mean", "interests"]
 Preset = Literal["ours", "paper"]
 
-# What each preset decides (SPEC §1 open points); an explicit flag overrides it.
+# What each preset decides (SPEC §1 open points); an explicit flag overrides it. The control takes the keys it has.
 PRESETS = {
     "paper": dict(schedule="linear", magnitude="paper", reverse="ddpm", reverse_sigma="beta-tilde",
-                  normalize_x0=False, ssm_direction=False, detach_x0=False,
-                  confidence=False),
+                  ssm_direction=False, detach_x0=False),
     "ours": dict(schedule="cosine", magnitude="angle", reverse="ddim", reverse_sigma="none",
-                 normalize_x0=False, ssm_direction=True, detach_x0=True,
-                 confidence=False),
+                 ssm_direction=True, detach_x0=True),
 }
+# Flags removed as unused (README, Design decisions): runs saved before still name them, at the value that did nothing.
+RETIRED = {"normalize_x0": False, "confidence": False, "t_sampling": "uniform"}
+
+
+def reads_saved_runs(inert_values, why: str):
+    """Class decorator for a config: its constructor also takes names that are not its fields but that the
+    config.json of runs saved by older code holds. Each is dropped when its value is the one
+    `inert_values(settings)` gives it (where it did nothing), else refused with a one-line DimeRecError that
+    names the flag and says `why`. Only fields become flags (options.add_dataclass_args) and train_model settings,
+    so these names are never offered."""
+    def decorate(cls):
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self, **settings):
+            inert = inert_values(settings)
+            for name in sorted(inert.keys() & settings.keys()):
+                value = settings.pop(name)
+                if value != inert[name]:
+                    raise DimeRecError(f"--{name.replace('_', '-')} {value!r}: {why}")
+            init(self, **settings)
+        cls.__init__ = __init__
+        return cls
+    return decorate
 
 
 @dataclass
-class DimeRecConfig(SampledSoftmaxConfig):
+class GemConfig(SampledSoftmaxConfig):
+    """What DimeRec and its no-diffusion control share: the GEM and L_gem, L_ssm's read-out and its weight μ."""
     preset: Preset = option("ours", "ours: the decided variant (README, Design decisions); paper: as written")
     dim: int = option(64, "embedding size d (the paper's)")
     n_interests: int = option(4, "K guidance vectors (the paper's)")
@@ -67,36 +94,51 @@ class DimeRecConfig(SampledSoftmaxConfig):
                       "encoder, its last position one interest repeated K times (the denoiser still reads K·d); "
                       "mlp = an MLP over the mean history embedding giving K interests")
     gem_weight: float = option(1.0, "weight of L_gem in Eq. 23; 0 removes it (Table 4 'w/o L_gem')")
-    T: int = option(20, "diffusion steps (Table 5: 20)")
-    schedule: Literal["linear", "cosine"] | None = option(None, "β schedule (default: by preset)")
-    magnitude: Literal["paper", "angle"] | None = option(
-        None, "forward noise size: paper = sqrt(1-ᾱ_t)·ε_tan radians (wraps past π); angle = "
-              "arctan of the same size, never past π/2 (default: by preset)")
-    reverse: Literal["ddpm", "ddim", "geodesic"] | None = option(
-        None, "reverse step: ddpm = Eq. 8-9 then L2-normalise; ddim = DDIM on the angle process; geodesic = "
-              "walk θ_{t-1} from normalised x̂0 towards x_t (default: by preset)")
-    reverse_sigma: Literal["beta-tilde", "sqrt-beta-tilde", "none"] | None = option(
-        None, "reverse noise of the ddpm step: β̃_t·ε (Alg. 2 as written), sqrt(β̃_t)·ε (DDPM) or none "
-              "(default: by preset)")
-    normalize_x0: bool | None = option(None, "put the denoiser's x̂0 on the sphere (default: by preset)")
-    confidence: bool | None = option(
-        None, "x̂0 = r·(unit direction), with r in (0, 1) from its own output trained by L_recon only, so r "
-              "learns E[<x̂0 direction, x0>] and the DDIM step knows how sure x̂0 is (default: by preset)")
     ssm_direction: bool | None = option(
         None, "L_ssm logits s·<x̂0/|x̂0|, e_i> with a learned scale s: L_ssm shapes x̂0's direction, L_recon alone "
               "its length (default: by preset; paper: <x̂0, e_i>)")
+    mu_ssm: float | None = option(None, "μ of L_ssm (default: 1; the paper preset takes 10 on MovieLens, Table 8)")
+    hidden: int = option(256, "hidden width of the denoiser MLP (the control's MLP over the K interests)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choices(self, preset=Preset)
+        own = {f.name for f in fields(self)}
+        for key, value in PRESETS[self.preset].items():
+            if key in own and getattr(self, key) is None:
+                setattr(self, key, value)
+        check_choices(self, gem=GemKind)
+
+    def mu_for(self, dataset: str | None) -> float:
+        """μ of L_ssm: --mu-ssm, else 1, except Table 8's 10 for the paper preset on MovieLens (`dataset` ml-*;
+        None: no data read yet). The one place that writes μ's default."""
+        if self.mu_ssm is not None:
+            return self.mu_ssm
+        return 10.0 if self.preset == "paper" and (dataset or "").startswith("ml-") else 1.0
+
+
+@reads_saved_runs(lambda settings: RETIRED, "the flag was removed as unused (README, Design decisions); a run "
+                                            "trained with it needs the code that trained it")
+@dataclass
+class DimeRecConfig(GemConfig):
+    T: int = option(20, "diffusion steps (Table 5: 20)")
+    schedule: ScheduleKind | None = option(None, "β schedule (default: by preset)")
+    magnitude: NoiseMagnitude | None = option(
+        None, "forward noise size: paper = sqrt(1-ᾱ_t)·ε_tan radians (wraps past π); angle = "
+              "arctan of the same size, never past π/2 (default: by preset)")
+    reverse: ReverseKind | None = option(
+        None, "reverse step: ddpm = Eq. 8-9 then L2-normalise; ddim = DDIM on the angle process (default: by preset)")
+    reverse_sigma: ReverseSigmaKind | None = option(
+        None, "reverse noise of the ddpm step: β̃_t·ε (Alg. 2 as written), sqrt(β̃_t)·ε (DDPM) or none "
+              "(default: by preset)")
     noise_scale: float = option(1.0, "multiplies the forward noise (and the reverse angles)")
-    eta: float = option(0.0, "fresh noise in the geodesic reverse step (0: deterministic after x_T)")
+    eta: float = option(0.0, "fresh noise in the ddim reverse step (0: deterministic after x_T)")
     grw: bool = option(True, "geodesic random walk; --no-grw uses Euclidean noise (Eq. 4), the ablation")
     lambda_recon: float = option(0.1, "λ of L_recon (Table 7: 0.1)")
-    mu_ssm: float | None = option(None, "μ of L_ssm (default: 1; the paper preset takes 10 on MovieLens, Table 8)")
-    hidden: int = option(256, "hidden width of the denoiser MLP")
-    t_sampling: Literal["uniform", "angle"] = option(
-        "uniform", "training steps t: uniform over 1..T (Alg. 1), or with probability ∝ the noise angle θ_t")
     detach_x0: bool | None = option(
         None, "stop L_recon's gradient into the target embedding, x0 a fixed target (default: by preset)")
     serve_samples: int = option(1, "reverse samples per user at serving, merged by --serve-merge")
-    serve: Literal["final", "mean"] = option(
+    serve: ServeKind = option(
         "final", "final: the end x_0 of the reverse chain (Alg. 2); mean: the first reverse step's x̂0 "
                  "averaged over the samples, the denoiser's estimate of E[x0 | guidance]")
     # issue 16's levers, each off by default (the committed runs are these defaults)
@@ -121,12 +163,11 @@ class DimeRecConfig(SampledSoftmaxConfig):
                 "sample s starts from interest s mod K")
 
     def __post_init__(self):
-        if self.gem not in GEM_KINDS:
-            raise ValueError(f"gem must be one of {GEM_KINDS}, got {self.gem!r}")
         explicit_reverse = self.reverse
-        for key, value in PRESETS[self.preset].items():
-            if getattr(self, key) is None:
-                setattr(self, key, value)
+        super().__post_init__()
+        check_choices(self, schedule=ScheduleKind, magnitude=NoiseMagnitude, reverse=ReverseKind,
+                      reverse_sigma=ReverseSigmaKind, serve=ServeKind, denoiser=DenoiserKind, serve_merge=ServeMerge,
+                      serve_guess=ServeGuess)
         if not self.grw:  # Euclidean noise (Eq. 4) has only the DDPM posterior step (Eq. 8-9)
             if explicit_reverse not in (None, "ddpm"):
                 raise DimeRecError(f"--no-grw takes the ddpm reverse step (Eq. 8-9); --reverse {explicit_reverse} "
@@ -135,7 +176,6 @@ class DimeRecConfig(SampledSoftmaxConfig):
         if self.grw and self.magnitude == "paper" and self.reverse == "ddim":
             raise DimeRecError("--magnitude paper (noise that wraps past π) with --reverse ddim (DDIM on the angle "
                                "process, which assumes --magnitude angle): choose --magnitude angle or --reverse ddpm")
-        check_choices(self, denoiser=DenoiserKind, serve_merge=ServeMerge, serve_guess=ServeGuess)
         if not 0 <= self.p_uncond < 1:
             raise DimeRecError(f"--p-uncond must be in [0, 1), got {self.p_uncond}")
         if self.guidance_weight and not self.p_uncond:
@@ -145,6 +185,22 @@ class DimeRecConfig(SampledSoftmaxConfig):
             raise DimeRecError(f"--serve-start must be in 1..T = 1..{self.T}, got {self.serve_start}")
         if self.merge_scale is not None and self.merge_scale <= 0:
             raise DimeRecError(f"--merge-scale must be positive, got {self.merge_scale}")
+
+
+def diffusion_settings_of_a_control(settings: dict) -> dict:
+    """What a control's config.json written before the control had its own config holds besides its fields: every
+    DimeRec setting at its default under the same preset (they never did anything there), and the retired flags."""
+    reference = DimeRecConfig(preset=settings.get("preset", "ours"))
+    own = {f.name for f in fields(GemConfig)}
+    return {**RETIRED, **{f.name: getattr(reference, f.name) for f in fields(DimeRecConfig) if f.name not in own}}
+
+
+@reads_saved_runs(diffusion_settings_of_a_control,
+                  "dimerec-nodiff, the no-diffusion control, has no such setting: it has no diffusion (drop the flag, "
+                  "or train --model dimerec)")
+@dataclass
+class DimeRecNoDiffConfig(GemConfig):
+    pass
 
 
 class CausalEncoderInterest(CausalEncoder):
@@ -170,7 +226,7 @@ class MeanMLPInterests(nn.Module):
         return self.net(mean).view(h.shape[0], self.n_interests, h.shape[-1])
 
 
-def build_extractor(config: DimeRecConfig, max_len: int) -> nn.Module | None:
+def build_extractor(config: GemConfig, max_len: int) -> nn.Module | None:
     """The GEM's parameters for `config.gem` (None for the rule-based Eq. 15)."""
     c = config
     if c.gem == "comirec-sa":
@@ -182,9 +238,7 @@ def build_extractor(config: DimeRecConfig, max_len: int) -> nn.Module | None:
         return CausalEncoderInterest(c.dim, max_len, s.n_layers, s.n_heads, s.dropout)
     if c.gem == "mlp":
         return MeanMLPInterests(c.dim, c.n_interests, 4 * c.dim)
-    if c.gem == "rule":
-        return None
-    raise ValueError(f"gem must be one of {GEM_KINDS}, got {c.gem!r}")
+    return None  # rule (the config has checked the choice)
 
 
 def build_diffusion(config: DimeRecConfig) -> SphereDiffusion:
@@ -201,13 +255,13 @@ class DenoiserCrossAttention(nn.Module):
     interests (one head, scaled dot product); the MLP then reads [x_t, t, the attended interest]:
         a = softmax_k(<W_q [x_t; e_t], W_k g_k> / sqrt(d)),  x̂0 = MLP([x_t; e_t; Σ_k a_k W_v g_k])."""
 
-    def __init__(self, dim: int, n_interests: int, hidden: int, extra_outputs: int = 0):
+    def __init__(self, dim: int, n_interests: int, hidden: int):
         super().__init__()
         self.dim = dim
         self.time = nn.Sequential(nn.Linear(dim, dim), nn.SiLU())
         self.query, self.key, self.value = nn.Linear(2 * dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.net = nn.Sequential(nn.Linear(3 * dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                                 nn.Linear(hidden, dim + extra_outputs))
+                                 nn.Linear(hidden, dim))
 
     def forward(self, guidance: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """guidance [..., K, d], x_t [..., d], t [...] -> [..., d]."""
@@ -221,16 +275,15 @@ class DenoiserCrossAttention(nn.Module):
 class DenoiserMLP(nn.Module):
     """Eq. 20: x̂0 = MLP(x_t, t, g). The K guidance vectors are concatenated (ComiRec's interests
     keep their slot from user to user); t is a sinusoidal embedding through a linear layer.
-    With use_xt=False it is the no-diffusion control's aggregator: MLP(g). `extra_outputs`
-    adds outputs after the d of x̂0 (the confidence logit)."""
+    With use_xt=False it is the no-diffusion control's aggregator: MLP(g)."""
 
-    def __init__(self, dim: int, n_interests: int, hidden: int, use_xt: bool = True, extra_outputs: int = 0):
+    def __init__(self, dim: int, n_interests: int, hidden: int, use_xt: bool = True):
         super().__init__()
         self.dim, self.use_xt = dim, use_xt
         in_dim = n_interests * dim + (2 * dim if use_xt else 0)
         self.time = nn.Sequential(nn.Linear(dim, dim), nn.SiLU()) if use_xt else None
         self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                                 nn.Linear(hidden, dim + extra_outputs))
+                                 nn.Linear(hidden, dim))
 
     def forward(self, guidance: torch.Tensor, x_t: torch.Tensor | None = None,
                 t: torch.Tensor | None = None) -> torch.Tensor:
@@ -241,35 +294,28 @@ class DenoiserMLP(nn.Module):
         return self.net(torch.cat(parts, dim=-1))
 
 
-class DimeRec(Recommender):
-    name = "dimerec"
-    Config = DimeRecConfig
-    denoises = True
-    chain_space = "sphere"
+class GemModel(Recommender):
+    """What DimeRec and its control share: the item table, the GEM with L_gem, and L_ssm's read-out weighted by μ.
+    A subclass adds its head (`build_head`): DimeRec's denoiser, the control's MLP over the K interests."""
 
-    def __init__(self, n_items: int, max_len: int, config: DimeRecConfig):
+    def __init__(self, n_items: int, max_len: int, config: GemConfig):
         super().__init__(n_items, max_len, config)
         c = config
         self.item_emb = nn.Embedding(n_items + 1, c.dim, padding_idx=n_items)
         nn.init.normal_(self.item_emb.weight[:n_items], std=0.02)
         self.extractor = build_extractor(c, max_len)
-        if c.denoiser == "cross-attention" and self.denoises:
-            self.denoiser = DenoiserCrossAttention(c.dim, c.n_interests, c.hidden, int(bool(c.confidence)))
-        else:
-            self.denoiser = DenoiserMLP(c.dim, c.n_interests, c.hidden, use_xt=self.denoises,
-                                        extra_outputs=int(bool(c.confidence)))
-        if c.p_uncond > 0:  # classifier-free guidance: the learned "no guidance" the denoiser is trained with
-            self.null_guidance = nn.Parameter(torch.zeros(c.n_interests, c.dim))
+        self.build_head(c)  # between the GEM and the scale: the parameter order checkpoints and Adam's state keep
         self.log_ssm_scale = nn.Parameter(torch.zeros(()), requires_grad=bool(c.ssm_direction))
-        self.diffusion = build_diffusion(c)
+
+    def build_head(self, config: GemConfig) -> None:
+        raise NotImplementedError
 
     def fit_statistics(self, data, train_users) -> None:
-        if self.config.mu_ssm is None:  # Table 8: μ = 10 on ML-10M, 1 on YooChoose and KuaiRec
-            self.config.mu_ssm = 10.0 if self.config.preset == "paper" and data.name.startswith("ml-") else 1.0
+        self.config.mu_ssm = self.config.mu_for(data.name)  # resolved once the data is known, saved in config.json
 
     @property
     def mu(self) -> float:
-        return 1.0 if self.config.mu_ssm is None else self.config.mu_ssm
+        return self.config.mu_for(None)
 
     def ssm_user(self, x0_hat: torch.Tensor) -> torch.Tensor:
         """The user vector L_ssm scores (open point 4)."""
@@ -303,13 +349,38 @@ class DimeRec(Recommender):
             return self.extractor(h, mask)[:, None].expand(-1, K, -1), None
         return self.extractor(h, mask), None  # mlp
 
-    def predict_x0(self, guidance: torch.Tensor, x_t: torch.Tensor | None, t: torch.Tensor | None) -> torch.Tensor:
-        out = self.denoiser(guidance, x_t, t)
-        if self.config.confidence:  # [..., d] direction and [..., 1] confidence logit
-            direction, logit = out[..., :-1], out[..., -1:]
-            # L_ssm reads only the direction (ssm_user normalises), so r is fitted by L_recon alone
-            return torch.sigmoid(logit) * sphere.normalize(direction)
-        return sphere.normalize(out) if self.config.normalize_x0 else out
+    def gem_loss(self, guidance: torch.Tensor, table: torch.Tensor, target: torch.Tensor,
+                 negatives: torch.Tensor) -> torch.Tensor:
+        """L_gem (Eq. 18-19): the interest nearest the target (selected without gradient) scored by sampled softmax."""
+        return sampled_softmax_loss(select_interest(guidance, table[target].detach()), table, target, negatives)
+
+    def weighted_gem(self, l_gem: torch.Tensor) -> torch.Tensor | float:
+        """gem_weight · L_gem for the total; with weight 0 the term (and its gradient) is left out entirely."""
+        return self.config.gem_weight * l_gem if self.config.gem_weight else 0.0
+
+
+class DimeRec(GemModel):
+    name = "dimerec"
+    Config = DimeRecConfig
+    denoises = True
+    chain_space = "sphere"
+
+    def __init__(self, n_items: int, max_len: int, config: DimeRecConfig):
+        super().__init__(n_items, max_len, config)
+        self.diffusion = build_diffusion(config)
+
+    def build_head(self, config: DimeRecConfig) -> None:
+        c = config
+        if c.denoiser == "cross-attention":
+            self.denoiser = DenoiserCrossAttention(c.dim, c.n_interests, c.hidden)
+        else:
+            self.denoiser = DenoiserMLP(c.dim, c.n_interests, c.hidden)
+        if c.p_uncond > 0:  # classifier-free guidance: the learned "no guidance" the denoiser is trained with
+            self.null_guidance = nn.Parameter(torch.zeros(c.n_interests, c.dim))
+
+    def predict_x0(self, guidance: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Eq. 20: x̂0 = f_θ(x_t, t, g), unnormalised (its length is L_recon's, its direction L_ssm's)."""
+        return self.denoiser(guidance, x_t, t)
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         c, table = self.config, self.item_vectors()
@@ -318,7 +389,7 @@ class DimeRec(Recommender):
         negatives = draw_negatives(batch.target, self.n_items, c.n_negatives, c.negative_sampler)
         l_gem = self.gem_loss(guidance, table, batch.target, negatives)
         x0 = self.diffusion.prepare_x0(target_emb.detach() if c.detach_x0 else target_emb)  # Alg. 1 line 5
-        t = self.sample_steps(len(batch.target)).to(batch.target.device)
+        t = torch.randint(1, c.T + 1, (len(batch.target),)).to(batch.target.device)  # Alg. 1 line 4
         x_t = self.diffusion.q_sample(x0, t)  # Alg. 1 lines 6-8
         x0_hat = self.predict_x0(self.drop_guidance(guidance), x_t, t)  # Eq. 20
         l_recon = ((x0 - x0_hat) ** 2).sum(-1).mean()  # Eq. 21
@@ -343,22 +414,6 @@ class DimeRec(Recommender):
         if self.config.merge_scale is not None:
             return self.config.merge_scale
         return float(self.log_ssm_scale.detach().exp()) if self.config.ssm_direction else 1.0
-
-    def gem_loss(self, guidance: torch.Tensor, table: torch.Tensor, target: torch.Tensor,
-                 negatives: torch.Tensor) -> torch.Tensor:
-        """L_gem (Eq. 18-19): the interest nearest the target (selected without gradient) scored by sampled softmax."""
-        return sampled_softmax_loss(select_interest(guidance, table[target].detach()), table, target, negatives)
-
-    def weighted_gem(self, l_gem: torch.Tensor) -> torch.Tensor | float:
-        """gem_weight · L_gem for the total; with weight 0 the term (and its gradient) is left out entirely."""
-        return self.config.gem_weight * l_gem if self.config.gem_weight else 0.0
-
-    def sample_steps(self, n: int) -> torch.Tensor:
-        """Training steps t in 1..T (Alg. 1 line 4 draws them uniformly)."""
-        if self.config.t_sampling == "uniform":
-            return torch.randint(1, self.config.T + 1, (n,))
-        weights = self.diffusion.angles[1:].float()
-        return torch.multinomial(weights, n, replacement=True) + 1
 
     def denoiser_for(self, guidance: torch.Tensor):
         """The denoiser with the users' guidance fixed: (x_t [B, S, d], t [B, S]) -> x̂0 [B, S, d]; with
@@ -412,28 +467,24 @@ class DimeRec(Recommender):
         return self.trajectory(hist).final  # [B, S, d]; an item scores its best over the S samples
 
 
-
-@dataclass
-class DimeRecNoDiffConfig(DimeRecConfig):
-    pass
-
-
-class DimeRecNoDiff(DimeRec):
-    """The control: the same GEM and L_gem + μ L_ssm, with an MLP over the K interests in place of the DAM."""
+class DimeRecNoDiff(GemModel):
+    """The control: the same GEM and L_gem + μ L_ssm, with an MLP over the K interests in place of the DAM; it
+    builds no diffusion and takes none of its flags."""
 
     name = "dimerec-nodiff"
     Config = DimeRecNoDiffConfig
-    denoises = False
-    chain_space = "none"
+
+    def build_head(self, config: DimeRecNoDiffConfig) -> None:
+        # named `denoiser`: the key its checkpoints were saved under while the control subclassed DimeRec
+        self.denoiser = DenoiserMLP(config.dim, config.n_interests, config.hidden, use_xt=False)
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         c, table = self.config, self.item_vectors()
         guidance, _ = self.guidance(batch.hist)
         negatives = draw_negatives(batch.target, self.n_items, c.n_negatives, c.negative_sampler)
         l_gem = self.gem_loss(guidance, table, batch.target, negatives)
-        l_ssm = sampled_softmax_loss(self.ssm_user(self.predict_x0(guidance, None, None)), table, batch.target,
-                                     negatives)
+        l_ssm = sampled_softmax_loss(self.ssm_user(self.denoiser(guidance)), table, batch.target, negatives)
         return {"loss": self.weighted_gem(l_gem) + self.mu * l_ssm, "L_gem": l_gem, "L_ssm": l_ssm}
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
-        return self.predict_x0(self.guidance(hist)[0], None, None)[:, None]  # [B, 1, d]
+        return self.denoiser(self.guidance(hist)[0])[:, None]  # [B, 1, d]

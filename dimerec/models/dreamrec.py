@@ -57,8 +57,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dimerec.diffusion import NoiseSchedule, SphereDiffusion, Trajectory, sample_trajectory, timestep_embedding
+from dimerec.diffusion import (NoiseSchedule, ScheduleKind, SphereDiffusion, Trajectory, sample_trajectory,
+                               timestep_embedding)
 from dimerec.models.base import Batch, Recommender, option
+from dimerec.options import check_choices
 
 DenoiserKind = Literal["mlp1", "mlp2"]
 RetrievalKind = Literal["dot", "l2"]
@@ -68,7 +70,7 @@ RetrievalKind = Literal["dot", "l2"]
 class DreamRecConfig:
     dim: int = option(64, "embedding size d (the paper's and the official code's)")
     T: int = option(200, "diffusion steps (official default 200; the paper searches 500-2000)")
-    schedule: Literal["linear", "cosine"] = option("linear", "β schedule")
+    schedule: ScheduleKind = option("linear", "β schedule")
     beta_start: float = option(1e-4, "first linear β at T = 1000 (DDPM's)")
     beta_end: float = option(0.02, "last linear β at T = 1000 (DDPM's)")
     scale_betas: bool = option(True, "scale the linear β range by 1000/T so ᾱ_T ≈ 4e-5 at any T; "
@@ -82,10 +84,7 @@ class DreamRecConfig:
                                              "`predict`); l2: by Euclidean distance, the items nearest to it")
 
     def __post_init__(self):
-        if self.denoiser not in DenoiserKind.__args__:
-            raise ValueError(f"denoiser must be one of {', '.join(DenoiserKind.__args__)}; got {self.denoiser!r}")
-        if self.retrieval not in RetrievalKind.__args__:
-            raise ValueError(f"retrieval must be one of {', '.join(RetrievalKind.__args__)}; got {self.retrieval!r}")
+        check_choices(self, schedule=ScheduleKind, denoiser=DenoiserKind, retrieval=RetrievalKind)
         if not 0 <= self.p_uncond < 1:
             raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
 

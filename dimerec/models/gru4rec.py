@@ -41,9 +41,9 @@ import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from dimerec.models.base import Batch, Recommender, SoftmaxLossConfig, option, softmax_loss
+from dimerec.options import check_choices
 
 OutputTable = Literal["shared", "separate"]
-OUTPUT_TABLES = ("shared", "separate")
 
 
 def left_to_right_aligned(hist: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -64,8 +64,7 @@ class GRU4RecConfig(SoftmaxLossConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.output_table not in OUTPUT_TABLES:
-            raise ValueError(f"output_table must be one of {OUTPUT_TABLES}, got {self.output_table!r}")
+        check_choices(self, output_table=OutputTable)
 
 
 class GRU4Rec(Recommender):

@@ -51,9 +51,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dimerec.models.base import Batch, Recommender, SampledSoftmaxConfig, option, softmax_loss
+from dimerec.options import check_choices
 
 LossKind = Literal["ssm", "ce", "bce-all-positions"]
-LOSS_KINDS = ("ssm", "ce", "bce-all-positions")
 
 
 class PointWiseFeedForward(nn.Module):
@@ -121,8 +121,8 @@ class SASRecConfig(SampledSoftmaxConfig):
                                         "CE); bce-all-positions: the official BCE with one negative per position")
 
     def __post_init__(self):
-        if self.loss_kind not in LOSS_KINDS:
-            raise ValueError(f"loss_kind must be one of {LOSS_KINDS}, got {self.loss_kind!r}")
+        super().__post_init__()
+        check_choices(self, loss_kind=LossKind)
         if self.dim % self.n_heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
 
