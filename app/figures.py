@@ -128,15 +128,25 @@ def sphere_figure(run: runs.Run, view: runs.UserView, next_item: int | None, ste
     return _layout(go.Figure(data=traces), height, title)
 
 
+MAX_FRAMES = 41  # DreamRec's 200 steps as 201 frames would be ~20 MB of paths; 41 keep every 5th
+
+
+def frame_steps(T: int, max_frames: int = MAX_FRAMES) -> list[int]:
+    """The reverse steps the player shows: all of 0..T when they are few, else evenly spaced ones, 0 and T kept."""
+    if T + 1 <= max_frames:
+        return list(range(T + 1))
+    return sorted({int(round(k)) for k in np.linspace(0, T, max_frames)})
+
+
 def sphere_frames(run: runs.Run, view: runs.UserView, next_item: int, projector: bool = False,
                   height: int = 500) -> tuple[go.Figure, list[dict]]:
-    """The sphere at step 0 and one Plotly frame per reverse step 0..T, each carrying only the sample traces (the
-    items, history and interests stay put, and so does the user's rotation). The globe takes the figure's whole
-    width."""
+    """The sphere at step 0 and one Plotly frame per shown reverse step (`frame_steps`), each carrying only the
+    sample traces (the items, history and interests stay put, and so does the user's rotation). The globe takes
+    the figure's whole width."""
     fig = sphere_figure(run, view, next_item, 0, height=height)
     dynamic = list(range(len(fig.data) - 4, len(fig.data)))  # _sample_traces' four traces come last
-    frames = [dict(name=str(k), traces=dynamic, data=_sample_traces(run, view, k))
-              for k in range(view.samples.T + 1)]
+    shown = frame_steps(view.samples.T)
+    frames = [dict(name=str(k), traces=dynamic, data=_sample_traces(run, view, k, through=shown)) for k in shown]
     for trace in (t for frame in frames if projector for t in frame["data"] if "textfont" in t):
         trace["textfont"] = {**trace["textfont"], "size": PROJECTOR_FONT - 2}  # the s1..s6 labels, as projector_fonts
     # the player writes its own key beside the globe (a Plotly legend would take a third of the globe's room)
@@ -178,11 +188,13 @@ def projector_fonts(fig: go.Figure, size: int = PROJECTOR_FONT) -> go.Figure:
     return fig
 
 
-def _sample_traces(run: runs.Run, view: runs.UserView, step: int) -> list[dict]:
+def _sample_traces(run: runs.Run, view: runs.UserView, step: int, through: list[int] | None = None) -> list[dict]:
+    """The S samples after `step` steps; their paths pass through the states `through` (default: every step)."""
     S = view.samples_3d.shape[1]
+    states = view.samples_3d[:step + 1] if through is None else view.samples_3d[[k for k in through if k <= step]]
     paths = []
     for s in range(S):
-        paths.append(_arc_path(view.samples_3d[:step + 1, s], 1.02))
+        paths.append(_arc_path(states[:, s], 1.02))
         paths.append(np.full((1, 3), np.nan))  # a break between samples in one trace
     path = np.concatenate(paths)
     now = view.samples_3d[step]

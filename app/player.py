@@ -55,7 +55,7 @@ def _step_texts(run: runs.Run, view: runs.UserView, next_item: int, ranks: np.nd
     S = view.samples_3d.shape[1]
     title = f"<i>{html.escape(run.title(next_item))}</i> ({html.escape(run.category(next_item))})"
     texts = []
-    for k in range(T + 1):
+    for k in figures.frame_steps(T):
         t = T - k
         stage = "pure noise" if k == 0 else ("the final x_0" if k == T else "partly denoised")
         what = "x_0 itself" if k == T else f"x̂0, the denoiser's guess of x_0 from x_t at t = {t}"
@@ -66,7 +66,7 @@ def _step_texts(run: runs.Run, view: runs.UserView, next_item: int, ranks: np.nd
         chips = " · ".join(f"s{s + 1} → " + ui.category_chip(html.escape(run.category(i)), figures.color_of(run, i))
                            for s, i in enumerate(first))
         texts.append(dict(
-            heading=f"After {k} of {T} reverse steps — x_t at t = {t} ({stage})",
+            step=k, heading=f"After {k} of {T} reverse steps — x_t at t = {t} ({stage})",
             rank_line=f"Nearest items to {what}, best over the {S} samples. {rank_line}",
             items=[dict(rank=r + 1, title=run.short_title(i), category=run.categories_of(i),
                         color=figures.color_of(run, i), next=bool(i == next_item))
@@ -115,6 +115,8 @@ def show(ctx: ui.Context, view: runs.UserView, page: str) -> int:
         step = reported["step"]
     else:
         step = ui.read_step(view.samples.T, default=view.samples.T)
+    shown = figures.frame_steps(view.samples.T)
+    step = min(shown, key=lambda k: abs(k - step))  # a long chain shows every few steps: the nearest one
     ranks = explore.true_item_ranks(view.samples.top, ctx.next_item)  # [T+1], NaN outside the top 50
     next_vector = run.model.item_vectors()[ctx.next_item].detach()
     angles = explore.angle_to(view.samples.x_t, next_vector)  # [T+1, S]

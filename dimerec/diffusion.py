@@ -31,7 +31,7 @@ from typing import Callable, Literal
 import torch
 
 from dimerec import sphere
-from dimerec.options import check_choices
+from dimerec.errors import check_choices
 
 ScheduleKind = Literal["linear", "cosine"]
 ForwardKind = Literal["geodesic", "euclidean"]

@@ -53,18 +53,6 @@ def settings_from_args(args: argparse.Namespace, *classes) -> dict:
     return {f.name: getattr(args, f.name) for cls in classes for f in dataclasses.fields(cls)}
 
 
-def check_choices(config, **fields) -> None:
-    """DimeRecError naming the flag, the allowed values and the value, for each `field=Literal[...]` whose value in
-    `config` (a dataclass, or a mapping of values) is not one of the Literal's: a dataclass's type hints are not
-    enforced at run time. The one check of a Literal setting, for every config and for the diffusion they build."""
-    for name, kind in fields.items():
-        allowed = typing.get_args(kind)
-        value = config[name] if isinstance(config, dict) else getattr(config, name)
-        if value not in allowed:
-            raise DimeRecError(f"--{name.replace('_', '-')} must be one of {', '.join(map(str, allowed))}; "
-                               f"got {value!r}")
-
-
 def check_positive(args: argparse.Namespace, *names: str) -> None:
     """DimeRecError naming the first of the flags `names` (dest names) set to zero or less; None is unset."""
     for name in names:

@@ -26,7 +26,7 @@ from dimerec.data.dataset import Sampling, SeqDataset, Split, TrainSampler, User
 from dimerec.errors import DataError, DimeRecError, TrainingDiverged
 from dimerec.evaluate import Protocol, evaluate, step_metrics
 from dimerec.models.base import Batch, Recommender, option
-from dimerec.options import check_choices
+from dimerec.errors import check_choices
 from dimerec.retrieval import RetrieverKind, make_retriever
 from dimerec.runs import (  # noqa: F401  (load_run, load_checkpoint: importable from here as before)
     LossLog, check_fingerprint, checkpoint_payload, load_checkpoint, load_run, save_atomic, truncate_log,

@@ -283,9 +283,25 @@ def test_steps_plot_every_run_that_has_step_metrics():
     at = open_page("steps")
     assert not at.error
     hr = figures(at)[0]
-    lines = [t for t in hr["data"] if t.get("mode") == "lines+markers"]
-    assert {t["name"] for t in lines} == {"dimerec-planted (built-in)", "dimerec-nogrw-planted (built-in)"}
-    assert all(len(values(t["x"])) == 20 for t in lines)
+    lines = {t["name"]: t for t in hr["data"] if t.get("mode") == "lines+markers"}
+    chains = {d.name: json.loads((d / "step_metrics.json").read_text()) for d in DEFAULT.iterdir()
+              if (d / "step_metrics.json").exists()}
+    assert {"dimerec-planted", "dreamrec-planted", "diffurec-planted"} <= set(chains)  # three kinds of chain
+    assert set(lines) == {f"{name} (built-in)" for name in chains}
+    for name, sm in chains.items():  # x_T's guess at step 0 ... the guess from t = 1 at step T - 1
+        assert values(lines[f"{name} (built-in)"]["x"]).tolist() == list(range(sm["T"]))
+
+
+@pytest.mark.parametrize("run", ["default/dreamrec-planted", "default/diffurec-planted"])
+def test_the_euclidean_chains_play_on_the_denoising_page(run):
+    at = open_page("denoising", run=run)
+    assert not at.error
+    assert any("denoises in ordinary space" in c.value for c in at.caption)
+    data = player(at)["data"]
+    T = json.loads((DEFAULT / run.split("/")[1] / "step_metrics.json").read_text())["T"]
+    shown = [text["step"] for text in data["steps"]]
+    assert data["T"] == T and shown[0] == 0 and shown[-1] == T and len(data["frames"]) == len(shown) <= 41
+    assert data["step"] == T and param(at, "step") == str(T)
 
 
 def test_what_if_adding_items_changes_the_recommendations():

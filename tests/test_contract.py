@@ -126,7 +126,7 @@ def test_the_contract_check_names_the_model_and_the_shape():
     (lambda: NoiseSchedule(20, "quadratic"), "--schedule", "quadratic"),
 ])
 def test_a_bad_choice_is_one_dimerec_error_naming_the_flag_and_the_value(make, flag, value):
-    """Every Literal setting is checked by the one options.check_choices: the same error type and message shape
+    """Every Literal setting is checked by the one errors.check_choices: the same error type and message shape
     for a model's config, the training config and the diffusion they build."""
     with pytest.raises(DimeRecError) as info:
         make()

@@ -6,7 +6,8 @@
 // goes back to the app, which puts it in the URL and keeps it across run and user switches.
 "use strict";
 
-const state = { data: null, step: 0, playing: false, timer: null, dataId: null, shown: -1, frames: 0, t0: 0 };
+// `index` is the frame shown (0..frames-1); `step` the reverse step it draws (a long chain shows every few steps)
+const state = { data: null, index: 0, step: 0, playing: false, timer: null, dataId: null, shown: -1, frames: 0 };
 const $ = (id) => document.getElementById(id);
 
 function send(type, extra) {
@@ -25,10 +26,10 @@ function escapeHtml(text) {
   return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 }
 
-function drawText(k) {
-  const s = state.data.steps[k];
+function drawText(i) {
+  const s = state.data.steps[i];
   $("heading").textContent = s.heading;
-  $("step-label").textContent = `step ${k} of ${state.data.T}`;
+  $("step-label").textContent = `step ${s.step} of ${state.data.T}`;
   $("rank-line").innerHTML = s.rank_line;
   const rows = s.items.map((row) =>
     `<tr class="${row.next ? "next" : ""}"><td>${row.rank}</td><td title="${escapeHtml(row.title)}">` +
@@ -38,20 +39,21 @@ function drawText(k) {
   $("chips").innerHTML = s.chips;
 }
 
-function show(k) {
-  // Draw step k everywhere: slider, label, heading, table, sphere frame and the rank chart's marker line.
-  k = Math.max(0, Math.min(state.data.T, k | 0));
-  state.step = k;
-  $("slider").value = String(k);
-  drawText(k);
-  document.body.dataset.step = String(k);
-  if (state.shown === k) return Promise.resolve();
-  state.shown = k;
-  placeMarkers(k);
+function show(i) {
+  // Draw frame i everywhere: slider, label, heading, table, sphere and the step charts' marker lines.
+  i = Math.max(0, Math.min(state.data.frames.length - 1, i | 0));
+  state.index = i;
+  state.step = state.data.steps[i].step;
+  $("slider").value = String(i);
+  drawText(i);
+  document.body.dataset.step = String(state.step);
+  if (state.shown === i) return Promise.resolve();
+  state.shown = i;
+  placeMarkers(state.step);
   // Plotly.animate would recompute the whole figure (gl3d traces do not transition): about 4x slower than
   // restyling only the frame's traces, which is what a frame holds.
   const updates = state.playing ? state.playUpdates : state.updates;
-  return Plotly.restyle($("sphere"), updates[k], state.data.frames[k].traces)
+  return Plotly.restyle($("sphere"), updates[i], state.data.frames[i].traces)
     .then(() => { state.frames += 1; document.body.dataset.frames = String(state.frames); });
 }
 
@@ -99,7 +101,7 @@ function restyleUpdates(frames) {
 function tick() {
   if (!state.playing) return;
   const started = performance.now();
-  show((state.step + 1) % (state.data.T + 1)).then(() => {
+  show((state.index + 1) % state.data.frames.length).then(() => {
     if (!state.playing) return;
     const wait = Math.max(0, 1000 / state.data.fps - (performance.now() - started));
     state.timer = setTimeout(tick, wait);
@@ -117,7 +119,7 @@ function setPlaying(on) {
     tick();
   } else {
     state.shown = -1;  // redraw the paused step with its labels
-    show(state.step);
+    show(state.index);
     report();
   }
 }
@@ -127,7 +129,7 @@ function mount(data) {
   state.dataId = data.data_id;
   state.shown = -1;
   document.body.classList.toggle("projector", !!data.projector);
-  $("slider").max = String(data.T);
+  $("slider").max = String(data.frames.length - 1);
   $("angle-caption").textContent = data.angle_caption;
   $("key").innerHTML = data.key;
   const config = { displaylogo: false, responsive: true };
@@ -140,7 +142,8 @@ function mount(data) {
     // while playing, the samples' s1..s6 labels are left out: 3-D text costs a third of each frame's redraw
     state.playUpdates = state.updates.map((u) => (u.mode ? { ...u, mode: u.mode.map((m) => m && m.replace("+text", "")) } : u));
     // the sphere keeps the user's rotation across steps: each frame carries only the sample traces
-    return show(data.step);
+    const start = data.steps.findIndex((s) => s.step === data.step);
+    return show(start < 0 ? data.steps.length - 1 : start);
   }).then(resize);
 }
 

@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dimerec.errors import DimeRecError
-from dimerec.options import check_choices
+from dimerec.errors import check_choices
 
 NegativeSampler = Literal["per-positive", "shared"]
 NEGATIVE_SAMPLERS = typing.get_args(NegativeSampler)

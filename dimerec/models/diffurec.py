@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from dimerec.diffusion import NoiseSchedule, SphereDiffusion, Trajectory, sample_trajectory, timestep_embedding
 from dimerec.models.base import Batch, Recommender, option
-from dimerec.options import check_choices
+from dimerec.errors import check_choices
 
 ScheduleName = Literal["trunc-lin", "linear"]
 

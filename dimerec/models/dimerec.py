@@ -38,7 +38,7 @@ from dimerec.models.base import Batch, Recommender, SampledSoftmaxConfig, draw_n
 from dimerec.models.comirec_dr import RoutingInterests
 from dimerec.models.comirec_sa import SelfAttentiveInterests, select_interest
 from dimerec.models.sasrec import CausalEncoder, SASRecConfig
-from dimerec.options import check_choices
+from dimerec.errors import check_choices
 
 GemKind = Literal["comirec-sa", "rule", "comirec-dr", "sasrec", "mlp"]
 GEM_KINDS = typing.get_args(GemKind)

@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from dimerec.diffusion import (NoiseSchedule, ScheduleKind, SphereDiffusion, Trajectory, sample_trajectory,
                                timestep_embedding)
 from dimerec.models.base import Batch, Recommender, option
-from dimerec.options import check_choices
+from dimerec.errors import check_choices
 
 DenoiserKind = Literal["mlp1", "mlp2"]
 RetrievalKind = Literal["dot", "l2"]

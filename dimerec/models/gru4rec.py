@@ -41,7 +41,7 @@ import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from dimerec.models.base import Batch, Recommender, SoftmaxLossConfig, option, softmax_loss
-from dimerec.options import check_choices
+from dimerec.errors import check_choices
 
 OutputTable = Literal["shared", "separate"]
 

@@ -51,7 +51,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dimerec.models.base import Batch, Recommender, SampledSoftmaxConfig, option, softmax_loss
-from dimerec.options import check_choices
+from dimerec.errors import check_choices
 
 LossKind = Literal["ssm", "ce", "bce-all-positions"]
 
