@@ -358,29 +358,35 @@ def loss_figure(frames: dict[str, pd.DataFrame], terms: list[str], window: int, 
 def steps_figure(curves: dict[str, dict], metric: str, height: int = 400,
                  references: dict[str, float] | None = None) -> go.Figure:
     """A metric of the intermediate x̂0 at every reverse step, one line per run; the final x_0 as a marker;
-    `references` (label -> value) as dotted horizontal lines."""
+    `references` (label -> value) as dotted horizontal lines. Runs whose chains differ in length (DimeRec's 20
+    steps, DreamRec's 200) share an axis of step / T, the share of the chain done; the hover keeps the step."""
     fig = go.Figure()
     for label, value in (references or {}).items():
         fig.add_hline(y=value, line=dict(dash="dot", color="#666", width=2),
                       annotation_text=f"{label} {value:.1%}", annotation_position="top left")
+    lengths = {int(sm.get("T") or len(sm["steps"])) for sm in curves.values()}
+    share = len(lengths) > 1
     for j, (label, sm) in enumerate(curves.items()):
         steps = sm["steps"]
         T = int(sm.get("T") or len(steps))
         color = PALETTE[j % len(PALETTE)]
-        fig.add_trace(go.Scatter(x=[chain_step(s["t"], T) for s in steps], y=[s[metric] for s in steps],
-                                 mode="lines+markers",
+        numbers = np.array([chain_step(s["t"], T) for s in steps])
+        fig.add_trace(go.Scatter(x=numbers / T if share else numbers, y=[s[metric] for s in steps],
+                                 mode="lines+markers", marker=dict(size=4 if T > 50 else 6),
                                  name=label, line=dict(color=color, width=2), legendgroup=label,
-                                 customdata=[s["t"] for s in steps],
-                                 hovertemplate=f"{label}<br>step %{{x}} (x̂0 from t = %{{customdata}}): "
-                                               f"%{{y:.4f}}<extra>{metric}</extra>"))
+                                 customdata=np.stack([numbers, [s["t"] for s in steps]], -1),
+                                 hovertemplate=f"{label}<br>step %{{customdata[0]}} of {T} (x̂0 from t = "
+                                               f"%{{customdata[1]}}): %{{y:.4f}}<extra>{metric}</extra>"))
         final = (sm.get("final") or {}).get(metric)
         if final is not None:
-            fig.add_trace(go.Scatter(x=[T], y=[final], mode="markers", legendgroup=label,
+            fig.add_trace(go.Scatter(x=[1 if share else T], y=[final], mode="markers", legendgroup=label,
                                      name=f"{label}: final x_0", showlegend=False,
                                      marker=dict(symbol="star", size=13, color=color, line=dict(color=PATH, width=1)),
-                                     hovertemplate=f"{label}<br>final x_0: %{{y:.4f}}<extra>{metric}</extra>"))
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10),
-                      xaxis=dict(title="reverse step (0 = the guess from pure noise x_T; ★ = the served x_0)"),
+                                     hovertemplate=f"{label}<br>final x_0 (step {T}): %{{y:.4f}}"
+                                                   f"<extra>{metric}</extra>"))
+    axis = ("share of the reverse chain done, step / T (0 = the guess from pure noise x_T; ★ = the served x_0)"
+            if share else "reverse step (0 = the guess from pure noise x_T; ★ = the served x_0)")
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), xaxis=dict(title=axis),
                       yaxis=dict(title=f"{metric} of x̂0 (validation)"),
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     return fig

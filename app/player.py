@@ -92,7 +92,10 @@ def payload(run: runs.Run, view: runs.UserView, next_item: int, ranks: np.ndarra
     """Everything the player draws, as JSON: the sphere and its T+1 frames, the two step charts, and each step's
     text. `step` is where a fresh player starts (the app's step); a mounted player keeps its own."""
     sphere, frames = figures.sphere_frames(run, view, next_item, projector=projector)
-    data = dict(T=int(view.samples.T), step=int(step), fps=FPS, projector=bool(projector),
+    note = (f"<b>This run ({html.escape(run.model_name)}) denoises in ordinary space, not on the sphere</b>: x_T "
+            f"is Gaussian noise and x_t has a length; the globe shows the direction of each x_t, which is what ranks "
+            f"items. " if run.model.chain_space == "euclidean" else "")
+    data = dict(T=int(view.samples.T), step=int(step), fps=FPS, projector=bool(projector), note=note,
                 sphere=json.loads(sphere.to_json()), frames=frames, key=_key(run, view),
                 ranks=json.loads(figures.rank_figure(ranks, projector=projector).to_json()),
                 angles=json.loads(figures.angle_figure(angles, projector=projector).to_json()),

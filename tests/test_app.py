@@ -288,16 +288,16 @@ def test_steps_plot_every_run_that_has_step_metrics():
               if (d / "step_metrics.json").exists()}
     assert {"dimerec-planted", "dreamrec-planted", "diffurec-planted"} <= set(chains)  # three kinds of chain
     assert set(lines) == {f"{name} (built-in)" for name in chains}
-    for name, sm in chains.items():  # x_T's guess at step 0 ... the guess from t = 1 at step T - 1
-        assert values(lines[f"{name} (built-in)"]["x"]).tolist() == list(range(sm["T"]))
+    for name, sm in chains.items():  # x_T's guess at step 0 ... the guess from t = 1 at step T - 1, as step / T
+        assert np.allclose(values(lines[f"{name} (built-in)"]["x"]), np.arange(sm["T"]) / sm["T"])  # T differs
 
 
 @pytest.mark.parametrize("run", ["default/dreamrec-planted", "default/diffurec-planted"])
 def test_the_euclidean_chains_play_on_the_denoising_page(run):
     at = open_page("denoising", run=run)
     assert not at.error
-    assert any("denoises in ordinary space" in c.value for c in at.caption)
     data = player(at)["data"]
+    assert "denoises in ordinary space" in data["note"]
     T = json.loads((DEFAULT / run.split("/")[1] / "step_metrics.json").read_text())["T"]
     shown = [text["step"] for text in data["steps"]]
     assert data["T"] == T and shown[0] == 0 and shown[-1] == T and len(data["frames"]) == len(shown) <= 41

@@ -28,9 +28,6 @@ n_samples = ctx.controls.slider("Reverse samples", 1, 12, 6, key="denoise_sample
 seed = int(ctx.controls.number_input("Seed of the random starts", 0, 10_000, 0, key="denoise_seed",
                                      help="Change it for a new set of samples."))
 view = runs.user_view(run.id, run.stamp, ctx.hist, n_samples, seed)
-if run.model.chain_space == "euclidean":
-    st.caption(f"This run ({run.model_name}) denoises in ordinary space, not on the sphere: x_T is Gaussian noise "
-               f"and x_t has a length. The picture shows the direction of each x_t, which is what ranks items.")
 
 player.show(ctx, view, page="denoise")
 

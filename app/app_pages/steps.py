@@ -31,16 +31,9 @@ picked = {k: curves[k] for k in shown}
 if not picked:
     st.info("Pick one or more runs above.")
     st.stop()
-# The verdict of each picked run, from its own files: does the guess improve along the chain?
 first_id = run_ids[next(iter(picked))]
 first_run = runs.load_run(first_id)
 references = runs.reference_levels(first_id, first_run.stamp)
-for label, sm in picked.items():
-    if not sm["steps"]:
-        continue
-    refs = runs.reference_levels(run_ids[label], runs.load_run(run_ids[label]).stamp)
-    verdict = explore.chain_verdict(sm, {name: level["HR@50"] for name, level in refs.items()})
-    st.markdown(f"**{label}** — {verdict['sentence']}")
 tabs = st.tabs(["HR@50", "NDCG@50"])
 for tab, metric in zip(tabs, ("HR@50", "NDCG@50")):
     with tab:
@@ -51,6 +44,13 @@ st.caption("Steps are numbered as on every page: step k shows the guess x̂0 mad
            "step_metrics.json). "
            f"Dotted lines: references on the validation users of {next(iter(picked))} — popularity computed on its "
            "rows, the no-diffusion control and the no-GRW run from their own metrics.json.")
+# The verdict of each picked run, from its own files: does the guess improve along the chain?
+for label, sm in picked.items():
+    if not sm["steps"]:
+        continue
+    refs = runs.reference_levels(run_ids[label], runs.load_run(run_ids[label]).stamp)
+    verdict = explore.chain_verdict(sm, {name: level["HR@50"] for name, level in refs.items()})
+    st.markdown(f"**{label}** — {verdict['sentence']}")
 rows = [{"run": k, "dataset": sm.get("dataset"), "protocol": sm.get("protocol"), "T": sm.get("T"),
          "HR@50 at step 0": sm["steps"][0]["HR@50"], "best HR@50": max(s["HR@50"] for s in sm["steps"]),
          "best at step": explore.chain_verdict(sm)["best_step"],

@@ -131,7 +131,7 @@ function mount(data) {
   document.body.classList.toggle("projector", !!data.projector);
   $("slider").max = String(data.frames.length - 1);
   $("angle-caption").textContent = data.angle_caption;
-  $("key").innerHTML = data.key;
+  $("key").innerHTML = data.note + data.key;
   const config = { displaylogo: false, responsive: true };
   const small = { ...config, displayModeBar: false };
   Plotly.newPlot($("ranks"), data.ranks.data, data.ranks.layout, small);
