@@ -376,17 +376,24 @@ REFERENCE_KINDS = {
 }
 
 
+ORACLE = "oracle (planted truth)"
+
+
 @st.cache_data(show_spinner="Computing the reference lines…", max_entries=16)
 def reference_levels(run_id: str, stamp: tuple, part: str = "valid") -> dict[str, dict[str, float]]:
     """Metrics on `part` ("valid" or "test") to set a run beside, each read or computed from run files:
-    popularity on the run's own rows of that part, and the metrics.json of a no-diffusion control and of a
-    no-GRW DimeRec trained on the same dataset and split (the built-in ones first)."""
+    popularity on the run's own rows of that part (and, on planted, the oracle that ranks by the generator's
+    true probabilities), and the metrics.json of a no-diffusion control and of a no-GRW DimeRec trained on the
+    same dataset and split (the built-in ones first)."""
     run = load_run(run_id)
     tc = run.config.get("train_config", {})
     protocol = tc.get("protocol", "next-item")
     rows = tc.get("valid_max_rows") if part == "valid" else tc.get("final_max_rows")
     levels = {"popularity": explore.popularity_reference(run.data, getattr(run.split, part), run.split.train,
                                                          protocol, rows, int(tc.get("seed", 0)))}
+    oracle = explore.oracle_reference(run.data, getattr(run.split, part), protocol, rows, int(tc.get("seed", 0)))
+    if oracle is not None:  # planted: the generator's own probabilities, the ceiling of any model
+        levels[ORACLE] = oracle
     for other_id, path in discover_runs().items():
         try:
             config = json.loads((path / "config.json").read_text())

@@ -254,6 +254,25 @@ def chain_verdict(step_metrics: dict, references: dict[str, float] | None = None
             "sentence": sentence}
 
 
+def oracle_reference(data, users: np.ndarray, protocol: str = "next-item", max_rows: int | None = None,
+                     seed: int = 0) -> dict[str, float] | None:
+    """The metrics of ranking by the planted world's exact next-item probabilities (`planted.next_item_probabilities`)
+    on `users`' rows, the same rows evaluate scores: the ceiling no model of that data can beat in expectation.
+    None for data without the planted ground truth or a protocol other than next-item."""
+    from dimerec.data.planted import next_item_probabilities
+    from dimerec.evaluate import build_rows, row_order
+    from dimerec.metrics import CUTOFFS, mean_metrics, rank_metrics, reciprocal_ranks
+
+    if data.ground_truth is None or "item_chain_pos" not in data.ground_truth or protocol != "next-item":
+        return None
+    rows = build_rows(data, users, protocol)
+    order = row_order(len(rows.hist), max_rows, seed)
+    probs = np.stack([next_item_probabilities(data, int(u), int(c)) for u, c in zip(rows.user[order],
+                                                                                     rows.cut[order])])
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :max(CUTOFFS)]
+    return mean_metrics({**rank_metrics(top, rows.targets[order]), **reciprocal_ranks(top, rows.targets[order])})
+
+
 def popularity_reference(data, users: np.ndarray, train_users: np.ndarray, protocol: str = "next-item",
                          max_rows: int | None = None, seed: int = 0) -> dict[str, float]:
     """The metrics of MostPopular (counted on `train_users`) on `users`' rows: the floor a chain is drawn against."""

@@ -284,6 +284,9 @@ def test_steps_plot_every_run_that_has_step_metrics():
     assert not at.error
     hr = figures(at)[0]
     lines = {t["name"]: t for t in hr["data"] if t.get("mode") == "lines+markers"}
+    annotations = [a["text"] for a in hr["layout"]["annotations"]]
+    oracle = next(a for a in annotations if a.startswith("oracle (planted truth)"))  # the ceiling, drawn
+    assert float(oracle.split()[-1].rstrip("%")) > 75
     chains = {d.name: json.loads((d / "step_metrics.json").read_text()) for d in DEFAULT.iterdir()
               if (d / "step_metrics.json").exists()}
     assert {"dimerec-planted", "dreamrec-planted", "diffurec-planted"} <= set(chains)  # three kinds of chain
@@ -518,6 +521,14 @@ def test_tour_chapter_five_sets_the_run_beside_its_references():
     text = next(m.value for m in at.markdown if "Beside it" in m.value)
     control = json.loads((DEFAULT / "dimerec-nodiff-planted" / "metrics.json").read_text())["test"]["HR@50"]
     assert f"no-diffusion control {control:.0%}" in text and "Better than this run: no-diffusion control" in text
+    from dimerec.data.planted import make_planted
+    from dimerec.explore import oracle_reference
+
+    data = make_planted(seed=0)  # the built-in world; its test rows, as the run's metrics.json counts them
+    config = json.loads((DEFAULT / "dimerec-planted" / "config.json").read_text())["train_config"]
+    ceiling = oracle_reference(data, data.split(config["split_seed"]).test, max_rows=config.get("final_max_rows"),
+                               seed=config["seed"])
+    assert f"ranking by the generator's own probabilities, is {ceiling['HR@50']:.0%}" in text
 
 
 def test_tour_chapter_lives_in_the_url_and_a_bad_one_falls_back():

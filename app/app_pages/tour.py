@@ -107,8 +107,12 @@ else:
     test = (run.metrics or {}).get("test") or {}
     if "HR@50" in test:
         refs = runs.reference_levels(run.id, run.stamp, "test")
+        ceiling = refs.pop(runs.ORACLE, None)  # a ceiling, not a rival: said apart
         beside = ", ".join(f"{name} {level['HR@50']:.0%}" for name, level in refs.items() if "HR@50" in level)
         better = [name for name, level in refs.items() if level.get("HR@50", 1.0) > test["HR@50"]]
+        if ceiling is not None:
+            beside += (f"; the ceiling on this synthetic world, ranking by the generator's own probabilities, is "
+                       f"{ceiling['HR@50']:.0%}")
         st.markdown(f"Over all test users of this run, the true next item is in the top 50 "
                     f"**{test['HR@50']:.0%}** of the time (HR@50), NDCG@50 = {test['NDCG@50']:.3f}. "
                     f"Beside it, on the same test users: {beside}."

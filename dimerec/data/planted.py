@@ -357,3 +357,51 @@ def make_planted(seed: int = 0, n_users: int = 2000, n_categories: int = 12,
         ground_truth=ground_truth,
         source=f"planted(seed={seed})",
     )
+
+
+def next_item_probabilities(data: SeqDataset, user: int, cut: int) -> np.ndarray:
+    """The exact probability of every item being `user`'s item at position `cut`, given the planted world's true
+    state then (its interests and weights after that step's drift, and each held category's chain memory):
+    what an oracle that knows the generator would rank by. [n_items], sums to 1. Steps 9-10 of the docstring:
+
+        P(i) = p_noise · [i ≠ prev] / (n − 1) + (1 − p_noise) · Σ_slots w_s · q_{c_s}(i)
+        q_c = p_chain · (p_next · [i = j+1] + (1 − p_next) · [i = j+2]) + (1 − p_chain) · pop_c   (memory j)
+        q_c = pop_c                                                                               (no memory)
+
+    with a draw equal to the previous item moved to its chain successor (no immediate repeats)."""
+    truth = data.ground_truth
+    if truth is None or "item_chain_pos" not in truth:
+        raise ValueError(f"{data.name}: next_item_probabilities needs the planted world's ground truth")
+    p = truth["params"]
+    seq = data.sequences[user]
+    if not 0 < cut < len(seq):
+        raise ValueError(f"cut must be in 1..{len(seq) - 1} for user {user}, got {cut}")
+    n, m = data.n_items, p["items_per_category"]
+    item_category, chain_pos, item_pop = truth["item_category"], truth["item_chain_pos"], truth["item_pop"]
+    local_to_item = np.empty((p["n_categories"], m), dtype=np.int64)
+    local_to_item[item_category, chain_pos] = np.arange(n)
+    held, weights = truth["user_interests"][user][cut], truth["interest_weights"][user][cut]
+    rows, emitted = truth["user_interests"][user], truth["emitting_interest"][user]
+    prev = int(seq[cut - 1])
+
+    probs = np.full(n, p["p_noise"] / (n - 1))
+    probs[prev] = 0.0
+    for c, w in zip(held, weights):
+        if c < 0 or w == 0:
+            continue
+        since = cut  # the step at which c last became held: its chain memory starts empty there
+        while since > 0 and c in rows[since - 1]:
+            since -= 1
+        emits = [t for t in range(since, cut) if emitted[t] == c]
+        q = item_pop[local_to_item[c]].copy()  # [m] over chain positions
+        if emits:
+            j = chain_pos[seq[emits[-1]]]
+            q *= 1 - p["p_chain"]
+            q[(j + 1) % m] += p["p_chain"] * p["p_next"]
+            q[(j + 2) % m] += p["p_chain"] * (1 - p["p_next"])
+        if item_category[prev] == c:  # no immediate repeat: the previous item's mass goes to its successor
+            k = chain_pos[prev]
+            q[(k + 1) % m] += q[k]
+            q[k] = 0.0
+        probs[local_to_item[c]] += (1 - p["p_noise"]) * w * q
+    return probs
