@@ -184,6 +184,8 @@ GLOSSARY = """
 - **HR@50** — share of users whose true next item is in their top 50. **NDCG@50** — the same, weighted by how
   high it ranks.
 - **no-diffusion control** — DimeRec's GEM and losses with an MLP over the interests instead of the diffusion.
+- **oracle (planted truth)** — ranks items by the planted world's own next-item probabilities: the ceiling no
+  model can beat there on average (the Steps page draws it).
 - **planted** — the built-in synthetic world: 480 named items in 12 categories, 2,000 users whose 2–4
   interests drift; its true interests are known, so the app can show them.
 """
