@@ -171,6 +171,20 @@ def forward_paths(model, x0: torch.Tensor, n_paths: int, seed: int = 0) -> np.nd
     return torch.stack(points).numpy()
 
 
+def dominant_categories(top: np.ndarray, item_category: np.ndarray) -> np.ndarray:
+    """The most frequent category among each row's items: top [K, n] item ids -> [K] category ids."""
+    cats = np.asarray(item_category)[np.asarray(top)]
+    return np.array([np.bincount(row).argmax() for row in cats])
+
+
+def category_shift(before: np.ndarray, after: np.ndarray, item_category: np.ndarray) -> dict[int, int]:
+    """How many items of each category a list gained (>0) or lost (<0) from `before` to `after` (item ids)."""
+    n = int(np.max(item_category)) + 1
+    delta = (np.bincount(np.asarray(item_category)[np.asarray(after)], minlength=n)
+             - np.bincount(np.asarray(item_category)[np.asarray(before)], minlength=n))
+    return {int(c): int(d) for c, d in enumerate(delta) if d}
+
+
 def true_item_ranks(top: np.ndarray, item: int) -> np.ndarray:
     """1-based rank of `item` in each row of top [..., n] (NaN where it is not among the n): shape [...]."""
     top = np.asarray(top)

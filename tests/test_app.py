@@ -321,6 +321,13 @@ def test_what_if_adding_items_changes_the_recommendations():
     assert not at.exception
     edited = at.session_state["whatif_hist"]
     assert len(edited) == min(len(history) + 8, 20)
+    why = next(m.value for m in at.markdown if m.value.startswith("**Why the list moved.**"))
+    from collections import Counter  # the sentence's counts are the two tables' category counts
+
+    gained = Counter(at.dataframe[1].value["category"]) - Counter(at.dataframe[0].value["category"])
+    lost = Counter(at.dataframe[0].value["category"]) - Counter(at.dataframe[1].value["category"])
+    assert gained and all(f"{n} {c}" in why.split(" and lost ")[0] for c, n in gained.items())
+    assert all(f"{n} {c}" in why.split(" and lost ")[1] for c, n in lost.items())
     assert edited[:len(edited) - 8] == history[len(history) + 8 - len(edited):]
     after = at.dataframe[1].value
     assert after["item"].tolist() != before

@@ -3,6 +3,7 @@ import numpy as np
 import streamlit as st
 
 from app import figures, runs, ui
+from dimerec import explore
 
 ctx = ui.page_setup("What if",
                     "Change the history — add items, remove items — and the model reads it again at once: new "
@@ -83,6 +84,23 @@ ui.show_items(ui.items_frame(run, before.top[-1][:10], ctx.next_item), left)
 right.markdown("**After** (the edited history; *new* = not in the top 10 before)")
 ui.show_items(frame, right)
 
+if changed:  # say why the list moved, from the numbers: which interests changed side, which categories moved
+    names = run.categories
+    was = explore.dominant_categories(before.interest_top, run.item_category)
+    now = explore.dominant_categories(after.interest_top, run.item_category)
+    moved = [f"I{k + 1} now leans to {names[b]} (was {names[a]})" for k, (a, b) in enumerate(zip(was, now)) if a != b]
+    shift = explore.category_shift(before.top[-1][:10], after.top[-1][:10], run.item_category)
+    gained = [f"{d} {names[c]}" for c, d in sorted(shift.items(), key=lambda kv: -kv[1]) if d > 0]
+    lost = [f"{-d} {names[c]}" for c, d in sorted(shift.items(), key=lambda kv: kv[1]) if d < 0]
+    st.markdown(
+        "**Why the list moved.** GEM reads the whole edited history again, so every interest can change, not "
+        "only the one the new items fit. "
+        + ("; ".join(moved) + ". " if moved else "Each interest keeps its leading category. ")
+        + (f"The top 10 gained {', '.join(gained)} and lost {', '.join(lost)} item(s)." if gained else
+           "The top 10 holds the same categories as before.")
+        + " Diffusion samples from random starts, so a new history can also land a sample on a neighbouring "
+          "interest the edit never touched.")
+
 st.subheader("Interests: category mix of each interest's 20 nearest items")
 left, right = st.columns(2)
 left.markdown("**Before**")
@@ -94,4 +112,4 @@ st.subheader("Reverse samples for the edited history")
 if after.samples is None:
     st.info(f"This run ({run.model_name}) has no diffusion; the sphere shows the edited history and its interests.")
 ui.chart(figures.sphere_figure(run, after, ctx.next_item, after.samples.T if after.samples else None),
-                key="whatif_sphere")
+         key="whatif_sphere")
