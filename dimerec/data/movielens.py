@@ -138,14 +138,20 @@ def read_movies_dat(path: Path) -> dict[int, tuple[str, list[str]]]:
     return movies
 
 
+def read_ratings_and_movies(ratings_path: Path, sep: str, fields, movies: dict, name: str,
+                            max_len: int) -> SeqDataset:
+    """The sequences of a MovieLens ratings file, titled and typed by `movies` (read by the caller)."""
+    ratings = read_ratings(ratings_path, sep, fields)
+    if len(ratings) == 0:
+        raise DataError(f"{ratings_path}: no ratings")
+    return sequences_from_ratings(name, ratings, movies, max_len, ratings_path)
+
+
 def read_movielens_dat(folder: Path, name: str, max_len: int) -> SeqDataset:
     """ML-1M / ML-10M: `ratings.dat` and `movies.dat` (optional) in `folder`."""
     folder = Path(folder)
-    ratings = read_ratings(folder / "ratings.dat", ":", RATING_FIELDS)
-    if len(ratings) == 0:
-        raise DataError(f"{folder / 'ratings.dat'}: no ratings")
-    movies = read_movies_dat(folder / "movies.dat")
-    return sequences_from_ratings(name, ratings, movies, max_len, folder / "ratings.dat")
+    return read_ratings_and_movies(folder / "ratings.dat", ":", RATING_FIELDS, read_movies_dat(folder / "movies.dat"),
+                                   name, max_len)
 
 
 def read_genre_names(path: Path) -> list[str]:
@@ -183,11 +189,8 @@ def read_u_item(path: Path, genres: list[str]) -> dict[int, tuple[str, list[str]
 def read_movielens_100k(folder: Path, name: str, max_len: int) -> SeqDataset:
     """ML-100K: `u.data`, `u.item` (optional) and `u.genre` (optional) in `folder`."""
     folder = Path(folder)
-    ratings = read_ratings(folder / "u.data", "\t", U_DATA_FIELDS)
-    if len(ratings) == 0:
-        raise DataError(f"{folder / 'u.data'}: no ratings")
     movies = read_u_item(folder / "u.item", read_genre_names(folder / "u.genre"))
-    return sequences_from_ratings(name, ratings, movies, max_len, folder / "u.data")
+    return read_ratings_and_movies(folder / "u.data", "\t", U_DATA_FIELDS, movies, name, max_len)
 
 
 # ---------------------------------------------------------------- download
