@@ -22,7 +22,7 @@ from dimerec import explore
 from dimerec.data import left_pad, load_dataset
 from dimerec.errors import DimeRecError
 from dimerec.models import MODELS
-from dimerec.runs import RUN_FILES, check_fingerprint, discover_runs as find_run_dirs, load_checkpoint
+from dimerec.runs import RUN_FILES, discover_runs as find_run_dirs, load_run as load_trained_run
 
 torch.set_num_threads(1)  # small matrices; the machine's cores are shared
 
@@ -176,31 +176,23 @@ def _load(run_id: str, path_str: str, stamp: tuple) -> Run:
     path = Path(path_str)
     config = _read_json(path / "config.json", required=True)
     try:
-        model_cls = MODELS[config["model"]]
+        MODELS[config["model"]]  # a known model (load_run would say so less plainly)
         config["dataset"], config["model_config"]
     except KeyError as err:
         raise RunError(f"{path / 'config.json'} does not describe a run of a known model (missing or unknown {err}); "
                        f"known models: {', '.join(sorted(MODELS))}") from None
     data = _load_dataset(config, path)
-    try:  # the run must be read against the data it was trained on (runs written before fingerprints pass)
-        check_fingerprint(data, int(config.get("train_config", {}).get("split_seed", 0)),
-                          {path / "config.json": config.get("data_fingerprint")})
+    try:  # dimerec.runs rebuilds every run; the app only turns its errors into what the page says
+        model, _, _ = load_trained_run(path, data=data)
     except DimeRecError as err:
         raise RunError(str(err)) from None
-    if not (path / "best.pt").exists():
-        raise RunError(f"{path / 'best.pt'} is missing: the run has no checkpoint (did training finish?)")
-    try:
-        model = model_cls(data.n_items, data.max_len, model_cls.Config(**config["model_config"]))
-        state = load_checkpoint(path / "best.pt")["model"]
-        model.load_state_dict(state)
-    except Exception as err:  # a truncated file, another model's weights, an old config: all end here
+    except Exception as err:  # a truncated file, an old config: all end here
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         detail = "; ".join(lines[:2])[:300]
-        hint = (" The model code may have changed since the run was trained: retrain it"
-                + (" (`python app/make_default_runs.py`)." if run_id.startswith("default/") else ".")
-                if isinstance(err, RuntimeError) and "state_dict" in str(err) else "")
         raise RunError(f"{path / 'best.pt'} cannot be loaded into a {config['model']} model "
-                       f"({type(err).__name__}: {detail}).{hint}") from None
+                       f"({type(err).__name__}: {detail}). The model code may have changed since the run was "
+                       f"trained: retrain it"
+                       + (" (`python app/make_default_runs.py`)." if run_id.startswith("default/") else ".")) from None
     model.eval()
     item_vectors = model.item_vectors().detach()
     firsts = [cats[0] if cats else NO_CATEGORY for cats in (data.item_categories or [[]] * data.n_items)]

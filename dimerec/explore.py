@@ -234,14 +234,14 @@ def chain_step(t: int, T: int) -> int:
 
 
 def chain_verdict(step_metrics: dict, references: dict[str, float] | None = None, metric: str = "HR@50",
-                  tolerance: float = 0.005) -> dict:
+                  tolerance: float = 0.005, ceiling: float | None = None) -> dict:
     """What a run's step_metrics.json says about its reverse chain, in numbers and one sentence.
 
     Compares `metric` of x̂0 guessed from pure noise x_T (step 0) with the one guessed from x_1 (step T-1; a
     change within `tolerance` counts as flat), names the best step (numbered by `chain_step`), and places the
     served x_0 ("final", step T) beside the `references` (label -> the same metric on validation, e.g. the
-    no-diffusion control or popularity). Returns {"first", "last", "best_step", "direction" ("rises", "falls"
-    or "stays flat"), "final", "sentence"}."""
+    no-diffusion control or popularity) and, when given, the `ceiling` (the planted oracle). Returns {"first",
+    "last", "best_step", "direction" ("rises", "falls" or "stays flat"), "final", "sentence"}."""
     steps = step_metrics["steps"]
     T = int(step_metrics.get("T") or len(steps))
     first, last = steps[0][metric], steps[-1][metric]
@@ -264,6 +264,8 @@ def chain_verdict(step_metrics: dict, references: dict[str, float] | None = None
                      + (f"below {', '.join(below)}" if below else "") + ".")
     else:
         sentence += "."
+    if ceiling is not None:  # the oracle of a world whose generator is known: the best any model can do there
+        sentence += f" The ceiling (an oracle that knows the generator): {ceiling:.1%}."
     return {"first": first, "last": last, "best_step": best_step, "direction": direction, "final": final,
             "sentence": sentence}
 

@@ -78,11 +78,13 @@ def checkpoint_payload(model: Recommender, config: dict, state: dict) -> dict:
             "data_fingerprint": json.dumps(config.get("data_fingerprint"))}
 
 
-def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None = None):
-    """Rebuild a trained run: (model with its best weights, dataset, config.json as a dict).
+def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None = None, data: SeqDataset | None = None):
+    """Rebuild a trained run: (model with its best weights, dataset, config.json as a dict). The one rebuilder
+    of a run, for the trainer, reproduce, the app and the tests.
 
     `overrides` replaces model-config fields that only change serving (e.g. {"serve": "mean"});
-    the weights must still fit the model they build.
+    the weights must still fit the model they build. `data`: the run's dataset when the caller holds it
+    already (the app caches datasets across runs); it is checked against the run's fingerprints all the same.
     """
     from dimerec.data import load_dataset
     from dimerec.models import MODELS
@@ -100,7 +102,8 @@ def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None 
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise DimeRecError(f"{run / 'config.json'} is not a valid run config (no {err})" if isinstance(err, KeyError)
                            else f"{run / 'config.json'} is not a valid run config ({err})") from None
-    data = load_dataset(name, data_dir or config.get("data_dir"), seed=split_seed, split=split)
+    if data is None:
+        data = load_dataset(name, data_dir or config.get("data_dir"), seed=split_seed, split=split)
     checkpoint = load_checkpoint(run / "best.pt")
     check_fingerprint(data, split_seed, {
         run / "config.json": config.get("data_fingerprint"),

@@ -210,8 +210,8 @@ def _run_dir(tmp_path, name: str, source: str = "dimerec-planted") -> Path:
 @pytest.mark.parametrize("breakage, message", [
     ("corrupt-config", "is not valid JSON"),
     ("no-checkpoint", "best.pt is missing"),
-    ("corrupt-checkpoint", "cannot be loaded"),
-    ("other-models-weights", "cannot be loaded"),
+    ("corrupt-checkpoint", "is not a readable checkpoint"),
+    ("other-models-weights", "does not fit the dimerec model"),
     ("unknown-model", "known model"),
 ])
 def test_a_broken_run_directory_shows_a_clear_error(tmp_path, breakage, message):
@@ -504,6 +504,7 @@ def test_the_steps_page_states_what_each_chain_does_from_its_own_files(tmp_path)
     to rise says so; the references are read or computed from the run files (issue 17)."""
     at = open_page("steps")
     falling = steps_sentence(at, "dimerec-planted (built-in)")
+    assert "The ceiling (an oracle that knows the generator): 8" in falling  # planted's oracle, about 83%
     steps = json.loads((DEFAULT / "dimerec-planted" / "step_metrics.json").read_text())
     first, last = steps["steps"][0]["HR@50"], steps["steps"][-1]["HR@50"]
     assert first > last and "falls" in falling and f"{first:.1%}" in falling and f"{last:.1%}" in falling

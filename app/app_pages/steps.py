@@ -49,7 +49,8 @@ for label, sm in picked.items():
     if not sm["steps"]:
         continue
     refs = runs.reference_levels(run_ids[label], runs.load_run(run_ids[label]).stamp)
-    verdict = explore.chain_verdict(sm, {name: level["HR@50"] for name, level in refs.items()})
+    ceiling = refs.pop(runs.ORACLE, {}).get("HR@50")  # said apart: a ceiling, not a rival
+    verdict = explore.chain_verdict(sm, {name: level["HR@50"] for name, level in refs.items()}, ceiling=ceiling)
     st.markdown(f"**{label}** — {verdict['sentence']}")
 rows = [{"run": k, "dataset": sm.get("dataset"), "protocol": sm.get("protocol"), "T": sm.get("T"),
          "HR@50 at step 0": sm["steps"][0]["HR@50"], "best HR@50": max(s["HR@50"] for s in sm["steps"]),
