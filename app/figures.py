@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from app import runs
 from dimerec.explore import chain_step, great_circle
+from dimerec.figures import loss_curves
 
 # Distinct, colour-blind-friendlier hues first; greys and black are kept for paths and markers.
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -335,21 +335,9 @@ def history_figure(run: runs.Run, hist: np.ndarray, next_item: int, height: int 
 
 
 def loss_figure(frames: dict[str, pd.DataFrame], terms: list[str], window: int, height: int = 380) -> go.Figure:
-    """Each loss term over training steps, one panel per term, one line per run (rolling mean of `window` steps)."""
-    fig = make_subplots(rows=1, cols=len(terms), subplot_titles=terms, horizontal_spacing=0.06)
-    dash = ["solid", "dash", "dot", "dashdot"]
-    line_colors = [PALETTE[0], PALETTE[1], PALETTE[2], PALETTE[3]]
-    for j, (label, frame) in enumerate(frames.items()):
-        for col, term in enumerate(terms, start=1):
-            if term not in frame.columns:
-                continue
-            y = frame[term].rolling(window, min_periods=1).mean()
-            fig.add_trace(go.Scatter(x=frame["step"], y=y, mode="lines", name=label, legendgroup=label,
-                                     showlegend=col == 1 or terms[0] not in frame.columns,
-                                     line=dict(color=line_colors[j % 4], dash=dash[j % 4], width=2),
-                                     hovertemplate=f"{label}<br>step %{{x}}: %{{y:.3f}}<extra>{term}</extra>"),
-                          1, col)
-    fig.update_xaxes(title="training step")
+    """Each loss term over training steps, one panel per term, one line per run: Fig. 4's drawing
+    (`dimerec.figures.loss_curves`), laid out for the page."""
+    fig = loss_curves(frames, None, window, terms, dashes=("solid", "dash", "dot", "dashdot"))
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=-0.35, x=0))
     return fig

@@ -45,14 +45,22 @@ def table2_bars(summary: pd.DataFrame, title: str) -> go.Figure:
     return figure
 
 
-def loss_curves(curves: dict[str, pd.DataFrame], title: str, window: int = 100) -> go.Figure:
-    figure = make_subplots(rows=1, cols=len(LOSS_TERMS), subplot_titles=LOSS_TERMS)
+def loss_curves(curves: dict[str, pd.DataFrame], title: str | None, window: int = 100,
+                terms: tuple[str, ...] | list[str] = LOSS_TERMS, dashes: tuple[str, ...] | None = None) -> go.Figure:
+    """Each loss term over training steps (a rolling mean of `window` steps), one panel per term, one line per
+    run (Fig. 4: with and without GRW). `dashes` gives each run a dash style too (the app, for the colour-blind);
+    a run without a term leaves that panel to the others. The one drawing of Fig. 4, for reproduce and the app."""
+    figure = make_subplots(rows=1, cols=len(terms), subplot_titles=list(terms), horizontal_spacing=0.06)
     colors = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
     for i, (label, frame) in enumerate(curves.items()):
-        for col, term in enumerate(LOSS_TERMS, start=1):
+        for col, term in enumerate(terms, start=1):
+            if term not in frame.columns:
+                continue
             smooth = frame[term].rolling(window, min_periods=1).mean()
+            line = dict(color=colors[i % len(colors)], **({"dash": dashes[i % len(dashes)]} if dashes else {}))
             figure.add_trace(go.Scatter(x=frame["step"], y=smooth, mode="lines", name=label, legendgroup=label,
-                                        showlegend=col == 1, line=dict(color=colors[i % len(colors)])),
+                                        showlegend=col == 1 or terms[0] not in frame.columns, line=line,
+                                        hovertemplate=f"{label}<br>step %{{x}}: %{{y:.3f}}<extra>{term}</extra>"),
                              row=1, col=col)
     figure.update_xaxes(title_text="training step")
     figure.update_layout(title=title)
