@@ -15,10 +15,17 @@ from plotly.subplots import make_subplots
 LOSS_TERMS = ("L_gem", "L_recon", "L_ssm")
 
 
+PNG_FONT = 16  # px at 1100 px wide: about 14 px where the app shows the PNG (plotly's default 12 read as ~9)
+
+
 def save(figure: go.Figure, stem: Path) -> None:
+    """`stem`.html (interactive) and `stem`.png (static, its text at PNG_FONT so that it reads on a projector)."""
     figure.write_html(stem.with_suffix(".html"), include_plotlyjs="cdn")
+    static = go.Figure(figure)  # a copy: the HTML keeps plotly's sizes
+    static.update_layout(font=dict(size=PNG_FONT))
+    static.update_annotations(font_size=PNG_FONT)
     try:
-        figure.write_image(stem.with_suffix(".png"), width=1100, height=500, scale=1)
+        static.write_image(stem.with_suffix(".png"), width=1100, height=560, scale=1)
     except Exception as err:  # kaleido raises several kinds when no browser is found
         print(f"warning: {stem.with_suffix('.png')} not written ({type(err).__name__}: {err}); "
               f"install Chromium (apt-get install chromium) for PNG export", file=sys.stderr)

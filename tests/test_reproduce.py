@@ -313,3 +313,23 @@ def test_the_diffusion_experiment_tables_every_lever_and_states_its_verdict(dirs
     assert "Best chain-served variant on validation" in verdict and "paired t-test" in verdict
     assert ("**cleared**" in verdict) != ("**not cleared**" in verdict)
     assert "## H6" in md and "| x_0 | x_0 |" in md
+
+
+def test_a_longer_budget_scales_the_clock_and_the_steps_and_a_reused_run_must_have_had_it(tmp_path):
+    """H5 of the diffusion experiment trains DimeRec and its control for 3x the budget: the scaled budget is the
+    one its flags and its reuse check see."""
+    from dimerec.errors import DimeRecError
+    from dimerec.reproduce.experiments import LONG_CONTROL, LONG_OURS
+
+    budget = Budget(10, 300, final_rows=500)
+    assert budget.scaled(3) == Budget(30, 900, final_rows=500) and budget.scaled(1) is budget
+    assert "--max-steps" in budget.scaled(3).flags() and "900" in budget.scaled(3).flags()
+    assert LONG_OURS.budget_scale == LONG_CONTROL.budget_scale == 3
+    run = tmp_path / "seed0"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"train_config": {"max_minutes": 30, "max_steps": 900,
+                                                                  "final_max_rows": 500}}))
+    (run / "metrics.json").write_text(json.dumps({"train_minutes": 2.0}))
+    budget.scaled(3).check(run)  # trained at 3x: reused at 3x
+    with pytest.raises(DimeRecError, match="not trained for at most 10 minutes and 300 steps"):
+        budget.check(run)

@@ -19,6 +19,7 @@ class RunSpec:
     run_name: str | None = None  # the run folder (default: from the label); equal names share runs
     serve_of: str | None = None  # evaluate this run's checkpoint (by run name) instead of training
     serve_overrides: dict = field(default_factory=dict)  # model-config fields changed for serving only
+    budget_scale: int = 1  # trained for this many times the experiment's budget (clock and steps)
 
     @property
     def slug(self) -> str:
@@ -63,6 +64,10 @@ CFG = dimerec_variant("ours + CFG training (p = 0.15), w = 0", ["--p-uncond", "0
 XATTN = dimerec_variant("ours, cross-attention denoiser", ["--denoiser", "cross-attention"])
 SERVE_MEAN = RunSpec("DimeRec (ours, serve mean)", "dimerec", role="variant", serve_of=OURS.label,
                      serve_overrides={"serve": "mean"})
+LONG_OURS = dimerec_variant("ours, trained 3x longer", ["--patience", "10"], budget_scale=3)
+LONG_CONTROL = RunSpec("no-diffusion control, trained 3x longer", "dimerec-nodiff", ["--patience", "10"],
+                       role="variant", budget_scale=3)
+
 DIFFUSION_GROUPS: dict[str, list[RunSpec]] = {
     "References": [POP, CONTROL, OURS, SERVE_MEAN],
     "H1: classifier-free guidance (trained with p = 0.15, served with weight w)": [
@@ -75,6 +80,10 @@ DIFFUSION_GROUPS: dict[str, list[RunSpec]] = {
         served("ours, t* = 5 from each interest, S = 4", OURS, serve_start=5, serve_guess="interests",
                serve_samples=4)],
     "H4: a denoiser that reads each interest (cross-attention over the K interests)": [XATTN],
+    # early stopping ended ours at ~1,000 steps on planted (patience 3): is the denoiser merely undertrained?
+    # Both sides get the same longer budget, so the pair stays an equal-budget comparison.
+    "H5: training 3x longer (3x the budget's clock and steps, patience 10), DimeRec and the control alike": [
+        LONG_OURS, LONG_CONTROL],
     "H1 + H2, H1 + H3: the strongest levers combined": [
         served("ours + CFG w = 4, S = 16, mixture", CFG, guidance_weight=4.0, serve_samples=16,
                serve_merge="mixture"),

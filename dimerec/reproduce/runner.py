@@ -40,6 +40,11 @@ class Budget:
     steps: int | None = None
     final_rows: int | None = None
 
+    def scaled(self, factor: int) -> "Budget":
+        """The budget `factor` times as long (clock and step cap; the scored rows stay)."""
+        return self if factor == 1 else replace(self, minutes=self.minutes * factor,
+                                                steps=self.steps * factor if self.steps else None)
+
     def flags(self) -> list[str]:
         return (["--max-minutes", str(self.minutes)] + (["--max-steps", str(self.steps)] if self.steps else [])
                 + (["--final-max-rows", str(self.final_rows)] if self.final_rows else []))
@@ -264,7 +269,7 @@ def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: s
 
     for spec, seed in jobs:  # a finished run is reused only if it had this budget
         if spec.serve_of is None and finished(run_dir(spec, seed)):
-            budget.check(run_dir(spec, seed))
+            budget.scaled(spec.budget_scale).check(run_dir(spec, seed))
 
     def job(spec: RunSpec, seed: int) -> Job:
         out, label = run_dir(spec, seed), f"{spec.label}, seed {seed}"
@@ -275,7 +280,7 @@ def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: s
         if seed == 0 and spec.label in reuse:  # the chosen tuning run is this very run, test unread
             return Job(out, lambda: serve_run(reuse[spec.label], out, {}, data_dir, device), label)
         argv = ["train", "--model", spec.model, *spec.flags, *chosen.get(spec.label, []),
-                *train_flags(dataset, seed, out, budget, data_dir, extra_flags)]
+                *train_flags(dataset, seed, out, budget.scaled(spec.budget_scale), data_dir, extra_flags)]
         return Job(out, lambda: _train(argv, out), label, model=spec.label)
 
     train_all([job(spec, seed) for spec, seed in jobs], desc="reproduce")
