@@ -123,8 +123,11 @@ def show(ctx: ui.Context, view: runs.UserView, page: str) -> int:
     ranks = explore.true_item_ranks(view.samples.top, ctx.next_item)  # [T+1], NaN outside the top 50
     next_vector = run.model.item_vectors()[ctx.next_item].detach()
     angles = explore.angle_to(view.samples.x_t, next_vector)  # [T+1, S]
-    _component(data=payload(run, view, ctx.next_item, ranks, angles, step, projector=ctx.projector), key=key,
-               default=None)
+    # A container keyed like the player: another run or user mounts a new iframe. Without it the browser reuses
+    # the iframe for the new key, which never says "ready" again, and the steps it reports are dropped.
+    with st.container(key=f"box_{key}".replace("/", "_").replace(":", "_")):
+        _component(data=payload(run, view, ctx.next_item, ranks, angles, step, projector=ctx.projector), key=key,
+                   default=None)
     st.session_state["_step"] = step  # the one step of the app, mirrored for the next player, page and run
     st.query_params["step"] = str(step)
     return step

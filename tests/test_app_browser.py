@@ -119,6 +119,15 @@ def _player(page, timeout_s: float = 60):
     raise AssertionError("the Denoising player did not draw its sphere")
 
 
+def _new_player(page, old, timeout_s: float = 60):
+    """The player that replaces `old` after a run or user switch (each run and user gets its own iframe)."""
+    deadline = time.perf_counter() + timeout_s
+    while not old.is_detached():
+        assert time.perf_counter() < deadline, "the old player was not replaced"
+        page.wait_for_timeout(100)
+    return _player(page, timeout_s)
+
+
 def _assert_no_errors(page, name: str) -> None:
     exceptions = page.locator('[data-testid="stException"]')
     errors = page.locator('[data-testid="stAlertContentError"]')
@@ -189,6 +198,10 @@ def _shown_step(frame) -> tuple[int, int, int]:
     return slider, label, heading
 
 
+def _url_user(url: str) -> str:
+    return url.split("user=")[1].split("&")[0]
+
+
 def _url_step(page) -> int:
     return int(page.url.split("step=")[1].split("&")[0])
 
@@ -235,17 +248,22 @@ def test_play_runs_in_the_browser_and_every_view_agrees_after_pause_run_and_user
         run_box.click()
         page.get_by_role("option", name=label, exact=False).first.click()
         page.wait_for_function(f"location.search.includes('{label.split()[0]}')", timeout=60_000)
-    frame = _player(page)
+    frame = _new_player(page, frame)
     assert _shown_step(frame) == paused and _url_step(page) == paused[0]
 
     user_box = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').filter(has_text="User")
-    user_box.click()
-    page.get_by_role("option").nth(1).click()
-    page.wait_for_timeout(1500)
-    frame = _player(page)
+    before, first_user_line = page.url, frame.locator("#rank-line").inner_text()
+    user_box.click()  # the list is virtual and redrawn while it opens: pick by keyboard, not by its elements
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"location.href !== {before!r} && !location.search.includes('user={_url_user(before)}&')"
+                           f" && !location.search.endsWith('user={_url_user(before)}')", timeout=60_000)
+    frame = _new_player(page, frame)
     assert _shown_step(frame) == paused and _url_step(page) == paused[0]
+    assert frame.locator("#rank-line").inner_text() != first_user_line  # the new user's own chain is shown
     slider = frame.locator("#slider")
     slider.focus()
-    slider.press("ArrowLeft")
-    page.wait_for_function(f"location.search.includes('step={paused[0] - 1 if paused[0] else 0}')", timeout=30_000)
-    assert _shown_step(frame)[0] == _url_step(page)
+    slider.press("ArrowRight" if paused[0] == 0 else "ArrowLeft")
+    moved = 1 if paused[0] == 0 else paused[0] - 1
+    assert _shown_step(frame) == (moved, moved, moved), (_shown_step(frame), paused, page.url)
+    page.wait_for_function(f"location.search.includes('step={moved}')", timeout=30_000)
