@@ -22,7 +22,10 @@ def save(figure: go.Figure, stem: Path) -> None:
     """`stem`.html (interactive) and `stem`.png (static, its text at PNG_FONT so that it reads on a projector)."""
     figure.write_html(stem.with_suffix(".html"), include_plotlyjs="cdn")
     static = go.Figure(figure)  # a copy: the HTML keeps plotly's sizes
-    static.update_layout(font=dict(size=PNG_FONT))
+    title = static.layout.title.text or ""
+    static.update_layout(font=dict(size=PNG_FONT),  # a long title shrinks to fit 1,100 px (titles do not wrap)
+                         title_font_size=max(11, min(PNG_FONT + 2, 1600 // max(len(title), 1))),
+                         legend_font_size=max(static.layout.legend.font.size or 0, 12))
     static.update_annotations(font_size=PNG_FONT)
     try:
         static.write_image(stem.with_suffix(".png"), width=1100, height=560, scale=1)
