@@ -252,7 +252,7 @@ def rank_figure(ranks: np.ndarray, height: int = 170, projector: bool = False) -
     return projector_fonts(fig) if projector else fig
 
 
-def angle_figure(angles: np.ndarray, height: int = 210, projector: bool = False) -> go.Figure:
+def angle_figure(angles: np.ndarray, height: int = 240, projector: bool = False) -> go.Figure:
     """Along the reverse process: the angle of each sample's x_t [T+1, S] to the true next item, in degrees."""
     steps = np.arange(len(angles))
     fig = go.Figure([go.Scatter(x=steps, y=angles[:, s], mode="lines", line=dict(width=2), name=f"s{s + 1}",
@@ -261,7 +261,7 @@ def angle_figure(angles: np.ndarray, height: int = 210, projector: bool = False)
     fig.add_hline(y=90, line=dict(dash="dot", color="#888", width=1))
     fig.update_xaxes(title="reverse step", range=[-0.5, len(angles) - 0.5])
     fig.update_yaxes(title="angle (°)")
-    fig.update_layout(height=height, margin=dict(l=60, r=10, t=34, b=10), font=dict(size=12),
+    fig.update_layout(height=height, margin=dict(l=60, r=10, t=34, b=44), font=dict(size=12),
                       title=dict(text="angle of each sample's x_t to the true next item", x=0.01, font=dict(size=13)),
                       legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"))
     return projector_fonts(fig) if projector else fig
