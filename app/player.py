@@ -6,6 +6,7 @@ player (slider, heading, table, sphere, rank chart) is drawn from that one value
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import json
@@ -46,7 +47,10 @@ def _asset_dir() -> Path:
     return folder
 
 
-_component = components.declare_component("dimerec_player", path=str(_asset_dir()))
+@functools.cache
+def _component():
+    """The component, declared on first use (declaring it copies plotly.js once: not at import time)."""
+    return components.declare_component("dimerec_player", path=str(_asset_dir()))
 
 
 def _step_texts(run: runs.Run, view: runs.UserView, next_item: int, ranks: np.ndarray) -> list[dict]:
@@ -126,7 +130,7 @@ def show(ctx: ui.Context, view: runs.UserView, page: str) -> int:
     # A container keyed like the player: another run or user mounts a new iframe. Without it the browser reuses
     # the iframe for the new key, which never says "ready" again, and the steps it reports are dropped.
     with st.container(key=f"box_{key}".replace("/", "_").replace(":", "_")):
-        _component(data=payload(run, view, ctx.next_item, ranks, angles, step, projector=ctx.projector), key=key,
+        _component()(data=payload(run, view, ctx.next_item, ranks, angles, step, projector=ctx.projector), key=key,
                    default=None)
     st.session_state["_step"] = step  # the one step of the app, mirrored for the next player, page and run
     st.query_params["step"] = str(step)

@@ -176,7 +176,8 @@ def _load(run_id: str, path_str: str, stamp: tuple) -> Run:
     path = Path(path_str)
     config = _read_json(path / "config.json", required=True)
     try:
-        MODELS[config["model"]]  # a known model (load_run would say so less plainly)
+        if config["model"] not in MODELS:  # said here plainly; load_run would say "no 'x'"
+            raise KeyError(config["model"])
         config["dataset"], config["model_config"]
     except KeyError as err:
         raise RunError(f"{path / 'config.json'} does not describe a run of a known model (missing or unknown {err}); "
@@ -371,21 +372,28 @@ REFERENCE_KINDS = {
 ORACLE = "oracle (planted truth)"
 
 
+@st.cache_data(show_spinner="Computing the ceiling…", max_entries=16)
+def ceiling(run_id: str, stamp: tuple, part: str = "valid") -> dict[str, float] | None:
+    """On planted, the metrics on `part` of the oracle that ranks by the generator's own probabilities (the same
+    rows as the run's metrics): the best any model can do there. None on other data."""
+    run = load_run(run_id)
+    tc = run.config.get("train_config", {})
+    rows = tc.get("valid_max_rows") if part == "valid" else tc.get("final_max_rows")
+    return explore.oracle_reference(run.data, getattr(run.split, part), tc.get("protocol", "next-item"), rows,
+                                    int(tc.get("seed", 0)))
+
+
 @st.cache_data(show_spinner="Computing the reference lines…", max_entries=16)
 def reference_levels(run_id: str, stamp: tuple, part: str = "valid") -> dict[str, dict[str, float]]:
     """Metrics on `part` ("valid" or "test") to set a run beside, each read or computed from run files:
-    popularity on the run's own rows of that part (and, on planted, the oracle that ranks by the generator's
-    true probabilities), and the metrics.json of a no-diffusion control and of a no-GRW DimeRec trained on the
-    same dataset and split (the built-in ones first)."""
+    popularity on the run's own rows of that part, and the metrics.json of a no-diffusion control and of a
+    no-GRW DimeRec trained on the same dataset and split (the built-in ones first). The ceiling is `ceiling`."""
     run = load_run(run_id)
     tc = run.config.get("train_config", {})
     protocol = tc.get("protocol", "next-item")
     rows = tc.get("valid_max_rows") if part == "valid" else tc.get("final_max_rows")
     levels = {"popularity": explore.popularity_reference(run.data, getattr(run.split, part), run.split.train,
                                                          protocol, rows, int(tc.get("seed", 0)))}
-    oracle = explore.oracle_reference(run.data, getattr(run.split, part), protocol, rows, int(tc.get("seed", 0)))
-    if oracle is not None:  # planted: the generator's own probabilities, the ceiling of any model
-        levels[ORACLE] = oracle
     for other_id, path in discover_runs().items():
         try:
             config = json.loads((path / "config.json").read_text())

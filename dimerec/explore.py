@@ -246,7 +246,7 @@ def chain_verdict(step_metrics: dict, references: dict[str, float] | None = None
     T = int(step_metrics.get("T") or len(steps))
     first, last = steps[0][metric], steps[-1][metric]
     best = max(steps, key=lambda s: s[metric])
-    best_step = chain_step(best["t"], T) if "t" in best else best["step"] - 1
+    best_step = chain_step(best["t"], T)
     direction = "rises" if last - first > tolerance else "falls" if first - last > tolerance else "stays flat"
     final = (step_metrics.get("final") or {}).get(metric, last)
     sentence = (f"Along this chain {metric} of the guess x̂0 {direction}: {first:.1%} at step 0 (from pure noise), "

@@ -1,9 +1,9 @@
 """Interests: what GEM reads from the history, and (on planted) the interests the user really holds."""
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 from app import figures, runs, ui
+from dimerec import explore
 
 ctx = ui.page_setup("Interests",
                     "DimeRec's first module, GEM, reads the history and writes K interest vectors, each an "
@@ -50,7 +50,7 @@ with right:
         st.dataframe(planted_now, hide_index=True,
                      column_config={"weight": st.column_config.ProgressColumn("weight", min_value=0.0, max_value=1.0,
                                                                               format="%.2f")})
-        dominant = [run.categories[np.bincount(run.item_category[top]).argmax()] for top in view.interest_top]
+        dominant = [run.categories[c] for c in explore.dominant_categories(view.interest_top, run.item_category)]
         found = sorted(set(planted_now["category"]) & set(dominant))
         missed = [c for c in planted_now["category"] if c not in dominant]
         st.markdown(f"Extracted interests cover **{len(found)} of {len(planted_now)}** planted interests"

@@ -34,6 +34,9 @@ if not picked:
 first_id = run_ids[next(iter(picked))]
 first_run = runs.load_run(first_id)
 references = runs.reference_levels(first_id, first_run.stamp)
+top = runs.ceiling(first_id, first_run.stamp)
+if top is not None:  # drawn as a line with the references, said apart in the verdicts
+    references = {**references, runs.ORACLE: top}
 tabs = st.tabs(["HR@50", "NDCG@50"])
 for tab, metric in zip(tabs, ("HR@50", "NDCG@50")):
     with tab:
@@ -48,8 +51,9 @@ st.caption("Steps are numbered as on every page: step k shows the guess x̂0 mad
 for label, sm in picked.items():
     if not sm["steps"]:
         continue
-    refs = runs.reference_levels(run_ids[label], runs.load_run(run_ids[label]).stamp)
-    ceiling = refs.pop(runs.ORACLE, {}).get("HR@50")  # said apart: a ceiling, not a rival
+    stamp = runs.load_run(run_ids[label]).stamp
+    refs = runs.reference_levels(run_ids[label], stamp)
+    ceiling = (runs.ceiling(run_ids[label], stamp) or {}).get("HR@50")
     verdict = explore.chain_verdict(sm, {name: level["HR@50"] for name, level in refs.items()}, ceiling=ceiling)
     st.markdown(f"**{label}** — {verdict['sentence']}")
 rows = [{"run": k, "dataset": sm.get("dataset"), "protocol": sm.get("protocol"), "T": sm.get("T"),

@@ -4,6 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import figures, player, runs, ui
+from dimerec import explore
 
 CHAPTERS = ["1 · The problem", "2 · Interests (GEM)", "3 · Noise on the sphere", "4 · Denoising", "5 · Retrieval"]
 
@@ -99,15 +100,15 @@ else:
     st.markdown("The recommendations are the items with the largest inner product with x_0 (with several samples, "
                 "an item scores its best over them). Did the true next item make it?")
     top = view.top[-1]
-    hit = np.flatnonzero(top == ctx.next_item)
-    if len(hit):
-        st.success(f"The true next item, {run.title(ctx.next_item)}, is #{hit[0] + 1} of the top 50.")
+    rank = explore.true_item_ranks(top, ctx.next_item)
+    if not np.isnan(rank):
+        st.success(f"The true next item, {run.title(ctx.next_item)}, is #{int(rank)} of the top 50.")
     else:
         st.warning(f"The true next item, {run.title(ctx.next_item)}, is not in the top 50 for this user.")
     test = (run.metrics or {}).get("test") or {}
     if "HR@50" in test:
         refs = runs.reference_levels(run.id, run.stamp, "test")
-        ceiling = refs.pop(runs.ORACLE, None)  # a ceiling, not a rival: said apart
+        ceiling = runs.ceiling(run.id, run.stamp, "test")  # a ceiling, not a rival: said apart
         beside = ", ".join(f"{name} {level['HR@50']:.0%}" for name, level in refs.items() if "HR@50" in level)
         better = [name for name, level in refs.items() if level.get("HR@50", 1.0) > test["HR@50"]]
         if ceiling is not None:

@@ -336,33 +336,32 @@ def section_diffusion(name, dataset, results, table, note, *, data_dir=None, **_
     best = max(chain_served, key=lambda label: valid[label])
     verdict = ["## Verdict", "", f"Best chain-served variant on validation: **{best}** (valid HR@50 "
                f"{valid[best]:.2f}; the control validates at {valid.get(CONTROL.label, float('nan')):.2f})."]
-    a = frame[frame.label == best].sort_values("seed")
-    b = frame[frame.label == CONTROL.label].sort_values("seed")
-    seeds = sorted(set(a.seed) & set(b.seed))
-    beats = []
-    for key in ("HR@50", "NDCG@50"):
+    def paired(a_label: str, b_label: str, key: str) -> tuple[float, float, float, int]:
+        """Mean test `key` of two rows over their shared seeds, and the paired t-test's p."""
+        a = frame[frame.label == a_label].sort_values("seed")
+        b = frame[frame.label == b_label].sort_values("seed")
+        seeds = sorted(set(a.seed) & set(b.seed))
         x = [t[key] for t in a[a.seed.isin(seeds)]["test"]]
         y = [t[key] for t in b[b.seed.isin(seeds)]["test"]]
-        beats.append(np.mean(x) >= np.mean(y))
         p = stats.ttest_rel(x, y).pvalue if len(seeds) >= 2 else float("nan")
-        verdict.append(f"- test {key}: {100 * np.mean(x):.2f} vs the control's {100 * np.mean(y):.2f} "
-                       f"({100 * (np.mean(x) - np.mean(y)):+.2f} points, paired t-test over {len(seeds)} seeds, "
-                       f"p = {p:.3g}): {'matches or beats' if np.mean(x) >= np.mean(y) else 'below'} the control.")
+        return float(np.mean(x)), float(np.mean(y)), p, len(seeds)
+
+    beats = []
+    for key in ("HR@50", "NDCG@50"):
+        x, y, p, n = paired(best, CONTROL.label, key)
+        beats.append(x >= y)
+        verdict.append(f"- test {key}: {100 * x:.2f} vs the control's {100 * y:.2f} "
+                       f"({100 * (x - y):+.2f} points, paired t-test over {n} seeds, "
+                       f"p = {p:.3g}): {'matches or beats' if x >= y else 'below'} the control.")
     if best in chain_rise.index:
         r = chain_rise.loc[best]
         verdict.append(f"- its chain: HR@50 of x̂0 {r['first']:.2f} after the first step, {r['last']:.2f} after the "
                        f"last: the chain {'improves (as Fig. 5 claims)' if r['rise'] >= 0 else 'degrades'} "
                        f"along the way.")
     if LONG_OURS.label in valid and LONG_CONTROL.label in valid:  # H5 against its own equal-budget control
-        a = frame[frame.label == LONG_OURS.label].sort_values("seed")
-        b = frame[frame.label == LONG_CONTROL.label].sort_values("seed")
-        both = sorted(set(a.seed) & set(b.seed))
-        x = [t["HR@50"] for t in a[a.seed.isin(both)]["test"]]
-        y = [t["HR@50"] for t in b[b.seed.isin(both)]["test"]]
-        p = stats.ttest_rel(x, y).pvalue if len(both) >= 2 else float("nan")
-        verdict.append(f"- H5, at the longer budget: ours {100 * np.mean(x):.2f} vs the control's "
-                       f"{100 * np.mean(y):.2f} test HR@50 ({100 * (np.mean(x) - np.mean(y)):+.2f} points, "
-                       f"p = {p:.3g}, {len(both)} seeds).")
+        x, y, p, n = paired(LONG_OURS.label, LONG_CONTROL.label, "HR@50")
+        verdict.append(f"- H5, at the longer budget: ours {100 * x:.2f} vs the control's {100 * y:.2f} test HR@50 "
+                       f"({100 * (x - y):+.2f} points, p = {p:.3g}, {n} seeds).")
     cleared = best in chain_rise.index and chain_rise.loc[best, "rise"] >= 0 and all(beats)
     verdict.append(f"- the bar of issue 16 (a chain that improves and matches the control on HR@50 and NDCG@50): "
                    f"**{'cleared' if cleared else 'not cleared'}**.")
