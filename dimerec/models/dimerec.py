@@ -13,6 +13,7 @@ variant decided in README's "Design decisions". `dimerec-nodiff` is the control:
 the same GEM and losses, the DAM replaced by an MLP over the K interests; it builds
 no diffusion and takes none of its flags.
 `--gem-weight 0` drops L_gem from the total (Table 4's "w/o L_gem"); it is still logged.
+`--loss-kind ce` scores L_gem and L_ssm by the full softmax over every item instead of the paper's sampled one.
 
     python -m dimerec train --model dimerec --dataset ml-1m --out runs/dimerec-ml1m
     python -m dimerec train --model dimerec --preset paper --dataset ml-1m --out runs/dimerec-paper-ml1m
@@ -34,7 +35,8 @@ from dimerec import sphere
 from dimerec.diffusion import (NoiseMagnitude, NoiseSchedule, ReverseKind, ScheduleKind, SphereDiffusion, Trajectory,
                                cpu_randn_shape, sample_trajectory, timestep_embedding)
 from dimerec.errors import DimeRecError
-from dimerec.models.base import Batch, Recommender, SampledSoftmaxConfig, draw_negatives, option, sampled_softmax_loss
+from dimerec.models.base import (Batch, Recommender, SoftmaxLossConfig, draw_negatives, full_softmax_loss, option,
+                                 sampled_softmax_loss)
 from dimerec.models.comirec_dr import RoutingInterests
 from dimerec.models.comirec_sa import SelfAttentiveInterests, select_interest
 from dimerec.models.sasrec import CausalEncoder, SASRecConfig
@@ -83,7 +85,7 @@ def reads_saved_runs(inert_values, why: str):
 
 
 @dataclass
-class GemConfig(SampledSoftmaxConfig):
+class GemConfig(SoftmaxLossConfig):
     """What DimeRec and its no-diffusion control share: the GEM and L_gem, L_ssm's read-out and its weight μ."""
     preset: Preset = option("ours", "ours: the decided variant (README, Design decisions); paper: as written")
     dim: int = option(64, "embedding size d (the paper's)")
@@ -349,10 +351,23 @@ class GemModel(Recommender):
             return self.extractor(h, mask)[:, None].expand(-1, K, -1), None
         return self.extractor(h, mask), None  # mlp
 
+    def shared_negatives(self, target: torch.Tensor) -> torch.Tensor | None:
+        """The negatives L_gem and L_ssm share ([B, n] or [n·B]); None under --loss-kind ce, which draws none."""
+        c = self.config
+        return None if c.loss_kind == "ce" else draw_negatives(target, self.n_items, c.n_negatives, c.negative_sampler)
+
+    def item_loss(self, user: torch.Tensor, table: torch.Tensor, target: torch.Tensor,
+                  negatives: torch.Tensor | None) -> torch.Tensor:
+        """The softmax over items of Eq. 19 and Eq. 22: against the sampled negatives (the paper's), or against
+        every item when `negatives` is None (--loss-kind ce). user [B, d]; table [n_items, d]; target [B]."""
+        if negatives is None:
+            return full_softmax_loss(user, table, target)
+        return sampled_softmax_loss(user, table, target, negatives)
+
     def gem_loss(self, guidance: torch.Tensor, table: torch.Tensor, target: torch.Tensor,
-                 negatives: torch.Tensor) -> torch.Tensor:
-        """L_gem (Eq. 18-19): the interest nearest the target (selected without gradient) scored by sampled softmax."""
-        return sampled_softmax_loss(select_interest(guidance, table[target].detach()), table, target, negatives)
+                 negatives: torch.Tensor | None) -> torch.Tensor:
+        """L_gem (Eq. 18-19): the interest nearest the target (selected without gradient) scored by the softmax."""
+        return self.item_loss(select_interest(guidance, table[target].detach()), table, target, negatives)
 
     def weighted_gem(self, l_gem: torch.Tensor) -> torch.Tensor | float:
         """gem_weight · L_gem for the total; with weight 0 the term (and its gradient) is left out entirely."""
@@ -386,14 +401,14 @@ class DimeRec(GemModel):
         c, table = self.config, self.item_vectors()
         guidance, _ = self.guidance(batch.hist)
         target_emb = table[batch.target]
-        negatives = draw_negatives(batch.target, self.n_items, c.n_negatives, c.negative_sampler)
+        negatives = self.shared_negatives(batch.target)
         l_gem = self.gem_loss(guidance, table, batch.target, negatives)
         x0 = self.diffusion.prepare_x0(target_emb.detach() if c.detach_x0 else target_emb)  # Alg. 1 line 5
         t = torch.randint(1, c.T + 1, (len(batch.target),)).to(batch.target.device)  # Alg. 1 line 4
         x_t = self.diffusion.q_sample(x0, t)  # Alg. 1 lines 6-8
         x0_hat = self.predict_x0(self.drop_guidance(guidance), x_t, t)  # Eq. 20
         l_recon = ((x0 - x0_hat) ** 2).sum(-1).mean()  # Eq. 21
-        l_ssm = sampled_softmax_loss(self.ssm_user(x0_hat), table, batch.target, negatives)  # Eq. 22
+        l_ssm = self.item_loss(self.ssm_user(x0_hat), table, batch.target, negatives)  # Eq. 22
         total = self.weighted_gem(l_gem) + c.lambda_recon * l_recon + self.mu * l_ssm  # Eq. 23
         return {"loss": total, "L_gem": l_gem, "L_recon": l_recon, "L_ssm": l_ssm}
 
@@ -479,11 +494,11 @@ class DimeRecNoDiff(GemModel):
         self.denoiser = DenoiserMLP(config.dim, config.n_interests, config.hidden, use_xt=False)
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        c, table = self.config, self.item_vectors()
+        table = self.item_vectors()
         guidance, _ = self.guidance(batch.hist)
-        negatives = draw_negatives(batch.target, self.n_items, c.n_negatives, c.negative_sampler)
+        negatives = self.shared_negatives(batch.target)
         l_gem = self.gem_loss(guidance, table, batch.target, negatives)
-        l_ssm = sampled_softmax_loss(self.ssm_user(self.denoiser(guidance)), table, batch.target, negatives)
+        l_ssm = self.item_loss(self.ssm_user(self.denoiser(guidance)), table, batch.target, negatives)
         return {"loss": self.weighted_gem(l_gem) + self.mu * l_ssm, "L_gem": l_gem, "L_ssm": l_ssm}
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
