@@ -159,7 +159,18 @@ def test_table1_and_table2_quick(dirs):
             "default 200; the paper searches 500-2000)); DiffuRec 32 (diffusion steps (official default 32)); "
             "DimeRec (ours) 20 (diffusion steps (Table 5: 20)).") in md
     assert "Settings: every model at its defaults, untuned (no `--tune`)." in md
+    # beyond accuracy: MostPopular gives every user the same 50 items (seen items kept), all from the head
+    # (the 96 most popular of planted's 480), so its coverage is 50/480 and its tail share 0; models differ
+    beyond = md[md.index("## Beyond accuracy"):md.index("## Sanity check")]
+    cells = {line.split(" | ")[0].lstrip("| "): line.strip("| ").split(" | ")[1:]
+             for line in beyond.splitlines() if line.startswith("| ") and "model" not in line}
+    assert len(cells) == 10
+    assert cells["MostPopular"][1] == f"{100 * 50 / 480:.2f}" and cells["MostPopular"][4] == "0.00"
+    assert float(cells["MostPopular"][2]) > 0.85  # 50 of 480 items take every slot: Gini 1 - 50/480 = 0.896
+    assert float(cells["SASRec"][1]) > float(cells["MostPopular"][1])
+    assert table.loc[table.model == "MostPopular", "ItemCoverage@50"].item() == pytest.approx(100 * 50 / 480)
     md, probe = run("table2", dirs, "--quick")  # Table 1's runs: nothing retrained
+    assert "## Beyond accuracy" in md
     assert "first listed category" in md and len(probe) == 10
     assert probe["probe accuracy"].between(0, 100).all()
     assert probe["categories in top 100"].between(1, 12).all()

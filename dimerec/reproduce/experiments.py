@@ -8,6 +8,10 @@ import re
 from dataclasses import dataclass, field
 
 REPORTED = ("HR@10", "HR@20", "HR@50", "NDCG@10", "NDCG@20", "NDCG@50")
+# issue 20: the ranking's other measures, from the same top-50 pass (dimerec/metrics.py); % except Gini (0..1)
+# and AveragePopularity (training interactions per recommended item)
+BEYOND_REPORTED = ("MRR@50", "ItemCoverage@50", "Gini@50", "AveragePopularity@50", "TailPercentage@50")
+PERCENT = ("MRR@50", "ItemCoverage@50", "TailPercentage@50")
 
 
 @dataclass
@@ -67,6 +71,14 @@ SERVE_MEAN = RunSpec("DimeRec (ours, serve mean)", "dimerec", role="variant", se
 LONG_OURS = dimerec_variant("ours, trained 3x longer", ["--patience", "10"], budget_scale=3)
 LONG_CONTROL = RunSpec("no-diffusion control, trained 3x longer", "dimerec-nodiff", ["--patience", "10"],
                        role="variant", budget_scale=3)
+# H7: Table 3's SASRec GEM at SASRec's own tuned lr (Table 1's tuning: lr 0.005 with the sampled softmax stays at
+# popularity on ML-1M) and the full softmax, for DimeRec and the control alike: the strongest encoder as the base
+STRONG_BASE = ["--gem", "sasrec", "--lr", "0.001", "--loss-kind", "ce"]
+SASREC_OURS = dimerec_variant("ours on a SASRec GEM (lr 0.001, full softmax)", STRONG_BASE)
+SASREC_CONTROL = RunSpec("control on a SASRec GEM (lr 0.001, full softmax)", "dimerec-nodiff", STRONG_BASE,
+                         role="variant")
+# each DimeRec variant that changes what the control shares (budget, GEM, loss) is judged against its own control
+OWN_CONTROL = {LONG_OURS.label: LONG_CONTROL.label, SASREC_OURS.label: SASREC_CONTROL.label}
 
 DIFFUSION_GROUPS: dict[str, list[RunSpec]] = {
     "References": [POP, CONTROL, OURS, SERVE_MEAN],
@@ -84,6 +96,8 @@ DIFFUSION_GROUPS: dict[str, list[RunSpec]] = {
     # Both sides get the same longer budget, so the pair stays an equal-budget comparison.
     "H5: training 3x longer (3x the budget's clock and steps, patience 10), DimeRec and the control alike": [
         LONG_OURS, LONG_CONTROL],
+    "H7: a strong base (SASRec's encoder as the GEM, its tuned lr 0.001, the full softmax), DimeRec and the "
+    "control alike": [SASREC_OURS, SASREC_CONTROL],
     "H1 + H2, H1 + H3: the strongest levers combined": [
         served("ours + CFG w = 4, S = 16, mixture", CFG, guidance_weight=4.0, serve_samples=16,
                serve_merge="mixture"),
