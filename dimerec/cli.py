@@ -128,7 +128,8 @@ def cmd_reproduce(args, argv: list[str]) -> None:
                      out_dir=Path(args.results), extra_flags=extra, tune_grid=args.tune,
                      tune_minutes=args.tune_minutes, analysis_rows=args.analysis_rows,
                      command="python -m dimerec " + shlex.join(argv),
-                     skip_models=tuple(m for m in (args.skip_models or "").split(",") if m), device=args.device)
+                     skip_models=tuple(m for m in (args.skip_models or "").split(",") if m),
+                     skip_runs=tuple(r for r in (args.skip_runs or "").split(",") if r), device=args.device)
     print(path.read_text())
     print(f"written to {path} and {path.with_suffix('.csv')} (figure: .html and .png beside them)")
 
@@ -198,6 +199,8 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--tune-minutes", type=float, help="budget of each tuning run (default: --max-minutes)")
     p.add_argument("--analysis-rows", type=int, help="table2: test rows sampled for the diversity count (default: all)")
     p.add_argument("--skip-models", help="comma-separated model names whose rows are left out (said in the table)")
+    p.add_argument("--skip-runs", help="comma-separated run folders (RUNS/DATASET/NAME) whose rows are left out, "
+                                       "with the rows served from them (said in the table)")
     p.add_argument("--device", default="cpu",
                    help="where the runs train and score: cpu (default) or cuda (the tables' extra analyses stay on the "
                         "CPU); the run's config.json records it, and a finished run is reused whatever device "

@@ -58,6 +58,12 @@ def test_dimerec_writes_a_table_and_a_figure_and_resumes(dirs):
     assert {p: p.stat().st_mtime for p in runs.rglob("metrics.json")} == first
     md, table = run("dimerec", dirs, *argv, "--skip-models", "pop")
     assert "MostPopular" not in set(table["model"]) and "Not run (`--skip-models`): MostPopular." in md
+    # a skipped run takes the rows served from its checkpoints with it
+    md, table = run("dimerec", dirs, *argv, "--skip-runs", "dimerec-ours")
+    assert "Not run (`--skip-runs`): DimeRec (ours), DimeRec (ours, serve mean)." in md
+    assert list(table["model"]) == ["MostPopular", "ComiRec-SA", "DimeRec (paper)", "no-diffusion control"]
+    assert main(["reproduce", "dimerec", "--dataset", "planted", "--runs", str(runs), "--results", str(results),
+                 *argv, "--skip-runs", "dimerec-our"]) == 2
 
 
 def test_a_finished_run_with_another_budget_is_not_reused(dirs, capsys):

@@ -38,7 +38,8 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
               out_dir: Path = Path("results"),
               extra_flags: list[str] | None = None, tune_grid: bool = False,
               tune_minutes: float | None = None, analysis_rows: int | None = None,
-              command: str | None = None, skip_models: tuple[str, ...] = (), device: str = "cpu") -> Path:
+              command: str | None = None, skip_models: tuple[str, ...] = (), skip_runs: tuple[str, ...] = (),
+              device: str = "cpu") -> Path:
     from dimerec.trainer import check_device
 
     if name not in EXPERIMENTS:
@@ -50,12 +51,25 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
     if unknown:  # a misspelt name would otherwise train the model it meant to skip
         raise DimeRecError(f"--skip-models: {', '.join(map(repr, unknown))}: no such model in {name}; "
                            f"its models are {', '.join(known)}")
-    skipped = [spec.label for spec in EXPERIMENTS[name] if spec.model in skip_models]
-    specs = [spec for spec in EXPERIMENTS[name] if spec.model not in skip_models]
+    slugs = [spec.slug for spec in EXPERIMENTS[name]]
+    unknown = [r for r in skip_runs if r not in slugs]
+    if unknown:
+        raise DimeRecError(f"--skip-runs: {', '.join(map(repr, unknown))}: no such run in {name}; "
+                           f"its runs are {', '.join(dict.fromkeys(slugs))}")
+    by_label = {spec.label: spec for spec in EXPERIMENTS[name]}
+
+    def left_out(spec) -> bool:  # a row served from a skipped run's checkpoints is skipped with it
+        source = by_label.get(spec.serve_of) if spec.serve_of else None
+        return spec.model in skip_models or spec.slug in skip_runs or (source is not None and left_out(source))
+
+    skipped = [spec.label for spec in EXPERIMENTS[name] if left_out(spec)]
+    specs = [spec for spec in EXPERIMENTS[name] if not left_out(spec)]
     extra_flags = [*(extra_flags or []), *(["--device", device] if device != "cpu" else [])]
     chosen, reuse, sections = {}, {}, []
     if skipped:
-        sections = [f"Not run (`--skip-models`): {', '.join(skipped)}.", ""]
+        flags = " and ".join(f"`{f}`" for f, given in (("--skip-models", skip_models), ("--skip-runs", skip_runs))
+                             if given)
+        sections = [f"Not run ({flags}): {', '.join(skipped)}.", ""]
     budget = Budget(max_minutes, max_steps, final_max_rows)
     if tune_grid:
         tune_budget = Budget(tune_minutes or max_minutes, max_steps, final_max_rows)
