@@ -264,6 +264,26 @@ def test_claims_judge_every_table_the_experiments_wrote(dirs):
     assert "`python -m dimerec reproduce table4 --dataset planted" in table4_row and "--quick`" in table4_row
 
 
+def test_the_exposure_claim_counts_each_measure_in_its_own_direction():
+    from dimerec.claims import judge_exposure
+
+    def table(ours: dict) -> pd.DataFrame:
+        control = {"ItemCoverage@50": 20.0, "TailPercentage@50": 10.0, "Gini@50": 0.8, "AveragePopularity@50": 900.0,
+                   "HR@50": 40.0}
+        return pd.DataFrame([{"model": "DimeRec (ours)", **control, "HR@50": 30.0, **ours},
+                             {"model": "no-diffusion control", **control}])
+
+    # higher coverage and tail share, lower Gini and popularity: more diverse on all four
+    text, mark = judge_exposure({"a": table({"ItemCoverage@50": 30.0, "TailPercentage@50": 20.0, "Gini@50": 0.7,
+                                             "AveragePopularity@50": 800.0})})
+    assert mark == "holds" and "more diverse on 4 of 4" in text and "test HR@50 30.00 vs 40.00" in text
+    # a higher Gini and popularity are less diverse, as is an equal coverage
+    text, mark = judge_exposure({"a": table({"TailPercentage@50": 20.0, "Gini@50": 0.9,
+                                             "AveragePopularity@50": 950.0})})
+    assert mark == "partly" and "more diverse on 1 of 4" in text
+    assert judge_exposure({"a": table({"Gini@50": 0.9})})[1] == "does not hold"
+
+
 def test_runs_locked_by_a_live_process_are_passed_over_then_waited_for_and_stale_locks_taken_over(tmp_path):
     import threading
 
