@@ -5,7 +5,9 @@ leave-one-out (each user's last item the test target, the second-to-last the val
 `--protocol loo`), and train with the same settings: d 64, 2 blocks with 1 head and a 64-wide ReLU feed-forward
 (SASRec), one 64-wide GRU layer without dropout (GRU4Rec), history length 70, batch 256, Adam at lr 0.001,
 dropout 0.2 (SASRec), the full-softmax cross-entropy over every item (RecBole's `loss_type: CE`, our
-`--loss-kind ce`), one thread each. Measured, interleaved ours / RecBole, model by model:
+`--loss-kind ce`), one thread each.
+
+Measured, interleaved ours / RecBole, model by model:
 
 - speed: training samples per second of the training loop alone (setup and evaluation excluded; the setup's
   seconds reported beside), over `--speed-steps` batches, `--rounds` times; medians and the ratio ours/RecBole;
@@ -180,8 +182,18 @@ def write_report(report: dict, out: Path) -> None:
         for key in ("HR@10", "NDCG@10", "HR@50"):
             cells += [f"{100 * q[side][key]:.2f}" if side in q else "—" for side in ("ours", "recbole")]
         lines.append(f"| {MODELS[model]} | " + " | ".join(cells) + " |")
-    lines += ["", "Speed: medians over the rounds, training loop only, one thread each; "
-              f"load average while measuring {report['load_average']}. Quality in %, full ranking, test rows."]
+    lines += ["", "Speed: medians over the interleaved rounds of `--speed-steps` batches, training loop only, one "
+              f"thread each; load average while measuring {report['load_average']}. Quality in %, full ranking, "
+              "test rows.", ""]
+    for model, row in report["models"].items():
+        ratios = [a / b for a, b in zip(row["rounds"]["ours"], row["rounds"]["recbole"])]
+        line = (f"- {MODELS[model]}: ours/RecBole per round " + ", ".join(f"{r:.2f}×" for r in ratios))
+        if "quality" in row:  # the long runs, one after the other (not interleaved: the load may differ)
+            q = row["quality"]
+            line += (f"; over the {q['ours']['steps']}-batch quality runs (one after the other, not interleaved) "
+                     f"ours {q['ours']['samples_per_s']:.0f} and RecBole {q['recbole']['samples_per_s']:.0f} "
+                     f"samples/s ({q['ours']['samples_per_s'] / q['recbole']['samples_per_s']:.2f}×)")
+        lines.append(line + ".")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -212,7 +224,7 @@ def main() -> int:
             parser.error(f"--models: {m!r} is not one of {', '.join(MODELS)}")
     report = {"command": "python benchmarks/recbole_compare.py " + " ".join(sys.argv[1:]),
               "settings": __doc__.split("\n\n")[1].replace("\n", " "),
-              "differences": __doc__.split("\n\n")[3].replace("\n", " "), "models": {}}
+              "differences": __doc__.split("\n\n")[4].replace("\n", " "), "models": {}}
     loads = []
     for model in models:
         speeds = {"ours": [], "recbole": []}

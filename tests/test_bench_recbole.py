@@ -44,11 +44,18 @@ def test_the_report_states_each_ratio_and_leaves_unscored_cells_empty(tmp_path):
     report = {"command": "python benchmarks/recbole_compare.py", "settings": "s", "differences": "d",
               "load_average": "2.0–3.0", "models": {
                   "sasrec": {"ours_samples_per_s": 500.0, "recbole_samples_per_s": 400.0, "speed_ratio": 1.25,
-                             "quality": {"ours": {"HR@10": 0.15, "NDCG@10": 0.07, "HR@50": 0.4},
-                                         "recbole": {"HR@10": 0.16, "NDCG@10": 0.075, "HR@50": 0.41}}},
-                  "gru4rec": {"ours_samples_per_s": 900.0, "recbole_samples_per_s": 1000.0, "speed_ratio": 0.9}}}
+                             "rounds": {"ours": [500.0, 600.0], "recbole": [400.0, 300.0]},
+                             "quality": {"ours": {"HR@10": 0.15, "NDCG@10": 0.07, "HR@50": 0.4, "steps": 2000,
+                                                  "samples_per_s": 450.0},
+                                         "recbole": {"HR@10": 0.16, "NDCG@10": 0.075, "HR@50": 0.41, "steps": 2000,
+                                                     "samples_per_s": 500.0}}},
+                  "gru4rec": {"ours_samples_per_s": 900.0, "recbole_samples_per_s": 1000.0, "speed_ratio": 0.9,
+                              "rounds": {"ours": [900.0], "recbole": [1000.0]}}}}
     compare.write_report(report, tmp_path / "out")
     lines = (tmp_path / "out.md").read_text().splitlines()
     assert "| SASRec | 500 | 400 | 1.25× | 15.00 | 16.00 | 7.00 | 7.50 | 40.00 | 41.00 |" in lines
     assert "| GRU4Rec | 900 | 1000 | 0.90× | — | — | — | — | — | — |" in lines
+    assert "- SASRec: ours/RecBole per round 1.25×, 2.00×; over the 2000-batch quality runs" in "\n".join(lines)
+    assert "ours 450 and RecBole 500 samples/s (0.90×)." in "\n".join(lines)
+    assert "- GRU4Rec: ours/RecBole per round 0.90×." in lines
     assert (tmp_path / "out.json").read_text().startswith("{")
