@@ -25,7 +25,8 @@ environment that borrows this one's torch:
     .venv-recbole/bin/pip install "recbole==1.2.1" "numpy<2" "setuptools<70"
     python benchmarks/recbole_compare.py --recbole-python .venv-recbole/bin/python --data-dir ../shared/data
 
-Writes results/recbole_compare.json and results/recbole_compare.md. Not a test: nothing here is asserted.
+Writes results/recbole-compare.json and results/recbole-compare.md (no underscore: the app's "Paper vs ours"
+page lists only NAME_DATASET tables). Not a test: nothing here is asserted.
 """
 from __future__ import annotations
 
@@ -208,7 +209,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quality-models", default=None,
                         help="models that also get the quality run (default: every one of --models; '' for none)")
-    parser.add_argument("--out", default=str(ROOT / "results" / "recbole_compare"))
+    parser.add_argument("--out", default=str(ROOT / "results" / "recbole-compare"))
     parser.add_argument("--worker", choices=sorted(MODELS), help=argparse.SUPPRESS)
     parser.add_argument("--score", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
