@@ -372,15 +372,20 @@ REFERENCE_KINDS = {
 ORACLE = "oracle (planted truth)"
 
 
+def scored_rows(run: Run, part: str) -> tuple[np.ndarray, str, int | None, int]:
+    """What the run's metrics on `part` ("valid" or "test") were scored on: the part's users, the protocol, the
+    sampled row count (None: all rows) and the seed that sampled them; a reference level uses the same."""
+    tc = run.config.get("train_config", {})
+    rows = tc.get("valid_max_rows") if part == "valid" else tc.get("final_max_rows")
+    return getattr(run.split, part), tc.get("protocol", "next-item"), rows, int(tc.get("seed", 0))
+
+
 @st.cache_data(show_spinner="Computing the ceiling…", max_entries=16)
 def ceiling(run_id: str, stamp: tuple, part: str = "valid") -> dict[str, float] | None:
     """On planted, the metrics on `part` of the oracle that ranks by the generator's own probabilities (the same
     rows as the run's metrics): the best any model can do there. None on other data."""
     run = load_run(run_id)
-    tc = run.config.get("train_config", {})
-    rows = tc.get("valid_max_rows") if part == "valid" else tc.get("final_max_rows")
-    return explore.oracle_reference(run.data, getattr(run.split, part), tc.get("protocol", "next-item"), rows,
-                                    int(tc.get("seed", 0)))
+    return explore.oracle_reference(run.data, *scored_rows(run, part))
 
 
 @st.cache_data(show_spinner="Computing the reference lines…", max_entries=16)
@@ -389,11 +394,9 @@ def reference_levels(run_id: str, stamp: tuple, part: str = "valid") -> dict[str
     popularity on the run's own rows of that part, and the metrics.json of a no-diffusion control and of a
     no-GRW DimeRec trained on the same dataset and split (the built-in ones first). The ceiling is `ceiling`."""
     run = load_run(run_id)
-    tc = run.config.get("train_config", {})
-    protocol = tc.get("protocol", "next-item")
-    rows = tc.get("valid_max_rows") if part == "valid" else tc.get("final_max_rows")
-    levels = {"popularity": explore.popularity_reference(run.data, getattr(run.split, part), run.split.train,
-                                                         protocol, rows, int(tc.get("seed", 0)))}
+    users, protocol, rows, seed = scored_rows(run, part)
+    split_seed = run.config.get("train_config", {}).get("split_seed")
+    levels = {"popularity": explore.popularity_reference(run.data, users, run.split.train, protocol, rows, seed)}
     for other_id, path in discover_runs().items():
         try:
             config = json.loads((path / "config.json").read_text())
@@ -401,7 +404,7 @@ def reference_levels(run_id: str, stamp: tuple, part: str = "valid") -> dict[str
         except (OSError, ValueError, KeyError):
             continue
         other = config.get("train_config", {})
-        same_data = (config.get("dataset") == run.dataset and other.get("split_seed") == tc.get("split_seed")
+        same_data = (config.get("dataset") == run.dataset and other.get("split_seed") == split_seed
                      and other.get("protocol", "next-item") == protocol)
         for label, matches in REFERENCE_KINDS.items():
             if other_id != run_id and same_data and matches(config) and label not in levels and valid:

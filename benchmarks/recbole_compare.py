@@ -133,7 +133,7 @@ def recbole_worker(model: str, steps: int, data_dir: str, seed: int, score: bool
     if score:
         result = trainer.evaluate(test, load_best_model=False)
         out.update({"HR@10": result["hit@10"], "NDCG@10": result["ndcg@10"], "HR@50": result["hit@50"],
-                    "test rows": len(test.dataset.inter_feat) if hasattr(test, "dataset") else None})
+                    "test rows": len(test.dataset.inter_feat)})
     return out
 
 

@@ -215,12 +215,15 @@ def full_softmax_loss(user: torch.Tensor, item_table: torch.Tensor, target: torc
 
 
 def softmax_loss(user: torch.Tensor, item_table: torch.Tensor, target: torch.Tensor,
-                 config: SampledSoftmaxConfig, kind: str = "ssm") -> torch.Tensor:
-    """The model's softmax over items, `kind` ssm (negatives drawn here, from config's n_negatives and
-    negative_sampler) or ce (every item; nothing drawn)."""
+                 config: SampledSoftmaxConfig, kind: str = "ssm",
+                 negatives: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's softmax over items, `kind` ssm (against `negatives`, or ones drawn here from config's
+    n_negatives and negative_sampler: a model whose terms share one draw passes it) or ce (every item; nothing
+    drawn, `negatives` unused)."""
     if kind == "ce":
         return full_softmax_loss(user, item_table, target)
     if kind != "ssm":
         raise ValueError(f"softmax loss must be one of {SOFTMAX_KINDS}, got {kind!r}")
-    negatives = draw_negatives(target, item_table.shape[0], config.n_negatives, config.negative_sampler)
+    if negatives is None:
+        negatives = draw_negatives(target, item_table.shape[0], config.n_negatives, config.negative_sampler)
     return sampled_softmax_loss(user, item_table, target, negatives)

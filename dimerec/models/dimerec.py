@@ -35,8 +35,7 @@ from dimerec import sphere
 from dimerec.diffusion import (NoiseMagnitude, NoiseSchedule, ReverseKind, ScheduleKind, SphereDiffusion, Trajectory,
                                cpu_randn_shape, sample_trajectory, timestep_embedding)
 from dimerec.errors import DimeRecError
-from dimerec.models.base import (Batch, Recommender, SoftmaxLossConfig, draw_negatives, full_softmax_loss, option,
-                                 sampled_softmax_loss)
+from dimerec.models.base import Batch, Recommender, SoftmaxLossConfig, draw_negatives, option, softmax_loss
 from dimerec.models.comirec_dr import RoutingInterests
 from dimerec.models.comirec_sa import SelfAttentiveInterests, select_interest
 from dimerec.models.sasrec import CausalEncoder, SASRecConfig
@@ -358,11 +357,9 @@ class GemModel(Recommender):
 
     def item_loss(self, user: torch.Tensor, table: torch.Tensor, target: torch.Tensor,
                   negatives: torch.Tensor | None) -> torch.Tensor:
-        """The softmax over items of Eq. 19 and Eq. 22: against the sampled negatives (the paper's), or against
-        every item when `negatives` is None (--loss-kind ce). user [B, d]; table [n_items, d]; target [B]."""
-        if negatives is None:
-            return full_softmax_loss(user, table, target)
-        return sampled_softmax_loss(user, table, target, negatives)
+        """The softmax over items of Eq. 19 and Eq. 22 (--loss-kind): against the shared sampled negatives (the
+        paper's), or against every item (ce). user [B, d]; table [n_items, d]; target [B]."""
+        return softmax_loss(user, table, target, self.config, self.config.loss_kind, negatives)
 
     def gem_loss(self, guidance: torch.Tensor, table: torch.Tensor, target: torch.Tensor,
                  negatives: torch.Tensor | None) -> torch.Tensor:

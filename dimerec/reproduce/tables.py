@@ -18,7 +18,6 @@ from dimerec.reproduce.runner import Budget, load_run_cached, trained_run
 
 def summarize(results: list[dict]) -> tuple[pd.DataFrame, str]:
     """Mean ± std of test metrics per model, in %; plus a paired t-test of ours vs the best baseline."""
-    from scipy import stats
 
     rows = []
     for label, group in pd.DataFrame(results).groupby("label", sort=False):
@@ -39,17 +38,25 @@ def summarize(results: list[dict]) -> tuple[pd.DataFrame, str]:
     if len(baselines) and len(ours):
         best = baselines.loc[baselines["HR@50"].idxmax(), "model"]
         table["best baseline"] = table["model"] == best
-        by_seed = pd.DataFrame(results)
-        a = by_seed[by_seed.label == ours["model"].iloc[0]].sort_values("seed")
-        b = by_seed[by_seed.label == best].sort_values("seed")
-        seeds = sorted(set(a.seed) & set(b.seed))
-        if len(seeds) >= 2:
-            x = [t["HR@50"] for t in a[a.seed.isin(seeds)]["test"]]
-            y = [t["HR@50"] for t in b[b.seed.isin(seeds)]["test"]]
-            p = stats.ttest_rel(x, y).pvalue
-            note = (f"Paired t-test over {len(seeds)} seeds, test HR@50, {ours['model'].iloc[0]} vs {best}: "
-                    f"mean difference {100 * (np.mean(x) - np.mean(y)):+.2f} points, p = {p:.3g}.")
+        x, y, p, n = paired(pd.DataFrame(results), ours["model"].iloc[0], best, "HR@50")
+        if n >= 2:
+            note = (f"Paired t-test over {n} seeds, test HR@50, {ours['model'].iloc[0]} vs {best}: "
+                    f"mean difference {100 * (x - y):+.2f} points, p = {p:.3g}.")
     return table, note
+
+
+def paired(frame: pd.DataFrame, a_label: str, b_label: str, key: str) -> tuple[float, float, float, int]:
+    """Mean test `key` of two rows of `frame` (one result per label and seed) over their shared seeds, the paired
+    t-test's p (NaN under 2 seeds) and the number of seeds."""
+    from scipy import stats
+
+    a = frame[frame.label == a_label].sort_values("seed")
+    b = frame[frame.label == b_label].sort_values("seed")
+    seeds = sorted(set(a.seed) & set(b.seed))
+    x = [t[key] for t in a[a.seed.isin(seeds)]["test"]]
+    y = [t[key] for t in b[b.seed.isin(seeds)]["test"]]
+    p = stats.ttest_rel(x, y).pvalue if len(seeds) >= 2 else float("nan")
+    return float(np.mean(x)) if x else float("nan"), float(np.mean(y)) if y else float("nan"), p, len(seeds)
 
 
 def markdown_table(frame: pd.DataFrame, floats: str = "{:.2f}") -> list[str]:
@@ -305,7 +312,6 @@ def probe_runs(results, data_dir) -> pd.DataFrame:
 def section_diffusion(name, dataset, results, table, note, *, data_dir=None, **_):
     """Issue 16: one table per hypothesis (validation HR@50 chooses; test read once per run), every variant's
     curve of x̂0 along its chain, its serving cost, the verdict against the control, and the chain's angles."""
-    from scipy import stats
 
     from dimerec import figures
     from dimerec.analysis import chain_angles, serving_cost
@@ -358,19 +364,10 @@ def section_diffusion(name, dataset, results, table, note, *, data_dir=None, **_
     control = OWN_CONTROL.get(best, CONTROL.label)  # the control trained as this variant was (budget, GEM, loss)
     verdict = ["## Verdict", "", f"Best chain-served variant on validation: **{best}** (valid HR@50 "
                f"{valid[best]:.2f}; its control, {control}, validates at {valid.get(control, float('nan')):.2f})."]
-    def paired(a_label: str, b_label: str, key: str) -> tuple[float, float, float, int]:
-        """Mean test `key` of two rows over their shared seeds, and the paired t-test's p."""
-        a = frame[frame.label == a_label].sort_values("seed")
-        b = frame[frame.label == b_label].sort_values("seed")
-        seeds = sorted(set(a.seed) & set(b.seed))
-        x = [t[key] for t in a[a.seed.isin(seeds)]["test"]]
-        y = [t[key] for t in b[b.seed.isin(seeds)]["test"]]
-        p = stats.ttest_rel(x, y).pvalue if len(seeds) >= 2 else float("nan")
-        return float(np.mean(x)), float(np.mean(y)), p, len(seeds)
 
     beats = []
     for key in ("HR@50", "NDCG@50"):
-        x, y, p, n = paired(best, control, key)
+        x, y, p, n = paired(frame, best, control, key)
         beats.append(x >= y)
         verdict.append(f"- test {key}: {100 * x:.2f} vs the control's {100 * y:.2f} "
                        f"({100 * (x - y):+.2f} points, paired t-test over {n} seeds, "
@@ -382,7 +379,7 @@ def section_diffusion(name, dataset, results, table, note, *, data_dir=None, **_
                        f"along the way.")
     for ours, own in OWN_CONTROL.items():  # H5 and H7, each against the control trained as it was
         if ours in valid and own in valid:
-            x, y, p, n = paired(ours, own, "HR@50")
+            x, y, p, n = paired(frame, ours, own, "HR@50")
             verdict.append(f"- {ours}: {100 * x:.2f} vs {own}: {100 * y:.2f} test HR@50 "
                            f"({100 * (x - y):+.2f} points, p = {p:.3g}, {n} seeds).")
     cleared = best in chain_rise.index and chain_rise.loc[best, "rise"] >= 0 and all(beats)
