@@ -319,6 +319,9 @@ def shop_rows() -> list[tuple[int, int]]:
     return [(0, i) for i in range(60)] + [(u, (u * k) % 60) for u in range(1, 30) for k in (1, 2, 5)]
 
 
+EVAL_FILE = "metrics-eval-next-item-unmasked-torch.json"
+
+
 @pytest.fixture
 def shop_run(tmp_path):
     write_rows(tmp_path / "data" / "shop", shop_rows())
@@ -336,8 +339,19 @@ def test_the_run_records_its_data_fingerprint(shop_run):
     assert json.loads(torch.load(run / "best.pt", weights_only=True)["data_fingerprint"]) == recorded
 
 
+def test_evaluate_on_the_same_interactions_in_another_row_order_scores_the_same(shop_run, capsys):
+    """Ids and the split are canonical (issue 19): rows written in another order are the same data."""
+    run, data_dir = shop_run
+    evaluated = main(["evaluate", str(run)]) == 0 and json.loads((run / EVAL_FILE).read_text())
+    # the users' rows in reverse order (each user's own rows keep theirs: without timestamps they are the order)
+    write_rows(data_dir / "shop", sorted(shop_rows(), key=lambda r: -r[0]))
+    (run / EVAL_FILE).unlink()
+    assert main(["evaluate", str(run)]) == 0
+    assert json.loads((run / EVAL_FILE).read_text())["test"] == evaluated["test"]
+
+
 @pytest.mark.parametrize("change, says", [
-    ("users reordered", "same sizes, but the item ids map to other items"),
+    ("an item renamed", "same sizes, but the item ids map to other items (were items renamed"),
     ("one user's items reordered", "same sizes and items, but the sequences differ in content or order"),
     ("one more item", "it has 61 items, the run's data had 60"),
     ("one more user", "it has 31 users/sequences, the run's data had 30"),
@@ -345,8 +359,8 @@ def test_the_run_records_its_data_fingerprint(shop_run):
 def test_evaluate_on_changed_data_is_refused_in_one_line(change, says, shop_run, capsys):
     run, data_dir = shop_run
     rows = shop_rows()
-    if change == "users reordered":
-        rows = sorted(rows, key=lambda r: -r[0])
+    if change == "an item renamed":
+        rows = [(u, 99 if i == 59 else i) for u, i in rows]
     elif change == "one user's items reordered":
         rows = [r for r in rows if r[0] != 7] + [r for r in rows if r[0] == 7][::-1]
     elif change == "one more item":
@@ -360,6 +374,20 @@ def test_evaluate_on_changed_data_is_refused_in_one_line(change, says, shop_run,
     line = one_error_line(capsys.readouterr().err)
     assert rc == 2 and says in line and "'shop'" in line and str(run / "config.json") in line
     assert snapshot(run) == before
+
+
+def test_a_run_from_before_canonical_ids_on_reordered_data_is_told_so(shop_run, capsys):
+    run, data_dir = shop_run
+    config = json.loads((run / "config.json").read_text())
+    del config["data_fingerprint"]["id_order"]  # as written before issue 19's canonical order
+    (run / "config.json").write_text(json.dumps(config))
+    payload = torch.load(run / "best.pt", weights_only=True)
+    payload["data_fingerprint"] = json.dumps(config["data_fingerprint"])
+    torch.save(payload, run / "best.pt")
+    write_rows(data_dir / "shop", [(u, 99 if i == 59 else i) for u, i in shop_rows()])
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 2
+    assert "the run predates canonical ids (issue 19)" in one_error_line(capsys.readouterr().err)
 
 
 def as_before_fingerprints(run: Path, **config_changes) -> None:
@@ -413,7 +441,7 @@ def test_resume_on_changed_data_is_refused_and_writes_nothing(tmp_path, capsys):
     train = ["train", "--model", "comirec-sa", "--dataset", "shop", "--data-dir", str(data_dir), "--dim", "8",
              "--quiet", "--out", str(run)]
     assert main([*train, "--max-steps", "1"]) == 0
-    write_rows(data_dir / "shop", sorted(shop_rows(), key=lambda r: -r[0]))
+    write_rows(data_dir / "shop", [(u, 99 if i == 59 else i) for u, i in shop_rows()])  # an item renamed
     before = snapshot(run)
     capsys.readouterr()
     rc = main([*train, "--max-steps", "2", "--resume"])

@@ -49,22 +49,23 @@ def test_recbole_file_order(tmp_path):
           "7\t10\n5\t20\n7\t30\n5\t10\n7\t20\n")
     write(tmp_path / "toy.item", ML_ITEM)
     data = read_recbole(tmp_path, "toy", 50)
-    assert seqs(data) == [[0, 2, 1], [1, 0]]  # user 7 first: it appears first
+    # user 5 first (ascending ids, not file order); items numbered as they appear in user 5's, then 7's rows
+    assert seqs(data) == [[0, 1], [1, 2, 0]]
     assert data.n_items == 3 and data.pad_id == 3 and data.n_interactions == 5
-    assert data.raw_item_ids == ["10", "20", "30"]
-    assert data.titles == ["Toy Story", "Heat", "item 30"]
-    assert data.item_categories == [["Animation", "Children's", "Comedy"],
-                                    ["Action", "Crime", "Thriller"], []]
+    assert data.raw_item_ids == ["20", "10", "30"]
+    assert data.titles == ["Heat", "Toy Story", "item 30"]
+    assert data.item_categories == [["Action", "Crime", "Thriller"],
+                                    ["Animation", "Children's", "Comedy"], []]
     assert data.max_len == 50
 
 
-def test_recbole_timestamp_orders_each_user_stably(tmp_path):
+def test_recbole_timestamp_orders_each_user_ties_by_item_id(tmp_path):
     write(tmp_path / "toy.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-          "1\ta\t5\t300\n1\tb\t4\t100\n2\tc\t3\t50\n1\tc\t2\t100\n2\ta\t1\t10\n")
+          "1\ta\t5\t300\n1\tc\t4\t100\n2\tc\t3\t50\n1\tb\t2\t100\n2\ta\t1\t10\n")
     data = read_recbole(tmp_path, "toy", 50)
-    # items keep file order of first appearance (a, b, c); ties keep file order (b before c)
-    assert data.raw_item_ids == ["a", "b", "c"]
-    assert seqs(data) == [[1, 2, 0], [0, 2]]
+    # user 1 by time, its tie at 100 by item id (b before c, though c comes first in the file); then user 2
+    assert data.raw_item_ids == ["b", "c", "a"]
+    assert seqs(data) == [[0, 1, 2], [2, 1]]
     assert data.titles == ["item 0", "item 1", "item 2"]  # no .item file
     assert data.item_categories == []
 
@@ -123,10 +124,10 @@ def test_ml1m_official_dat(tmp_path):
           "661::James and the Giant Peach (1996)::Animation|Children's|Musical\n"
           "914::My Fair Lady (1964)::Musical|Romance\n", encoding="latin-1")
     data = read_movielens_dat(folder, "ml-1m", 70)
-    assert data.raw_item_ids == ["1193", "661", "914"]
-    assert seqs(data) == [[2, 0, 1], [1]]  # user 1 by timestamp
-    assert data.titles == ["Cr\xe9ation (1975)", "James and the Giant Peach (1996)", "My Fair Lady (1964)"]
-    assert data.item_categories[1] == ["Animation", "Children's", "Musical"]
+    assert data.raw_item_ids == ["914", "1193", "661"]  # as they come in user 1's ratings by timestamp
+    assert seqs(data) == [[0, 1, 2], [2]]
+    assert data.titles == ["My Fair Lady (1964)", "Cr\xe9ation (1975)", "James and the Giant Peach (1996)"]
+    assert data.item_categories[2] == ["Animation", "Children's", "Musical"]
 
 
 def test_ml10m_official_dat_via_registry(tmp_path):
@@ -138,8 +139,8 @@ def test_ml10m_official_dat_via_registry(tmp_path):
           "65130::Revolutionary Road (2008)::(no genres listed)\n")
     data = load_dataset("ml-10m", tmp_path)
     assert data.name == "ml-10m" and data.max_len == 70
-    assert seqs(data) == [[1, 0], [0]]
-    assert data.titles == ["Boomerang (1992)", "Net, The (1995)"]
+    assert seqs(data) == [[0, 1], [1]]  # user 1 rated 185 before 122
+    assert data.titles == ["Net, The (1995)", "Boomerang (1992)"]
     assert data.category_names == ["Action", "Comedy", "Crime", "Romance", "Thriller"]
 
 
@@ -161,11 +162,67 @@ def test_ml100k_official(tmp_path, with_genre_file):
               "Comedy|5\nCrime|6\nDocumentary|7\nDrama|8\nFantasy|9\nFilm-Noir|10\nHorror|11\n"
               "Musical|12\nMystery|13\nRomance|14\nSci-Fi|15\nThriller|16\nWar|17\nWestern|18\n\n")
     data = read_movielens_100k(folder, "ml-100k", 70)
-    assert data.raw_item_ids == ["2", "1", "267"]
-    assert seqs(data) == [[1, 0], [1, 2]]  # 196 first; 186's tie keeps file order
-    assert data.titles == ["GoldenEye (1995)", "Toy Story (1995)", "unknown"]
-    assert data.item_categories == [["Action", "Adventure", "Thriller"],
-                                    ["Animation", "Children's", "Comedy"], ["unknown"]]
+    assert data.raw_item_ids == ["1", "267", "2"]
+    assert seqs(data) == [[0, 1], [0, 2]]  # 186 before 196; 186's tie at 891717742 by movie id (1, 267)
+    assert data.titles == ["Toy Story (1995)", "unknown", "GoldenEye (1995)"]
+    assert data.item_categories == [["Animation", "Children's", "Comedy"], ["unknown"],
+                                    ["Action", "Adventure", "Thriller"]]
+
+
+# ---------------------------------------------------------------- canonical ids and split (issue 19)
+
+def interactions(seed: int = 0) -> list[tuple[int, int, int]]:
+    """(user, item, timestamp) rows of 40 users with ids from 3 to 390 (so text order is not number order) over
+    30 items, timestamps from only 5 values (ties everywhere), in no particular order."""
+    rng = np.random.default_rng(seed)
+    rows = [(int(u), int(i), int(t)) for u in rng.choice(np.arange(3, 400), 40, replace=False)
+            for i, t in zip(rng.choice(np.arange(100, 130), 8, replace=False), rng.integers(0, 5, 8))]
+    return [rows[k] for k in rng.permutation(len(rows))]
+
+
+def load_rows(folder: Path, fmt: str, rows: list[tuple[int, int, int]]):
+    if fmt == "recbole":
+        write(folder / "toy.inter", "user_id:token\titem_id:token\ttimestamp:float\n"
+              + "".join(f"{u}\t{i}\t{t}\n" for u, i, t in rows))
+        return read_recbole(folder, "toy", 50)
+    write(folder / "u.data", "".join(f"{u}\t{i}\t3\t{t}\n" for u, i, t in rows))
+    return read_movielens_100k(folder, "ml-100k", 70)
+
+
+@pytest.mark.parametrize("fmt", ["recbole", "u.data"])
+def test_the_same_interactions_in_another_row_order_give_the_same_ids_sequences_and_split(tmp_path, fmt):
+    rows = interactions()
+    first = load_rows(tmp_path / "a", fmt, rows)
+    second = load_rows(tmp_path / "b", fmt, [rows[k] for k in np.random.default_rng(1).permutation(len(rows))])
+    assert first.raw_item_ids == second.raw_item_ids and seqs(first) == seqs(second)
+    assert first.fingerprint(3) == second.fingerprint(3)
+    for a, b in zip(vars(first.split(3)).values(), vars(second.split(3)).values()):
+        assert a.tolist() == b.tolist()
+    # users numbered by ascending id, numerically; each user's items by time, ties by item id
+    users = sorted({u for u, _, _ in rows})
+    expected = [[int(first.raw_item_ids[i]) for i in s] for s in first.sequences]
+    assert expected == [[i for _, i, _ in sorted((t, i, 0) for uu, i, t in rows if uu == u)] for u in users]
+
+
+def test_without_timestamps_only_each_users_own_row_order_matters(tmp_path):
+    rows = [(u, i) for u in (12, 3, 40) for i in np.random.default_rng(u).choice(50, 6, replace=False)]
+    by_user = {u: [r for r in rows if r[0] == u] for u in (12, 3, 40)}
+    interleaved = [by_user[u][k] for k in range(6) for u in (40, 12, 3)]  # other rows between, same per user
+    datasets = []
+    for name, these in (("a", rows), ("b", interleaved)):
+        lines = "".join(f"{u}\t{i}\n" for u, i in these)
+        write(tmp_path / name / "toy.inter", "user_id:token\titem_id:token\n" + lines)
+        datasets.append(read_recbole(tmp_path / name, "toy", 50))
+    assert seqs(datasets[0]) == seqs(datasets[1]) and datasets[0].raw_item_ids == datasets[1].raw_item_ids
+    assert [int(datasets[0].raw_item_ids[i]) for i in datasets[0].sequences[0]] == [i for _, i in by_user[3]]
+
+
+def test_natural_ranks_sorts_integer_ids_as_numbers_and_others_as_text():
+    from dimerec.data.recbole import natural_ranks
+
+    assert natural_ranks(np.array(["10", "9", "01", "1", "9"]))[0].tolist() == [3, 2, 0, 1, 2]
+    assert natural_ranks(np.array(["b10", "b9", "a"]))[0].tolist() == [1, 2, 0]
+    assert natural_ranks(np.array([7.0, 3.0, 7.0]))[0].tolist() == [1, 0, 1]
 
 
 # ---------------------------------------------------------------- registry
@@ -211,7 +268,7 @@ def test_download_unpacks(tmp_path, md5):
     folder = download("movielens-1m", data_dir, base_url=(tmp_path / "server").as_uri())
     assert folder == data_dir / "ml-1m"
     assert sorted(p.name for p in data_dir.iterdir()) == ["ml-1m", "ml-1m.zip"]
-    assert seqs(load_dataset("ml-1m", data_dir)) == [[1, 0]]
+    assert seqs(load_dataset("ml-1m", data_dir)) == [[0, 1]]  # 20 (at time 1) is the first item
     # already unpacked: not fetched again
     assert download("movielens-1m", data_dir, base_url=(tmp_path / "gone").as_uri()) == folder
 
@@ -349,6 +406,15 @@ def test_real_data(real_data_dir):
     assert seconds < 10, f"ml-1m took {seconds:.1f} s to load"
     assert load_dataset("yoochoose", real_data_dir).n_users == 25_694
     assert load_dataset("kuairec", real_data_dir).n_users == 18_418
+
+
+def test_canonical_ids_left_the_committed_datasets_as_they_were(real_data_dir):
+    """README: canonical ids changed nothing for the committed results. These digests are the fingerprints at
+    split seed 0 as the loaders gave them before `canonical_sequences` (first appearance in file order)."""
+    before = {"ml-1m": "5d98103a72eae6e8", "yoochoose": "b067c7511e9702e9", "kuairec": "950968a9ce74d25e",
+              "planted": "2c1ebcafe3d98fcc"}
+    now = {name: load_dataset(name, real_data_dir).fingerprint(0)["digest"] for name in before}
+    assert now == before
 
 
 # ---------------------------------------------------------------- DreamRec's own split (--split given)

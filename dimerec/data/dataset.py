@@ -78,7 +78,8 @@ class SeqDataset:
     def fingerprint(self, split_seed: int) -> dict:
         """What ties a run to this data (issue 19): sizes, and short SHA-256 digests of the item id map (each
         dense id's source id and title, in id order), of the sequences (in user order), and of both with the
-        split seed. Reordered rows change the ids or the split, so they change the digests."""
+        split seed. Ids and the split do not depend on the file's row order (`recbole.canonical_sequences`;
+        `id_order` says so, outside the digest, so runs from before it that match still load)."""
         items = hashlib.sha256(json.dumps([self.raw_item_ids, self.titles]).encode()).hexdigest()
         seqs = hashlib.sha256(np.array([len(q) for q in self.sequences], dtype="<i8").tobytes())
         seqs.update(np.concatenate(self.sequences).astype("<i8").tobytes())
@@ -90,7 +91,8 @@ class SeqDataset:
         whole = hashlib.sha256(f"{self.n_items} {self.max_len} {items} {sequences} {split_seed} {split}".encode())
         return {"digest": whole.hexdigest()[:16], "n_items": self.n_items, "n_users": self.n_users,
                 "n_interactions": self.n_interactions, "max_len": self.max_len, "split_seed": split_seed,
-                "split": split, "items_digest": items[:16], "sequences_digest": sequences[:16]}
+                "split": split, "items_digest": items[:16], "sequences_digest": sequences[:16],
+                "id_order": "canonical"}
 
     def split(self, seed: int = 0) -> "UserSplit":
         """Seeded 8:1:1 split of users (SPEC §2): train / validation / test; the source's own parts instead
@@ -127,10 +129,13 @@ def fingerprint_change(recorded: dict, now: dict) -> str | None:
         if key in recorded and recorded[key] != now[key]:
             return says.format(now=now[key], rec=recorded[key])
     if recorded.get("items_digest") != now["items_digest"]:
-        return ("same sizes, but the item ids map to other items (ids follow the file's order: were its rows "
-                "reordered, or items renamed?)")
+        if recorded.get("id_order") != "canonical":
+            return ("same sizes, but the item ids map to other items: the run predates canonical ids (issue 19), "
+                    "when ids followed the file's row order, or items were renamed; retrain it on this data")
+        return "same sizes, but the item ids map to other items (were items renamed, added or dropped?)"
     if recorded.get("sequences_digest") != now["sequences_digest"]:
-        return "same sizes and items, but the sequences differ in content or order (were the file's rows reordered?)"
+        return ("same sizes and items, but the sequences differ in content or order (without a timestamp column, "
+                "a user's rows in file order are the order: were they reordered?)")
     return "same sizes, but different content"
 
 

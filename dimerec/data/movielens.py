@@ -10,8 +10,9 @@ Source: https://files.grouplens.org/datasets/movielens/ (`ml-1m.zip`, `ml-10m.zi
   `|`-separated, latin-1, title in field 2 and 19 binary genre flags at the end;
   genre names in `u.genre` (`name|index`), else the standard 19.
 
-Each user's ratings are ordered by timestamp (stable). Dense item ids and users follow
-the order of first appearance in the ratings file; movies never rated are dropped.
+Each user's ratings are ordered by timestamp, equal timestamps by movie id; users are numbered
+by ascending id and movies by first appearance in that order (`recbole.canonical_sequences`), so
+the ratings file's row order changes nothing; movies never rated are dropped.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from dimerec.data.dataset import SeqDataset
-from dimerec.data.recbole import build_sequences, one_line, parse_error, to_number
+from dimerec.data.recbole import canonical_sequences, one_line, parse_error, to_number
 from dimerec.errors import DataError
 
 BASE_URL = "https://files.grouplens.org/datasets/movielens/"
@@ -108,9 +109,8 @@ def numeric_column(path: Path, values: pd.Series, field: str) -> np.ndarray:
 
 def sequences_from_ratings(name: str, ratings: pd.DataFrame, movies: dict[int, tuple[str, list[str]]],
                            max_len: int, source: Path) -> SeqDataset:
-    users, _ = pd.factorize(ratings["user"])
-    items, raw_items = pd.factorize(ratings["item"])
-    sequences = build_sequences(users, items, int(users.max()) + 1, ratings["timestamp"].to_numpy())
+    sequences, raw_items = canonical_sequences(ratings["user"].to_numpy(), ratings["item"].to_numpy(),
+                                               ratings["timestamp"].to_numpy())
     raw_ids = [str(int(r)) for r in raw_items]
     titles, categories = [], []
     if movies:
