@@ -371,3 +371,41 @@ def test_a_longer_budget_scales_the_clock_and_the_steps_and_a_reused_run_must_ha
     budget.scaled(3).check(run)  # trained at 3x: reused at 3x
     with pytest.raises(DimeRecError, match="not trained for at most 10 minutes and 300 steps"):
         budget.check(run)
+
+
+def beside_cells(md: str) -> dict[str, list[str]]:
+    beside = md[md.index("## Beside RecBole's published ML-1M figures"):]
+    return {line.strip("| ").split(" | ")[0]: line.strip("| ").split(" | ")[1:]
+            for line in beside.splitlines() if line.startswith("| ") and not line.startswith("| model")}
+
+
+def test_loo_trains_under_recboles_protocol_and_places_ours_beside_its_published_figures(dirs):
+    runs, _ = dirs
+    md, table = run("loo", dirs, "--quick")
+    assert "Test split, loo protocol" in md
+    configs = {p.parent.parent.name: json.loads(p.read_text()) for p in (runs / "planted").glob("*/seed0/config.json")}
+    assert configs["sasrec-recbole-s-ml-1m-settings"]["train_config"]["protocol"] == "loo"
+    assert configs["sasrec-recbole-s-ml-1m-settings"]["model_config"]["loss_kind"] == "ce"
+    assert configs["gru4rec-recbole-s-ml-1m-settings"]["model_config"]["n_layers"] == 2
+    assert configs["mostpopular-loo"]["train_config"]["protocol"] == "loo"  # not Table 1's MostPopular run
+    cells = beside_cells(md)
+    assert set(cells) == set(table["model"])
+    for model, hr10 in zip(table["model"], table["HR@10"]):  # ours: the runs' own test HR@10
+        assert cells[model][0] == f"{hr10:.2f}" and cells[model][1] == "—"  # RecBole's: ML-1M only
+
+
+def test_the_loo_section_fills_recboles_figures_on_ml1m():
+    from dimerec.reproduce.experiments import LOO_ROWS
+    from dimerec.reproduce.tables import RECBOLE_PUBLISHED, section_loo, summarize
+
+    metrics = {"HR@10": 0.2, "HR@20": 0.3, "HR@50": 0.5, "NDCG@10": 0.1, "NDCG@20": 0.12, "NDCG@50": 0.15,
+               "MRR@10": 0.0812}
+    results = [{"label": spec.label, "role": spec.role, "seed": seed, "train_minutes": 1.0, "steps": 10,
+                "test": {**metrics, "HR@10": metrics["HR@10"] + 0.01 * seed}} for spec in LOO_ROWS for seed in (0, 1)]
+    table, note = summarize(results)
+    lines, _, _ = section_loo("loo", "ml-1m", results, table, note)
+    cells = beside_cells("\n".join(lines))
+    sasrec = LOO_ROWS[1].label
+    assert cells[sasrec][:2] == ["20.50", f"{RECBOLE_PUBLISHED[sasrec][1]['HR@10']:.2f}"]
+    assert cells[sasrec][4:6] == ["8.12", f"{RECBOLE_PUBLISHED[sasrec][1]['MRR@10']:.2f}"]
+    assert cells["MostPopular"][1] == "—"
