@@ -218,7 +218,7 @@ def test_without_timestamps_only_each_users_own_row_order_matters(tmp_path):
 
 
 def test_natural_ranks_sorts_integer_ids_as_numbers_and_others_as_text():
-    from dimerec.data.recbole import natural_ranks
+    from dimerec.data.dataset import natural_ranks
 
     assert natural_ranks(np.array(["10", "9", "01", "1", "9"]))[0].tolist() == [3, 2, 0, 1, 2]
     assert natural_ranks(np.array(["b10", "b9", "a"]))[0].tolist() == [1, 2, 0]

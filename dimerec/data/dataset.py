@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 
 from dimerec.errors import DataError
 
@@ -78,7 +79,7 @@ class SeqDataset:
     def fingerprint(self, split_seed: int) -> dict:
         """What ties a run to this data (issue 19): sizes, and short SHA-256 digests of the item id map (each
         dense id's source id and title, in id order), of the sequences (in user order), and of both with the
-        split seed. Ids and the split do not depend on the file's row order (`recbole.canonical_sequences`;
+        split seed. Ids and the split do not depend on the file's row order (`canonical_sequences`;
         `id_order` says so, outside the digest, so runs from before it that match still load)."""
         items = hashlib.sha256(json.dumps([self.raw_item_ids, self.titles]).encode()).hexdigest()
         seqs = hashlib.sha256(np.array([len(q) for q in self.sequences], dtype="<i8").tobytes())
@@ -137,6 +138,43 @@ def fingerprint_change(recorded: dict, now: dict) -> str | None:
         return ("same sizes and items, but the sequences differ in content or order (without a timestamp column, "
                 "a user's rows in file order are the order: were they reordered?)")
     return "same sizes, but different content"
+
+
+def natural_ranks(ids: np.ndarray) -> tuple[np.ndarray, int]:
+    """The rank of each id among the distinct ids, and their count: ids sorted as numbers when every one is an
+    integer (so 10 comes after 9; equal values such as "1" and "01" then by text), otherwise as text."""
+    codes, distinct = pd.factorize(ids)
+    text = np.asarray(distinct).astype(str)
+    numbers = pd.to_numeric(pd.Series(text), errors="coerce").to_numpy(dtype=np.float64)
+    if np.isfinite(numbers).all() and (numbers == np.round(numbers)).all():
+        order = np.lexsort((text, numbers))
+    else:
+        order = np.argsort(text, kind="stable")
+    rank = np.empty(len(distinct), dtype=np.int64)
+    rank[order] = np.arange(len(distinct))
+    return rank[codes], len(distinct)
+
+
+def canonical_sequences(user_ids: np.ndarray, item_ids: np.ndarray,
+                        timestamps: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per-user item sequences and the source id of each dense item, the same whatever the rows' order (issue 19).
+
+    The canonical order of the interactions: users by ascending source id (`natural_ranks`); a user's by
+    timestamp, equal timestamps by ascending source item id; without a timestamp column a user's rows keep
+    file order, which is then the data's only record of time. Dense user ids are ranks in that order (so the
+    seeded split, a permutation of them, is canonical too); dense item ids number the items by first appearance
+    in it. A file already in canonical order (ML-1M's atomic file: users ascending, no timestamps) keeps its
+    first-appearance ids, so runs trained before this order existed still match their data.
+    """
+    user_rank, n_users = natural_ranks(user_ids)
+    if timestamps is None:
+        order = np.argsort(user_rank, kind="stable")  # user, then file row
+    else:
+        item_rank, _ = natural_ranks(item_ids)
+        order = np.lexsort((item_rank, timestamps, user_rank))  # user, then time, then source item id
+    items, raw_items = pd.factorize(np.asarray(item_ids)[order])
+    counts = np.bincount(user_rank, minlength=n_users)
+    return np.split(items.astype(np.int64), np.cumsum(counts)[:-1]), raw_items
 
 
 @dataclass

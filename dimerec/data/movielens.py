@@ -11,7 +11,7 @@ Source: https://files.grouplens.org/datasets/movielens/ (`ml-1m.zip`, `ml-10m.zi
   genre names in `u.genre` (`name|index`), else the standard 19.
 
 Each user's ratings are ordered by timestamp, equal timestamps by movie id; users are numbered
-by ascending id and movies by first appearance in that order (`recbole.canonical_sequences`), so
+by ascending id and movies by first appearance in that order (`dataset.canonical_sequences`), so
 the ratings file's row order changes nothing; movies never rated are dropped.
 """
 from __future__ import annotations
@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from dimerec.data.dataset import SeqDataset
-from dimerec.data.recbole import canonical_sequences, one_line, parse_error, to_number
+from dimerec.data.dataset import SeqDataset, canonical_sequences
+from dimerec.data.recbole import one_line, parse_error, to_number
 from dimerec.errors import DataError
 
 BASE_URL = "https://files.grouplens.org/datasets/movielens/"

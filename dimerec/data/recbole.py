@@ -10,7 +10,7 @@ text, UTF-8, one header line whose fields are `name:type`, type one of `token`,
   and categories (a `genre` token_seq field, else the first other token_seq field
   named like class/category/genre).
 
-Users are numbered by ascending id, items by first appearance in that order (`canonical_sequences`): the
+Users are numbered by ascending id, items by first appearance in that order (`dataset.canonical_sequences`): the
 rows' order in `.inter` changes nothing but a user's order when there is no timestamp.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dimerec.data.dataset import SeqDataset
+from dimerec.data.dataset import SeqDataset, canonical_sequences
 from dimerec.errors import DataError
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
@@ -111,43 +111,6 @@ def to_number(path: Path, values: pd.Series, field: str, line_offset: int = 2) -
         raise DataError(f"{path} line {row + line_offset}: field {field} is not a number: "
                         f"{plain(values.iloc[row])!r}")
     return numbers
-
-
-def natural_ranks(ids: np.ndarray) -> tuple[np.ndarray, int]:
-    """The rank of each id among the distinct ids, and their count: ids sorted as numbers when every one is an
-    integer (so 10 comes after 9; equal values such as "1" and "01" then by text), otherwise as text."""
-    codes, distinct = pd.factorize(ids)
-    text = np.asarray(distinct).astype(str)
-    numbers = pd.to_numeric(pd.Series(text), errors="coerce").to_numpy(dtype=np.float64)
-    if np.isfinite(numbers).all() and (numbers == np.round(numbers)).all():
-        order = np.lexsort((text, numbers))
-    else:
-        order = np.argsort(text, kind="stable")
-    rank = np.empty(len(distinct), dtype=np.int64)
-    rank[order] = np.arange(len(distinct))
-    return rank[codes], len(distinct)
-
-
-def canonical_sequences(user_ids: np.ndarray, item_ids: np.ndarray,
-                        timestamps: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray]:
-    """Per-user item sequences and the source id of each dense item, the same whatever the rows' order (issue 19).
-
-    The canonical order of the interactions: users by ascending source id (`natural_ranks`); a user's by
-    timestamp, equal timestamps by ascending source item id; without a timestamp column a user's rows keep
-    file order, which is then the data's only record of time. Dense user ids are ranks in that order (so the
-    seeded split, a permutation of them, is canonical too); dense item ids number the items by first appearance
-    in it. A file already in canonical order (ML-1M's atomic file: users ascending, no timestamps) keeps its
-    first-appearance ids, so runs trained before this order existed still match their data.
-    """
-    user_rank, n_users = natural_ranks(user_ids)
-    if timestamps is None:
-        order = np.lexsort((np.arange(len(user_rank)), user_rank))  # last key first: user, then file row
-    else:
-        item_rank, _ = natural_ranks(item_ids)
-        order = np.lexsort((item_rank, timestamps, user_rank))  # user, then time, then source item id
-    items, raw_items = pd.factorize(np.asarray(item_ids)[order])
-    counts = np.bincount(user_rank, minlength=n_users)
-    return np.split(items.astype(np.int64), np.cumsum(counts)[:-1]), raw_items
 
 
 def read_recbole(folder: Path, name: str, max_len: int) -> SeqDataset:
