@@ -523,6 +523,19 @@ def test_the_steps_page_states_what_each_chain_does_from_its_own_files(tmp_path)
     assert "popularity" in annotations and "no-diffusion control" in annotations
 
 
+def test_the_steps_page_first_picks_the_chains_on_the_sidebar_runs_dataset(tmp_path):
+    """A chain on another dataset is offered but not drawn at first against the sidebar dataset's references."""
+    other = tmp_path / "runs" / "on-ml-1m"
+    shutil.copytree(DEFAULT / "dimerec-planted", other)
+    steps = json.loads((other / "step_metrics.json").read_text())
+    (other / "step_metrics.json").write_text(json.dumps({**steps, "dataset": "ml-1m"}))
+    at = open_page("steps")
+    picker = at.multiselect(key="steps_runs")
+    assert "on-ml-1m" in picker.options and "on-ml-1m" not in picker.value
+    assert "dimerec-planted (built-in)" in picker.value
+    assert "on-ml-1m" not in trace_names(figures(at)[0])
+
+
 def test_tour_chapter_five_sets_the_run_beside_its_references():
     at = open_page("tour")
     at.radio(key="tour_chapter").set_value(at.radio(key="tour_chapter").options[4]).run()

@@ -26,7 +26,11 @@ if not curves:
             "(`python -m dimerec train --model dimerec …`).")
     st.stop()
 
-shown = st.multiselect("Runs", list(curves), default=list(curves), key="steps_runs")
+# the sidebar run's dataset by default: the dotted references belong to one dataset, and a chain on another
+# drawn against them would mislead (any run can still be added)
+same_data = [label for label, sm in curves.items() if sm.get("dataset") == run.dataset]
+shown = st.multiselect("Runs", list(curves), default=same_data or list(curves), key="steps_runs",
+                       help=f"Runs on {run.dataset} (the sidebar run's dataset) are picked at first; add others here.")
 picked = {k: curves[k] for k in shown}
 if not picked:
     st.info("Pick one or more runs above.")
