@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dimerec import distributed
-from dimerec.data.dataset import Sampling, SeqDataset, Split, TrainSampler, UserSplit
+from dimerec.data.dataset import Sampling, SeqDataset, Split, TrainSampler, UserSplit, default_window_targets
 from dimerec.errors import DataError, DimeRecError, TrainingDiverged
 from dimerec.evaluate import Protocol, evaluate, step_metrics
 from dimerec.models.base import Batch, Recommender, option
@@ -48,7 +48,12 @@ class TrainConfig:
     valid_max_rows: int | None = option(None, "validate on a seeded subsample of this many rows while training")
     final_max_rows: int | None = option(None, "final valid/test metrics on a seeded subsample of this many rows "
                                               "(the same rows for every model of a seed; default: all rows)")
-    sampling: Sampling = option("prefixes", "training samples: every prefix of each sequence, or ComiRec's random cut")
+    sampling: Sampling | None = option(
+        None, "training samples: windows = stretches of a sequence whose every position is a target, a window "
+              "scored in one pass; prefixes = one (history, next item) pair a pass; random-cut = ComiRec's "
+              "random cut (default: windows for a model that takes them, prefixes for DiffuRec and MultVAE)")
+    window_targets: int | None = option(None, "targets per window of --sampling windows, 1..max_len: each sees at "
+                                              "least max_len - s + 1 earlier items (default: half of max_len)")
     protocol: Protocol = option("next-item", "evaluation protocol (SPEC §2); loo: RecBole's leave-one-out, every user "
                                              "trains on all but its last two items (validated on the second-to-last, "
                                              "tested on the last)")
@@ -68,7 +73,12 @@ class TrainConfig:
                                 "numbers on one device, but a GPU's differ from the CPU's)")
 
     def __post_init__(self):
-        check_choices(self, sampling=Sampling, protocol=Protocol, retriever=RetrieverKind, split=Split)
+        check_choices(self, protocol=Protocol, retriever=RetrieverKind, split=Split)
+        if self.sampling is not None:
+            check_choices(self, sampling=Sampling)
+        if self.window_targets is not None and self.sampling not in (None, "windows"):
+            raise DimeRecError(f"--window-targets {self.window_targets} applies to --sampling windows only; "
+                               f"got --sampling {self.sampling}")
         for name, whole, low, strict in NUMERIC_BOUNDS:
             value = getattr(self, name)
             if value is None and name in OPTIONAL_NUMERIC:
@@ -89,8 +99,30 @@ NUMERIC_BOUNDS = (("lr", False, 0, True), ("max_minutes", False, 0, True), ("bat
                   ("max_epochs", True, 1, False), ("patience", True, 1, False), ("max_steps", True, 1, False),
                   ("eval_every", True, 1, False), ("checkpoint_every", True, 1, False),
                   ("valid_max_rows", True, 1, False), ("final_max_rows", True, 1, False),
+                  ("window_targets", True, 1, False),
                   ("seed", True, 0, False), ("split_seed", True, 0, False))
-OPTIONAL_NUMERIC = ("max_minutes", "max_steps", "eval_every", "checkpoint_every", "valid_max_rows", "final_max_rows")
+OPTIONAL_NUMERIC = ("max_minutes", "max_steps", "eval_every", "checkpoint_every", "valid_max_rows", "final_max_rows",
+                    "window_targets")
+
+
+def resolve_sampling(cfg: TrainConfig, model: Recommender, data: SeqDataset,
+                     recorded: dict | None = None) -> TrainConfig:
+    """cfg with its sampling decided: --sampling, else the sampling of the run being resumed (`recorded`, its
+    config.json's train_config), else windows for a model that takes them and prefixes for the others; a
+    DimeRecError for a windows setting that cannot work, before anything is written."""
+    sampling = cfg.sampling or (recorded or {}).get("sampling") or (
+        "windows" if model.takes_windows else "prefixes")
+    if sampling == "windows":
+        if not model.takes_windows:
+            raise DimeRecError(f"--sampling windows: {model.name} scores one target per pass (see its module "
+                               f"docstring); use --sampling prefixes")
+        if cfg.window_targets is not None and cfg.window_targets > data.max_len:
+            raise DimeRecError(f"--window-targets must be in 1..max_len = 1..{data.max_len} for {data.name} (a "
+                               f"window holds the max_len items before its last target); got {cfg.window_targets}")
+    window_targets = cfg.window_targets
+    if sampling == "windows" and window_targets is None:
+        window_targets = default_window_targets(data.max_len)
+    return dataclasses.replace(cfg, sampling=sampling, window_targets=window_targets)
 
 
 def check_device(name: str) -> torch.device:
@@ -178,6 +210,10 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     """Train `model` on `data`, keep the best checkpoint, evaluate it on test once. Returns metrics.json."""
     out_dir = Path(out_dir)
     check_splittable(data, cfg.split_seed, cfg.split)  # before anything is written, as is reading last.pt
+    recorded = None
+    if resume and (out_dir / "config.json").exists():
+        recorded = json.loads((out_dir / "config.json").read_text()).get("train_config")
+    cfg = resolve_sampling(cfg, model, data, recorded)
     last = None
     if resume and model.trainable and (out_dir / "last.pt").exists():
         last = load_checkpoint(out_dir / "last.pt", ("model", "optimizer", "sampler", "torch_rng", "state"),
@@ -215,8 +251,10 @@ def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distribut
     state = {"epoch": 0, "step": 0, "elapsed": 0.0, "best_hr": -1.0, "bad_evals": 0, "done": False}
     if model.trainable:
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        sampler = TrainSampler(views.train, split.train, cfg.batch_size, cfg.sampling, seed=cfg.seed)
+        sampler = TrainSampler(views.train, split.train, cfg.batch_size, cfg.sampling, seed=cfg.seed,
+                               window_targets=cfg.window_targets)
         sampler.shard = (ctx.rank, ctx.world)
+        state["targets_per_epoch"] = sampler.targets_per_epoch
         if last is not None:
             model.load_state_dict(last["model"])
             optimizer.load_state_dict(last["optimizer"])
@@ -230,6 +268,8 @@ def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distribut
             state = json.loads(last["state"])
             # a run that had stopped on its step budget or its patience stays stopped (it trained one more step)
             state["done"] = state["step"] >= (cfg.max_steps or math.inf) or state["bad_evals"] >= cfg.patience
+            if state["done"]:
+                state["stopped_by"] = stop_reason(state, cfg, state["bad_evals"] < cfg.patience)
         if ctx.main:
             for log_name in ("losses.csv", "valid.csv"):  # rows logged after the checkpoint are redone: drop them
                 truncate_log(out_dir / log_name, state["step"])
@@ -251,6 +291,8 @@ def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distribut
                                 valid=known_valid)  # the only read of test
     metrics = {"model": model.name, "dataset": data.name, "protocol": cfg.protocol, "seed": cfg.seed,
                "mask_seen": cfg.mask_seen, "epochs": state["epoch"], "steps": state["step"],
+               "sampling": cfg.sampling,
+               **({k: state[k] for k in ("epochs_trained", "stopped_by", "targets_per_epoch") if k in state}),
                "train_minutes": round(state["elapsed"] / 60, 3), "valid": valid, "test": test}
     if model.denoises:  # the quality of x̂0 along the reverse chain, on validation (Fig. 5)
         steps = step_metrics(model, views.valid, split.valid, cfg.protocol, mask_seen=cfg.mask_seen, seed=cfg.seed,
@@ -348,6 +390,16 @@ def run_retriever(train_config: dict, name: str | None = None, params: str | Non
     return make_retriever(name, params)
 
 
+def stop_reason(state: dict, cfg: TrainConfig, out_of_time: bool) -> str:
+    """Why training ended (or would end here): its validation stopped improving (patience), or a budget ran out
+    first (max_steps, max_minutes, else max_epochs: every epoch trained without the patience running out)."""
+    if state["bad_evals"] >= cfg.patience:
+        return "patience"
+    if out_of_time:
+        return "max_steps" if state["step"] >= (cfg.max_steps or math.inf) else "max_minutes"
+    return "max_epochs"
+
+
 def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress, device,
          ctx: distributed.Context = distributed.Context()):
     config_json = (out_dir / "config.json").read_text()
@@ -396,7 +448,7 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
         while not state["done"] and (state["epoch"] < cfg.max_epochs or sampler.mid_epoch):
             if not sampler.mid_epoch:  # a checkpoint within an epoch resumes that epoch
                 state["epoch"] += 1
-            bar.set_description(f"epoch {state['epoch']}")
+            bar.set_description(f"epoch {state['epoch']}/{cfg.max_epochs}")
             for hist, target in sampler.epoch():
                 terms = step_loss(Batch(torch.from_numpy(hist).to(device), torch.from_numpy(target).to(device),
                                         data.pad_id))
@@ -433,6 +485,7 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
                         save_last(rngs, cuda_rngs)
                     tick = time.perf_counter()  # writing the checkpoint is not training time
                 if validating:
+                    state["epochs_trained"] = round(state["step"] / sampler.steps_per_epoch, 3)
                     metrics = validate_and_checkpoint()
                     if progress and ctx.main:
                         bar.write(f"epoch {state['epoch']} step {state['step']}: valid HR@50 {metrics['HR@50']:.4f} "
@@ -440,9 +493,11 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
                     tick = time.perf_counter()  # the next step's time starts here, after validation
                     if state["bad_evals"] >= cfg.patience or out_of_time:
                         state["done"] = True
+                        state["stopped_by"] = stop_reason(state, cfg, out_of_time)
                         break
         if not (out_dir / "best.pt").exists():
             validate_and_checkpoint()
+        state.setdefault("stopped_by", "max_epochs")  # the loop ran out of epochs before patience or a budget
     finally:
         bar.close()
         valid_log.close()

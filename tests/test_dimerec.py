@@ -65,10 +65,12 @@ def test_paper_preset_takes_mu_10_on_movielens_only(planted_small):
 def test_short_training_lowers_all_three_losses_and_beats_popularity(planted_small, tmp_path):
     """DimeRec must beat MostPopular clearly (by 30% relative HR@50) on the small planted world. Beating
     ComiRec-SA is not asserted because it does not hold: in short budgets the final reverse sample trails
-    ComiRec-SA's multi-interest read-out (README, "What we measured")."""
+    ComiRec-SA's multi-interest read-out (README, "What we measured"). On prefixes: over the same 6 epochs of
+    windows (222 steps) L_gem and L_ssm fall as far but L_recon rises a little (0.99 -> 1.07 when measured),
+    while validation HR@50 is higher (34.0 vs 27.4)."""
     from dimerec.models.pop import MostPopular, PopConfig
 
-    cfg = TrainConfig(max_epochs=6, patience=6, seed=0)
+    cfg = TrainConfig(max_epochs=6, patience=6, seed=0, sampling="prefixes")
     torch.manual_seed(0)
     metrics = train(DimeRec(planted_small.n_items, planted_small.max_len, DimeRecConfig(dim=32)),
                     planted_small, cfg, tmp_path / "dm", progress=False)

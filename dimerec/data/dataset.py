@@ -20,8 +20,8 @@ import pandas as pd
 
 from dimerec.errors import DataError
 
-Sampling = Literal["prefixes", "random-cut"]
-SAMPLINGS = ("prefixes", "random-cut")
+Sampling = Literal["windows", "prefixes", "random-cut"]
+SAMPLINGS = ("windows", "prefixes", "random-cut")
 Split = Literal["random", "given"]
 SPLITS = ("random", "given")
 
@@ -193,20 +193,35 @@ def left_pad(histories: list[np.ndarray], max_len: int, pad_id: int) -> np.ndarr
     return out
 
 
-class TrainSampler:
-    """Draws (history, target) training batches from the training users.
+def default_window_targets(max_len: int) -> int:
+    """Targets per window when --window-targets is not given: half the history length (rounded up), so every
+    target of a window sees at least max_len/2 earlier items and a window costs one pass for max_len/2 targets."""
+    return max(1, -(-max_len // 2))
 
-    - `prefixes` (default): every position k >= 1 of every training sequence is one
-      sample (history = the items before it, truncated to max_len); one epoch visits
-      each once in a seeded shuffled order. It matches the rows the next-item
-      protocol evaluates, and is how DreamRec's data were made.
+
+class TrainSampler:
+    """Draws training batches from the training users.
+
+    - `windows` (the default of every model that scores a window in one pass, `Recommender.takes_windows`):
+      each training sequence's target positions 1..n-1 are cut, from the end, into stretches of s =
+      `window_targets` consecutive positions (the first stretch of a sequence may be shorter). A sample is
+      one stretch: `hist` [max_len] holds the max_len items before its last target (left-padded), exactly
+      that target's serving history, and `target` [s] its targets, the last one last; target j's most
+      recent item sits in column max_len - s + j, so it sees the window's items up to that column
+      (between max_len - s + 1 and max_len of them) at the positions the window gives them. One epoch
+      visits every (user, position) target exactly once, in a seeded shuffled order of windows;
+      `batch_size` counts targets (a batch is batch_size // s windows), so a step trains as many targets
+      as under `prefixes`.
+    - `prefixes`: every position k >= 1 of every training sequence is one sample (history = the items
+      before it, truncated to max_len); one epoch visits each once in a seeded shuffled order. It matches
+      the rows the next-item protocol evaluates, and is how DreamRec's data were made.
     - `random-cut`: ComiRec's sampler; each sample picks a random user and a random
       cut k, history = seq[k-max_len:k], target = seq[k]. An "epoch" is then the same
       number of samples as `prefixes` would give, so budgets compare.
     """
 
     def __init__(self, data: SeqDataset, users: np.ndarray, batch_size: int,
-                 sampling: Sampling = "prefixes", seed: int = 0):
+                 sampling: Sampling = "prefixes", seed: int = 0, window_targets: int | None = None):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         self.data, self.batch_size, self.sampling = data, batch_size, sampling
@@ -217,6 +232,18 @@ class TrainSampler:
         # all (user, position) pairs with position >= 1
         self.pair_user = np.repeat(self.users, lengths - 1)
         self.pair_pos = np.concatenate([np.arange(1, n) for n in lengths])
+        self.window_targets = None
+        if sampling == "windows":
+            s = default_window_targets(data.max_len) if window_targets is None else window_targets
+            if not 1 <= s <= data.max_len:
+                raise DataError(f"--window-targets must be in 1..max_len = 1..{data.max_len} for {data.name} "
+                                f"(a window holds the max_len items before its last target); got {s}")
+            self.window_targets = s
+            # a window: (user, its last target's position, its number of targets); stretches cut from the end
+            ends = [np.arange(n - 1, 0, -s) for n in lengths]
+            self.window_user = np.repeat(self.users, [len(e) for e in ends])
+            self.window_end = np.concatenate(ends)
+            self.window_count = np.minimum(s, self.window_end)  # the first stretch stops at position 1
         self.rng = np.random.default_rng(seed)
         # where the current epoch stands, for a checkpoint taken within it: the generator's state when the
         # epoch drew its order, and the batches yielded since; _skip > 0 when epoch() resumes such an epoch
@@ -230,19 +257,33 @@ class TrainSampler:
 
     @property
     def samples_per_epoch(self) -> int:
+        """Samples an epoch draws: windows under `windows`, (history, target) pairs otherwise."""
+        return len(self.window_user) if self.window_targets else len(self.pair_user)
+
+    @property
+    def targets_per_epoch(self) -> int:
+        """Targets an epoch trains: every (user, position >= 1) pair of the training sequences, for every sampling."""
         return len(self.pair_user)
 
     @property
+    def samples_per_batch(self) -> int:
+        return max(1, self.batch_size // self.window_targets) if self.window_targets else self.batch_size
+
+    @property
     def steps_per_epoch(self) -> int:
-        return -(-self.samples_per_epoch // self.batch_size)
+        return -(-self.samples_per_epoch // self.samples_per_batch)
 
     def epoch(self):
-        """Yields (hist [B, L] int64, target [B] int64) numpy batches for one epoch (after load_state_dict
-        of a checkpoint taken within an epoch: that epoch's remaining batches, drawn in the same order)."""
-        n = self.samples_per_epoch
+        """Yields (hist [B, L] int64, target [B] or, under `windows`, [B, s] int64) numpy batches for one epoch
+        (after load_state_dict of a checkpoint taken within an epoch: that epoch's remaining batches, drawn in
+        the same order)."""
+        n, per_batch = self.samples_per_epoch, self.samples_per_batch
         self.epoch_rng = self.rng.bit_generator.state
         skip, self._skip = self._skip, 0
-        if self.sampling == "prefixes":
+        if self.sampling == "windows":
+            order = self.rng.permutation(n)
+            users, positions = self.window_user[order], self.window_end[order]
+        elif self.sampling == "prefixes":
             order = self.rng.permutation(n)
             users, positions = self.pair_user[order], self.pair_pos[order]
         else:
@@ -250,20 +291,27 @@ class TrainSampler:
             lengths = np.array([len(self.data.sequences[u]) for u in users])
             positions = self.rng.integers(1, lengths)
         r, ranks = self.shard
-        for index, start in enumerate(range(0, n, self.batch_size)):
+        for index, start in enumerate(range(0, n, per_batch)):
             if index < skip:
                 continue
             self.batches_done = index + 1
-            stop = min(start + self.batch_size, n)
+            stop = min(start + per_batch, n)
             if stop - start < ranks:  # a last batch too small to give every rank a sample
                 continue
             yield self.make_batch(users[start + r:stop:ranks], positions[start + r:stop:ranks])
         self.batches_done = 0
 
     def make_batch(self, users: np.ndarray, positions: np.ndarray):
+        """(hist, target) of the samples whose (last) target is seqs[u][k]; see the class docstring."""
         L, seqs = self.data.max_len, self.data.sequences
         hist = left_pad([seqs[u][max(0, k - L):k] for u, k in zip(users, positions)], L, self.data.pad_id)
-        target = np.array([seqs[u][k] for u, k in zip(users, positions)], dtype=np.int64)
+        if not self.window_targets:
+            return hist, np.array([seqs[u][k] for u, k in zip(users, positions)], dtype=np.int64)
+        s = self.window_targets
+        target = np.full((len(users), s), self.data.pad_id, dtype=np.int64)
+        for row, (u, k) in enumerate(zip(users, positions)):
+            first = max(1, k - s + 1)  # the stretch's first target position
+            target[row, s - (k - first + 1):] = seqs[u][first:k + 1]
         return hist, target
 
     def state_dict(self) -> dict:

@@ -47,13 +47,34 @@ def option(default, help: str):
 
 @dataclass
 class Batch:
+    """One training batch: `prefixes` (target [B], each row's history is its whole `hist`) or a `windows`
+    batch (target [B, s], pad where a stretch has fewer targets; data.dataset.TrainSampler): target j of a row
+    is the item after column L - s + j, and its history is the row's items up to that column."""
     hist: torch.Tensor  # [B, L] item ids, left-padded with pad_id
-    target: torch.Tensor  # [B] next item
+    target: torch.Tensor  # [B] next item, or [B, s] a window's targets
     pad_id: int
 
     @property
     def mask(self) -> torch.Tensor:  # [B, L] True where a real item sits
         return self.hist != self.pad_id
+
+    @property
+    def windowed(self) -> bool:
+        return self.target.dim() == 2
+
+    def window_targets(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A windows batch's N real targets in row-major order: (row [N], column of the target's most recent
+        history item [N], target item [N]). Per-target draws (negatives, t, noise) follow this order."""
+        L, s = self.hist.shape[1], self.target.shape[1]
+        row, j = (self.target != self.pad_id).nonzero(as_tuple=True)
+        return row, L - s + j, self.target[row, j]
+
+    def column_mask(self) -> torch.Tensor:
+        """[N, L] of a windows batch: True where target n's history has a real item (its row's items up to
+        its column)."""
+        row, column, _ = self.window_targets()
+        upto = torch.arange(self.hist.shape[1], device=self.hist.device)[None, :] <= column[:, None]
+        return self.mask[row] & upto
 
 
 class Recommender(nn.Module):
@@ -66,6 +87,9 @@ class Recommender(nn.Module):
     has_attention: ClassVar[bool] = False  # interests() returns attention over the history [B, L, K]
     denoises: ClassVar[bool] = False  # trajectory() runs a reverse diffusion process
     chain_space: ClassVar[str] = "none"  # where trajectory() lives: "sphere" (DimeRec) or "euclidean"
+    # loss() takes `windows` batches (every target of a window scored in one pass; the trainer's default sampling
+    # for such a model); False: the model trains on `prefixes` (or `random-cut`) only
+    takes_windows: ClassVar[bool] = False
 
     def __init__(self, n_items: int, max_len: int, config):
         super().__init__()

@@ -81,6 +81,17 @@ class RoutingInterests(nn.Module):
         logits = h.new_zeros(B, self.n_interests, L)  # ComiRec-DR starts from zero logits
         return dynamic_routing(u_hat, logits, mask, self.iterations)
 
+    def window_forward(self, h: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A windows batch (models.base.Batch), h [B, L, d] its rows' embeddings -> each target's interests
+        [N, K, d] and routing weights [N, L, K]: the mapped capsules û are computed once per window column
+        (the maps index the window's columns), then each target routes over its own history."""
+        B, L, d = h.shape
+        row, _, _ = batch.window_targets()
+        u_hat = torch.einsum("lod,bld->blo", self.maps[-L:], h * batch.mask[..., None])
+        u_hat = u_hat.view(B, L, self.n_interests, d).transpose(1, 2)[row]  # [N, K, L, d]
+        return dynamic_routing(u_hat, h.new_zeros(len(row), self.n_interests, L), batch.column_mask(),
+                               self.iterations)
+
 
 @dataclass
 class ComiRecDRConfig(SoftmaxLossConfig):
@@ -109,7 +120,14 @@ class ComiRecDR(Recommender):
     def item_vectors(self) -> torch.Tensor:
         return self.item_emb.weight[:self.n_items]
 
+    takes_windows = True
+
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        table = self.item_vectors()
-        selected = select_interest(self.user_vectors(batch.hist), table[batch.target].detach())
-        return {"loss": softmax_loss(selected, table, batch.target, self.config, self.config.loss_kind)}
+        table, target = self.item_vectors(), batch.target
+        if batch.windowed:  # û shared by the window, routing per target over its own history
+            interests = self.extractor.window_forward(self.item_emb(batch.hist), batch)[0]
+            target = batch.window_targets()[2]
+        else:
+            interests = self.user_vectors(batch.hist)
+        selected = select_interest(interests, table[target].detach())
+        return {"loss": softmax_loss(selected, table, target, self.config, self.config.loss_kind)}

@@ -49,6 +49,25 @@ class SelfAttentiveInterests(nn.Module):
         attention = torch.softmax(scores, dim=1)  # over positions
         return torch.einsum("blk,bld->bkd", attention, h), attention
 
+    def scores(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Eq. 16's attention logits of every column, pads at -inf: h [B, L, d] -> [B, L, K]. (A windows batch
+        has few rows, so W1 is applied to them rather than to the whole table as `from_table` does.)"""
+        return self.w2(torch.tanh(self.w1(h + self.pos[-h.shape[1]:]))).masked_fill(~mask[:, :, None], float("-inf"))
+
+    def window_forward(self, table: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A windows batch (models.base.Batch) -> each target's interests [N, K, d] and attention [N, L, K]:
+        the logits are computed once per window column, then each target's softmax runs over its own history
+        (the row's items up to its column), so one pass serves the window's s targets."""
+        L, s = batch.hist.shape[1], batch.target.shape[1]
+        h = F.embedding(batch.hist, table)  # [B, L, d]
+        logits = self.scores(h, batch.mask)  # [B, L, K]
+        later = torch.arange(L, device=logits.device)[None, :] > torch.arange(L - s, L, device=logits.device)[:, None]
+        real = batch.target != batch.pad_id  # [B, s]; a slot without a target reads the whole row (never NaN)
+        hidden = later[None] & real[:, :, None]  # [B, s, L]: the columns after a target's own
+        attention = torch.softmax(logits[:, None].masked_fill(hidden[..., None], float("-inf")), dim=2)
+        interests = torch.einsum("bslk,bld->bskd", attention, h)  # [B, s, K, d]
+        return interests[real], attention[real]  # row-major, the order of batch.window_targets()
+
     def from_table(self, table: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor):
         """The same as forward(table[hist], mask), faster: W1 is applied to the table, then gathered.
         (F.embedding's backward is ~3.5x faster on CPU than that of advanced indexing.)"""
@@ -89,8 +108,15 @@ class ComiRecSA(Recommender):
     def item_vectors(self) -> torch.Tensor:
         return self.item_emb.weight[:self.n_items]
 
+    takes_windows = True
+
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        table = self.item_vectors()
-        selected = select_interest(self.user_vectors(batch.hist), table[batch.target].detach())
-        l_gem = softmax_loss(selected, table, batch.target, self.config, self.config.loss_kind)
+        table, target = self.item_vectors(), batch.target
+        if batch.windowed:  # each target's interests pooled over its own history, the logits shared by the window
+            interests = self.extractor.window_forward(self.item_emb.weight, batch)[0]
+            target = batch.window_targets()[2]
+        else:
+            interests = self.user_vectors(batch.hist)
+        selected = select_interest(interests, table[target].detach())
+        l_gem = softmax_loss(selected, table, target, self.config, self.config.loss_kind)
         return {"loss": l_gem, "L_gem": l_gem}

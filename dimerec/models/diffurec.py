@@ -33,6 +33,10 @@ Deviations from the official code:
   StepLR(100, 0.1); pass --lr 0.001 to match it. Batch 256 instead of 512.
 - Scores and the loss exclude the padding row of the item table (the official includes it).
 
+Sampling: DiffuRec keeps `--sampling prefixes` (one target a pass), the only sequential model that does. Its
+approximator adds each target's own noised x_t to EVERY history position before the Transformer reads them, so
+two targets of one window would need two different encoder inputs: no pass can be shared between them exactly.
+
     python -m dimerec train --model diffurec --dataset ml-1m --out runs/diffurec-ml1m
 """
 from __future__ import annotations

@@ -14,6 +14,9 @@ the same GEM and losses, the DAM replaced by an MLP over the K interests; it bui
 no diffusion and takes none of its flags.
 `--gem-weight 0` drops L_gem from the total (Table 4's "w/o L_gem"); it is still logged.
 `--loss-kind ce` scores L_gem and L_ssm by the full softmax over every item instead of the paper's sampled one.
+Training reads `--sampling windows` by default: the GEM reads a window once and each target's K interests are
+pooled from its own history (`batch_guidance`); L_gem, the DAM's t, noise and L_recon, and L_ssm with its negatives
+stay per target, so a window's loss is the mean of its targets' (tests/test_windows.py).
 
     python -m dimerec train --model dimerec --dataset ml-1m --out runs/dimerec-ml1m
     python -m dimerec train --model dimerec --preset paper --dataset ml-1m --out runs/dimerec-paper-ml1m
@@ -350,6 +353,31 @@ class GemModel(Recommender):
             return self.extractor(h, mask)[:, None].expand(-1, K, -1), None
         return self.extractor(h, mask), None  # mlp
 
+    takes_windows = True
+
+    def batch_guidance(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The guidance of each target of a training batch and the targets: ([B, K, d], [B]) for prefixes, or
+        for a windows batch ([N, K, d], [N]), each target's K interests read from its own history (the row's
+        items up to its column): ComiRec-SA's logits and ComiRec-DR's capsules are computed once per window
+        column, the SASRec GEM is causal, the rule and MLP GEMs read the items up to the column."""
+        if not batch.windowed:
+            return self.guidance(batch.hist)[0], batch.target
+        gem, K = self.config.gem, self.config.n_interests
+        row, column, target = batch.window_targets()
+        if gem == "comirec-sa":
+            return self.extractor.window_forward(self.item_emb.weight, batch)[0], target
+        if gem == "rule":  # Eq. 15: the K items up to the column (pads before a history's first item)
+            columns = column[:, None] - torch.arange(K - 1, -1, -1, device=column.device)  # [N, K]
+            items = batch.hist[row[:, None], columns.clamp(min=0)].masked_fill(columns < 0, self.pad_id)
+            return self.item_emb(items), target
+        h = self.item_emb(batch.hist)
+        if gem == "comirec-dr":
+            return self.extractor.window_forward(h, batch)[0], target
+        if gem == "sasrec":
+            out = CausalEncoder.forward(self.extractor, h, batch.mask)[row, column]  # [N, d]: every column at once
+            return out[:, None].expand(-1, K, -1), target
+        return self.extractor(h[row], batch.column_mask()), target  # mlp: the mean of the items up to the column
+
     def shared_negatives(self, target: torch.Tensor) -> torch.Tensor | None:
         """The negatives L_gem and L_ssm share ([B, n] or [n·B]); None under --loss-kind ce, which draws none."""
         c = self.config
@@ -396,16 +424,16 @@ class DimeRec(GemModel):
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         c, table = self.config, self.item_vectors()
-        guidance, _ = self.guidance(batch.hist)
-        target_emb = table[batch.target]
-        negatives = self.shared_negatives(batch.target)
-        l_gem = self.gem_loss(guidance, table, batch.target, negatives)
+        guidance, target = self.batch_guidance(batch)  # [B or N, K, d]; a window's targets each their own row
+        target_emb = table[target]
+        negatives = self.shared_negatives(target)
+        l_gem = self.gem_loss(guidance, table, target, negatives)
         x0 = self.diffusion.prepare_x0(target_emb.detach() if c.detach_x0 else target_emb)  # Alg. 1 line 5
-        t = torch.randint(1, c.T + 1, (len(batch.target),)).to(batch.target.device)  # Alg. 1 line 4
+        t = torch.randint(1, c.T + 1, (len(target),)).to(target.device)  # Alg. 1 line 4
         x_t = self.diffusion.q_sample(x0, t)  # Alg. 1 lines 6-8
         x0_hat = self.predict_x0(self.drop_guidance(guidance), x_t, t)  # Eq. 20
         l_recon = ((x0 - x0_hat) ** 2).sum(-1).mean()  # Eq. 21
-        l_ssm = self.item_loss(self.ssm_user(x0_hat), table, batch.target, negatives)  # Eq. 22
+        l_ssm = self.item_loss(self.ssm_user(x0_hat), table, target, negatives)  # Eq. 22
         total = self.weighted_gem(l_gem) + c.lambda_recon * l_recon + self.mu * l_ssm  # Eq. 23
         return {"loss": total, "L_gem": l_gem, "L_recon": l_recon, "L_ssm": l_ssm}
 
@@ -492,10 +520,10 @@ class DimeRecNoDiff(GemModel):
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         table = self.item_vectors()
-        guidance, _ = self.guidance(batch.hist)
-        negatives = self.shared_negatives(batch.target)
-        l_gem = self.gem_loss(guidance, table, batch.target, negatives)
-        l_ssm = self.item_loss(self.ssm_user(self.denoiser(guidance)), table, batch.target, negatives)
+        guidance, target = self.batch_guidance(batch)
+        negatives = self.shared_negatives(target)
+        l_gem = self.gem_loss(guidance, table, target, negatives)
+        l_ssm = self.item_loss(self.ssm_user(self.denoiser(guidance)), table, target, negatives)
         return {"loss": self.weighted_gem(l_gem) + self.mu * l_ssm, "L_gem": l_gem, "L_ssm": l_ssm}
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:

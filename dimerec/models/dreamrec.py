@@ -117,6 +117,19 @@ class GuidanceEncoder(nn.Module):
         x = self.ln_2(attended)
         return self.ln_3(self.ln_ff(self.ff(x) + x))[:, 0]  # [B, d]
 
+    def window_forward(self, seq_emb: torch.Tensor, batch) -> torch.Tensor:
+        """A windows batch (models.base.Batch), seq_emb [B, L, d] -> c [N, d] of each target: the query at its
+        column attends over the row's items up to it (positions as the window gives them)."""
+        L, d = seq_emb.shape[1], seq_emb.shape[2]
+        row, column, _ = batch.window_targets()
+        seq = self.emb_dropout(seq_emb + self.pos.weight[:L].flip(0)) * batch.mask[:, :, None]
+        query = self.ln_1(seq[row, column])[:, None]  # [N, 1, d]
+        keys, values = self.k(seq)[row], self.v(seq)[row]  # [N, L, d]: computed once per window column
+        scores = (self.q(query) @ keys.transpose(1, 2) / math.sqrt(d)).masked_fill(
+            ~batch.column_mask()[:, None, :], -2.0 ** 32 + 1)
+        x = self.ln_2(self.attn_dropout(torch.softmax(scores, dim=-1)) @ values + query)
+        return self.ln_3(self.ln_ff(self.ff(x) + x))[:, 0]  # [N, d]
+
 
 class DreamRec(Recommender):
     name = "dreamrec"
@@ -164,9 +177,15 @@ class DreamRec(Recommender):
         """Classifier-free guidance: (1 + w) f(x_t, t, c) - w f(x_t, t, null)."""
         return (1 + w) * self.predict_x0(x_t, t, c) - w * self.predict_x0(x_t, t, self.null.expand_as(c))
 
+    takes_windows = True
+
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        x0 = self.item_emb(batch.target)  # [B, d]
-        c = self.guidance(batch.hist)
+        if batch.windowed:  # the encoder reads the window once; the diffusion loss is per target
+            target = batch.window_targets()[2]
+            c = self.encoder.window_forward(self.item_emb(batch.hist), batch)
+        else:
+            target, c = batch.target, self.guidance(batch.hist)
+        x0 = self.item_emb(target)  # [B, d]
         keep = torch.rand(len(c), device=c.device) >= self.config.p_uncond
         c = torch.where(keep[:, None], c, self.null.expand_as(c))  # drop the guidance with prob p_uncond
         t = torch.randint(1, self.config.T + 1, (len(c),), device=c.device)

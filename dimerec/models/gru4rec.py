@@ -30,6 +30,10 @@ Differences from the official code:
   zero biases.
 
     python -m dimerec train --model gru4rec --dataset ml-1m --out runs/gru4rec-ml1m
+
+Sampling: by default (`--sampling windows`) one GRU pass over a window of max_len items scores each of its last s
+positions, a target reading the state after its own last item (the GRU reads the window from its first item, so a
+target sees at least max_len - s + 1 items); `--sampling prefixes` runs the GRU once per (history, next item).
 """
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from dimerec.models.base import Batch, Recommender, SoftmaxLossConfig, option, softmax_loss
 from dimerec.errors import check_choices
@@ -107,8 +111,26 @@ class GRU4Rec(Recommender):
         table = self.out_emb if self.out_emb is not None else self.item_emb
         return table.weight[:self.n_items]
 
+    takes_windows = True
+
+    def column_outputs(self, hist: torch.Tensor) -> torch.Tensor:
+        """[B, L] left-padded histories -> [B, L, d]: at each real column the state after that item (the GRU
+        reads a row's items from its first; pad columns hold zeros)."""
+        L = hist.shape[1]
+        lengths = (hist != self.pad_id).sum(1).clamp(min=1)
+        x = self.embed_dropout(self.item_emb(left_to_right_aligned(hist, lengths)))  # [B, L, d]
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=L)  # real items first
+        back = (torch.arange(L, device=hist.device)[None, :] + lengths[:, None]) % L  # undo the alignment
+        return self.hidden_dropout(out.gather(1, back[:, :, None].expand(-1, -1, out.shape[2])))
+
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        user = self.user_vectors(batch.hist)[:, 0]
+        target = batch.target
+        if batch.windowed:  # one GRU pass over the window; target j reads the state at its column
+            row, column, target = batch.window_targets()
+            user = self.column_outputs(batch.hist)[row, column]
+        else:
+            user = self.user_vectors(batch.hist)[:, 0]
         kind = self.config.loss_kind
-        loss = softmax_loss(user, self.item_vectors(), batch.target, self.config, kind)
+        loss = softmax_loss(user, self.item_vectors(), target, self.config, kind)
         return {"loss": loss, f"L_{kind}": loss}

@@ -25,6 +25,8 @@ adds one); (4) in eval mode the routing logits are one fixed draw kept in the
 checkpoint, so a user's vectors do not change from call to call (ComiRec redraws
 them at serving too); (5) uniform negatives (per positive or shared), not
 log-uniform; histories are left-padded.
+Sampling (`--sampling windows`, the default): û = S e is computed once per window column; the routing logits are
+drawn and the routing run for each target over its own history (the window's items up to it), under a mask.
 
     python -m dimerec train --model mind --dataset ml-1m --out runs/mind-ml1m
 """
@@ -70,6 +72,14 @@ class B2IRouting(nn.Module):
         u_hat = self.bilinear(h)[:, None].expand(-1, self.n_interests, -1, -1)  # [B, K, L, d], one map for all
         return dynamic_routing(u_hat, self.initial_logits(B, L, h), mask, self.iterations)
 
+    def window_forward(self, h: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A windows batch (models.base.Batch), h [B, L, d] -> each target's capsules [N, K, d] and weights
+        [N, L, K]: û = S e computed once per window column, the routing logits drawn and routed per target."""
+        row, _, _ = batch.window_targets()
+        u_hat = self.bilinear(h * batch.mask[..., None])[row][:, None].expand(-1, self.n_interests, -1, -1)
+        return dynamic_routing(u_hat, self.initial_logits(len(row), h.shape[1], h), batch.column_mask(),
+                               self.iterations)
+
 
 @dataclass
 class MINDConfig(SoftmaxLossConfig):
@@ -109,11 +119,17 @@ class MIND(Recommender):
     def item_vectors(self) -> torch.Tensor:
         return self.item_emb.weight[:self.n_items]
 
+    takes_windows = True
+
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        table = self.item_vectors()
-        interests = self.user_vectors(batch.hist)
-        if self.config.label_power == 0:
-            readout = select_interest(interests, table[batch.target].detach())
+        table, target = self.item_vectors(), batch.target
+        if batch.windowed:  # û shared by the window, routing per target over its own history
+            interests = self.proj(self.extractor.window_forward(self.item_emb(batch.hist), batch)[0])
+            target = batch.window_targets()[2]
         else:
-            readout = label_aware_attention(interests, table[batch.target], self.config.label_power)
-        return {"loss": softmax_loss(readout, table, batch.target, self.config, self.config.loss_kind)}
+            interests = self.user_vectors(batch.hist)
+        if self.config.label_power == 0:
+            readout = select_interest(interests, table[target].detach())
+        else:
+            readout = label_aware_attention(interests, table[target], self.config.label_power)
+        return {"loss": softmax_loss(readout, table, target, self.config, self.config.loss_kind)}

@@ -12,7 +12,9 @@ annealed negative ELBO
 where `step` counts training steps (0 at the first) and is kept in the checkpoint.
 Weights are Xavier-uniform and biases N(0, 0.001²) truncated, as in the code.
 
-Next-item harness: a training sample is (history, next item). The encoder reads the
+Next-item harness: a training sample is (history, next item), by `--sampling prefixes` (the model keeps
+it: it reads a history as a set, through a dense [n_items → 600] layer, so a window's targets share no
+work). The encoder reads the
 history's multi-hot; the items to reconstruct (x in L_mult) are the history PLUS the
 target, so the target is one of the "held" items the model must put mass on, and
 the history alone is what it sees (the paper's fold-in: observed items in,

@@ -27,9 +27,15 @@ Differences from the official code:
   against one uniform negative, with pads masked. The official sampler redraws a negative
   that is anywhere in the user's sequence; here negatives are drawn uniformly from the
   items absent from the row's history and target.
-- Samples come from the harness: one (history, next item) pair for every prefix (or
-  ComiRec's random cut). With `bce-all-positions` an early position is therefore trained
-  once per later prefix; the official code draws one whole sequence per user per batch.
+- Samples come from the harness. By default (`--sampling windows`) a sample is a window of
+  max_len items whose last s positions are targets, all scored from one causal pass as the
+  official code scores every position of a sequence; the official code draws one whole
+  sequence per user per batch, ours cuts each sequence into stretches of s targets so an
+  epoch visits every (user, position) once, and a target sees the window's items before
+  it (at least max_len - s + 1) at the positions the window gives them. `bce-all-positions`
+  is then the official objective itself: BCE of each target against one negative. Under
+  `--sampling prefixes` (one (history, next item) pair a pass, the committed runs' and
+  RecBole's) `bce-all-positions` trains an early position once per later prefix.
 - Pads are masked as attention keys, as in the authors' TensorFlow code (the PyTorch port
   lets the zeroed pads take softmax mass). A user's vector then depends on its items only,
   not on how much padding precedes them.
@@ -180,9 +186,13 @@ class SASRec(Recommender):
     def item_vectors(self) -> torch.Tensor:
         return self.item_emb.weight[:self.n_items]
 
+    takes_windows = True
+
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         out = self.sequence_outputs(batch.hist)  # [B, L, d]
         kind = self.config.loss_kind
+        if batch.windowed:
+            return self.window_loss(out, batch)
         if kind in ("ssm", "ce"):
             loss = softmax_loss(out[:, -1], self.item_vectors(), batch.target, self.config, kind)
             return {"loss": loss, f"L_{kind}": loss}
@@ -190,4 +200,22 @@ class SASRec(Recommender):
         negatives = negatives_outside_rows(row_items, self.n_items, batch.hist.shape[1])
         l_pos, l_neg = bce_all_positions(out, self.item_emb.weight, batch.hist, batch.target, negatives,
                                          self.pad_id)
+        return {"loss": l_pos + l_neg, "L_bce_pos": l_pos, "L_bce_neg": l_neg}
+
+    def window_loss(self, out: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        """A windows batch: every target scored from the causal output at its column (out [B, L, d]), one
+        pass for the window; bce-all-positions is then the official objective itself, each target against one
+        negative drawn outside its row's items."""
+        row, column, target = batch.window_targets()
+        user = out[row, column]  # [N, d]
+        kind = self.config.loss_kind
+        if kind in ("ssm", "ce"):
+            loss = softmax_loss(user, self.item_vectors(), target, self.config, kind)
+            return {"loss": loss, f"L_{kind}": loss}
+        row_items = torch.cat([batch.hist, batch.target], dim=1)[row]  # [N, L+s]
+        negatives = negatives_outside_rows(row_items, self.n_items, 1)[:, 0]  # [N]
+        table = self.item_emb.weight
+        pos_logits, neg_logits = (user * table[target]).sum(-1), (user * table[negatives]).sum(-1)
+        l_pos = F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits))
+        l_neg = F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits))
         return {"loss": l_pos + l_neg, "L_bce_pos": l_pos, "L_bce_neg": l_neg}
