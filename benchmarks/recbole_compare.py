@@ -16,7 +16,9 @@ Measured, interleaved ours / RecBole, model by model:
 
 What still differs (no flag of either library closes it): RecBole's Transformer block is post-norm (layer norm
 after each residual), ours pre-norm as the official SASRec; the two draw their own random initialisations and
-shuffles. Alike: an epoch visits every training prefix once in shuffled order, and both rank already-seen items.
+shuffles. Alike: an epoch visits every training prefix once in shuffled order (ours with `--sampling prefixes`,
+RecBole's prefix augmentation), and both rank already-seen items. Beside them, speed only: ours with `--sampling
+windows` (our default since sequence-level training), every position of a window a target, one pass a window.
 
 RecBole is not a dependency of this project: it needs numpy < 2 and setuptools < 70, so it lives in its own
 environment that borrows this one's torch:
@@ -139,12 +141,15 @@ def recbole_worker(model: str, steps: int, data_dir: str, seed: int, score: bool
 
 # ----- our side --------------------------------------------------------------------------------------------
 
-def ours(model: str, steps: int, data_dir: str, seed: int, score: bool) -> dict:
+def ours(model: str, steps: int, data_dir: str, seed: int, score: bool, sampling: str = "prefixes") -> dict:
+    """Our run of `steps` batches; `prefixes` is RecBole's own sampling (prefix augmentation, one target a pass),
+    `windows` ours (every position of a window a target, one pass a window; a batch still holds about 256 targets).
+    samples_per_s counts training targets either way."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         argv = [sys.executable, "-m", "dimerec", "train", "--model", model, "--dataset", "ml-1m", "--data-dir",
                 data_dir, "--protocol", "loo", "--seed", str(seed), "--max-steps", str(steps), "--eval-every",
-                str(10 * steps + 1), "--out", out, "--quiet", *our_flags(model)]
+                str(10 * steps + 1), "--out", out, "--quiet", "--sampling", sampling, *our_flags(model)]
         if not score:
             argv += ["--final-max-rows", "1", "--no-read-test"]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -152,8 +157,9 @@ def ours(model: str, steps: int, data_dir: str, seed: int, score: bool) -> dict:
         metrics = json.loads((Path(out) / "metrics.json").read_text())
     wall = time.perf_counter() - started
     train_seconds = 60 * metrics["train_minutes"]
-    result = {"library": "DimeRec Explorer", "model": model, "steps": metrics["steps"],
-              "samples_per_s": metrics["steps"] * BATCH / train_seconds, "setup_and_scoring_s": wall - train_seconds}
+    targets = metrics["epochs_trained"] * metrics["targets_per_epoch"]  # what the steps trained, windows or not
+    result = {"library": "DimeRec Explorer", "model": model, "sampling": sampling, "steps": metrics["steps"],
+              "samples_per_s": targets / train_seconds, "setup_and_scoring_s": wall - train_seconds}
     if score:
         result.update({key: metrics["test"][key] for key in ("HR@10", "NDCG@10", "HR@50")})
     return result
@@ -174,12 +180,15 @@ def write_report(report: dict, out: Path) -> None:
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     lines = ["# Our SASRec and GRU4Rec beside RecBole 1.2.1 (ML-1M, leave-one-out, equal settings)", "",
              f"Command: `{report['command']}`", "", report["settings"], "", report["differences"], "",
-             "| model | ours samples/s | RecBole samples/s | ratio | ours HR@10 | RecBole HR@10 | ours NDCG@10 | "
-             "RecBole NDCG@10 | ours HR@50 | RecBole HR@50 |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | ours samples/s | RecBole samples/s | ratio | ours, windows, targets/s | ratio | ours HR@10 | "
+             "RecBole HR@10 | ours NDCG@10 | RecBole NDCG@10 | ours HR@50 | RecBole HR@50 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for model, row in report["models"].items():
         q = row.get("quality", {})
         cells = [f"{row['ours_samples_per_s']:.0f}", f"{row['recbole_samples_per_s']:.0f}",
                  f"{row['speed_ratio']:.2f}×"]
+        cells += ([f"{row['ours_windows_samples_per_s']:.0f}", f"{row['windows_speed_ratio']:.2f}×"]
+                  if "ours_windows_samples_per_s" in row else ["—", "—"])  # reports written before windows
         for key in ("HR@10", "NDCG@10", "HR@50"):
             cells += [f"{100 * q[side][key]:.2f}" if side in q else "—" for side in ("ours", "recbole")]
         lines.append(f"| {MODELS[model]} | " + " | ".join(cells) + " |")
@@ -228,15 +237,19 @@ def main() -> int:
               "differences": __doc__.split("\n\n")[4].replace("\n", " "), "models": {}}
     loads = []
     for model in models:
-        speeds = {"ours": [], "recbole": []}
-        for _ in range(args.rounds):  # interleaved, so both sides see the same load
+        speeds = {"ours": [], "recbole": [], "ours_windows": []}
+        for _ in range(args.rounds):  # interleaved, so all three see the same load
             speeds["ours"].append(ours(model, args.speed_steps, args.data_dir, args.seed, False)["samples_per_s"])
             speeds["recbole"].append(recbole(args.recbole_python, model, args.speed_steps, args.data_dir, args.seed,
                                              False)["samples_per_s"])
+            speeds["ours_windows"].append(ours(model, args.speed_steps, args.data_dir, args.seed, False,
+                                               "windows")["samples_per_s"])
             loads.append(os.getloadavg()[0])
         row = {"ours_samples_per_s": statistics.median(speeds["ours"]),
-               "recbole_samples_per_s": statistics.median(speeds["recbole"]), "rounds": speeds}
+               "recbole_samples_per_s": statistics.median(speeds["recbole"]),
+               "ours_windows_samples_per_s": statistics.median(speeds["ours_windows"]), "rounds": speeds}
         row["speed_ratio"] = row["ours_samples_per_s"] / row["recbole_samples_per_s"]
+        row["windows_speed_ratio"] = row["ours_windows_samples_per_s"] / row["recbole_samples_per_s"]
         if model in scored:
             row["quality"] = {"ours": ours(model, args.steps, args.data_dir, args.seed, True),
                               "recbole": recbole(args.recbole_python, model, args.steps, args.data_dir, args.seed,

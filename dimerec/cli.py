@@ -115,8 +115,8 @@ def cmd_bench(args) -> None:
 def cmd_reproduce(args, argv: list[str]) -> None:
     from dimerec.reproduce import reproduce
 
-    check_positive(args, "seeds", "max_minutes", "max_steps", "valid_max_rows", "final_max_rows", "tune_minutes",
-                   "analysis_rows")
+    check_positive(args, "seeds", "max_epochs", "patience", "max_minutes", "max_steps", "valid_max_rows",
+                   "final_max_rows", "tune_minutes", "analysis_rows")
     if args.quick:  # the small budget: one seed, 60 steps per run (seconds), small validation samples; the clock
         # is a backstop far above 60 steps' time, so a busy machine still trains the same 60 steps
         args.max_minutes, args.max_steps, args.valid_max_rows = 2.0, 60, 300
@@ -124,7 +124,8 @@ def cmd_reproduce(args, argv: list[str]) -> None:
     args.seeds = args.seeds or (1 if args.quick else 3)
     extra = ["--valid-max-rows", str(args.valid_max_rows)] if args.valid_max_rows else []
     path = reproduce(args.name, args.dataset, args.seeds, data_dir=args.data_dir, max_minutes=args.max_minutes,
-                     max_steps=args.max_steps, final_max_rows=args.final_max_rows, root=Path(args.runs),
+                     max_steps=args.max_steps, final_max_rows=args.final_max_rows, max_epochs=args.max_epochs,
+                     patience=args.patience, root=Path(args.runs),
                      out_dir=Path(args.results), extra_flags=extra, tune_grid=args.tune,
                      tune_minutes=args.tune_minutes, analysis_rows=args.analysis_rows,
                      command="python -m dimerec " + shlex.join(argv),
@@ -184,9 +185,14 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--data-dir", help=data_dir_help)
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: 3; 1 with --quick)")
-    p.add_argument("--max-minutes", type=float, default=10.0,
-                   help="training budget of every run, wall clock (default: 10); a finished run that stopped "
-                        "before its own clock is reused under a longer one")
+    p.add_argument("--max-epochs", type=int, default=50,
+                   help="every run trains at most this many epochs (passes over its training targets), validated "
+                        "after each, and stops early after --patience epochs without a better validation HR@50 "
+                        "(default: 50)")
+    p.add_argument("--patience", type=int, default=5, help="early stopping's patience, in validations (default: 5)")
+    p.add_argument("--max-minutes", type=float, default=240.0,
+                   help="safety net: the wall clock of every run's training (default: 240); a finished run that "
+                        "stopped before its own clock is reused under a longer one")
     p.add_argument("--max-steps", type=int,
                    help="also cap every run at this many steps: the same budget on a busy or a quiet machine")
     p.add_argument("--valid-max-rows", type=int, default=20000,

@@ -44,6 +44,7 @@ def test_the_report_states_each_ratio_and_leaves_unscored_cells_empty(tmp_path):
     report = {"command": "python benchmarks/recbole_compare.py", "settings": "s", "differences": "d",
               "load_average": "2.0–3.0", "models": {
                   "sasrec": {"ours_samples_per_s": 500.0, "recbole_samples_per_s": 400.0, "speed_ratio": 1.25,
+                             "ours_windows_samples_per_s": 4000.0, "windows_speed_ratio": 10.0,
                              "rounds": {"ours": [500.0, 600.0], "recbole": [400.0, 300.0]},
                              "quality": {"ours": {"HR@10": 0.15, "NDCG@10": 0.07, "HR@50": 0.4, "steps": 2000,
                                                   "samples_per_s": 450.0},
@@ -53,8 +54,9 @@ def test_the_report_states_each_ratio_and_leaves_unscored_cells_empty(tmp_path):
                               "rounds": {"ours": [900.0], "recbole": [1000.0]}}}}
     compare.write_report(report, tmp_path / "out")
     lines = (tmp_path / "out.md").read_text().splitlines()
-    assert "| SASRec | 500 | 400 | 1.25× | 15.00 | 16.00 | 7.00 | 7.50 | 40.00 | 41.00 |" in lines
-    assert "| GRU4Rec | 900 | 1000 | 0.90× | — | — | — | — | — | — |" in lines
+    assert "| SASRec | 500 | 400 | 1.25× | 4000 | 10.00× | 15.00 | 16.00 | 7.00 | 7.50 | 40.00 | 41.00 |" in lines
+    # a report written before windows (the committed one) has no windows cells
+    assert "| GRU4Rec | 900 | 1000 | 0.90× | — | — | — | — | — | — | — | — |" in lines
     assert "- SASRec: ours/RecBole per round 1.25×, 2.00×; over the 2000-batch quality runs" in "\n".join(lines)
     assert "ours 450 and RecBole 500 samples/s (0.90×)." in "\n".join(lines)
     assert "- GRU4Rec: ours/RecBole per round 0.90×." in lines

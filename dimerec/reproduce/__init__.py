@@ -34,7 +34,8 @@ __all__ = ["reproduce", "DESCRIPTIONS", "DIFFUSION_GROUPS", "EXPERIMENTS", "OURS
 
 
 def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_minutes: float,
-              max_steps: int | None = None, final_max_rows: int | None = None, root: Path = Path("runs/reproduce"),
+              max_steps: int | None = None, final_max_rows: int | None = None, max_epochs: int | None = None,
+              patience: int | None = None, root: Path = Path("runs/reproduce"),
               out_dir: Path = Path("results"),
               extra_flags: list[str] | None = None, tune_grid: bool = False,
               tune_minutes: float | None = None, analysis_rows: int | None = None,
@@ -70,9 +71,9 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
         flags = " and ".join(f"`{f}`" for f, given in (("--skip-models", skip_models), ("--skip-runs", skip_runs))
                              if given)
         sections = [f"Not run ({flags}): {', '.join(skipped)}.", ""]
-    budget = Budget(max_minutes, max_steps, final_max_rows)
+    budget = Budget(max_minutes, max_steps, final_max_rows, max_epochs, patience)
     if tune_grid:
-        tune_budget = Budget(tune_minutes or max_minutes, max_steps, final_max_rows)
+        tune_budget = Budget(tune_minutes or max_minutes, max_steps, final_max_rows, max_epochs, patience)
         chosen, trials = tune(specs, dataset, data_dir=data_dir, root=root / "tuned", budget=tune_budget,
                               extra_flags=extra_flags)
         if tune_budget == budget:

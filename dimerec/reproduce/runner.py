@@ -34,33 +34,44 @@ def _train(argv: list[str], out: Path) -> None:
 
 @dataclass
 class Budget:
-    """What every run of an experiment gets: minutes of wall clock, optionally a step cap, and the rows
-    its final metrics are computed on (all, or a seeded subsample shared by every model of a seed)."""
+    """What every run of an experiment gets: at most `epochs` passes over its training targets with early stopping
+    after `patience` validations (one an epoch) without a better HR@50, a wall clock as a safety net (`minutes`,
+    optionally a step cap), and the rows its final metrics are computed on (all, or a seeded subsample shared by
+    every model of a seed). `epochs` and `patience` None: the trainer's own (budgets written before epochs were)."""
     minutes: float
     steps: int | None = None
     final_rows: int | None = None
+    epochs: int | None = None
+    patience: int | None = None
 
     def scaled(self, factor: int) -> "Budget":
-        """The budget `factor` times as long (clock and step cap; the scored rows stay)."""
+        """The budget `factor` times as long (clock, step cap and epochs; the scored rows and patience stay)."""
         return self if factor == 1 else replace(self, minutes=self.minutes * factor,
-                                                steps=self.steps * factor if self.steps else None)
+                                                steps=self.steps * factor if self.steps else None,
+                                                epochs=self.epochs * factor if self.epochs else None)
 
     def flags(self) -> list[str]:
-        return (["--max-minutes", str(self.minutes)] + (["--max-steps", str(self.steps)] if self.steps else [])
+        return ((["--max-epochs", str(self.epochs)] if self.epochs else [])
+                + (["--patience", str(self.patience)] if self.patience else [])
+                + ["--max-minutes", str(self.minutes)] + (["--max-steps", str(self.steps)] if self.steps else [])
                 + (["--final-max-rows", str(self.final_rows)] if self.final_rows else []))
 
     def __str__(self) -> str:
-        text = f"trained for at most {self.minutes:g} minutes" + (f" and {self.steps} steps" if self.steps else "")
+        text = (f"trained for at most {self.epochs} epochs, stopped after {self.patience or 'the default'} "
+                f"validations without a better HR@50, within " if self.epochs else "trained for at most ")
+        text += f"{self.minutes:g} minutes" + (f" and {self.steps} steps" if self.steps else "")
         return text + (f", scored on {self.final_rows} sampled rows" if self.final_rows else "")
 
     def check(self, out: Path) -> None:
         """A finished run is reused only if this budget would train it the same (a served run: its source's):
-        the same step cap and scored rows, and the same wall clock, or a longer one where the run stopped before
-        its clock ran out (then it stopped on its steps or on validation, and a longer clock trains it identically)."""
+        the same epochs, patience, step cap and scored rows, and the same wall clock, or a longer one where the run
+        stopped before its clock ran out (then it stopped on its steps, epochs or on validation, and a longer clock
+        trains it identically)."""
         if not (out / "config.json").exists():
             out = Path(json.loads((out / "metrics.json").read_text())["served_from"])
         used = json.loads((out / "config.json").read_text())["train_config"]
-        had = Budget(used.get("max_minutes"), used.get("max_steps"), used.get("final_max_rows"))
+        had = Budget(used.get("max_minutes"), used.get("max_steps"), used.get("final_max_rows"),
+                     used.get("max_epochs") if self.epochs else None, used.get("patience") if self.patience else None)
         trained_minutes = json.loads((out / "metrics.json").read_text())["train_minutes"]
         longer_clock = had.minutes is not None and (self.minutes is None or self.minutes > had.minutes)
         stopped_before_clock = had.minutes is None or trained_minutes < had.minutes

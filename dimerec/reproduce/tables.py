@@ -23,7 +23,8 @@ def summarize(results: list[dict]) -> tuple[pd.DataFrame, str]:
     for label, group in pd.DataFrame(results).groupby("label", sort=False):
         tests = pd.DataFrame(list(group["test"]))
         row = {"model": label, "role": group["role"].iloc[0], "seeds": len(group),
-               "train_minutes": float(group["train_minutes"].mean()), "steps": float(group["steps"].mean())}
+               "train_minutes": float(group["train_minutes"].mean()), "steps": float(group["steps"].mean()),
+               **training_length(group)}
         for key in REPORTED:
             row[key] = 100 * tests[key].mean()
             row[f"{key} std"] = 100 * tests[key].std(ddof=1) if len(tests) > 1 else 0.0
@@ -43,6 +44,16 @@ def summarize(results: list[dict]) -> tuple[pd.DataFrame, str]:
             note = (f"Paired t-test over {n} seeds, test HR@50, {ours['model'].iloc[0]} vs {best}: "
                     f"mean difference {100 * (x - y):+.2f} points, p = {p:.3g}.")
     return table, note
+
+
+def training_length(group: pd.DataFrame) -> dict:
+    """The epochs a row's runs trained (mean) and how many stopped early, their validation HR@50 no longer rising
+    (patience); runs written before either was recorded give NaN and None."""
+    epochs = group["epochs_trained"] if "epochs_trained" in group else pd.Series(dtype=float)
+    stopped = group["stopped_by"] if "stopped_by" in group else pd.Series(dtype=object)
+    recorded = stopped.notna().sum()
+    return {"epochs": float(epochs.mean()) if epochs.notna().any() else np.nan,
+            "plateaued": f"{int((stopped == 'patience').sum())}/{len(group)}" if recorded == len(group) else None}
 
 
 def paired(frame: pd.DataFrame, a_label: str, b_label: str, key: str) -> tuple[float, float, float, int]:
@@ -74,6 +85,9 @@ def metric_lines(table: pd.DataFrame) -> list[str]:
         cells[key] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(table[key], table[f"{key} std"])]
     cells["train min"] = [f"{v:.1f}" for v in table["train_minutes"]]
     cells["steps"] = [f"{v:.0f}" for v in table["steps"]]
+    if table["plateaued"].notna().any():  # runs that record their epochs and why they stopped
+        cells["epochs"] = ["—" if np.isnan(v) else f"{v:.1f}" for v in table["epochs"]]
+        cells["plateaued"] = [v or "—" for v in table["plateaued"]]
     return markdown_table(cells)
 
 
@@ -108,7 +122,8 @@ def write_outputs(name: str, dataset: str, results: list[dict], table: pd.DataFr
     lines = [f"# {name} on {dataset}: {DESCRIPTIONS[name]}", "",
              f"Test split, {protocol} protocol, already-seen items {'masked' if results[0]['mask_seen'] else 'kept'}; "
              f"values in %, mean ± std over seeds; each run {budget}, "
-             f"selected on validation HR@50.{settings}", *device_note(results), "", f"Command: `{command}`", "",
+             f"selected on validation HR@50.{settings}", *device_note(results), *sampling_note(results), "",
+             f"Command: `{command}`", "",
              *sections]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     if figure is not None:
@@ -130,6 +145,26 @@ def device_note(results: list[dict]) -> list[str]:
     return [line for device, labels in devices.items() for line in (
         "", f"Trained with `--device {device}` (a GPU): {', '.join(sorted(labels))}; their train min is GPU time, "
             f"and a CPU rerun of the same seed gives other numbers (float rounding changes the training path).")]
+
+
+def sampling_note(results: list[dict]) -> list[str]:
+    """A line saying how each row's runs drew their training samples (config.json's --sampling): windows (every
+    position of a window a target, one pass a window) or prefixes (one target a pass); MostPopular trains nothing."""
+    by_sampling: dict[str, set[str]] = {}
+    for r in results:
+        config = trained_run(r) / "config.json"
+        if not config.exists():
+            continue
+        train_config = json.loads(config.read_text())["train_config"]
+        if r.get("model") == "pop":
+            continue
+        by_sampling.setdefault(train_config.get("sampling") or "prefixes", set()).add(r["label"])
+    if not by_sampling:
+        return []
+    parts = [f"{sampling} ({', '.join(sorted(labels))})" for sampling, labels in sorted(by_sampling.items())]
+    return ["", "Training samples (`--sampling`): " + "; ".join(parts) + ". windows: every position of a window a "
+            "target, one pass a window; prefixes: one (history, next item) pair a pass (DiffuRec and MultVAE "
+            "always: their passes cannot be shared between targets)."]
 
 
 def section_metrics(name, dataset, results, table, note, **_):
