@@ -39,6 +39,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str) -> None
         help_text = f.metadata.get("help", "")
         if "default:" not in help_text:
             help_text = f"{help_text} (default: {default})".lstrip()
+        if "range" in f.metadata:
+            help_text = f"{help_text}; {f.metadata['range']}"
         if kind is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                help=help_text)
@@ -93,8 +95,10 @@ def train_from_args(args: argparse.Namespace, model_cls, argv: list[str]) -> tup
         raise DimeRecError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                            f"or choose another --out")
     settings = settings_from_args(args, TrainConfig, model_cls.Config)
-    # every setting and the data are checked before --overwrite deletes anything
+    # every setting (the training's and the model's) and the data are checked before anything is written or
+    # --overwrite deletes anything
     cfg = TrainConfig(**{f.name: settings[f.name] for f in dataclasses.fields(TrainConfig)})
+    model_cls.Config(**{f.name: settings[f.name] for f in dataclasses.fields(model_cls.Config)})
     data = load_dataset(args.dataset, args.data_dir, seed=cfg.split_seed, split=cfg.split)  # planted: follows the seed
     check_splittable(data, cfg.split_seed, cfg.split)
     from dimerec.distributed import rank

@@ -25,8 +25,7 @@ from dimerec import distributed
 from dimerec.data.dataset import Sampling, SeqDataset, Split, TrainSampler, UserSplit
 from dimerec.errors import DataError, DimeRecError, TrainingDiverged
 from dimerec.evaluate import Protocol, evaluate, step_metrics
-from dimerec.models.base import Batch, Recommender, option
-from dimerec.errors import check_choices
+from dimerec.models.base import Batch, Recommender, Settings, option
 from dimerec.retrieval import RetrieverKind, make_retriever
 from dimerec.runs import (  # noqa: F401  (load_run, load_checkpoint: importable from here as before)
     LossLog, check_fingerprint, checkpoint_payload, load_checkpoint, load_run, save_atomic, truncate_log,
@@ -34,20 +33,24 @@ from dimerec.runs import (  # noqa: F401  (load_run, load_checkpoint: importable
 
 
 @dataclass
-class TrainConfig:
-    lr: float = option(0.005, "Adam learning rate (the paper's for every model, §5.1.4)")
-    batch_size: int = option(256, "training batch size (the paper's)")
-    max_epochs: int = option(50, "at most this many passes over the training samples")
-    patience: int = option(3, "stop after this many validations without a better HR@50")
-    max_minutes: float | None = option(None, "wall-clock budget of training (validation excluded)")
-    max_steps: int | None = option(None, "step budget of training: unlike --max-minutes, the same on any machine")
-    eval_every: int | None = option(None, "steps between validations (default: one epoch)")
+class TrainConfig(Settings):
+    lr: float = option(0.005, "Adam learning rate (the paper's for every model, §5.1.4)", above=0)
+    batch_size: int = option(256, "training batch size (the paper's)", at_least=1)
+    max_epochs: int = option(50, "at most this many passes over the training samples", at_least=1)
+    patience: int = option(3, "stop after this many validations without a better HR@50", at_least=1)
+    max_minutes: float | None = option(None, "wall-clock budget of training (validation excluded)",
+                                       above=0)
+    max_steps: int | None = option(None, "step budget of training: unlike --max-minutes, the same on any machine",
+                                   at_least=1)
+    eval_every: int | None = option(None, "steps between validations (default: one epoch)", at_least=1)
     checkpoint_every: int | None = option(None, "also write last.pt and flush losses.csv/valid.csv every this many "
                                                 "steps, so --resume loses less and a watcher sees progress "
-                                                "(default: at each validation only)")
-    valid_max_rows: int | None = option(None, "validate on a seeded subsample of this many rows while training")
+                                                "(default: at each validation only)", at_least=1)
+    valid_max_rows: int | None = option(None, "validate on a seeded subsample of this many rows while training",
+                                        at_least=1)
     final_max_rows: int | None = option(None, "final valid/test metrics on a seeded subsample of this many rows "
-                                              "(the same rows for every model of a seed; default: all rows)")
+                                              "(the same rows for every model of a seed; default: all rows)",
+                                        at_least=1)
     sampling: Sampling = option("prefixes", "training samples: every prefix of each sequence, or ComiRec's random cut")
     protocol: Protocol = option("next-item", "evaluation protocol (SPEC §2); loo: RecBole's leave-one-out, every user "
                                              "trains on all but its last two items (validated on the second-to-last, "
@@ -59,8 +62,9 @@ class TrainConfig:
     retriever_params: str | None = option(None, "faiss-ivf: nlist=N,nprobe=N (default: 4·sqrt(items) cells, 64 "
                                                 "probed); faiss-hnsw: M=N,efConstruction=N,efSearch=N "
                                                 "(default: 32, 80, 256)")
-    seed: int = option(0, "seed of initialisation, sampling and evaluation noise")
-    split_seed: int = option(0, "seed of the 8:1:1 user split and of the planted world (fixed across training seeds)")
+    seed: int = option(0, "seed of initialisation, sampling and evaluation noise", at_least=0)
+    split_seed: int = option(0, "seed of the 8:1:1 user split and of the planted world (fixed across training seeds)",
+                             at_least=0)
     split: Split = option("random", "users split 8:1:1 by --split-seed, or `given`: the dataset's own parts "
                                     "(a DreamRec folder's train_data.df, val_data.df, test_data.df)")
     read_test: bool = option(True, "evaluate the best checkpoint on test at the end (--no-read-test for tuning runs)")
@@ -68,29 +72,9 @@ class TrainConfig:
                                 "numbers on one device, but a GPU's differ from the CPU's)")
 
     def __post_init__(self):
-        check_choices(self, sampling=Sampling, protocol=Protocol, retriever=RetrieverKind, split=Split)
-        for name, whole, low, strict in NUMERIC_BOUNDS:
-            value = getattr(self, name)
-            if value is None and name in OPTIONAL_NUMERIC:
-                continue
-            flag = f"--{name.replace('_', '-')}"
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise DimeRecError(f"{flag} must be a finite number; got {value!r}")
-            if whole and value != int(value):
-                raise DimeRecError(f"{flag} must be a whole number; got {value!r}")
-            if value <= low if strict else value < low:
-                raise DimeRecError(f"{flag} must be {'above' if strict else 'at least'} {low}; got {value!r}")
+        super().__post_init__()
         make_retriever(self.retriever, self.retriever_params)  # a bad parameter fails here, not at validation
         check_device(self.device)
-
-
-# (field, whole number?, bound, strict bound?): lr and max_minutes above 0, every count at least 1, seeds at least 0
-NUMERIC_BOUNDS = (("lr", False, 0, True), ("max_minutes", False, 0, True), ("batch_size", True, 1, False),
-                  ("max_epochs", True, 1, False), ("patience", True, 1, False), ("max_steps", True, 1, False),
-                  ("eval_every", True, 1, False), ("checkpoint_every", True, 1, False),
-                  ("valid_max_rows", True, 1, False), ("final_max_rows", True, 1, False),
-                  ("seed", True, 0, False), ("split_seed", True, 0, False))
-OPTIONAL_NUMERIC = ("max_minutes", "max_steps", "eval_every", "checkpoint_every", "valid_max_rows", "final_max_rows")
 
 
 def check_device(name: str) -> torch.device:
