@@ -94,6 +94,8 @@ def train_from_args(args: argparse.Namespace, model_cls, argv: list[str]) -> tup
     if (out / "config.json").exists() and not (args.resume or args.overwrite):
         raise DimeRecError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                            f"or choose another --out")
+    if args.resume and args.overwrite:
+        raise DimeRecError("--resume continues the run in --out and --overwrite deletes it: pass one of the two")
     settings = settings_from_args(args, TrainConfig, model_cls.Config)
     # every setting (the training's and the model's) and the data are checked before anything is written or
     # --overwrite deletes anything

@@ -28,8 +28,8 @@ from dimerec.evaluate import Protocol, evaluate, step_metrics
 from dimerec.models.base import Batch, Recommender, Settings, option
 from dimerec.retrieval import RetrieverKind, make_retriever
 from dimerec.runs import (  # noqa: F401  (load_run, load_checkpoint: importable from here as before)
-    LossLog, check_fingerprint, checkpoint_payload, load_checkpoint, load_run, save_atomic, truncate_log,
-    write_json_atomic)
+    LossLog, check_fingerprint, check_resumable, checkpoint_payload, discard_failed_start, load_checkpoint, load_run,
+    save_atomic, truncate_log, write_json_atomic)
 
 
 @dataclass
@@ -163,14 +163,21 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     out_dir = Path(out_dir)
     check_splittable(data, cfg.split_seed, cfg.split)  # before anything is written, as is reading last.pt
     last = None
-    if resume and model.trainable and (out_dir / "last.pt").exists():
+    if resume:
+        check_resumable(out_dir, model.trainable)
+    if resume and model.trainable:
         last = load_checkpoint(out_dir / "last.pt", ("model", "optimizer", "sampler", "torch_rng", "state"),
                                remedy="it cannot be resumed: train again without --resume, with --overwrite")
         check_fingerprint(data, cfg.split_seed,
                           {out_dir / "last.pt": json.loads(last.get("data_fingerprint") or "null")})
     ctx = distributed.start(cfg.device)  # under torchrun with N > 1: one of N data-parallel ranks
+    created = not out_dir.exists()
     try:
         return _train(model, data, cfg, out_dir, run_info, resume, progress, ctx, last)
+    except BaseException as err:  # a run is whole or absent: what the directory keeps is said with the error
+        if ctx.main:
+            err.add_note(discard_failed_start(out_dir, started=not resume, created=created))
+        raise
     finally:
         ctx.close()
 
@@ -390,8 +397,7 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
                     raise TrainingDiverged(
                         f"{', '.join(bad)} became {values[bad[0]]} at step {state['step'] + 1} "
                         f"(epoch {state['epoch']}); "
-                        f"lower --lr (now {cfg.lr}) or check the model's settings; best checkpoint so far "
-                        f"is kept in {out_dir}")
+                        f"lower --lr (now {cfg.lr}) or check the model's settings")
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 optimizer.step()
