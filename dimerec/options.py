@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import shlex
 import shutil
+import sys
 import types
 import typing
 from pathlib import Path
@@ -86,7 +87,7 @@ def add_train_arguments(p: argparse.ArgumentParser, model_name: str | None) -> N
 def train_from_args(args: argparse.Namespace, model_cls, argv: list[str]) -> tuple[dict, Path]:
     """`python -m dimerec train` once its flags are parsed: (metrics.json as a dict, the run directory)."""
     from dimerec.data import load_dataset
-    from dimerec.trainer import TrainConfig, check_splittable, train_model
+    from dimerec.trainer import TrainConfig, check_splittable, data_notes, train_model
 
     out = Path(args.out or f"runs/{args.model}-{args.dataset}-s{args.seed}")
     if out.exists() and not out.is_dir():
@@ -104,6 +105,9 @@ def train_from_args(args: argparse.Namespace, model_cls, argv: list[str]) -> tup
     data = load_dataset(args.dataset, args.data_dir, seed=cfg.split_seed, split=cfg.split)  # planted: follows the seed
     check_splittable(data, cfg.split_seed, cfg.split)
     from dimerec.distributed import rank
+
+    for note in data_notes(data, cfg.protocol, cfg.split_seed) if rank() == 0 else ():
+        print(f"note: {note}", file=sys.stderr)  # once, before training; config.json keeps them
 
     if args.overwrite and out.exists() and rank() == 0:  # under torchrun, rank 0 alone writes the run directory
         shutil.rmtree(out)

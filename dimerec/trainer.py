@@ -121,6 +121,23 @@ def protocol_data(data: SeqDataset, protocol: str, split_seed: int) -> ProtocolD
     return ProtocolData(UserSplit(everyone, everyone, everyone), without_last(data, 2), without_last(data, 1), data)
 
 
+def data_notes(data: SeqDataset, protocol: str, split_seed: int) -> list[str]:
+    """What is dropped or defaulted, counted: the reader's notes (items a .item file leaves without a category, ...)
+    and the users of each part whose sequence is too short for that part under `protocol`. The CLI says each once;
+    the run keeps them in config.json."""
+    views = protocol_data(data, protocol, split_seed)
+    held_out = {"training": 2, "validation": 1, "test": 0} if protocol == "loo" else {}  # items loo cuts off
+    notes = list(data.notes)
+    for part, users, view in (("training", views.split.train, views.train),
+                              ("validation", views.split.valid, views.valid), ("test", views.split.test, views.test)):
+        short = sum(len(view.sequences[u]) < 2 for u in users)
+        if short:
+            notes.append(f"--protocol {protocol}: {short} of the {len(users)} {part} users/sequences have fewer than "
+                         f"{2 + held_out.get(part, 0)} items, too few for a {part} "
+                         f"{'sample' if part == 'training' else 'row'}, and are left out of it")
+    return notes
+
+
 def check_splittable(data: SeqDataset, split_seed: int, split: str = "random") -> None:
     """A DataError unless the split (`split`, of `split_seed`) leaves each of train, validation and test a sequence
     of at least two items (one history item and one target): evaluating an empty part has no metrics."""
@@ -194,6 +211,7 @@ def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distribut
     config = {**(run_info or {}), "model": model.name, "dataset": data.name, "n_items": data.n_items,
               "max_len": data.max_len, "model_config": asdict(model.config), "train_config": asdict(cfg),
               "dataset_stats": data.stats(), "data_fingerprint": data.fingerprint(cfg.split_seed),
+              "data_notes": data_notes(data, cfg.protocol, cfg.split_seed),
               **({"distributed": ctx.describe(cfg.batch_size)} if ctx.world > 1 else {})}
     if ctx.main:
         write_json_atomic(config, out_dir / "config.json")
