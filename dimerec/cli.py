@@ -230,6 +230,12 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def with_notes(err: BaseException) -> str:
+    """An error's message and the notes added on its way up (the trainer's: what the run directory keeps), on one
+    line."""
+    return "; ".join([str(err), *getattr(err, "__notes__", [])])
+
+
 def main(argv: list[str] | None = None) -> int:
     from dimerec.models import MODELS
 
@@ -261,12 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "reproduce":
             cmd_reproduce(args, argv)
     except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {with_notes(err)}", file=sys.stderr)
         return 1
     except DimeRecError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {with_notes(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; the run directory keeps its last checkpoint (resume with --resume)", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print("; ".join(["interrupted", *getattr(err, "__notes__", [])]), file=sys.stderr)
         return 130
     return 0

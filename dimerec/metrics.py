@@ -19,6 +19,10 @@ TailPercentage@N     share of recommended slots that hold a long-tail item: the 
                      (ties by the lower id).
 
 Ties in scores are broken by the lower item id (`topk_items` sorts stably).
+
+A catalogue smaller than a cutoff N: the top-N list is the whole catalogue (its n_items items, fewer when seen items
+are masked), so @N is @n_items there: HR@50 on 10 items is HR@10, and NDCG@N's ideal counts at most that many hits.
+Every metric keeps its name and is defined for any catalogue of one or more items.
 """
 from __future__ import annotations
 
@@ -76,16 +80,24 @@ def pad_targets(targets: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def rank_metrics(topk: np.ndarray, targets: np.ndarray, cutoffs=CUTOFFS) -> dict[str, np.ndarray]:
-    """Per-row metrics. topk: [R, >=max(cutoffs)] ranked item ids; targets: [R, T] ids, -1 = none
-    (see `pad_targets`). Returns {"HR@N" | "Recall@N" | "NDCG@N": float array [R]}.
-    """
-    n_max = max(cutoffs)
-    topk = np.asarray(topk)[:, :n_max]
+def list_hits(topk: np.ndarray, targets: np.ndarray, cutoffs) -> np.ndarray:
+    """[R, width] bool: whether each slot of the ranked lists holds one of the row's targets. The lists are cut to
+    max(cutoffs) slots; shorter ones (a catalogue of fewer items) are the whole list (module docstring)."""
+    topk = np.asarray(topk)[:, :max(cutoffs)]
     targets = np.asarray(targets).reshape(len(topk), -1)
+    return (topk[:, :, None] == targets[:, None, :]).any(axis=2) & (topk >= 0)
+
+
+def rank_metrics(topk: np.ndarray, targets: np.ndarray, cutoffs=CUTOFFS) -> dict[str, np.ndarray]:
+    """Per-row metrics. topk: [R, max(cutoffs)] ranked item ids, or fewer columns when the catalogue holds fewer
+    items (then @N is @width); targets: [R, T] ids, -1 = none (see `pad_targets`). Returns {"HR@N" | "Recall@N" |
+    "NDCG@N": float array [R]}.
+    """
+    hits = list_hits(topk, targets, cutoffs)  # [R, width]
+    targets = np.asarray(targets).reshape(len(hits), -1)
     n_targets = np.maximum((targets >= 0).sum(axis=1), 1)
-    hits = (topk[:, :, None] == targets[:, None, :]).any(axis=2)  # [R, n_max]
-    discounts = 1.0 / np.log2(np.arange(2, n_max + 2))
+    width = max(hits.shape[1], 1)
+    discounts = 1.0 / np.log2(np.arange(2, width + 2))
     ideal_cum = np.cumsum(discounts)
     out = {}
     for n in cutoffs:
@@ -93,7 +105,8 @@ def rank_metrics(topk: np.ndarray, targets: np.ndarray, cutoffs=CUTOFFS) -> dict
         n_hits = h.sum(axis=1)
         out[f"HR@{n}"] = (n_hits > 0).astype(float)
         out[f"Recall@{n}"] = n_hits / n_targets
-        out[f"NDCG@{n}"] = (h * discounts[:n]).sum(axis=1) / ideal_cum[np.minimum(n_targets, n) - 1]
+        out[f"NDCG@{n}"] = ((h * discounts[:h.shape[1]]).sum(axis=1)
+                            / ideal_cum[np.minimum(n_targets, min(n, width)) - 1])
     return {f"{m}@{n}": out[f"{m}@{n}"] for m in ("HR", "Recall", "NDCG") for n in cutoffs}
 
 
@@ -103,10 +116,8 @@ def mean_metrics(per_row: dict[str, np.ndarray]) -> dict[str, float]:
 
 def reciprocal_ranks(topk: np.ndarray, targets: np.ndarray, cutoffs=CUTOFFS) -> dict[str, np.ndarray]:
     """Per-row MRR@N (same arguments as `rank_metrics`): 1 / rank of the first target in the top N, else 0."""
+    hits = list_hits(topk, targets, cutoffs)  # [R, width]
     n_max = max(cutoffs)
-    topk = np.asarray(topk)[:, :n_max]
-    targets = np.asarray(targets).reshape(len(topk), -1)
-    hits = (topk[:, :, None] == targets[:, None, :]).any(axis=2)  # [R, n_max]
     first = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, n_max + 1)  # 1-based rank; n_max + 1 = none
     return {f"MRR@{n}": np.where(first <= n, 1.0 / first, 0.0) for n in cutoffs}
 

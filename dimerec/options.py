@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import shlex
 import shutil
+import sys
 import types
 import typing
 from pathlib import Path
@@ -39,6 +40,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str) -> None
         help_text = f.metadata.get("help", "")
         if "default:" not in help_text:
             help_text = f"{help_text} (default: {default})".lstrip()
+        if "range" in f.metadata:
+            help_text = f"{help_text}; {f.metadata['range']}"
         if kind is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                help=help_text)
@@ -84,7 +87,7 @@ def add_train_arguments(p: argparse.ArgumentParser, model_name: str | None) -> N
 def train_from_args(args: argparse.Namespace, model_cls, argv: list[str]) -> tuple[dict, Path]:
     """`python -m dimerec train` once its flags are parsed: (metrics.json as a dict, the run directory)."""
     from dimerec.data import load_dataset
-    from dimerec.trainer import TrainConfig, check_splittable, train_model
+    from dimerec.trainer import TrainConfig, check_splittable, data_notes, train_model
 
     out = Path(args.out or f"runs/{args.model}-{args.dataset}-s{args.seed}")
     if out.exists() and not out.is_dir():
@@ -92,12 +95,19 @@ def train_from_args(args: argparse.Namespace, model_cls, argv: list[str]) -> tup
     if (out / "config.json").exists() and not (args.resume or args.overwrite):
         raise DimeRecError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                            f"or choose another --out")
+    if args.resume and args.overwrite:
+        raise DimeRecError("--resume continues the run in --out and --overwrite deletes it: pass one of the two")
     settings = settings_from_args(args, TrainConfig, model_cls.Config)
-    # every setting and the data are checked before --overwrite deletes anything
+    # every setting (the training's and the model's) and the data are checked before anything is written or
+    # --overwrite deletes anything
     cfg = TrainConfig(**{f.name: settings[f.name] for f in dataclasses.fields(TrainConfig)})
+    model_cls.Config(**{f.name: settings[f.name] for f in dataclasses.fields(model_cls.Config)})
     data = load_dataset(args.dataset, args.data_dir, seed=cfg.split_seed, split=cfg.split)  # planted: follows the seed
     check_splittable(data, cfg.split_seed, cfg.split)
     from dimerec.distributed import rank
+
+    for note in data_notes(data, cfg.protocol, cfg.split_seed) if rank() == 0 else ():
+        print(f"note: {note}", file=sys.stderr)  # once, before training; config.json keeps them
 
     if args.overwrite and out.exists() and rank() == 0:  # under torchrun, rank 0 alone writes the run directory
         shutil.rmtree(out)

@@ -9,6 +9,9 @@ A run directory holds
   last.pt            model, optimizer, sampler and RNG state for --resume
   metrics.json       validation and test metrics of the best checkpoint (test read once)
   step_metrics.json  models that denoise: x̂0's metrics after every reverse step, on validation
+
+A run directory is whole or absent: a run that fails before its first checkpoint leaves nothing
+(`discard_failed_start`); one that fails later keeps its last checkpoint, which --resume continues.
 """
 from __future__ import annotations
 
@@ -26,6 +29,9 @@ from dimerec.models.base import Recommender
 RUN_FILES = ("config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json", "step_metrics.json")
 
 
+WRITTEN_FILES = (*RUN_FILES, "last.pt")  # everything a run writes (and each one's .tmp while it is written)
+
+
 def finished(out: Path) -> bool:
     """Whether the run in `out` has finished (its metrics.json is written last)."""
     return (Path(out) / "metrics.json").exists()
@@ -41,6 +47,39 @@ def discover_runs(*roots: Path, max_depth: int = 4) -> dict[Path, Path]:
                 if len(config.relative_to(root).parts) <= max_depth:
                     found.setdefault(config.parent.relative_to(root), config.parent)
     return found
+
+
+def check_resumable(out: Path, needs_checkpoint: bool) -> None:
+    """A one-line DimeRecError unless `out` holds a run that --resume can continue: its config.json and, for a
+    model that trains (`needs_checkpoint`), the last.pt it continues from."""
+    out = Path(out)
+    if not (out / "config.json").is_file():
+        what = "does not exist" if not out.exists() else "holds no run (no config.json)"
+        raise DimeRecError(f"--resume: {out} {what}, so there is no run to continue; train without --resume to "
+                           f"start one there")
+    if needs_checkpoint and not (out / "last.pt").is_file():
+        raise DimeRecError(f"--resume: {out} has no last.pt (its run wrote no checkpoint), so there is nothing to "
+                           f"continue; train it again with --overwrite")
+
+
+def has_checkpoint(out: Path) -> bool:
+    return (Path(out) / "best.pt").is_file() or (Path(out) / "last.pt").is_file()
+
+
+def discard_failed_start(out: Path, *, started: bool, created: bool) -> str:
+    """After a run in `out` failed: what became of its directory, in words. A run with a checkpoint, or one this
+    call did not start (--resume), keeps it, and --resume continues it; one that this call `started` and that failed
+    before its first checkpoint has the files it wrote removed, and the folder too when the run `created` it and
+    nothing else is in it, so no half-written run is left behind."""
+    out = Path(out)
+    if has_checkpoint(out) or not started:
+        return f"{out} keeps its last checkpoint: continue the run with --resume --out {out}"
+    for name in WRITTEN_FILES:
+        for path in (out / name, out / (name + ".tmp")):
+            path.unlink(missing_ok=True)
+    if created and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    return f"it failed before its first checkpoint, so nothing of it is kept in {out}"
 
 
 def save_atomic(obj, path: Path) -> None:

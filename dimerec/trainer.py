@@ -25,35 +25,39 @@ from dimerec import distributed
 from dimerec.data.dataset import Sampling, SeqDataset, Split, TrainSampler, UserSplit, default_window_targets
 from dimerec.errors import DataError, DimeRecError, TrainingDiverged
 from dimerec.evaluate import Protocol, evaluate, step_metrics
-from dimerec.models.base import Batch, Recommender, option
-from dimerec.errors import check_choices
+from dimerec.models.base import Batch, Recommender, Settings, option
 from dimerec.retrieval import RetrieverKind, make_retriever
 from dimerec.runs import (  # noqa: F401  (load_run, load_checkpoint: importable from here as before)
-    LossLog, check_fingerprint, checkpoint_payload, load_checkpoint, load_run, save_atomic, truncate_log,
-    write_json_atomic)
+    LossLog, check_fingerprint, check_resumable, checkpoint_payload, discard_failed_start, load_checkpoint, load_run,
+    save_atomic, truncate_log, write_json_atomic)
 
 
 @dataclass
-class TrainConfig:
-    lr: float = option(0.005, "Adam learning rate (the paper's for every model, §5.1.4)")
-    batch_size: int = option(256, "training batch size (the paper's)")
-    max_epochs: int = option(50, "at most this many passes over the training samples")
-    patience: int = option(3, "stop after this many validations without a better HR@50")
-    max_minutes: float | None = option(None, "wall-clock budget of training (validation excluded)")
-    max_steps: int | None = option(None, "step budget of training: unlike --max-minutes, the same on any machine")
-    eval_every: int | None = option(None, "steps between validations (default: one epoch)")
+class TrainConfig(Settings):
+    lr: float = option(0.005, "Adam learning rate (the paper's for every model, §5.1.4)", above=0)
+    batch_size: int = option(256, "training batch size (the paper's)", at_least=1)
+    max_epochs: int = option(50, "at most this many passes over the training samples", at_least=1)
+    patience: int = option(3, "stop after this many validations without a better HR@50", at_least=1)
+    max_minutes: float | None = option(None, "wall-clock budget of training (validation excluded)",
+                                       above=0)
+    max_steps: int | None = option(None, "step budget of training: unlike --max-minutes, the same on any machine",
+                                   at_least=1)
+    eval_every: int | None = option(None, "steps between validations (default: one epoch)", at_least=1)
     checkpoint_every: int | None = option(None, "also write last.pt and flush losses.csv/valid.csv every this many "
                                                 "steps, so --resume loses less and a watcher sees progress "
-                                                "(default: at each validation only)")
-    valid_max_rows: int | None = option(None, "validate on a seeded subsample of this many rows while training")
+                                                "(default: at each validation only)", at_least=1)
+    valid_max_rows: int | None = option(None, "validate on a seeded subsample of this many rows while training",
+                                        at_least=1)
     final_max_rows: int | None = option(None, "final valid/test metrics on a seeded subsample of this many rows "
-                                              "(the same rows for every model of a seed; default: all rows)")
+                                              "(the same rows for every model of a seed; default: all rows)",
+                                        at_least=1)
     sampling: Sampling | None = option(
         None, "training samples: windows = stretches of a sequence whose every position is a target, a window "
               "scored in one pass; prefixes = one (history, next item) pair a pass; random-cut = ComiRec's "
               "random cut (default: windows for a model that takes them, prefixes for DiffuRec and MultVAE)")
     window_targets: int | None = option(None, "targets per window of --sampling windows, 1..max_len: each sees at "
-                                              "least max_len - s + 1 earlier items (default: half of max_len)")
+                                              "least max_len - s + 1 earlier items (default: half of max_len)",
+                                        at_least=1)
     protocol: Protocol = option("next-item", "evaluation protocol (SPEC §2); loo: RecBole's leave-one-out, every user "
                                              "trains on all but its last two items (validated on the second-to-last, "
                                              "tested on the last)")
@@ -64,8 +68,9 @@ class TrainConfig:
     retriever_params: str | None = option(None, "faiss-ivf: nlist=N,nprobe=N (default: 4·sqrt(items) cells, 64 "
                                                 "probed); faiss-hnsw: M=N,efConstruction=N,efSearch=N "
                                                 "(default: 32, 80, 256)")
-    seed: int = option(0, "seed of initialisation, sampling and evaluation noise")
-    split_seed: int = option(0, "seed of the 8:1:1 user split and of the planted world (fixed across training seeds)")
+    seed: int = option(0, "seed of initialisation, sampling and evaluation noise", at_least=0)
+    split_seed: int = option(0, "seed of the 8:1:1 user split and of the planted world (fixed across training seeds)",
+                             at_least=0)
     split: Split = option("random", "users split 8:1:1 by --split-seed, or `given`: the dataset's own parts "
                                     "(a DreamRec folder's train_data.df, val_data.df, test_data.df)")
     read_test: bool = option(True, "evaluate the best checkpoint on test at the end (--no-read-test for tuning runs)")
@@ -73,36 +78,12 @@ class TrainConfig:
                                 "numbers on one device, but a GPU's differ from the CPU's)")
 
     def __post_init__(self):
-        check_choices(self, protocol=Protocol, retriever=RetrieverKind, split=Split)
-        if self.sampling is not None:
-            check_choices(self, sampling=Sampling)
+        super().__post_init__()
         if self.window_targets is not None and self.sampling not in (None, "windows"):
             raise DimeRecError(f"--window-targets {self.window_targets} applies to --sampling windows only; "
                                f"got --sampling {self.sampling}")
-        for name, whole, low, strict in NUMERIC_BOUNDS:
-            value = getattr(self, name)
-            if value is None and name in OPTIONAL_NUMERIC:
-                continue
-            flag = f"--{name.replace('_', '-')}"
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise DimeRecError(f"{flag} must be a finite number; got {value!r}")
-            if whole and value != int(value):
-                raise DimeRecError(f"{flag} must be a whole number; got {value!r}")
-            if value <= low if strict else value < low:
-                raise DimeRecError(f"{flag} must be {'above' if strict else 'at least'} {low}; got {value!r}")
         make_retriever(self.retriever, self.retriever_params)  # a bad parameter fails here, not at validation
         check_device(self.device)
-
-
-# (field, whole number?, bound, strict bound?): lr and max_minutes above 0, every count at least 1, seeds at least 0
-NUMERIC_BOUNDS = (("lr", False, 0, True), ("max_minutes", False, 0, True), ("batch_size", True, 1, False),
-                  ("max_epochs", True, 1, False), ("patience", True, 1, False), ("max_steps", True, 1, False),
-                  ("eval_every", True, 1, False), ("checkpoint_every", True, 1, False),
-                  ("valid_max_rows", True, 1, False), ("final_max_rows", True, 1, False),
-                  ("window_targets", True, 1, False),
-                  ("seed", True, 0, False), ("split_seed", True, 0, False))
-OPTIONAL_NUMERIC = ("max_minutes", "max_steps", "eval_every", "checkpoint_every", "valid_max_rows", "final_max_rows",
-                    "window_targets")
 
 
 def resolve_sampling(cfg: TrainConfig, model: Recommender, data: SeqDataset,
@@ -169,6 +150,23 @@ def protocol_data(data: SeqDataset, protocol: str, split_seed: int) -> ProtocolD
     return ProtocolData(UserSplit(everyone, everyone, everyone), without_last(data, 2), without_last(data, 1), data)
 
 
+def data_notes(data: SeqDataset, protocol: str, split_seed: int) -> list[str]:
+    """What is dropped or defaulted, counted: the reader's notes (items a .item file leaves without a category, ...)
+    and the users of each part whose sequence is too short for that part under `protocol`. The CLI says each once;
+    the run keeps them in config.json."""
+    views = protocol_data(data, protocol, split_seed)
+    held_out = {"training": 2, "validation": 1, "test": 0} if protocol == "loo" else {}  # items loo cuts off
+    notes = list(data.notes)
+    for part, users, view in (("training", views.split.train, views.train),
+                              ("validation", views.split.valid, views.valid), ("test", views.split.test, views.test)):
+        short = sum(len(view.sequences[u]) < 2 for u in users)
+        if short:
+            notes.append(f"--protocol {protocol}: {short} of the {len(users)} {part} users/sequences have fewer than "
+                         f"{2 + held_out.get(part, 0)} items, too few for a {part} "
+                         f"{'sample' if part == 'training' else 'row'}, and are left out of it")
+    return notes
+
+
 def check_splittable(data: SeqDataset, split_seed: int, split: str = "random") -> None:
     """A DataError unless the split (`split`, of `split_seed`) leaves each of train, validation and test a sequence
     of at least two items (one history item and one target): evaluating an empty part has no metrics."""
@@ -215,14 +213,21 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
         recorded = json.loads((out_dir / "config.json").read_text()).get("train_config")
     cfg = resolve_sampling(cfg, model, data, recorded)
     last = None
-    if resume and model.trainable and (out_dir / "last.pt").exists():
+    if resume:
+        check_resumable(out_dir, model.trainable)
+    if resume and model.trainable:
         last = load_checkpoint(out_dir / "last.pt", ("model", "optimizer", "sampler", "torch_rng", "state"),
                                remedy="it cannot be resumed: train again without --resume, with --overwrite")
         check_fingerprint(data, cfg.split_seed,
                           {out_dir / "last.pt": json.loads(last.get("data_fingerprint") or "null")})
     ctx = distributed.start(cfg.device)  # under torchrun with N > 1: one of N data-parallel ranks
+    created = not out_dir.exists()
     try:
         return _train(model, data, cfg, out_dir, run_info, resume, progress, ctx, last)
+    except BaseException as err:  # a run is whole or absent: what the directory keeps is said with the error
+        if ctx.main:
+            err.add_note(discard_failed_start(out_dir, started=not resume, created=created))
+        raise
     finally:
         ctx.close()
 
@@ -239,6 +244,7 @@ def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distribut
     config = {**(run_info or {}), "model": model.name, "dataset": data.name, "n_items": data.n_items,
               "max_len": data.max_len, "model_config": asdict(model.config), "train_config": asdict(cfg),
               "dataset_stats": data.stats(), "data_fingerprint": data.fingerprint(cfg.split_seed),
+              "data_notes": data_notes(data, cfg.protocol, cfg.split_seed),
               **({"distributed": ctx.describe(cfg.batch_size)} if ctx.world > 1 else {})}
     if ctx.main:
         write_json_atomic(config, out_dir / "config.json")
@@ -458,8 +464,7 @@ def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid
                     raise TrainingDiverged(
                         f"{', '.join(bad)} became {values[bad[0]]} at step {state['step'] + 1} "
                         f"(epoch {state['epoch']}); "
-                        f"lower --lr (now {cfg.lr}) or check the model's settings; best checkpoint so far "
-                        f"is kept in {out_dir}")
+                        f"lower --lr (now {cfg.lr}) or check the model's settings")
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 optimizer.step()

@@ -141,7 +141,7 @@ def test_seeded_runs_repeat_and_seeds_differ(variant):
 
 
 @pytest.mark.parametrize("make, error", [(lambda: SASRecConfig(loss_kind="bce"), DimeRecError),
-                                         (lambda: SASRecConfig(dim=10, n_heads=3), ValueError),
+                                         (lambda: SASRecConfig(dim=10, n_heads=3), DimeRecError),
                                          (lambda: GRU4RecConfig(output_table="tied"), DimeRecError)])
 def test_bad_options_are_rejected(make, error):
     with pytest.raises(error):

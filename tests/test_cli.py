@@ -467,3 +467,74 @@ def test_train_into_a_file_is_one_line(tmp_path, capsys):
     line = one_error_line(capsys.readouterr().err)
     assert rc == 2 and f"--out {tmp_path / 'afile'} is a file" in line
     assert (tmp_path / "afile").read_text() == "keep me"
+
+
+# ---- issue 31: a run directory is whole or absent -----------------------------------------------------------
+
+class FailsAtStep(ComiRecSA):
+    """ComiRec-SA whose loss raises at training step `at` (a bug of the model, not the user's mistake)."""
+    name = "fails-at-step"
+    at = 1
+
+    def loss(self, batch):
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.training and self.calls >= self.at:
+            raise RuntimeError("the model broke")
+        return super().loss(batch)
+
+
+TINY_RUN = ["--dataset", "planted", "--dim", "8", "--quiet", "--valid-max-rows", "100"]
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_run_that_diverges_before_its_first_checkpoint_leaves_nothing(existed, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(MODELS, AlwaysNaN.name, AlwaysNaN)
+    out = tmp_path / "run"
+    if existed:  # a folder the user made: it stays, empty
+        out.mkdir()
+    rc = main(["train", "--model", "always-nan", *TINY_RUN, "--out", str(out)])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 1 and line.endswith(f"it failed before its first checkpoint, so nothing of it is kept in {out}")
+    assert (list(out.iterdir()) == []) if existed else not out.exists()
+
+
+def test_a_run_that_crashes_before_its_first_checkpoint_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setitem(MODELS, FailsAtStep.name, FailsAtStep)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="the model broke") as info:
+        main(["train", "--model", "fails-at-step", *TINY_RUN, "--out", str(out)])
+    assert info.value.__notes__ == [f"it failed before its first checkpoint, so nothing of it is kept in {out}"]
+    assert not out.exists()
+
+
+def test_a_run_that_fails_after_a_checkpoint_keeps_it_and_says_how_to_resume(tmp_path, monkeypatch):
+    monkeypatch.setitem(MODELS, FailsAtStep.name, FailsAtStep)
+    monkeypatch.setattr(FailsAtStep, "at", 4)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError) as info:
+        main(["train", "--model", "fails-at-step", *TINY_RUN, "--eval-every", "2", "--out", str(out)])
+    assert info.value.__notes__ == [f"{out} keeps its last checkpoint: continue the run with --resume --out {out}"]
+    assert {"config.json", "best.pt", "last.pt", "losses.csv", "valid.csv"} <= {p.name for p in out.iterdir()}
+    assert json.loads(torch.load(out / "last.pt", weights_only=True)["state"])["step"] == 2
+
+
+@pytest.mark.parametrize("make", ["absent", "empty"])
+def test_resume_without_a_run_is_one_line_naming_the_folder(make, tmp_path, capsys):
+    out = tmp_path / "run"
+    if make == "empty":
+        out.mkdir()
+    rc = main(["train", "--model", "comirec-sa", *TINY_RUN, "--max-steps", "2", "--resume", "--out", str(out)])
+    line = one_error_line(capsys.readouterr().err)
+    says = "does not exist" if make == "absent" else "holds no run (no config.json)"
+    assert rc == 2 and line == f"error: --resume: {out} {says}, so there is no run to continue; train without " \
+                               f"--resume to start one there"
+    assert (list(out.iterdir()) == []) if make == "empty" else not out.exists()
+
+
+def test_resume_and_overwrite_together_are_refused_and_the_run_is_kept(cli_run, tmp_path, capsys):
+    run = copy_run(cli_run[1], tmp_path / "run")
+    before = snapshot(run)
+    rc = main(["train", "--model", "comirec-sa", "--dataset", "planted", "--dim", "16", "--quiet", "--resume",
+               "--overwrite", "--out", str(run)])
+    assert rc == 2 and "pass one of the two" in one_error_line(capsys.readouterr().err)
+    assert snapshot(run) == before

@@ -325,7 +325,8 @@ def test_error_missing_inter_file(tmp_path):
     ("user_id:token\titem_id:token\n", "no interactions"),
     ("user_id:token\titem_id:token\ttimestamp:float\n1\t2\t5\n1\t3\tsoon\n",
      "line 3: field timestamp is not a number: 'soon'"),
-    ("user_id:token\titem_id:token\n1\t2\n1\n", "line 3: field item_id is empty"),
+    ("user_id:token\titem_id:token\n1\t2\n1\n", "line 3: expected 2 tab-separated fields as in the header, found 1"),
+    ("user_id:token\titem_id:token\n1\t2\n1\t\n", "line 3: field item_id is empty"),
     ("user_id:token\titem_id:token\n1\t2\n1\t2\t3\n", "line 3: expected 2 tab-separated fields"),
 ])
 def test_error_bad_inter(tmp_path, text, expected):
@@ -480,3 +481,84 @@ def test_train_and_evaluate_with_split_given(tmp_path, capsys):
     rc = main(["train", "--model", "pop", "--dataset", "shop", "--data-dir", str(tmp_path / "data"),
                "--split", "given2", "--out", str(tmp_path / "other")])
     assert rc == 2 and "--split" in capsys.readouterr().err
+
+
+# ---- issue 31: a file of the wrong shape is named, not guessed at; what is dropped is counted ----------------
+
+INTER = "user_id:token\titem_id:token\n" + "".join(f"{u}\t{i}\n" for u in range(3) for i in range(4))
+ITEM_HEADER = "item_id:token\ttitle:token\tgenre:token_seq\n"
+
+
+@pytest.mark.parametrize("item_bytes, expected", [
+    ((ITEM_HEADER + "0\tA\tx y\n1\tB\n2\tC\tz\n3\tD\tw\n").encode(),
+     "toy.item line 3: expected 3 tab-separated fields as in the header, found 2"),
+    ((ITEM_HEADER + "0\tA\tx\n\n1\tB\tz\t9\n").encode(),  # the blank line is skipped but counted
+     "toy.item line 4: expected 3 tab-separated fields as in the header, found 4"),
+    ((ITEM_HEADER + "0\tA\tx\n1\tCaf\u00e9\tz\n").encode("latin-1"),
+     "toy.item line 3: byte 0xe9 is not UTF-8 text; RecBole atomic files are UTF-8"),
+])
+def test_an_item_file_row_with_a_missing_or_extra_field_names_the_line(tmp_path, item_bytes, expected):
+    write(tmp_path / "toy.inter", INTER)
+    (tmp_path / "toy.item").write_bytes(item_bytes)
+    with pytest.raises(DataError) as e:
+        read_recbole(tmp_path, "toy", 50)
+    assert_one_line_error(e, expected)
+
+
+def test_a_blank_line_does_not_shift_the_line_a_message_names(tmp_path):
+    write(tmp_path / "toy.inter", "user_id:token\titem_id:token\n1\t2\n\n\n1\t\n")
+    with pytest.raises(DataError) as e:
+        read_recbole(tmp_path, "toy", 50)
+    assert_one_line_error(e, "toy.inter line 5: field item_id is empty")
+
+
+def test_an_inter_file_that_is_not_utf8_names_the_line_and_the_encoding(tmp_path):
+    (tmp_path / "toy.inter").write_bytes("user_id:token\titem_id:token\n1\t2\n1\tCaf\u00e9\n".encode("cp1252"))
+    with pytest.raises(DataError) as e:
+        read_recbole(tmp_path, "toy", 50)
+    assert_one_line_error(e, "toy.inter line 3: byte 0xe9 is not UTF-8 text; RecBole atomic files are UTF-8 "
+                             "(save the file as UTF-8)")
+
+
+@pytest.mark.parametrize("folder_at", ["shop/shop.inter", "shop/shop.item", "yc/train_data.df", "ml-1m/ratings.dat"])
+def test_a_folder_where_a_file_should_be_is_named(folder_at, tmp_path):
+    data = tmp_path / "data"
+    write(data / "shop" / "shop.inter", INTER) if folder_at != "shop/shop.inter" else None
+    if folder_at == "yc/train_data.df":
+        (data / "yc").mkdir(parents=True)
+        pd.DataFrame({"seq_size": [10], "item_num": [5]}).to_pickle(data / "yc" / "data_statis.df")
+    (data / folder_at).mkdir(parents=True)
+    with pytest.raises(DataError) as e:
+        load_dataset(folder_at.split("/")[0], data)
+    assert_one_line_error(e, f"{data / folder_at} is a folder, not a file")
+
+
+def test_items_an_item_file_leaves_without_a_category_are_counted(tmp_path):
+    write(tmp_path / "toy.inter", INTER)
+    write(tmp_path / "toy.item", ITEM_HEADER + "0\tA\tx\n1\tB\t\n")  # item 1: empty genre; items 2, 3: not listed
+    data = read_recbole(tmp_path, "toy", 50)
+    assert data.item_categories == [["x"], [], [], []]
+    assert data.notes == [f"{tmp_path / 'toy.item'}: 2 of the 4 items are not listed (they are titled 'item ID' and "
+                          f"have no category)",
+                          f"{tmp_path / 'toy.item'}: 1 of the 4 items have an empty genre field, so no category"]
+
+
+def test_what_is_dropped_is_said_once_and_kept_in_config_json(tmp_path, capsys):
+    from dimerec.cli import main
+
+    folder = tmp_path / "data" / "shop"
+    rows = [(0, i) for i in range(12)] + [(u, (u * k) % 12) for u in range(1, 30) for k in (1, 2, 3, 5, 7)]
+    rows += [(30, 3), (30, 4)]  # a user of two items: under loo a test row, but no validation row
+    write(folder / "shop.inter", "user_id:token\titem_id:token\n" + "".join(f"{u}\t{i}\n" for u, i in rows))
+    write(folder / "shop.item", ITEM_HEADER + "".join(f"{i}\tT{i}\tg{i % 3}\n" for i in range(10)))  # 10, 11 absent
+    out = tmp_path / "run"
+    assert main(["train", "--model", "pop", "--dataset", "shop", "--data-dir", str(tmp_path / "data"),
+                 "--protocol", "loo", "--quiet", "--out", str(out)]) == 0
+    notes = [line[len("note: "):] for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert notes == [
+        f"{folder / 'shop.item'}: 2 of the 12 items are not listed (they are titled 'item ID' and have no category)",
+        "--protocol loo: 1 of the 31 training users/sequences have fewer than 4 items, too few for a training "
+        "sample, and are left out of it",
+        "--protocol loo: 1 of the 31 validation users/sequences have fewer than 3 items, too few for a validation "
+        "row, and are left out of it"]
+    assert json.loads((out / "config.json").read_text())["data_notes"] == notes

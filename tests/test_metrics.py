@@ -220,3 +220,25 @@ def test_exposure_counts_add_up_over_batches_and_skip_missing_ids():
     assert whole[10].tolist() == [1, 2, 1, 1, 2, 0]
     assert tuple(beyond_accuracy(whole, np.ones(6))) == BEYOND_KEYS
     assert beyond_accuracy(exposure_counts(np.zeros((0, 50), np.int64), 6), np.ones(6))["Gini@50"] == 0.0
+
+
+# ---- issue 31: a catalogue smaller than a cutoff --------------------------------------------------------------
+
+def test_a_catalogue_smaller_than_the_cutoffs_is_ranked_whole_and_every_metric_is_defined():
+    """10 items: every list is the whole catalogue, so @20 and @50 are @10 (HR@50 is HR@10-of-10)."""
+    topk = np.array([[3, 1, 4, 0, 5, 9, 2, 6, 8, 7]])
+    targets = pad_targets([np.array([4, 7])])  # ranks 3 and 10
+    out = {k: float(v[0]) for k, v in {**rank_metrics(topk, targets), **reciprocal_ranks(topk, targets)}.items()}
+    ndcg = (1 / log2(4) + 1 / log2(11)) / (1 + 1 / log2(3))
+    for n in CUTOFFS:
+        assert out[f"HR@{n}"] == 1.0 and out[f"Recall@{n}"] == 1.0
+        assert out[f"NDCG@{n}"] == pytest.approx(ndcg)
+        assert out[f"MRR@{n}"] == pytest.approx(1 / 3)
+    counts = exposure_counts(topk, 10)
+    assert all(counts[n].sum() == 10 for n in CUTOFFS)
+    assert beyond_accuracy(counts, np.arange(10))["ItemCoverage@50"] == 1.0
+
+
+def test_two_items_and_a_miss():
+    out = rank_metrics(np.array([[1, 0]]), pad_targets([np.array([5])]))
+    assert all(float(v[0]) == 0.0 for v in out.values())

@@ -228,12 +228,15 @@ class NaNAfterTwoSteps(ComiRecSA):
 
 def test_nan_loss_raises_training_diverged_naming_term_and_step(planted_small, tmp_path):
     with pytest.raises(TrainingDiverged) as info:
-        fit(planted_small, tmp_path / "nan", NaNAfterTwoSteps, max_epochs=1)
+        fit(planted_small, tmp_path / "nan", NaNAfterTwoSteps, max_epochs=1, eval_every=2, valid_max_rows=100)
     message = str(info.value)
     assert "loss became nan" in message
     assert "L_gem" not in message  # only the term that diverged is named
-    assert "step 3" in message and str(tmp_path / "nan") in message
+    assert "step 3" in message
     assert "\n" not in message
+    # the checkpoint of step 2 is kept, and the note says so
+    assert info.value.__notes__ == [f"{tmp_path / 'nan'} keeps its last checkpoint: continue the run with --resume "
+                                    f"--out {tmp_path / 'nan'}"]
     header, *rows = read_losses(tmp_path / "nan")
     assert [r[0] for r in rows] == ["1", "2"]  # the finite steps before it were logged
 

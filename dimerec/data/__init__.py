@@ -113,9 +113,9 @@ def load_movielens(name: str, data_dir: Path) -> SeqDataset:
 
 
 def folder_kind(folder: Path, name: str) -> str | None:
-    if (folder / f"{name}.inter").is_file():
+    if (folder / f"{name}.inter").exists():  # a folder of that name: its reader says so
         return "recbole"
-    if (folder / "data_statis.df").is_file():
+    if (folder / "data_statis.df").exists():
         return "dreamrec"
     return None
 

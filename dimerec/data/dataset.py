@@ -38,6 +38,7 @@ class SeqDataset:
     ground_truth: dict | None = None  # planted world only: see dimerec.data.planted
     source: str = ""  # where it was read from, for messages
     given_split: UserSplit | None = None  # the source's own train/valid/test parts (`--split given`), if read so
+    notes: list[str] = field(default_factory=list)  # what the reader dropped or defaulted, counted (a run reports it)
 
     def __post_init__(self):
         for u, seq in enumerate(self.sequences):

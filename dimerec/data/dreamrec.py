@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from dimerec.data.dataset import SeqDataset
-from dimerec.data.recbole import one_line, plain
+from dimerec.data.recbole import check_file, one_line, plain
 from dimerec.errors import DataError
 
 PARTS = ("train_data.df", "val_data.df", "test_data.df")
@@ -36,9 +36,9 @@ TARGET_COLUMNS = ("next", "tgt")
 
 def read_pickle(path: Path) -> pd.DataFrame:
     try:
-        df = pd.read_pickle(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
+        df = pd.read_pickle(check_file(path))
+    except DataError:
+        raise
     except Exception as e:  # a bad pickle can raise nearly anything
         raise DataError(f"{path}: not a readable pandas pickle ({type(e).__name__}: {one_line(e)})") from None
     if not isinstance(df, pd.DataFrame):

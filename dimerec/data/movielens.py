@@ -33,7 +33,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from dimerec.data.dataset import SeqDataset, canonical_sequences
-from dimerec.data.recbole import one_line, parse_error, to_number
+from dimerec.data.recbole import check_file, one_line, parse_error, read_bytes, to_number
 from dimerec.errors import DataError
 
 BASE_URL = "https://files.grouplens.org/datasets/movielens/"
@@ -58,12 +58,7 @@ CHUNK = 1 << 16
 
 def read_text(path: Path) -> str:
     """A whole file as text: UTF-8, else latin-1 (ML-1M's and ML-100K's encoding)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({one_line(e)})") from None
+    data = read_bytes(path)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -76,9 +71,7 @@ def read_ratings(path: Path, sep: str, fields: tuple[str, ...]) -> pd.DataFrame:
     `::` files are read with sep ':' (fast C parser); the odd columns must be empty.
     Columns pandas could not read as numbers are checked as text, to name the bad line.
     """
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if path.stat().st_size == 0:
+    if check_file(path).stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
     step = 2 if sep == ":" else 1  # with sep ':' a '::' yields an empty column between fields
     expected = f"{len(fields)} fields " + ("::" if step == 2 else "<TAB>").join(fields)
@@ -112,14 +105,18 @@ def sequences_from_ratings(name: str, ratings: pd.DataFrame, movies: dict[int, t
     sequences, raw_items = canonical_sequences(ratings["user"].to_numpy(), ratings["item"].to_numpy(),
                                                ratings["timestamp"].to_numpy())
     raw_ids = [str(int(r)) for r in raw_items]
-    titles, categories = [], []
+    titles, categories, notes = [], [], []
     if movies:
         info = [movies.get(int(r), (f"item {int(r)}", [])) for r in raw_items]
         titles = [t for t, _ in info]
         categories = [g for _, g in info]
+        absent = sum(int(r) not in movies for r in raw_items)
+        if absent:
+            notes.append(f"{source.parent}: {absent} of the {len(raw_ids)} rated movies are not in its movies file "
+                         f"(they are titled 'item ID' and have no genre)")
     return SeqDataset(name=name, sequences=sequences, n_items=len(raw_ids), max_len=max_len,
                       titles=titles, item_categories=categories, raw_item_ids=raw_ids,
-                      source=str(source))
+                      source=str(source), notes=notes)
 
 
 def read_movies_dat(path: Path) -> dict[int, tuple[str, list[str]]]:

@@ -23,10 +23,15 @@ from the file alone.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -40,9 +45,83 @@ SoftmaxKind = Literal["ssm", "ce"]
 SOFTMAX_KINDS = typing.get_args(SoftmaxKind)
 
 
-def option(default, help: str):
-    """A config field with its command-line help text."""
-    return field(default=default, metadata={"help": help})
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take: each bound inclusive (at_least, at_most) or strict (above, below)."""
+    at_least: float | None = None
+    above: float | None = None
+    at_most: float | None = None
+    below: float | None = None
+
+    def allows(self, value) -> bool:
+        return ((self.at_least is None or value >= self.at_least) and (self.above is None or value > self.above)
+                and (self.at_most is None or value <= self.at_most) and (self.below is None or value < self.below))
+
+    def __str__(self) -> str:
+        words = [f"{word} {bound:g}" for word, bound in (("at least", self.at_least), ("above", self.above),
+                                                        ("at most", self.at_most), ("below", self.below))
+                 if bound is not None]
+        return " and ".join(words)
+
+
+def option(default, help: str, *, at_least: float | None = None, above: float | None = None,
+           at_most: float | None = None, below: float | None = None):
+    """A config field with its command-line help text and, for a number, the range of values it takes (a numeric
+    field must declare one: check_settings refuses a config class whose number has none)."""
+    bounds = Range(at_least, above, at_most, below)
+    return field(default=default, metadata={"help": help, **({"range": bounds} if bounds != Range() else {})})
+
+
+def setting_kind(annotation) -> tuple[object, bool]:
+    """A field's annotation without its `| None`: (the type, whether None is allowed)."""
+    args = typing.get_args(annotation)
+    if type(None) in args and typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return next(a for a in args if a is not type(None)), True
+    return annotation, False
+
+
+def check_settings(config) -> None:
+    """The one check of a config's values, derived from its fields: each value must fit the field's annotation
+    (a bool, a whole number, a finite number, one of a Literal's choices; None only where the annotation allows it)
+    and the field's declared range (option(..., at_least=1)). A bad value is a one-line DimeRecError naming the
+    flag, the value and what is allowed. Every config (Settings) runs it when it is made: TrainConfig and each
+    model's Config, so a new option is checked as soon as it is declared; a number declared without a range is a
+    programming error (TypeError)."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        kind, optional = setting_kind(hints[f.name])
+        value, flag = getattr(config, f.name), "--" + f.name.replace("_", "-")
+        if value is None:
+            if optional:
+                continue
+            raise DimeRecError(f"{flag} must be set; got None")
+        if typing.get_origin(kind) is Literal:
+            check_choices({f.name: value}, **{f.name: kind})
+        elif kind is bool:
+            if not isinstance(value, (bool, np.bool_)):
+                raise DimeRecError(f"{flag} must be true or false; got {value!r}")
+        elif kind in (int, float):
+            bounds = f.metadata.get("range")
+            if bounds is None:
+                raise TypeError(f"{type(config).__name__}.{f.name}: a numeric option needs its range, "
+                                f"option(..., at_least=/above=/at_most=/below=)")
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise DimeRecError(f"{flag} must be a finite number; got {value!r}")
+            if kind is int and value != int(value):
+                raise DimeRecError(f"{flag} must be a whole number; got {value!r}")
+            if not bounds.allows(value):
+                raise DimeRecError(f"{flag} must be {bounds}; got {value!r}")
+        elif kind is str and not isinstance(value, str):
+            raise DimeRecError(f"{flag} must be text; got {value!r}")
+
+
+@dataclass
+class Settings:
+    """Base of every config whose fields are flags (TrainConfig, each model's Config): making one checks every
+    value (check_settings). A subclass with its own __post_init__ calls super().__post_init__() first."""
+
+    def __post_init__(self):
+        check_settings(self)
 
 
 @dataclass
@@ -183,23 +262,16 @@ def check_contract(model: Recommender, hist: torch.Tensor, n_samples: int = 2) -
 
 
 @dataclass
-class SampledSoftmaxConfig:
-    n_negatives: int = option(10, "uniform negatives per positive (the paper's 10, §5.1.4)")
+class SampledSoftmaxConfig(Settings):
+    n_negatives: int = option(10, "uniform negatives per positive (the paper's 10, §5.1.4)", at_least=1)
     negative_sampler: NegativeSampler = option(
         "per-positive", "per-positive: each row its own negatives (the paper); shared: all rows share n*B")
-
-    def __post_init__(self):
-        check_choices(self, negative_sampler=NegativeSampler)
 
 
 @dataclass
 class SoftmaxLossConfig(SampledSoftmaxConfig):
     loss_kind: SoftmaxKind = option("ssm", "ssm: sampled softmax against --n-negatives uniform negatives (the "
                                            "DimeRec paper's); ce: cross-entropy over every item (RecBole's CE)")
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_choices(self, loss_kind=SoftmaxKind)
 
 
 def draw_negatives(target: torch.Tensor, n_items: int, n_negatives: int, sampler: str) -> torch.Tensor:

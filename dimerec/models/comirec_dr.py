@@ -95,9 +95,9 @@ class RoutingInterests(nn.Module):
 
 @dataclass
 class ComiRecDRConfig(SoftmaxLossConfig):
-    dim: int = option(64, "embedding size d (the paper's)")
-    n_interests: int = option(4, "K interests (the paper's)")
-    routing_iterations: int = option(3, "dynamic-routing iterations (the paper's and the code's 3)")
+    dim: int = option(64, "embedding size d (the paper's)", at_least=1)
+    n_interests: int = option(4, "K interests (the paper's)", at_least=1)
+    routing_iterations: int = option(3, "dynamic-routing iterations (the paper's and the code's 3)", at_least=1)
 
 
 class ComiRecDR(Recommender):

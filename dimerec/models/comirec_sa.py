@@ -82,8 +82,8 @@ def select_interest(interests: torch.Tensor, target_emb: torch.Tensor) -> torch.
 
 @dataclass
 class ComiRecSAConfig(SoftmaxLossConfig):
-    dim: int = option(64, "embedding size d (the paper's)")
-    n_interests: int = option(4, "K interests (the paper's)")
+    dim: int = option(64, "embedding size d (the paper's)", at_least=1)
+    n_interests: int = option(4, "K interests (the paper's)", at_least=1)
 
 
 class ComiRecSA(Recommender):

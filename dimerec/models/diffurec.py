@@ -49,27 +49,29 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dimerec.diffusion import NoiseSchedule, SphereDiffusion, Trajectory, sample_trajectory, timestep_embedding
-from dimerec.models.base import Batch, Recommender, option
-from dimerec.errors import check_choices
+from dimerec.models.base import Batch, Recommender, Settings, option
+from dimerec.errors import DimeRecError
 
 ScheduleName = Literal["trunc-lin", "linear"]
 
 
 @dataclass
-class DiffuRecConfig:
-    dim: int = option(64, "embedding size d (the DimeRec paper's; the official default is 128)")
-    T: int = option(32, "diffusion steps (official default 32)")
+class DiffuRecConfig(Settings):
+    dim: int = option(64, "embedding size d (the DimeRec paper's; the official default is 128)", at_least=1)
+    T: int = option(32, "diffusion steps (official default 32)", at_least=1)
     schedule: ScheduleName = option("trunc-lin", "trunc-lin: official truncated linear β; linear: without the +0.01")
-    n_blocks: int = option(4, "Transformer blocks of the approximator (official 4)")
-    n_heads: int = option(4, "attention heads (official 4)")
-    dropout: float = option(0.1, "dropout of the approximator (official 0.1)")
-    emb_dropout: float = option(0.3, "dropout of the history's item embeddings (official 0.3)")
-    lambda_uncertainty: float = option(0.001, "δ: x_t enters as λ ⊙ x_t with λ ~ N(δ, δ) (official default 0.001)")
+    n_blocks: int = option(4, "Transformer blocks of the approximator (official 4)", at_least=1)
+    n_heads: int = option(4, "attention heads (official 4)", at_least=1)
+    dropout: float = option(0.1, "dropout of the approximator (official 0.1)", at_least=0, below=1)
+    emb_dropout: float = option(0.3, "dropout of the history's item embeddings (official 0.3)",
+                                 at_least=0, below=1)
+    lambda_uncertainty: float = option(0.001, "δ: x_t enters as λ ⊙ x_t with λ ~ N(δ, δ) (official default 0.001)",
+                                       at_least=0)
 
     def __post_init__(self):
-        check_choices(self, schedule=ScheduleName)
+        super().__post_init__()
         if self.dim % self.n_heads:
-            raise ValueError(f"dim ({self.dim}) must be a multiple of n_heads ({self.n_heads})")
+            raise DimeRecError(f"--dim must be a multiple of --n-heads ({self.n_heads}); got {self.dim}")
 
 
 def make_schedule(T: int, name: ScheduleName) -> NoiseSchedule:

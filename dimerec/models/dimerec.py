@@ -42,7 +42,6 @@ from dimerec.models.base import Batch, Recommender, SoftmaxLossConfig, draw_nega
 from dimerec.models.comirec_dr import RoutingInterests
 from dimerec.models.comirec_sa import SelfAttentiveInterests, select_interest
 from dimerec.models.sasrec import CausalEncoder, SASRecConfig
-from dimerec.errors import check_choices
 
 GemKind = Literal["comirec-sa", "rule", "comirec-dr", "sasrec", "mlp"]
 GEM_KINDS = typing.get_args(GemKind)
@@ -90,28 +89,28 @@ def reads_saved_runs(inert_values, why: str):
 class GemConfig(SoftmaxLossConfig):
     """What DimeRec and its no-diffusion control share: the GEM and L_gem, L_ssm's read-out and its weight μ."""
     preset: Preset = option("ours", "ours: the decided variant (README, Design decisions); paper: as written")
-    dim: int = option(64, "embedding size d (the paper's)")
-    n_interests: int = option(4, "K guidance vectors (the paper's)")
+    dim: int = option(64, "embedding size d (the paper's)", at_least=1)
+    n_interests: int = option(4, "K guidance vectors (the paper's)", at_least=1)
     gem: GemKind = option(
         "comirec-sa", "guidance extractor (Table 3): comirec-sa = ComiRec-SA (Eq. 16-17); rule = the last K items "
                       "(Eq. 15); comirec-dr = ComiRec-DR's dynamic routing (3 iterations); sasrec = SASRec's causal "
                       "encoder, its last position one interest repeated K times (the denoiser still reads K·d); "
                       "mlp = an MLP over the mean history embedding giving K interests")
-    gem_weight: float = option(1.0, "weight of L_gem in Eq. 23; 0 removes it (Table 4 'w/o L_gem')")
+    gem_weight: float = option(1.0, "weight of L_gem in Eq. 23; 0 removes it (Table 4 'w/o L_gem')", at_least=0)
     ssm_direction: bool | None = option(
         None, "L_ssm logits s·<x̂0/|x̂0|, e_i> with a learned scale s: L_ssm shapes x̂0's direction, L_recon alone "
               "its length (default: by preset; paper: <x̂0, e_i>)")
-    mu_ssm: float | None = option(None, "μ of L_ssm (default: 1; the paper preset takes 10 on MovieLens, Table 8)")
-    hidden: int = option(256, "hidden width of the denoiser MLP (the control's MLP over the K interests)")
+    mu_ssm: float | None = option(None, "μ of L_ssm (default: 1; the paper preset takes 10 on MovieLens, Table 8)",
+                                  at_least=0)
+    hidden: int = option(256, "hidden width of the denoiser MLP (the control's MLP over the K interests)",
+                         at_least=1)
 
     def __post_init__(self):
         super().__post_init__()
-        check_choices(self, preset=Preset)
         own = {f.name for f in fields(self)}
         for key, value in PRESETS[self.preset].items():
             if key in own and getattr(self, key) is None:
                 setattr(self, key, value)
-        check_choices(self, gem=GemKind)
 
     def mu_for(self, dataset: str | None) -> float:
         """μ of L_ssm: --mu-ssm, else 1, except Table 8's 10 for the paper preset on MovieLens (`dataset` ml-*;
@@ -125,7 +124,7 @@ class GemConfig(SoftmaxLossConfig):
                                             "trained with it needs the code that trained it")
 @dataclass
 class DimeRecConfig(GemConfig):
-    T: int = option(20, "diffusion steps (Table 5: 20)")
+    T: int = option(20, "diffusion steps (Table 5: 20)", at_least=1)
     schedule: ScheduleKind | None = option(None, "β schedule (default: by preset)")
     magnitude: NoiseMagnitude | None = option(
         None, "forward noise size: paper = sqrt(1-ᾱ_t)·ε_tan radians (wraps past π); angle = "
@@ -135,13 +134,15 @@ class DimeRecConfig(GemConfig):
     reverse_sigma: ReverseSigmaKind | None = option(
         None, "reverse noise of the ddpm step: β̃_t·ε (Alg. 2 as written), sqrt(β̃_t)·ε (DDPM) or none "
               "(default: by preset)")
-    noise_scale: float = option(1.0, "multiplies the forward noise (and the reverse angles)")
-    eta: float = option(0.0, "fresh noise in the ddim reverse step (0: deterministic after x_T)")
+    noise_scale: float = option(1.0, "multiplies the forward noise (and the reverse angles)", above=0)
+    eta: float = option(0.0, "fresh noise in the ddim reverse step (0: deterministic after x_T)",
+                        at_least=0)
     grw: bool = option(True, "geodesic random walk; --no-grw uses Euclidean noise (Eq. 4), the ablation")
-    lambda_recon: float = option(0.1, "λ of L_recon (Table 7: 0.1)")
+    lambda_recon: float = option(0.1, "λ of L_recon (Table 7: 0.1)", at_least=0)
     detach_x0: bool | None = option(
         None, "stop L_recon's gradient into the target embedding, x0 a fixed target (default: by preset)")
-    serve_samples: int = option(1, "reverse samples per user at serving, merged by --serve-merge")
+    serve_samples: int = option(1, "reverse samples per user at serving, merged by --serve-merge",
+                                at_least=1)
     serve: ServeKind = option(
         "final", "final: the end x_0 of the reverse chain (Alg. 2); mean: the first reverse step's x̂0 "
                  "averaged over the samples, the denoiser's estimate of E[x0 | guidance]")
@@ -150,18 +151,21 @@ class DimeRecConfig(GemConfig):
         "mlp", "mlp: Eq. 20's MLP over [g_1..g_K, x_t, t] (flat concatenation); cross-attention: x_t and t "
                "attend over the K interests, then an MLP (a denoiser that must read each interest)")
     p_uncond: float = option(0.0, "classifier-free guidance, training: the denoiser sees a learned null guidance "
-                                  "instead of the GEM's with this probability (0: no null is learned)")
+                                  "instead of the GEM's with this probability (0: no null is learned)",
+                            at_least=0, below=1)
     guidance_weight: float = option(0.0, "classifier-free guidance, serving: x̂0 = (1 + w)·f(x_t, t, g) - "
-                                         "w·f(x_t, t, null); needs a run trained with --p-uncond > 0")
+                                         "w·f(x_t, t, null); needs a run trained with --p-uncond > 0",
+                                   at_least=0)
     serve_merge: ServeMerge = option(
         "max", "how the S samples become one ranking: max = an item scores its best sample; mixture = "
                "log Σ_s softmax_i(scale·<x_s, e_i>), the samples as a predictive distribution (exact search only)")
     merge_scale: float | None = option(
         None, "the scale (inverse temperature) of --serve-merge mixture (default: the model's own L_ssm scale s, "
-              "so each sample's softmax is the distribution L_ssm trained; 1 without --ssm-direction)")
+              "so each sample's softmax is the distribution L_ssm trained; 1 without --ssm-direction)", above=0)
     serve_start: int | None = option(
         None, "partial chain (SDEdit): start the reverse chain at step t* < T from the model's own guess noised "
-              "to t* (--serve-guess), instead of at T from uniform noise (default: T)")
+              "to t* (--serve-guess), instead of at T from uniform noise (default: T)",
+        at_least=1)
     serve_guess: ServeGuess = option(
         "mean", "the guess a partial chain starts from: mean = the first step's x̂0 (E[x0 | g]); interests = "
                 "sample s starts from interest s mod K")
@@ -169,9 +173,6 @@ class DimeRecConfig(GemConfig):
     def __post_init__(self):
         explicit_reverse = self.reverse
         super().__post_init__()
-        check_choices(self, schedule=ScheduleKind, magnitude=NoiseMagnitude, reverse=ReverseKind,
-                      reverse_sigma=ReverseSigmaKind, serve=ServeKind, denoiser=DenoiserKind, serve_merge=ServeMerge,
-                      serve_guess=ServeGuess)
         if not self.grw:  # Euclidean noise (Eq. 4) has only the DDPM posterior step (Eq. 8-9)
             if explicit_reverse not in (None, "ddpm"):
                 raise DimeRecError(f"--no-grw takes the ddpm reverse step (Eq. 8-9); --reverse {explicit_reverse} "
@@ -180,15 +181,11 @@ class DimeRecConfig(GemConfig):
         if self.grw and self.magnitude == "paper" and self.reverse == "ddim":
             raise DimeRecError("--magnitude paper (noise that wraps past π) with --reverse ddim (DDIM on the angle "
                                "process, which assumes --magnitude angle): choose --magnitude angle or --reverse ddpm")
-        if not 0 <= self.p_uncond < 1:
-            raise DimeRecError(f"--p-uncond must be in [0, 1), got {self.p_uncond}")
         if self.guidance_weight and not self.p_uncond:
             raise DimeRecError(f"--guidance-weight {self.guidance_weight} needs a null guidance: train with "
                                f"--p-uncond > 0 (got --p-uncond {self.p_uncond})")
-        if self.serve_start is not None and not 1 <= self.serve_start <= self.T:
-            raise DimeRecError(f"--serve-start must be in 1..T = 1..{self.T}, got {self.serve_start}")
-        if self.merge_scale is not None and self.merge_scale <= 0:
-            raise DimeRecError(f"--merge-scale must be positive, got {self.merge_scale}")
+        if self.serve_start is not None and self.serve_start > self.T:
+            raise DimeRecError(f"--serve-start must be at most --T ({self.T}); got {self.serve_start}")
 
 
 def diffusion_settings_of_a_control(settings: dict) -> dict:

@@ -59,34 +59,30 @@ import torch.nn.functional as F
 
 from dimerec.diffusion import (NoiseSchedule, ScheduleKind, SphereDiffusion, Trajectory, sample_trajectory,
                                timestep_embedding)
-from dimerec.models.base import Batch, Recommender, option
-from dimerec.errors import check_choices
+from dimerec.models.base import Batch, Recommender, Settings, option
 
 DenoiserKind = Literal["mlp1", "mlp2"]
 RetrievalKind = Literal["dot", "l2"]
 
 
 @dataclass
-class DreamRecConfig:
-    dim: int = option(64, "embedding size d (the paper's and the official code's)")
-    T: int = option(200, "diffusion steps (official default 200; the paper searches 500-2000)")
+class DreamRecConfig(Settings):
+    dim: int = option(64, "embedding size d (the paper's and the official code's)", at_least=1)
+    T: int = option(200, "diffusion steps (official default 200; the paper searches 500-2000)", at_least=1)
     schedule: ScheduleKind = option("linear", "β schedule")
-    beta_start: float = option(1e-4, "first linear β at T = 1000 (DDPM's)")
-    beta_end: float = option(0.02, "last linear β at T = 1000 (DDPM's)")
+    beta_start: float = option(1e-4, "first linear β at T = 1000 (DDPM's)", above=0, below=1)
+    beta_end: float = option(0.02, "last linear β at T = 1000 (DDPM's)", above=0, below=1)
     scale_betas: bool = option(True, "scale the linear β range by 1000/T so ᾱ_T ≈ 4e-5 at any T; "
                                      "--no-scale-betas is the official raw range")
-    guidance_weight: float = option(2.0, "classifier-free guidance weight w (official default 2.0)")
-    p_uncond: float = option(0.1, "probability of training with the null guidance (official default 0.1)")
-    dropout: float = option(0.1, "dropout of the encoder (official default 0.1)")
+    guidance_weight: float = option(2.0, "classifier-free guidance weight w (official default 2.0)",
+                                    at_least=0)
+    p_uncond: float = option(0.1, "probability of training with the null guidance (official default 0.1)",
+                             at_least=0, below=1)
+    dropout: float = option(0.1, "dropout of the encoder (official default 0.1)", at_least=0, below=1)
     denoiser: DenoiserKind = option("mlp1", "mlp1: one linear layer over [x_t, c, t] (official default); "
                                             "mlp2: two layers with GELU")
     retrieval: RetrievalKind = option("dot", "dot: rank items by inner product with the generated x0 (official "
                                              "`predict`); l2: by Euclidean distance, the items nearest to it")
-
-    def __post_init__(self):
-        check_choices(self, schedule=ScheduleKind, denoiser=DenoiserKind, retrieval=RetrievalKind)
-        if not 0 <= self.p_uncond < 1:
-            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
 
 
 def make_schedule(c: DreamRecConfig) -> NoiseSchedule:

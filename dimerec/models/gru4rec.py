@@ -45,7 +45,6 @@ import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from dimerec.models.base import Batch, Recommender, SoftmaxLossConfig, option, softmax_loss
-from dimerec.errors import check_choices
 
 OutputTable = Literal["shared", "separate"]
 
@@ -59,16 +58,15 @@ def left_to_right_aligned(hist: torch.Tensor, lengths: torch.Tensor) -> torch.Te
 
 @dataclass
 class GRU4RecConfig(SoftmaxLossConfig):
-    dim: int = option(64, "embedding size and GRU hidden size d (the DimeRec paper's; the official uses 100)")
-    n_layers: int = option(1, "stacked GRU layers (1, the official default)")
-    dropout_embed: float = option(0.0, "dropout on the input embeddings (0, the official default)")
-    dropout_hidden: float = option(0.0, "dropout after every GRU layer (0, the official default)")
+    dim: int = option(64, "embedding size and GRU hidden size d (the DimeRec paper's; the official uses 100)",
+                      at_least=1)
+    n_layers: int = option(1, "stacked GRU layers (1, the official default)", at_least=1)
+    dropout_embed: float = option(0.0, "dropout on the input embeddings (0, the official default)",
+                                   at_least=0, below=1)
+    dropout_hidden: float = option(0.0, "dropout after every GRU layer (0, the official default)",
+                                    at_least=0, below=1)
     output_table: OutputTable = option("shared", "shared: score with the input table (the official "
                                                  "constrained_embedding); separate: own output table")
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_choices(self, output_table=OutputTable)
 
 
 class GRU4Rec(Recommender):

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from dimerec.errors import DimeRecError
 from dimerec.models.base import Batch, Recommender, SoftmaxLossConfig, option, softmax_loss
 from dimerec.models.comirec_dr import dynamic_routing
 from dimerec.models.comirec_sa import select_interest
@@ -83,16 +82,12 @@ class B2IRouting(nn.Module):
 
 @dataclass
 class MINDConfig(SoftmaxLossConfig):
-    dim: int = option(64, "embedding size d (DimeRec's setting for every model)")
-    n_interests: int = option(4, "K interests (DimeRec's setting; ComiRec's code uses a fixed K too)")
-    routing_iterations: int = option(3, "B2I routing iterations (the paper's and ComiRec's 3)")
+    dim: int = option(64, "embedding size d (DimeRec's setting for every model)", at_least=1)
+    n_interests: int = option(4, "K interests (DimeRec's setting; ComiRec's code uses a fixed K too)", at_least=1)
+    routing_iterations: int = option(3, "B2I routing iterations (the paper's and ComiRec's 3)", at_least=1)
     relu_layer: bool = option(True, "a ReLU layer over the capsules (ComiRec's Model_MIND default)")
-    label_power: int = option(0, "label-aware attention power p; 0 = hard argmax, its p→∞ limit (ComiRec's code)")
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.label_power < 0:
-            raise DimeRecError(f"--label-power must be 0 (hard argmax) or a positive integer, got {self.label_power}")
+    label_power: int = option(0, "label-aware attention power p; 0 = hard argmax, its p→∞ limit (ComiRec's code)",
+                              at_least=0)
 
 
 class MIND(Recommender):

@@ -41,16 +41,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dimerec.models.base import Batch, Recommender, option
+from dimerec.models.base import Batch, Recommender, Settings, option
 
 
 @dataclass
-class MultVAEConfig:
-    latent_dim: int = option(200, "size of z (the paper's 200)")
-    hidden_dim: int = option(600, "hidden layer of encoder and decoder (the paper's 600)")
-    dropout: float = option(0.5, "dropout on the normalised input (the paper's 0.5)")
-    anneal_cap: float = option(0.2, "largest KL weight β (the paper's 0.2)")
-    total_anneal_steps: int = option(200_000, "training steps over which β rises linearly to the cap (the code's)")
+class MultVAEConfig(Settings):
+    latent_dim: int = option(200, "size of z (the paper's 200)", at_least=1)
+    hidden_dim: int = option(600, "hidden layer of encoder and decoder (the paper's 600)", at_least=1)
+    dropout: float = option(0.5, "dropout on the normalised input (the paper's 0.5)", at_least=0, below=1)
+    anneal_cap: float = option(0.2, "largest KL weight β (the paper's 0.2)", at_least=0)
+    total_anneal_steps: int = option(200_000, "training steps over which β rises linearly to the cap (the code's)",
+                                     at_least=1)
 
 
 def _init(layer: nn.Linear) -> nn.Linear:

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dimerec.models.base import Recommender
+from dimerec.models.base import Recommender, Settings
 
 
 @dataclass
-class PopConfig:
+class PopConfig(Settings):
     pass
 
 

@@ -57,7 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dimerec.models.base import Batch, Recommender, SampledSoftmaxConfig, option, softmax_loss
-from dimerec.errors import check_choices
+from dimerec.errors import DimeRecError
 
 LossKind = Literal["ssm", "ce", "bce-all-positions"]
 
@@ -118,19 +118,19 @@ def negatives_outside_rows(items: torch.Tensor, n_items: int, width: int) -> tor
 
 @dataclass
 class SASRecConfig(SampledSoftmaxConfig):
-    dim: int = option(64, "embedding size d (the DimeRec paper's; the official uses 50)")
-    n_layers: int = option(2, "self-attention blocks (the official's)")
-    n_heads: int = option(1, "attention heads (the official's)")
-    dropout: float = option(0.2, "dropout of embeddings, attention and FFN (the official's for ML-1M)")
+    dim: int = option(64, "embedding size d (the DimeRec paper's; the official uses 50)", at_least=1)
+    n_layers: int = option(2, "self-attention blocks (the official's)", at_least=1)
+    n_heads: int = option(1, "attention heads (the official's)", at_least=1)
+    dropout: float = option(0.2, "dropout of embeddings, attention and FFN (the official's for ML-1M)",
+                            at_least=0, below=1)
     loss_kind: LossKind = option("ssm", "ssm: sampled softmax on the last position (DimeRec's setting); "
                                         "ce: full softmax over every item on the last position (RecBole's "
                                         "CE); bce-all-positions: the official BCE with one negative per position")
 
     def __post_init__(self):
         super().__post_init__()
-        check_choices(self, loss_kind=LossKind)
         if self.dim % self.n_heads:
-            raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+            raise DimeRecError(f"--dim must be a multiple of --n-heads ({self.n_heads}); got {self.dim}")
 
 
 class CausalEncoder(nn.Module):
