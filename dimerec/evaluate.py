@@ -26,8 +26,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from dimerec.data.dataset import SeqDataset, left_pad
 from dimerec.errors import DimeRecError
-from dimerec.metrics import (CUTOFFS, beyond_accuracy, exposure_counts, mean_metrics, pad_targets, rank_metrics,
-                             reciprocal_ranks)
+from dimerec.metrics import (CUTOFFS, beyond_accuracy, exposure_counts, max_over_interests, mean_metrics, pad_targets,
+                             rank_metrics, reciprocal_ranks)
 from dimerec.retrieval import Retriever, TorchRetriever
 
 Protocol = Literal["next-item", "future", "loo"]
@@ -214,7 +214,7 @@ def sampled_metrics(model, data: SeqDataset, users: np.ndarray, n_negatives: int
             idx = order[start:start + batch_size]
             cand = torch.from_numpy(candidates[start:start + len(idx)]).to(device)
             users_k = model.user_vectors(torch.from_numpy(rows.hist[idx]).to(device))  # [B, K, d]
-            scores = torch.einsum("bkd,bcd->bkc", users_k, items[cand]).amax(dim=1)  # [B, C]: best interest
+            scores = max_over_interests(users_k, items[cand])  # [B, C]
             top = cand.gather(1, scores.argsort(dim=1, descending=True, stable=True))
             per_row.append(rank_metrics(top.cpu().numpy(), candidates[start:start + len(idx), -1:], cutoffs))
     return mean_metrics({m: np.concatenate([p[m] for p in per_row]) for m in per_row[0]})
