@@ -267,8 +267,8 @@ class UserView:
     samples: explore.UserSamples | None  # None for a model without diffusion
     samples_3d: np.ndarray | None  # [T+1, S, 3] where x_t sits after k reverse steps
     recommend_3d: np.ndarray | None  # [T+1, S, 3] the x̂0 each sample would retrieve with
-    top: np.ndarray  # [T+1, 50] final recommendations (models without diffusion: [1, 50])
-    top_scores: np.ndarray
+    top: np.ndarray  # [50] what the run serves this history: the evaluator's list (explore.served_top)
+    top_scores: np.ndarray  # [50] their scores, merged as the run merges
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -282,15 +282,13 @@ def user_view(run_id: str, stamp: tuple, hist: tuple[int, ...], n_samples: int, 
     if run.has_diffusion:
         samples = explore.sample_user(run.model, h, n_samples=n_samples, seed=seed)
         samples_3d, recommend_3d = run.projection(samples.x_t), run.projection(samples.recommend)
-        top, top_scores = samples.top, samples.top_scores
-    else:
-        top, top_scores = explore.nearest_items(run.model.user_vectors(h), run.model.item_vectors(), 50)
+    top, top_scores = explore.served_top(run.model, h, seed)
     n = min(len(hist), run.data.max_len)
     return UserView(hist=np.asarray(hist[-n:], dtype=np.int64), interests=g[0].numpy(),
                     attention=None if attention is None else attention[0, -n:].numpy(),
                     interests_3d=run.projection(g[0]), interest_top=interest_top,
                     samples=samples, samples_3d=samples_3d, recommend_3d=recommend_3d,
-                    top=top, top_scores=top_scores)
+                    top=top[0], top_scores=top_scores[0])
 
 
 @st.cache_data(show_spinner="Choosing interesting users…", max_entries=8)
@@ -330,6 +328,7 @@ def presets(run_id: str) -> list[tuple[int, str]]:
     run = load_run(run_id)
     table = user_table(run_id, run.stamp)
     noun = "samples" if run.has_diffusion else "interests"
+    ranked = "its samples rank the true next item" if run.has_diffusion else "the true next item is ranked"
     picks: list[tuple[int, str]] = []
 
     def add(frame: pd.DataFrame, reason) -> None:
@@ -340,12 +339,11 @@ def presets(run_id: str) -> list[tuple[int, str]]:
 
     hits = table[table["rank"].notna()]
     add(hits[hits["n_categories"] >= 2].sort_values(["n_categories", "rank"], ascending=[False, True]),
-        lambda r: f"its {noun} land on {int(r['n_categories'])} different categories; the true next item "
-                  f"is ranked #{int(r['rank'])}")
+        lambda r: f"its {noun} land on {int(r['n_categories'])} different categories; {ranked} #{int(r['rank'])}")
     add(hits.sort_values(["n_categories", "rank"]),
         lambda r: (f"its {noun} agree on one category" if r["n_categories"] == 1 else
                    f"its {noun} land on only {int(r['n_categories'])} categories")
-        + f"; the true next item is ranked #{int(r['rank'])}")
+        + f"; {ranked} #{int(r['rank'])}")
     if run.is_planted:
         add(table[(table["since_drift"] <= 3) & (table["history"] >= 10)].sort_values("rank"),
             lambda r: "an interest changed " + ("just before the next item" if r["since_drift"] == 0 else

@@ -495,6 +495,37 @@ def test_sample_user_reads_out_every_reverse_step():
     assert np.all(np.diff(scores[0]) <= 1e-6)
 
 
+SERVING_MODES = [{}, {"serve_samples": 4}, {"serve_samples": 4, "serve_merge": "mixture"},
+                 {"serve": "mean", "serve_samples": 4}]
+
+
+def test_the_app_shows_the_top_50_the_evaluator_scores_in_every_serving_mode(tmp_path):
+    """Issue 29, defect 1: for each way a DimeRec run can serve (its reverse chain's end x_0 from one sample or
+    several merged by max or as a mixture, or --serve mean), the top 50 the app shows a user is the list
+    `evaluate` ranks for that user's history with the same seed, not a max over the samples drawn on the page."""
+    from app import runs
+    from dimerec.evaluate import served_lists
+    from dimerec.runs import load_run
+
+    seed, lists_by_mode = 7, []
+    for i, serving in enumerate(SERVING_MODES):
+        run = _run_dir(tmp_path, f"serve-{i}")
+        config = json.loads((run / "config.json").read_text())
+        config["model_config"].update(serving)
+        (run / "config.json").write_text(json.dumps(config))
+        model, data, _ = load_run(run)
+        shown = runs.load_run(f"runs/serve-{i}")
+        users = shown.held_out[:3]
+        # each user scored alone under the loo protocol: one row, the history the app shows, the same seed
+        evaluator = np.concatenate([lists["final"] for u in users
+                                    for _, _, lists in served_lists(model, data, np.array([u]), "loo", seed=seed)])
+        app = np.stack([runs.user_view(shown.id, shown.stamp, tuple(shown.history(u).tolist()), runs.DEFAULT_SAMPLES,
+                                       seed).top for u in users])
+        assert app.shape == (3, 50) and (app == evaluator).all(), serving
+        lists_by_mode.append(app.tobytes())
+    assert len(set(lists_by_mode)) == len(SERVING_MODES)  # the modes serve different lists: each was exercised
+
+
 def steps_sentence(at: AppTest, label: str) -> str:
     return next(m.value for m in at.markdown if m.value.startswith(f"**{label}**"))
 
