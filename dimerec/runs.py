@@ -31,14 +31,15 @@ def finished(out: Path) -> bool:
     return (Path(out) / "metrics.json").exists()
 
 
-def discover_runs(*roots: Path, max_depth: int = 4) -> dict[Path, Path]:
-    """Every run directory (one holding a config.json) under each root, at most `max_depth` folders down:
-    {its path relative to its root: its path}, roots in order, each sorted."""
+def discover_runs(*roots: Path, max_depth: int = 6) -> dict[Path, Path]:
+    """Every run directory (one holding a config.json) under each root, at most `max_depth` folders down (a tuned
+    reproduction's run, RUNS/reproduce/DATASET/NAME/FLAGS/seedN, is five): {its path relative to its root: its
+    path}, roots in order, each sorted."""
     found: dict[Path, Path] = {}
     for root in roots:
         if Path(root).is_dir():
             for config in sorted(Path(root).glob("**/config.json")):
-                if len(config.relative_to(root).parts) <= max_depth:
+                if len(config.parent.relative_to(root).parts) <= max_depth:
                     found.setdefault(config.parent.relative_to(root), config.parent)
     return found
 

@@ -249,6 +249,20 @@ def test_runs_under_runs_folder_are_listed(tmp_path):
     assert "runs/mine/dimerec-copy" in at.selectbox(key="run_select").options
 
 
+def test_runs_up_to_six_folders_down_are_listed(tmp_path):
+    """Issue 29, defect 2: a reproduction's runs sit four (runs/reproduce/DATASET/NAME/seedN) or five (tuned:
+    .../NAME/FLAGS/seedN) folders down; the app lists every run up to six folders below runs/, and nothing deeper."""
+    from app import runs
+
+    for name in ("a", "reproduce/planted/dimerec-ours/seed0", "mine/reproduce/planted/dimerec-ours/lr-0.001/seed0",
+                 "one/two/three/four/five/six/seven"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "config.json").write_text("{}")
+    listed = [run_id for run_id in runs.discover_runs() if run_id.startswith("runs/")]
+    assert listed == ["runs/a", "runs/mine/reproduce/planted/dimerec-ours/lr-0.001/seed0",
+                      "runs/reproduce/planted/dimerec-ours/seed0"]
+
+
 def test_interests_show_attention_category_mix_and_the_planted_truth():
     at = open_page("interests")
     assert not at.error
