@@ -155,17 +155,19 @@ def _read_json(path: Path, required: bool) -> dict | None:
 
 
 @st.cache_resource(show_spinner="Reading the dataset…", max_entries=4)
-def _dataset(name: str, data_dir: str | None, seed: int):
-    return load_dataset(name, data_dir, seed=seed)
+def _dataset(name: str, data_dir: str | None, seed: int, split: str):
+    return load_dataset(name, data_dir, seed=seed, split=split)
 
 
 def _load_dataset(config: dict, path: Path):
-    name, data_dir = config["dataset"], config.get("data_dir")
-    seed = int(config.get("train_config", {}).get("split_seed", 0))
+    """The run's dataset, read as the run read it: its split seed, and its split (`--split given`: the source's own
+    parts)."""
+    name, data_dir, train_config = config["dataset"], config.get("data_dir"), config.get("train_config", {})
+    seed, split = int(train_config.get("split_seed", 0)), train_config.get("split", "random")
     if data_dir and not Path(data_dir).is_dir() and name != "planted":
         data_dir = None  # trained elsewhere: fall back to $DIMEREC_DATA, else ./data
     try:
-        return _dataset(name, data_dir, seed)
+        return _dataset(name, data_dir, seed, split)
     except DimeRecError as err:
         raise RunError(f"{path} was trained on {name!r}, which cannot be read here: {err}. "
                        f"Set $DIMEREC_DATA to the folder that holds it.") from None

@@ -263,6 +263,33 @@ def test_runs_up_to_six_folders_down_are_listed(tmp_path):
                       "runs/reproduce/planted/dimerec-ours/seed0"]
 
 
+def test_a_run_on_its_datasets_own_split_opens(tmp_path):
+    """Issue 29, defect 3: a `--split given` run (a DreamRec folder's own train/validation/test parts) opens in the
+    app: its dataset is read with the run's split, so the fingerprint check passes and the parts are the run's."""
+    import pandas as pd
+
+    from dimerec.cli import main
+
+    folder, pad, rng = tmp_path / "data" / "shop", 60, np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    pd.DataFrame({"seq_size": [10], "item_num": [pad]}).to_pickle(folder / "data_statis.df")
+    for part, n in (("train_data.df", 30), ("val_data.df", 6), ("test_data.df", 6)):
+        rows = []
+        for _ in range(n):  # DreamRec's rows: every prefix of a sequence, the history right-padded
+            seq = rng.integers(0, pad, size=int(rng.integers(3, 8))).tolist()
+            rows += [(seq[:k] + [pad] * (10 - k), max(1, k), seq[k]) for k in range(len(seq))]
+        pd.DataFrame(rows, columns=["seq", "len_seq", "next"]).to_pickle(folder / part)
+    assert main(["train", "--model", "comirec-sa", "--dataset", "shop", "--data-dir", str(tmp_path / "data"),
+                 "--split", "given", "--max-steps", "2", "--out", str(tmp_path / "runs" / "given")]) == 0
+    at = open_page("interests", run="runs/given")
+    assert not at.error, errors(at)
+    assert at.selectbox(key="run_select").value == "runs/given"
+    from app import runs
+
+    split = runs.load_run("runs/given").split
+    assert (len(split.train), len(split.valid), len(split.test)) == (30, 6, 6)
+
+
 def test_interests_show_attention_category_mix_and_the_planted_truth():
     at = open_page("interests")
     assert not at.error
