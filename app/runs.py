@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from dimerec import explore
 from dimerec.data import left_pad, load_dataset
 from dimerec.errors import DimeRecError
 from dimerec.models import MODELS
-from dimerec.runs import RUN_FILES, discover_runs as find_run_dirs, load_run as load_trained_run
+from dimerec.runs import RUN_FILES, discover_runs as find_run_dirs, load_run as load_trained_run, runs_root
 
 torch.set_num_threads(1)  # small matrices; the machine's cores are shared
 
@@ -36,10 +35,6 @@ PRESET_POOL = 400  # presets are picked among at most this many held-out users
 
 class RunError(Exception):
     """A run that cannot be shown; the message says which file and what to do."""
-
-
-def runs_root() -> Path:
-    return Path(os.environ.get("DIMEREC_RUNS") or "runs")
 
 
 def discover_runs() -> dict[str, Path]:

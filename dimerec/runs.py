@@ -24,6 +24,14 @@ from dimerec.errors import DimeRecError
 from dimerec.models.base import Recommender
 
 RUN_FILES = ("config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json", "step_metrics.json")
+RUNS_ENV = "DIMEREC_RUNS"
+RUNS_ROOT = Path("runs")  # where runs go unless told otherwise, and the folder the app lists (else $DIMEREC_RUNS)
+REPRODUCE_RUNS = RUNS_ROOT / "reproduce"  # `reproduce`'s runs: RUNS/DATASET/NAME/seedN
+
+
+def runs_root() -> Path:
+    """The folder whose runs the app and the notebooks list and write: $DIMEREC_RUNS, else runs/."""
+    return Path(os.environ.get(RUNS_ENV) or RUNS_ROOT)
 
 
 def finished(out: Path) -> bool:
