@@ -66,6 +66,7 @@ def test_the_built_in_runs_are_small_and_match_the_model_code():
     import torch
 
     from dimerec.models import MODELS
+    from dimerec.models.base import check_contract
     from dimerec.trainer import load_checkpoint
 
     files = [f for f in DEFAULT.rglob("*") if f.is_file()]
@@ -81,7 +82,9 @@ def test_the_built_in_runs_are_small_and_match_the_model_code():
         except RuntimeError as err:
             pytest.fail(f"app/default_runs/{run} no longer fits the {config['model']} code; regenerate the built-in "
                         f"runs with `python app/make_default_runs.py` ({str(err).splitlines()[1].strip()})")
-        assert isinstance(model.item_vectors(), torch.Tensor)
+        hist = torch.full((2, config["max_len"]), config["n_items"])
+        hist[:, -3:] = torch.tensor([[1, 2, 3], [4, 5, 6]])
+        check_contract(model, hist)  # every method the model declares runs, at the shapes the app reads
 
 
 def test_tour_runs_every_chapter():
