@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from dimerec import explore
 from dimerec.data import left_pad, load_dataset
 from dimerec.errors import DimeRecError
 from dimerec.models import MODELS
-from dimerec.runs import RUN_FILES, discover_runs as find_run_dirs, load_run as load_trained_run
+from dimerec.runs import RUN_FILES, discover_runs as find_run_dirs, load_run as load_trained_run, runs_root
 
 torch.set_num_threads(1)  # small matrices; the machine's cores are shared
 
@@ -36,10 +35,6 @@ PRESET_POOL = 400  # presets are picked among at most this many held-out users
 
 class RunError(Exception):
     """A run that cannot be shown; the message says which file and what to do."""
-
-
-def runs_root() -> Path:
-    return Path(os.environ.get("DIMEREC_RUNS") or "runs")
 
 
 def discover_runs() -> dict[str, Path]:
@@ -155,17 +150,19 @@ def _read_json(path: Path, required: bool) -> dict | None:
 
 
 @st.cache_resource(show_spinner="Reading the dataset…", max_entries=4)
-def _dataset(name: str, data_dir: str | None, seed: int):
-    return load_dataset(name, data_dir, seed=seed)
+def _dataset(name: str, data_dir: str | None, seed: int, split: str):
+    return load_dataset(name, data_dir, seed=seed, split=split)
 
 
 def _load_dataset(config: dict, path: Path):
-    name, data_dir = config["dataset"], config.get("data_dir")
-    seed = int(config.get("train_config", {}).get("split_seed", 0))
+    """The run's dataset, read as the run read it: its split seed, and its split (`--split given`: the source's own
+    parts)."""
+    name, data_dir, train_config = config["dataset"], config.get("data_dir"), config.get("train_config", {})
+    seed, split = int(train_config.get("split_seed", 0)), train_config.get("split", "random")
     if data_dir and not Path(data_dir).is_dir() and name != "planted":
         data_dir = None  # trained elsewhere: fall back to $DIMEREC_DATA, else ./data
     try:
-        return _dataset(name, data_dir, seed)
+        return _dataset(name, data_dir, seed, split)
     except DimeRecError as err:
         raise RunError(f"{path} was trained on {name!r}, which cannot be read here: {err}. "
                        f"Set $DIMEREC_DATA to the folder that holds it.") from None
@@ -267,8 +264,8 @@ class UserView:
     samples: explore.UserSamples | None  # None for a model without diffusion
     samples_3d: np.ndarray | None  # [T+1, S, 3] where x_t sits after k reverse steps
     recommend_3d: np.ndarray | None  # [T+1, S, 3] the x̂0 each sample would retrieve with
-    top: np.ndarray  # [T+1, 50] final recommendations (models without diffusion: [1, 50])
-    top_scores: np.ndarray
+    top: np.ndarray  # [50] what the run serves this history: the evaluator's list (explore.served_top)
+    top_scores: np.ndarray  # [50] their scores, merged as the run merges
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -282,15 +279,13 @@ def user_view(run_id: str, stamp: tuple, hist: tuple[int, ...], n_samples: int, 
     if run.has_diffusion:
         samples = explore.sample_user(run.model, h, n_samples=n_samples, seed=seed)
         samples_3d, recommend_3d = run.projection(samples.x_t), run.projection(samples.recommend)
-        top, top_scores = samples.top, samples.top_scores
-    else:
-        top, top_scores = explore.nearest_items(run.model.user_vectors(h), run.model.item_vectors(), 50)
+    top, top_scores = explore.served_top(run.model, h, seed)
     n = min(len(hist), run.data.max_len)
     return UserView(hist=np.asarray(hist[-n:], dtype=np.int64), interests=g[0].numpy(),
                     attention=None if attention is None else attention[0, -n:].numpy(),
                     interests_3d=run.projection(g[0]), interest_top=interest_top,
                     samples=samples, samples_3d=samples_3d, recommend_3d=recommend_3d,
-                    top=top, top_scores=top_scores)
+                    top=top[0], top_scores=top_scores[0])
 
 
 @st.cache_data(show_spinner="Choosing interesting users…", max_entries=8)
@@ -330,6 +325,7 @@ def presets(run_id: str) -> list[tuple[int, str]]:
     run = load_run(run_id)
     table = user_table(run_id, run.stamp)
     noun = "samples" if run.has_diffusion else "interests"
+    ranked = "its samples rank the true next item" if run.has_diffusion else "the true next item is ranked"
     picks: list[tuple[int, str]] = []
 
     def add(frame: pd.DataFrame, reason) -> None:
@@ -340,12 +336,11 @@ def presets(run_id: str) -> list[tuple[int, str]]:
 
     hits = table[table["rank"].notna()]
     add(hits[hits["n_categories"] >= 2].sort_values(["n_categories", "rank"], ascending=[False, True]),
-        lambda r: f"its {noun} land on {int(r['n_categories'])} different categories; the true next item "
-                  f"is ranked #{int(r['rank'])}")
+        lambda r: f"its {noun} land on {int(r['n_categories'])} different categories; {ranked} #{int(r['rank'])}")
     add(hits.sort_values(["n_categories", "rank"]),
         lambda r: (f"its {noun} agree on one category" if r["n_categories"] == 1 else
                    f"its {noun} land on only {int(r['n_categories'])} categories")
-        + f"; the true next item is ranked #{int(r['rank'])}")
+        + f"; {ranked} #{int(r['rank'])}")
     if run.is_planted:
         add(table[(table["since_drift"] <= 3) & (table["history"] >= 10)].sort_values("rank"),
             lambda r: "an interest changed " + ("just before the next item" if r["since_drift"] == 0 else

@@ -224,7 +224,9 @@ def items_frame(run: runs.Run, items, next_item: int | None = None, scores=None)
 ITEM_COLUMNS = {"#": st.column_config.NumberColumn("#", width=34),
                 "next?": st.column_config.TextColumn("next?", width=54, help="✓ the user's true next item"),
                 "new?": st.column_config.TextColumn("new?", width=46, help="not in the top 10 before the edit"),
-                "score": st.column_config.NumberColumn("score", width=52, help="inner product with the user vector")}
+                "score": st.column_config.NumberColumn(
+                    "score", width=52, help="the item's score for this user: its inner product with the user vector "
+                                            "(the best over several; a mixture of samples: its log-probability)")}
 
 
 def show_items(frame: pd.DataFrame, container=st, **kwargs) -> None:

@@ -150,7 +150,8 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
         "DimeRec Explorer: diffusion with multi-interest enhanced recommendation, its baselines, "
         "and the experiments of the paper."))
     sub = parser.add_subparsers(dest="command", required=True)
-    data_dir_help = "data directory (default: $DIMEREC_DATA, else ./data)"
+    from dimerec.data import DATA_DIR_HELP as data_dir_help
+    from dimerec.runs import REPRODUCE_RUNS
 
     p = sub.add_parser("datasets", help="list every dataset found, with its size")
     p.add_argument("--data-dir", help=data_dir_help)
@@ -213,7 +214,7 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
                         "trained it")
     p.add_argument("--quick", action="store_true",
                    help="small budget for a smoke run: 60 steps per run, 300 validation rows, 1 seed unless --seeds")
-    p.add_argument("--runs", default="runs/reproduce",
+    p.add_argument("--runs", default=str(REPRODUCE_RUNS),
                    help="where the runs go (finished runs are skipped; a second command on the same folder "
                         "trains the runs the first is not training)")
     p.add_argument("--results", default="results", help="where the tables and figures go")

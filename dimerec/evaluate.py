@@ -26,8 +26,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from dimerec.data.dataset import SeqDataset, left_pad
 from dimerec.errors import DimeRecError
-from dimerec.metrics import (CUTOFFS, beyond_accuracy, exposure_counts, mean_metrics, pad_targets, rank_metrics,
-                             reciprocal_ranks)
+from dimerec.metrics import (CUTOFFS, beyond_accuracy, exposure_counts, max_over_interests, mean_metrics, pad_targets,
+                             rank_metrics, reciprocal_ranks)
 from dimerec.retrieval import Retriever, TorchRetriever
 
 Protocol = Literal["next-item", "future", "loo"]
@@ -133,6 +133,42 @@ def row_order(n_rows: int, max_rows: int | None, seed: int) -> np.ndarray:
     return order
 
 
+@contextmanager
+def served(model, seed: int, retriever: Retriever | None = None,
+           user_fn: UserFn | None = None) -> Iterator[Callable[..., dict[str, tuple[torch.Tensor, torch.Tensor]]]]:
+    """How a model serves, the one rule for everything that reads its lists (evaluate, step_metrics, the app's and
+    the notebooks' read-outs): under `serving(model, seed)`, the model's own user vectors (`user_vectors`, which
+    follows its serve mode and samples; `user_fn` names others), merged as the model says (`merging_retriever`),
+    the item table indexed once. Yields serve(hist [B, L], k, exclude=None) -> {name: (vectors, item ids [B, k])};
+    successive calls continue one random stream, as evaluate's batches do."""
+    retriever = merging_retriever(model, retriever or TorchRetriever())
+    user_fn = user_fn or (lambda hist: {"final": model.user_vectors(hist)})
+    device = model_device(model)
+
+    def serve(hist: torch.Tensor, k: int, exclude: list[np.ndarray] | None = None):
+        return {name: (vectors, retriever.search(vectors, k, exclude=exclude))
+                for name, vectors in user_fn(hist.to(device)).items()}
+
+    with serving(model, seed):
+        retriever.index(model.item_vectors())
+        yield serve
+
+
+def served_lists(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "next-item", *,
+                 mask_seen: bool = False, retriever: Retriever | None = None, user_fn: UserFn | None = None,
+                 batch_size: int = 1024, seed: int = 0,
+                 max_rows: int | None = None) -> Iterator[tuple[EvalRows, np.ndarray, dict[str, np.ndarray]]]:
+    """The top-50 lists evaluate scores, batch by batch: (the rows, the batch's row indices, {name: ids [b, 50]})."""
+    rows = build_rows(data, users, protocol)
+    order = row_order(len(rows.hist), max_rows, seed)
+    with served(model, seed, retriever, user_fn) as serve:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            exclude = seen_items(data, rows, idx) if mask_seen else None
+            lists = serve(torch.from_numpy(rows.hist[idx]), max(CUTOFFS), exclude)
+            yield rows, idx, {name: top.cpu().numpy() for name, (_, top) in lists.items()}
+
+
 def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "next-item", *,
              mask_seen: bool = False, retriever: Retriever | None = None, user_fn: UserFn | None = None,
              batch_size: int = 1024, seed: int = 0, max_rows: int | None = None,
@@ -143,29 +179,19 @@ def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "n
     interactions per item, `data.item_popularity(split.train)`) is given, the beyond-accuracy aggregates
     over all rows' lists ("ItemCoverage@10", …). Sampling inside `user_fn` (diffusion) is seeded by `seed`
     without touching the caller's random state. `max_rows` evaluates a seeded subsample of rows.
+    The lists are `served_lists`'s.
     """
-    rows = build_rows(data, users, protocol)
-    order = row_order(len(rows.hist), max_rows, seed)
-    retriever = merging_retriever(model, retriever or TorchRetriever())
-    user_fn = user_fn or (lambda hist: {"final": model.user_vectors(hist)})
-    k = max(CUTOFFS)
     per_row: dict[str, list] = {}
     exposure: dict[str, dict[int, np.ndarray]] = {}
-    device = model_device(model)
-    with serving(model, seed):
-        retriever.index(model.item_vectors())
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            hist = torch.from_numpy(rows.hist[idx]).to(device)
-            exclude = seen_items(data, rows, idx) if mask_seen else None
-            for name, vectors in user_fn(hist).items():
-                top = retriever.search(vectors, k, exclude=exclude).cpu().numpy()
-                per_row.setdefault(name, []).append({**rank_metrics(top, rows.targets[idx]),
-                                                     **reciprocal_ranks(top, rows.targets[idx])})
-                if popularity is not None:
-                    counts = exposure_counts(top, data.n_items)
-                    exposure[name] = {n: exposure[name][n] + c for n, c in counts.items()} \
-                        if name in exposure else counts
+    for rows, idx, lists in served_lists(model, data, users, protocol, mask_seen=mask_seen, retriever=retriever,
+                                         user_fn=user_fn, batch_size=batch_size, seed=seed, max_rows=max_rows):
+        for name, top in lists.items():
+            per_row.setdefault(name, []).append({**rank_metrics(top, rows.targets[idx]),
+                                                 **reciprocal_ranks(top, rows.targets[idx])})
+            if popularity is not None:
+                counts = exposure_counts(top, data.n_items)
+                exposure[name] = {n: exposure[name][n] + c for n, c in counts.items()} \
+                    if name in exposure else counts
     out = {name: mean_metrics({m: np.concatenate([p[m] for p in parts]) for m in parts[0]})
            for name, parts in per_row.items()}
     if popularity is not None:
@@ -214,7 +240,7 @@ def sampled_metrics(model, data: SeqDataset, users: np.ndarray, n_negatives: int
             idx = order[start:start + batch_size]
             cand = torch.from_numpy(candidates[start:start + len(idx)]).to(device)
             users_k = model.user_vectors(torch.from_numpy(rows.hist[idx]).to(device))  # [B, K, d]
-            scores = torch.einsum("bkd,bcd->bkc", users_k, items[cand]).amax(dim=1)  # [B, C]: best interest
+            scores = max_over_interests(users_k, items[cand])  # [B, C]
             top = cand.gather(1, scores.argsort(dim=1, descending=True, stable=True))
             per_row.append(rank_metrics(top.cpu().numpy(), candidates[start:start + len(idx), -1:], cutoffs))
     return mean_metrics({m: np.concatenate([p[m] for p in per_row]) for m in per_row[0]})

@@ -3,9 +3,11 @@
 - `SphereProjection` / `fit_sphere_projection`: a fixed linear "camera" from the
   64-d unit sphere to the 3-D sphere (three orthonormal axes that keep the item
   categories apart, then back onto the unit sphere);
+- `served_top`: the top 50 a run serves a history, by the evaluator's own rule (`evaluate.served`: the run's
+  serve mode, samples and merge), so the app shows the lists its metrics.json scored;
 - `user_landings`: where each user's samples (or user vectors) land, and the top 50 served;
 - `UserSamples` / `sample_user`: a user's reverse runs, with what each step
-  would recommend;
+  would recommend (the samples merged as the run merges them);
 - `forward_paths`: the forward noise applied to one item, step by step;
 - `nearest_items`: retrieval for vectors of any shape; `angle_to`: angles to one target;
 - `great_circle`: points along the arc between two points of the 3-D sphere, for drawing.
@@ -31,7 +33,7 @@ import numpy as np
 import torch
 
 from dimerec import sphere
-from dimerec.metrics import max_over_interests
+from dimerec.evaluate import merging_retriever, served
 from dimerec.retrieval import TorchRetriever
 
 
@@ -90,15 +92,26 @@ def _discriminant_axes(x: np.ndarray, labels: np.ndarray, n_axes: int = 3) -> np
 
 
 @torch.no_grad()
-def nearest_items(vectors: torch.Tensor, item_vectors: torch.Tensor, k: int,
-                  exclude: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k items by inner product. vectors [B, K, d] (an item scores its best over the K) ->
-    ids [B, k] and their scores [B, k]."""
-    retriever = TorchRetriever()
+def nearest_items(vectors: torch.Tensor, item_vectors: torch.Tensor, k: int, exclude: list[np.ndarray] | None = None,
+                  retriever: TorchRetriever | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k items of vectors [B, K, d], the K merged by `retriever` (default: an item scores its best inner
+    product over the K) -> ids [B, k] and their scores [B, k]."""
+    retriever = retriever or TorchRetriever()
     retriever.index(item_vectors)
     ids = retriever.search(vectors, k, exclude=exclude)
-    scores = torch.gather(max_over_interests(vectors.float(), item_vectors.detach().float()), 1, ids)
-    return ids.numpy(), scores.numpy()
+    return ids.numpy(), torch.gather(retriever.scores(vectors), 1, ids).numpy()
+
+
+@torch.no_grad()
+def served_top(model, hist: torch.Tensor, seed: int = 0, k: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """The top-k the model serves histories [B, L], as the evaluator scores them (`evaluate.served`: the run's serve
+    mode, its own number of samples and its merge, the global random stream seeded by `seed`) -> ids [B, k] and
+    their merged scores [B, k]. For one history this is the list `evaluate` ranks for it with the same seed."""
+    with served(model, seed) as serve:
+        vectors, ids = serve(hist, k)["final"]
+    retriever = merging_retriever(model, TorchRetriever())
+    retriever.index(model.item_vectors())
+    return ids.numpy(), torch.gather(retriever.scores(vectors), 1, ids).numpy()
 
 
 @dataclass
@@ -107,7 +120,7 @@ class UserSamples:
     steps: list[int]  # [T, T-1, ..., 1]: the t of each reverse step
     x_t: np.ndarray  # [T+1, S, d]: x_T ... x_0
     recommend: np.ndarray  # [T+1, S, d]: what each sample would be retrieved with after k steps
-    top: np.ndarray  # [T+1, k_top] items of the S samples merged (an item scores its best sample)
+    top: np.ndarray  # [T+1, k_top] items of the S samples merged as the run merges them (score_merge)
     top_scores: np.ndarray  # [T+1, k_top]
     sample_top: np.ndarray  # [T+1, S, n_sample_top] each sample's own nearest items
 
@@ -128,7 +141,7 @@ def sample_user(model, hist: torch.Tensor, n_samples: int, seed: int = 0, k_top:
     recommend = torch.cat([traj.pred_x0[:, 0], traj.final[0][None]])  # [T+1, S, d]
     served = model.chain_user_vectors(recommend)  # [T+1, S, d'] what retrieval scores each point as
     items = model.item_vectors()
-    top, top_scores = nearest_items(served, items, k_top)  # samples merged per step
+    top, top_scores = nearest_items(served, items, k_top, retriever=merging_retriever(model, TorchRetriever()))
     n_steps, S, d = served.shape
     sample_top, _ = nearest_items(served.reshape(n_steps * S, 1, d), items, n_sample_top)
     return UserSamples(steps=list(traj.steps), x_t=x_t.numpy(), recommend=recommend.numpy(), top=top,
@@ -139,7 +152,8 @@ def sample_user(model, hist: torch.Tensor, n_samples: int, seed: int = 0, k_top:
 def user_landings(model, hists: list[torch.Tensor], n_samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """For each history [1, L]: the nearest item of each of its vectors — the ends x_0 of `n_samples` reverse runs
     (seeded as `sample_user`) for a model that denoises, else its K interests — [U, S or K], and the top 50
-    items it is served [U, 50] (the samples merged, or its user vectors)."""
+    items of those vectors merged as the run merges them [U, 50] (for a model that denoises, what `sample_user`'s
+    last step shows for the same samples; the list the run serves is `served_top`'s)."""
     items = model.item_vectors()
     if model.denoises:
         vectors = torch.cat([model.chain_user_vectors(model.trajectory(
@@ -154,7 +168,7 @@ def user_landings(model, hists: list[torch.Tensor], n_samples: int, seed: int = 
     else:  # interests outside the item space (DreamRec's guidance): the served vectors' nearest items
         first, _ = nearest_items(served.reshape(-1, 1, served.shape[-1]), items, 1)
         S = served.shape[1]
-    merged, _ = nearest_items(served, items, 50)
+    merged, _ = nearest_items(served, items, 50, retriever=merging_retriever(model, TorchRetriever()))
     return first[:, 0].reshape(U, S), merged
 
 

@@ -38,7 +38,10 @@ HEAD_SHARE = 0.2  # the head: this share of the items, the most popular in train
 
 
 def max_over_interests(user_vectors: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
-    """[B, K, d] x [n_items, d] -> [B, n_items]: an item's score is its best over the K interests."""
+    """[B, K, d] x [n_items, d] -> [B, n_items]: an item's score is its best over the K interests. Items given per
+    row, [B, C, d] (each row's candidates), -> [B, C]."""
+    if item_vectors.dim() == 3:
+        return torch.einsum("bkd,bcd->bkc", user_vectors, item_vectors).amax(dim=1)
     return torch.einsum("bkd,nd->bkn", user_vectors, item_vectors).amax(dim=1)
 
 

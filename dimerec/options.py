@@ -64,18 +64,17 @@ def check_positive(args: argparse.Namespace, *names: str) -> None:
             raise DimeRecError(f"--{name.replace('_', '-')} must be above 0; got {value!r}")
 
 
-DATA_DIR_HELP = "data directory (default: $DIMEREC_DATA, else ./data)"
-
-
 def add_train_arguments(p: argparse.ArgumentParser, model_name: str | None) -> None:
     """The flags of `python -m dimerec train` (the model's own only once --model names it)."""
+    from dimerec.data import DATA_DIR_HELP
     from dimerec.models import MODELS
+    from dimerec.runs import RUNS_ROOT
     from dimerec.trainer import TrainConfig
 
     p.add_argument("--model", required=True, choices=sorted(MODELS))
     p.add_argument("--dataset", required=True, help="planted, ml-1m, yoochoose, kuairec, ... (see `datasets`)")
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
-    p.add_argument("--out", help="run directory (default: runs/MODEL-DATASET-sSEED)")
+    p.add_argument("--out", help=f"run directory (default: {RUNS_ROOT}/MODEL-DATASET-sSEED)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="delete --out first if it holds a run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -87,9 +86,10 @@ def add_train_arguments(p: argparse.ArgumentParser, model_name: str | None) -> N
 def train_from_args(args: argparse.Namespace, model_cls, argv: list[str]) -> tuple[dict, Path]:
     """`python -m dimerec train` once its flags are parsed: (metrics.json as a dict, the run directory)."""
     from dimerec.data import load_dataset
+    from dimerec.runs import RUNS_ROOT
     from dimerec.trainer import TrainConfig, check_splittable, data_notes, train_model
 
-    out = Path(args.out or f"runs/{args.model}-{args.dataset}-s{args.seed}")
+    out = Path(args.out or RUNS_ROOT / f"{args.model}-{args.dataset}-s{args.seed}")
     if out.exists() and not out.is_dir():
         raise DimeRecError(f"--out {out} is a file, not a run directory; choose another --out")
     if (out / "config.json").exists() and not (args.resume or args.overwrite):

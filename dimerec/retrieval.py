@@ -75,14 +75,18 @@ class TorchRetriever(Retriever):
     def index(self, item_vectors: torch.Tensor) -> None:
         self.items = item_vectors.detach().float()
 
+    def scores(self, user_vectors: torch.Tensor) -> torch.Tensor:
+        """[B, K, d] -> [B, n_items]: every item's score, the K vectors merged by `merge`."""
+        vectors = user_vectors.float()
+        return (mixture_over_samples(vectors, self.items, self.scale) if self.merge == "mixture"
+                else max_over_interests(vectors, self.items))
+
     def search(self, user_vectors, k, exclude=None):
         B, K = user_vectors.shape[:2]
         step = max(1, CHUNK_SCORES // max(1, K * len(self.items)))
         parts = []
         for start in range(0, max(B, 1), step):
-            chunk = user_vectors[start:start + step].float()
-            scores = (mixture_over_samples(chunk, self.items, self.scale) if self.merge == "mixture"
-                      else max_over_interests(chunk, self.items))  # [b, n_items]
+            scores = self.scores(user_vectors[start:start + step])  # [b, n_items]
             mask_seen(scores, exclude[start:start + step] if exclude is not None else None)
             parts.append(topk_items(scores, k))
         return parts[0] if len(parts) == 1 else torch.cat(parts)

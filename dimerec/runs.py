@@ -27,6 +27,14 @@ from dimerec.errors import DimeRecError
 from dimerec.models.base import Recommender
 
 RUN_FILES = ("config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json", "step_metrics.json")
+RUNS_ENV = "DIMEREC_RUNS"
+RUNS_ROOT = Path("runs")  # where runs go unless told otherwise, and the folder the app lists (else $DIMEREC_RUNS)
+REPRODUCE_RUNS = RUNS_ROOT / "reproduce"  # `reproduce`'s runs: RUNS/DATASET/NAME/seedN
+
+
+def runs_root() -> Path:
+    """The folder whose runs the app and the notebooks list and write: $DIMEREC_RUNS, else runs/."""
+    return Path(os.environ.get(RUNS_ENV) or RUNS_ROOT)
 
 
 WRITTEN_FILES = (*RUN_FILES, "last.pt")  # everything a run writes (and each one's .tmp while it is written)
@@ -37,14 +45,15 @@ def finished(out: Path) -> bool:
     return (Path(out) / "metrics.json").exists()
 
 
-def discover_runs(*roots: Path, max_depth: int = 4) -> dict[Path, Path]:
-    """Every run directory (one holding a config.json) under each root, at most `max_depth` folders down:
-    {its path relative to its root: its path}, roots in order, each sorted."""
+def discover_runs(*roots: Path, max_depth: int = 6) -> dict[Path, Path]:
+    """Every run directory (one holding a config.json) under each root, at most `max_depth` folders down (a tuned
+    reproduction's run, RUNS/reproduce/DATASET/NAME/FLAGS/seedN, is five): {its path relative to its root: its
+    path}, roots in order, each sorted."""
     found: dict[Path, Path] = {}
     for root in roots:
         if Path(root).is_dir():
             for config in sorted(Path(root).glob("**/config.json")):
-                if len(config.relative_to(root).parts) <= max_depth:
+                if len(config.parent.relative_to(root).parts) <= max_depth:
                     found.setdefault(config.parent.relative_to(root), config.parent)
     return found
 

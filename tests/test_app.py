@@ -66,6 +66,7 @@ def test_the_built_in_runs_are_small_and_match_the_model_code():
     import torch
 
     from dimerec.models import MODELS
+    from dimerec.models.base import check_contract
     from dimerec.trainer import load_checkpoint
 
     files = [f for f in DEFAULT.rglob("*") if f.is_file()]
@@ -81,7 +82,9 @@ def test_the_built_in_runs_are_small_and_match_the_model_code():
         except RuntimeError as err:
             pytest.fail(f"app/default_runs/{run} no longer fits the {config['model']} code; regenerate the built-in "
                         f"runs with `python app/make_default_runs.py` ({str(err).splitlines()[1].strip()})")
-        assert isinstance(model.item_vectors(), torch.Tensor)
+        hist = torch.full((2, config["max_len"]), config["n_items"])
+        hist[:, -3:] = torch.tensor([[1, 2, 3], [4, 5, 6]])
+        check_contract(model, hist)  # every method the model declares runs, at the shapes the app reads
 
 
 def test_tour_runs_every_chapter():
@@ -247,6 +250,47 @@ def test_runs_under_runs_folder_are_listed(tmp_path):
     assert at.selectbox(key="run_select").value == "runs/mine/dimerec-copy"
     assert at.selectbox(key="run_select").options[0] == "dimerec-planted (built-in)"
     assert "runs/mine/dimerec-copy" in at.selectbox(key="run_select").options
+
+
+def test_runs_up_to_six_folders_down_are_listed(tmp_path):
+    """Issue 29, defect 2: a reproduction's runs sit four (runs/reproduce/DATASET/NAME/seedN) or five (tuned:
+    .../NAME/FLAGS/seedN) folders down; the app lists every run up to six folders below runs/, and nothing deeper."""
+    from app import runs
+
+    for name in ("a", "reproduce/planted/dimerec-ours/seed0", "mine/reproduce/planted/dimerec-ours/lr-0.001/seed0",
+                 "one/two/three/four/five/six/seven"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "config.json").write_text("{}")
+    listed = [run_id for run_id in runs.discover_runs() if run_id.startswith("runs/")]
+    assert listed == ["runs/a", "runs/mine/reproduce/planted/dimerec-ours/lr-0.001/seed0",
+                      "runs/reproduce/planted/dimerec-ours/seed0"]
+
+
+def test_a_run_on_its_datasets_own_split_opens(tmp_path):
+    """Issue 29, defect 3: a `--split given` run (a DreamRec folder's own train/validation/test parts) opens in the
+    app: its dataset is read with the run's split, so the fingerprint check passes and the parts are the run's."""
+    import pandas as pd
+
+    from dimerec.cli import main
+
+    folder, pad, rng = tmp_path / "data" / "shop", 60, np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    pd.DataFrame({"seq_size": [10], "item_num": [pad]}).to_pickle(folder / "data_statis.df")
+    for part, n in (("train_data.df", 30), ("val_data.df", 6), ("test_data.df", 6)):
+        rows = []
+        for _ in range(n):  # DreamRec's rows: every prefix of a sequence, the history right-padded
+            seq = rng.integers(0, pad, size=int(rng.integers(3, 8))).tolist()
+            rows += [(seq[:k] + [pad] * (10 - k), max(1, k), seq[k]) for k in range(len(seq))]
+        pd.DataFrame(rows, columns=["seq", "len_seq", "next"]).to_pickle(folder / part)
+    assert main(["train", "--model", "comirec-sa", "--dataset", "shop", "--data-dir", str(tmp_path / "data"),
+                 "--split", "given", "--max-steps", "2", "--out", str(tmp_path / "runs" / "given")]) == 0
+    at = open_page("interests", run="runs/given")
+    assert not at.error, errors(at)
+    assert at.selectbox(key="run_select").value == "runs/given"
+    from app import runs
+
+    split = runs.load_run("runs/given").split
+    assert (len(split.train), len(split.valid), len(split.test)) == (30, 6, 6)
 
 
 def test_interests_show_attention_category_mix_and_the_planted_truth():
@@ -493,6 +537,37 @@ def test_sample_user_reads_out_every_reverse_step():
     ids, scores = explore.nearest_items(torch.from_numpy(samples.recommend[-1:, :1]), model.item_vectors(), 10)
     assert list(ids[0][:2]) == list(samples.sample_top[-1, 0])  # sample 1's own nearest items
     assert np.all(np.diff(scores[0]) <= 1e-6)
+
+
+SERVING_MODES = [{}, {"serve_samples": 4}, {"serve_samples": 4, "serve_merge": "mixture"},
+                 {"serve": "mean", "serve_samples": 4}]
+
+
+def test_the_app_shows_the_top_50_the_evaluator_scores_in_every_serving_mode(tmp_path):
+    """Issue 29, defect 1: for each way a DimeRec run can serve (its reverse chain's end x_0 from one sample or
+    several merged by max or as a mixture, or --serve mean), the top 50 the app shows a user is the list
+    `evaluate` ranks for that user's history with the same seed, not a max over the samples drawn on the page."""
+    from app import runs
+    from dimerec.evaluate import served_lists
+    from dimerec.runs import load_run
+
+    seed, lists_by_mode = 7, []
+    for i, serving in enumerate(SERVING_MODES):
+        run = _run_dir(tmp_path, f"serve-{i}")
+        config = json.loads((run / "config.json").read_text())
+        config["model_config"].update(serving)
+        (run / "config.json").write_text(json.dumps(config))
+        model, data, _ = load_run(run)
+        shown = runs.load_run(f"runs/serve-{i}")
+        users = shown.held_out[:3]
+        # each user scored alone under the loo protocol: one row, the history the app shows, the same seed
+        evaluator = np.concatenate([lists["final"] for u in users
+                                    for _, _, lists in served_lists(model, data, np.array([u]), "loo", seed=seed)])
+        app = np.stack([runs.user_view(shown.id, shown.stamp, tuple(shown.history(u).tolist()), runs.DEFAULT_SAMPLES,
+                                       seed).top for u in users])
+        assert app.shape == (3, 50) and (app == evaluator).all(), serving
+        lists_by_mode.append(app.tobytes())
+    assert len(set(lists_by_mode)) == len(SERVING_MODES)  # the modes serve different lists: each was exercised
 
 
 def steps_sentence(at: AppTest, label: str) -> str:

@@ -2,6 +2,7 @@
 user mistakes are one `error:` line with exit status 2, and a run directory round-trips."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -332,10 +333,14 @@ def shop_run(tmp_path):
 
 
 def test_the_run_records_its_data_fingerprint(shop_run):
-    run, _ = shop_run
+    from dimerec.data import load_dataset
+
+    run, data_dir = shop_run
     recorded = json.loads((run / "config.json").read_text())["data_fingerprint"]
     assert (recorded["n_items"], recorded["n_users"], recorded["n_interactions"]) == (60, 30, 60 + 29 * 3)
-    assert len(recorded["digest"]) == 16 and int(recorded["digest"], 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{16}", recorded["digest"])
+    assert recorded == load_dataset("shop", data_dir).fingerprint(0)  # the digests of the data it was trained on
+    assert recorded["digest"] != load_dataset("shop", data_dir).fingerprint(1)["digest"]  # the split seed is in it
     assert json.loads(torch.load(run / "best.pt", weights_only=True)["data_fingerprint"]) == recorded
 
 

@@ -410,7 +410,7 @@ def test_real_data(real_data_dir):
 
 
 def test_canonical_ids_left_the_committed_datasets_as_they_were(real_data_dir):
-    """README: canonical ids changed nothing for the committed results. These digests are the fingerprints at
+    """docs/protocols.md: canonical ids changed nothing for the committed results. These digests are the fingerprints at
     split seed 0 as the loaders gave them before `canonical_sequences` (first appearance in file order)."""
     before = {"ml-1m": "5d98103a72eae6e8", "yoochoose": "b067c7511e9702e9", "kuairec": "950968a9ce74d25e",
               "planted": "2c1ebcafe3d98fcc"}

@@ -1,5 +1,5 @@
 """`--device`: training and scoring on a GPU. The CPU tests run everywhere; the GPU tests run only where
-PyTorch sees a GPU (never in CI, whose machines have none) and were run on a lent H100 (see README)."""
+PyTorch sees a GPU (never in CI, whose machines have none) and were run on a lent H100 (see docs/protocols.md)."""
 import json
 
 import numpy as np

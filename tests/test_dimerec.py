@@ -1,4 +1,5 @@
 """DimeRec and its control on the planted world: the model trains, and the pieces fit together."""
+import dataclasses
 import json
 from dataclasses import fields
 from pathlib import Path
@@ -51,12 +52,10 @@ def test_paper_preset_takes_mu_10_on_movielens_only(planted_small):
     assert model.config.mu_ssm == 1.0
     model, explicit = DimeRec(10, 5, DimeRecConfig(preset="paper")), DimeRec(10, 5, DimeRecConfig(preset="paper",
                                                                                                  mu_ssm=0.0))
-    planted_small.name, name = "ml-1m", planted_small.name
-    try:
-        model.fit_statistics(planted_small, np.arange(3))
-        explicit.fit_statistics(planted_small, np.arange(3))
-    finally:
-        planted_small.name = name
+    movielens = dataclasses.replace(planted_small, name="ml-1m")  # a copy: the session's fixture stays planted
+    model.fit_statistics(movielens, np.arange(3))
+    explicit.fit_statistics(movielens, np.arange(3))
+    assert planted_small.name == "planted"
     assert model.config.mu_ssm == model.mu == 10.0
     assert explicit.config.mu_ssm == explicit.mu == 0.0  # --mu-ssm wins over the preset's
 
@@ -65,7 +64,7 @@ def test_paper_preset_takes_mu_10_on_movielens_only(planted_small):
 def test_short_training_lowers_all_three_losses_and_beats_popularity(planted_small, tmp_path):
     """DimeRec must beat MostPopular clearly (by 30% relative HR@50) on the small planted world. Beating
     ComiRec-SA is not asserted because it does not hold: in short budgets the final reverse sample trails
-    ComiRec-SA's multi-interest read-out (README, "What we measured"). On prefixes: over the same 6 epochs of
+    ComiRec-SA's multi-interest read-out (docs/measurements.md). On prefixes: over the same 6 epochs of
     windows (222 steps) L_gem and L_ssm fall as far but L_recon rises a little (0.99 -> 1.07 when measured),
     while validation HR@50 is higher (34.0 vs 27.4)."""
     from dimerec.models.pop import MostPopular, PopConfig
@@ -97,7 +96,7 @@ def test_nodiff_control_has_no_diffusion_and_trains(planted_small):
     assert set(terms) == {"loss", "L_gem", "L_ssm"}
     assert model.user_vectors(hist).shape == (4, 1, 16)
     assert not model.denoiser.use_xt
-    assert not hasattr(model, "diffusion") and not model.denoises
+    assert "diffusion" not in vars(model) and not model.denoises
     assert {f.name for f in fields(DimeRecNoDiffConfig)} == {f.name for f in fields(GemConfig)}
 
 

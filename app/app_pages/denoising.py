@@ -17,7 +17,7 @@ if not run.has_diffusion:  # nothing to sample: no sample or seed controls eithe
     left, right = st.columns([3, 2])
     ui.chart(figures.sphere_figure(run, view, ctx.next_item, None), key="denoise_sphere", container=left)
     right.subheader("Recommendations")
-    ui.show_items(ui.items_frame(run, view.top[0][:10], ctx.next_item), right)
+    ui.show_items(ui.items_frame(run, view.top[:10], ctx.next_item), right)
     st.stop()
 
 # the sample controls sit in the sidebar, beside the run and user: the page's own room goes to the sphere

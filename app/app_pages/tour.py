@@ -97,9 +97,11 @@ elif chapter == CHAPTERS[3]:
                  icon=":material/public:")
 else:
     st.subheader("Retrieval: the items nearest to x_0")
-    st.markdown("The recommendations are the items with the largest inner product with x_0 (with several samples, "
-                "an item scores its best over them). Did the true next item make it?")
-    top = view.top[-1]
+    st.markdown("The recommendations are the items with the largest inner product with what the run serves: x_0 "
+                "(with several samples, an item scores its best over them, or their mixture), or the first guess x̂0 "
+                "for a run served by its mean. This is the list its metrics were scored on, computed by the same "
+                "code. Did the true next item make it?")
+    top = view.top
     rank = explore.true_item_ranks(top, ctx.next_item)
     if not np.isnan(rank):
         st.success(f"The true next item, {run.title(ctx.next_item)}, is #{int(rank)} of the top 50.")
@@ -119,5 +121,5 @@ else:
                     f"Beside it, on the same test users: {beside}."
                     + (f" **Better than this run: {' and '.join(better)}** — the Steps page shows where its "
                        f"reverse chain loses ground." if better else ""))
-    ui.show_items(ui.items_frame(run, top[:10], ctx.next_item, view.top_scores[-1][:10]))
+    ui.show_items(ui.items_frame(run, top[:10], ctx.next_item, view.top_scores[:10]))
     st.page_link("app_pages/steps.py", label="How good is the guess at each reverse step?", icon=":material/stairs:")

@@ -76,11 +76,11 @@ st.subheader("Recommendations")
 if not changed:
     st.info("Nothing is edited yet, so both sides agree: add or remove items above and watch the right side change.")
 left, right = st.columns(2)
-before_top = set(before.top[-1][:10].tolist())
-frame = ui.items_frame(run, after.top[-1][:10], ctx.next_item)
-frame.insert(1, "new?", ["new" if i not in before_top else "" for i in after.top[-1][:10]])
+before_top = set(before.top[:10].tolist())
+frame = ui.items_frame(run, after.top[:10], ctx.next_item)
+frame.insert(1, "new?", ["new" if i not in before_top else "" for i in after.top[:10]])
 left.markdown("**Before** (the real history)")
-ui.show_items(ui.items_frame(run, before.top[-1][:10], ctx.next_item), left)
+ui.show_items(ui.items_frame(run, before.top[:10], ctx.next_item), left)
 right.markdown("**After** (the edited history; *new* = not in the top 10 before)")
 ui.show_items(frame, right)
 
@@ -89,7 +89,7 @@ if changed:  # say why the list moved, from the numbers: which interests changed
     was = explore.dominant_categories(before.interest_top, run.item_category)
     now = explore.dominant_categories(after.interest_top, run.item_category)
     moved = [f"I{k + 1} now leans to {names[b]} (was {names[a]})" for k, (a, b) in enumerate(zip(was, now)) if a != b]
-    shift = explore.category_shift(before.top[-1][:10], after.top[-1][:10], run.item_category)
+    shift = explore.category_shift(before.top[:10], after.top[:10], run.item_category)
     gained = [f"{d} {names[c]}" for c, d in sorted(shift.items(), key=lambda kv: -kv[1]) if d > 0]
     lost = [f"{-d} {names[c]}" for c, d in sorted(shift.items(), key=lambda kv: kv[1]) if d < 0]
     st.markdown(

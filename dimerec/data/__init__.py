@@ -23,9 +23,12 @@ from dimerec.data.recbole import read_recbole
 from dimerec.errors import DataError
 
 __all__ = ["SeqDataset", "UserSplit", "TrainSampler", "left_pad", "MAX_LEN", "DEFAULT_MAX_LEN",
-           "resolve_data_dir", "check_data_dir", "max_len_for", "load_dataset", "find_datasets"]
+           "DATA_DIR_HELP", "resolve_data_dir", "check_data_dir", "max_len_for", "load_dataset", "find_datasets"]
 
 DATA_ENV = "DIMEREC_DATA"
+DEFAULT_DATA_DIR = "data"  # the data directory when neither --data-dir nor $DIMEREC_DATA names one
+DATA_DIR_RULE = f"--data-dir, else ${DATA_ENV}, else ./{DEFAULT_DATA_DIR}"
+DATA_DIR_HELP = f"data directory (default: ${DATA_ENV}, else ./{DEFAULT_DATA_DIR})"
 # histories are truncated to the last MAX_LEN items (MovieLens: the paper's 70)
 MAX_LEN = {"yoochoose": 10, "kuairec": 10, "ml-1m": 70, "ml-10m": 70, "ml-100k": 70, "planted": 20}
 DEFAULT_MAX_LEN = 50
@@ -43,14 +46,14 @@ def resolve_data_dir(arg: str | Path | None) -> Path:
     """The data directory: `arg`, else $DIMEREC_DATA, else ./data."""
     if arg:
         return Path(arg)
-    return Path(os.environ.get(DATA_ENV) or "data")
+    return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR)
 
 
 def check_data_dir(data_dir: Path, hint: str = "") -> Path:
     """`data_dir`, or a DataError saying it does not exist (or is not a folder) and where it came from."""
     if not data_dir.is_dir():
         what = "is not a folder" if data_dir.exists() else "does not exist"
-        raise DataError(f"data directory {data_dir} {what} (it is --data-dir, else ${DATA_ENV}, else ./data); "
+        raise DataError(f"data directory {data_dir} {what} (it is {DATA_DIR_RULE}); "
                         f"{hint or 'only the generated `planted` dataset needs none'}")
     return data_dir
 

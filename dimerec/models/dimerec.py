@@ -9,7 +9,7 @@ Eq. 16-17; Table 3's alternatives: ComiRec-DR, a SASRec encoder, an MLP, via
 (Alg. 1) and an MLP f_θ(x_t, t, g) reconstructs it (Eq. 20). Serving runs the
 reverse process from a random point on the sphere (Alg. 2) and retrieves by inner
 product. `--preset paper` is the paper as written; `--preset ours` (default) is the
-variant decided in README's "Design decisions". `dimerec-nodiff` is the control:
+variant decided in docs/design.md. `dimerec-nodiff` is the control:
 the same GEM and losses, the DAM replaced by an MLP over the K interests; it builds
 no diffusion and takes none of its flags.
 `--gem-weight 0` drops L_gem from the total (Table 4's "w/o L_gem"); it is still logged.
@@ -59,7 +59,7 @@ PRESETS = {
     "ours": dict(schedule="cosine", magnitude="angle", reverse="ddim", reverse_sigma="none",
                  ssm_direction=True, detach_x0=True),
 }
-# Flags removed as unused (README, Design decisions): runs saved before still name them, at the value that did nothing.
+# Flags removed as unused (docs/design.md): runs saved before still name them, at the value that did nothing.
 RETIRED = {"normalize_x0": False, "confidence": False, "t_sampling": "uniform"}
 
 
@@ -88,7 +88,7 @@ def reads_saved_runs(inert_values, why: str):
 @dataclass
 class GemConfig(SoftmaxLossConfig):
     """What DimeRec and its no-diffusion control share: the GEM and L_gem, L_ssm's read-out and its weight μ."""
-    preset: Preset = option("ours", "ours: the decided variant (README, Design decisions); paper: as written")
+    preset: Preset = option("ours", "ours: the decided variant (docs/design.md); paper: as written")
     dim: int = option(64, "embedding size d (the paper's)", at_least=1)
     n_interests: int = option(4, "K guidance vectors (the paper's)", at_least=1)
     gem: GemKind = option(
@@ -120,7 +120,7 @@ class GemConfig(SoftmaxLossConfig):
         return 10.0 if self.preset == "paper" and (dataset or "").startswith("ml-") else 1.0
 
 
-@reads_saved_runs(lambda settings: RETIRED, "the flag was removed as unused (README, Design decisions); a run "
+@reads_saved_runs(lambda settings: RETIRED, "the flag was removed as unused (docs/design.md); a run "
                                             "trained with it needs the code that trained it")
 @dataclass
 class DimeRecConfig(GemConfig):

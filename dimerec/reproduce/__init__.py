@@ -23,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dimerec.errors import DimeRecError
+from dimerec.runs import REPRODUCE_RUNS
 from dimerec.reproduce.experiments import (DESCRIPTIONS, DIFFUSION_GROUPS, EXPERIMENTS, OURS, TUNING, RunSpec,
                                            grid)
 from dimerec.reproduce.runner import (_LOADED, Budget, Job, RunLock, minutes_left, process_start, run_all,
@@ -35,7 +36,7 @@ __all__ = ["reproduce", "DESCRIPTIONS", "DIFFUSION_GROUPS", "EXPERIMENTS", "OURS
 
 def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_minutes: float,
               max_steps: int | None = None, final_max_rows: int | None = None, max_epochs: int | None = None,
-              patience: int | None = None, root: Path = Path("runs/reproduce"),
+              patience: int | None = None, root: Path = REPRODUCE_RUNS,
               out_dir: Path = Path("results"),
               extra_flags: list[str] | None = None, tune_grid: bool = False,
               tune_minutes: float | None = None, analysis_rows: int | None = None,

@@ -1,4 +1,4 @@
-"""`python -m dimerec.bench_retrieval`: exact vs approximate top-50 retrieval on synthetic item tables of
+"""`python -m benchmarks.bench_retrieval`: exact vs approximate top-50 retrieval on synthetic item tables of
 10^4, 10^5 and 10^6 items (d = 64, K = 4 interests a user), written to the "retrieval_at_scale" key of
 results/bench.json (its other keys are kept) and to results/bench_retrieval.png.
 
@@ -201,7 +201,7 @@ def plot(report: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m dimerec.bench_retrieval", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_retrieval", description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="10000,100000,1000000", help="item table sizes (default: 10^4, 10^5, 10^6)")
     p.add_argument("--table", choices=("clustered", "uniform"), default="clustered")
     p.add_argument("--repeats", type=int, default=3, help="timed searches at batch 1,024 (median; default 3)")

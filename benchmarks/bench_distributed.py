@@ -1,4 +1,4 @@
-"""`python -m dimerec.bench_distributed`: training throughput of DimeRec under torchrun with 1 and 2 (or
+"""`python -m benchmarks.bench_distributed`: training throughput of DimeRec under torchrun with 1 and 2 (or
 more) processes, written to the "distributed_training" key of results/bench.json (other keys are kept).
 
 Each measurement is `torchrun --standalone --nproc_per_node N -m dimerec train --model dimerec --dataset
@@ -41,7 +41,7 @@ def one_run(nproc: int, steps: int, device: str, threads: int, out: Path) -> dic
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m dimerec.bench_distributed", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_distributed", description=__doc__.split("\n\n")[0])
     p.add_argument("--processes", default="1,2", help="process counts (default: 1,2)")
     p.add_argument("--steps", type=int, default=150, help="training steps a run (default: 150)")
     p.add_argument("--repeats", type=int, default=3, help="runs per process count (median; default 3)")
