@@ -133,5 +133,6 @@ def show(ctx: ui.Context, view: runs.UserView, page: str) -> int:
         _component()(data=payload(run, view, ctx.next_item, ranks, angles, step, projector=ctx.projector), key=key,
                    default=None)
     st.session_state["_step"] = step  # the one step of the app, mirrored for the next player, page and run
+    st.session_state["_step_T"] = view.samples.T  # and the chain it counts: another T opens at the same share
     st.query_params["step"] = str(step)
     return step

@@ -192,8 +192,11 @@ GLOSSARY = """
 
 
 def read_step(T: int, default: int) -> int:
-    """The reverse step from the widget, its mirror or the link (?step=), in 0..T."""
-    value = st.session_state.get("_step")
+    """The reverse step from the widget, its mirror or the link (?step=), in 0..T. A step kept from a run with
+    another chain length opens at the same share of this chain (step 10 of 20 becomes step 100 of 200)."""
+    value, kept_T = st.session_state.get("_step"), st.session_state.get("_step_T")
+    if value is not None and kept_T and kept_T != T:
+        value = int(round(value * T / kept_T))
     if value is None and "step" in st.query_params:
         raw = st.query_params.get("step")
         value = parse_int(raw)

@@ -166,6 +166,18 @@ def test_the_step_the_player_reports_reaches_the_url_and_survives_run_and_user_s
     assert param(at, "step") == "12" and player(at)["data"]["step"] == 12
 
 
+def test_a_run_with_another_chain_length_opens_at_the_same_share_of_its_chain():
+    """Issue 30: step 10 of DimeRec's 20 opens DreamRec's 200-step chain at step 100, not at step 10 of 200."""
+    at = open_page("denoising")
+    assert player(at)["data"]["T"] == 20
+    report_step(at, 10)
+    at.selectbox(key="run_select").set_value("default/dreamrec-planted").run()
+    data = player(at)["data"]
+    assert data["T"] == 200 and data["step"] == 100 and param(at, "step") == "100"
+    at.selectbox(key="run_select").set_value(RUN).run()  # and back: half of 20
+    assert player(at)["data"]["step"] == 10 and param(at, "step") == "10"
+
+
 def test_url_parameters_choose_the_run_the_user_and_the_step():
     at = open_page("tour")
     users = at.selectbox(key="user_select").options
