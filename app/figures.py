@@ -89,8 +89,23 @@ def _arc_path(points: np.ndarray, radius: float) -> np.ndarray:
     return np.concatenate(parts) * radius
 
 
+ZOOMS = (("−", 1.4), ("1×", 1.0), ("+", 0.7), ("++", 0.5))  # the globe's zoom buttons: camera distance factors
+
+
+def zoom_buttons(eye: dict | None = None) -> list[dict]:
+    """Buttons under a globe that set its zoom (the mouse wheel scrolls the page instead, see ui.CHART_CONFIG);
+    each puts the camera at a share of its first distance (`eye`, default SCENE's), looking from there."""
+    eye = eye or SCENE["camera"]["eye"]
+    buttons = [dict(label=label, method="relayout",
+                    args=[{"scene.camera.eye": {k: v * factor for k, v in eye.items()}}]) for label, factor in ZOOMS]
+    return [dict(type="buttons", direction="left", buttons=buttons, showactive=False, x=0, xanchor="left", y=0,
+                 yanchor="bottom", pad=dict(l=4, b=4), bgcolor="#f7f8fa", bordercolor="#c9ccd3",
+                 font=dict(size=13))]
+
+
 def _layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
-    fig.update_layout(scene=SCENE, height=height, margin=dict(l=0, r=0, t=40 if title else 0, b=0),
+    fig.update_layout(scene=SCENE, height=height, updatemenus=zoom_buttons(),
+                      margin=dict(l=0, r=0, t=40 if title else 0, b=0),
                       title=dict(text=title, x=0.01, font=dict(size=15)) if title else None,
                       legend=dict(itemsizing="constant", bgcolor="rgba(255,255,255,0.8)", font=dict(size=12),
                                   groupclick="toggleitem", x=0.76, xanchor="left", y=1, yanchor="top"),
@@ -152,6 +167,7 @@ def sphere_frames(run: runs.Run, view: runs.UserView, next_item: int, projector:
     # the player writes its own key beside the globe (a Plotly legend would take a third of the globe's room)
     fig.update_layout(scene=dict(domain=dict(x=[0, 1], y=[0, 1]), camera=dict(eye=dict(x=1.0, y=1.0, z=0.6))),
                       margin=dict(l=0, r=0, t=0, b=0), showlegend=False)
+    fig.layout.updatemenus = ()  # the player has its own zoom buttons, beside Play
     return (projector_fonts(fig) if projector else fig), _plain(frames)
 
 
@@ -237,7 +253,15 @@ def forward_figure(run: runs.Run, paths_3d: np.ndarray, next_item: int, t: int, 
                        **_points(run.items_3d[[next_item]], 1.05), text=["x_0"], textposition="bottom center",
                        marker=dict(size=9, symbol="diamond", color=NEXT, line=dict(color=PATH, width=2)),
                        hovertext=[run.title(next_item)], hoverinfo="text"))
-    return _layout(go.Figure(data=traces), height)
+    fig = _layout(go.Figure(data=traces), height)
+    # the globe takes the whole width: the categories are not the point here (hover names them), the three marks
+    # are named in one row above it
+    fig.update_traces(showlegend=False, selector=dict(legendgroup="items"))
+    eye = dict(x=1.0, y=1.0, z=0.6)  # nearer than SCENE's: the globe fills its column, as in the player
+    fig.update_layout(scene=dict(domain=dict(x=[0, 1], y=[0, 0.93]), camera=dict(eye=eye)),
+                      legend=dict(orientation="h", x=0, xanchor="left", y=1, yanchor="top"))
+    fig.layout.updatemenus = zoom_buttons(eye)
+    return fig
 
 
 def rank_figure(ranks: np.ndarray, height: int = 170, projector: bool = False) -> go.Figure:
@@ -252,18 +276,33 @@ def rank_figure(ranks: np.ndarray, height: int = 170, projector: bool = False) -
     return projector_fonts(fig) if projector else fig
 
 
-def angle_figure(angles: np.ndarray, height: int = 240, projector: bool = False) -> go.Figure:
-    """Along the reverse process: the angle of each sample's x_t [T+1, S] to the true next item, in degrees."""
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+
+
+def angle_figure(angles: np.ndarray, height: int = 240, projector: bool = False,
+                 lands: list[tuple[str, str]] | None = None) -> go.Figure:
+    """Along the reverse process: the angle of each sample's x_t [T+1, S] to the true next item, in degrees.
+    `lands`: for each sample, the category its x_0's nearest item falls in and that category's colour, so that a
+    line has its sample's colour on the sphere at step T; samples landing alike differ by their dash."""
     steps = np.arange(len(angles))
-    fig = go.Figure([go.Scatter(x=steps, y=angles[:, s], mode="lines", line=dict(width=2), name=f"s{s + 1}",
-                                hovertemplate=f"s{s + 1}, step %{{x}}: %{{y:.0f}}°<extra></extra>")
-                     for s in range(angles.shape[1])])
+    S = angles.shape[1]
+    lands = lands or [(None, PALETTE[s % len(PALETTE)]) for s in range(S)]
+    seen: dict[str, int] = {}
+    traces = []
+    for s, (category, color) in enumerate(lands):
+        dash = DASHES[seen.get(color, 0) % len(DASHES)]
+        seen[color] = seen.get(color, 0) + 1
+        name = f"s{s + 1} → {_short(category, 16)}" if category else f"s{s + 1}"
+        traces.append(go.Scatter(x=steps, y=angles[:, s], mode="lines", name=name,
+                                 line=dict(width=2.5, color=color, dash=dash),
+                                 hovertemplate=f"s{s + 1}, step %{{x}}: %{{y:.0f}}°<extra></extra>"))
+    fig = go.Figure(traces)
     fig.add_hline(y=90, line=dict(dash="dot", color="#888", width=1))
     fig.update_xaxes(title="reverse step", range=[-0.5, len(angles) - 0.5])
     fig.update_yaxes(title="angle (°)")
     fig.update_layout(height=height, margin=dict(l=60, r=10, t=34, b=44), font=dict(size=12),
                       title=dict(text="angle of each sample's x_t to the true next item", x=0.01, font=dict(size=13)),
-                      legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"))
+                      legend=dict(x=1.01, xanchor="left", y=1, yanchor="top", tracegroupgap=0))
     return projector_fonts(fig) if projector else fig
 
 

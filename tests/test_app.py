@@ -149,6 +149,16 @@ def test_denoising_sends_the_whole_reverse_run_as_frames_that_agree_with_each_ot
             assert marked == ([int(ranks[k])] if ranks[k] <= 10 else [])
 
 
+def test_the_angle_lines_have_their_samples_colours_and_distinct_legend_entries():
+    """Issue 30: six identical black lines with identical legend entries told the class nothing."""
+    data = player(open_page("denoising"))["data"]
+    lines = data["angles"]["data"]
+    final = next(t for t in data["frames"][-1]["data"] if t["name"].startswith("x_t now"))
+    assert [t["line"]["color"] for t in lines] == final["marker"]["color"]  # as the samples' diamonds at step T
+    assert len({t["name"] for t in lines}) == len(lines) == 6
+    assert len({(t["line"]["color"], t["line"]["dash"]) for t in lines}) == len(lines)  # no two lines alike
+
+
 def test_the_step_the_player_reports_reaches_the_url_and_survives_run_and_user_switches():
     at = open_page("denoising")
     report_step(at, 7)
