@@ -14,13 +14,30 @@ from dimerec.figures import loss_curves
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
            "#bcbd22", "#393b79", "#f0027f", "#b15928", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
            "#c5b0d5", "#c49c94", "#f7b6d2", "#9edae5", "#dbdb8d", "#637939", "#8c6d31", "#843c39"]
+NO_GRW = "#d62728"  # the no-GRW ablation has this colour in every chart of runs (Training, Steps, their references)
+RUN_COLORS = [c for c in PALETTE if c != NO_GRW]
 OTHER = "#bbbbbb"
+# Heatmaps: Viridis runs from dark to bright yellow, so that small and large weights differ on a washed-out
+# projector ("Blues" left most cells near white: attention spreads over 20 items, ~0.05 each)
+HEATMAP = "Viridis"
 PATH = "#222222"
 NEXT = "#ffd400"
 SAMPLE_SYMBOLS = "diamond"
 SCENE = dict(xaxis=dict(visible=False), yaxis=dict(visible=False), zaxis=dict(visible=False),
              aspectmode="cube", camera=dict(eye=dict(x=1.32, y=1.32, z=0.78)), bgcolor="white",
              domain=dict(x=[0, 0.74], y=[0, 1]))
+
+
+def run_colors(configs: list[dict]) -> list[str]:
+    """A colour per run, in order: the no-GRW ablation always NO_GRW, the others RUN_COLORS in turn."""
+    out, j = [], 0
+    for config in configs:
+        if runs.is_no_grw(config):
+            out.append(NO_GRW)
+        else:
+            out.append(RUN_COLORS[j % len(RUN_COLORS)])
+            j += 1
+    return out
 
 
 def colors(run: runs.Run) -> list[str]:
@@ -317,7 +334,7 @@ def attention_figure(run: runs.Run, hist: np.ndarray, attention: np.ndarray,
         labels.append(f"{pos + 1:>2}. {chip} {_short(run.title(item), 34)}{tail}")
     # columns named I1..I4 as on the sphere: "interest 1" headers overlapped at 1280 px
     fig = go.Figure(go.Heatmap(z=attention, x=[f"I{k + 1}" for k in range(K)], y=labels,
-                               colorscale="Blues", zmin=0, zmax=float(max(attention.max(), 1e-6)),
+                               colorscale=HEATMAP, zmin=0, zmax=float(max(attention.max(), 1e-6)),
                                colorbar=dict(title="attention", thickness=12),
                                customdata=np.array([[run.category(i)] * K for i in hist]),
                                hovertemplate="%{y}<br>%{x}: %{z:.2f}<br>category %{customdata}<extra></extra>"))
@@ -373,47 +390,48 @@ def history_figure(run: runs.Run, hist: np.ndarray, next_item: int, height: int 
     return fig
 
 
-def loss_figure(frames: dict[str, pd.DataFrame], terms: list[str], window: int, height: int = 380) -> go.Figure:
+def loss_figure(frames: dict[str, pd.DataFrame], terms: list[str], window: int, height: int = 380,
+                colors: list[str] | None = None) -> go.Figure:
     """Each loss term over training steps, one panel per term, one line per run: Fig. 4's drawing
     (`dimerec.figures.loss_curves`), laid out for the page."""
-    fig = loss_curves(frames, None, window, terms, dashes=("solid", "dash", "dot", "dashdot"))
+    fig = loss_curves(frames, None, window, terms, dashes=("solid", "dash", "dot", "dashdot"), colors=colors)
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=-0.35, x=0))
     return fig
 
 
 def steps_figure(curves: dict[str, dict], metric: str, height: int = 400,
-                 references: dict[str, float] | None = None) -> go.Figure:
+                 references: dict[str, float] | None = None, colors: list[str] | None = None) -> go.Figure:
     """A metric of the intermediate x̂0 at every reverse step, one line per run; the final x_0 as a marker;
     `references` (label -> value) as dotted horizontal lines. Runs whose chains differ in length (DimeRec's 20
     steps, DreamRec's 200) share an axis of step / T, the share of the chain done; the hover keeps the step."""
     fig = go.Figure()
     for label, value in (references or {}).items():
-        fig.add_hline(y=value, line=dict(dash="dot", color="#666", width=2),
+        fig.add_hline(y=value, line=dict(dash="dot", color=NO_GRW if label == "no GRW" else "#666", width=2),
                       annotation_text=f"{label} {value:.1%}", annotation_position="top left")
     lengths = {int(sm.get("T") or len(sm["steps"])) for sm in curves.values()}
     share = len(lengths) > 1
     for j, (label, sm) in enumerate(curves.items()):
         steps = sm["steps"]
         T = int(sm.get("T") or len(steps))
-        color = PALETTE[j % len(PALETTE)]
+        color = colors[j] if colors else PALETTE[j % len(PALETTE)]
         numbers = np.array([chain_step(s["t"], T) for s in steps])
         fig.add_trace(go.Scatter(x=numbers / T if share else numbers, y=[s[metric] for s in steps],
                                  mode="lines+markers", marker=dict(size=4 if T > 50 else 6),
                                  name=label, line=dict(color=color, width=2), legendgroup=label,
                                  customdata=np.stack([numbers, [s["t"] for s in steps]], -1),
                                  hovertemplate=f"{label}<br>step %{{customdata[0]}} of {T} (x̂0 from t = "
-                                               f"%{{customdata[1]}}): %{{y:.4f}}<extra>{metric}</extra>"))
+                                               f"%{{customdata[1]}}): %{{y:.1%}}<extra>{metric}</extra>"))
         final = (sm.get("final") or {}).get(metric)
         if final is not None:
             fig.add_trace(go.Scatter(x=[1 if share else T], y=[final], mode="markers", legendgroup=label,
                                      name=f"{label}: final x_0", showlegend=False,
                                      marker=dict(symbol="star", size=13, color=color, line=dict(color=PATH, width=1)),
-                                     hovertemplate=f"{label}<br>final x_0 (step {T}): %{{y:.4f}}"
+                                     hovertemplate=f"{label}<br>final x_0 (step {T}): %{{y:.1%}}"
                                                    f"<extra>{metric}</extra>"))
     axis = ("share of the reverse chain done, step / T (0 = the guess from pure noise x_T; ★ = the served x_0)"
             if share else "reverse step (0 = the guess from pure noise x_T; ★ = the served x_0)")
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), xaxis=dict(title=axis),
-                      yaxis=dict(title=f"{metric} of x̂0 (validation)"),
+                      yaxis=dict(title=f"{metric} of x̂0 (validation)", tickformat=".0%"),
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     return fig

@@ -190,9 +190,14 @@ def page_setup(title: str, caption: str | None = None, need_user: bool = True,
     return Context(run=run, user=user, presets=picks, projector=on_projector, controls=controls)
 
 
+def pct(value: float) -> str:
+    """The app's one number format: a share in percent, one decimal (0.375 -> 37.5%)."""
+    return f"{value:.1%}"
+
+
 def _sidebar_footer(run: runs.Run) -> None:
     test = (run.metrics or {}).get("test") or {}
-    line = f"test HR@50 {test['HR@50']:.3f} · NDCG@50 {test['NDCG@50']:.3f}" if "HR@50" in test else "no metrics.json"
+    line = f"test HR@50 {pct(test['HR@50'])} · NDCG@50 {pct(test['NDCG@50'])}" if "HR@50" in test else "no metrics.json"
     st.sidebar.divider()
     st.sidebar.caption(f"**This run:** {runs.run_summary(run.config)} · {run.data.n_items:,} items · {line}")
     st.sidebar.caption("The address bar holds this view (run, user, step): copy it to share it.")
@@ -257,7 +262,8 @@ ITEM_COLUMNS = {"#": st.column_config.NumberColumn("#", width=34),
                 "new?": st.column_config.TextColumn("new?", width=46, help="not in the top 10 before the edit"),
                 "score": st.column_config.NumberColumn(
                     "score", width=52, help="the item's score for this user: its inner product with the user vector "
-                                            "(the best over several; a mixture of samples: its log-probability)")}
+                                            "(the best over several; a mixture of samples: its log-probability). "
+                                            "Item vectors are not unit length, so it is not a cosine.")}
 
 
 def show_items(frame: pd.DataFrame, container=st, **kwargs) -> None:

@@ -56,6 +56,9 @@ elif chapter == CHAPTERS[1]:
         ui.chart(figures.category_mix_figure(run, view.interest_top), key="tour_mix", container=right)
     else:
         ui.chart(figures.category_mix_figure(run, view.interest_top), key="tour_mix")
+    for i, j, shared in explore.redundant_interests(view.interest_top):
+        st.markdown(f"**I{i + 1} and I{j + 1} are redundant**: {shared} of their 10 nearest items are the same, so "
+                    f"they are one interest said twice.")
     st.page_link("app_pages/interests.py", label="More on the Interests page", icon=":material/hub:")
 elif chapter == CHAPTERS[2]:
     st.subheader("Noise on the sphere")
@@ -112,15 +115,21 @@ else:
     if "HR@50" in test:
         refs = runs.reference_levels(run.id, run.stamp, "test")
         ceiling = runs.ceiling(run.id, run.stamp, "test")  # a ceiling, not a rival: said apart
-        beside = ", ".join(f"{name} {level['HR@50']:.0%}" for name, level in refs.items() if "HR@50" in level)
+        beside = ", ".join(f"{name} {ui.pct(level['HR@50'])}" for name, level in refs.items() if "HR@50" in level)
         better = [name for name, level in refs.items() if level.get("HR@50", 1.0) > test["HR@50"]]
         if ceiling is not None:
             beside += (f"; the ceiling on this synthetic world, ranking by the generator's own probabilities, is "
-                       f"{ceiling['HR@50']:.0%}")
+                       f"{ui.pct(ceiling['HR@50'])}")
         st.markdown(f"Over all test users of this run, the true next item is in the top 50 "
-                    f"**{test['HR@50']:.0%}** of the time (HR@50), NDCG@50 = {test['NDCG@50']:.3f}. "
+                    f"**{ui.pct(test['HR@50'])}** of the time (HR@50), NDCG@50 = {ui.pct(test['NDCG@50'])}. "
                     f"Beside it, on the same test users: {beside}."
                     + (f" **Better than this run: {' and '.join(better)}** — the Steps page shows where its "
                        f"reverse chain loses ground." if better else ""))
     ui.show_items(ui.items_frame(run, top[:10], ctx.next_item, view.top_scores[:10]))
+    shortest, median, longest = explore.vector_lengths(run.model.item_vectors().detach().numpy())
+    merged = ("the best over the samples" if run.model.score_merge == "max" else
+              f"merged over the samples ({run.model.score_merge})")
+    st.caption(f"**score**: the inner product of the item's vector with the vector served (x_0), {merged} — not a "
+               f"cosine: this run's item vectors are not unit length (from {shortest:.2f} to "
+               f"{longest:.2f}, median {median:.2f}), so a longer item vector scores higher in the same direction.")
     st.page_link("app_pages/steps.py", label="How good is the guess at each reverse step?", icon=":material/stairs:")
