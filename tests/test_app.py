@@ -638,7 +638,7 @@ def test_tour_chapter_five_sets_the_run_beside_its_references():
     at.radio(key="tour_chapter").set_value(at.radio(key="tour_chapter").options[4]).run()
     text = next(m.value for m in at.markdown if "Beside it" in m.value)
     control = json.loads((DEFAULT / "dimerec-nodiff-planted" / "metrics.json").read_text())["test"]["HR@50"]
-    assert f"no-diffusion control {control:.0%}" in text and "Better than this run: no-diffusion control" in text
+    assert f"no-diffusion control {control:.1%}" in text and "Better than this run: no-diffusion control" in text
     from dimerec.data.planted import make_planted
     from dimerec.explore import oracle_reference
 
@@ -646,7 +646,7 @@ def test_tour_chapter_five_sets_the_run_beside_its_references():
     config = json.loads((DEFAULT / "dimerec-planted" / "config.json").read_text())["train_config"]
     ceiling = oracle_reference(data, data.split(config["split_seed"]).test, max_rows=config.get("final_max_rows"),
                                seed=config["seed"])
-    assert f"ranking by the generator's own probabilities, is {ceiling['HR@50']:.0%}" in text
+    assert f"ranking by the generator's own probabilities, is {ceiling['HR@50']:.1%}" in text
 
 
 def test_tour_chapter_lives_in_the_url_and_a_bad_one_falls_back():
