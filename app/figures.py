@@ -14,13 +14,30 @@ from dimerec.figures import loss_curves
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
            "#bcbd22", "#393b79", "#f0027f", "#b15928", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
            "#c5b0d5", "#c49c94", "#f7b6d2", "#9edae5", "#dbdb8d", "#637939", "#8c6d31", "#843c39"]
+NO_GRW = "#d62728"  # the no-GRW ablation has this colour in every chart of runs (Training, Steps, their references)
+RUN_COLORS = [c for c in PALETTE if c != NO_GRW]
 OTHER = "#bbbbbb"
+# Heatmaps: Viridis runs from dark to bright yellow, so that small and large weights differ on a washed-out
+# projector ("Blues" left most cells near white: attention spreads over 20 items, ~0.05 each)
+HEATMAP = "Viridis"
 PATH = "#222222"
 NEXT = "#ffd400"
 SAMPLE_SYMBOLS = "diamond"
 SCENE = dict(xaxis=dict(visible=False), yaxis=dict(visible=False), zaxis=dict(visible=False),
              aspectmode="cube", camera=dict(eye=dict(x=1.32, y=1.32, z=0.78)), bgcolor="white",
              domain=dict(x=[0, 0.74], y=[0, 1]))
+
+
+def run_colors(configs: list[dict]) -> list[str]:
+    """A colour per run, in order: the no-GRW ablation always NO_GRW, the others RUN_COLORS in turn."""
+    out, j = [], 0
+    for config in configs:
+        if runs.is_no_grw(config):
+            out.append(NO_GRW)
+        else:
+            out.append(RUN_COLORS[j % len(RUN_COLORS)])
+            j += 1
+    return out
 
 
 def colors(run: runs.Run) -> list[str]:
@@ -89,8 +106,23 @@ def _arc_path(points: np.ndarray, radius: float) -> np.ndarray:
     return np.concatenate(parts) * radius
 
 
+ZOOMS = (("−", 1.4), ("1×", 1.0), ("+", 0.7), ("++", 0.5))  # the globe's zoom buttons: camera distance factors
+
+
+def zoom_buttons(eye: dict | None = None) -> list[dict]:
+    """Buttons under a globe that set its zoom (the mouse wheel scrolls the page instead, see ui.CHART_CONFIG);
+    each puts the camera at a share of its first distance (`eye`, default SCENE's), looking from there."""
+    eye = eye or SCENE["camera"]["eye"]
+    buttons = [dict(label=label, method="relayout",
+                    args=[{"scene.camera.eye": {k: v * factor for k, v in eye.items()}}]) for label, factor in ZOOMS]
+    return [dict(type="buttons", direction="left", buttons=buttons, showactive=False, x=0, xanchor="left", y=0,
+                 yanchor="bottom", pad=dict(l=4, b=4), bgcolor="#f7f8fa", bordercolor="#c9ccd3",
+                 font=dict(size=13))]
+
+
 def _layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
-    fig.update_layout(scene=SCENE, height=height, margin=dict(l=0, r=0, t=40 if title else 0, b=0),
+    fig.update_layout(scene=SCENE, height=height, updatemenus=zoom_buttons(),
+                      margin=dict(l=0, r=0, t=40 if title else 0, b=0),
                       title=dict(text=title, x=0.01, font=dict(size=15)) if title else None,
                       legend=dict(itemsizing="constant", bgcolor="rgba(255,255,255,0.8)", font=dict(size=12),
                                   groupclick="toggleitem", x=0.76, xanchor="left", y=1, yanchor="top"),
@@ -152,6 +184,7 @@ def sphere_frames(run: runs.Run, view: runs.UserView, next_item: int, projector:
     # the player writes its own key beside the globe (a Plotly legend would take a third of the globe's room)
     fig.update_layout(scene=dict(domain=dict(x=[0, 1], y=[0, 1]), camera=dict(eye=dict(x=1.0, y=1.0, z=0.6))),
                       margin=dict(l=0, r=0, t=0, b=0), showlegend=False)
+    fig.layout.updatemenus = ()  # the player has its own zoom buttons, beside Play
     return (projector_fonts(fig) if projector else fig), _plain(frames)
 
 
@@ -237,7 +270,15 @@ def forward_figure(run: runs.Run, paths_3d: np.ndarray, next_item: int, t: int, 
                        **_points(run.items_3d[[next_item]], 1.05), text=["x_0"], textposition="bottom center",
                        marker=dict(size=9, symbol="diamond", color=NEXT, line=dict(color=PATH, width=2)),
                        hovertext=[run.title(next_item)], hoverinfo="text"))
-    return _layout(go.Figure(data=traces), height)
+    fig = _layout(go.Figure(data=traces), height)
+    # the globe takes the whole width: the categories are not the point here (hover names them), the three marks
+    # are named in one row above it
+    fig.update_traces(showlegend=False, selector=dict(legendgroup="items"))
+    eye = dict(x=1.0, y=1.0, z=0.6)  # nearer than SCENE's: the globe fills its column, as in the player
+    fig.update_layout(scene=dict(domain=dict(x=[0, 1], y=[0, 0.93]), camera=dict(eye=eye)),
+                      legend=dict(orientation="h", x=0, xanchor="left", y=1, yanchor="top"))
+    fig.layout.updatemenus = zoom_buttons(eye)
+    return fig
 
 
 def rank_figure(ranks: np.ndarray, height: int = 170, projector: bool = False) -> go.Figure:
@@ -252,18 +293,33 @@ def rank_figure(ranks: np.ndarray, height: int = 170, projector: bool = False) -
     return projector_fonts(fig) if projector else fig
 
 
-def angle_figure(angles: np.ndarray, height: int = 240, projector: bool = False) -> go.Figure:
-    """Along the reverse process: the angle of each sample's x_t [T+1, S] to the true next item, in degrees."""
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+
+
+def angle_figure(angles: np.ndarray, height: int = 240, projector: bool = False,
+                 lands: list[tuple[str, str]] | None = None) -> go.Figure:
+    """Along the reverse process: the angle of each sample's x_t [T+1, S] to the true next item, in degrees.
+    `lands`: for each sample, the category its x_0's nearest item falls in and that category's colour, so that a
+    line has its sample's colour on the sphere at step T; samples landing alike differ by their dash."""
     steps = np.arange(len(angles))
-    fig = go.Figure([go.Scatter(x=steps, y=angles[:, s], mode="lines", line=dict(width=2), name=f"s{s + 1}",
-                                hovertemplate=f"s{s + 1}, step %{{x}}: %{{y:.0f}}°<extra></extra>")
-                     for s in range(angles.shape[1])])
+    S = angles.shape[1]
+    lands = lands or [(None, PALETTE[s % len(PALETTE)]) for s in range(S)]
+    seen: dict[str, int] = {}
+    traces = []
+    for s, (category, color) in enumerate(lands):
+        dash = DASHES[seen.get(color, 0) % len(DASHES)]
+        seen[color] = seen.get(color, 0) + 1
+        name = f"s{s + 1} → {_short(category, 16)}" if category else f"s{s + 1}"
+        traces.append(go.Scatter(x=steps, y=angles[:, s], mode="lines", name=name,
+                                 line=dict(width=2.5, color=color, dash=dash),
+                                 hovertemplate=f"s{s + 1}, step %{{x}}: %{{y:.0f}}°<extra></extra>"))
+    fig = go.Figure(traces)
     fig.add_hline(y=90, line=dict(dash="dot", color="#888", width=1))
     fig.update_xaxes(title="reverse step", range=[-0.5, len(angles) - 0.5])
     fig.update_yaxes(title="angle (°)")
     fig.update_layout(height=height, margin=dict(l=60, r=10, t=34, b=44), font=dict(size=12),
                       title=dict(text="angle of each sample's x_t to the true next item", x=0.01, font=dict(size=13)),
-                      legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"))
+                      legend=dict(x=1.01, xanchor="left", y=1, yanchor="top", tracegroupgap=0))
     return projector_fonts(fig) if projector else fig
 
 
@@ -278,7 +334,7 @@ def attention_figure(run: runs.Run, hist: np.ndarray, attention: np.ndarray,
         labels.append(f"{pos + 1:>2}. {chip} {_short(run.title(item), 34)}{tail}")
     # columns named I1..I4 as on the sphere: "interest 1" headers overlapped at 1280 px
     fig = go.Figure(go.Heatmap(z=attention, x=[f"I{k + 1}" for k in range(K)], y=labels,
-                               colorscale="Blues", zmin=0, zmax=float(max(attention.max(), 1e-6)),
+                               colorscale=HEATMAP, zmin=0, zmax=float(max(attention.max(), 1e-6)),
                                colorbar=dict(title="attention", thickness=12),
                                customdata=np.array([[run.category(i)] * K for i in hist]),
                                hovertemplate="%{y}<br>%{x}: %{z:.2f}<br>category %{customdata}<extra></extra>"))
@@ -334,47 +390,48 @@ def history_figure(run: runs.Run, hist: np.ndarray, next_item: int, height: int 
     return fig
 
 
-def loss_figure(frames: dict[str, pd.DataFrame], terms: list[str], window: int, height: int = 380) -> go.Figure:
+def loss_figure(frames: dict[str, pd.DataFrame], terms: list[str], window: int, height: int = 380,
+                colors: list[str] | None = None) -> go.Figure:
     """Each loss term over training steps, one panel per term, one line per run: Fig. 4's drawing
     (`dimerec.figures.loss_curves`), laid out for the page."""
-    fig = loss_curves(frames, None, window, terms, dashes=("solid", "dash", "dot", "dashdot"))
+    fig = loss_curves(frames, None, window, terms, dashes=("solid", "dash", "dot", "dashdot"), colors=colors)
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=-0.35, x=0))
     return fig
 
 
 def steps_figure(curves: dict[str, dict], metric: str, height: int = 400,
-                 references: dict[str, float] | None = None) -> go.Figure:
+                 references: dict[str, float] | None = None, colors: list[str] | None = None) -> go.Figure:
     """A metric of the intermediate x̂0 at every reverse step, one line per run; the final x_0 as a marker;
     `references` (label -> value) as dotted horizontal lines. Runs whose chains differ in length (DimeRec's 20
     steps, DreamRec's 200) share an axis of step / T, the share of the chain done; the hover keeps the step."""
     fig = go.Figure()
     for label, value in (references or {}).items():
-        fig.add_hline(y=value, line=dict(dash="dot", color="#666", width=2),
+        fig.add_hline(y=value, line=dict(dash="dot", color=NO_GRW if label == "no GRW" else "#666", width=2),
                       annotation_text=f"{label} {value:.1%}", annotation_position="top left")
     lengths = {int(sm.get("T") or len(sm["steps"])) for sm in curves.values()}
     share = len(lengths) > 1
     for j, (label, sm) in enumerate(curves.items()):
         steps = sm["steps"]
         T = int(sm.get("T") or len(steps))
-        color = PALETTE[j % len(PALETTE)]
+        color = colors[j] if colors else PALETTE[j % len(PALETTE)]
         numbers = np.array([chain_step(s["t"], T) for s in steps])
         fig.add_trace(go.Scatter(x=numbers / T if share else numbers, y=[s[metric] for s in steps],
                                  mode="lines+markers", marker=dict(size=4 if T > 50 else 6),
                                  name=label, line=dict(color=color, width=2), legendgroup=label,
                                  customdata=np.stack([numbers, [s["t"] for s in steps]], -1),
                                  hovertemplate=f"{label}<br>step %{{customdata[0]}} of {T} (x̂0 from t = "
-                                               f"%{{customdata[1]}}): %{{y:.4f}}<extra>{metric}</extra>"))
+                                               f"%{{customdata[1]}}): %{{y:.1%}}<extra>{metric}</extra>"))
         final = (sm.get("final") or {}).get(metric)
         if final is not None:
             fig.add_trace(go.Scatter(x=[1 if share else T], y=[final], mode="markers", legendgroup=label,
                                      name=f"{label}: final x_0", showlegend=False,
                                      marker=dict(symbol="star", size=13, color=color, line=dict(color=PATH, width=1)),
-                                     hovertemplate=f"{label}<br>final x_0 (step {T}): %{{y:.4f}}"
+                                     hovertemplate=f"{label}<br>final x_0 (step {T}): %{{y:.1%}}"
                                                    f"<extra>{metric}</extra>"))
     axis = ("share of the reverse chain done, step / T (0 = the guess from pure noise x_T; ★ = the served x_0)"
             if share else "reverse step (0 = the guess from pure noise x_T; ★ = the served x_0)")
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), xaxis=dict(title=axis),
-                      yaxis=dict(title=f"{metric} of x̂0 (validation)"),
+                      yaxis=dict(title=f"{metric} of x̂0 (validation)", tickformat=".0%"),
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     return fig

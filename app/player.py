@@ -91,6 +91,12 @@ def _key(run: runs.Run, view: runs.UserView) -> str:
             + "<br>" + " ".join(cats))
 
 
+def _lands(run: runs.Run, view: runs.UserView) -> list[tuple[str, str]]:
+    """Where each sample lands: the category of its x_0's nearest item, and that category's colour on the sphere."""
+    final = view.samples.sample_top[view.samples.T, :, 0]
+    return [(run.category(i), figures.color_of(run, i)) for i in final]
+
+
 def payload(run: runs.Run, view: runs.UserView, next_item: int, ranks: np.ndarray, angles: np.ndarray,
             step: int, projector: bool) -> dict:
     """Everything the player draws, as JSON: the sphere and its T+1 frames, the two step charts, and each step's
@@ -102,11 +108,12 @@ def payload(run: runs.Run, view: runs.UserView, next_item: int, ranks: np.ndarra
     data = dict(T=int(view.samples.T), step=int(step), fps=FPS, projector=bool(projector), note=note,
                 sphere=json.loads(sphere.to_json()), frames=frames, key=_key(run, view),
                 ranks=json.loads(figures.rank_figure(ranks, projector=projector).to_json()),
-                angles=json.loads(figures.angle_figure(angles, projector=projector).to_json()),
+                angles=json.loads(figures.angle_figure(angles, projector=projector, lands=_lands(run, view)).to_json()),
                 steps=_step_texts(run, view, next_item, ranks),
                 angle_caption="Each sample's angle to the true next item: 90° means unrelated, as at the random "
-                              "start. The yellow lines mark the step shown; a gap in the rank chart means the "
-                              "true item is outside the top 50.")
+                              "start. A line has its sample's colour on the sphere at the last step (the category "
+                              "where it lands); samples that land alike differ by their dash. The yellow lines mark "
+                              "the step shown; a gap in the rank chart means the true item is outside the top 50.")
     data["data_id"] = hashlib.sha1(json.dumps([run.id, list(map(int, view.hist)), view.samples_3d.shape, projector,
                                                float(np.nansum(view.samples_3d))]).encode()).hexdigest()[:16]
     return data
@@ -133,5 +140,6 @@ def show(ctx: ui.Context, view: runs.UserView, page: str) -> int:
         _component()(data=payload(run, view, ctx.next_item, ranks, angles, step, projector=ctx.projector), key=key,
                    default=None)
     st.session_state["_step"] = step  # the one step of the app, mirrored for the next player, page and run
+    st.session_state["_step_T"] = view.samples.T  # and the chain it counts: another T opens at the same share
     st.query_params["step"] = str(step)
     return step

@@ -358,9 +358,23 @@ def popularity(run_id: str, stamp: tuple) -> np.ndarray:
     return run.data.item_popularity(run.split.train)
 
 
+def is_no_grw(config: dict) -> bool:
+    """A DimeRec run trained without the geodesic random walk (`--no-grw`)."""
+    return config.get("model") == "dimerec" and (config.get("model_config") or {}).get("grw") is False
+
+
+def read_config(path: Path) -> dict:
+    """A run directory's config.json, or {} when it is missing or unreadable (load_run says why)."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+        return config if isinstance(config, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 REFERENCE_KINDS = {
     "no-diffusion control": lambda c: c.get("model") == "dimerec-nodiff",
-    "no GRW": lambda c: c.get("model") == "dimerec" and (c.get("model_config") or {}).get("grw") is False,
+    "no GRW": is_no_grw,
 }
 
 

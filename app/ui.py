@@ -115,6 +115,13 @@ h1 { font-size: 1.9rem !important; padding: 0 0 0.2rem 0 !important; }
 </style>"""
 
 
+COMPACT_CSS = """<style>
+.block-container { padding-top: 2.8rem !important; }
+h1 { font-size: 1.9rem !important; padding: 0 0 0.2rem 0 !important; }
+h3 { padding: 0.2rem 0 0.1rem 0 !important; }
+</style>"""
+
+
 def projector() -> bool:
     """The projector switch (sidebar, kept in the URL as ?projector=1): figure fonts of at least 17 px, a compact
     header, narrower page margins. Read once per run; pages pass it to the figures."""
@@ -131,18 +138,39 @@ def projector() -> bool:
     return on
 
 
+# The mouse wheel scrolls the page over every chart (plotly zooms a 3-D scene by it by default, which traps a
+# teacher scrolling past the globe); a globe zooms by its own buttons (figures.zoom_buttons).
+CHART_CONFIG = {"scrollZoom": False, "displaylogo": False}
+
+
+# plotly's 3-D camera takes every wheel event over a scene and cancels it, even with scrollZoom off; this stops the
+# event on its way down to the scene (capture phase), so that the page scrolls and the camera stays put.
+WHEEL_SCRIPT = """<script>
+if (!window.dimerecWheel) {
+  window.dimerecWheel = true;
+  window.addEventListener("wheel", (e) => {
+    if (e.target.closest && e.target.closest(".js-plotly-plot .gl-container")) e.stopPropagation();
+  }, { capture: true });
+}
+</script>"""
+
+
 def chart(fig, key: str, container=st, **kwargs) -> None:
-    """st.plotly_chart, with projector-size text when the projector switch is on."""
+    """st.plotly_chart, with projector-size text when the projector switch is on, and no zoom by the wheel."""
     if st.session_state.get("projector"):
         fig = figures.projector_fonts(fig)
-    container.plotly_chart(fig, key=key, **kwargs)
+    container.plotly_chart(fig, key=key, config=CHART_CONFIG, **kwargs)
 
 
-def page_setup(title: str, caption: str | None = None, need_user: bool = True) -> Context | runs.Run:
+def page_setup(title: str, caption: str | None = None, need_user: bool = True,
+               compact: bool = False) -> Context | runs.Run:
     """Title, sidebar selectors and URL state for a page. Returns the Context (or only the run). In projector
-    mode the caption moves into a collapsed "About this page"."""
+    mode the caption moves into a collapsed "About this page". `compact`: the projector's small header always."""
     st.markdown(PAGE_CSS, unsafe_allow_html=True)
     on_projector = projector()
+    if compact and not on_projector:
+        st.markdown(COMPACT_CSS, unsafe_allow_html=True)
+    st.sidebar.html(WHEEL_SCRIPT, unsafe_allow_javascript=True)
     st.title(title)
     if caption and on_projector:
         with st.expander("About this page"):
@@ -162,9 +190,14 @@ def page_setup(title: str, caption: str | None = None, need_user: bool = True) -
     return Context(run=run, user=user, presets=picks, projector=on_projector, controls=controls)
 
 
+def pct(value: float) -> str:
+    """The app's one number format: a share in percent, one decimal (0.375 -> 37.5%)."""
+    return f"{value:.1%}"
+
+
 def _sidebar_footer(run: runs.Run) -> None:
     test = (run.metrics or {}).get("test") or {}
-    line = f"test HR@50 {test['HR@50']:.3f} · NDCG@50 {test['NDCG@50']:.3f}" if "HR@50" in test else "no metrics.json"
+    line = f"test HR@50 {pct(test['HR@50'])} · NDCG@50 {pct(test['NDCG@50'])}" if "HR@50" in test else "no metrics.json"
     st.sidebar.divider()
     st.sidebar.caption(f"**This run:** {runs.run_summary(run.config)} · {run.data.n_items:,} items · {line}")
     st.sidebar.caption("The address bar holds this view (run, user, step): copy it to share it.")
@@ -192,8 +225,11 @@ GLOSSARY = """
 
 
 def read_step(T: int, default: int) -> int:
-    """The reverse step from the widget, its mirror or the link (?step=), in 0..T."""
-    value = st.session_state.get("_step")
+    """The reverse step from the widget, its mirror or the link (?step=), in 0..T. A step kept from a run with
+    another chain length opens at the same share of this chain (step 10 of 20 becomes step 100 of 200)."""
+    value, kept_T = st.session_state.get("_step"), st.session_state.get("_step_T")
+    if value is not None and kept_T and kept_T != T:
+        value = int(round(value * T / kept_T))
     if value is None and "step" in st.query_params:
         raw = st.query_params.get("step")
         value = parse_int(raw)
@@ -226,7 +262,8 @@ ITEM_COLUMNS = {"#": st.column_config.NumberColumn("#", width=34),
                 "new?": st.column_config.TextColumn("new?", width=46, help="not in the top 10 before the edit"),
                 "score": st.column_config.NumberColumn(
                     "score", width=52, help="the item's score for this user: its inner product with the user vector "
-                                            "(the best over several; a mixture of samples: its log-probability)")}
+                                            "(the best over several; a mixture of samples: its log-probability). "
+                                            "Item vectors are not unit length, so it is not a cosine.")}
 
 
 def show_items(frame: pd.DataFrame, container=st, **kwargs) -> None:

@@ -312,3 +312,54 @@ def popularity_reference(data, users: np.ndarray, train_users: np.ndarray, proto
     pop = MostPopular(data.n_items, data.max_len, MostPopular.Config())
     pop.fit_statistics(data, train_users)
     return evaluate(pop, data, users, protocol, max_rows=max_rows, seed=seed)["final"]
+
+
+def redundant_interests(top: np.ndarray, n: int = 10, min_shared: float = 0.8) -> list[tuple[int, int, int]]:
+    """Pairs of interests that point at the same items: (i, j, shared) where `shared` of their `n` nearest items
+    (top: [K, >= n]) are the same, at least `min_shared` of them. Such interests are one interest said twice."""
+    sets = [set(row[:n].tolist()) for row in np.asarray(top)]
+    pairs = []
+    for i in range(len(sets)):
+        for j in range(i + 1, len(sets)):
+            shared = len(sets[i] & sets[j])
+            if shared >= min_shared * n:
+                pairs.append((i, j, shared))
+    return pairs
+
+
+def vector_lengths(vectors) -> tuple[float, float, float]:
+    """The smallest, median and largest length of a table of vectors [n, d] (item vectors are not unit length,
+    so a score, their inner product with a user vector, is not a cosine)."""
+    lengths = np.linalg.norm(np.asarray(vectors, dtype=np.float64), axis=1)
+    return float(lengths.min()), float(np.median(lengths)), float(lengths.max())
+
+
+def loss_trend(steps, values, share: float = 0.1) -> tuple[float, float]:
+    """A loss at the start and at the end of training: its mean over the first and the last `share` of the logged
+    steps (at least one each), so that one noisy step does not decide whether it rose or fell."""
+    order = np.argsort(np.asarray(steps))
+    values = np.asarray(values, dtype=np.float64)[order]
+    values = values[~np.isnan(values)]
+    n = max(1, int(round(len(values) * share)))
+    return float(values[:n].mean()), float(values[-n:].mean())
+
+
+def grw_comparison(grw: dict, no_grw: dict, grw_recon: tuple[float, float] | None,
+                   no_grw_recon: tuple[float, float] | None, metric: str = "HR@50") -> str:
+    """One sentence on what switching GRW off did in these two runs, from their files: `grw` and `no_grw` are the
+    runs' test metrics (metrics.json), the recons (start, end) of their L_recon (`loss_trend` of losses.csv)."""
+    a, b = grw.get(metric), no_grw.get(metric)
+    parts = []
+    if a is not None and b is not None:
+        side = "above" if b > a else "below" if b < a else "level with"
+        parts.append(f"without GRW the test {metric} is {b:.1%}, {side} the GRW run's {a:.1%}")
+    if no_grw_recon is not None:
+        start, end = no_grw_recon
+        how = "rises" if end > start else "falls"
+        parts.append(f"its L_recon {how} over training ({start:.3g} → {end:.3g})")
+        if grw_recon is not None:
+            parts[-1] += (f", where with GRW it {'rises' if grw_recon[1] > grw_recon[0] else 'falls'} "
+                          f"({grw_recon[0]:.3g} → {grw_recon[1]:.3g})")
+    if not parts:
+        return ""
+    return "In these runs, " + "; ".join(parts) + "."

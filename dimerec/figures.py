@@ -56,12 +56,14 @@ def table2_bars(summary: pd.DataFrame, title: str) -> go.Figure:
 
 
 def loss_curves(curves: dict[str, pd.DataFrame], title: str | None, window: int = 100,
-                terms: tuple[str, ...] | list[str] = LOSS_TERMS, dashes: tuple[str, ...] | None = None) -> go.Figure:
+                terms: tuple[str, ...] | list[str] = LOSS_TERMS, dashes: tuple[str, ...] | None = None,
+                colors: list[str] | None = None) -> go.Figure:
     """Each loss term over training steps (a rolling mean of `window` steps), one panel per term, one line per
-    run (Fig. 4: with and without GRW). `dashes` gives each run a dash style too (the app, for the colour-blind);
+    run (Fig. 4: with and without GRW). `dashes` gives each run a dash style too (the app, for the colour-blind),
+    `colors` its colour;
     a run without a term leaves that panel to the others. The one drawing of Fig. 4, for reproduce and the app."""
     figure = make_subplots(rows=1, cols=len(terms), subplot_titles=list(terms), horizontal_spacing=0.06)
-    colors = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+    colors = colors or ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")  # `colors`: one per run, to keep a run's colour
     for i, (label, frame) in enumerate(curves.items()):
         for col, term in enumerate(terms, start=1):
             if term not in frame.columns:

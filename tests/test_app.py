@@ -149,6 +149,16 @@ def test_denoising_sends_the_whole_reverse_run_as_frames_that_agree_with_each_ot
             assert marked == ([int(ranks[k])] if ranks[k] <= 10 else [])
 
 
+def test_the_angle_lines_have_their_samples_colours_and_distinct_legend_entries():
+    """Issue 30: six identical black lines with identical legend entries told the class nothing."""
+    data = player(open_page("denoising"))["data"]
+    lines = data["angles"]["data"]
+    final = next(t for t in data["frames"][-1]["data"] if t["name"].startswith("x_t now"))
+    assert [t["line"]["color"] for t in lines] == final["marker"]["color"]  # as the samples' diamonds at step T
+    assert len({t["name"] for t in lines}) == len(lines) == 6
+    assert len({(t["line"]["color"], t["line"]["dash"]) for t in lines}) == len(lines)  # no two lines alike
+
+
 def test_the_step_the_player_reports_reaches_the_url_and_survives_run_and_user_switches():
     at = open_page("denoising")
     report_step(at, 7)
@@ -164,6 +174,18 @@ def test_the_step_the_player_reports_reaches_the_url_and_survives_run_and_user_s
     assert args["key"].endswith(f":{other}") and args["data"]["step"] == 7 and param(at, "step") == "7"
     report_step(at, 12)
     assert param(at, "step") == "12" and player(at)["data"]["step"] == 12
+
+
+def test_a_run_with_another_chain_length_opens_at_the_same_share_of_its_chain():
+    """Issue 30: step 10 of DimeRec's 20 opens DreamRec's 200-step chain at step 100, not at step 10 of 200."""
+    at = open_page("denoising")
+    assert player(at)["data"]["T"] == 20
+    report_step(at, 10)
+    at.selectbox(key="run_select").set_value("default/dreamrec-planted").run()
+    data = player(at)["data"]
+    assert data["T"] == 200 and data["step"] == 100 and param(at, "step") == "100"
+    at.selectbox(key="run_select").set_value(RUN).run()  # and back: half of 20
+    assert player(at)["data"]["step"] == 10 and param(at, "step") == "10"
 
 
 def test_url_parameters_choose_the_run_the_user_and_the_step():
@@ -616,7 +638,7 @@ def test_tour_chapter_five_sets_the_run_beside_its_references():
     at.radio(key="tour_chapter").set_value(at.radio(key="tour_chapter").options[4]).run()
     text = next(m.value for m in at.markdown if "Beside it" in m.value)
     control = json.loads((DEFAULT / "dimerec-nodiff-planted" / "metrics.json").read_text())["test"]["HR@50"]
-    assert f"no-diffusion control {control:.0%}" in text and "Better than this run: no-diffusion control" in text
+    assert f"no-diffusion control {control:.1%}" in text and "Better than this run: no-diffusion control" in text
     from dimerec.data.planted import make_planted
     from dimerec.explore import oracle_reference
 
@@ -624,7 +646,7 @@ def test_tour_chapter_five_sets_the_run_beside_its_references():
     config = json.loads((DEFAULT / "dimerec-planted" / "config.json").read_text())["train_config"]
     ceiling = oracle_reference(data, data.split(config["split_seed"]).test, max_rows=config.get("final_max_rows"),
                                seed=config["seed"])
-    assert f"ranking by the generator's own probabilities, is {ceiling['HR@50']:.0%}" in text
+    assert f"ranking by the generator's own probabilities, is {ceiling['HR@50']:.1%}" in text
 
 
 def test_tour_chapter_lives_in_the_url_and_a_bad_one_falls_back():
@@ -656,3 +678,62 @@ def test_true_item_ranks_counts_from_one_and_marks_a_miss_with_nan():
     ranks = true_item_ranks(top, 7)
     assert ranks[:2].tolist() == [2.0, 1.0] and np.isnan(ranks[2])
     assert true_item_ranks(top[None], 9).shape == (1, 3)
+
+
+# ---- issue 30: one number format, scores explained, no-GRW said and coloured alike, redundant interests ----------
+
+def test_numbers_are_percentages_on_the_sidebar_the_tour_and_the_steps_table():
+    test = json.loads((DEFAULT / "dimerec-planted" / "metrics.json").read_text())["test"]
+    at = open_page("tour", chapter=5)
+    sidebar = " ".join(c.value for c in at.sidebar.caption)
+    assert f"HR@50 {test['HR@50']:.1%}" in sidebar and f"{test['HR@50']:.3f}" not in sidebar
+    page = " ".join(m.value for m in at.markdown)
+    assert f"**{test['HR@50']:.1%}**" in page and f"NDCG@50 = {test['NDCG@50']:.1%}" in page
+    assert "not a cosine" in " ".join(c.value for c in at.caption)  # the score is explained where it is shown
+    at = open_page("steps")
+    table = at.dataframe[0]
+    config = json.loads(table.proto.columns)
+    final = json.loads((DEFAULT / "dimerec-planted" / "step_metrics.json").read_text())["final"]["HR@50"]
+    row = table.value.set_index("run").loc["dimerec-planted (built-in)"]
+    for column in ("HR@50 at step 0", "best HR@50", "final HR@50 (step T)"):
+        assert config[column]["type_config"]["format"] == "%.1f%%", config[column]
+    assert row["final HR@50 (step T)"] == pytest.approx(100 * final)  # 38.1%, not 0.381
+
+
+def test_training_says_what_no_grw_shows_and_no_grw_keeps_one_colour():
+    import pandas as pd
+
+    from app.figures import NO_GRW
+
+    at = open_page("training")
+    grw = json.loads((DEFAULT / "dimerec-planted" / "metrics.json").read_text())["test"]["HR@50"]
+    nogrw = json.loads((DEFAULT / "dimerec-nogrw-planted" / "metrics.json").read_text())["test"]["HR@50"]
+    recon = pd.read_csv(DEFAULT / "dimerec-nogrw-planted" / "losses.csv")["L_recon"].to_numpy()
+    n = max(1, round(len(recon) / 10))
+    text = " ".join(m.value for m in at.markdown)
+    assert f"{'above' if nogrw > grw else 'below'} the GRW run's {grw:.1%}" in text, text
+    assert f"its L_recon {'rises' if recon[-n:].mean() > recon[:n].mean() else 'falls'}" in text
+    losses, valid = figures(at)[:2]
+    for fig in (losses, valid):
+        colours = {t["name"]: t["line"]["color"] for t in fig["data"]}
+        assert colours["dimerec-nogrw-planted (no GRW)"] == NO_GRW, colours
+        assert colours["dimerec-planted (GRW)"] != NO_GRW
+    steps = figures(open_page("steps"))[0]
+    colours = {t["name"]: t["line"]["color"] for t in steps["data"] if t.get("mode") == "lines+markers"}
+    assert colours["dimerec-nogrw-planted (built-in)"] == NO_GRW
+    assert sum(c == NO_GRW for c in colours.values()) == 1
+
+
+def test_redundant_interests_are_named_and_the_heatmap_reads_on_a_projector():
+    from dimerec.explore import redundant_interests
+
+    assert redundant_interests(np.array([[1, 2, 3, 4], [4, 3, 2, 1], [5, 6, 7, 8]]), n=4) == [(0, 1, 4)]
+    assert redundant_interests(np.array([[1, 2, 3, 4], [1, 2, 7, 8]]), n=4) == []
+    at = open_page("interests", user=1)  # user 1: interests I2 and I4 share all of their 10 nearest items
+    assert "I2 and I4 share 10 of their 10 nearest items" in " ".join(m.value for m in at.markdown)
+    heatmap = figures(at)[0]["data"][0]
+    low = heatmap["colorscale"][0][1]  # the colour of zero attention
+    rgb = ([int(low[i:i + 2], 16) for i in (1, 3, 5)] if low.startswith("#") else
+           [int(v) for v in low[low.index("(") + 1:-1].split(",")])
+    r, g, b = (v / 255 for v in rgb)
+    assert 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.5, low  # not near white: the cells stay apart when projected

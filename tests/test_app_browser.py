@@ -269,3 +269,59 @@ def test_play_runs_in_the_browser_and_every_view_agrees_after_pause_run_and_user
     moved = 1 if paused[0] == 0 else paused[0] - 1
     assert _shown_step(frame) == (moved, moved, moved), (_shown_step(frame), paused, page.url)
     page.wait_for_function(f"location.search.includes('step={moved}')", timeout=30_000)
+
+
+# ---- Tour chapters 3 and 4 on a projector, and the mouse wheel over a globe (issue 30) -----------------------------
+
+def _first_screen(box: dict) -> bool:
+    return box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= 1280 and box["y"] + box["height"] <= 800
+
+
+def _tour_globe(page, url: str, chapter: int, projector: bool):
+    """Chapter 3's or 4's globe: (its box, its step control's box, the frame that holds it, the globe's selector)."""
+    page.goto(f"{url}/?chapter={chapter}" + ("&projector=1" if projector else ""))
+    if chapter == 4:
+        frame = _player(page)
+        return _sphere_box(frame), frame.locator("#bar").bounding_box(), frame, "#sphere"
+    globe = ".st-key-tour_forward .js-plotly-plot"
+    page.wait_for_selector(globe, timeout=60_000)
+    _wait_until_idle(page, 2)
+    slider = page.locator('[data-testid="stSlider"]').filter(has_text="Noise step t")
+    return page.locator(globe).bounding_box(), slider.bounding_box(), page, globe
+
+
+def _camera(frame, globe: str) -> dict:
+    """Where the globe's camera is now (the live 3-D camera, not the layout it started from)."""
+    return frame.evaluate(f"document.querySelector({globe!r})._fullLayout.scene._scene.getCamera().eye")
+
+
+@pytest.mark.parametrize("projector", [False, True])
+@pytest.mark.parametrize("chapter", [3, 4])
+def test_tour_globes_fit_the_first_screen_with_their_step_control(server, projector_page, chapter, projector):
+    url, _ = server
+    globe, control, _, _ = _tour_globe(projector_page, url, chapter, projector)
+    assert projector_page.locator('[data-testid="stSidebar"]').bounding_box()["width"] > 200  # the sidebar is open
+    assert _first_screen(globe) and _first_screen(control), (globe, control)
+    assert globe["width"] >= 500, globe
+    ARTIFACTS.mkdir(exist_ok=True)
+    projector_page.screenshot(path=str(ARTIFACTS / f"projector-tour-{chapter}{'-big' if projector else ''}.png"))
+
+
+@pytest.mark.parametrize("chapter", [3, 4])
+def test_the_wheel_over_a_globe_scrolls_the_page_and_leaves_its_zoom(server, projector_page, chapter):
+    url, _ = server
+    page = projector_page
+    box, _, frame, globe = _tour_globe(page, url, chapter, False)
+    before = _camera(frame, globe)
+    main = page.locator('[data-testid="stMain"]')
+    scrolled = main.evaluate("e => e.scrollTop")
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, 300)
+    page.wait_for_timeout(800)
+    assert _camera(frame, globe) == before
+    assert main.evaluate("e => e.scrollTop") > scrolled  # the page moved instead
+    if chapter == 4:  # the globe zooms by its buttons instead
+        frame.locator("#zoom-in").click()
+        page.wait_for_timeout(500)
+        after = _camera(frame, globe)
+        assert sum(v * v for v in after.values()) < sum(v * v for v in before.values())

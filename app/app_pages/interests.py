@@ -57,6 +57,14 @@ with right:
                     + (f"; not covered: {', '.join(missed)}." if missed else "."))
 
 st.subheader("Nearest items of each interest")
+redundant = explore.redundant_interests(view.interest_top)
+if redundant:
+    st.markdown("**Redundant interests:** " + "; ".join(
+        f"I{i + 1} and I{j + 1} share {shared} of their 10 nearest items" for i, j, shared in redundant)
+        + " — each pair is one interest said twice, so this user has fewer distinct interests than K = "
+        f"{K}.")
+else:
+    st.caption(f"No two interests share 8 or more of their 10 nearest items: the K = {K} interests are distinct.")
 cols = st.columns(2)  # two a row: at K in a row the category column was cut at 1280 px
 for k in range(K):
     with cols[k % 2]:

@@ -45,7 +45,8 @@ tabs = st.tabs(["HR@50", "NDCG@50"])
 for tab, metric in zip(tabs, ("HR@50", "NDCG@50")):
     with tab:
         lines = {name: level[metric] for name, level in references.items() if metric in level}
-        ui.chart(figures.steps_figure(picked, metric, references=lines), key=f"steps_{metric}")
+        colors = figures.run_colors([runs.read_config(available[run_ids[label]]) for label in picked])
+        ui.chart(figures.steps_figure(picked, metric, references=lines, colors=colors), key=f"steps_{metric}")
 st.caption("Steps are numbered as on every page: step k shows the guess x̂0 made from x_t at t = T − k, so step 0 "
            "is the guess from pure noise x_T and ★ (step T) the final x_0 that serving uses (its value in "
            "step_metrics.json). "
@@ -64,6 +65,9 @@ rows = [{"run": k, "dataset": sm.get("dataset"), "protocol": sm.get("protocol"),
          "HR@50 at step 0": sm["steps"][0]["HR@50"], "best HR@50": max(s["HR@50"] for s in sm["steps"]),
          "best at step": explore.chain_verdict(sm)["best_step"],
          "final HR@50 (step T)": (sm.get("final") or {}).get("HR@50")} for k, sm in picked.items() if sm["steps"]]
-st.dataframe(pd.DataFrame(rows), hide_index=True)
+shares = ("HR@50 at step 0", "best HR@50", "final HR@50 (step T)")
+table = pd.DataFrame(rows)
+table[list(shares)] = table[list(shares)].astype(float) * 100  # in percent, one decimal, as every number of the app
+st.dataframe(table, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.1f%%") for c in shares})
 for message in skipped:
     st.warning(f"Skipped {message}.")

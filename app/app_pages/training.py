@@ -5,6 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import figures, runs, ui
+from dimerec import explore
 
 run = ui.page_setup("Training",
                     "DimeRec minimises L = L_gem + λ·L_recon + μ·L_ssm. Here each term is followed over training, "
@@ -68,10 +69,31 @@ if not frames:
 terms = [t for t in ("L_gem", "L_recon", "L_ssm") if any(t in f.columns for f in frames.values())]
 if not terms:
     terms = [c for c in next(iter(frames.values())).columns if c not in ("step", "epoch")][:3]
-ui.chart(figures.loss_figure(frames, terms, window), key="training_losses")
+colors = figures.run_colors([_config(r) for r in chosen])  # no-GRW: the same colour as on every page
+ui.chart(figures.loss_figure(frames, terms, window, colors=colors), key="training_losses")
 st.caption("L_gem: the extractor's sampled softmax (Eq. 19). L_recon: the squared distance between x̂0 and the "
            "target x_0 (Eq. 21) — with GRW both are on the unit sphere, without it x_0 is the raw embedding, so the "
            "scales differ. L_ssm: the sampled softmax of x̂0 (Eq. 22). The no-diffusion control has no L_recon.")
+
+# What switching GRW off did here, from the two runs' own files (metrics.json and losses.csv)
+pair = {runs.is_no_grw(_config(r)): r for r in chosen if _config(r).get("model") == "dimerec"}
+if True in pair and False in pair:
+    def _metrics(r: str) -> dict:
+        try:
+            return (json.loads((available[r] / "metrics.json").read_text()) or {}).get("test") or {}
+        except (OSError, ValueError):
+            return {}
+
+    def _recon(r: str) -> tuple[float, float] | None:
+        frame = frames[labels_of[r]]
+        return explore.loss_trend(frame["step"], frame["L_recon"]) if "L_recon" in frame.columns else None
+
+    labels_of = dict(zip(chosen, frames))
+    sentence = explore.grw_comparison(_metrics(pair[False]), _metrics(pair[True]), _recon(pair[False]),
+                                      _recon(pair[True]))
+    if sentence:
+        st.markdown(f"**What the no-GRW run shows here.** {sentence} (L_recon: mean of the first and last tenth of "
+                    f"the logged steps; HR@50 on the test users, from each run's metrics.json.)")
 
 valid = go.Figure()
 labels = dict(zip(chosen, frames))  # the loss figure's label of each run, in the same order and colours
@@ -79,10 +101,11 @@ for j, (r, label) in enumerate(labels.items()):
     v = runs.read_valid(available[r])
     if v is not None and "HR@50" in v.columns:
         valid.add_trace(go.Scatter(x=v["step"], y=v["HR@50"], mode="lines+markers", name=label,
-                                   line=dict(color=figures.PALETTE[j % 4], width=2,
+                                   line=dict(color=colors[j], width=2,
                                              dash=["solid", "dash", "dot", "dashdot"][j % 4])))
 if valid.data:
     st.subheader("Validation HR@50 during training")
     valid.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="training step",
-                        yaxis_title="HR@50 (validation)", legend=dict(orientation="h", y=-0.3, x=0))
+                        yaxis_title="HR@50 (validation)", yaxis_tickformat=".0%",
+                        legend=dict(orientation="h", y=-0.3, x=0))
     ui.chart(valid, key="training_valid")

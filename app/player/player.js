@@ -132,7 +132,8 @@ function mount(data) {
   $("slider").max = String(data.frames.length - 1);
   $("angle-caption").textContent = data.angle_caption;
   $("key").innerHTML = data.note + data.key;
-  const config = { displaylogo: false, responsive: true };
+  // the mouse wheel scrolls the page, as everywhere else on it; the globe zooms by its − and + buttons
+  const config = { displaylogo: false, responsive: true, scrollZoom: false };
   const small = { ...config, displayModeBar: false };
   Plotly.newPlot($("ranks"), data.ranks.data, data.ranks.layout, small);
   Plotly.newPlot($("angles"), data.angles.data, data.angles.layout, small);
@@ -158,6 +159,22 @@ window.addEventListener("message", (event) => {
   }
 });
 
+function zoom(factor) {
+  // move the camera towards (factor < 1) or away from the globe's centre, keeping the user's rotation
+  const gd = $("sphere");
+  const camera = gd._fullLayout.scene._scene.getCamera();
+  const eye = camera.eye, c = camera.center;
+  const scaled = { x: c.x + (eye.x - c.x) * factor, y: c.y + (eye.y - c.y) * factor, z: c.z + (eye.z - c.z) * factor };
+  return Plotly.relayout(gd, { "scene.camera": { ...camera, eye: scaled } });
+}
+
+// plotly's 3-D camera cancels every wheel event over the globe, even with scrollZoom off: stop the event on its
+// way down (capture phase), so that the page scrolls and the camera stays put
+window.addEventListener("wheel", (e) => {
+  if (e.target.closest && e.target.closest("#sphere")) e.stopPropagation();
+}, { capture: true });
+$("zoom-in").addEventListener("click", () => zoom(0.8));
+$("zoom-out").addEventListener("click", () => zoom(1.25));
 $("play").addEventListener("click", () => setPlaying(!state.playing));
 $("slider").addEventListener("input", (e) => { setPlaying(false); show(Number(e.target.value)); });
 $("slider").addEventListener("change", () => report());
