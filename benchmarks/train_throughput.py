@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import sys
 import time
@@ -56,14 +57,15 @@ def timed_steps(model, optimizer, batches, pad_id: int) -> tuple[float, int]:
 
 
 def throughput(data, models: list[str], rounds: int, steps: int, seed: int) -> dict:
-    """Targets/s per model and sampling: every round times each (model, sampling) for `steps` steps after a warm-up,
-    the pairs interleaved so that a change of machine load falls on both."""
+    """Targets/s per model and sampling. The two samplings of a model alternate step by step (a prefixes step, then a
+    windows step, ...), `steps` of each per round, so that a change of machine load falls on both alike; a sampling's
+    figure is the median of its per-step rates over every round."""
     train_users = data.split(0).train
-    setups = {}
+    out = {}
     for name in models:
-        for sampling in SAMPLINGS:
-            if sampling == "windows" and not MODELS[name].takes_windows:
-                continue
+        samplings = [s for s in SAMPLINGS if s == "prefixes" or MODELS[name].takes_windows]
+        setups = {}
+        for sampling in samplings:
             model = build_model(name, data, seed=seed)
             model.fit_statistics(data, train_users)
             model.train()
@@ -72,27 +74,25 @@ def throughput(data, models: list[str], rounds: int, steps: int, seed: int) -> d
             batches = [next(epoch) for _ in range(steps + 2)]
             optimizer = torch.optim.Adam(model.parameters(), lr=0.001)
             timed_steps(model, optimizer, batches[:2], data.pad_id)  # warm-up
-            setups[name, sampling] = (model, optimizer, batches[2:], sampler.targets_per_epoch)
-    rates: dict[tuple, list[float]] = {key: [] for key in setups}
-    for r in range(rounds):
-        for key, (model, optimizer, batches, _) in setups.items():
-            seconds, targets = timed_steps(model, optimizer, batches, data.pad_id)
-            rates[key].append(targets / seconds)
-        print(f"round {r + 1}/{rounds} done", flush=True)
-    out = {}
-    for name in models:
+            setups[sampling] = (model, optimizer, batches[2:], sampler.targets_per_epoch)
+        rates: dict[str, list[float]] = {s: [] for s in samplings}
+        for _ in range(rounds):
+            for i in range(steps):
+                for sampling, (model, optimizer, batches, _) in setups.items():
+                    seconds, targets = timed_steps(model, optimizer, batches[i:i + 1], data.pad_id)
+                    rates[sampling].append(targets / seconds)
         row = {}
         for sampling in SAMPLINGS:
-            if (name, sampling) not in rates:
+            if sampling not in rates:
                 row[sampling] = None
                 continue
-            median = float(np.median(rates[name, sampling]))
-            per_epoch = setups[name, sampling][3]
-            row[sampling] = {"targets_per_s": round(median, 1), "rounds": [round(x, 1) for x in rates[name, sampling]],
-                             "epoch_minutes": round(per_epoch / median / 60, 2)}
+            median = float(np.median(rates[sampling]))
+            row[sampling] = {"targets_per_s": round(median, 1), "steps_timed": len(rates[sampling]),
+                             "epoch_minutes": round(setups[sampling][3] / median / 60, 2)}
         if row["windows"]:
             row["speedup"] = round(row["windows"]["targets_per_s"] / row["prefixes"]["targets_per_s"], 2)
         out[name] = row
+        print(f"{name}: {row}", flush=True)
     return out
 
 
@@ -127,23 +127,35 @@ def quality(datasets: list[str], models: list[str], seeds: int, runs: Path, data
 def write_markdown(section: dict, path: Path) -> None:
     """results/training-throughput.md: the tables of `section` (no underscore in the name: the app's "Paper vs ours"
     page lists only NAME_DATASET tables)."""
-    t = section["throughput"]
     m = section["machine"]
+    t = section["throughput"]
     lines = ["# Training throughput and quality per epoch: prefixes against windows", "",
              f"Command: `python benchmarks/train_throughput.py` (writes `results/bench.json`, key "
              f"`training_by_sampling`). Machine: {m['cpu_threads']} torch threads, {m['platform']}, "
              f"torch {m['torch']}.", "",
              f"Throughput on {t['data']} (its real training batches, {t['batch_targets']} targets a batch): training "
-             f"targets per second of whole steps (forward, losses, backward, Adam), the two samplings of every model "
-             f"interleaved in one process, median of {len(next(iter(t['models'].values()))['prefixes']['rounds'])} "
-             f"rounds of {t['steps_per_round']} steps; the epoch time each implies.", "",
-             "| model | prefixes targets/s | windows targets/s | speed-up | epoch min, prefixes | epoch min, windows |",
-             "|---|---|---|---|---|---|"]
-    for name, row in t["models"].items():
-        p, w = row["prefixes"], row["windows"]
-        lines.append(f"| {name} | {p['targets_per_s']:.0f} | {w['targets_per_s']:.0f} | {row['speedup']:.1f}× | "
-                     f"{p['epoch_minutes']:.1f} | {w['epoch_minutes']:.1f} |" if w else
-                     f"| {name} | {p['targets_per_s']:.0f} | — (keeps prefixes) | — | {p['epoch_minutes']:.1f} | — |")
+             f"targets per second of whole steps (forward, losses, backward, Adam), the two samplings of a model "
+             f"alternating step by step in one process, the median of "
+             f"{next(iter(t['models'].values()))['prefixes']['steps_timed']} steps each; the epoch time each "
+             f"implies.", "",
+             "Load averages (1, 5, 15 min) before and after are given under each table: on a loaded machine many "
+             "threads wait for each other, which hurts windows' many small operations more than prefixes' few large "
+             "ones, so the 1-thread figures are given beside the 2-thread ones."]
+    for key, title in (("throughput", "2 threads"), ("throughput_1_threads", "1 thread")):
+        if key not in section:
+            continue
+        t = section[key]
+        lines += ["", f"### {title}", "",
+                  "| model | prefixes targets/s | windows targets/s | speed-up | epoch min, prefixes | "
+                  "epoch min, windows |", "|---|---|---|---|---|---|"]
+        for name, row in t["models"].items():
+            p, w = row["prefixes"], row["windows"]
+            lines.append(f"| {name} | {p['targets_per_s']:.0f} | {w['targets_per_s']:.0f} | {row['speedup']:.1f}× | "
+                         f"{p['epoch_minutes']:.1f} | {w['epoch_minutes']:.1f} |" if w else
+                         f"| {name} | {p['targets_per_s']:.0f} | — (keeps prefixes) | — | {p['epoch_minutes']:.1f} | "
+                         f"— |")
+        if "load_average" in t:
+            lines += ["", "Load average before and after: " + ", ".join(f"{x:.1f}" for x in t["load_average"])]
     quality_rows = section.get("quality_per_epoch")
     if quality_rows:
         import pandas as pd
@@ -171,7 +183,7 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir", default=None, help="holding ml-1m/ (default: $DIMEREC_DATA, else ./data)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=8, help="timed steps per model, sampling and round")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per model, sampling and round")
     p.add_argument("--models", default=",".join(trainable_models()))
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--quality-datasets", default="planted,ml-1m")
@@ -192,8 +204,11 @@ def main(argv=None) -> None:
     section["machine"] = {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                           "torch": torch.__version__}
     data = load_dataset("ml-1m", args.data_dir)
-    section["throughput"] = {"data": "ml-1m", "batch_targets": 256, "steps_per_round": args.steps,
-                             "models": throughput(data, args.models.split(","), args.rounds, args.steps, args.seed)}
+    key = "throughput" if args.threads == 2 else f"throughput_{args.threads}_threads"  # the issue's figure: 2
+    section[key] = {"data": "ml-1m", "batch_targets": 256, "steps_per_round": args.steps,
+                    "load_average": list(os.getloadavg()),
+                    "models": throughput(data, args.models.split(","), args.rounds, args.steps, args.seed)}
+    section[key]["load_average"] += list(os.getloadavg())  # before and after
     results["training_by_sampling"] = section
     out.write_text(json.dumps(results, indent=2) + "\n")
     write_markdown(section, out.parent / "training-throughput.md")
@@ -202,7 +217,7 @@ def main(argv=None) -> None:
                                                args.quality_seeds, Path(args.runs), args.data_dir)
         out.write_text(json.dumps(results, indent=2) + "\n")
         write_markdown(section, out.parent / "training-throughput.md")
-    print(json.dumps(section["throughput"]["models"], indent=1))
+    print(json.dumps(section[key]["models"], indent=1))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,10 @@ def from_run_files(runs: Path, name: str, seeds: int, key: str = "HR@50") -> dic
     return {spec.label: 100 * sum(test(spec.slug, seed) for seed in range(seeds)) / seeds for spec in EXPERIMENTS[name]}
 
 
+# the epoch budget every reproduce run has by default (--max-epochs 50 --patience 5)
+EPOCHS = "trained for at most 50 epochs, stopped after 5 validations without a better HR@50, within "
+
+
 def run(name, dirs, *extra):
     runs, results = dirs
     argv = ["reproduce", name, "--dataset", "planted", "--runs", str(runs), "--results", str(results), *extra]
@@ -46,7 +50,8 @@ def test_dimerec_writes_a_table_and_a_figure_and_resumes(dirs):
     argv = ("--quick", "--seeds", "2")
     md, table = run("dimerec", dirs, *argv)
     assert "next-item protocol" in md and "Paired t-test over 2 seeds" in md and "★" in md
-    assert "trained for at most 2 minutes and 60 steps" in md
+    assert EPOCHS + "2 minutes and 60 steps" in md
+    assert "| epochs | plateaued |" in md and "Training samples (`--sampling`): windows (ComiRec-SA" in md
     assert list(table["model"]) == ["MostPopular", "ComiRec-SA", "DimeRec (paper)", "DimeRec (ours)",
                                     "DimeRec (ours, serve mean)", "no-diffusion control"]
     assert (table["seeds"] == 2).all()
@@ -82,7 +87,7 @@ def test_a_finished_run_with_another_budget_is_not_reused(dirs, capsys):
     runs, results = dirs
     code = main(["reproduce", "fig5", "--dataset", "planted", "--seeds", "1", "--max-minutes", "2",
                  "--max-steps", "41", "--runs", str(runs), "--results", str(results)])
-    assert code == 2 and "and 60 steps, not trained for at most 2 minutes and 41 steps" in capsys.readouterr().err
+    assert code == 2 and "and 60 steps, not " + EPOCHS + "2 minutes and 41 steps" in capsys.readouterr().err
 
 
 def test_a_run_that_stopped_before_its_clock_is_reused_under_a_longer_clock_only(dirs, capsys):
@@ -92,7 +97,7 @@ def test_a_run_that_stopped_before_its_clock_is_reused_under_a_longer_clock_only
     before = {p: p.stat().st_mtime for p in runs.rglob("metrics.json")}
     assert main([*argv, "--max-minutes", "10"]) == 0  # --quick's runs stopped at 60 steps, well inside 2 minutes
     assert {p: p.stat().st_mtime for p in runs.rglob("metrics.json")} == before
-    assert "trained for at most 10 minutes and 60 steps" in (results / "fig5_planted.md").read_text()
+    assert EPOCHS + "10 minutes and 60 steps" in (results / "fig5_planted.md").read_text()
     assert main([*argv, "--max-minutes", "1"]) == 2  # a shorter clock might have stopped them sooner
     capsys.readouterr()
     ran_out = runs / "planted" / "dimerec-ours" / "seed0" / "metrics.json"
@@ -376,6 +381,9 @@ def test_a_longer_budget_scales_the_clock_and_the_steps_and_a_reused_run_must_ha
 
     budget = Budget(10, 300, final_rows=500)
     assert budget.scaled(3) == Budget(30, 900, final_rows=500) and budget.scaled(1) is budget
+    in_epochs = Budget(10, None, final_rows=500, epochs=20, patience=5)
+    assert in_epochs.scaled(3) == Budget(30, None, final_rows=500, epochs=60, patience=5)
+    assert in_epochs.flags()[:4] == ["--max-epochs", "20", "--patience", "5"]
     assert "--max-steps" in budget.scaled(3).flags() and "900" in budget.scaled(3).flags()
     assert LONG_OURS.budget_scale == LONG_CONTROL.budget_scale == 3
     run = tmp_path / "seed0"
