@@ -18,7 +18,7 @@ import streamlit as st
 import torch
 
 from dimerec import explore
-from dimerec.data import left_pad, load_dataset
+from dimerec.data import left_pad, load_run_dataset, same_world
 from dimerec.errors import DimeRecError
 from dimerec.models import MODELS
 from dimerec.runs import RUN_FILES, discover_runs as find_run_dirs, load_run as load_trained_run, runs_root
@@ -150,19 +150,21 @@ def _read_json(path: Path, required: bool) -> dict | None:
 
 
 @st.cache_resource(show_spinner="Reading the dataset…", max_entries=4)
-def _dataset(name: str, data_dir: str | None, seed: int, split: str):
-    return load_dataset(name, data_dir, seed=seed, split=split)
+def _dataset(reading: str, data_dir: str | None):
+    """`reading`: the JSON of what dimerec.data.load_run_dataset reads of a run's config (the cache's key)."""
+    return load_run_dataset(json.loads(reading), data_dir)
 
 
 def _load_dataset(config: dict, path: Path):
-    """The run's dataset, read as the run read it: its split seed, and its split (`--split given`: the source's own
-    parts)."""
-    name, data_dir, train_config = config["dataset"], config.get("data_dir"), config.get("train_config", {})
-    seed, split = int(train_config.get("split_seed", 0)), train_config.get("split", "random")
+    """The run's dataset, read as the run read it: its split seed, its split (`--split given`: the source's own
+    parts), and on `planted` its own world (a notebook's fast run has a smaller one)."""
+    name, data_dir = config["dataset"], config.get("data_dir")
     if data_dir and not Path(data_dir).is_dir() and name != "planted":
         data_dir = None  # trained elsewhere: fall back to $DIMEREC_DATA, else ./data
+    reading = {key: config[key] for key in ("dataset", "train_config", "planted_params", "dataset_stats")
+               if key in config}
     try:
-        return _dataset(name, data_dir, seed, split)
+        return _dataset(json.dumps(reading, sort_keys=True), data_dir)
     except DimeRecError as err:
         raise RunError(f"{path} was trained on {name!r}, which cannot be read here: {err}. "
                        f"Set $DIMEREC_DATA to the folder that holds it.") from None
@@ -240,6 +242,15 @@ def read_valid(path: Path) -> pd.DataFrame | None:
         return pd.read_csv(file) if file.exists() else None
     except (OSError, ValueError):
         return None
+
+
+def on_same_data(run: Run, path: Path) -> bool:
+    """Whether the run in `path` trained on `run`'s data and split (dimerec.data.same_world), so its figures can be
+    drawn against `run`'s references; False when its config.json is unreadable."""
+    try:
+        return same_world(json.loads((path / "config.json").read_text()), run.config)
+    except (OSError, ValueError):
+        return False
 
 
 def read_step_metrics(path: Path) -> dict | None:
@@ -404,7 +415,6 @@ def reference_levels(run_id: str, stamp: tuple, part: str = "valid") -> dict[str
     no-GRW DimeRec trained on the same dataset and split (the built-in ones first). The ceiling is `ceiling`."""
     run = load_run(run_id)
     users, protocol, rows, seed = scored_rows(run, part)
-    split_seed = run.config.get("train_config", {}).get("split_seed")
     levels = {"popularity": explore.popularity_reference(run.data, users, run.split.train, protocol, rows, seed)}
     for other_id, path in discover_runs().items():
         try:
@@ -412,9 +422,8 @@ def reference_levels(run_id: str, stamp: tuple, part: str = "valid") -> dict[str
             valid = json.loads((path / "metrics.json").read_text())[part]
         except (OSError, ValueError, KeyError):
             continue
-        other = config.get("train_config", {})
-        same_data = (config.get("dataset") == run.dataset and other.get("split_seed") == split_seed
-                     and other.get("protocol", "next-item") == protocol)
+        other = config.get("train_config", {})  # the same world (data digest: items, sequences, split seed)
+        same_data = same_world(config, run.config) and other.get("protocol", "next-item") == protocol
         for label, matches in REFERENCE_KINDS.items():
             if other_id != run_id and same_data and matches(config) and label not in levels and valid:
                 levels[label] = valid

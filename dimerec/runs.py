@@ -134,7 +134,7 @@ def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None 
     the weights must still fit the model they build. `data`: the run's dataset when the caller holds it
     already (the app caches datasets across runs); it is checked against the run's fingerprints all the same.
     """
-    from dimerec.data import load_dataset
+    from dimerec.data import load_run_dataset
     from dimerec.models import MODELS
 
     run = Path(run_dir)
@@ -145,13 +145,13 @@ def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None 
         config = json.loads((run / "config.json").read_text())
         model_cls = MODELS[config["model"]]
         model_config = model_cls.Config(**{**config["model_config"], **(overrides or {})})
-        name, split_seed = config["dataset"], config["train_config"]["split_seed"]
-        split = config["train_config"].get("split", "random")
+        config["dataset"]
+        split_seed = config["train_config"]["split_seed"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise DimeRecError(f"{run / 'config.json'} is not a valid run config (no {err})" if isinstance(err, KeyError)
                            else f"{run / 'config.json'} is not a valid run config ({err})") from None
-    if data is None:
-        data = load_dataset(name, data_dir or config.get("data_dir"), seed=split_seed, split=split)
+    if data is None:  # the run's own world (a planted world of its own size), its split seed and split
+        data = load_run_dataset(config, data_dir)
     checkpoint = load_checkpoint(run / "best.pt")
     check_fingerprint(data, split_seed, {
         run / "config.json": config.get("data_fingerprint"),

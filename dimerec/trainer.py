@@ -245,6 +245,7 @@ def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distribut
               "max_len": data.max_len, "model_config": asdict(model.config), "train_config": asdict(cfg),
               "dataset_stats": data.stats(), "data_fingerprint": data.fingerprint(cfg.split_seed),
               "data_notes": data_notes(data, cfg.protocol, cfg.split_seed),
+              **({"planted_params": data.ground_truth["params"]} if data.ground_truth else {}),
               **({"distributed": ctx.describe(cfg.batch_size)} if ctx.world > 1 else {})}
     if ctx.main:
         write_json_atomic(config, out_dir / "config.json")

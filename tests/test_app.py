@@ -620,17 +620,40 @@ def test_the_steps_page_states_what_each_chain_does_from_its_own_files(tmp_path)
     assert "popularity" in annotations and "no-diffusion control" in annotations
 
 
-def test_the_steps_page_first_picks_the_chains_on_the_sidebar_runs_dataset(tmp_path):
-    """A chain on another dataset is offered but not drawn at first against the sidebar dataset's references."""
-    other = tmp_path / "runs" / "on-ml-1m"
+def test_the_steps_page_draws_only_the_chains_on_the_sidebar_runs_data(tmp_path):
+    """A chain on other data (here a smaller planted world, as a run written before fingerprints records it: its
+    size) is neither offered nor drawn against the sidebar run's references; the page says how many it left out."""
+    other = tmp_path / "runs" / "small-world"
     shutil.copytree(DEFAULT / "dimerec-planted", other)
-    steps = json.loads((other / "step_metrics.json").read_text())
-    (other / "step_metrics.json").write_text(json.dumps({**steps, "dataset": "ml-1m"}))
+    config = json.loads((other / "config.json").read_text())
+    assert "data_fingerprint" not in config  # the built-in run predates fingerprints
+    config["dataset_stats"] = {**config["dataset_stats"], "users": 400}
+    (other / "config.json").write_text(json.dumps(config))
     at = open_page("steps")
     picker = at.multiselect(key="steps_runs")
-    assert "on-ml-1m" in picker.options and "on-ml-1m" not in picker.value
-    assert "dimerec-planted (built-in)" in picker.value
-    assert "on-ml-1m" not in trace_names(figures(at)[0])
+    assert "small-world" not in picker.options and "dimerec-planted (built-in)" in picker.value
+    assert "1 run(s) on other data are left out" in picker.help
+    assert "small-world" not in trace_names(figures(at)[0])
+
+
+def test_a_run_on_a_smaller_planted_world_opens_on_its_own_data(tmp_path):
+    """A notebook's fast run (a 400-user planted world) opens on its own world instead of failing its fingerprint
+    against the 2,000-user default, even without the world's parameters in its config.json (runs before them)."""
+    from dimerec.data.planted import make_planted
+    from dimerec.trainer import train_model
+
+    small = make_planted(seed=0, n_users=400)
+    run = tmp_path / "runs" / "fast" / "nb-small"
+    train_model("dimerec-nodiff", small, out=run, max_steps=3, valid_max_rows=50, final_max_rows=50)
+    config = json.loads((run / "config.json").read_text())
+    assert config["planted_params"]["n_users"] == 400
+    del config["planted_params"]  # as the notebooks' runs written before this was recorded
+    (run / "config.json").write_text(json.dumps(config))
+    at = open_page("interests", run="runs/fast/nb-small")
+    assert not at.error, [e.value for e in at.error]
+    users = at.selectbox(key="user_select").options  # the held-out users of the 400-user world's own split
+    held_out = np.concatenate([small.split(0).valid, small.split(0).test])
+    assert sorted(int(u.split()[-1]) for u in users) == sorted(u for u in held_out if len(small.sequences[u]) >= 2)
 
 
 def test_tour_chapter_five_sets_the_run_beside_its_references():

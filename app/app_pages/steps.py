@@ -11,7 +11,7 @@ run = ui.page_setup("Steps",
                     "for every run that recorded them (step_metrics.json, written by every model that denoises: "
                     "DimeRec, DreamRec, DiffuRec).", need_user=False)
 available = runs.discover_runs()
-curves, run_ids, skipped = {}, {}, []
+curves, run_ids, paths, skipped = {}, {}, {}, []
 for run_id, path in available.items():
     sm = runs.read_step_metrics(path)
     if sm is None:
@@ -19,18 +19,20 @@ for run_id, path in available.items():
             skipped.append(f"{run_id} (step_metrics.json is unreadable)")
         continue
     label = run_id.split("/", 1)[1] + ("" if run_id.startswith("runs/") else " (built-in)")
-    curves[label], run_ids[label] = sm, run_id
+    curves[label], run_ids[label], paths[label] = sm, run_id, path
 
 if not curves:
     st.info("No run has step_metrics.json yet: DimeRec runs write it at the end of training "
             "(`python -m dimerec train --model dimerec …`).")
     st.stop()
 
-# the sidebar run's dataset by default: the dotted references belong to one dataset, and a chain on another
-# drawn against them would mislead (any run can still be added)
-same_data = [label for label, sm in curves.items() if sm.get("dataset") == run.dataset]
-shown = st.multiselect("Runs", list(curves), default=same_data or list(curves), key="steps_runs",
-                       help=f"Runs on {run.dataset} (the sidebar run's dataset) are picked at first; add others here.")
+# only runs on the sidebar run's data (the same items, sequences and split: a planted world of another size is
+# other data): the dotted references belong to that data, and a chain on other data drawn against them would mislead
+same_data = [label for label in curves if runs.on_same_data(run, paths[label])]
+others = len(curves) - len(same_data)
+shown = st.multiselect("Runs", same_data, default=same_data, key="steps_runs",
+                       help=f"Runs on the sidebar run's data ({run.dataset}, its split); "
+                            f"{others} run(s) on other data are left out: open one in the sidebar to see its own.")
 picked = {k: curves[k] for k in shown}
 if not picked:
     st.info("Pick one or more runs above.")

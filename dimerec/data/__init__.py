@@ -100,6 +100,38 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0, s
                     f"(a dataset is a folder <name>/ holding <name>.inter or data_statis.df)")
 
 
+def load_run_dataset(config: dict, data_dir: str | Path | None = None) -> SeqDataset:
+    """The dataset a run (its config.json as a dict) trained on, read as it read it: its split seed and split; for
+    `planted`, the world of the parameters the run recorded (`planted_params`), or, for a run from before they were
+    recorded, the default world of the run's size (dataset_stats' users: the notebooks' fast worlds are smaller).
+    The run's fingerprint still has to match (dimerec.runs.load_run checks it)."""
+    name, train_config = config["dataset"], config.get("train_config", {})
+    seed, split = int(train_config.get("split_seed", 0)), train_config.get("split", "random")
+    if name == "planted":
+        from dimerec.data.planted import make_planted
+
+        params = config.get("planted_params")
+        if params is None:
+            users = config.get("dataset_stats", {}).get("users")
+            params = {"seed": seed, **({"n_users": int(users)} if users else {})}
+        return make_planted(**params)
+    return load_dataset(name, data_dir or config.get("data_dir"), seed=seed, split=split)
+
+
+def same_world(config: dict, other: dict) -> bool:
+    """Whether two runs (their config.json as dicts) trained on the same data and split, so that one can be set
+    beside the other's references: their fingerprints' data digests (items, sequences, split seed) when both have
+    one, else their dataset name, number of users and split seed (runs from before fingerprints)."""
+    digests = [(c.get("data_fingerprint") or {}).get("digest") for c in (config, other)]
+    if all(digests):
+        return digests[0] == digests[1]
+
+    def coarse(c: dict) -> tuple:
+        return (c.get("dataset"), c.get("dataset_stats", {}).get("users"),
+                c.get("train_config", {}).get("split_seed", 0))
+    return coarse(config) == coarse(other)
+
+
 def load_movielens(name: str, data_dir: Path) -> SeqDataset:
     folders, official, download_name = MOVIELENS[name]
     max_len = max_len_for(name)
