@@ -131,7 +131,7 @@ def write_markdown(section: dict, path: Path) -> None:
     t = section["throughput"]
     lines = ["# Training throughput and quality per epoch: prefixes against windows", "",
              f"Command: `python benchmarks/train_throughput.py` (writes `results/bench.json`, key "
-             f"`training_by_sampling`). Machine: {m['cpu_threads']} torch threads, {m['platform']}, "
+             f"`training_by_sampling`). Machine: {m.get('cpu_cores')} CPU cores, {m['platform']}, "
              f"torch {m['torch']}.", "",
              f"Throughput on {t['data']} (its real training batches, {t['batch_targets']} targets a batch): training "
              f"targets per second of whole steps (forward, losses, backward, Adam), the two samplings of a model "
@@ -186,6 +186,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps per model, sampling and round")
     p.add_argument("--models", default=",".join(trainable_models()))
     p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--quality-only", action="store_true", help="keep the throughput figures already in --out")
     p.add_argument("--quality-datasets", default="planted,ml-1m")
     p.add_argument("--quality-models", default=",".join(QUALITY_MODELS))
     p.add_argument("--quality-seeds", type=int, default=3, help="seeds on planted (ML-1M: 1)")
@@ -201,23 +202,24 @@ def main(argv=None) -> None:
         write_markdown(results["training_by_sampling"], out.parent / "training-throughput.md")
         return
     section = results.get("training_by_sampling", {})
-    section["machine"] = {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
+    section["machine"] = {"cpu_cores": os.cpu_count(), "platform": platform.platform(),
                           "torch": torch.__version__}
-    data = load_dataset("ml-1m", args.data_dir)
     key = "throughput" if args.threads == 2 else f"throughput_{args.threads}_threads"  # the figure: 2
-    section[key] = {"data": "ml-1m", "batch_targets": 256, "steps_per_round": args.steps,
-                    "load_average": list(os.getloadavg()),
-                    "models": throughput(data, args.models.split(","), args.rounds, args.steps, args.seed)}
-    section[key]["load_average"] += list(os.getloadavg())  # before and after
-    results["training_by_sampling"] = section
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    write_markdown(section, out.parent / "training-throughput.md")
+    if not args.quality_only:
+        data = load_dataset("ml-1m", args.data_dir)
+        section[key] = {"data": "ml-1m", "batch_targets": 256, "steps_per_round": args.steps,
+                        "load_average": list(os.getloadavg()),
+                        "models": throughput(data, args.models.split(","), args.rounds, args.steps, args.seed)}
+        section[key]["load_average"] += list(os.getloadavg())  # before and after
+        results["training_by_sampling"] = section
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        write_markdown(section, out.parent / "training-throughput.md")
+        print(json.dumps(section[key]["models"], indent=1))
     if not args.skip_quality:
         section["quality_per_epoch"] = quality(args.quality_datasets.split(","), args.quality_models.split(","),
                                                args.quality_seeds, Path(args.runs), args.data_dir)
         out.write_text(json.dumps(results, indent=2) + "\n")
         write_markdown(section, out.parent / "training-throughput.md")
-    print(json.dumps(section[key]["models"], indent=1))
 
 
 if __name__ == "__main__":
