@@ -54,7 +54,7 @@ class TrainConfig(Settings):
     sampling: Sampling | None = option(
         None, "training samples: windows = stretches of a sequence whose every position is a target, a window "
               "scored in one pass; prefixes = one (history, next item) pair a pass; random-cut = ComiRec's "
-              "random cut (default: windows for a model that takes them, prefixes for DiffuRec and MultVAE)")
+              "random cut (default: windows for SASRec, GRU4Rec and MIND, prefixes for the others)")
     window_targets: int | None = option(None, "targets per window of --sampling windows, 1..max_len: each sees at "
                                               "least max_len - s + 1 earlier items (default: half of max_len)",
                                         at_least=1)
@@ -89,10 +89,11 @@ class TrainConfig(Settings):
 def resolve_sampling(cfg: TrainConfig, model: Recommender, data: SeqDataset,
                      recorded: dict | None = None) -> TrainConfig:
     """cfg with its sampling decided: --sampling, else the sampling of the run being resumed (`recorded`, its
-    config.json's train_config), else windows for a model that takes them and prefixes for the others; a
+    config.json's train_config), else the model's default (`windows_by_default`: SASRec, GRU4Rec and MIND;
+    prefixes for the others); a
     DimeRecError for a windows setting that cannot work, before anything is written."""
     sampling = cfg.sampling or (recorded or {}).get("sampling") or (
-        "windows" if model.takes_windows else "prefixes")
+        "windows" if model.windows_by_default else "prefixes")
     if sampling == "windows":
         if not model.takes_windows:
             raise DimeRecError(f"--sampling windows: {model.name} scores one target per pass (see its module "

@@ -182,20 +182,54 @@ def test_a_windows_last_target_is_scored_as_its_prefix_sample(distinct, name, se
     assert_same(window, prefix)
 
 
-def test_models_that_cannot_share_a_window_keep_prefixes():
+def test_models_that_cannot_share_a_window_keep_prefixes_and_windows_are_the_default_where_positions_allow():
     assert {n for n, m in MODELS.items() if not m.takes_windows} == {"diffurec", "multvae", "pop"}
+    assert {n for n, m in MODELS.items() if m.windows_by_default} == {"sasrec", "gru4rec", "mind"}
+    assert all(MODELS[n].takes_windows for n, m in MODELS.items() if m.windows_by_default)
 
 
-@pytest.mark.parametrize("model", ["comirec-sa", "diffurec"])
-def test_training_records_its_sampling_epochs_and_why_it_stopped(planted_small, tmp_path, model):
+@pytest.mark.parametrize("model, want", [("gru4rec", "windows"), ("comirec-sa", "prefixes"), ("diffurec", "prefixes")])
+def test_training_records_its_sampling_epochs_and_why_it_stopped(planted_small, tmp_path, model, want):
     out = tmp_path / model
     _, _, metrics = train_model(model, planted_small, out=out, max_epochs=2, patience=5, valid_max_rows=200,
                                 final_max_rows=200, read_test=False, **({"T": 4} if model == "diffurec" else {}))
     saved = json.loads((out / "config.json").read_text())["train_config"]
-    want = "prefixes" if model == "diffurec" else "windows"
     assert saved["sampling"] == metrics["sampling"] == want
-    assert saved["window_targets"] == (None if model == "diffurec" else -(-planted_small.max_len // 2))
+    assert saved["window_targets"] == (-(-planted_small.max_len // 2) if want == "windows" else None)
     assert metrics["epochs"] == 2 and metrics["epochs_trained"] == 2.0 and metrics["stopped_by"] == "max_epochs"
+    assert metrics["targets_per_epoch"] == sum(len(planted_small.sequences[u]) - 1
+                                               for u in planted_small.split(0).train
+                                               if len(planted_small.sequences[u]) >= 2)
+
+
+class Killed(Exception):
+    """Stands for kill -9 between two checkpoints."""
+
+
+def test_a_windows_run_killed_mid_epoch_resumes_to_the_uninterrupted_run(planted_small, tmp_path, monkeypatch):
+    from dimerec.models.sasrec import SASRec
+
+    calls = {"n": 0}
+    original = SASRec.loss
+
+    def dies_at_step_9(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise Killed
+        return original(self, batch)
+
+    common = dict(max_epochs=2, patience=5, valid_max_rows=100, final_max_rows=100, read_test=False,
+                  checkpoint_every=4, sampling="windows")
+    _, _, straight = train_model("sasrec", planted_small, out=tmp_path / "straight", **common)
+    steps_per_epoch = straight["steps"] // 2
+    assert steps_per_epoch > 9  # the kill falls within the first epoch, after the checkpoint at step 8
+    monkeypatch.setattr(SASRec, "loss", dies_at_step_9)
+    with pytest.raises(Killed):
+        train_model("sasrec", planted_small, out=tmp_path / "killed", **common)
+    monkeypatch.setattr(SASRec, "loss", original)
+    _, _, resumed = train_model("sasrec", planted_small, out=tmp_path / "killed", resume=True, **common)
+    assert (tmp_path / "killed" / "losses.csv").read_text() == (tmp_path / "straight" / "losses.csv").read_text()
+    assert resumed["valid"] == straight["valid"] and resumed["steps"] == straight["steps"]
 
 
 def test_windows_settings_that_cannot_work_are_refused_before_anything_is_written(planted_small, tmp_path):
@@ -205,14 +239,16 @@ def test_windows_settings_that_cannot_work_are_refused_before_anything_is_writte
         train_model("diffurec", planted_small, out=tmp_path / "a", sampling="windows")
     with pytest.raises(DimeRecError, match="--window-targets must be in 1..max_len = 1..20"):
         train_model("sasrec", planted_small, out=tmp_path / "b", window_targets=21)
+    with pytest.raises(DimeRecError, match="--window-targets 3 applies to --sampling windows only"):
+        train_model("comirec-sa", planted_small, out=tmp_path / "d", sampling="prefixes", window_targets=3)
     with pytest.raises(DimeRecError, match="applies to --sampling windows only"):
         train_model("sasrec", planted_small, out=tmp_path / "c", sampling="prefixes", window_targets=3)
     assert not any(tmp_path.iterdir())
 
 
 def test_a_windows_run_repeats_with_its_seed(planted_small, tmp_path):
-    """(Resuming a windows run in mid-epoch is test_trainer's kill-and-resume test: ComiRec-SA takes windows.)"""
-    common = dict(max_steps=12, eval_every=6, valid_max_rows=100, final_max_rows=100, read_test=False)
+    common = dict(max_steps=12, eval_every=6, valid_max_rows=100, final_max_rows=100, read_test=False,
+                  sampling="windows")
     for run in "ab":
         train_model("dimerec", planted_small, out=tmp_path / run, **common)
     losses = {k: (tmp_path / k / "losses.csv").read_text() for k in "ab"}

@@ -203,7 +203,8 @@ def default_window_targets(max_len: int) -> int:
 class TrainSampler:
     """Draws training batches from the training users.
 
-    - `windows` (the default of every model that scores a window in one pass, `Recommender.takes_windows`):
+    - `windows` (for the models that score a window in one pass, `Recommender.takes_windows`; the default of
+      those marked `windows_by_default`):
       each training sequence's target positions 1..n-1 are cut, from the end, into stretches of s =
       `window_targets` consecutive positions (the first stretch of a sequence may be shorter). A sample is
       one stretch: `hist` [max_len] holds the max_len items before its last target (left-padded), exactly

@@ -14,9 +14,10 @@ the same GEM and losses, the DAM replaced by an MLP over the K interests; it bui
 no diffusion and takes none of its flags.
 `--gem-weight 0` drops L_gem from the total (Table 4's "w/o L_gem"); it is still logged.
 `--loss-kind ce` scores L_gem and L_ssm by the full softmax over every item instead of the paper's sampled one.
-Training reads `--sampling windows` by default: the GEM reads a window once and each target's K interests are
-pooled from its own history (`batch_guidance`); L_gem, the DAM's t, noise and L_recon, and L_ssm with its negatives
-stay per target, so a window's loss is the mean of its targets' (tests/test_windows.py).
+`--sampling windows` (not the default: ComiRec-SA's attention then reads positions counted from the window's
+end; docs/protocols.md): the GEM reads a window once and each target's K interests are pooled from its own history
+(`batch_guidance`); L_gem, the DAM's t, noise and L_recon, and L_ssm with its negatives stay per target, so a
+window's loss is the mean of its targets' (tests/test_windows.py).
 
     python -m dimerec train --model dimerec --dataset ml-1m --out runs/dimerec-ml1m
     python -m dimerec train --model dimerec --preset paper --dataset ml-1m --out runs/dimerec-paper-ml1m

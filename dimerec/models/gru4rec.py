@@ -110,6 +110,7 @@ class GRU4Rec(Recommender):
         return table.weight[:self.n_items]
 
     takes_windows = True
+    windows_by_default = True  # position-free: the state after a target's last item
 
     def column_outputs(self, hist: torch.Tensor) -> torch.Tensor:
         """[B, L] left-padded histories -> [B, L, d]: at each real column the state after that item (the GRU

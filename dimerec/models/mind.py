@@ -25,8 +25,9 @@ adds one); (4) in eval mode the routing logits are one fixed draw kept in the
 checkpoint, so a user's vectors do not change from call to call (ComiRec redraws
 them at serving too); (5) uniform negatives (per positive or shared), not
 log-uniform; histories are left-padded.
-Sampling (`--sampling windows`, the default): û = S e is computed once per window column; the routing logits are
-drawn and the routing run for each target over its own history (the window's items up to it), under a mask.
+Sampling (`--sampling windows`, the default: MIND reads no positions): û = S e is computed once per window
+column; the routing logits are drawn and the routing run for each target over its own history (the window's items
+up to it), under a mask.
 
     python -m dimerec train --model mind --dataset ml-1m --out runs/mind-ml1m
 """
@@ -115,6 +116,7 @@ class MIND(Recommender):
         return self.item_emb.weight[:self.n_items]
 
     takes_windows = True
+    windows_by_default = True  # position-free: one map S for every position
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         table, target = self.item_vectors(), batch.target

@@ -187,6 +187,7 @@ class SASRec(Recommender):
         return self.item_emb.weight[:self.n_items]
 
     takes_windows = True
+    windows_by_default = True  # causal: a window is read as the official code reads a sequence
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         out = self.sequence_outputs(batch.hist)  # [B, L, d]
