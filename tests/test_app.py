@@ -445,7 +445,9 @@ def results_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("reproduce")
     full_size = planted.make_planted
     with pytest.MonkeyPatch.context() as patch:  # only while generating: the built-in runs need the full world
-        patch.setattr(planted, "make_planted", lambda seed=0: full_size(seed=seed, n_users=200))
+        # a run's own recorded world (planted_params, its 200 users) is rebuilt as recorded
+        patch.setattr(planted, "make_planted", lambda seed=0, **world: full_size(**{"n_users": 200, **world},
+                                                                                 seed=seed))
         for name in ("dimerec", "fig5"):
             assert main(["reproduce", name, "--dataset", "planted", "--seeds", "1", "--max-minutes", "0.5",
                          "--max-steps", "5", "--valid-max-rows", "100", "--runs", str(root / "runs"),

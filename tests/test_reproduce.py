@@ -15,7 +15,9 @@ from dimerec.reproduce import EXPERIMENTS, TUNING, Budget, Job, RunLock, RunSpec
 def small_world():
     full_size = planted.make_planted
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(planted, "make_planted", lambda seed=0: full_size(seed=seed, n_users=200))  # speed
+        # speed; a run's own recorded world (planted_params, its 200 users) is rebuilt as recorded
+        patch.setattr(planted, "make_planted", lambda seed=0, **world: full_size(**{"n_users": 200, **world},
+                                                                                 seed=seed))
         yield
 
 
