@@ -53,7 +53,8 @@ def test_dimerec_writes_a_table_and_a_figure_and_resumes(dirs):
     md, table = run("dimerec", dirs, *argv)
     assert "next-item protocol" in md and "Paired t-test over 2 seeds" in md and "★" in md
     assert EPOCHS + "2 minutes and 60 steps" in md
-    assert "| epochs | plateaued |" in md and "Training samples (`--sampling`): windows (ComiRec-SA" in md
+    assert "| epochs | plateaued |" in md  # ComiRec-SA, DimeRec and the control default to prefixes
+    assert "Training samples (`--sampling`): prefixes (ComiRec-SA, DimeRec (ours)" in md
     assert list(table["model"]) == ["MostPopular", "ComiRec-SA", "DimeRec (paper)", "DimeRec (ours)",
                                     "DimeRec (ours, serve mean)", "no-diffusion control"]
     assert (table["seeds"] == 2).all()
