@@ -22,6 +22,7 @@ from dimerec.data import left_pad, load_run_dataset, same_world
 from dimerec.errors import DimeRecError
 from dimerec.models import MODELS
 from dimerec.runs import RUN_FILES, discover_runs as find_run_dirs, load_run as load_trained_run, runs_root
+from dimerec.serving import ServeConfig, serving_of
 
 torch.set_num_threads(1)  # small matrices; the machine's cores are shared
 
@@ -74,8 +75,9 @@ def _stamp(path: Path) -> tuple:
 class Run:
     id: str
     path: Path
-    config: dict
+    config: dict  # config.json as dimerec.runs.read_config gives it
     model: torch.nn.Module
+    serving: ServeConfig  # how the run was served (config.json's "serving"): every list the app shows follows it
     data: object  # dimerec.data.SeqDataset
     split: object  # dimerec.data.UserSplit
     metrics: dict | None
@@ -183,7 +185,8 @@ def _load(run_id: str, path_str: str, stamp: tuple) -> Run:
                        f"known models: {', '.join(sorted(MODELS))}") from None
     data = _load_dataset(config, path)
     try:  # dimerec.runs rebuilds every run; the app only turns its errors into what the page says
-        model, _, _ = load_trained_run(path, data=data)
+        model, _, config = load_trained_run(path, data=data)
+        serving = serving_of(model, config["serving"])
     except DimeRecError as err:
         raise RunError(str(err)) from None
     except Exception as err:  # a truncated file, an old config: all end here
@@ -206,7 +209,7 @@ def _load(run_id: str, path_str: str, stamp: tuple) -> Run:
     split = data.split(int(config.get("train_config", {}).get("split_seed", 0)))
     held_out = np.array(sorted(u for u in np.concatenate([split.valid, split.test]) if len(data.sequences[u]) >= 2),
                         dtype=np.int64)
-    return Run(id=run_id, path=path, config=config, model=model, data=data, split=split,
+    return Run(id=run_id, path=path, config=config, model=model, serving=serving, data=data, split=split,
                metrics=_read_json(path / "metrics.json", required=False),
                step_metrics=_read_json(path / "step_metrics.json", required=False),
                categories=categories, item_category=item_category,
@@ -288,9 +291,9 @@ def user_view(run_id: str, stamp: tuple, hist: tuple[int, ...], n_samples: int, 
     interest_top, _ = explore.nearest_items(g[0][:, None], run.model.item_vectors(), 20)
     samples = samples_3d = recommend_3d = None
     if run.has_diffusion:
-        samples = explore.sample_user(run.model, h, n_samples=n_samples, seed=seed)
+        samples = explore.sample_user(run.model, h, n_samples=n_samples, seed=seed, serve=run.serving)
         samples_3d, recommend_3d = run.projection(samples.x_t), run.projection(samples.recommend)
-    top, top_scores = explore.served_top(run.model, h, seed)
+    top, top_scores = explore.served_top(run.model, h, seed, serve=run.serving)
     n = min(len(hist), run.data.max_len)
     return UserView(hist=np.asarray(hist[-n:], dtype=np.int64), interests=g[0].numpy(),
                     attention=None if attention is None else attention[0, -n:].numpy(),
@@ -311,7 +314,7 @@ def user_table(run_id: str, stamp: tuple) -> pd.DataFrame:
     if len(users) > PRESET_POOL:
         users = np.sort(np.random.default_rng(0).choice(users, PRESET_POOL, replace=False))
     hists = [run.hist_tensor(run.history(u)) for u in users]
-    landing, merged = explore.user_landings(run.model, hists, n_samples=DEFAULT_SAMPLES, seed=0)
+    landing, merged = explore.user_landings(run.model, hists, n_samples=DEFAULT_SAMPLES, seed=0, serve=run.serving)
     categories = run.item_category[landing]  # [U, S]
     rows = []
     for b, u in enumerate(users.tolist()):

@@ -25,8 +25,8 @@ import torch
 
 from dimerec.data.dataset import SeqDataset
 from dimerec.errors import DataError
-from dimerec.evaluate import Protocol, build_rows, model_device, row_order, seen_items, serving
-from dimerec.retrieval import TorchRetriever
+from dimerec.evaluate import Protocol, build_rows, model_device, row_order, seen_items, served, serving
+from dimerec.serving import DEFAULT, ServeConfig, ranking, trajectory, user_vectors
 
 MIN_CLASS_ITEMS = 5  # smaller classes are dropped: stratified 5-fold CV needs one item per class per fold
 COUNTING = ("distinct categories among the top-k items; an item with several categories contributes "
@@ -123,29 +123,25 @@ def category_matrix(data: SeqDataset) -> tuple[np.ndarray, list[str]]:
 @torch.no_grad()
 def category_diversity(model, data: SeqDataset, users: np.ndarray, k: int = 100,
                        protocol: Protocol = "next-item", max_rows: int | None = None, seed: int = 0, *,
-                       mask_seen: bool = False, batch_size: int = 512) -> dict:
+                       mask_seen: bool = False, batch_size: int = 512, serve: ServeConfig = DEFAULT) -> dict:
     """Average number of distinct categories among the top-k items of each evaluation row.
 
     The rows are those `evaluate` scores for `users` under `protocol` (build_rows); `max_rows` takes the
-    same seeded subsample as `evaluate`. Items are ranked by their best inner product over the model's
-    K user vectors (TorchRetriever: ties go to the lower id). An item with several categories counts all
-    of them; an item without one counts none. Sampling inside `user_vectors` (diffusion) is seeded by
-    `seed` without touching the caller's random state. Returns mean and std over rows and the row count.
+    same seeded subsample as `evaluate`. Items are ranked as `evaluate.served` ranks them under `serve` (exact
+    search: ties go to the lower id). An item with several categories counts all of them; an item without one
+    counts none. Sampling (diffusion) is seeded by `seed` without touching the caller's random state. Returns
+    mean and std over rows and the row count.
     """
     has, names = category_matrix(data)
     rows = build_rows(data, users, protocol)
     order = row_order(len(rows.hist), max_rows, seed)  # the rows evaluate() scores for the same arguments
-    retriever = TorchRetriever()
     counts = []
-    device = model_device(model)
-    with serving(model, seed):
-        retriever.index(model.item_vectors())
+    with served(model, seed, serve=serve) as serve_batch:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             exclude = seen_items(data, rows, idx) if mask_seen else None
-            top = retriever.search(model.user_vectors(torch.from_numpy(rows.hist[idx]).to(device)), k,
-                                   exclude=exclude).cpu().numpy()  # [B, k]
-            counts.append(has[top].any(axis=1).sum(axis=1))  # [B, k, C] -> [B]
+            _, top = serve_batch(torch.from_numpy(rows.hist[idx]), k, exclude)["final"]
+            counts.append(has[top.cpu().numpy()].any(axis=1).sum(axis=1))  # [B, k, C] -> [B]
     counts = np.concatenate(counts) if counts else np.zeros(0)
     return {
         "mean": float(counts.mean()) if len(counts) else 0.0,
@@ -160,7 +156,8 @@ def category_diversity(model, data: SeqDataset, users: np.ndarray, k: int = 100,
 
 @torch.no_grad()
 def chain_angles(model, data: SeqDataset, users: np.ndarray, n_samples: int = 8, max_rows: int | None = 2000,
-                 seed: int = 0, protocol: Protocol = "next-item", batch_size: int = 512) -> list[dict]:
+                 seed: int = 0, protocol: Protocol = "next-item", batch_size: int = 512,
+                 serve: ServeConfig = DEFAULT) -> list[dict]:
     """Issue 16, hypothesis 6: where the reverse chain's guesses land relative to the true next item.
 
     For each reverse step (the rows `evaluate` scores, one target each): the mean angle (degrees) between the
@@ -179,7 +176,7 @@ def chain_angles(model, data: SeqDataset, users: np.ndarray, n_samples: int = 8,
         items = sphere.normalize(model.item_vectors())
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            traj = model.trajectory(torch.from_numpy(rows.hist[idx]).to(device), n_samples=n_samples)
+            traj = trajectory(model, torch.from_numpy(rows.hist[idx]).to(device), serve, n_samples=n_samples)
             target = items[torch.from_numpy(rows.targets[idx, 0]).to(device)]  # [B, d]
             points = torch.cat([traj.pred_x0, traj.final[None]])  # [T+1, B, S, d]
             steps = [*traj.steps, "x_0"]
@@ -201,22 +198,20 @@ def chain_angles(model, data: SeqDataset, users: np.ndarray, n_samples: int = 8,
 
 @torch.no_grad()
 def serving_cost(model, data: SeqDataset, users: np.ndarray, batch_size: int = 1024, repeats: int = 3,
-                 seed: int = 0) -> float:
-    """Milliseconds per user to serve a batch of `batch_size` rows (user vectors + top-50 retrieval), the
-    median of `repeats` timings, on the model's device and this process's threads."""
+                 seed: int = 0, serve: ServeConfig = DEFAULT) -> float:
+    """Milliseconds per user to serve a batch of `batch_size` rows (user vectors + top-50 retrieval) as `serve`
+    says, the median of `repeats` timings, on the model's device and this process's threads."""
     import time
-
-    from dimerec.evaluate import merging_retriever
 
     rows = build_rows(data, users, "next-item")
     order = row_order(len(rows.hist), batch_size, seed)
     hist = torch.from_numpy(rows.hist[order]).to(model_device(model))
-    retriever = merging_retriever(model, TorchRetriever())
+    retriever = ranking(model, serve).retriever()
     timings = []
     with serving(model, seed):
         retriever.index(model.item_vectors())
         for _ in range(repeats):
             start = time.perf_counter()
-            retriever.search(model.user_vectors(hist), 50)
+            retriever.search(user_vectors(model, hist, serve), 50)
             timings.append(time.perf_counter() - start)
     return 1000 * float(np.median(timings)) / len(order)

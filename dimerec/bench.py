@@ -81,7 +81,7 @@ def bench_serving(config: DimeRecConfig, batch: int, repeats: int, retriever_nam
         if i >= 2:
             timings.append(time.perf_counter() - start)
     per_call = float(np.median(timings))
-    return {"batch": batch, "retriever": retriever_name, "T": config.T, "serve_samples": config.serve_samples,
+    return {"batch": batch, "retriever": retriever_name, "T": config.T, "serve_samples": 1,
             "ms_per_batch": per_call * 1000, "ms_per_user": per_call * 1000 / batch}
 
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from dimerec.errors import DimeRecError, TrainingDiverged
-from dimerec.options import OneLineParser, add_train_arguments, check_positive
+from dimerec.options import OneLineParser, add_dataclass_args, add_train_arguments, check_positive
 
 
 def cmd_datasets(args) -> None:
@@ -62,20 +62,26 @@ def cmd_train(args, model_cls, argv: list[str]) -> None:
 
 
 def cmd_evaluate(args) -> None:
+    from dataclasses import asdict
+
     from dimerec.runs import load_run, write_json_atomic
+    from dimerec.serving import SERVING_FIELDS, serving_of
     from dimerec.trainer import final_metrics
 
     run = Path(args.run_dir)
     model, data, config = load_run(run, args.data_dir)
     train_cfg = config["train_config"]
+    changes = {k: getattr(args, k) for k in SERVING_FIELDS if k in args}
+    serve = serving_of(model, {**config["serving"], **changes})
     if args.sampled_negatives is not None:
-        return evaluate_sampled(run, model, data, train_cfg, args.sampled_negatives)
+        return evaluate_sampled(run, model, data, train_cfg, args.sampled_negatives, serve)
     protocol = args.protocol or train_cfg["protocol"]
     mask_seen = train_cfg["mask_seen"] if args.mask_seen is None else args.mask_seen
-    valid, test = final_metrics(model, data, train_cfg, protocol=protocol, mask_seen=mask_seen,
+    valid, test = final_metrics(model, data, train_cfg, serve, protocol=protocol, mask_seen=mask_seen,
                                 retriever=args.retriever, retriever_params=args.retriever_params)
     metrics = {"model": config["model"], "dataset": config["dataset"], "protocol": protocol,
-               "seed": train_cfg["seed"], "mask_seen": mask_seen, "valid": valid, "test": test}
+               "seed": train_cfg["seed"], "mask_seen": mask_seen, "serving": asdict(serve), "valid": valid,
+               "test": test}
     previous = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
     for key in ("epochs", "steps", "train_minutes"):
         if key in previous:
@@ -84,19 +90,20 @@ def cmd_evaluate(args) -> None:
     metrics["retriever"] = retriever
     print_metrics(metrics)
     # the training run's own record, metrics.json, is left alone: a re-evaluation gets a file of its options
-    path = run / f"metrics-eval-{protocol}-{'masked' if mask_seen else 'unmasked'}-{retriever}.json"
+    served_as = "".join(f"-{k.replace('_', '-')}-{v}" for k, v in changes.items())  # a serving change, by name
+    path = run / f"metrics-eval-{protocol}-{'masked' if mask_seen else 'unmasked'}-{retriever}{served_as}.json"
     write_json_atomic(metrics, path)
     print(f"written to {path}")
 
 
-def evaluate_sampled(run: Path, model, data, train_cfg: dict, n_negatives: int) -> None:
+def evaluate_sampled(run: Path, model, data, train_cfg: dict, n_negatives: int, serve) -> None:
     from dimerec.evaluate import sampled_metrics
     from dimerec.runs import write_json_atomic
 
     if n_negatives < 1:
         raise DimeRecError(f"--sampled-negatives must be at least 1, got {n_negatives}")
     test = data.split(train_cfg["split_seed"]).test
-    metrics = sampled_metrics(model, data, test, n_negatives, seed=train_cfg["seed"])
+    metrics = sampled_metrics(model, data, test, n_negatives, seed=train_cfg["seed"], serve=serve)
     print(f"test, last item of each user vs {n_negatives} sampled unseen items: "
           + "  ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items() if not k.startswith("Recall")))
     write_json_atomic({"protocol": f"sampled-{n_negatives}", "test": metrics},
@@ -178,6 +185,10 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--sampled-negatives", type=int, metavar="N",
                    help="instead: rank each test user's last item among N sampled unseen items (SASRec's protocol, "
                         "for sanity checks against the baselines' papers; writes metrics-sampled-N.json)")
+    from dimerec.serving import ServeConfig
+
+    add_dataclass_args(p, ServeConfig, "serving, for a model that denoises (default: as the run was served, "
+                                       "config.json's \"serving\"; a change is named in the output file)", unset=True)
     from dimerec.reproduce import DESCRIPTIONS
 
     p = sub.add_parser("reproduce", help="train a set of models over seeds and write a results table and figure",

@@ -220,3 +220,18 @@ def sample_trajectory(diffusion: SphereDiffusion, denoise: Denoiser, batch: int,
         xs.append(x)
         preds.append(out.pred_x0)
     return Trajectory(steps=list(range(start, 0, -1)), x_t=torch.stack(xs), pred_x0=torch.stack(preds))
+
+
+def drop_guidance(guidance: torch.Tensor, null: torch.Tensor, p_uncond: float) -> torch.Tensor:
+    """Classifier-free guidance training (Ho & Salimans, 2022): each row of `guidance` [B, ...] replaced by the
+    learned `null` (shaped like one row) with probability `p_uncond`; with p_uncond = 0 nothing is drawn, so the
+    random stream is that of a model without guidance dropout."""
+    if not p_uncond:
+        return guidance
+    drop = torch.rand(len(guidance), device=guidance.device) < p_uncond
+    return torch.where(drop.view(-1, *[1] * (guidance.dim() - 1)), null.expand_as(guidance), guidance)
+
+
+def classifier_free(x0_guided: torch.Tensor, x0_null: torch.Tensor, weight: float) -> torch.Tensor:
+    """Classifier-free guidance at serving: x̂0 = (1 + w)·f(x_t, t, g) - w·f(x_t, t, null)."""
+    return (1 + weight) * x0_guided - weight * x0_null

@@ -28,7 +28,8 @@ from dimerec.data.dataset import SeqDataset, left_pad
 from dimerec.errors import DimeRecError
 from dimerec.metrics import (CUTOFFS, beyond_accuracy, exposure_counts, max_over_interests, mean_metrics, pad_targets,
                              rank_metrics, reciprocal_ranks)
-from dimerec.retrieval import Retriever, TorchRetriever
+from dimerec.retrieval import Retriever
+from dimerec.serving import DEFAULT, ServeConfig, ranking, trajectory, user_vectors
 
 Protocol = Literal["next-item", "future", "loo"]
 PROTOCOLS = ("next-item", "future", "loo")
@@ -114,17 +115,6 @@ def serving(model, seed: int) -> Iterator[None]:
         model.train(was_training)
 
 
-def merging_retriever(model, retriever: Retriever) -> Retriever:
-    """The retriever that merges the model's vectors as the model says (`score_merge`): `retriever` itself for
-    the contract's max over K; a dense TorchRetriever for the mixture, which an index cannot search."""
-    if model.score_merge == "max":
-        return retriever
-    if type(retriever) is not TorchRetriever:
-        raise DimeRecError(f"--serve-merge {model.score_merge} ranks by dense scores: use --retriever torch, "
-                           f"not {type(retriever).__name__}")
-    return TorchRetriever(merge=model.score_merge, scale=model.merge_scale)
-
-
 def row_order(n_rows: int, max_rows: int | None, seed: int) -> np.ndarray:
     """The rows to score: all, or a seeded sorted subsample of `max_rows` of them."""
     order = np.arange(n_rows)
@@ -134,46 +124,47 @@ def row_order(n_rows: int, max_rows: int | None, seed: int) -> np.ndarray:
 
 
 @contextmanager
-def served(model, seed: int, retriever: Retriever | None = None,
-           user_fn: UserFn | None = None) -> Iterator[Callable[..., dict[str, tuple[torch.Tensor, torch.Tensor]]]]:
+def served(model, seed: int, retriever: Retriever | None = None, user_fn: UserFn | None = None,
+           serve: ServeConfig = DEFAULT) -> Iterator[Callable[..., dict[str, tuple[torch.Tensor, torch.Tensor]]]]:
     """How a model serves, the one rule for everything that reads its lists (evaluate, step_metrics, the app's and
-    the notebooks' read-outs): under `serving(model, seed)`, the model's own user vectors (`user_vectors`, which
-    follows its serve mode and samples; `user_fn` names others), merged as the model says (`merging_retriever`),
-    the item table indexed once. Yields serve(hist [B, L], k, exclude=None) -> {name: (vectors, item ids [B, k])};
-    successive calls continue one random stream, as evaluate's batches do."""
-    retriever = merging_retriever(model, retriever or TorchRetriever())
-    user_fn = user_fn or (lambda hist: {"final": model.user_vectors(hist)})
+    the notebooks' read-outs): under `serving(model, seed)`, the user vectors dimerec.serving gives for `serve`
+    (`user_fn` names others), ranked by its rule (max, or the mixture: `serving.ranking`), the item table indexed
+    once. Yields serve_batch(hist [B, L], k, exclude=None) -> {name: (vectors, item ids [B, k])}; successive
+    calls continue one random stream, as evaluate's batches do."""
+    retriever = ranking(model, serve).retriever(retriever)
+    user_fn = user_fn or (lambda hist: {"final": user_vectors(model, hist, serve)})
     device = model_device(model)
 
-    def serve(hist: torch.Tensor, k: int, exclude: list[np.ndarray] | None = None):
+    def serve_batch(hist: torch.Tensor, k: int, exclude: list[np.ndarray] | None = None):
         return {name: (vectors, retriever.search(vectors, k, exclude=exclude))
                 for name, vectors in user_fn(hist.to(device)).items()}
 
     with serving(model, seed):
         retriever.index(model.item_vectors())
-        yield serve
+        yield serve_batch
 
 
 def served_lists(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "next-item", *,
                  mask_seen: bool = False, retriever: Retriever | None = None, user_fn: UserFn | None = None,
-                 batch_size: int = 1024, seed: int = 0,
-                 max_rows: int | None = None) -> Iterator[tuple[EvalRows, np.ndarray, dict[str, np.ndarray]]]:
+                 batch_size: int = 1024, seed: int = 0, max_rows: int | None = None,
+                 serve: ServeConfig = DEFAULT) -> Iterator[tuple[EvalRows, np.ndarray, dict[str, np.ndarray]]]:
     """The top-50 lists evaluate scores, batch by batch: (the rows, the batch's row indices, {name: ids [b, 50]})."""
     rows = build_rows(data, users, protocol)
     order = row_order(len(rows.hist), max_rows, seed)
-    with served(model, seed, retriever, user_fn) as serve:
+    with served(model, seed, retriever, user_fn, serve) as serve_batch:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             exclude = seen_items(data, rows, idx) if mask_seen else None
-            lists = serve(torch.from_numpy(rows.hist[idx]), max(CUTOFFS), exclude)
+            lists = serve_batch(torch.from_numpy(rows.hist[idx]), max(CUTOFFS), exclude)
             yield rows, idx, {name: top.cpu().numpy() for name, (_, top) in lists.items()}
 
 
 def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "next-item", *,
              mask_seen: bool = False, retriever: Retriever | None = None, user_fn: UserFn | None = None,
              batch_size: int = 1024, seed: int = 0, max_rows: int | None = None,
-             popularity: np.ndarray | None = None) -> dict[str, dict[str, float]]:
-    """Metrics of each user representation `user_fn` returns (default {"final": model.user_vectors}).
+             popularity: np.ndarray | None = None, serve: ServeConfig = DEFAULT) -> dict[str, dict[str, float]]:
+    """Metrics of each user representation `user_fn` returns (default {"final": the vectors dimerec.serving
+    serves under `serve`, ranked by its rule}).
 
     Returns {name: {"HR@10": …, …, "MRR@50": …}}: the means over rows, then, when `popularity` (training
     interactions per item, `data.item_popularity(split.train)`) is given, the beyond-accuracy aggregates
@@ -184,7 +175,8 @@ def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "n
     per_row: dict[str, list] = {}
     exposure: dict[str, dict[int, np.ndarray]] = {}
     for rows, idx, lists in served_lists(model, data, users, protocol, mask_seen=mask_seen, retriever=retriever,
-                                         user_fn=user_fn, batch_size=batch_size, seed=seed, max_rows=max_rows):
+                                         user_fn=user_fn, batch_size=batch_size, seed=seed, max_rows=max_rows,
+                                         serve=serve):
         for name, top in lists.items():
             per_row.setdefault(name, []).append({**rank_metrics(top, rows.targets[idx]),
                                                  **reciprocal_ranks(top, rows.targets[idx])})
@@ -200,11 +192,11 @@ def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "n
     return out
 
 
-def chain_user_fn(model) -> UserFn:
+def chain_user_fn(model, serve: ServeConfig = DEFAULT) -> UserFn:
     """For evaluate(user_fn=...): the user vectors of x̂0 after every reverse step ("t=T" … "t=1", the paper's
-    Fig. 5) and of the chain's end x_0 ("final"), for a model that `denoises`."""
+    Fig. 5) and of the chain's end x_0 ("final"), for a model that `denoises`, its chain run as `serve` says."""
     def user_fn(hist: torch.Tensor) -> dict[str, torch.Tensor]:
-        traj = model.trajectory(hist)
+        traj = trajectory(model, hist, serve)
         out = {f"t={t}": model.chain_user_vectors(traj.pred_x0[i]) for i, t in enumerate(traj.steps)}
         out["final"] = model.chain_user_vectors(traj.final)
         return out
@@ -212,11 +204,12 @@ def chain_user_fn(model) -> UserFn:
 
 
 def step_metrics(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "next-item", *,
-                 mask_seen: bool = False, seed: int = 0, max_rows: int | None = None) -> dict:
+                 mask_seen: bool = False, seed: int = 0, max_rows: int | None = None,
+                 serve: ServeConfig = DEFAULT) -> dict:
     """HR@50, NDCG@50 and HR@10 of x̂0 at each reverse step, and all metrics of the chain's end x_0: what a run's
-    step_metrics.json holds (the trainer writes it for every model that denoises)."""
-    per_step = evaluate(model, data, users, protocol, mask_seen=mask_seen, seed=seed,
-                        user_fn=chain_user_fn(model), max_rows=max_rows)
+    step_metrics.json holds (the trainer writes it for every model that denoises), ranked by `serve`'s rule."""
+    per_step = evaluate(model, data, users, protocol, mask_seen=mask_seen, seed=seed, serve=serve,
+                        user_fn=chain_user_fn(model, serve), max_rows=max_rows)
     steps = [{"t": int(name[2:]), "step": i + 1, **{k: per_step[name][k] for k in ("HR@50", "NDCG@50", "HR@10")}}
              for i, name in enumerate(n for n in per_step if n.startswith("t="))]
     return {"model": model.name, "preset": getattr(model.config, "preset", None), "dataset": data.name,
@@ -224,11 +217,16 @@ def step_metrics(model, data: SeqDataset, users: np.ndarray, protocol: Protocol 
 
 
 def sampled_metrics(model, data: SeqDataset, users: np.ndarray, n_negatives: int = 100, *, cutoffs=(1, 5, 10),
-                    batch_size: int = 1024, seed: int = 0, max_rows: int | None = None) -> dict[str, float]:
+                    batch_size: int = 1024, seed: int = 0, max_rows: int | None = None,
+                    serve: ServeConfig = DEFAULT) -> dict[str, float]:
     """The sampled protocol of SASRec's paper (§IV-B) and many baselines' own reports, for sanity checks
     against them: each user's last item is ranked among `n_negatives` items drawn uniformly, without
     replacement, from the items the user never interacted with; one row per user (`last_only`).
-    Not comparable with the full-ranking numbers of `evaluate` (sampled ranks are far kinder)."""
+    Not comparable with the full-ranking numbers of `evaluate` (sampled ranks are far kinder). The candidates
+    are scored by the max over the vectors `serve` serves; a mixture-served run is refused."""
+    if ranking(model, serve).merge != "max":
+        raise DimeRecError("the sampled protocol ranks candidates by the max over the user vectors; a run served "
+                           "with --serve-merge mixture is scored by the full ranking only")
     rows = build_rows(data, users, "next-item", last_only=True)
     order = row_order(len(rows.hist), max_rows, seed)
     candidates = sampled_candidates(data, rows, order, n_negatives, seed)
@@ -239,7 +237,7 @@ def sampled_metrics(model, data: SeqDataset, users: np.ndarray, n_negatives: int
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             cand = torch.from_numpy(candidates[start:start + len(idx)]).to(device)
-            users_k = model.user_vectors(torch.from_numpy(rows.hist[idx]).to(device))  # [B, K, d]
+            users_k = user_vectors(model, torch.from_numpy(rows.hist[idx]).to(device), serve)  # [B, K, d]
             scores = max_over_interests(users_k, items[cand])  # [B, C]
             top = cand.gather(1, scores.argsort(dim=1, descending=True, stable=True))
             per_row.append(rank_metrics(top.cpu().numpy(), candidates[start:start + len(idx), -1:], cutoffs))

@@ -33,8 +33,9 @@ import numpy as np
 import torch
 
 from dimerec import sphere
-from dimerec.evaluate import merging_retriever, served
+from dimerec.evaluate import served
 from dimerec.retrieval import TorchRetriever
+from dimerec.serving import DEFAULT, ServeConfig, ranking, trajectory, user_vectors
 
 
 @dataclass
@@ -103,13 +104,14 @@ def nearest_items(vectors: torch.Tensor, item_vectors: torch.Tensor, k: int, exc
 
 
 @torch.no_grad()
-def served_top(model, hist: torch.Tensor, seed: int = 0, k: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    """The top-k the model serves histories [B, L], as the evaluator scores them (`evaluate.served`: the run's serve
-    mode, its own number of samples and its merge, the global random stream seeded by `seed`) -> ids [B, k] and
-    their merged scores [B, k]. For one history this is the list `evaluate` ranks for it with the same seed."""
-    with served(model, seed) as serve:
-        vectors, ids = serve(hist, k)["final"]
-    retriever = merging_retriever(model, TorchRetriever())
+def served_top(model, hist: torch.Tensor, seed: int = 0, k: int = 50,
+               serve: ServeConfig = DEFAULT) -> tuple[np.ndarray, np.ndarray]:
+    """The top-k the model serves histories [B, L] as `serve` says (the run's serving), as the evaluator scores
+    them (`evaluate.served`, the global random stream seeded by `seed`) -> ids [B, k] and their merged scores
+    [B, k]. For one history this is the list `evaluate` ranks for it with the same seed."""
+    with served(model, seed, serve=serve) as serve_batch:
+        vectors, ids = serve_batch(hist, k)["final"]
+    retriever = ranking(model, serve).retriever()
     retriever.index(model.item_vectors())
     return ids.numpy(), torch.gather(retriever.scores(vectors), 1, ids).numpy()
 
@@ -120,7 +122,7 @@ class UserSamples:
     steps: list[int]  # [T, T-1, ..., 1]: the t of each reverse step
     x_t: np.ndarray  # [T+1, S, d]: x_T ... x_0
     recommend: np.ndarray  # [T+1, S, d]: what each sample would be retrieved with after k steps
-    top: np.ndarray  # [T+1, k_top] items of the S samples merged as the run merges them (score_merge)
+    top: np.ndarray  # [T+1, k_top] items of the S samples merged as the run merges them (serving.ranking)
     top_scores: np.ndarray  # [T+1, k_top]
     sample_top: np.ndarray  # [T+1, S, n_sample_top] each sample's own nearest items
 
@@ -131,17 +133,18 @@ class UserSamples:
 
 @torch.no_grad()
 def sample_user(model, hist: torch.Tensor, n_samples: int, seed: int = 0, k_top: int = 50,
-                n_sample_top: int = 5) -> UserSamples:
-    """Run the reverse process for one history [1, L] and read out every step.
+                n_sample_top: int = 5, serve: ServeConfig = DEFAULT) -> UserSamples:
+    """Run the reverse process for one history [1, L] as `serve` runs it (its guidance weight, start and guess;
+    `n_samples` chains) and read out every step.
 
     After k reverse steps the sample sits at x_{T-k}; what it would recommend there is x̂0, the
     denoiser's guess of x_0 from that point (for k = T: x_0 itself, what serving uses)."""
-    traj = model.trajectory(hist, n_samples=n_samples, generator=torch.Generator().manual_seed(seed))
+    traj = trajectory(model, hist, serve, n_samples=n_samples, generator=torch.Generator().manual_seed(seed))
     x_t = traj.x_t[:, 0]  # [T+1, S, d]
     recommend = torch.cat([traj.pred_x0[:, 0], traj.final[0][None]])  # [T+1, S, d]
     served = model.chain_user_vectors(recommend)  # [T+1, S, d'] what retrieval scores each point as
     items = model.item_vectors()
-    top, top_scores = nearest_items(served, items, k_top, retriever=merging_retriever(model, TorchRetriever()))
+    top, top_scores = nearest_items(served, items, k_top, retriever=ranking(model, serve).retriever())
     n_steps, S, d = served.shape
     sample_top, _ = nearest_items(served.reshape(n_steps * S, 1, d), items, n_sample_top)
     return UserSamples(steps=list(traj.steps), x_t=x_t.numpy(), recommend=recommend.numpy(), top=top,
@@ -149,26 +152,27 @@ def sample_user(model, hist: torch.Tensor, n_samples: int, seed: int = 0, k_top:
 
 
 @torch.no_grad()
-def user_landings(model, hists: list[torch.Tensor], n_samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def user_landings(model, hists: list[torch.Tensor], n_samples: int, seed: int = 0,
+                  serve: ServeConfig = DEFAULT) -> tuple[np.ndarray, np.ndarray]:
     """For each history [1, L]: the nearest item of each of its vectors — the ends x_0 of `n_samples` reverse runs
     (seeded as `sample_user`) for a model that denoises, else its K interests — [U, S or K], and the top 50
     items of those vectors merged as the run merges them [U, 50] (for a model that denoises, what `sample_user`'s
     last step shows for the same samples; the list the run serves is `served_top`'s)."""
     items = model.item_vectors()
     if model.denoises:
-        vectors = torch.cat([model.chain_user_vectors(model.trajectory(
-            h, n_samples=n_samples, generator=torch.Generator().manual_seed(seed)).final) for h in hists])
+        vectors = torch.cat([model.chain_user_vectors(trajectory(
+            model, h, serve, n_samples=n_samples, generator=torch.Generator().manual_seed(seed)).final) for h in hists])
         served = vectors  # [U, S, d]
     else:
         batch = torch.cat(hists)
-        vectors, served = model.interests(batch)[0], model.user_vectors(batch)  # [U, K, d], [U, K', d]
+        vectors, served = model.interests(batch)[0], user_vectors(model, batch, serve)  # [U, K, d], [U, K', d]
     U, S, d = vectors.shape
     if d == items.shape[1]:
         first, _ = nearest_items(vectors.reshape(U * S, 1, d), items, 1)
     else:  # interests outside the item space (DreamRec's guidance): the served vectors' nearest items
         first, _ = nearest_items(served.reshape(-1, 1, served.shape[-1]), items, 1)
         S = served.shape[1]
-    merged, _ = nearest_items(served, items, 50, retriever=merging_retriever(model, TorchRetriever()))
+    merged, _ = nearest_items(served, items, 50, retriever=ranking(model, serve).retriever())
     return first[:, 0].reshape(U, S), merged
 
 

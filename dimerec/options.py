@@ -1,7 +1,8 @@
 """The `train` command's flags, parsed once for the command line and for `reproduce` (which trains through
 `train_from_argv` rather than through the CLI, so that reproduce does not import the CLI that imports it).
 
-Every field of `TrainConfig` and of the chosen model's Config becomes a `--field-name` flag (add_dataclass_args).
+Every field of `TrainConfig`, of the chosen model's Config and, for a model that denoises, of
+`dimerec.serving.ServeConfig` becomes a `--field-name` flag (add_dataclass_args).
 """
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str) -> None:
-    """One --flag per dataclass field, typed from its annotation; Literal fields list their choices."""
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str, *, unset: bool = False) -> None:
+    """One --flag per dataclass field, typed from its annotation; Literal fields list their choices. `unset`:
+    a flag not given is absent from the parsed namespace (a change to something recorded, not its default)."""
     group = parser.add_argument_group(title)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -38,10 +40,11 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str) -> None
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_text = f.metadata.get("help", "")
-        if "default:" not in help_text:
+        if "default:" not in help_text and not unset:
             help_text = f"{help_text} (default: {default})".lstrip()
         if "range" in f.metadata:
             help_text = f"{help_text}; {f.metadata['range']}"
+        default = argparse.SUPPRESS if unset else default
         if kind is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                help=help_text)
@@ -69,6 +72,7 @@ def add_train_arguments(p: argparse.ArgumentParser, model_name: str | None) -> N
     from dimerec.data import DATA_DIR_HELP
     from dimerec.models import MODELS
     from dimerec.runs import RUNS_ROOT
+    from dimerec.serving import ServeConfig
     from dimerec.trainer import TrainConfig
 
     p.add_argument("--model", required=True, choices=sorted(MODELS))
@@ -81,12 +85,15 @@ def add_train_arguments(p: argparse.ArgumentParser, model_name: str | None) -> N
     add_dataclass_args(p, TrainConfig, "training")
     if model_name in MODELS:
         add_dataclass_args(p, MODELS[model_name].Config, f"model {model_name}")
+        if MODELS[model_name].denoises:
+            add_dataclass_args(p, ServeConfig, "serving (validation and test; dimerec.serving)")
 
 
 def train_from_args(args: argparse.Namespace, model_cls, argv: list[str]) -> tuple[dict, Path]:
     """`python -m dimerec train` once its flags are parsed: (metrics.json as a dict, the run directory)."""
     from dimerec.data import load_dataset
     from dimerec.runs import RUNS_ROOT
+    from dimerec.serving import SERVING_FIELDS, ServeConfig
     from dimerec.trainer import TrainConfig, check_splittable, data_notes, train_model
 
     out = Path(args.out or RUNS_ROOT / f"{args.model}-{args.dataset}-s{args.seed}")
@@ -97,11 +104,13 @@ def train_from_args(args: argparse.Namespace, model_cls, argv: list[str]) -> tup
                            f"or choose another --out")
     if args.resume and args.overwrite:
         raise DimeRecError("--resume continues the run in --out and --overwrite deletes it: pass one of the two")
-    settings = settings_from_args(args, TrainConfig, model_cls.Config)
-    # every setting (the training's and the model's) and the data are checked before anything is written or
-    # --overwrite deletes anything
+    settings = settings_from_args(args, TrainConfig, model_cls.Config, *([ServeConfig] if model_cls.denoises else []))
+    # every setting (the training's, the model's and its serving) and the data are checked before anything is
+    # written or --overwrite deletes anything
     cfg = TrainConfig(**{f.name: settings[f.name] for f in dataclasses.fields(TrainConfig)})
     model_cls.Config(**{f.name: settings[f.name] for f in dataclasses.fields(model_cls.Config)})
+    if model_cls.denoises:
+        ServeConfig(**{k: settings[k] for k in SERVING_FIELDS})
     data = load_dataset(args.dataset, args.data_dir, seed=cfg.split_seed, split=cfg.split)  # planted: follows the seed
     check_splittable(data, cfg.split_seed, cfg.split)
     from dimerec.distributed import rank

@@ -2,7 +2,9 @@
 the CLI, `reproduce`, the app and the notebooks read it through these functions.
 
 A run directory holds
-  config.json        everything needed to rebuild the run (model, dataset, both configs, the data's fingerprint)
+  config.json        everything needed to rebuild the run (model, dataset, the model's and the training's configs,
+                     how it is served, the data's fingerprint); read through `read_config`, which also reads
+                     the files older code wrote
   losses.csv         every loss term of every step
   valid.csv          validation metrics after each evaluation
   best.pt            the best checkpoint on validation (atomic write; loaded weights_only)
@@ -16,6 +18,7 @@ A run directory is whole or absent: a run that fails before its first checkpoint
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -25,6 +28,7 @@ import torch
 from dimerec.data.dataset import SeqDataset, fingerprint_change
 from dimerec.errors import DimeRecError
 from dimerec.models.base import Recommender
+from dimerec.serving import SERVING_FIELDS, ServeConfig
 
 RUN_FILES = ("config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json", "step_metrics.json")
 RUNS_ENV = "DIMEREC_RUNS"
@@ -126,13 +130,69 @@ def checkpoint_payload(model: Recommender, config: dict, state: dict) -> dict:
             "data_fingerprint": json.dumps(config.get("data_fingerprint"))}
 
 
-def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None = None, data: SeqDataset | None = None):
-    """Rebuild a trained run: (model with its best weights, dataset, config.json as a dict). The one rebuilder
-    of a run, for the trainer, reproduce, the app and the tests.
+# Flags removed as unused (docs/design.md): DimeRec runs saved before still name them, at the value that did nothing.
+RETIRED = {"normalize_x0": False, "confidence": False, "t_sampling": "uniform"}
+SERVING_BEFORE = {**dataclasses.asdict(ServeConfig()), "guidance_weight": 0.0}  # DimeRec's config held these
 
-    `overrides` replaces model-config fields that only change serving (e.g. {"serve": "mean"});
-    the weights must still fit the model they build. `data`: the run's dataset when the caller holds it
-    already (the app caches datasets across runs); it is checked against the run's fingerprints all the same.
+
+def read_config(run_dir: Path) -> dict:
+    """A run's config.json as today's code reads it, whatever code wrote it (`upgrade_config`); a one-line
+    DimeRecError naming the file when it is missing or not a run's."""
+    path = Path(run_dir) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+        config["model"], config["dataset"], config["model_config"], config["train_config"]["split_seed"]
+        return upgrade_config(config, path)
+    except FileNotFoundError:
+        raise DimeRecError(f"{path} is missing: is {path.parent} a run directory written by `dimerec train`?") \
+            from None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DimeRecError(f"{path} is not a valid run config (no {err})" if isinstance(err, KeyError)
+                           else f"{path} is not a valid run config ({err})") from None
+
+
+def upgrade_config(config: dict, path: Path) -> dict:
+    """The one reader of config.json files that older code wrote, so no model keeps code for them:
+    - serving settings (--serve, --serve-samples, --guidance-weight, ...) moved out of "model_config" into
+      "serving" (dimerec.serving.ServeConfig);
+    - DimeRec's retired flags (RETIRED) are dropped at the value that did nothing;
+    - the control's config, written while it still took every DimeRec flag, drops those at their defaults
+      under its preset (they never did anything there).
+    Any such setting at another value is a one-line DimeRecError naming the file and the flag."""
+    from dimerec.models import MODELS
+    from dimerec.models.dimerec import DimeRecConfig, GemConfig
+
+    model_config, serving = dict(config["model_config"]), dict(config.get("serving") or {})
+    model_cls = MODELS.get(config["model"])
+    if model_cls is None:
+        raise KeyError(f"model {config['model']!r} (models: {', '.join(sorted(MODELS))})")
+    if model_cls.denoises:
+        for name in SERVING_FIELDS:  # where both hold one, "serving" is the newer record
+            if name in model_config:
+                serving.setdefault(name, model_config.pop(name))
+    inert, why = {}, "the flag was removed as unused (docs/design.md); a run trained with it needs the code that " \
+                    "trained it"
+    if config["model"] == "dimerec":
+        inert = RETIRED
+    elif config["model"] == "dimerec-nodiff":
+        reference = DimeRecConfig(preset=model_config.get("preset", "ours"))
+        shared = {f.name for f in dataclasses.fields(GemConfig)}
+        inert = {**RETIRED, **SERVING_BEFORE, **{f.name: getattr(reference, f.name)
+                                                 for f in dataclasses.fields(DimeRecConfig) if f.name not in shared}}
+        why = "dimerec-nodiff, the no-diffusion control, has no such setting: it has no diffusion"
+    for name in sorted(inert.keys() & model_config.keys()):
+        value = model_config.pop(name)
+        if value != inert[name]:
+            raise DimeRecError(f"{path}: --{name.replace('_', '-')} {value!r}: {why}")
+    return {**config, "model_config": model_config, "serving": serving}
+
+
+def load_run(run_dir: Path, data_dir: str | None = None, data: SeqDataset | None = None):
+    """Rebuild a trained run: (model with its best weights, dataset, config.json as `read_config` gives it, its
+    "serving" included: dimerec.serving.serving_of(model, config["serving"]) is how the run is served). The one
+    rebuilder of a run, for the trainer, reproduce, the app and the tests. `data`: the run's dataset when the
+    caller holds it already (the app caches datasets across runs); it is checked against the run's fingerprints
+    all the same.
     """
     from dimerec.data import load_run_dataset
     from dimerec.models import MODELS
@@ -141,15 +201,13 @@ def load_run(run_dir: Path, data_dir: str | None = None, overrides: dict | None 
     for needed in ("config.json", "best.pt"):
         if not (run / needed).exists():
             raise DimeRecError(f"{run / needed} is missing: is {run} a run directory written by `dimerec train`?")
+    config = read_config(run)
+    model_cls = MODELS[config["model"]]
     try:
-        config = json.loads((run / "config.json").read_text())
-        model_cls = MODELS[config["model"]]
-        model_config = model_cls.Config(**{**config["model_config"], **(overrides or {})})
-        config["dataset"]
-        split_seed = config["train_config"]["split_seed"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise DimeRecError(f"{run / 'config.json'} is not a valid run config (no {err})" if isinstance(err, KeyError)
-                           else f"{run / 'config.json'} is not a valid run config ({err})") from None
+        model_config = model_cls.Config(**config["model_config"])
+    except TypeError as err:
+        raise DimeRecError(f"{run / 'config.json'} is not a valid run config ({err})") from None
+    split_seed = config["train_config"]["split_seed"]
     if data is None:  # the run's own world (a planted world of its own size), its split seed and split
         data = load_run_dataset(config, data_dir)
     checkpoint = load_checkpoint(run / "best.pt")

@@ -30,6 +30,7 @@ from dimerec.retrieval import RetrieverKind, make_retriever
 from dimerec.runs import (  # noqa: F401  (load_run, load_checkpoint: importable from here as before)
     LossLog, check_fingerprint, check_resumable, checkpoint_payload, discard_failed_start, load_checkpoint, load_run,
     save_atomic, truncate_log, write_json_atomic)
+from dimerec.serving import SERVING_FIELDS, ServeConfig, serving_of
 
 
 @dataclass
@@ -205,9 +206,12 @@ def use_device(name: str) -> torch.device:
 
 
 def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path, *,
-          run_info: dict | None = None, resume: bool = False, progress: bool = True) -> dict:
-    """Train `model` on `data`, keep the best checkpoint, evaluate it on test once. Returns metrics.json."""
+          run_info: dict | None = None, resume: bool = False, progress: bool = True,
+          serve: ServeConfig | None = None) -> dict:
+    """Train `model` on `data`, keep the best checkpoint, evaluate it on test once. Returns metrics.json.
+    `serve`: how validation, test and config.json's "serving" serve the run (default: the model's own)."""
     out_dir = Path(out_dir)
+    serve = serving_of(model, dataclasses.asdict(serve) if serve else None)  # checked before anything is written
     check_splittable(data, cfg.split_seed, cfg.split)  # before anything is written, as is reading last.pt
     recorded = None
     if resume and (out_dir / "config.json").exists():
@@ -224,7 +228,7 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     ctx = distributed.start(cfg.device)  # under torchrun with N > 1: one of N data-parallel ranks
     created = not out_dir.exists()
     try:
-        return _train(model, data, cfg, out_dir, run_info, resume, progress, ctx, last)
+        return _train(model, data, cfg, out_dir, run_info, resume, progress, ctx, last, serve)
     except BaseException as err:  # a run is whole or absent: what the directory keeps is said with the error
         if ctx.main:
             err.add_note(discard_failed_start(out_dir, started=not resume, created=created))
@@ -233,7 +237,8 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
         ctx.close()
 
 
-def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distributed.Context, last) -> dict:
+def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distributed.Context, last,
+           serve: ServeConfig) -> dict:
     if ctx.main:  # rank 0 alone writes the run directory
         out_dir.mkdir(parents=True, exist_ok=True)
     views = protocol_data(data, cfg.protocol, cfg.split_seed)
@@ -244,6 +249,7 @@ def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distribut
     model.to(device)
     config = {**(run_info or {}), "model": model.name, "dataset": data.name, "n_items": data.n_items,
               "max_len": data.max_len, "model_config": asdict(model.config), "train_config": asdict(cfg),
+              "serving": asdict(serve),
               "dataset_stats": data.stats(), "data_fingerprint": data.fingerprint(cfg.split_seed),
               "data_notes": data_notes(data, cfg.protocol, cfg.split_seed),
               **({"planted_params": data.ground_truth["params"]} if data.ground_truth else {}),
@@ -252,7 +258,7 @@ def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distribut
         write_json_atomic(config, out_dir / "config.json")
     ctx.barrier()  # the other ranks read config.json and the checkpoints rank 0 writes
     ctx.seed_rank(cfg.seed)
-    valid_kwargs = dict(protocol=cfg.protocol, mask_seen=cfg.mask_seen,
+    valid_kwargs = dict(protocol=cfg.protocol, mask_seen=cfg.mask_seen, serve=serve,
                         retriever=make_retriever(cfg.retriever, cfg.retriever_params), seed=cfg.seed,
                         popularity=views.train.item_popularity(split.train))
 
@@ -295,7 +301,7 @@ def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distribut
 
     # best.pt was validated on the very rows, seed and settings of the final validation: its metrics are reused
     known_valid = state.get("best_valid") if cfg.valid_max_rows == cfg.final_max_rows else None
-    valid, test = final_metrics(model, data, asdict(cfg), read_test=cfg.read_test,
+    valid, test = final_metrics(model, data, asdict(cfg), serve, read_test=cfg.read_test,
                                 valid=known_valid)  # the only read of test
     metrics = {"model": model.name, "dataset": data.name, "protocol": cfg.protocol, "seed": cfg.seed,
                "mask_seen": cfg.mask_seen, "epochs": state["epoch"], "steps": state["step"],
@@ -304,6 +310,7 @@ def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distribut
                "train_minutes": round(state["elapsed"] / 60, 3), "valid": valid, "test": test}
     if model.denoises:  # the quality of x̂0 along the reverse chain, on validation (Fig. 5)
         steps = step_metrics(model, views.valid, split.valid, cfg.protocol, mask_seen=cfg.mask_seen, seed=cfg.seed,
+                             serve=serve,
                              max_rows=cfg.valid_max_rows)  # it scores split.valid: its rows are read from views.valid
         write_json_atomic({**steps, "split": "valid"}, out_dir / "step_metrics.json")
     write_json_atomic(metrics, out_dir / "metrics.json")
@@ -355,7 +362,9 @@ def train_model(model: str, dataset: str | SeqDataset = "planted", *, out: str |
 
     model_fields = [f.name for f in fields(model_class(model).Config)]
     train_fields = [f.name for f in fields(TrainConfig) if f.name != "seed"]  # seed is its own argument
-    _refuse_unknown(settings, {"training": train_fields, f"model {model}": model_fields})
+    serve_fields = list(SERVING_FIELDS) if model_class(model).denoises else []
+    _refuse_unknown(settings, {"training": train_fields, f"model {model}": model_fields,
+                               **({"serving": serve_fields} if serve_fields else {})})
     if resume and out is None:
         raise DimeRecError("resume needs the run directory `out` of the run to continue")
     cfg = TrainConfig(seed=seed, **{k: v for k, v in settings.items() if k in train_fields})
@@ -365,17 +374,21 @@ def train_model(model: str, dataset: str | SeqDataset = "planted", *, out: str |
         data = load_dataset(dataset, data_dir, seed=cfg.split_seed, split=cfg.split)  # planted: follows the split seed
     net = build_model(model, data, seed=cfg.seed, **{k: v for k, v in settings.items() if k in model_fields})
     info = {"data_dir": str(data_dir) if data_dir else None, **(run_info or {})}
+    serve = ServeConfig(**{k: v for k, v in settings.items() if k in serve_fields})
     if out is not None:
-        return net, data, train(net, data, cfg, Path(out), run_info=info, resume=resume, progress=progress)
+        return net, data, train(net, data, cfg, Path(out), run_info=info, resume=resume, progress=progress,
+                                serve=serve)
     with tempfile.TemporaryDirectory(prefix=f"dimerec-{model}-") as tmp:
-        return net, data, train(net, data, cfg, Path(tmp), run_info=info, progress=progress)
+        return net, data, train(net, data, cfg, Path(tmp), run_info=info, progress=progress, serve=serve)
 
 
-def final_metrics(model: Recommender, data: SeqDataset, train_config: dict, *, protocol: str | None = None,
+def final_metrics(model: Recommender, data: SeqDataset, train_config: dict, serve: ServeConfig | None = None, *,
+                  protocol: str | None = None,
                   mask_seen: bool | None = None, retriever: str | None = None, retriever_params: str | None = None,
                   read_test: bool = True, valid: dict | None = None) -> tuple[dict, dict | None]:
     """Valid and test metrics of a trained model as its run defines them (protocol, masking, retriever,
-    seed, final_max_rows), each overridable; test is None when `read_test` is False. `valid`: the
+    seed, final_max_rows), each overridable, served as `serve` says (dimerec.serving; default the model's own);
+    test is None when `read_test` is False. `valid`: the
     validation metrics already computed under exactly these settings, returned instead of recomputed."""
     cfg = train_config
     protocol = protocol or cfg["protocol"]
@@ -385,6 +398,7 @@ def final_metrics(model: Recommender, data: SeqDataset, train_config: dict, *, p
     views = protocol_data(data, protocol, cfg["split_seed"])
     split = views.split
     kwargs = dict(protocol=protocol, mask_seen=cfg["mask_seen"] if mask_seen is None else mask_seen,
+                  serve=serve or serving_of(model),
                   retriever=run_retriever(cfg, retriever, retriever_params), seed=cfg["seed"],
                   max_rows=cfg.get("final_max_rows"), popularity=views.train.item_popularity(split.train))
     valid = valid if valid is not None else evaluate(model, views.valid, split.valid, **kwargs)["final"]

@@ -9,6 +9,7 @@ from dimerec.analysis import category_diversity, linear_probe, probe_labels
 from dimerec.data import load_dataset
 from dimerec.data.dataset import SeqDataset
 from dimerec.evaluate import build_rows
+from dimerec.models.base import Recommender
 from dimerec.models.comirec_sa import ComiRecSA
 from dimerec.models.pop import MostPopular
 
@@ -28,13 +29,14 @@ def tiny_dataset() -> SeqDataset:
                       item_categories=categories)
 
 
-class CategoryPointer(nn.Module):
+class CategoryPointer(Recommender):
     """Items are one-hot categories; the user's interests point at the categories of the last `n_last` items."""
 
     def __init__(self, item_category: np.ndarray, n_categories: int, pad_id: int, n_last: int = 1):
-        super().__init__()
+        super().__init__(len(item_category), 0, None)
+        assert pad_id == self.pad_id  # the contract's: the item after the last
         self.table = torch.eye(n_categories)[torch.from_numpy(item_category)]  # [n_items, C]
-        self.pad_id, self.n_last = pad_id, n_last
+        self.n_last = n_last
 
     def item_vectors(self):
         return self.table
@@ -44,14 +46,13 @@ class CategoryPointer(nn.Module):
         return torch.where((last != self.pad_id)[:, :, None], self.table[last.clamp(max=self.pad_id - 1)], 0.0)
 
 
-class RandomRecommender(nn.Module):
+class RandomRecommender(Recommender):
     """Fixed random item table; a user is the random vector of the last item."""
 
     def __init__(self, n_items: int, dim: int = 16, seed: int = 0):
-        super().__init__()
+        super().__init__(n_items, 0, None)
         self.emb = nn.Embedding(n_items + 1, dim)
         nn.init.normal_(self.emb.weight, generator=torch.Generator().manual_seed(seed))
-        self.n_items = n_items
 
     def item_vectors(self):
         return self.emb.weight[:self.n_items]

@@ -574,19 +574,22 @@ def test_the_app_shows_the_top_50_the_evaluator_scores_in_every_serving_mode(tmp
     from app import runs
     from dimerec.evaluate import served_lists
     from dimerec.runs import load_run
+    from dimerec.serving import serving_of
 
     seed, lists_by_mode = 7, []
     for i, serving in enumerate(SERVING_MODES):
         run = _run_dir(tmp_path, f"serve-{i}")
         config = json.loads((run / "config.json").read_text())
-        config["model_config"].update(serving)
+        config.setdefault("serving", {}).update(serving)  # a built-in run's config.json is older: no "serving"
         (run / "config.json").write_text(json.dumps(config))
-        model, data, _ = load_run(run)
+        model, data, config = load_run(run)
+        serve = serving_of(model, config["serving"])
         shown = runs.load_run(f"runs/serve-{i}")
         users = shown.held_out[:3]
         # each user scored alone under the loo protocol: one row, the history the app shows, the same seed
         evaluator = np.concatenate([lists["final"] for u in users
-                                    for _, _, lists in served_lists(model, data, np.array([u]), "loo", seed=seed)])
+                                    for _, _, lists in served_lists(model, data, np.array([u]), "loo", seed=seed,
+                                                                                   serve=serve)])
         app = np.stack([runs.user_view(shown.id, shown.stamp, tuple(shown.history(u).tolist()), runs.DEFAULT_SAMPLES,
                                        seed).top for u in users])
         assert app.shape == (3, 50) and (app == evaluator).all(), serving

@@ -13,6 +13,7 @@ from dimerec.evaluate import evaluate
 from dimerec.metrics import mixture_over_samples
 from dimerec.models.base import Batch
 from dimerec.models.dimerec import DenoiserCrossAttention, DimeRec, DimeRecConfig
+from dimerec.serving import DEFAULT, ServeConfig, serving_of, trajectory
 
 N_ITEMS, L, D = 40, 6, 16
 
@@ -32,8 +33,8 @@ def histories(b: int = 3) -> torch.Tensor:
     return hist
 
 
-def chain(model: DimeRec, hist: torch.Tensor, seed: int = 0, n_samples: int = 2):
-    return model.trajectory(hist, n_samples=n_samples, generator=torch.Generator().manual_seed(seed))
+def chain(model: DimeRec, hist: torch.Tensor, seed: int = 0, n_samples: int = 2, serve: ServeConfig = DEFAULT):
+    return trajectory(model, hist, serve, n_samples=n_samples, generator=torch.Generator().manual_seed(seed))
 
 
 def test_cfg_with_weight_zero_is_the_unguided_model_and_otherwise_follows_the_formula():
@@ -44,16 +45,16 @@ def test_cfg_with_weight_zero_is_the_unguided_model_and_otherwise_follows_the_fo
     torch.testing.assert_close(chain(guided0, hist).x_t, chain(plain, hist).x_t, rtol=0, atol=0)
 
     w = 2.0
-    guided = model_with(p_uncond=0.2, guidance_weight=w)
-    guided.load_state_dict(guided0.state_dict())
+    guided = guided0  # the same weights, served with weight w
     g, _ = guided.guidance(hist)
     x_t = sphere.random_points((3, 2), D, torch.Generator().manual_seed(1))
     t = torch.full((3, 2), 4)
     gs = g[:, None].expand(-1, 2, -1, -1)
     by_hand = (1 + w) * guided.predict_x0(gs, x_t, t) - w * guided.predict_x0(
         guided.null_guidance.expand_as(gs), x_t, t)
-    torch.testing.assert_close(guided.denoiser_for(g)(x_t, t), by_hand)
-    assert not torch.allclose(chain(guided, hist).final, chain(guided0, hist).final)
+    torch.testing.assert_close(guided.denoiser_for(g, w)(x_t, t), by_hand)
+    served = chain(guided, hist, serve=serving_of(guided, {"guidance_weight": w}))
+    assert not torch.allclose(served.final, chain(guided0, hist).final)
 
 
 def test_guidance_dropout_draws_nothing_when_off_and_drops_rows_when_on():
@@ -72,11 +73,16 @@ def test_guidance_dropout_draws_nothing_when_off_and_drops_rows_when_on():
 
 def test_a_guidance_weight_without_a_learned_null_is_refused():
     with pytest.raises(DimeRecError, match="--guidance-weight 1.0 needs a null guidance"):
-        DimeRecConfig(guidance_weight=1.0)
+        serving_of(model_with(), {"guidance_weight": 1.0})
+    assert serving_of(model_with(p_uncond=0.2), {"guidance_weight": 1.0}).guidance_weight == 1.0
     with pytest.raises(DimeRecError, match="--serve-merge must be one of max, mixture; got 'vote'"):
-        DimeRecConfig(serve_merge="vote")
+        ServeConfig(serve_merge="vote")
     with pytest.raises(DimeRecError, match=r"--serve-start must be at least 1; got 0"):
-        DimeRecConfig(serve_start=0)
+        ServeConfig(serve_start=0)
+    with pytest.raises(DimeRecError, match=r"--serve-start must be at most --T \(6\); got 7"):
+        serving_of(model_with(), {"serve_start": 7})
+    with pytest.raises(DimeRecError, match="--serve mean serves one vector"):
+        serving_of(model_with(), {"serve": "mean", "serve_merge": "mixture"})
 
 
 def test_the_mixture_of_one_sample_ranks_as_that_sample():
@@ -95,12 +101,13 @@ def test_serving_with_the_mixture_of_one_sample_scores_as_max_merge(planted_smal
 
     split = planted_small.split(0)
     metrics = {}
+    model = build_model("dimerec", planted_small, seed=0)
     for merge in ("max", "mixture"):
-        model = build_model("dimerec", planted_small, seed=0, serve_merge=merge, serve_samples=1)
-        metrics[merge] = evaluate(model, planted_small, split.valid, max_rows=300, seed=0)["final"]
+        serve = ServeConfig(serve_merge=merge, serve_samples=1)
+        metrics[merge] = evaluate(model, planted_small, split.valid, max_rows=300, seed=0, serve=serve)["final"]
     assert metrics["max"] == metrics["mixture"]
-    model = build_model("dimerec", planted_small, seed=0, serve_merge="mixture", serve_samples=4)
-    four = evaluate(model, planted_small, split.valid, max_rows=300, seed=0)["final"]
+    serve = ServeConfig(serve_merge="mixture", serve_samples=4)
+    four = evaluate(model, planted_small, split.valid, max_rows=300, seed=0, serve=serve)["final"]
     assert four != metrics["max"]
 
 
@@ -115,19 +122,19 @@ def test_a_partial_chain_from_step_T_and_uniform_noise_is_the_full_chain():
     assert partial.steps == full.steps
     torch.testing.assert_close(partial.x_t, full.x_t, rtol=0, atol=0)
     # --serve-start T is the default chain
-    at_T = model_with(serve_start=6)
-    torch.testing.assert_close(chain(at_T, histories()).x_t, chain(model, histories()).x_t, rtol=0, atol=0)
+    at_T = chain(model, histories(), serve=ServeConfig(serve_start=6))
+    torch.testing.assert_close(at_T.x_t, chain(model, histories()).x_t, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("guess", ["mean", "interests"])
 def test_a_partial_chain_starts_at_its_guess_noised_to_t_star(guess):
-    model = model_with(serve_start=2, serve_guess=guess)
+    model = model_with()
     hist = histories()
-    traj = chain(model, hist, n_samples=4)
+    traj = chain(model, hist, n_samples=4, serve=ServeConfig(serve_start=2, serve_guess=guess))
     assert traj.steps == [2, 1] and traj.x_t.shape == (3, 3, 4, D)
     generator = torch.Generator().manual_seed(0)
     g, _ = model.guidance(hist)
-    start_guess = model.chain_guess(g, model.denoiser_for(g), 4, generator)
+    start_guess = model.chain_guess(g, model.denoiser_for(g), 4, generator, guess)
     angle = sphere.geodesic_distance(traj.x_t[0], start_guess)
     torch.testing.assert_close(angle, torch.full_like(angle, float(model.diffusion.angles[2])), atol=1e-4, rtol=0)
     if guess == "interests":  # sample s starts from interest s mod K

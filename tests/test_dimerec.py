@@ -103,20 +103,45 @@ def test_nodiff_control_has_no_diffusion_and_trains(planted_small):
 def test_the_control_refuses_a_diffusion_flag_in_one_line(planted_small, tmp_path, capsys):
     from dimerec.cli import main
 
-    with pytest.raises(DimeRecError) as info:
-        DimeRecNoDiffConfig(T=5)
-    assert str(info.value).startswith("--T 5: dimerec-nodiff, the no-diffusion control, has no such setting")
-    assert "\n" not in str(info.value)
     with pytest.raises(DimeRecError, match="unknown setting 'lambda_recon'"):
         train_model("dimerec-nodiff", planted_small, lambda_recon=0.5)
+    with pytest.raises(DimeRecError, match="unknown setting 'serve_samples'"):
+        train_model("dimerec-nodiff", planted_small, serve_samples=4)
     assert main(["train", "--model", "dimerec-nodiff", "--dataset", "planted", "--serve-samples", "4",
                  "--out", str(tmp_path / "run")]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: unrecognized arguments: --serve-samples 4") and "\n" not in error
     assert not (tmp_path / "run").exists()
-    # a control's config.json written while the control still took every DimeRec flag (at their defaults) loads
-    saved = json.loads((REPO_ROOT / "app" / "default_runs" / "dimerec-nodiff-planted" / "config.json").read_text())
-    assert {"T", "reverse", "confidence", "t_sampling"} <= saved["model_config"].keys()
-    assert DimeRecNoDiffConfig(**saved["model_config"]) == DimeRecNoDiffConfig(mu_ssm=1.0)
-    with pytest.raises(DimeRecError, match="--confidence True: the flag was removed as unused"):
-        DimeRecConfig(confidence=True)
+
+
+def old_config(tmp_path, source: str, **changes) -> Path:
+    """A copy of a built-in run's config.json (written by older code) with `changes` to its model_config."""
+    saved = json.loads((REPO_ROOT / "app" / "default_runs" / source / "config.json").read_text())
+    saved["model_config"].update(changes)
+    run = tmp_path / f"{source}-{len(list(tmp_path.iterdir()))}"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(saved))
+    return run
+
+
+def test_config_json_of_older_code_is_read_by_the_one_reader(tmp_path):
+    """runs.read_config, the one reader of older config.json files: a control's written while it still took every
+    DimeRec flag (at their defaults) loads; the serving settings move out of model_config into "serving"; a
+    retired or diffusion flag at a value that did something is one line naming the file."""
+    from dimerec.runs import read_config
+
+    control = read_config(old_config(tmp_path, "dimerec-nodiff-planted"))
+    assert DimeRecNoDiffConfig(**control["model_config"]) == DimeRecNoDiffConfig(mu_ssm=1.0)
+    assert control["serving"] == {}  # the control serves its vectors: nothing of serving is kept
+    dimerec = read_config(old_config(tmp_path, "dimerec-planted", serve_samples=4))
+    assert "serve_samples" not in dimerec["model_config"] and dimerec["serving"] == {"serve_samples": 4,
+                                                                                    "serve": "final"}
+    DimeRecConfig(**dimerec["model_config"])  # the rest is today's DimeRec config
+    for source, flag, value, says in [
+            ("dimerec-nodiff-planted", "T", 5, "--T 5: dimerec-nodiff, the no-diffusion control, has no such setting"),
+            ("dimerec-nodiff-planted", "serve_samples", 4, "--serve-samples 4: dimerec-nodiff, the no-diffusion"),
+            ("dimerec-planted", "confidence", True, "--confidence True: the flag was removed as unused")]:
+        run = old_config(tmp_path, source, **{flag: value})
+        with pytest.raises(DimeRecError) as info:
+            read_config(run)
+        assert str(info.value).startswith(f"{run / 'config.json'}: {says}") and "\n" not in str(info.value)

@@ -13,7 +13,7 @@ LAYERS = {
     1: ["dimerec.data"],  # and every dimerec.data.* module
     2: ["dimerec.diffusion", "dimerec.retrieval"],
     3: ["dimerec.models"],  # and every dimerec.models.* module
-    4: ["dimerec.evaluate"],
+    4: ["dimerec.serving", "dimerec.evaluate"],  # evaluate serves through serving
     5: ["dimerec.analysis", "dimerec.explore"],
     6: ["dimerec.runs", "dimerec.trainer"],  # trainer reads and writes its runs through runs
     7: ["dimerec.options", "dimerec.bench"],

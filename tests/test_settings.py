@@ -14,10 +14,12 @@ from dimerec.cli import main
 from dimerec.errors import DimeRecError
 from dimerec.models import MODELS
 from dimerec.models.base import Range, Settings, option, setting_kind
-from dimerec.trainer import TrainConfig
+from dimerec.serving import ServeConfig, serving_of
+from dimerec.trainer import TrainConfig, build_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = {**{f"model {name}": model.Config for name, model in MODELS.items()}, "training": TrainConfig}
+CONFIGS = {**{f"model {name}": model.Config for name, model in MODELS.items()}, "training": TrainConfig,
+           "serving": ServeConfig}
 
 
 def numeric_fields():
@@ -31,6 +33,12 @@ def numeric_fields():
 
 
 NUMERIC = list(numeric_fields())
+
+
+def planted_world():
+    from dimerec.data import load_dataset
+
+    return load_dataset("planted", seed=0)
 
 
 def outside(bounds: Range, kind: type):
@@ -80,7 +88,8 @@ def test_a_numeric_option_without_a_range_cannot_be_declared():
 @pytest.mark.parametrize("make, says", [
     (lambda: MODELS["sasrec"].Config(dim=63, n_heads=2), "--dim must be a multiple of --n-heads (2); got 63"),
     (lambda: MODELS["diffurec"].Config(dim=30, n_heads=4), "--dim must be a multiple of --n-heads (4); got 30"),
-    (lambda: MODELS["dimerec"].Config(serve_start=21), "--serve-start must be at most --T (20); got 21"),
+    (lambda: serving_of(build_model("dimerec", planted_world()), {"serve_start": 21}),
+     "--serve-start must be at most --T (20); got 21"),
     (lambda: MODELS["dimerec"].Config(grw="yes"), "--grw must be true or false; got 'yes'"),
     (lambda: MODELS["dimerec"].Config(p_uncond=1.0), "--p-uncond must be at least 0 and below 1; got 1.0"),
     (lambda: TrainConfig(batch_size=None), "--batch-size must be set; got None"),
@@ -103,7 +112,9 @@ def test_a_bad_model_option_is_one_line_and_writes_nothing(model, flag, value, t
                flag, value])
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    kind, _ = setting_kind(typing.get_type_hints(MODELS[model].Config)[flag[2:].replace("-", "_")])
+    name = flag[2:].replace("-", "_")
+    owner = MODELS[model].Config if name in typing.get_type_hints(MODELS[model].Config) else ServeConfig
+    kind, _ = setting_kind(typing.get_type_hints(owner)[name])
     assert rc == 2 and err.startswith(f"error: {flag} must be ") and err.endswith(f"; got {kind(value)!r}\n")
     assert not out.exists()
 

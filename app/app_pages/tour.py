@@ -5,6 +5,7 @@ import streamlit as st
 
 from app import figures, player, runs, ui
 from dimerec import explore
+from dimerec.serving import ranking
 
 CHAPTERS = ["1 · The problem", "2 · Interests (GEM)", "3 · Noise on the sphere", "4 · Denoising", "5 · Retrieval"]
 
@@ -127,8 +128,8 @@ else:
                        f"reverse chain loses ground." if better else ""))
     ui.show_items(ui.items_frame(run, top[:10], ctx.next_item, view.top_scores[:10]))
     shortest, median, longest = explore.vector_lengths(run.model.item_vectors().detach().numpy())
-    merged = ("the best over the samples" if run.model.score_merge == "max" else
-              f"merged over the samples ({run.model.score_merge})")
+    merge = ranking(run.model, run.serving).merge
+    merged = "the best over the samples" if merge == "max" else f"merged over the samples ({merge})"
     st.caption(f"**score**: the inner product of the item's vector with the vector served (x_0), {merged} — not a "
                f"cosine: this run's item vectors are not unit length (from {shortest:.2f} to "
                f"{longest:.2f}, median {median:.2f}), so a longer item vector scores higher in the same direction.")

@@ -12,8 +12,10 @@ attributes, never `hasattr`):
 - `interests(hist)`: what the model reads a history as, for display: vectors [B, K', d'] and,
   where the model attends over the history (`has_attention`), the attention [B, L, K'];
   by default the user vectors themselves;
-- `trajectory(hist, n_samples, generator)`: the reverse process, only where `denoises` is
-  True: a diffusion.Trajectory with x_t [T+1, B, S, d] and x̂0 [T, B, S, d].
+- `trajectory(hist, n_samples, generator, **levers)`: the reverse process, only where `denoises` is
+  True: a diffusion.Trajectory with x_t [T+1, B, S, d] and x̂0 [T, B, S, d]; `levers` are the serving
+  settings the model declares in `serving_levers` (dimerec.serving passes them; the merge rule and every
+  other serving choice live there, not in the model).
 Training calls `loss(batch)`, which returns a dict of named loss terms whose
 "loss" entry is the total that is minimised; every term is logged.
 
@@ -205,13 +207,23 @@ class Recommender(nn.Module):
         """The reverse run for a batch of histories (a diffusion.Trajectory); only models with `denoises`."""
         raise ContractError(f"{self.name} has no reverse diffusion process (denoises is False)")
 
-    @property
-    def score_merge(self) -> str:
-        """How an item's score merges the K user vectors: "max" (metrics.max_over_interests), or "mixture"
-        (metrics.mixture_over_samples at `merge_scale`; exact search only)."""
-        return "max"
+    # a model that denoises: the dimerec.serving.ServeConfig fields it honours beyond their defaults, its own
+    # classifier-free guidance weight (serving's default), and whether it learned a null guidance to guide with
+    serving_levers: ClassVar[tuple[str, ...]] = ()
+    default_guidance_weight: ClassVar[float] = 0.0
 
-    merge_scale: float = 1.0
+    @property
+    def guidable(self) -> bool:
+        return False
+
+    def logit_scale(self) -> float:
+        """The inverse temperature of the model's softmax over items (serving's default mixture scale)."""
+        return 1.0
+
+    def one_step_mean(self, hist: torch.Tensor, n_samples: int, guidance_weight: float = 0.0) -> torch.Tensor:
+        """[B, L] -> [B, 1, d]: the first reverse step's x̂0 averaged over `n_samples` uniform starts (serving's
+        `--serve mean`); only models whose `serving_levers` name "serve"."""
+        raise ContractError(f"{self.name} has no one-step mean (serving_levers has no 'serve')")
 
     def chain_user_vectors(self, points: torch.Tensor) -> torch.Tensor:
         """Points of the reverse chain (x_t or x̂0) [..., d] -> the user vectors retrieval scores them as (the

@@ -108,6 +108,7 @@ class DiffuRec(Recommender):
     Config = DiffuRecConfig
     denoises = True
     chain_space = "euclidean"  # x_t in R^d; x_T ~ N(0, I)
+    serving_levers = ("serve_samples",)  # S chains' ends, merged by max (dimerec.serving)
 
     def __init__(self, n_items: int, max_len: int, config: DiffuRecConfig):
         super().__init__(n_items, max_len, config)

@@ -27,7 +27,6 @@ window's loss is the mean of its targets' (tests/test_windows.py).
 """
 from __future__ import annotations
 
-import functools
 import typing
 from dataclasses import dataclass, fields
 from typing import Literal
@@ -37,7 +36,7 @@ import torch.nn as nn
 
 from dimerec import sphere
 from dimerec.diffusion import (NoiseMagnitude, NoiseSchedule, ReverseKind, ScheduleKind, SphereDiffusion, Trajectory,
-                               cpu_randn_shape, sample_trajectory, timestep_embedding)
+                               classifier_free, cpu_randn_shape, drop_guidance, sample_trajectory, timestep_embedding)
 from dimerec.errors import DimeRecError
 from dimerec.models.base import Batch, Recommender, SoftmaxLossConfig, draw_negatives, option, softmax_loss
 from dimerec.models.comirec_dr import RoutingInterests
@@ -48,9 +47,6 @@ GemKind = Literal["comirec-sa", "rule", "comirec-dr", "sasrec", "mlp"]
 GEM_KINDS = typing.get_args(GemKind)
 DenoiserKind = Literal["mlp", "cross-attention"]
 ReverseSigmaKind = Literal["beta-tilde", "sqrt-beta-tilde", "none"]  # the diffusion's, less DiffuRec's sqrt-beta
-ServeKind = Literal["final", "mean"]
-ServeMerge = Literal["max", "mixture"]
-ServeGuess = Literal["mean", "interests"]
 Preset = Literal["ours", "paper"]
 
 # What each preset decides (SPEC §1 open points); an explicit flag overrides it. The control takes the keys it has.
@@ -60,32 +56,6 @@ PRESETS = {
     "ours": dict(schedule="cosine", magnitude="angle", reverse="ddim", reverse_sigma="none",
                  ssm_direction=True, detach_x0=True),
 }
-# Flags removed as unused (docs/design.md): runs saved before still name them, at the value that did nothing.
-RETIRED = {"normalize_x0": False, "confidence": False, "t_sampling": "uniform"}
-
-
-def reads_saved_runs(inert_values, why: str):
-    """Class decorator for a config: its constructor also takes names that are not its fields but that the
-    config.json of runs saved by older code holds. Each is dropped when its value is the one
-    `inert_values(settings)` gives it (where it did nothing), else refused with a one-line DimeRecError that
-    names the flag and says `why`. Only fields become flags (options.add_dataclass_args) and train_model settings,
-    so these names are never offered."""
-    def decorate(cls):
-        init = cls.__init__
-
-        @functools.wraps(init)
-        def __init__(self, **settings):
-            inert = inert_values(settings)
-            for name in sorted(inert.keys() & settings.keys()):
-                value = settings.pop(name)
-                if value != inert[name]:
-                    raise DimeRecError(f"--{name.replace('_', '-')} {value!r}: {why}")
-            init(self, **settings)
-        cls.__init__ = __init__
-        return cls
-    return decorate
-
-
 @dataclass
 class GemConfig(SoftmaxLossConfig):
     """What DimeRec and its no-diffusion control share: the GEM and L_gem, L_ssm's read-out and its weight μ."""
@@ -121,8 +91,6 @@ class GemConfig(SoftmaxLossConfig):
         return 10.0 if self.preset == "paper" and (dataset or "").startswith("ml-") else 1.0
 
 
-@reads_saved_runs(lambda settings: RETIRED, "the flag was removed as unused (docs/design.md); a run "
-                                            "trained with it needs the code that trained it")
 @dataclass
 class DimeRecConfig(GemConfig):
     T: int = option(20, "diffusion steps (Table 5: 20)", at_least=1)
@@ -142,35 +110,14 @@ class DimeRecConfig(GemConfig):
     lambda_recon: float = option(0.1, "λ of L_recon (Table 7: 0.1)", at_least=0)
     detach_x0: bool | None = option(
         None, "stop L_recon's gradient into the target embedding, x0 a fixed target (default: by preset)")
-    serve_samples: int = option(1, "reverse samples per user at serving, merged by --serve-merge",
-                                at_least=1)
-    serve: ServeKind = option(
-        "final", "final: the end x_0 of the reverse chain (Alg. 2); mean: the first reverse step's x̂0 "
-                 "averaged over the samples, the denoiser's estimate of E[x0 | guidance]")
     # issue 16's levers, each off by default (the committed runs are these defaults)
     denoiser: DenoiserKind = option(
         "mlp", "mlp: Eq. 20's MLP over [g_1..g_K, x_t, t] (flat concatenation); cross-attention: x_t and t "
                "attend over the K interests, then an MLP (a denoiser that must read each interest)")
     p_uncond: float = option(0.0, "classifier-free guidance, training: the denoiser sees a learned null guidance "
-                                  "instead of the GEM's with this probability (0: no null is learned)",
+                                  "instead of the GEM's with this probability (0: no null is learned; serving "
+                                  "guides with --guidance-weight)",
                             at_least=0, below=1)
-    guidance_weight: float = option(0.0, "classifier-free guidance, serving: x̂0 = (1 + w)·f(x_t, t, g) - "
-                                         "w·f(x_t, t, null); needs a run trained with --p-uncond > 0",
-                                   at_least=0)
-    serve_merge: ServeMerge = option(
-        "max", "how the S samples become one ranking: max = an item scores its best sample; mixture = "
-               "log Σ_s softmax_i(scale·<x_s, e_i>), the samples as a predictive distribution (exact search only)")
-    merge_scale: float | None = option(
-        None, "the scale (inverse temperature) of --serve-merge mixture (default: the model's own L_ssm scale s, "
-              "so each sample's softmax is the distribution L_ssm trained; 1 without --ssm-direction)", above=0)
-    serve_start: int | None = option(
-        None, "partial chain (SDEdit): start the reverse chain at step t* < T from the model's own guess noised "
-              "to t* (--serve-guess), instead of at T from uniform noise (default: T)",
-        at_least=1)
-    serve_guess: ServeGuess = option(
-        "mean", "the guess a partial chain starts from: mean = the first step's x̂0 (E[x0 | g]); interests = "
-                "sample s starts from interest s mod K")
-
     def __post_init__(self):
         explicit_reverse = self.reverse
         super().__post_init__()
@@ -182,24 +129,8 @@ class DimeRecConfig(GemConfig):
         if self.grw and self.magnitude == "paper" and self.reverse == "ddim":
             raise DimeRecError("--magnitude paper (noise that wraps past π) with --reverse ddim (DDIM on the angle "
                                "process, which assumes --magnitude angle): choose --magnitude angle or --reverse ddpm")
-        if self.guidance_weight and not self.p_uncond:
-            raise DimeRecError(f"--guidance-weight {self.guidance_weight} needs a null guidance: train with "
-                               f"--p-uncond > 0 (got --p-uncond {self.p_uncond})")
-        if self.serve_start is not None and self.serve_start > self.T:
-            raise DimeRecError(f"--serve-start must be at most --T ({self.T}); got {self.serve_start}")
 
 
-def diffusion_settings_of_a_control(settings: dict) -> dict:
-    """What a control's config.json written before the control had its own config holds besides its fields: every
-    DimeRec setting at its default under the same preset (they never did anything there), and the retired flags."""
-    reference = DimeRecConfig(preset=settings.get("preset", "ours"))
-    own = {f.name for f in fields(GemConfig)}
-    return {**RETIRED, **{f.name: getattr(reference, f.name) for f in fields(DimeRecConfig) if f.name not in own}}
-
-
-@reads_saved_runs(diffusion_settings_of_a_control,
-                  "dimerec-nodiff, the no-diffusion control, has no such setting: it has no diffusion (drop the flag, "
-                  "or train --model dimerec)")
 @dataclass
 class DimeRecNoDiffConfig(GemConfig):
     pass
@@ -402,6 +333,8 @@ class DimeRec(GemModel):
     Config = DimeRecConfig
     denoises = True
     chain_space = "sphere"
+    serving_levers = ("serve_samples", "serve", "serve_merge", "merge_scale", "guidance_weight", "serve_start",
+                      "serve_guess")  # every dimerec.serving.ServeConfig field
 
     def __init__(self, n_items: int, max_len: int, config: DimeRecConfig):
         super().__init__(n_items, max_len, config)
@@ -436,56 +369,54 @@ class DimeRec(GemModel):
         return {"loss": total, "L_gem": l_gem, "L_recon": l_recon, "L_ssm": l_ssm}
 
     def drop_guidance(self, guidance: torch.Tensor) -> torch.Tensor:
-        """Classifier-free guidance training: each row's guidance [B, K, d] replaced by the learned null with
-        probability p_uncond (no random draw at all when p_uncond = 0, so such runs repeat the committed ones)."""
+        """Classifier-free guidance training: guidance [B, K, d], each row the learned null with probability
+        p_uncond (diffusion.drop_guidance; nothing drawn at p_uncond = 0, so such runs repeat the committed ones)."""
         if not self.config.p_uncond:
             return guidance
-        drop = torch.rand(len(guidance), device=guidance.device) < self.config.p_uncond
-        return torch.where(drop[:, None, None], self.null_guidance.expand_as(guidance), guidance)
+        return drop_guidance(guidance, self.null_guidance, self.config.p_uncond)
 
     @property
-    def score_merge(self) -> str:
-        return self.config.serve_merge if self.config.serve == "final" else "max"
+    def guidable(self) -> bool:  # a null guidance was learned (--p-uncond > 0)
+        return self.config.p_uncond > 0
 
-    @property
-    def merge_scale(self) -> float:
-        if self.config.merge_scale is not None:
-            return self.config.merge_scale
+    def logit_scale(self) -> float:
+        """L_ssm's scale s (learned with --ssm-direction, else 1): each sample's softmax is the one L_ssm trained."""
         return float(self.log_ssm_scale.detach().exp()) if self.config.ssm_direction else 1.0
 
-    def denoiser_for(self, guidance: torch.Tensor):
-        """The denoiser with the users' guidance fixed: (x_t [B, S, d], t [B, S]) -> x̂0 [B, S, d]; with
-        --guidance-weight w, classifier-free guidance: (1 + w)·f(x_t, t, g) - w·f(x_t, t, null)."""
-        w = self.config.guidance_weight
+    def denoiser_for(self, guidance: torch.Tensor, guidance_weight: float = 0.0):
+        """The denoiser with the users' guidance fixed: (x_t [B, S, d], t [B, S]) -> x̂0 [B, S, d]; with a
+        guidance weight w, classifier-free guidance (diffusion.classifier_free)."""
+        w = guidance_weight
 
         def denoise(x_t, t):
             g = guidance[:, None].expand(-1, x_t.shape[1], -1, -1)  # [B, S, K, d]
             if not w:
                 return self.predict_x0(g, x_t, t)
-            return (1 + w) * self.predict_x0(g, x_t, t) - w * self.predict_x0(self.null_guidance.expand_as(g), x_t, t)
+            return classifier_free(self.predict_x0(g, x_t, t),
+                                   self.predict_x0(self.null_guidance.expand_as(g), x_t, t), w)
         return denoise
 
     @torch.no_grad()
-    def trajectory(self, hist: torch.Tensor, n_samples: int | None = None,
-                   generator: torch.Generator | None = None) -> Trajectory:
-        """The whole reverse run (Alg. 2) for a batch of histories: x_t and x̂0 at every step; with --serve-start
-        t*, the partial chain t*, ..., 1 from the model's guess noised to t*."""
+    def trajectory(self, hist: torch.Tensor, n_samples: int | None = None, generator: torch.Generator | None = None,
+                   *, guidance_weight: float = 0.0, start: int | None = None, guess: str = "mean") -> Trajectory:
+        """The whole reverse run (Alg. 2) for a batch of histories: x_t and x̂0 at every step; with a start step
+        t* < T (--serve-start), the partial chain t*, ..., 1 from the model's `guess` noised to t*."""
         guidance, _ = self.guidance(hist)
-        B, S = hist.shape[0], n_samples or self.config.serve_samples
-        denoise, start = self.denoiser_for(guidance), self.config.serve_start
+        B, S = hist.shape[0], n_samples or 1
+        denoise = self.denoiser_for(guidance, guidance_weight)
         x_start = None
         if start is not None and start < self.config.T:
-            x_start = self.diffusion.q_sample(self.chain_guess(guidance, denoise, S, generator),
+            x_start = self.diffusion.q_sample(self.chain_guess(guidance, denoise, S, generator, guess),
                                               torch.full((B, S), start, dtype=torch.long, device=hist.device),
                                               cpu_randn_shape((B, S, self.config.dim), generator, hist.device))
         return sample_trajectory(self.diffusion, denoise, B, S, generator, x_T=x_start, device=hist.device,
                                  start=start if x_start is not None else None)
 
-    def chain_guess(self, guidance: torch.Tensor, denoise, n_samples: int,
-                    generator: torch.Generator | None) -> torch.Tensor:
-        """Where a partial chain starts before noising, [B, S, d] on the sphere: the first step's x̂0 from a
-        uniform x_T (the model's own E[x0 | g]), or sample s at interest s mod K."""
-        if self.config.serve_guess == "interests":
+    def chain_guess(self, guidance: torch.Tensor, denoise, n_samples: int, generator: torch.Generator | None,
+                    guess: str) -> torch.Tensor:
+        """Where a partial chain starts before noising, [B, S, d] on the sphere: `guess` mean, the first step's x̂0
+        from a uniform x_T (the model's own E[x0 | g]); interests, sample s at interest s mod K."""
+        if guess == "interests":
             return sphere.normalize(guidance[:, torch.arange(n_samples) % guidance.shape[1]])
         return self.first_step_guess(guidance, denoise, n_samples, generator)
 
@@ -497,12 +428,15 @@ class DimeRec(GemModel):
         t = torch.full((guidance.shape[0], n_samples), self.config.T, dtype=torch.long, device=guidance.device)
         return sphere.normalize(denoise(x_T, t))
 
+    def one_step_mean(self, hist: torch.Tensor, n_samples: int, guidance_weight: float = 0.0) -> torch.Tensor:
+        """--serve mean: the first step's x̂0 averaged over `n_samples` uniform starts, [B, 1, d]."""
+        guidance, _ = self.guidance(hist)
+        guess = self.first_step_guess(guidance, self.denoiser_for(guidance, guidance_weight), n_samples)
+        return guess.mean(1, keepdim=True)
+
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
-        if self.config.serve == "mean":
-            guidance, _ = self.guidance(hist)
-            guess = self.first_step_guess(guidance, self.denoiser_for(guidance), self.config.serve_samples)
-            return guess.mean(1, keepdim=True)  # [B, 1, d]
-        return self.trajectory(hist).final  # [B, S, d]; an item scores its best over the S samples
+        """The contract's default serving, one chain's end x_0 [B, 1, d] (dimerec.serving serves it otherwise)."""
+        return self.trajectory(hist).final
 
 
 class DimeRecNoDiff(GemModel):

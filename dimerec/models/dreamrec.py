@@ -57,8 +57,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dimerec.diffusion import (NoiseSchedule, ScheduleKind, SphereDiffusion, Trajectory, sample_trajectory,
-                               timestep_embedding)
+from dimerec.diffusion import (NoiseSchedule, ScheduleKind, SphereDiffusion, Trajectory, classifier_free,
+                               drop_guidance, sample_trajectory, timestep_embedding)
 from dimerec.models.base import Batch, Recommender, Settings, option
 
 DenoiserKind = Literal["mlp1", "mlp2"]
@@ -74,8 +74,6 @@ class DreamRecConfig(Settings):
     beta_end: float = option(0.02, "last linear β at T = 1000 (DDPM's)", above=0, below=1)
     scale_betas: bool = option(True, "scale the linear β range by 1000/T so ᾱ_T ≈ 4e-5 at any T; "
                                      "--no-scale-betas is the official raw range")
-    guidance_weight: float = option(2.0, "classifier-free guidance weight w (official default 2.0)",
-                                    at_least=0)
     p_uncond: float = option(0.1, "probability of training with the null guidance (official default 0.1)",
                              at_least=0, below=1)
     dropout: float = option(0.1, "dropout of the encoder (official default 0.1)", at_least=0, below=1)
@@ -132,6 +130,9 @@ class DreamRec(Recommender):
     Config = DreamRecConfig
     denoises = True
     chain_space = "euclidean"  # x_t in R^d; x_T ~ N(0, I)
+    serving_levers = ("serve_samples", "guidance_weight")
+    default_guidance_weight = 2.0  # the official default w (serving's --guidance-weight)
+    guidable = True  # the null guidance is always learned (--p-uncond, official 0.1)
 
     def __init__(self, n_items: int, max_len: int, config: DreamRecConfig):
         super().__init__(n_items, max_len, config)
@@ -170,8 +171,8 @@ class DreamRec(Recommender):
         return self.denoiser(torch.cat([x_t, c, step], dim=-1))
 
     def guided_x0(self, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor, w: float) -> torch.Tensor:
-        """Classifier-free guidance: (1 + w) f(x_t, t, c) - w f(x_t, t, null)."""
-        return (1 + w) * self.predict_x0(x_t, t, c) - w * self.predict_x0(x_t, t, self.null.expand_as(c))
+        """Classifier-free guidance (diffusion.classifier_free): (1 + w) f(x_t, t, c) - w f(x_t, t, null)."""
+        return classifier_free(self.predict_x0(x_t, t, c), self.predict_x0(x_t, t, self.null.expand_as(c)), w)
 
     takes_windows = True
 
@@ -182,8 +183,7 @@ class DreamRec(Recommender):
         else:
             target, c = batch.target, self.guidance(batch.hist)
         x0 = self.item_emb(target)  # [B, d]
-        keep = torch.rand(len(c), device=c.device) >= self.config.p_uncond
-        c = torch.where(keep[:, None], c, self.null.expand_as(c))  # drop the guidance with prob p_uncond
+        c = drop_guidance(c, self.null, self.config.p_uncond)  # the null guidance with probability p_uncond
         t = torch.randint(1, self.config.T + 1, (len(c),), device=c.device)
         mse = F.mse_loss(self.predict_x0(self.q_sample(x0, t), t, c), x0)
         return {"loss": mse, "L_mse": mse}
@@ -194,9 +194,10 @@ class DreamRec(Recommender):
 
     @torch.no_grad()
     def trajectory(self, hist: torch.Tensor, n_samples: int | None = None, generator: torch.Generator | None = None,
-                   w: float | None = None) -> Trajectory:
-        """DDPM ancestral sampling guided by the history, S samples per user: x_T ~ N(0, I), then T steps."""
-        w = self.config.guidance_weight if w is None else w
+                   *, guidance_weight: float | None = None) -> Trajectory:
+        """DDPM ancestral sampling guided by the history, S samples per user: x_T ~ N(0, I), then T steps, at
+        guidance weight w (default the official 2.0)."""
+        w = self.default_guidance_weight if guidance_weight is None else guidance_weight
         c = self.guidance(hist)  # [B, d]
 
         def denoise(x_t, t):  # x_t [B, S, d], t [B, S]
@@ -204,9 +205,6 @@ class DreamRec(Recommender):
 
         return sample_trajectory(self.diffusion, denoise, len(c), n_samples or 1, generator, device=c.device)
 
-    def sample(self, hist: torch.Tensor, w: float | None = None) -> torch.Tensor:
-        """[B, L] -> one generated x0 per user [B, d]."""
-        return self.trajectory(hist, w=w).final[:, 0]
 
     def chain_user_vectors(self, points: torch.Tensor) -> torch.Tensor:
         """With l2 retrieval a point x scores items as [2x, -1] · [e, |e|^2] = -|x - e|^2 + |x|^2."""
@@ -215,4 +213,5 @@ class DreamRec(Recommender):
         return points
 
     def user_vectors(self, hist: torch.Tensor) -> torch.Tensor:
-        return self.chain_user_vectors(self.sample(hist))[:, None]  # [B, 1, d] (d + 1 with l2)
+        """The contract's default serving: one generated x0 per user, [B, 1, d] (d + 1 with l2)."""
+        return self.chain_user_vectors(self.trajectory(hist).final)

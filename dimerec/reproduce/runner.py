@@ -88,14 +88,17 @@ def train_flags(dataset: str, seed: int, out: Path, budget: Budget, data_dir: st
 
 
 def load_run_cached(run: Path, data_dir: str | None, overrides: dict | None = None):
-    """trainer.load_run, once per run and serving overrides within one `reproduce` call (Table 2 reads each run
-    twice); reproduce() empties the cache when it starts."""
+    """runs.load_run, once per run within one `reproduce` call (Table 2 reads each run twice; reproduce() empties
+    the cache when it starts): (model, data, config, serve), `serve` the run's recorded serving with `overrides`
+    (a served row's serving changes, dimerec.serving.ServeConfig fields) applied and checked."""
     from dimerec.runs import load_run
+    from dimerec.serving import serving_of
 
-    key = (str(run), data_dir, json.dumps(overrides or {}, sort_keys=True))
+    key = (str(run), data_dir)
     if key not in _LOADED:
-        _LOADED[key] = load_run(run, data_dir, overrides)
-    return _LOADED[key]
+        _LOADED[key] = load_run(run, data_dir)
+    model, data, config = _LOADED[key]
+    return model, data, config, serving_of(model, {**config["serving"], **(overrides or {})})
 
 
 _LOADED: dict[tuple, tuple] = {}
@@ -111,10 +114,10 @@ def serve_run(source: Path, out: Path, overrides: dict, data_dir: str | None, de
     from dimerec.runs import write_json_atomic
     from dimerec.trainer import final_metrics, use_device
 
-    model, data, config = load_run_cached(source, data_dir, overrides)
+    model, data, config, serve = load_run_cached(source, data_dir, overrides)
     try:
         model.to(use_device(device))
-        valid, test = final_metrics(model, data, config["train_config"])  # the rows the source was scored on
+        valid, test = final_metrics(model, data, config["train_config"], serve)  # the rows the source was scored on
     finally:
         model.cpu()  # the cached model stays on the CPU for the tables' analyses
     trained = json.loads((source / "metrics.json").read_text())

@@ -193,11 +193,11 @@ def section_table1(name, dataset, results, table, note, *, data_dir=None, **kwar
     lines, figure, csv_table = section_metrics(name, dataset, results, table, note)
     rows, diffusion_steps = [], {}
     for r in tqdm(results, desc="sampled-100 check", unit="run"):
-        model, data, config = load_run_cached(trained_run(r), data_dir, r.get("serve_overrides"))
+        model, data, config, serve = load_run_cached(trained_run(r), data_dir, r.get("serve_overrides"))
         if "T" in config["model_config"]:
             diffusion_steps.setdefault(r["label"], (r["model"], set()))[1].add(config["model_config"]["T"])
         test = data.split(config["train_config"]["split_seed"]).test
-        got = sampled_metrics(model, data, test, 100, seed=r["seed"])
+        got = sampled_metrics(model, data, test, 100, seed=r["seed"], serve=serve)
         rows.append({"model": r["label"], "kind": r["model"], "HR@10": 100 * got["HR@10"],
                      "NDCG@10": 100 * got["NDCG@10"]})
     per_run = pd.DataFrame(rows)
@@ -241,10 +241,10 @@ def section_table2(name, dataset, results, table, note, *, data_dir=None, max_ro
         raise DimeRecError(f"{dataset} has no item categories: Table 2 needs them (ml-1m genres, planted)")
     rows = []
     for r in tqdm(results, desc="top-100 categories", unit="run"):
-        model, data, config = load_run_cached(trained_run(r), data_dir, r.get("serve_overrides"))
+        model, data, config, serve = load_run_cached(trained_run(r), data_dir, r.get("serve_overrides"))
         split = data.split(config["train_config"]["split_seed"])
         diversity = category_diversity(model, data, split.test, k=100, protocol=r["protocol"], seed=r["seed"],
-                                       max_rows=max_rows)
+                                       max_rows=max_rows, serve=serve)
         rows.append({"model": r["label"], "categories in top 100": diversity["mean"],
                      "counting": diversity["counting"]})
     per_run = pd.DataFrame(rows)
@@ -328,7 +328,7 @@ def probe_runs(results, data_dir) -> pd.DataFrame:
 
     rows = []
     for r in tqdm(results, desc="probing", unit="run"):
-        model, data, _ = load_run_cached(trained_run(r), data_dir)
+        model, data, _, _ = load_run_cached(trained_run(r), data_dir)
         if not any(data.item_categories):
             rows.append({"model": r["label"], "probe accuracy": np.nan, "majority floor": np.nan,
                          "labelling": "no item categories"})
@@ -355,15 +355,15 @@ def section_diffusion(name, dataset, results, table, note, *, data_dir=None, **_
     frame = pd.DataFrame(results)
     curves, costs = [], {}
     for r in tqdm(results, desc="chains and serving cost", unit="run"):
-        model, data, config = load_run_cached(trained_run(r), data_dir, r.get("serve_overrides"))
+        model, data, config, serve = load_run_cached(trained_run(r), data_dir, r.get("serve_overrides"))
         split, tc = data.split(config["train_config"]["split_seed"]), config["train_config"]
-        if model.denoises and model.config.serve == "final":
+        if model.denoises and serve.serve == "final":
             steps = step_metrics(model, data, split.valid, tc["protocol"], mask_seen=tc["mask_seen"],
-                                 seed=r["seed"], max_rows=tc.get("valid_max_rows"))["steps"]
+                                 seed=r["seed"], max_rows=tc.get("valid_max_rows"), serve=serve)["steps"]
             curves += [{"model": r["label"], "seed": r["seed"], "step": s["step"], "t": s["t"],
                         "HR@50": 100 * s["HR@50"], "NDCG@50": 100 * s["NDCG@50"]} for s in steps]
         if r["seed"] == 0:
-            costs[r["label"]] = serving_cost(model, data, split.valid, seed=0)
+            costs[r["label"]] = serving_cost(model, data, split.valid, seed=0, serve=serve)
     curve = pd.DataFrame(curves)
     by_model = curve.groupby(["model", "seed"]).agg(first=("HR@50", "first"), last=("HR@50", "last"))
     by_model["rise"] = by_model["last"] - by_model["first"]
@@ -423,9 +423,9 @@ def section_diffusion(name, dataset, results, table, note, *, data_dir=None, **_
     lines += ["", *verdict]
     # H6: where the chain's guesses land (seed 0, DimeRec as served by default)
     source = next(r for r in results if r["label"] == OURS.label and r["seed"] == results[0]["seed"])
-    model, data, config = load_run_cached(trained_run(source), data_dir)
+    model, data, config, serve = load_run_cached(trained_run(source), data_dir)
     angles = pd.DataFrame(chain_angles(model, data, data.split(config["train_config"]["split_seed"]).valid,
-                                       seed=source["seed"]))
+                                       seed=source["seed"], serve=serve))
     lines += ["", "## H6: where the chain's guesses land (DimeRec (ours), seed "
               f"{source['seed']}, 8 samples per validation row, at most 2,000 rows; degrees)", "",
               "A uniformly random direction lies at about 90° from the target. Each sample farther from the "
