@@ -410,101 +410,149 @@ def stop_reason(state: dict, cfg: TrainConfig, out_of_time: bool) -> str:
 
 def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress, device,
          ctx: distributed.Context = distributed.Context()):
-    config_json = (out_dir / "config.json").read_text()
-    eval_every = cfg.eval_every or sampler.steps_per_epoch
-    budget = cfg.max_minutes * 60 if cfg.max_minutes is not None else math.inf
-    valid_log = open(out_dir / "valid.csv" if ctx.main else os.devnull, "a" if state["step"] > 0 else "w", newline="")
-    valid_writer = csv.writer(valid_log)
-    if state["step"] == 0:
-        valid_writer.writerow(["epoch", "step", "train_minutes", "HR@50", "NDCG@50", "HR@10"])
-
-    def validate_and_checkpoint():  # rank 0 validates and writes; every rank gets its metrics and state
-        rngs = ctx.gather(torch.get_rng_state())
-        cuda_rngs = ctx.gather(torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
-        metrics = ctx.share(validate_on_main(rngs, cuda_rngs) if ctx.main else None)
-        state.update(ctx.share(state))
-        return metrics
-
-    def validate_on_main(rngs, cuda_rngs):
-        metrics = evaluate(model, data, split.valid, max_rows=cfg.valid_max_rows, **valid_kwargs)["final"]
-        valid_writer.writerow([state["epoch"], state["step"], round(state["elapsed"] / 60, 3),
-                               metrics["HR@50"], metrics["NDCG@50"], metrics["HR@10"]])
-        valid_log.flush()
-        log.file.flush()
-        if metrics["HR@50"] > state["best_hr"]:
-            state["best_hr"], state["bad_evals"], state["best_valid"] = metrics["HR@50"], 0, metrics
-            save_atomic(checkpoint_payload(model, json.loads(config_json), state), out_dir / "best.pt")
-        else:
-            state["bad_evals"] += 1
-        save_last(rngs, cuda_rngs)
-        return metrics
-
-    def save_last(rngs, cuda_rngs):  # everything --resume needs, the sampler's place within the epoch included
-        save_atomic({**checkpoint_payload(model, json.loads(config_json), state),
-                     "optimizer": optimizer.state_dict(), "sampler": json.dumps(sampler.state_dict()),
-                     "torch_rng": torch.get_rng_state(), **({"torch_rng_ranks": rngs} if ctx.world > 1 else {}),
-                     **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
-                     **({"cuda_rng_ranks": cuda_rngs} if ctx.world > 1 and cuda_rngs else {})},
-                    out_dir / "last.pt")
-
+    fit = _Fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, device, ctx)
     model.train()
     step_loss = ctx.wrap(model, device)  # model.loss, through DistributedDataParallel under torchrun
-    bar = tqdm(total=budget if budget < math.inf else None, disable=not progress or not ctx.main, unit="s",
-               bar_format="{desc} {bar} {elapsed}<{remaining} {postfix}" if budget < math.inf else None)
+    bar = tqdm(total=fit.budget if fit.budget < math.inf else None, disable=not progress or not ctx.main, unit="s",
+               bar_format="{desc} {bar} {elapsed}<{remaining} {postfix}" if fit.budget < math.inf else None)
     try:
+        fit.loop(step_loss, bar, progress)
+        if not (out_dir / "best.pt").exists():
+            fit.validate_and_checkpoint()
+        state.setdefault("stopped_by", "max_epochs")  # the loop ran out of epochs before patience or a budget
+    finally:
+        bar.close()
+        fit.valid_log.close()
+
+
+@dataclass
+class _Fit:
+    """One run's training loop (`_fit`): its steps, its validations (best.pt) and its checkpoints (last.pt)."""
+
+    model: Recommender
+    data: SeqDataset  # validation reads its rows from here
+    cfg: TrainConfig
+    out_dir: Path
+    split: UserSplit
+    optimizer: torch.optim.Optimizer
+    sampler: TrainSampler
+    state: dict
+    log: LossLog
+    valid_kwargs: dict
+    device: torch.device
+    ctx: distributed.Context
+
+    def __post_init__(self):
+        self.config_json = (self.out_dir / "config.json").read_text()
+        self.eval_every = self.cfg.eval_every or self.sampler.steps_per_epoch
+        self.budget = self.cfg.max_minutes * 60 if self.cfg.max_minutes is not None else math.inf
+        self.valid_log = open(self.out_dir / "valid.csv" if self.ctx.main else os.devnull,
+                              "a" if self.state["step"] > 0 else "w", newline="")
+        self.valid_writer = csv.writer(self.valid_log)
+        if self.state["step"] == 0:
+            self.valid_writer.writerow(["epoch", "step", "train_minutes", "HR@50", "NDCG@50", "HR@10"])
+
+    def loop(self, step_loss, bar, progress: bool) -> None:
+        """Train until patience, a budget or the epochs run out, validating every eval_every steps."""
+        state, cfg, sampler, ctx = self.state, self.cfg, self.sampler, self.ctx
         tick = time.perf_counter()  # the budget counts sampling and training steps, not validation
         while not state["done"] and (state["epoch"] < cfg.max_epochs or sampler.mid_epoch):
             if not sampler.mid_epoch:  # a checkpoint within an epoch resumes that epoch
                 state["epoch"] += 1
             bar.set_description(f"epoch {state['epoch']}/{cfg.max_epochs}")
             for hist, target in sampler.epoch():
-                terms = step_loss(Batch(torch.from_numpy(hist).to(device), torch.from_numpy(target).to(device),
-                                        data.pad_id))
-                values = ctx.mean({k: float(v.detach()) for k, v in terms.items()})
-                bad = [k for k, v in values.items() if not math.isfinite(v)]
-                if bad:
-                    raise TrainingDiverged(
-                        f"{', '.join(bad)} became {values[bad[0]]} at step {state['step'] + 1} "
-                        f"(epoch {state['epoch']}); "
-                        f"lower --lr (now {cfg.lr}) or check the model's settings")
-                optimizer.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                optimizer.step()
-                state["step"] += 1
+                values = self.train_step(step_loss, hist, target)
                 step_time, tick = time.perf_counter() - tick, time.perf_counter()
                 step_time = ctx.mean({"t": step_time})["t"]  # the same clock on every rank, so all stop together
                 state["elapsed"] += step_time
-                log.write(state["step"], state["epoch"], values)
-                if budget < math.inf:
-                    bar.update(min(step_time, budget - bar.n))
+                self.log.write(state["step"], state["epoch"], values)
+                if self.budget < math.inf:
+                    bar.update(min(step_time, self.budget - bar.n))
                 else:
                     bar.update(1)
                 if state["step"] % 50 == 0:
                     bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
-                out_of_time = state["elapsed"] >= budget or state["step"] >= (cfg.max_steps or math.inf)
-                validating = state["step"] % eval_every == 0 or out_of_time
+                out_of_time = state["elapsed"] >= self.budget or state["step"] >= (cfg.max_steps or math.inf)
+                validating = state["step"] % self.eval_every == 0 or out_of_time
                 if not validating and cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
-                    rngs = ctx.gather(torch.get_rng_state())  # every rank's generator, for --resume
-                    cuda_rngs = ctx.gather(torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
-                    if ctx.main:
-                        log.file.flush()  # a watcher sees the steps so far; --resume continues from here
-                        valid_log.flush()
-                        save_last(rngs, cuda_rngs)
+                    self.checkpoint()
                     tick = time.perf_counter()  # writing the checkpoint is not training time
                 if validating:
-                    state["epochs_trained"] = round(state["step"] / sampler.steps_per_epoch, 3)
-                    metrics = validate_and_checkpoint()
-                    if progress and ctx.main:
-                        bar.write(f"epoch {state['epoch']} step {state['step']}: valid HR@50 {metrics['HR@50']:.4f} "
-                                  f"NDCG@50 {metrics['NDCG@50']:.4f} (best {state['best_hr']:.4f})")
+                    self.validate(bar, progress)
                     tick = time.perf_counter()  # the next step's time starts here, after validation
                     if state["bad_evals"] >= cfg.patience or out_of_time:
                         state["done"] = True
                         state["stopped_by"] = stop_reason(state, cfg, out_of_time)
                         break
-        if not (out_dir / "best.pt").exists():
-            validate_and_checkpoint()
-        state.setdefault("stopped_by", "max_epochs")  # the loop ran out of epochs before patience or a budget
-    finally:
-        bar.close()
-        valid_log.close()
+
+    def train_step(self, step_loss, hist: np.ndarray, target: np.ndarray) -> dict[str, float]:
+        """One optimiser step on a batch; its loss terms, the mean over ranks (TrainingDiverged if one is not
+        finite)."""
+        state, device = self.state, self.device
+        terms = step_loss(Batch(torch.from_numpy(hist).to(device), torch.from_numpy(target).to(device),
+                                self.data.pad_id))
+        values = self.ctx.mean({k: float(v.detach()) for k, v in terms.items()})
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise TrainingDiverged(
+                f"{', '.join(bad)} became {values[bad[0]]} at step {state['step'] + 1} "
+                f"(epoch {state['epoch']}); "
+                f"lower --lr (now {self.cfg.lr}) or check the model's settings")
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        self.optimizer.step()
+        state["step"] += 1
+        return values
+
+    def gather_rngs(self) -> tuple[list, list | None]:
+        """Every rank's torch generator state, and CUDA's on a GPU, for --resume (every rank must call it)."""
+        rngs = self.ctx.gather(torch.get_rng_state())
+        cuda_rngs = self.ctx.gather(torch.cuda.get_rng_state(self.device)) if self.device.type == "cuda" else None
+        return rngs, cuda_rngs
+
+    def checkpoint(self) -> None:
+        """last.pt between validations (--checkpoint-every), with the logs flushed."""
+        rngs, cuda_rngs = self.gather_rngs()
+        if self.ctx.main:
+            self.log.file.flush()  # a watcher sees the steps so far; --resume continues from here
+            self.valid_log.flush()
+            self.save_last(rngs, cuda_rngs)
+
+    def validate(self, bar, progress: bool) -> None:
+        state = self.state
+        state["epochs_trained"] = round(state["step"] / self.sampler.steps_per_epoch, 3)
+        metrics = self.validate_and_checkpoint()
+        if progress and self.ctx.main:
+            bar.write(f"epoch {state['epoch']} step {state['step']}: valid HR@50 {metrics['HR@50']:.4f} "
+                      f"NDCG@50 {metrics['NDCG@50']:.4f} (best {state['best_hr']:.4f})")
+
+    def validate_and_checkpoint(self) -> dict:  # rank 0 validates and writes; every rank gets its metrics and state
+        rngs, cuda_rngs = self.gather_rngs()
+        metrics = self.ctx.share(self._validate_on_main(rngs, cuda_rngs) if self.ctx.main else None)
+        self.state.update(self.ctx.share(self.state))
+        return metrics
+
+    def _validate_on_main(self, rngs, cuda_rngs) -> dict:
+        state = self.state
+        metrics = evaluate(self.model, self.data, self.split.valid, max_rows=self.cfg.valid_max_rows,
+                           **self.valid_kwargs)["final"]
+        self.valid_writer.writerow([state["epoch"], state["step"], round(state["elapsed"] / 60, 3),
+                                    metrics["HR@50"], metrics["NDCG@50"], metrics["HR@10"]])
+        self.valid_log.flush()
+        self.log.file.flush()
+        if metrics["HR@50"] > state["best_hr"]:
+            state["best_hr"], state["bad_evals"], state["best_valid"] = metrics["HR@50"], 0, metrics
+            save_atomic(checkpoint_payload(self.model, json.loads(self.config_json), state), self.out_dir / "best.pt")
+        else:
+            state["bad_evals"] += 1
+        self.save_last(rngs, cuda_rngs)
+        return metrics
+
+    def save_last(self, rngs, cuda_rngs) -> None:  # everything --resume needs, the sampler's place in the epoch too
+        ctx, device = self.ctx, self.device
+        save_atomic({**checkpoint_payload(self.model, json.loads(self.config_json), self.state),
+                     "optimizer": self.optimizer.state_dict(), "sampler": json.dumps(self.sampler.state_dict()),
+                     "torch_rng": torch.get_rng_state(), **({"torch_rng_ranks": rngs} if ctx.world > 1 else {}),
+                     **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+                     **({"cuda_rng_ranks": cuda_rngs} if ctx.world > 1 and cuda_rngs else {})},
+                    self.out_dir / "last.pt")
