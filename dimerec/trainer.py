@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -205,10 +206,15 @@ def use_device(name: str) -> torch.device:
 
 
 def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path, *,
-          run_info: dict | None = None, resume: bool = False, progress: bool = True) -> dict:
-    """Train `model` on `data`, keep the best checkpoint, evaluate it on test once. Returns metrics.json."""
+          run_info: dict | None = None, resume: bool = False, progress: bool = True,
+          before_writing: Callable[[SeqDataset], None] | None = None) -> dict:
+    """Train `model` on `data`, keep the best checkpoint, evaluate it on test once. Returns metrics.json.
+    `before_writing(data)` runs once the data is known to split, before the run directory is read or written (the
+    CLI: its notes and --overwrite)."""
     out_dir = Path(out_dir)
     check_splittable(data, cfg.split_seed, cfg.split)  # before anything is written, as is reading last.pt
+    if before_writing is not None:
+        before_writing(data)
     recorded = None
     if resume and (out_dir / "config.json").exists():
         recorded = json.loads((out_dir / "config.json").read_text()).get("train_config")
@@ -351,24 +357,36 @@ def train_model(model: str, dataset: str | SeqDataset = "planted", *, out: str |
     directory that is DELETED on return (the returned model keeps the best weights; pass `out` to keep
     config.json, losses.csv, best.pt, ...). `run_info` adds keys to config.json (the CLI: its command).
     """
-    from dimerec.data import load_dataset
-
     model_fields = [f.name for f in fields(model_class(model).Config)]
     train_fields = [f.name for f in fields(TrainConfig) if f.name != "seed"]  # seed is its own argument
     _refuse_unknown(settings, {"training": train_fields, f"model {model}": model_fields})
     if resume and out is None:
         raise DimeRecError("resume needs the run directory `out` of the run to continue")
     cfg = TrainConfig(seed=seed, **{k: v for k, v in settings.items() if k in train_fields})
+    return train_with_config(model, dataset, cfg, {k: v for k, v in settings.items() if k in model_fields}, out=out,
+                             data_dir=data_dir, progress=progress, resume=resume, run_info=run_info)
+
+
+def train_with_config(model: str, dataset: str | SeqDataset, cfg: TrainConfig, model_settings: dict, *,
+                      out: str | Path | None, data_dir: str | Path | None, progress: bool, resume: bool,
+                      run_info: dict | None, before_writing: Callable[[SeqDataset], None] | None = None
+                      ) -> tuple[Recommender, SeqDataset, dict]:
+    """`train_model` once its settings are checked: the training's built as `cfg`, the model's (fields of its
+    Config) in `model_settings`. `before_writing`: see `train`."""
+    from dimerec.data import load_dataset
+
     if isinstance(dataset, SeqDataset):
         data = dataset
     else:
         data = load_dataset(dataset, data_dir, seed=cfg.split_seed, split=cfg.split)  # planted: follows the split seed
-    net = build_model(model, data, seed=cfg.seed, **{k: v for k, v in settings.items() if k in model_fields})
+    net = build_model(model, data, seed=cfg.seed, **model_settings)
     info = {"data_dir": str(data_dir) if data_dir else None, **(run_info or {})}
     if out is not None:
-        return net, data, train(net, data, cfg, Path(out), run_info=info, resume=resume, progress=progress)
+        return net, data, train(net, data, cfg, Path(out), run_info=info, resume=resume, progress=progress,
+                                before_writing=before_writing)
     with tempfile.TemporaryDirectory(prefix=f"dimerec-{model}-") as tmp:
-        return net, data, train(net, data, cfg, Path(tmp), run_info=info, progress=progress)
+        return net, data, train(net, data, cfg, Path(tmp), run_info=info, progress=progress,
+                                before_writing=before_writing)
 
 
 def final_metrics(model: Recommender, data: SeqDataset, train_config: dict, *, protocol: str | None = None,
