@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dimerec import distributed
-from dimerec.data.dataset import Sampling, SeqDataset, Split, TrainSampler, UserSplit, default_window_targets
+from dimerec.data.dataset import Sampling, SeqDataset, Split, TrainSampler, UserSplit, window_targets_for
 from dimerec.errors import DataError, DimeRecError, TrainingDiverged
 from dimerec.evaluate import Protocol, evaluate, step_metrics
 from dimerec.models.base import Batch, Recommender, Settings, option
@@ -99,12 +99,7 @@ def resolve_sampling(cfg: TrainConfig, model: Recommender, data: SeqDataset,
         if not model.takes_windows:
             raise DimeRecError(f"--sampling windows: {model.name} scores one target per pass (see its module "
                                f"docstring); use --sampling prefixes")
-        if cfg.window_targets is not None and cfg.window_targets > data.max_len:
-            raise DimeRecError(f"--window-targets must be in 1..max_len = 1..{data.max_len} for {data.name} (a "
-                               f"window holds the max_len items before its last target); got {cfg.window_targets}")
-    window_targets = cfg.window_targets
-    if sampling == "windows" and window_targets is None:
-        window_targets = default_window_targets(data.max_len)
+    window_targets = window_targets_for(data, cfg.window_targets) if sampling == "windows" else cfg.window_targets
     return dataclasses.replace(cfg, sampling=sampling, window_targets=window_targets)
 
 
