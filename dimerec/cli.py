@@ -151,24 +151,40 @@ def cmd_claims(args) -> None:
 
 
 def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
-    from dimerec.retrieval import RETRIEVERS
-
     parser = OneLineParser(prog="python -m dimerec", description=(
         "DimeRec Explorer: diffusion with multi-interest enhanced recommendation, its baselines, "
         "and the experiments of the paper."))
     sub = parser.add_subparsers(dest="command", required=True)
-    from dimerec.data import DATA_DIR_HELP as data_dir_help
-    from dimerec.runs import REPRODUCE_RUNS
-
-    p = sub.add_parser("datasets", help="list every dataset found, with its size")
-    p.add_argument("--data-dir", help=data_dir_help)
-
-    p = sub.add_parser("download", help="fetch a MovieLens release from GroupLens into the data directory")
-    p.add_argument("which", choices=("movielens-1m", "movielens-10m", "movielens-100k"))
-    p.add_argument("--data-dir", help=data_dir_help)
-
+    add_datasets_parser(sub)
+    add_download_parser(sub)
     p = sub.add_parser("train", help="train a model, keep the best checkpoint, evaluate it on test once")
     add_train_arguments(p, model_name)
+    add_evaluate_parser(sub)
+    add_reproduce_parser(sub)
+    add_claims_parser(sub)
+    add_bench_parser(sub)
+    return parser
+
+
+def add_data_dir(p: argparse.ArgumentParser) -> None:
+    from dimerec.data import DATA_DIR_HELP
+
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
+
+
+def add_datasets_parser(sub) -> None:
+    p = sub.add_parser("datasets", help="list every dataset found, with its size")
+    add_data_dir(p)
+
+
+def add_download_parser(sub) -> None:
+    p = sub.add_parser("download", help="fetch a MovieLens release from GroupLens into the data directory")
+    p.add_argument("which", choices=("movielens-1m", "movielens-10m", "movielens-100k"))
+    add_data_dir(p)
+
+
+def add_evaluate_parser(sub) -> None:
+    from dimerec.retrieval import RETRIEVERS
 
     p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint; print the metrics and write them to "
                                         "metrics-eval-PROTOCOL-MASKING-RETRIEVER.json (metrics.json is left alone)")
@@ -189,13 +205,17 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
 
     add_dataclass_args(p, ServeConfig, "serving, for a model that denoises (default: as the run was served, "
                                        "config.json's \"serving\"; a change is named in the output file)", unset=True)
+
+
+def add_reproduce_parser(sub) -> None:
     from dimerec.reproduce import DESCRIPTIONS
+    from dimerec.runs import REPRODUCE_RUNS
 
     p = sub.add_parser("reproduce", help="train a set of models over seeds and write a results table and figure",
                        description="Experiments: " + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()))
     p.add_argument("name", choices=tuple(DESCRIPTIONS), help="which experiment (see above)")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--data-dir", help=data_dir_help)
+    add_data_dir(p)
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: 3; 1 with --quick)")
     p.add_argument("--max-epochs", type=int, default=50,
                    help="every run trains at most this many epochs (passes over its training targets), validated "
@@ -230,16 +250,19 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
                         "trains the runs the first is not training)")
     p.add_argument("--results", default="results", help="where the tables and figures go")
 
+
+def add_claims_parser(sub) -> None:
     p = sub.add_parser("claims", help="results/RESULTS.md: every paper claim beside our measurement, from the tables")
     p.add_argument("--results", default="results", help="the folder of the reproduce tables (default: results)")
 
+
+def add_bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="DimeRec training throughput and serving latency -> results/bench.json")
-    p.add_argument("--data-dir", help=data_dir_help)
+    add_data_dir(p)
     p.add_argument("--out", default="results/bench.json")
     p.add_argument("--steps", type=int, default=30, help="timed training steps (default: 30)")
     p.add_argument("--preset", choices=("ours", "paper"), default="ours")
     p.add_argument("--seed", type=int, default=0)
-    return parser
 
 
 def with_notes(err: BaseException) -> str:

@@ -91,12 +91,23 @@ def list_hits(topk: np.ndarray, targets: np.ndarray, cutoffs) -> np.ndarray:
     return (topk[:, :, None] == targets[:, None, :]).any(axis=2) & (topk >= 0)
 
 
+def ranking_metrics(topk: np.ndarray, targets: np.ndarray, cutoffs=CUTOFFS) -> dict[str, np.ndarray]:
+    """Per-row HR@N, Recall@N, NDCG@N (`rank_metrics`) and MRR@N (`reciprocal_ranks`), in that order, from one
+    comparison of the lists with the targets (same arguments as `rank_metrics`)."""
+    hits = list_hits(topk, targets, cutoffs)
+    return {**accuracy_of_hits(hits, targets, cutoffs), **reciprocal_ranks_of_hits(hits, cutoffs)}
+
+
 def rank_metrics(topk: np.ndarray, targets: np.ndarray, cutoffs=CUTOFFS) -> dict[str, np.ndarray]:
     """Per-row metrics. topk: [R, max(cutoffs)] ranked item ids, or fewer columns when the catalogue holds fewer
     items (then @N is @width); targets: [R, T] ids, -1 = none (see `pad_targets`). Returns {"HR@N" | "Recall@N" |
     "NDCG@N": float array [R]}.
     """
-    hits = list_hits(topk, targets, cutoffs)  # [R, width]
+    return accuracy_of_hits(list_hits(topk, targets, cutoffs), targets, cutoffs)
+
+
+def accuracy_of_hits(hits: np.ndarray, targets: np.ndarray, cutoffs=CUTOFFS) -> dict[str, np.ndarray]:
+    """`rank_metrics` from the lists' hits [R, width] (`list_hits`) and the targets they were compared with."""
     targets = np.asarray(targets).reshape(len(hits), -1)
     n_targets = np.maximum((targets >= 0).sum(axis=1), 1)
     width = max(hits.shape[1], 1)
@@ -119,7 +130,11 @@ def mean_metrics(per_row: dict[str, np.ndarray]) -> dict[str, float]:
 
 def reciprocal_ranks(topk: np.ndarray, targets: np.ndarray, cutoffs=CUTOFFS) -> dict[str, np.ndarray]:
     """Per-row MRR@N (same arguments as `rank_metrics`): 1 / rank of the first target in the top N, else 0."""
-    hits = list_hits(topk, targets, cutoffs)  # [R, width]
+    return reciprocal_ranks_of_hits(list_hits(topk, targets, cutoffs), cutoffs)
+
+
+def reciprocal_ranks_of_hits(hits: np.ndarray, cutoffs=CUTOFFS) -> dict[str, np.ndarray]:
+    """`reciprocal_ranks` from the lists' hits [R, width] (`list_hits`)."""
     n_max = max(cutoffs)
     first = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, n_max + 1)  # 1-based rank; n_max + 1 = none
     return {f"MRR@{n}": np.where(first <= n, 1.0 / first, 0.0) for n in cutoffs}

@@ -94,7 +94,7 @@ def train_from_args(args: argparse.Namespace, model_cls, argv: list[str]) -> tup
     from dimerec.data import load_dataset
     from dimerec.runs import RUNS_ROOT
     from dimerec.serving import SERVING_FIELDS, ServeConfig
-    from dimerec.trainer import TrainConfig, check_splittable, data_notes, train_model
+    from dimerec.trainer import TrainConfig, data_notes, train_with_config
 
     out = Path(args.out or RUNS_ROOT / f"{args.model}-{args.dataset}-s{args.seed}")
     if out.exists() and not out.is_dir():
@@ -108,21 +108,22 @@ def train_from_args(args: argparse.Namespace, model_cls, argv: list[str]) -> tup
     # every setting (the training's, the model's and its serving) and the data are checked before anything is
     # written or --overwrite deletes anything
     cfg = TrainConfig(**{f.name: settings[f.name] for f in dataclasses.fields(TrainConfig)})
-    model_cls.Config(**{f.name: settings[f.name] for f in dataclasses.fields(model_cls.Config)})
-    if model_cls.denoises:
-        ServeConfig(**{k: settings[k] for k in SERVING_FIELDS})
+    model_settings = {f.name: settings[f.name] for f in dataclasses.fields(model_cls.Config)}
+    model_cls.Config(**model_settings)
+    serve = ServeConfig(**{k: settings[k] for k in SERVING_FIELDS}) if model_cls.denoises else None
     data = load_dataset(args.dataset, args.data_dir, seed=cfg.split_seed, split=cfg.split)  # planted: follows the seed
-    check_splittable(data, cfg.split_seed, cfg.split)
     from dimerec.distributed import rank
 
-    for note in data_notes(data, cfg.protocol, cfg.split_seed) if rank() == 0 else ():
-        print(f"note: {note}", file=sys.stderr)  # once, before training; config.json keeps them
+    def before_writing(data) -> None:  # train() has checked that the data splits
+        for note in data_notes(data, cfg.protocol, cfg.split_seed) if rank() == 0 else ():
+            print(f"note: {note}", file=sys.stderr)  # once, before training; config.json keeps them
+        if args.overwrite and out.exists() and rank() == 0:  # under torchrun, rank 0 alone writes the run directory
+            shutil.rmtree(out)
 
-    if args.overwrite and out.exists() and rank() == 0:  # under torchrun, rank 0 alone writes the run directory
-        shutil.rmtree(out)
-    _, _, metrics = train_model(args.model, data, out=out, data_dir=args.data_dir, seed=settings.pop("seed"),
-                                progress=not args.quiet, resume=args.resume,
-                                run_info={"command": "python -m dimerec " + shlex.join(argv)}, **settings)
+    _, _, metrics = train_with_config(args.model, data, cfg, model_settings, out=out, data_dir=args.data_dir,
+                                      progress=not args.quiet, resume=args.resume,
+                                      run_info={"command": "python -m dimerec " + shlex.join(argv)},
+                                      before_writing=before_writing, serve=serve)
     return metrics, out
 
 

@@ -16,13 +16,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from dimerec import distributed
-from dimerec.data.dataset import Sampling, SeqDataset, Split, TrainSampler, UserSplit, default_window_targets
+from dimerec.data.dataset import Sampling, SeqDataset, Split, TrainSampler, UserSplit, window_targets_for
 from dimerec.errors import DataError, DimeRecError, TrainingDiverged
 from dimerec.evaluate import Protocol, evaluate, step_metrics
 from dimerec.models.base import Batch, Recommender, Settings, option
@@ -99,12 +100,7 @@ def resolve_sampling(cfg: TrainConfig, model: Recommender, data: SeqDataset,
         if not model.takes_windows:
             raise DimeRecError(f"--sampling windows: {model.name} scores one target per pass (see its module "
                                f"docstring); use --sampling prefixes")
-        if cfg.window_targets is not None and cfg.window_targets > data.max_len:
-            raise DimeRecError(f"--window-targets must be in 1..max_len = 1..{data.max_len} for {data.name} (a "
-                               f"window holds the max_len items before its last target); got {cfg.window_targets}")
-    window_targets = cfg.window_targets
-    if sampling == "windows" and window_targets is None:
-        window_targets = default_window_targets(data.max_len)
+    window_targets = window_targets_for(data, cfg.window_targets) if sampling == "windows" else cfg.window_targets
     return dataclasses.replace(cfg, sampling=sampling, window_targets=window_targets)
 
 
@@ -207,12 +203,16 @@ def use_device(name: str) -> torch.device:
 
 def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path, *,
           run_info: dict | None = None, resume: bool = False, progress: bool = True,
-          serve: ServeConfig | None = None) -> dict:
+          before_writing: Callable[[SeqDataset], None] | None = None, serve: ServeConfig | None = None) -> dict:
     """Train `model` on `data`, keep the best checkpoint, evaluate it on test once. Returns metrics.json.
-    `serve`: how validation, test and config.json's "serving" serve the run (default: the model's own)."""
+    `before_writing(data)` runs once the data is known to split, before the run directory is read or written (the
+    CLI: its notes and --overwrite). `serve`: how validation, test and config.json's "serving" serve the run
+    (default: the model's own)."""
     out_dir = Path(out_dir)
     serve = serving_of(model, dataclasses.asdict(serve) if serve else None)  # checked before anything is written
     check_splittable(data, cfg.split_seed, cfg.split)  # before anything is written, as is reading last.pt
+    if before_writing is not None:
+        before_writing(data)
     recorded = None
     if resume and (out_dir / "config.json").exists():
         recorded = json.loads((out_dir / "config.json").read_text()).get("train_config")
@@ -358,8 +358,6 @@ def train_model(model: str, dataset: str | SeqDataset = "planted", *, out: str |
     directory that is DELETED on return (the returned model keeps the best weights; pass `out` to keep
     config.json, losses.csv, best.pt, ...). `run_info` adds keys to config.json (the CLI: its command).
     """
-    from dimerec.data import load_dataset
-
     model_fields = [f.name for f in fields(model_class(model).Config)]
     train_fields = [f.name for f in fields(TrainConfig) if f.name != "seed"]  # seed is its own argument
     serve_fields = list(SERVING_FIELDS) if model_class(model).denoises else []
@@ -368,18 +366,31 @@ def train_model(model: str, dataset: str | SeqDataset = "planted", *, out: str |
     if resume and out is None:
         raise DimeRecError("resume needs the run directory `out` of the run to continue")
     cfg = TrainConfig(seed=seed, **{k: v for k, v in settings.items() if k in train_fields})
+    serve = ServeConfig(**{k: v for k, v in settings.items() if k in serve_fields})
+    return train_with_config(model, dataset, cfg, {k: v for k, v in settings.items() if k in model_fields}, out=out,
+                             data_dir=data_dir, progress=progress, resume=resume, run_info=run_info, serve=serve)
+
+
+def train_with_config(model: str, dataset: str | SeqDataset, cfg: TrainConfig, model_settings: dict, *,
+                      out: str | Path | None, data_dir: str | Path | None, progress: bool, resume: bool,
+                      run_info: dict | None, before_writing: Callable[[SeqDataset], None] | None = None,
+                      serve: ServeConfig | None = None) -> tuple[Recommender, SeqDataset, dict]:
+    """`train_model` once its settings are checked: the training's built as `cfg`, the model's (fields of its
+    Config) in `model_settings`, its serving `serve`. `before_writing`: see `train`."""
+    from dimerec.data import load_dataset
+
     if isinstance(dataset, SeqDataset):
         data = dataset
     else:
         data = load_dataset(dataset, data_dir, seed=cfg.split_seed, split=cfg.split)  # planted: follows the split seed
-    net = build_model(model, data, seed=cfg.seed, **{k: v for k, v in settings.items() if k in model_fields})
+    net = build_model(model, data, seed=cfg.seed, **model_settings)
     info = {"data_dir": str(data_dir) if data_dir else None, **(run_info or {})}
-    serve = ServeConfig(**{k: v for k, v in settings.items() if k in serve_fields})
     if out is not None:
         return net, data, train(net, data, cfg, Path(out), run_info=info, resume=resume, progress=progress,
-                                serve=serve)
+                                before_writing=before_writing, serve=serve)
     with tempfile.TemporaryDirectory(prefix=f"dimerec-{model}-") as tmp:
-        return net, data, train(net, data, cfg, Path(tmp), run_info=info, progress=progress, serve=serve)
+        return net, data, train(net, data, cfg, Path(tmp), run_info=info, progress=progress,
+                                before_writing=before_writing, serve=serve)
 
 
 def final_metrics(model: Recommender, data: SeqDataset, train_config: dict, serve: ServeConfig | None = None, *,
@@ -424,101 +435,149 @@ def stop_reason(state: dict, cfg: TrainConfig, out_of_time: bool) -> str:
 
 def _fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, progress, device,
          ctx: distributed.Context = distributed.Context()):
-    config_json = (out_dir / "config.json").read_text()
-    eval_every = cfg.eval_every or sampler.steps_per_epoch
-    budget = cfg.max_minutes * 60 if cfg.max_minutes is not None else math.inf
-    valid_log = open(out_dir / "valid.csv" if ctx.main else os.devnull, "a" if state["step"] > 0 else "w", newline="")
-    valid_writer = csv.writer(valid_log)
-    if state["step"] == 0:
-        valid_writer.writerow(["epoch", "step", "train_minutes", "HR@50", "NDCG@50", "HR@10"])
-
-    def validate_and_checkpoint():  # rank 0 validates and writes; every rank gets its metrics and state
-        rngs = ctx.gather(torch.get_rng_state())
-        cuda_rngs = ctx.gather(torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
-        metrics = ctx.share(validate_on_main(rngs, cuda_rngs) if ctx.main else None)
-        state.update(ctx.share(state))
-        return metrics
-
-    def validate_on_main(rngs, cuda_rngs):
-        metrics = evaluate(model, data, split.valid, max_rows=cfg.valid_max_rows, **valid_kwargs)["final"]
-        valid_writer.writerow([state["epoch"], state["step"], round(state["elapsed"] / 60, 3),
-                               metrics["HR@50"], metrics["NDCG@50"], metrics["HR@10"]])
-        valid_log.flush()
-        log.file.flush()
-        if metrics["HR@50"] > state["best_hr"]:
-            state["best_hr"], state["bad_evals"], state["best_valid"] = metrics["HR@50"], 0, metrics
-            save_atomic(checkpoint_payload(model, json.loads(config_json), state), out_dir / "best.pt")
-        else:
-            state["bad_evals"] += 1
-        save_last(rngs, cuda_rngs)
-        return metrics
-
-    def save_last(rngs, cuda_rngs):  # everything --resume needs, the sampler's place within the epoch included
-        save_atomic({**checkpoint_payload(model, json.loads(config_json), state),
-                     "optimizer": optimizer.state_dict(), "sampler": json.dumps(sampler.state_dict()),
-                     "torch_rng": torch.get_rng_state(), **({"torch_rng_ranks": rngs} if ctx.world > 1 else {}),
-                     **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
-                     **({"cuda_rng_ranks": cuda_rngs} if ctx.world > 1 and cuda_rngs else {})},
-                    out_dir / "last.pt")
-
+    fit = _Fit(model, data, cfg, out_dir, split, optimizer, sampler, state, log, valid_kwargs, device, ctx)
     model.train()
     step_loss = ctx.wrap(model, device)  # model.loss, through DistributedDataParallel under torchrun
-    bar = tqdm(total=budget if budget < math.inf else None, disable=not progress or not ctx.main, unit="s",
-               bar_format="{desc} {bar} {elapsed}<{remaining} {postfix}" if budget < math.inf else None)
+    bar = tqdm(total=fit.budget if fit.budget < math.inf else None, disable=not progress or not ctx.main, unit="s",
+               bar_format="{desc} {bar} {elapsed}<{remaining} {postfix}" if fit.budget < math.inf else None)
     try:
+        fit.loop(step_loss, bar, progress)
+        if not (out_dir / "best.pt").exists():
+            fit.validate_and_checkpoint()
+        state.setdefault("stopped_by", "max_epochs")  # the loop ran out of epochs before patience or a budget
+    finally:
+        bar.close()
+        fit.valid_log.close()
+
+
+@dataclass
+class _Fit:
+    """One run's training loop (`_fit`): its steps, its validations (best.pt) and its checkpoints (last.pt)."""
+
+    model: Recommender
+    data: SeqDataset  # validation reads its rows from here
+    cfg: TrainConfig
+    out_dir: Path
+    split: UserSplit
+    optimizer: torch.optim.Optimizer
+    sampler: TrainSampler
+    state: dict
+    log: LossLog
+    valid_kwargs: dict
+    device: torch.device
+    ctx: distributed.Context
+
+    def __post_init__(self):
+        self.config_json = (self.out_dir / "config.json").read_text()
+        self.eval_every = self.cfg.eval_every or self.sampler.steps_per_epoch
+        self.budget = self.cfg.max_minutes * 60 if self.cfg.max_minutes is not None else math.inf
+        self.valid_log = open(self.out_dir / "valid.csv" if self.ctx.main else os.devnull,
+                              "a" if self.state["step"] > 0 else "w", newline="")
+        self.valid_writer = csv.writer(self.valid_log)
+        if self.state["step"] == 0:
+            self.valid_writer.writerow(["epoch", "step", "train_minutes", "HR@50", "NDCG@50", "HR@10"])
+
+    def loop(self, step_loss, bar, progress: bool) -> None:
+        """Train until patience, a budget or the epochs run out, validating every eval_every steps."""
+        state, cfg, sampler, ctx = self.state, self.cfg, self.sampler, self.ctx
         tick = time.perf_counter()  # the budget counts sampling and training steps, not validation
         while not state["done"] and (state["epoch"] < cfg.max_epochs or sampler.mid_epoch):
             if not sampler.mid_epoch:  # a checkpoint within an epoch resumes that epoch
                 state["epoch"] += 1
             bar.set_description(f"epoch {state['epoch']}/{cfg.max_epochs}")
             for hist, target in sampler.epoch():
-                terms = step_loss(Batch(torch.from_numpy(hist).to(device), torch.from_numpy(target).to(device),
-                                        data.pad_id))
-                values = ctx.mean({k: float(v.detach()) for k, v in terms.items()})
-                bad = [k for k, v in values.items() if not math.isfinite(v)]
-                if bad:
-                    raise TrainingDiverged(
-                        f"{', '.join(bad)} became {values[bad[0]]} at step {state['step'] + 1} "
-                        f"(epoch {state['epoch']}); "
-                        f"lower --lr (now {cfg.lr}) or check the model's settings")
-                optimizer.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                optimizer.step()
-                state["step"] += 1
+                values = self.train_step(step_loss, hist, target)
                 step_time, tick = time.perf_counter() - tick, time.perf_counter()
                 step_time = ctx.mean({"t": step_time})["t"]  # the same clock on every rank, so all stop together
                 state["elapsed"] += step_time
-                log.write(state["step"], state["epoch"], values)
-                if budget < math.inf:
-                    bar.update(min(step_time, budget - bar.n))
+                self.log.write(state["step"], state["epoch"], values)
+                if self.budget < math.inf:
+                    bar.update(min(step_time, self.budget - bar.n))
                 else:
                     bar.update(1)
                 if state["step"] % 50 == 0:
                     bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
-                out_of_time = state["elapsed"] >= budget or state["step"] >= (cfg.max_steps or math.inf)
-                validating = state["step"] % eval_every == 0 or out_of_time
+                out_of_time = state["elapsed"] >= self.budget or state["step"] >= (cfg.max_steps or math.inf)
+                validating = state["step"] % self.eval_every == 0 or out_of_time
                 if not validating and cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
-                    rngs = ctx.gather(torch.get_rng_state())  # every rank's generator, for --resume
-                    cuda_rngs = ctx.gather(torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
-                    if ctx.main:
-                        log.file.flush()  # a watcher sees the steps so far; --resume continues from here
-                        valid_log.flush()
-                        save_last(rngs, cuda_rngs)
+                    self.checkpoint()
                     tick = time.perf_counter()  # writing the checkpoint is not training time
                 if validating:
-                    state["epochs_trained"] = round(state["step"] / sampler.steps_per_epoch, 3)
-                    metrics = validate_and_checkpoint()
-                    if progress and ctx.main:
-                        bar.write(f"epoch {state['epoch']} step {state['step']}: valid HR@50 {metrics['HR@50']:.4f} "
-                                  f"NDCG@50 {metrics['NDCG@50']:.4f} (best {state['best_hr']:.4f})")
+                    self.validate(bar, progress)
                     tick = time.perf_counter()  # the next step's time starts here, after validation
                     if state["bad_evals"] >= cfg.patience or out_of_time:
                         state["done"] = True
                         state["stopped_by"] = stop_reason(state, cfg, out_of_time)
                         break
-        if not (out_dir / "best.pt").exists():
-            validate_and_checkpoint()
-        state.setdefault("stopped_by", "max_epochs")  # the loop ran out of epochs before patience or a budget
-    finally:
-        bar.close()
-        valid_log.close()
+
+    def train_step(self, step_loss, hist: np.ndarray, target: np.ndarray) -> dict[str, float]:
+        """One optimiser step on a batch; its loss terms, the mean over ranks (TrainingDiverged if one is not
+        finite)."""
+        state, device = self.state, self.device
+        terms = step_loss(Batch(torch.from_numpy(hist).to(device), torch.from_numpy(target).to(device),
+                                self.data.pad_id))
+        values = self.ctx.mean({k: float(v.detach()) for k, v in terms.items()})
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise TrainingDiverged(
+                f"{', '.join(bad)} became {values[bad[0]]} at step {state['step'] + 1} "
+                f"(epoch {state['epoch']}); "
+                f"lower --lr (now {self.cfg.lr}) or check the model's settings")
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        self.optimizer.step()
+        state["step"] += 1
+        return values
+
+    def gather_rngs(self) -> tuple[list, list | None]:
+        """Every rank's torch generator state, and CUDA's on a GPU, for --resume (every rank must call it)."""
+        rngs = self.ctx.gather(torch.get_rng_state())
+        cuda_rngs = self.ctx.gather(torch.cuda.get_rng_state(self.device)) if self.device.type == "cuda" else None
+        return rngs, cuda_rngs
+
+    def checkpoint(self) -> None:
+        """last.pt between validations (--checkpoint-every), with the logs flushed."""
+        rngs, cuda_rngs = self.gather_rngs()
+        if self.ctx.main:
+            self.log.file.flush()  # a watcher sees the steps so far; --resume continues from here
+            self.valid_log.flush()
+            self.save_last(rngs, cuda_rngs)
+
+    def validate(self, bar, progress: bool) -> None:
+        state = self.state
+        state["epochs_trained"] = round(state["step"] / self.sampler.steps_per_epoch, 3)
+        metrics = self.validate_and_checkpoint()
+        if progress and self.ctx.main:
+            bar.write(f"epoch {state['epoch']} step {state['step']}: valid HR@50 {metrics['HR@50']:.4f} "
+                      f"NDCG@50 {metrics['NDCG@50']:.4f} (best {state['best_hr']:.4f})")
+
+    def validate_and_checkpoint(self) -> dict:  # rank 0 validates and writes; every rank gets its metrics and state
+        rngs, cuda_rngs = self.gather_rngs()
+        metrics = self.ctx.share(self._validate_on_main(rngs, cuda_rngs) if self.ctx.main else None)
+        self.state.update(self.ctx.share(self.state))
+        return metrics
+
+    def _validate_on_main(self, rngs, cuda_rngs) -> dict:
+        state = self.state
+        metrics = evaluate(self.model, self.data, self.split.valid, max_rows=self.cfg.valid_max_rows,
+                           **self.valid_kwargs)["final"]
+        self.valid_writer.writerow([state["epoch"], state["step"], round(state["elapsed"] / 60, 3),
+                                    metrics["HR@50"], metrics["NDCG@50"], metrics["HR@10"]])
+        self.valid_log.flush()
+        self.log.file.flush()
+        if metrics["HR@50"] > state["best_hr"]:
+            state["best_hr"], state["bad_evals"], state["best_valid"] = metrics["HR@50"], 0, metrics
+            save_atomic(checkpoint_payload(self.model, json.loads(self.config_json), state), self.out_dir / "best.pt")
+        else:
+            state["bad_evals"] += 1
+        self.save_last(rngs, cuda_rngs)
+        return metrics
+
+    def save_last(self, rngs, cuda_rngs) -> None:  # everything --resume needs, the sampler's place in the epoch too
+        ctx, device = self.ctx, self.device
+        save_atomic({**checkpoint_payload(self.model, json.loads(self.config_json), self.state),
+                     "optimizer": self.optimizer.state_dict(), "sampler": json.dumps(self.sampler.state_dict()),
+                     "torch_rng": torch.get_rng_state(), **({"torch_rng_ranks": rngs} if ctx.world > 1 else {}),
+                     **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+                     **({"cuda_rng_ranks": cuda_rngs} if ctx.world > 1 and cuda_rngs else {})},
+                    self.out_dir / "last.pt")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dimerec.metrics import (BEYOND_KEYS, CUTOFFS, METRIC_KEYS, MRR_KEYS, beyond_accuracy, exposure_counts, gini,
-                             long_tail, max_over_interests, mean_metrics, pad_targets, rank_metrics, reciprocal_ranks,
-                             topk_items)
+                             long_tail, max_over_interests, mean_metrics, pad_targets, rank_metrics, ranking_metrics,
+                             reciprocal_ranks, topk_items)
 
 RANKED = np.arange(50)[None, :]  # one row whose top 50 are the items 0, 1, ..., 49 in that order
 
@@ -220,6 +220,18 @@ def test_exposure_counts_add_up_over_batches_and_skip_missing_ids():
     assert whole[10].tolist() == [1, 2, 1, 1, 2, 0]
     assert tuple(beyond_accuracy(whole, np.ones(6))) == BEYOND_KEYS
     assert beyond_accuracy(exposure_counts(np.zeros((0, 50), np.int64), 6), np.ones(6))["Gini@50"] == 0.0
+
+
+def test_ranking_metrics_is_rank_metrics_and_reciprocal_ranks_from_one_comparison():
+    rng = np.random.default_rng(0)
+    topk = np.stack([rng.permutation(60)[:50] for _ in range(8)])
+    topk[0, -5:] = -1  # a retriever's "none"
+    targets = pad_targets([rng.integers(0, 60, size=k) for k in (1, 2, 3, 1, 4, 1, 2, 5)])
+    for cutoffs in (CUTOFFS, (5,)):
+        both = ranking_metrics(topk, targets, cutoffs)
+        apart = {**rank_metrics(topk, targets, cutoffs), **reciprocal_ranks(topk, targets, cutoffs)}
+        assert list(both) == list(apart)
+        assert all(np.array_equal(both[k], apart[k]) for k in apart)
 
 
 # ---- issue 31: a catalogue smaller than a cutoff --------------------------------------------------------------

@@ -200,6 +200,16 @@ def default_window_targets(max_len: int) -> int:
     return max(1, -(-max_len // 2))
 
 
+def window_targets_for(data: SeqDataset, window_targets: int | None) -> int:
+    """The targets per window of --sampling windows on `data`: `window_targets`, else its default; a DataError
+    unless it is in 1..max_len. The one check of --window-targets, for the trainer and for TrainSampler."""
+    s = default_window_targets(data.max_len) if window_targets is None else window_targets
+    if not 1 <= s <= data.max_len:
+        raise DataError(f"--window-targets must be in 1..max_len = 1..{data.max_len} for {data.name} "
+                        f"(a window holds the max_len items before its last target); got {s}")
+    return s
+
+
 class TrainSampler:
     """Draws training batches from the training users.
 
@@ -236,11 +246,7 @@ class TrainSampler:
         self.pair_pos = np.concatenate([np.arange(1, n) for n in lengths])
         self.window_targets = None
         if sampling == "windows":
-            s = default_window_targets(data.max_len) if window_targets is None else window_targets
-            if not 1 <= s <= data.max_len:
-                raise DataError(f"--window-targets must be in 1..max_len = 1..{data.max_len} for {data.name} "
-                                f"(a window holds the max_len items before its last target); got {s}")
-            self.window_targets = s
+            s = self.window_targets = window_targets_for(data, window_targets)
             # a window: (user, its last target's position, its number of targets); stretches cut from the end
             ends = [np.arange(n - 1, 0, -s) for n in lengths]
             self.window_user = np.repeat(self.users, [len(e) for e in ends])

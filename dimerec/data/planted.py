@@ -212,45 +212,87 @@ def _gumbel_pick(rng: np.random.Generator, log_prior: np.ndarray, excluded: np.n
     return scores.argmax(axis=1)
 
 
-def make_planted(seed: int = 0, n_users: int = 2000, n_categories: int = 12,
-                 items_per_category: int = 40, **kwargs) -> SeqDataset:
-    """The planted-interests world for `seed`; `kwargs` are further `PlantedParams` fields."""
-    p = PlantedParams(seed=seed, n_users=n_users, n_categories=n_categories,
-                      items_per_category=items_per_category, **kwargs)
-    _validate(p)
-    rng = np.random.default_rng(seed)
-    C, m, U, K = p.n_categories, p.items_per_category, p.n_users, p.max_interests
-    n_items = C * m
+@dataclass
+class _World:
+    """What is drawn once per seed (steps 1-5 of the module docstring)."""
 
-    # ---- world -----------------------------------------------------------
-    names = _category_names(rng, C)
-    # item id of (category c, chain position j) is local_to_item[c, j]
+    names: list[str]  # category names
+    local_to_item: np.ndarray  # [C, m]: the item id of (category c, chain position j)
+    item_category: np.ndarray  # [n_items]
+    item_chain_pos: np.ndarray  # [n_items]
+    item_pop: np.ndarray  # [n_items]: within-category Zipf probability
+    pop_cdf: np.ndarray  # [C, m]: cumulative within-category popularity over chain positions
+    category_prior: np.ndarray  # [C]
+    log_prior: np.ndarray  # [C]
+    titles: list[str]
+
+    @property
+    def n_items(self) -> int:
+        return self.local_to_item.size
+
+
+def _draw_item_rings(rng: np.random.Generator, C: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 2: shuffled item ids laid on one ring per category; (local_to_item, item_category, item_chain_pos)."""
+    n_items = C * m
     local_to_item = rng.permutation(n_items).reshape(C, m)
     item_category = np.empty(n_items, dtype=np.int64)
     item_chain_pos = np.empty(n_items, dtype=np.int64)
     item_category[local_to_item] = np.arange(C)[:, None]
     item_chain_pos[local_to_item] = np.arange(m)[None, :]
+    return local_to_item, item_category, item_chain_pos
 
-    zipf = 1.0 / np.arange(1, m + 1) ** p.zipf_exponent
+
+def _draw_popularity(rng: np.random.Generator, zipf_exponent: float, C: int, m: int) -> np.ndarray:
+    """Step 3: [C, m] within-category Zipf probabilities over chain positions, ranked at random."""
+    zipf = 1.0 / np.arange(1, m + 1) ** zipf_exponent
     zipf /= zipf.sum()
     ranks = np.argsort(rng.random((C, m)), axis=1)  # rank of each chain position
-    pop_local = zipf[ranks]  # [C, m] within-category probabilities
+    return zipf[ranks]
+
+
+def _draw_category_prior(rng: np.random.Generator, C: int, category_skew: float) -> np.ndarray:
+    """Step 4: [C] probability of each category becoming an interest, 1 / rank**category_skew."""
+    cat_rank = rng.permutation(C)
+    category_prior = 1.0 / (cat_rank + 1.0) ** category_skew
+    category_prior /= category_prior.sum()
+    return category_prior
+
+
+def _draw_world(rng: np.random.Generator, p: PlantedParams) -> _World:
+    """Steps 1-5, in this order of draws: names, item rings, popularity, category prior, titles."""
+    C, m = p.n_categories, p.items_per_category
+    names = _category_names(rng, C)
+    local_to_item, item_category, item_chain_pos = _draw_item_rings(rng, C, m)
+    pop_local = _draw_popularity(rng, p.zipf_exponent, C, m)
     pop_cdf = np.cumsum(pop_local, axis=1)
     pop_cdf[:, -1] = 1.0
-    item_pop = np.empty(n_items)
+    item_pop = np.empty(C * m)
     item_pop[local_to_item] = pop_local
+    category_prior = _draw_category_prior(rng, C, p.category_skew)
+    words = _item_words(rng, C * m)
+    titles = [f"{names[item_category[i]]} · {words[i]}" for i in range(C * m)]
+    return _World(names=names, local_to_item=local_to_item, item_category=item_category,
+                  item_chain_pos=item_chain_pos, item_pop=item_pop, pop_cdf=pop_cdf,
+                  category_prior=category_prior, log_prior=np.log(category_prior), titles=titles)
 
-    cat_rank = rng.permutation(C)
-    category_prior = 1.0 / (cat_rank + 1.0) ** p.category_skew
-    category_prior /= category_prior.sum()
-    log_prior = np.log(category_prior)
 
-    words = _item_words(rng, n_items)
-    titles = [f"{names[item_category[i]]} · {words[i]}" for i in range(n_items)]
+@dataclass
+class _Users:
+    """Every user's state, all users advanced together one step at a time (steps 6-10)."""
 
-    # ---- users -----------------------------------------------------------
+    lengths: np.ndarray  # [U] sequence lengths
+    k: np.ndarray  # [U] number of interests (slots 0..k-1 in use)
+    interests: np.ndarray  # [U, K] category held in each slot, -1 for empty slots
+    held: np.ndarray  # [U, C] bool: the user holds category c
+    weights: np.ndarray  # [U, K] slot weights, 0 for empty slots
+    memory: np.ndarray  # [U, C] chain position of c's last item, per user; -1 for none
+    prev: np.ndarray  # [U] the previous item, -1 before the first
+
+
+def _draw_users(rng: np.random.Generator, p: PlantedParams, log_prior: np.ndarray) -> _Users:
+    """Steps 6-7: every user's length, interests (one slot at a time) and interest weights."""
+    U, K, C = p.n_users, p.max_interests, p.n_categories
     lengths = np.rint(rng.triangular(p.min_len, p.mode_len, p.max_len_seq, size=U)).astype(np.int64)
-    T = int(lengths.max())
     k = rng.integers(p.min_interests, p.max_interests + 1, size=U)
     slot_used = np.arange(K)[None, :] < k[:, None]  # [U, K]
 
@@ -263,100 +305,139 @@ def make_planted(seed: int = 0, n_users: int = 2000, n_categories: int = 12,
         held[rows, pick] = True
     weights = rng.gamma(p.weight_alpha, size=(U, K)) * slot_used
     weights /= weights.sum(axis=1, keepdims=True)
+    return _Users(lengths=lengths, k=k, interests=interests, held=held, weights=weights,
+                  memory=np.full((U, C), -1, dtype=np.int64), prev=np.full(U, -1, dtype=np.int64))
 
-    memory = np.full((U, C), -1, dtype=np.int64)  # chain position of c's last item, per user
-    prev = np.full(U, -1, dtype=np.int64)
-    rows_all = np.arange(U)
 
-    seq = np.full((U, T), -1, dtype=np.int64)
-    hist_interests = np.full((U, T, K), -1, dtype=np.int64)
-    hist_weights = np.zeros((U, T, K))
-    emit = np.full((U, T), -1, dtype=np.int64)
-    emit_slot = np.full((U, T), -1, dtype=np.int64)
-    chained = np.zeros((U, T), dtype=bool)
+def _drift(rng: np.random.Generator, p: PlantedParams, users: _Users, log_prior: np.ndarray,
+           active: np.ndarray) -> None:
+    """Step 8, in place: with probability p_drift an active user's random slot goes to a category not held."""
+    d = np.flatnonzero(active & (rng.random(len(active)) < p.p_drift))
+    if not len(d):
+        return
+    k = users.k[d]
+    slot = np.minimum((rng.random(len(d)) * k).astype(np.int64), k - 1)
+    new = _gumbel_pick(rng, log_prior, users.held[d])
+    old = users.interests[d, slot]
+    users.held[d, old] = False
+    users.held[d, new] = True
+    users.memory[d, old] = -1
+    users.memory[d, new] = -1
+    users.interests[d, slot] = new
 
+
+def _noise_items(rng: np.random.Generator, n_items: int, prev: np.ndarray) -> np.ndarray:
+    """Step 9: one uniform item per row over the whole catalogue, never that row's previous item."""
+    draw = rng.integers(0, n_items - 1, size=len(prev))
+    return draw + ((prev >= 0) & (draw >= prev))
+
+
+def _interest_items(p: PlantedParams, world: _World, users: _Users, r: np.ndarray,
+                    uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Step 10 for the users `r`, given their uniforms (u_slot, u_chain, u_next, u_pop) [4, len(r)]; updates their
+    chain memory in place and returns (item, emitting category, emitting slot, chained)."""
+    u_slot, u_chain, u_next, u_pop = uniforms
+    m = p.items_per_category
+    cw = np.cumsum(users.weights[r], axis=1)
+    slot = (cw < u_slot[:, None] * cw[:, -1:]).sum(axis=1)
+    slot = np.minimum(slot, users.k[r] - 1)
+    c = users.interests[r, slot]
+    last = users.memory[r, c]
+    is_chain = (last >= 0) & (u_chain < p.p_chain)
+    step = np.where(u_next < p.p_next, 1, 2)
+    pos_chain = (last + step) % m
+    pos_pop = (world.pop_cdf[c] < u_pop[:, None]).sum(axis=1)
+    pos_pop = np.minimum(pos_pop, m - 1)
+    pos = np.where(is_chain, pos_chain, pos_pop)
+    repeat = world.local_to_item[c, pos] == users.prev[r]
+    pos = np.where(repeat, (pos + 1) % m, pos)
+    users.memory[r, c] = pos
+    return world.local_to_item[c, pos], c, slot, is_chain
+
+
+@dataclass
+class _History:
+    """What each user saw and why, per step: [U, T] (and [U, T, K]) arrays, cut to each user's length later."""
+
+    seq: np.ndarray
+    interests: np.ndarray
+    weights: np.ndarray
+    emit: np.ndarray
+    emit_slot: np.ndarray
+    chained: np.ndarray
+
+
+def _simulate(rng: np.random.Generator, p: PlantedParams, world: _World, users: _Users) -> _History:
+    """Steps 8-10 for every step of every user; per step the draws are drift, five uniforms, noise items."""
+    U, K, T = p.n_users, p.max_interests, int(users.lengths.max())
+    hist = _History(seq=np.full((U, T), -1, dtype=np.int64), interests=np.full((U, T, K), -1, dtype=np.int64),
+                    weights=np.zeros((U, T, K)), emit=np.full((U, T), -1, dtype=np.int64),
+                    emit_slot=np.full((U, T), -1, dtype=np.int64), chained=np.zeros((U, T), dtype=bool))
     for t in range(T):
-        active = t < lengths
-        # drift
+        active = t < users.lengths
         if t > 0:
-            d = np.flatnonzero(active & (rng.random(U) < p.p_drift))
-            if len(d):
-                slot = np.minimum((rng.random(len(d)) * k[d]).astype(np.int64), k[d] - 1)
-                new = _gumbel_pick(rng, log_prior, held[d])
-                old = interests[d, slot]
-                held[d, old] = False
-                held[d, new] = True
-                memory[d, old] = -1
-                memory[d, new] = -1
-                interests[d, slot] = new
-        hist_interests[:, t] = interests
-        hist_weights[:, t] = weights
+            _drift(rng, p, users, world.log_prior, active)
+        hist.interests[:, t] = users.interests
+        hist.weights[:, t] = users.weights
 
-        u_noise, u_slot, u_chain, u_next, u_pop = rng.random((5, U))
-        noise = active & (u_noise < p.p_noise)
-        interest = active & ~noise
+        uniforms = rng.random((5, U))
+        noise = active & (uniforms[0] < p.p_noise)
         item = np.full(U, -1, dtype=np.int64)
-
-        # noise: uniform over items, never the previous one
         r = np.flatnonzero(noise)
         if len(r):
-            draw = rng.integers(0, n_items - 1, size=len(r))
-            pv = prev[r]
-            draw = draw + ((pv >= 0) & (draw >= pv))
-            item[r] = draw
-
-        # interest step
-        r = np.flatnonzero(interest)
+            item[r] = _noise_items(rng, world.n_items, users.prev[r])
+        r = np.flatnonzero(active & ~noise)
         if len(r):
-            cw = np.cumsum(weights[r], axis=1)
-            slot = (cw < u_slot[r, None] * cw[:, -1:]).sum(axis=1)
-            slot = np.minimum(slot, k[r] - 1)
-            c = interests[r, slot]
-            last = memory[r, c]
-            is_chain = (last >= 0) & (u_chain[r] < p.p_chain)
-            step = np.where(u_next[r] < p.p_next, 1, 2)
-            pos_chain = (last + step) % m
-            pos_pop = (pop_cdf[c] < u_pop[r, None]).sum(axis=1)
-            pos_pop = np.minimum(pos_pop, m - 1)
-            pos = np.where(is_chain, pos_chain, pos_pop)
-            it = local_to_item[c, pos]
-            repeat = it == prev[r]
-            pos = np.where(repeat, (pos + 1) % m, pos)
-            it = local_to_item[c, pos]
-            item[r] = it
-            memory[r, c] = pos
-            emit[r, t] = c
-            emit_slot[r, t] = slot
-            chained[r, t] = is_chain
+            item[r], hist.emit[r, t], hist.emit_slot[r, t], hist.chained[r, t] = _interest_items(
+                p, world, users, r, uniforms[1:, r])
 
-        seq[active, t] = item[active]
-        prev = np.where(active, item, prev)
+        hist.seq[active, t] = item[active]
+        users.prev = np.where(active, item, users.prev)
+    return hist
 
-    sequences = [seq[u, : lengths[u]].copy() for u in rows_all]
+
+def _to_dataset(p: PlantedParams, world: _World, lengths: np.ndarray, hist: _History) -> SeqDataset:
+    """The world and its histories as a `SeqDataset`, every per-user array cut to the user's length."""
+    def per_user(a: np.ndarray) -> list[np.ndarray]:
+        return [a[u, : lengths[u]].copy() for u in range(len(lengths))]
+
     ground_truth = {
-        "item_category": item_category,
-        "category_names": names,
-        "item_chain_pos": item_chain_pos,
-        "item_pop": item_pop,
-        "category_prior": category_prior,
-        "user_interests": [hist_interests[u, : lengths[u]].copy() for u in rows_all],
-        "interest_weights": [hist_weights[u, : lengths[u]].copy() for u in rows_all],
-        "emitting_interest": [emit[u, : lengths[u]].copy() for u in rows_all],
-        "emitting_slot": [emit_slot[u, : lengths[u]].copy() for u in rows_all],
-        "chained": [chained[u, : lengths[u]].copy() for u in rows_all],
+        "item_category": world.item_category,
+        "category_names": world.names,
+        "item_chain_pos": world.item_chain_pos,
+        "item_pop": world.item_pop,
+        "category_prior": world.category_prior,
+        "user_interests": per_user(hist.interests),
+        "interest_weights": per_user(hist.weights),
+        "emitting_interest": per_user(hist.emit),
+        "emitting_slot": per_user(hist.emit_slot),
+        "chained": per_user(hist.chained),
         "params": asdict(p),
     }
     return SeqDataset(
         name="planted",
-        sequences=sequences,
-        n_items=n_items,
+        sequences=per_user(hist.seq),
+        n_items=world.n_items,
         max_len=p.max_len,
-        titles=titles,
-        item_categories=[[names[c]] for c in item_category],
-        raw_item_ids=[str(i) for i in range(n_items)],
+        titles=world.titles,
+        item_categories=[[world.names[c]] for c in world.item_category],
+        raw_item_ids=[str(i) for i in range(world.n_items)],
         ground_truth=ground_truth,
-        source=f"planted(seed={seed})",
+        source=f"planted(seed={p.seed})",
     )
+
+
+def make_planted(seed: int = 0, n_users: int = 2000, n_categories: int = 12,
+                 items_per_category: int = 40, **kwargs) -> SeqDataset:
+    """The planted-interests world for `seed`; `kwargs` are further `PlantedParams` fields."""
+    p = PlantedParams(seed=seed, n_users=n_users, n_categories=n_categories,
+                      items_per_category=items_per_category, **kwargs)
+    _validate(p)
+    rng = np.random.default_rng(seed)
+    world = _draw_world(rng, p)
+    users = _draw_users(rng, p, world.log_prior)
+    hist = _simulate(rng, p, world, users)
+    return _to_dataset(p, world, users.lengths, hist)
 
 
 def next_item_probabilities(data: SeqDataset, user: int, cut: int) -> np.ndarray:

@@ -3,7 +3,7 @@ the best baseline, the written table, CSV and figure, and what each experiment a
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -347,12 +347,27 @@ def probe_runs(results, data_dir) -> pd.DataFrame:
 def section_diffusion(name, dataset, results, table, note, *, data_dir=None, **_):
     """Issue 16: one table per hypothesis (validation HR@50 chooses; test read once per run), every variant's
     curve of x̂0 along its chain, its serving cost, the verdict against the control, and the chain's angles."""
+    frame = pd.DataFrame(results)
+    curve, costs = chain_curves(results, data_dir)
+    rise = chain_rise(curve)
+    valid = valid_hr50(frame)
+    lines = [*diffusion_group_lines(table, valid, rise, costs), "", *beyond_lines(table),
+             "", *verdict_lines(diffusion_verdict(frame, valid, rise), valid),
+             "", *chain_angle_lines(results, data_dir)]
+    figure = chain_figure(curve, valid, dataset)
+    csv_table = table.assign(**{"valid HR@50": [valid[m] for m in table.model],
+                                "ms per user": [costs.get(m, np.nan) for m in table.model],
+                                "chain first": [rise["first"].get(m, np.nan) for m in table.model],
+                                "chain last": [rise["last"].get(m, np.nan) for m in table.model]})
+    return lines, figure, csv_table
 
-    from dimerec import figures
-    from dimerec.analysis import chain_angles, serving_cost
+
+def chain_curves(results, data_dir) -> tuple[pd.DataFrame, dict[str, float]]:
+    """HR@50 and NDCG@50 (%) of x̂0 at each reverse step on validation, one row per chain-served run and step; and
+    each row's serving cost in ms per user (its seed-0 run)."""
+    from dimerec.analysis import serving_cost
     from dimerec.evaluate import step_metrics
 
-    frame = pd.DataFrame(results)
     curves, costs = [], {}
     for r in tqdm(results, desc="chains and serving cost", unit="run"):
         model, data, config, serve = load_run_cached(trained_run(r), data_dir, r.get("serve_overrides"))
@@ -364,16 +379,28 @@ def section_diffusion(name, dataset, results, table, note, *, data_dir=None, **_
                         "HR@50": 100 * s["HR@50"], "NDCG@50": 100 * s["NDCG@50"]} for s in steps]
         if r["seed"] == 0:
             costs[r["label"]] = serving_cost(model, data, split.valid, seed=0, serve=serve)
-    curve = pd.DataFrame(curves)
+    return pd.DataFrame(curves), costs
+
+
+def chain_rise(curve: pd.DataFrame) -> pd.DataFrame:
+    """Per model: HR@50 of x̂0 after the chain's first step, after its last, and the rise between, mean over seeds."""
     by_model = curve.groupby(["model", "seed"]).agg(first=("HR@50", "first"), last=("HR@50", "last"))
     by_model["rise"] = by_model["last"] - by_model["first"]
-    chain_rise = by_model.groupby("model")[["first", "last", "rise"]].mean()
+    return by_model.groupby("model")[["first", "last", "rise"]].mean()
 
+
+def valid_hr50(frame: pd.DataFrame) -> dict[str, float]:
+    """Validation HR@50 (%) of each row, mean over seeds: the only figure the diffusion section chooses by."""
+    return {label: 100 * np.mean([v["HR@50"] for v in g["valid"]]) for label, g in frame.groupby("label")}
+
+
+def diffusion_group_lines(table: pd.DataFrame, valid: dict[str, float], rise: pd.DataFrame,
+                          costs: dict[str, float]) -> list[str]:
+    """One Markdown table per hypothesis of DIFFUSION_GROUPS, each of its rows that ran."""
     def cell(label: str, key: str) -> str:
         row = table[table.model == label].iloc[0]
         return f"{row[key]:.2f} ± {row[f'{key} std']:.2f}"
 
-    valid = {label: 100 * np.mean([v["HR@50"] for v in g["valid"]]) for label, g in frame.groupby("label")}
     lines = ["Each row: test metrics in %, mean ± std over seeds; **valid HR@50** (the only figure anything is "
              "chosen by); the chain's first and last step (HR@50 of x̂0 on validation, mean over seeds; "
              "x̂0 after the first step from pure noise vs after the last); serving cost in ms per user (batch "
@@ -383,54 +410,102 @@ def section_diffusion(name, dataset, results, table, note, *, data_dir=None, **_
         for spec in specs:
             if spec.label not in valid:
                 continue
-            rise = chain_rise.loc[spec.label] if spec.label in chain_rise.index else None
+            chain = rise.loc[spec.label] if spec.label in rise.index else None
             rows.append({"variant": spec.label, "valid HR@50": f"{valid[spec.label]:.2f}",
                          "test HR@50": cell(spec.label, "HR@50"), "test NDCG@50": cell(spec.label, "NDCG@50"),
-                         "chain: first step": "—" if rise is None else f"{rise['first']:.2f}",
-                         "last step": "—" if rise is None else f"{rise['last']:.2f}",
+                         "chain: first step": "—" if chain is None else f"{chain['first']:.2f}",
+                         "last step": "—" if chain is None else f"{chain['last']:.2f}",
                          "ms / user": f"{costs.get(spec.label, float('nan')):.3f}"})
         lines += ["", f"## {group}", "", *markdown_table(pd.DataFrame(rows))]
-    lines += ["", *beyond_lines(table)]
+    return lines
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Test `key` of row `a` against row `b`: their means over the shared seeds, the paired t-test's p, the seeds."""
+
+    a: str
+    b: str
+    key: str
+    x: float
+    y: float
+    p: float
+    n: int
+
+
+@dataclass(frozen=True)
+class DiffusionVerdict:
+    """The chain-served variant that validates best, against the control trained as it was, on test."""
+
+    best: str
+    control: str
+    against_control: list[PairedTest]  # test HR@50 and NDCG@50
+    chain: pd.Series | None  # the best variant's chain_rise row; None when it has no chain curve
+    own_controls: list[PairedTest]  # H5 and H7, each against the control trained as it was (test HR@50)
+
+    @property
+    def cleared(self) -> bool:
+        """The bar of issue 16: a chain that improves and matches the control on HR@50 and NDCG@50."""
+        return self.chain is not None and self.chain["rise"] >= 0 and all(t.x >= t.y for t in self.against_control)
+
+
+def diffusion_verdict(frame: pd.DataFrame, valid: dict[str, float], rise: pd.DataFrame) -> DiffusionVerdict:
+    def test(a: str, b: str, key: str) -> PairedTest:
+        return PairedTest(a, b, key, *paired(frame, a, b, key))
+
     # the verdict: the chain-served variant that validates best, against the control, on test
     chain_served = [s.label for g in list(DIFFUSION_GROUPS.values())[1:] for s in g
                     if s.label in valid and s.model == "dimerec"]
     chain_served.append(OURS.label)
     best = max(chain_served, key=lambda label: valid[label])
     control = OWN_CONTROL.get(best, CONTROL.label)  # the control trained as this variant was (budget, GEM, loss)
-    verdict = ["## Verdict", "", f"Best chain-served variant on validation: **{best}** (valid HR@50 "
-               f"{valid[best]:.2f}; its control, {control}, validates at {valid.get(control, float('nan')):.2f})."]
+    return DiffusionVerdict(
+        best=best, control=control, against_control=[test(best, control, key) for key in ("HR@50", "NDCG@50")],
+        chain=rise.loc[best] if best in rise.index else None,
+        own_controls=[test(ours, own, "HR@50") for ours, own in OWN_CONTROL.items() if ours in valid and own in valid])
 
-    beats = []
-    for key in ("HR@50", "NDCG@50"):
-        x, y, p, n = paired(frame, best, control, key)
-        beats.append(x >= y)
-        verdict.append(f"- test {key}: {100 * x:.2f} vs the control's {100 * y:.2f} "
-                       f"({100 * (x - y):+.2f} points, paired t-test over {n} seeds, "
-                       f"p = {p:.3g}): {'matches or beats' if x >= y else 'below'} the control.")
-    if best in chain_rise.index:
-        r = chain_rise.loc[best]
-        verdict.append(f"- its chain: HR@50 of x̂0 {r['first']:.2f} after the first step, {r['last']:.2f} after the "
-                       f"last: the chain {'improves (as Fig. 5 claims)' if r['rise'] >= 0 else 'degrades'} "
-                       f"along the way.")
-    for ours, own in OWN_CONTROL.items():  # H5 and H7, each against the control trained as it was
-        if ours in valid and own in valid:
-            x, y, p, n = paired(frame, ours, own, "HR@50")
-            verdict.append(f"- {ours}: {100 * x:.2f} vs {own}: {100 * y:.2f} test HR@50 "
-                           f"({100 * (x - y):+.2f} points, p = {p:.3g}, {n} seeds).")
-    cleared = best in chain_rise.index and chain_rise.loc[best, "rise"] >= 0 and all(beats)
-    verdict.append(f"- the bar of issue 16 (a chain that improves and matches the control on HR@50 and NDCG@50): "
-                   f"**{'cleared' if cleared else 'not cleared'}**.")
-    lines += ["", *verdict]
-    # H6: where the chain's guesses land (seed 0, DimeRec as served by default)
+
+def verdict_lines(v: DiffusionVerdict, valid: dict[str, float]) -> list[str]:
+    lines = ["## Verdict", "", f"Best chain-served variant on validation: **{v.best}** (valid HR@50 "
+             f"{valid[v.best]:.2f}; its control, {v.control}, validates at {valid.get(v.control, float('nan')):.2f})."]
+    for t in v.against_control:
+        x, y = t.x, t.y
+        lines.append(f"- test {t.key}: {100 * x:.2f} vs the control's {100 * y:.2f} "
+                     f"({100 * (x - y):+.2f} points, paired t-test over {t.n} seeds, "
+                     f"p = {t.p:.3g}): {'matches or beats' if x >= y else 'below'} the control.")
+    if v.chain is not None:
+        r = v.chain
+        lines.append(f"- its chain: HR@50 of x̂0 {r['first']:.2f} after the first step, {r['last']:.2f} after the "
+                     f"last: the chain {'improves (as Fig. 5 claims)' if r['rise'] >= 0 else 'degrades'} "
+                     f"along the way.")
+    for t in v.own_controls:
+        x, y = t.x, t.y
+        lines.append(f"- {t.a}: {100 * x:.2f} vs {t.b}: {100 * y:.2f} test HR@50 "
+                     f"({100 * (x - y):+.2f} points, p = {t.p:.3g}, {t.n} seeds).")
+    lines.append(f"- the bar of issue 16 (a chain that improves and matches the control on HR@50 and NDCG@50): "
+                 f"**{'cleared' if v.cleared else 'not cleared'}**.")
+    return lines
+
+
+def chain_angle_lines(results, data_dir) -> list[str]:
+    """H6: where the chain's guesses land (seed 0, DimeRec as served by default)."""
+    from dimerec.analysis import chain_angles
+
     source = next(r for r in results if r["label"] == OURS.label and r["seed"] == results[0]["seed"])
     model, data, config, serve = load_run_cached(trained_run(source), data_dir)
     angles = pd.DataFrame(chain_angles(model, data, data.split(config["train_config"]["split_seed"]).valid,
                                        seed=source["seed"], serve=serve))
-    lines += ["", "## H6: where the chain's guesses land (DimeRec (ours), seed "
-              f"{source['seed']}, 8 samples per validation row, at most 2,000 rows; degrees)", "",
-              "A uniformly random direction lies at about 90° from the target. Each sample farther from the "
-              "target than the samples' mean is a distribution too broad for one sample to rank well.", "",
-              *markdown_table(angles, "{:.1f}")]
+    return ["## H6: where the chain's guesses land (DimeRec (ours), seed "
+            f"{source['seed']}, 8 samples per validation row, at most 2,000 rows; degrees)", "",
+            "A uniformly random direction lies at about 90° from the target. Each sample farther from the "
+            "target than the samples' mean is a distribution too broad for one sample to rank well.", "",
+            *markdown_table(angles, "{:.1f}")]
+
+
+def chain_figure(curve: pd.DataFrame, valid: dict[str, float], dataset: str):
+    """Every group's chains, HR@50 of x̂0 at each step (mean of seeds), with the references' validation HR@50."""
+    from dimerec import figures
+
     curve_mean = curve.groupby(["model", "step", "t"], sort=False)[["HR@50", "NDCG@50"]].agg(["mean", "std"])
     curve_mean.columns = [f"{a} {b}" for a, b in curve_mean.columns]
     curve_mean = curve_mean.reset_index().fillna(0.0)
@@ -438,14 +513,9 @@ def section_diffusion(name, dataset, results, table, note, *, data_dir=None, **_
                for group, specs in DIFFUSION_GROUPS.items()}
     chained = {group: labels for group, labels in chained.items() if labels}
     references = {label: valid[label] for label in (CONTROL.label, SERVE_MEAN.label, POP.label) if label in valid}
-    figure = figures.chain_panels(curve_mean, chained, references,
-                                  f"Reverse chains on {dataset}: HR@50 of x̂0 at each step t (validation, mean of "
-                                  f"seeds); dotted: validation HR@50 of the references")
-    csv_table = table.assign(**{"valid HR@50": [valid[m] for m in table.model],
-                                "ms per user": [costs.get(m, np.nan) for m in table.model],
-                                "chain first": [chain_rise["first"].get(m, np.nan) for m in table.model],
-                                "chain last": [chain_rise["last"].get(m, np.nan) for m in table.model]})
-    return lines, figure, csv_table
+    return figures.chain_panels(curve_mean, chained, references,
+                                f"Reverse chains on {dataset}: HR@50 of x̂0 at each step t (validation, mean of "
+                                f"seeds); dotted: validation HR@50 of the references")
 
 
 # What RecBole publishes for ML-1M under its leave-one-out protocol (full ranking, test): the run its hyper-parameter
