@@ -24,6 +24,7 @@ class RunSpec:
     serve_of: str | None = None  # evaluate this run's checkpoint (by run name) instead of training
     serve_overrides: dict = field(default_factory=dict)  # model-config fields changed for serving only
     budget_scale: int = 1  # trained for this many times the experiment's budget (clock and steps)
+    patience: int | None = None  # early stopping's patience, in place of the budget's (its flag would lose to it)
 
     @property
     def slug(self) -> str:
@@ -68,9 +69,10 @@ CFG = dimerec_variant("ours + CFG training (p = 0.15), w = 0", ["--p-uncond", "0
 XATTN = dimerec_variant("ours, cross-attention denoiser", ["--denoiser", "cross-attention"])
 SERVE_MEAN = RunSpec("DimeRec (ours, serve mean)", "dimerec", role="variant", serve_of=OURS.label,
                      serve_overrides={"serve": "mean"})
-LONG_OURS = dimerec_variant("ours, trained 3x longer", ["--patience", "10"], budget_scale=3)
-LONG_CONTROL = RunSpec("no-diffusion control, trained 3x longer", "dimerec-nodiff", ["--patience", "10"],
-                       role="variant", budget_scale=3)
+LONG_OURS = dimerec_variant("ours, trained 3x longer", [], run_name="ours, trained 3x longer", budget_scale=3,
+                            patience=10)
+LONG_CONTROL = RunSpec("no-diffusion control, trained 3x longer", "dimerec-nodiff", role="variant", budget_scale=3,
+                       patience=10)
 # H7: Table 3's SASRec GEM at SASRec's own tuned lr (Table 1's tuning: lr 0.005 with the sampled softmax stays at
 # popularity on ML-1M) and the full softmax, for DimeRec and the control alike: the strongest encoder as the base
 STRONG_BASE = ["--gem", "sasrec", "--lr", "0.001", "--loss-kind", "ce"]

@@ -50,6 +50,11 @@ class Budget:
                                                 steps=self.steps * factor if self.steps else None,
                                                 epochs=self.epochs * factor if self.epochs else None)
 
+    def of(self, spec: RunSpec) -> "Budget":
+        """The budget a row trains under: scaled by its budget_scale, with its own patience where it has one."""
+        scaled = self.scaled(spec.budget_scale)
+        return replace(scaled, patience=spec.patience) if spec.patience else scaled
+
     def flags(self) -> list[str]:
         return ((["--max-epochs", str(self.epochs)] if self.epochs else [])
                 + (["--patience", str(self.patience)] if self.patience else [])
@@ -283,7 +288,7 @@ def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: s
 
     for spec, seed in jobs:  # a finished run is reused only if it had this budget
         if spec.serve_of is None and finished(run_dir(spec, seed)):
-            budget.scaled(spec.budget_scale).check(run_dir(spec, seed))
+            budget.of(spec).check(run_dir(spec, seed))
 
     def job(spec: RunSpec, seed: int) -> Job:
         out, label = run_dir(spec, seed), f"{spec.label}, seed {seed}"
@@ -294,7 +299,7 @@ def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: s
         if seed == 0 and spec.label in reuse:  # the chosen tuning run is this very run, test unread
             return Job(out, lambda: serve_run(reuse[spec.label], out, {}, data_dir, device), label)
         argv = ["train", "--model", spec.model, *spec.flags, *chosen.get(spec.label, []),
-                *train_flags(dataset, seed, out, budget.scaled(spec.budget_scale), data_dir, extra_flags)]
+                *train_flags(dataset, seed, out, budget.of(spec), data_dir, extra_flags)]
         return Job(out, lambda: _train(argv, out), label, model=spec.label)
 
     train_all([job(spec, seed) for spec, seed in jobs], desc="reproduce")
