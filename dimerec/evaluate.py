@@ -27,7 +27,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from dimerec.data.dataset import SeqDataset, left_pad
 from dimerec.errors import DimeRecError
 from dimerec.metrics import (CUTOFFS, beyond_accuracy, exposure_counts, max_over_interests, mean_metrics, pad_targets,
-                             rank_metrics, reciprocal_ranks)
+                             rank_metrics, ranking_metrics)
 from dimerec.retrieval import Retriever
 from dimerec.serving import DEFAULT, ServeConfig, ranking, trajectory, user_vectors
 
@@ -178,8 +178,7 @@ def evaluate(model, data: SeqDataset, users: np.ndarray, protocol: Protocol = "n
                                          user_fn=user_fn, batch_size=batch_size, seed=seed, max_rows=max_rows,
                                          serve=serve):
         for name, top in lists.items():
-            per_row.setdefault(name, []).append({**rank_metrics(top, rows.targets[idx]),
-                                                 **reciprocal_ranks(top, rows.targets[idx])})
+            per_row.setdefault(name, []).append(ranking_metrics(top, rows.targets[idx]))
             if popularity is not None:
                 counts = exposure_counts(top, data.n_items)
                 exposure[name] = {n: exposure[name][n] + c for n, c in counts.items()} \
