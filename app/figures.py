@@ -435,3 +435,46 @@ def steps_figure(curves: dict[str, dict], metric: str, height: int = 400,
                       yaxis=dict(title=f"{metric} of x̂0 (validation)", tickformat=".0%"),
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     return fig
+
+
+def lesson_figure(scores: dict, chosen: int, references: dict[str, float] | None = None, metric: str = "HR@50",
+                  height: int = 300) -> go.Figure:
+    """The lesson's curve: `metric` of the mixture of S chains against S (log axis; S = 1 is the chain as served),
+    the one-step mean as a dashed line, `references` (label -> value) dotted, the chosen S ringed."""
+    counts = [int(s) for s in scores["mixture"]]
+    values = [scores["mixture"][str(s)][metric] for s in counts]
+    fig = go.Figure()
+    for label, value in (references or {}).items():
+        fig.add_hline(y=value, line=dict(dash="dot", color="#666", width=2), annotation_text=f"{label} {value:.1%}",
+                      annotation_position="bottom right")
+    mean = scores["mean"][metric]
+    fig.add_hline(y=mean, line=dict(dash="dash", color=PALETTE[2], width=3),
+                  annotation_text=f"one-step mean x̂0 {mean:.1%}", annotation_position="top left")
+    fig.add_trace(go.Scatter(x=counts, y=values, mode="lines+markers", name="mixture of S samples",
+                             line=dict(color=PALETTE[0], width=3), marker=dict(size=9),
+                             hovertemplate="S = %{x}: %{y:.1%}<extra>mixture</extra>"))
+    at = counts.index(chosen) if chosen in counts else 0
+    fig.add_trace(go.Scatter(x=[counts[at]], y=[values[at]], mode="markers", showlegend=False,
+                             marker=dict(size=20, color="rgba(0,0,0,0)", line=dict(color=PATH, width=3)),
+                             hoverinfo="skip"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), showlegend=False,
+                      xaxis=dict(title="S, the samples whose mixture ranks (1 = one chain, as served)", type="log",
+                                 tickvals=counts, ticktext=[str(s) for s in counts]),
+                      yaxis=dict(title=f"{metric} (validation)", tickformat=".0%"))
+    return fig
+
+
+def oracle_figure(oracle: dict, height: int = 240) -> go.Figure:
+    """Notebook 02's oracle that knows only the odds, as hit rates of a one-item list: ranked by the mean (the most
+    likely item first) and by the most frequent of S samples."""
+    counts = list(oracle["samples"])
+    odds = " / ".join(f"{p:.0%}" for p in oracle["odds"])
+    fig = go.Figure(go.Bar(x=[f"S = {s}" for s in counts], y=[oracle["samples"][s] for s in counts],
+                           marker_color=PALETTE[0], name="the most frequent of S samples",
+                           hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
+    fig.add_hline(y=oracle["mean"], line=dict(dash="dash", color=PALETTE[2], width=3),
+                  annotation_text=f"the mean: the likeliest item, {oracle['mean']:.0%}", annotation_position="top left")
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), showlegend=False,
+                      title=dict(text=f"Odds {odds}: how often is a one-item list right?", font=dict(size=15)),
+                      yaxis=dict(range=[0, 0.6], tickformat=".0%", title="right"))
+    return fig

@@ -18,6 +18,7 @@ def run() -> None:
         st.Page("app_pages/interests.py", title="Interests", icon=":material/hub:"),
         st.Page("app_pages/training.py", title="Training", icon=":material/show_chart:"),
         st.Page("app_pages/steps.py", title="Steps", icon=":material/stairs:"),
+        st.Page("app_pages/sample_or_mean.py", title="Sample or mean?", icon=":material/casino:"),
         st.Page("app_pages/what_if.py", title="What if", icon=":material/edit:"),
         st.Page("app_pages/results.py", title="Paper vs ours", icon=":material/table_chart:"),
     ]

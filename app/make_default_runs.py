@@ -25,7 +25,8 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-KEEP = ("config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json", "step_metrics.json")
+KEEP = ("config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json", "step_metrics.json")  # and, for
+# DimeRec, sample_or_mean.json (write_lesson)
 RUNS = {
     "dimerec-planted": ["--model", "dimerec"],
     "dimerec-nogrw-planted": ["--model", "dimerec", "--no-grw"],
@@ -33,6 +34,20 @@ RUNS = {
     "dreamrec-planted": ["--model", "dreamrec"],
     "diffurec-planted": ["--model", "diffurec"],
 }
+
+
+def write_lesson(run: Path) -> None:
+    """The run's sample_or_mean.json (the "Sample or mean?" page's numbers: explore.run_lesson), so that the page
+    opens at once."""
+    sys.path.insert(0, str(HERE.parent))
+    from dimerec import explore
+    from dimerec.runs import load_run, write_json_atomic
+    from dimerec.serving import serving_of
+
+    model, data, config = load_run(run)
+    lesson = explore.run_lesson(model, data, config, serving_of(model, config["serving"]))
+    write_json_atomic(lesson, run / "sample_or_mean.json")
+    print(f"wrote {run / 'sample_or_mean.json'}", flush=True)
 
 
 def main() -> None:
@@ -43,8 +58,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="+", choices=list(RUNS), metavar="NAME",
                         help=f"retrain only these runs (of {', '.join(RUNS)})")
+    parser.add_argument("--lessons-only", action="store_true",
+                        help="retrain nothing: write the DimeRec runs' sample_or_mean.json again")
     args = parser.parse_args()
     out = Path(args.out)
+    if args.lessons_only:
+        for name, flags in RUNS.items():
+            if flags[1] == "dimerec" and (out / name).is_dir():
+                write_lesson(out / name)
+        return
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with tempfile.TemporaryDirectory() as tmp:
         for name, flags in RUNS.items():
@@ -62,6 +84,8 @@ def main() -> None:
             for file in KEEP:
                 if (run / file).exists():
                     shutil.copy2(run / file, target / file)
+            if flags[1] == "dimerec":
+                write_lesson(target)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote {', '.join(args.only or RUNS)} to {out} ({size / 1e6:.1f} MB in all)")
 

@@ -27,6 +27,7 @@ their category from about 0.5 to 0.8-0.9 on `planted` (UMAP: 1.0; in 64-d: 1.0).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -295,7 +296,7 @@ def oracle_reference(data, users: np.ndarray, protocol: str = "next-item", max_r
     None for data without the planted ground truth or a protocol other than next-item."""
     from dimerec.data.planted import next_item_probabilities
     from dimerec.evaluate import build_rows, row_order
-    from dimerec.metrics import CUTOFFS, mean_metrics, rank_metrics, reciprocal_ranks
+    from dimerec.metrics import CUTOFFS, mean_metrics, ranking_metrics
 
     if data.ground_truth is None or "item_chain_pos" not in data.ground_truth or protocol != "next-item":
         return None
@@ -304,7 +305,7 @@ def oracle_reference(data, users: np.ndarray, protocol: str = "next-item", max_r
     probs = np.stack([next_item_probabilities(data, int(u), int(c)) for u, c in zip(rows.user[order],
                                                                                      rows.cut[order])])
     top = np.argsort(-probs, axis=1, kind="stable")[:, :max(CUTOFFS)]
-    return mean_metrics({**rank_metrics(top, rows.targets[order]), **reciprocal_ranks(top, rows.targets[order])})
+    return mean_metrics(ranking_metrics(top, rows.targets[order]))
 
 
 def popularity_reference(data, users: np.ndarray, train_users: np.ndarray, protocol: str = "next-item",
@@ -367,3 +368,58 @@ def grw_comparison(grw: dict, no_grw: dict, grw_recon: tuple[float, float] | Non
     if not parts:
         return ""
     return "In these runs, " + "; ".join(parts) + "."
+
+
+# ---- the "sample or mean?" lesson (issue 30) ---------------------------------------------------------------------
+LESSON_SAMPLES = (1, 2, 4, 8, 16, 32, 64)  # S, the samples whose mixture the lesson ranks by
+
+
+def lesson_servings(serve: ServeConfig, n_samples: int) -> dict[str, ServeConfig]:
+    """The two ways the lesson serves a run served as `serve` (its guidance weight kept): "mean", the first reverse
+    step's x̂0 (E[x0 | g]); "mixture", the S = `n_samples` chains' ends as a predictive distribution (S = 1: the
+    chain itself)."""
+    chain = dataclasses.replace(serve, serve="final", serve_merge="max", merge_scale=None)
+    return {"mean": dataclasses.replace(chain, serve="mean", serve_samples=1),
+            "mixture": dataclasses.replace(chain, serve_samples=n_samples, serve_merge="mixture")}
+
+
+def sample_or_mean(model, data, users: np.ndarray, serve: ServeConfig, *, protocol: str = "next-item",
+                   seed: int = 0, max_rows: int | None = 1000, sample_counts=LESSON_SAMPLES) -> dict:
+    """HR@50 and NDCG@50 over the rows `evaluate` scores for `users` (a seeded subsample of `max_rows`) of the
+    one-step mean and of the mixture of S chains for each S in `sample_counts`: what the lesson draws. Slow (the
+    S chains of every row): the app's built-in runs keep it in their folder (sample_or_mean.json)."""
+    from dimerec.evaluate import evaluate
+
+    def score(how: ServeConfig) -> dict:
+        metrics = evaluate(model, data, users, protocol, seed=seed, max_rows=max_rows, serve=how)["final"]
+        return {key: metrics[key] for key in ("HR@50", "NDCG@50", "HR@10")}
+
+    return {"protocol": protocol, "seed": seed, "max_rows": max_rows, "serving": dataclasses.asdict(serve),
+            "mean": score(lesson_servings(serve, 1)["mean"]),
+            "mixture": {str(s): score(lesson_servings(serve, s)["mixture"]) for s in sample_counts}}
+
+
+def run_lesson(model, data, config: dict, serve: ServeConfig, max_rows: int | None = 1000) -> dict:
+    """`sample_or_mean` on a run's validation users, at its protocol, seed and serving (config: its config.json as
+    runs.read_config gives it): what a run's sample_or_mean.json holds."""
+    tc = config["train_config"]
+    users = data.split(int(tc.get("split_seed", 0))).valid
+    return sample_or_mean(model, data, users, serve, protocol=tc.get("protocol", "next-item"),
+                          seed=int(tc.get("seed", 0)), max_rows=max_rows)
+
+
+def odds_oracle(odds=(0.5, 0.3, 0.2), sample_counts=LESSON_SAMPLES, trials: int = 20000, seed: int = 0) -> dict:
+    """The lesson's picture (notebook 02's oracle that knows only the odds): the user clicks item i with probability
+    odds[i], and a list holds one item. Ranking by the mean puts the most likely item first: it hits max(odds) of
+    the time. A ranking from S samples (each sample one item drawn by the odds; first the item drawn most often,
+    ties broken at random) hits sum_i p_i^2 with one sample and approaches max(odds) as S grows. Monte Carlo over
+    `trials` users, seeded. Returns {"mean": rate, "samples": {S: rate}, "one sample exact": sum p^2}."""
+    rng = np.random.default_rng(seed)
+    p = np.asarray(odds, dtype=float)
+    clicks = rng.choice(len(p), size=trials, p=p)
+    rates = {}
+    for s in sample_counts:
+        draws = rng.choice(len(p), size=(trials, s), p=p)
+        counts = np.stack([(draws == i).sum(1) for i in range(len(p))], axis=1) + rng.random((trials, len(p))) * 0.5
+        rates[str(s)] = float((counts.argmax(1) == clicks).mean())
+    return {"odds": p.tolist(), "mean": float(p.max()), "samples": rates, "one sample exact": float((p ** 2).sum())}

@@ -67,14 +67,15 @@ def test_the_built_in_runs_are_small_and_match_the_model_code():
 
     from dimerec.models import MODELS
     from dimerec.models.base import check_contract
+    from dimerec.runs import read_config
     from dimerec.trainer import load_checkpoint
 
     files = [f for f in DEFAULT.rglob("*") if f.is_file()]
     assert sum(f.stat().st_size for f in files) < 5e6
     assert {f.name for f in files} <= {"config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json",
-                                       "step_metrics.json"}
+                                       "step_metrics.json", "sample_or_mean.json"}
     for run in ("dimerec-planted", "dimerec-nogrw-planted", "dimerec-nodiff-planted"):
-        config = json.loads((DEFAULT / run / "config.json").read_text())
+        config = read_config(DEFAULT / run)  # the one reader: these config.json files are older than the code
         model_cls = MODELS[config["model"]]
         model = model_cls(config["n_items"], config["max_len"], model_cls.Config(**config["model_config"]))
         try:
@@ -765,3 +766,39 @@ def test_redundant_interests_are_named_and_the_heatmap_reads_on_a_projector():
            [int(v) for v in low[low.index("(") + 1:-1].split(",")])
     r, g, b = (v / 255 for v in rgb)
     assert 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.5, low  # not near white: the cells stay apart when projected
+
+
+def test_the_lesson_shows_the_mean_and_the_samples_as_dimerec_scores_them():
+    """Issue 30: the "Sample or mean?" page's HR@50 of the one-step mean and of one sample are the ones dimerec's
+    evaluator gives for the run on the same rows, and one sample's mixture is the chain as served."""
+    from dimerec.evaluate import evaluate
+    from dimerec.explore import lesson_servings
+    from dimerec.runs import load_run
+    from dimerec.serving import serving_of
+
+    model, data, config = load_run(DEFAULT / "dimerec-planted")
+    serve, tc = serving_of(model, config["serving"]), config["train_config"]
+    lesson = json.loads((DEFAULT / "dimerec-planted" / "sample_or_mean.json").read_text())
+    users = data.split(tc["split_seed"]).valid
+
+    def hr50(how) -> float:
+        return evaluate(model, data, users, tc["protocol"], seed=tc["seed"], max_rows=lesson["max_rows"],
+                        serve=how)["final"]["HR@50"]
+
+    mean, one = hr50(lesson_servings(serve, 1)["mean"]), hr50(lesson_servings(serve, 1)["mixture"])
+    assert lesson["mean"]["HR@50"] == mean and lesson["mixture"]["1"]["HR@50"] == one
+    assert one == hr50(serve)  # the mixture of one sample ranks as the chain the run serves
+    at = open_page("sample_or_mean", run="default/dimerec-planted")
+    headline = next(m.value for m in at.markdown if m.value.startswith("**HR@50 on"))
+    assert f"one chain **{one:.1%}**" in headline and f"the mean **{mean:.1%}**" in headline
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["#", "mean x̂0", "mixture, S = 1"] and len(table) == 10
+    at.select_slider(key="lesson_samples").set_value(16).run()
+    headline = next(m.value for m in at.markdown if m.value.startswith("**HR@50 on"))
+    assert f"the mixture of S = 16 **{lesson['mixture']['16']['HR@50']:.1%}**" in headline
+    assert list(at.dataframe[0].value.columns)[2] == "mixture, S = 16"
+
+
+def test_the_lesson_says_plainly_when_a_run_cannot_be_served_both_ways():
+    at = open_page("sample_or_mean", run="default/dimerec-nodiff-planted")
+    assert any("This lesson needs a run whose chain can be served both ways" in i.value for i in at.info)

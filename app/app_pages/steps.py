@@ -73,3 +73,6 @@ table[list(shares)] = table[list(shares)].astype(float) * 100  # in percent, one
 st.dataframe(table, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.1f%%") for c in shares})
 for message in skipped:
     st.warning(f"Skipped {message}.")
+if runs.has_lesson(run):
+    st.page_link("app_pages/sample_or_mean.py", label="Why does the guess fall along the chain? Sample or mean?",
+                 icon=":material/casino:")

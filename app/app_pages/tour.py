@@ -134,3 +134,6 @@ else:
                f"cosine: this run's item vectors are not unit length (from {shortest:.2f} to "
                f"{longest:.2f}, median {median:.2f}), so a longer item vector scores higher in the same direction.")
     st.page_link("app_pages/steps.py", label="How good is the guess at each reverse step?", icon=":material/stairs:")
+    if runs.has_lesson(run):
+        st.page_link("app_pages/sample_or_mean.py", label="Why does the chain lose to its first guess? Sample or mean?",
+                     icon=":material/casino:")
