@@ -276,7 +276,7 @@ def write_claims(results: Path = Path("results"), datasets: tuple[str, ...] = DA
     bench = results / "bench.json"
     if bench.exists():
         measured, mark = judge_serving(json.loads(bench.read_text()))
-        rows.append(("§4.5", "Serving under 1 ms per query", measured, mark, "`python -m dimerec bench`"))
+        rows.append(("§4.5", "Serving under 1 ms per query", measured, mark, "`python -m benchmarks.dimerec_bench`"))
     lines = ["# The paper's claims beside our measurements", "",
              "Written by `python -m dimerec claims` from the tables in this folder; each verdict follows the rule in "
              "`dimerec/claims.py`. Values in %, test split, mean over seeds.", "", SUBSTITUTIONS, "",

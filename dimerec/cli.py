@@ -1,4 +1,5 @@
-"""Command line: python -m dimerec {datasets,download,train,evaluate} ...
+"""Command line: python -m dimerec {datasets,download,train,evaluate,reproduce,claims} ...
+(benchmarks live in benchmarks/, outside the package)
 
 User mistakes (a missing file, a bad flag value, a diverged run) print one line
 starting with "error:" and exit with status 2 (1 for a diverged run); no traceback.
@@ -110,15 +111,6 @@ def evaluate_sampled(run: Path, model, data, train_cfg: dict, n_negatives: int, 
                       run / f"metrics-sampled-{n_negatives}.json")
 
 
-def cmd_bench(args) -> None:
-    from dimerec.bench import print_report, run_bench
-
-    check_positive(args, "steps")
-    report = run_bench(args.data_dir, Path(args.out), steps=args.steps, seed=args.seed, preset=args.preset)
-    print_report(report)
-    print(f"written to {args.out}")
-
-
 def cmd_reproduce(args, argv: list[str]) -> None:
     from dimerec.reproduce import reproduce
 
@@ -162,7 +154,6 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_reproduce_parser(sub)
     add_claims_parser(sub)
-    add_bench_parser(sub)
     return parser
 
 
@@ -256,15 +247,6 @@ def add_claims_parser(sub) -> None:
     p.add_argument("--results", default="results", help="the folder of the reproduce tables (default: results)")
 
 
-def add_bench_parser(sub) -> None:
-    p = sub.add_parser("bench", help="DimeRec training throughput and serving latency -> results/bench.json")
-    add_data_dir(p)
-    p.add_argument("--out", default="results/bench.json")
-    p.add_argument("--steps", type=int, default=30, help="timed training steps (default: 30)")
-    p.add_argument("--preset", choices=("ours", "paper"), default="ours")
-    p.add_argument("--seed", type=int, default=0)
-
-
 def with_notes(err: BaseException) -> str:
     """An error's message and the notes added on its way up (the trainer's: what the run directory keeps), on one
     line."""
@@ -283,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as done:  # --help, or a flag argparse refused (one line, OneLineParser.error)
         return done.code if isinstance(done.code, int) else 2
     try:
-        if args.command in ("reproduce", "evaluate", "bench"):  # they write files; only train is data-parallel
+        if args.command in ("reproduce", "evaluate"):  # they write files; only train is data-parallel
             from dimerec.distributed import refuse_multiprocess
 
             refuse_multiprocess(f"`{args.command}`")
@@ -295,8 +277,6 @@ def main(argv: list[str] | None = None) -> int:
             cmd_train(args, MODELS[args.model], argv)
         elif args.command == "evaluate":
             cmd_evaluate(args)
-        elif args.command == "bench":
-            cmd_bench(args)
         elif args.command == "claims":
             cmd_claims(args)
         elif args.command == "reproduce":

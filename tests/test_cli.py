@@ -212,13 +212,19 @@ def test_bad_option_with_overwrite_leaves_the_old_run_alone(cli_run, capsys):
     (["reproduce", "table1", "--dataset", "planted", "--seeds", "0"], "--seeds"),
     (["reproduce", "table1", "--dataset", "planted", "--max-minutes", "-1"], "--max-minutes"),
     (["reproduce", "table1", "--dataset", "planted", "--valid-max-rows", "0"], "--valid-max-rows"),
-    (["bench", "--steps", "0"], "--steps"),
 ])
-def test_bad_numeric_option_of_reproduce_and_bench_is_one_line(argv, flag, tmp_path, capsys):
-    rc = main([*argv, *(["--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res")]
-                        if argv[0] == "reproduce" else ["--out", str(tmp_path / "bench.json")])])
+def test_bad_numeric_option_of_reproduce_is_one_line(argv, flag, tmp_path, capsys):
+    rc = main([*argv, "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res")])
     line = one_error_line(capsys.readouterr().err)
     assert rc == 2 and flag in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_dimerec_benchmark_refuses_zero_steps_in_one_line(tmp_path, capsys):
+    from benchmarks.dimerec_bench import main as bench
+
+    assert bench(["--steps", "0", "--out", str(tmp_path / "bench.json")]) == 2
+    assert one_error_line(capsys.readouterr().err) == "error: --steps must be at least 1; got 0"
     assert list(tmp_path.iterdir()) == []
 
 

@@ -139,7 +139,7 @@ def test_killed_rank_then_resumed_two_process_run_finishes(killed, tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["reproduce", "table1", "--dataset", "planted", "--quick"],
-                                  ["evaluate", "RUN"], ["bench"]])
+                                  ["evaluate", "RUN"]])
 def test_single_process_commands_refuse_under_several(argv, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WORLD_SIZE", "3")

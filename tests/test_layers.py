@@ -16,7 +16,7 @@ LAYERS = {
     4: ["dimerec.serving", "dimerec.evaluate"],  # evaluate serves through serving
     5: ["dimerec.analysis", "dimerec.explore"],
     6: ["dimerec.runs", "dimerec.trainer"],  # trainer reads and writes its runs through runs
-    7: ["dimerec.options", "dimerec.bench"],
+    7: ["dimerec.options"],
     8: ["dimerec.reproduce", "dimerec.reproduce.experiments", "dimerec.reproduce.runner",
         "dimerec.reproduce.tables"],  # within it: experiments -> runner -> tables -> the package's __init__
     9: ["dimerec.cli", "dimerec.__main__"],

@@ -1,4 +1,6 @@
-"""`python -m dimerec bench`: training throughput and serving latency of DimeRec, written to results/bench.json.
+"""Training throughput and serving latency of DimeRec, written to results/bench.json:
+
+    python -m benchmarks.dimerec_bench --data-dir ../shared/data        # from the repository root
 
 Training: samples per second of full training steps (forward, three losses, backward,
 Adam) at batch 256 with ML-1M's shapes (history length 70, 3,706 items) — on the real
@@ -111,3 +113,33 @@ def print_report(report: dict) -> None:
     for s in report["serving"]:
         print(f"serving, batch {s['batch']:>5}, {s['retriever']:>5}: {s['ms_per_user']:.3f} ms/user "
               f"({s['ms_per_batch']:.1f} ms/batch; T = {s['T']})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from dimerec.data import DATA_DIR_HELP
+    from dimerec.errors import DimeRecError
+
+    parser = argparse.ArgumentParser(description="DimeRec training throughput and serving latency -> bench.json")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
+    parser.add_argument("--out", default="results/bench.json")
+    parser.add_argument("--steps", type=int, default=30, help="timed training steps (default: 30)")
+    parser.add_argument("--preset", choices=("ours", "paper"), default="ours")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        if args.steps < 1:
+            raise DimeRecError(f"--steps must be at least 1; got {args.steps}")
+        report = run_bench(args.data_dir, Path(args.out), steps=args.steps, seed=args.seed, preset=args.preset)
+    except DimeRecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print_report(report)
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
