@@ -247,13 +247,7 @@ def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distribut
     model.fit_statistics(views.train, split.train)
     device = ctx.device(use_device(cfg.device))
     model.to(device)
-    config = {**(run_info or {}), "model": model.name, "dataset": data.name, "n_items": data.n_items,
-              "max_len": data.max_len, "model_config": asdict(model.config), "train_config": asdict(cfg),
-              "serving": asdict(serve),
-              "dataset_stats": data.stats(), "data_fingerprint": data.fingerprint(cfg.split_seed),
-              "data_notes": data_notes(data, cfg.protocol, cfg.split_seed),
-              **({"planted_params": data.ground_truth["params"]} if data.ground_truth else {}),
-              **({"distributed": ctx.describe(cfg.batch_size)} if ctx.world > 1 else {})}
+    config = run_record(model, data, cfg, serve, run_info, ctx)
     if ctx.main:
         write_json_atomic(config, out_dir / "config.json")
     ctx.barrier()  # the other ranks read config.json and the checkpoints rank 0 writes
@@ -270,20 +264,7 @@ def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distribut
         sampler.shard = (ctx.rank, ctx.world)
         state["targets_per_epoch"] = sampler.targets_per_epoch
         if last is not None:
-            model.load_state_dict(last["model"])
-            optimizer.load_state_dict(last["optimizer"])
-            sampler.load_state_dict(json.loads(last["sampler"]))
-            rngs = last.get("torch_rng_ranks") or []  # under torchrun: every rank's generator
-            torch.set_rng_state(rngs[ctx.rank] if len(rngs) == ctx.world > 1 else last["torch_rng"])
-            if device.type == "cuda" and "cuda_rng" in last:
-                cuda_rngs = last.get("cuda_rng_ranks") or []
-                torch.cuda.set_rng_state(cuda_rngs[ctx.rank] if len(cuda_rngs) == ctx.world > 1 else last["cuda_rng"],
-                                         device)
-            state = json.loads(last["state"])
-            # a run that had stopped on its step budget or its patience stays stopped (it trained one more step)
-            state["done"] = state["step"] >= (cfg.max_steps or math.inf) or state["bad_evals"] >= cfg.patience
-            if state["done"]:
-                state["stopped_by"] = stop_reason(state, cfg, state["bad_evals"] < cfg.patience)
+            state = restore(last, model, optimizer, sampler, cfg, ctx, device)
         if ctx.main:
             for log_name in ("losses.csv", "valid.csv"):  # rows logged after the checkpoint are redone: drop them
                 truncate_log(out_dir / log_name, state["step"])
@@ -298,7 +279,44 @@ def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distribut
         save_atomic(checkpoint_payload(model, config, state), out_dir / "best.pt")
     if not ctx.main:  # rank 0 alone evaluates and writes; the others return its metrics
         return ctx.share(None)
+    return ctx.share(score_and_record(model, data, views, cfg, serve, state, out_dir))
 
+
+def run_record(model, data, cfg: TrainConfig, serve: ServeConfig, run_info: dict | None,
+               ctx: distributed.Context) -> dict:
+    """config.json: everything needed to rebuild the run, how it is served, and what the data was."""
+    return {**(run_info or {}), "model": model.name, "dataset": data.name, "n_items": data.n_items,
+            "max_len": data.max_len, "model_config": asdict(model.config), "train_config": asdict(cfg),
+            "serving": asdict(serve),
+            "dataset_stats": data.stats(), "data_fingerprint": data.fingerprint(cfg.split_seed),
+            "data_notes": data_notes(data, cfg.protocol, cfg.split_seed),
+            **({"planted_params": data.ground_truth["params"]} if data.ground_truth else {}),
+            **({"distributed": ctx.describe(cfg.batch_size)} if ctx.world > 1 else {})}
+
+
+def restore(last: dict, model, optimizer, sampler, cfg: TrainConfig, ctx: distributed.Context, device) -> dict:
+    """--resume: the model, optimizer, sampler and random state of last.pt (this rank's, under torchrun); returns
+    the training state, marked done when the run had stopped on its step budget or its patience."""
+    model.load_state_dict(last["model"])
+    optimizer.load_state_dict(last["optimizer"])
+    sampler.load_state_dict(json.loads(last["sampler"]))
+    rngs = last.get("torch_rng_ranks") or []  # under torchrun: every rank's generator
+    torch.set_rng_state(rngs[ctx.rank] if len(rngs) == ctx.world > 1 else last["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in last:
+        cuda_rngs = last.get("cuda_rng_ranks") or []
+        torch.cuda.set_rng_state(cuda_rngs[ctx.rank] if len(cuda_rngs) == ctx.world > 1 else last["cuda_rng"],
+                                 device)
+    state = json.loads(last["state"])
+    # a run that had stopped on its step budget or its patience stays stopped (it trained one more step)
+    state["done"] = state["step"] >= (cfg.max_steps or math.inf) or state["bad_evals"] >= cfg.patience
+    if state["done"]:
+        state["stopped_by"] = stop_reason(state, cfg, state["bad_evals"] < cfg.patience)
+    return state
+
+
+def score_and_record(model, data, views, cfg: TrainConfig, serve: ServeConfig, state: dict, out_dir: Path) -> dict:
+    """The best checkpoint's validation and test metrics (test read here only) and, for a model that denoises,
+    x̂0's along the chain: metrics.json and step_metrics.json, written; returns metrics.json."""
     # best.pt was validated on the very rows, seed and settings of the final validation: its metrics are reused
     known_valid = state.get("best_valid") if cfg.valid_max_rows == cfg.final_max_rows else None
     valid, test = final_metrics(model, data, asdict(cfg), serve, read_test=cfg.read_test,
@@ -309,12 +327,12 @@ def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distribut
                **({k: state[k] for k in ("epochs_trained", "stopped_by", "targets_per_epoch") if k in state}),
                "train_minutes": round(state["elapsed"] / 60, 3), "valid": valid, "test": test}
     if model.denoises:  # the quality of x̂0 along the reverse chain, on validation (Fig. 5)
+        split = views.split  # step_metrics scores split.valid: its rows are read from views.valid
         steps = step_metrics(model, views.valid, split.valid, cfg.protocol, mask_seen=cfg.mask_seen, seed=cfg.seed,
-                             serve=serve,
-                             max_rows=cfg.valid_max_rows)  # it scores split.valid: its rows are read from views.valid
+                             serve=serve, max_rows=cfg.valid_max_rows)
         write_json_atomic({**steps, "split": "valid"}, out_dir / "step_metrics.json")
     write_json_atomic(metrics, out_dir / "metrics.json")
-    return ctx.share(metrics)
+    return metrics
 
 
 def model_class(name: str) -> type[Recommender]:
