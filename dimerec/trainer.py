@@ -60,6 +60,9 @@ class TrainConfig(Settings):
     window_targets: int | None = option(None, "targets per window of --sampling windows, 1..max_len: each sees at "
                                               "least max_len - s + 1 earlier items (default: half of max_len)",
                                         at_least=1)
+    max_len: int | None = option(None, "the history length models read: the last max_len items (default: the "
+                                       "dataset's, 70 on MovieLens, 10 on YooChoose and KuaiRec, 20 on planted; "
+                                       "RecBole's MAX_ITEM_LIST_LENGTH is 50)", at_least=1)
     protocol: Protocol = option("next-item", "evaluation protocol (SPEC §2); loo: RecBole's leave-one-out, every user "
                                              "trains on all but its last two items (validated on the second-to-last, "
                                              "tested on the last)")
@@ -395,12 +398,13 @@ def train_with_config(model: str, dataset: str | SeqDataset, cfg: TrainConfig, m
                       serve: ServeConfig | None = None) -> tuple[Recommender, SeqDataset, dict]:
     """`train_model` once its settings are checked: the training's built as `cfg`, the model's (fields of its
     Config) in `model_settings`, its serving `serve`. `before_writing`: see `train`."""
-    from dimerec.data import load_dataset
+    from dimerec.data import load_dataset, with_history_length
 
     if isinstance(dataset, SeqDataset):
         data = dataset
     else:
         data = load_dataset(dataset, data_dir, seed=cfg.split_seed, split=cfg.split)  # planted: follows the split seed
+    data = with_history_length(data, cfg.max_len)  # before the model, whose positions it sizes
     net = build_model(model, data, seed=cfg.seed, **model_settings)
     info = {"data_dir": str(data_dir) if data_dir else None, **(run_info or {})}
     if out is not None:

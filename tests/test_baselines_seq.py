@@ -172,3 +172,20 @@ def test_a_short_training_beats_popularity_on_planted(model_cls, config, planted
     model = model_cls(planted_world.n_items, planted_world.max_len, config)
     metrics = train(model, planted_world, TrainConfig(max_epochs=2, seed=0), tmp_path, progress=False)
     assert metrics["valid"]["HR@50"] > popularity_hr + 0.15
+
+
+def test_sasrec_feed_forward_takes_recbole_s_width_and_gelu_only_when_asked():
+    """loo's SASRec row matches RecBole's inner_size 256 and GELU (--ffn-dim, --ffn-activation); by default the
+    feed-forward stays the official one, d wide with ReLU, so the default model and its draws are unchanged."""
+    torch.manual_seed(0)
+    plain = SASRec(N_ITEMS, MAX_LEN, SASRecConfig(dim=DIM))
+    torch.manual_seed(0)
+    wide = SASRec(N_ITEMS, MAX_LEN, SASRecConfig(dim=DIM, ffn_dim=40, ffn_activation="gelu"))
+    for block, other in zip(plain.encoder.blocks, wide.encoder.blocks):
+        assert block.ffn.net[0].weight.shape == (DIM, DIM) and isinstance(block.ffn.net[2], torch.nn.ReLU)
+        assert other.ffn.net[0].weight.shape == (40, DIM) and other.ffn.net[3].weight.shape == (DIM, 40)
+        assert isinstance(other.ffn.net[2], torch.nn.GELU)
+    x = torch.randn(3, 40)
+    assert not torch.allclose(torch.nn.GELU()(x), torch.relu(x))  # the two activations do differ
+    with pytest.raises(DimeRecError, match="--ffn-dim must be at least 1; got 0"):
+        SASRecConfig(ffn_dim=0)

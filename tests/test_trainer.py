@@ -349,3 +349,20 @@ def test_the_training_clock_excludes_validation(planted_small, tmp_path, monkeyp
     # exact, whatever the machine's speed: the clock cannot exceed train()'s wall time less the sleeps
     # (with the leak it held four of the five validations' sleeps, 4 s, more than the setup and scoring)
     assert metrics["train_minutes"] * 60 <= wall - sleep * len(calls) + 0.03  # train_minutes has 3 decimals
+
+
+def test_max_len_sets_the_history_a_run_reads_and_the_run_reopens_with_it(tmp_path):
+    """--max-len (RecBole's MAX_ITEM_LIST_LENGTH 50 against ML-1M's 70 here): the model's positions, the rows it is
+    scored on and the reopened run all read the last max_len items; the default keeps the dataset's."""
+    from dimerec.evaluate import build_rows
+    from dimerec.runs import load_run
+
+    model, data, _ = train_model("sasrec", "planted", out=tmp_path / "short", max_steps=3, max_len=8,
+                                 valid_max_rows=50, final_max_rows=50)
+    assert data.max_len == 8 and model.encoder.pos_emb.shape[0] == 8
+    assert build_rows(data, data.split(0).valid[:3], "next-item").hist.shape[1] == 8
+    again, again_data, config = load_run(tmp_path / "short")
+    assert config["max_len"] == 8 and config["train_config"]["max_len"] == 8 and again_data.max_len == 8
+    assert again.encoder.pos_emb.shape[0] == 8
+    _, default, _ = train_model("pop", "planted", max_steps=1)
+    assert default.max_len == 20  # planted's own

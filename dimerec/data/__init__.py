@@ -13,6 +13,7 @@ Nothing is cached on disk.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from dimerec.data.recbole import read_recbole
 from dimerec.errors import DataError
 
 __all__ = ["SeqDataset", "UserSplit", "TrainSampler", "left_pad", "MAX_LEN", "DEFAULT_MAX_LEN",
-           "DATA_DIR_HELP", "resolve_data_dir", "check_data_dir", "max_len_for", "load_dataset", "find_datasets"]
+           "DATA_DIR_HELP", "resolve_data_dir", "check_data_dir", "max_len_for", "load_dataset", "find_datasets",
+           "with_history_length"]
 
 DATA_ENV = "DIMEREC_DATA"
 DEFAULT_DATA_DIR = "data"  # the data directory when neither --data-dir nor $DIMEREC_DATA names one
@@ -100,6 +102,11 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0, s
                     f"(a dataset is a folder <name>/ holding <name>.inter or data_statis.df)")
 
 
+def with_history_length(data: SeqDataset, max_len: int | None) -> SeqDataset:
+    """`data` read with histories of the last `max_len` items (`--max-len`; None: the dataset's own length)."""
+    return data if max_len is None or max_len == data.max_len else dataclasses.replace(data, max_len=max_len)
+
+
 def load_run_dataset(config: dict, data_dir: str | Path | None = None) -> SeqDataset:
     """The dataset a run (its config.json as a dict) trained on, read as it read it: its split seed and split; for
     `planted`, the world of the parameters the run recorded (`planted_params`), or, for a run from before they were
@@ -114,8 +121,9 @@ def load_run_dataset(config: dict, data_dir: str | Path | None = None) -> SeqDat
         if params is None:
             users = config.get("dataset_stats", {}).get("users")
             params = {"seed": seed, **({"n_users": int(users)} if users else {})}
-        return make_planted(**params)
-    return load_dataset(name, data_dir or config.get("data_dir"), seed=seed, split=split)
+        return with_history_length(make_planted(**params), train_config.get("max_len"))
+    return with_history_length(load_dataset(name, data_dir or config.get("data_dir"), seed=seed, split=split),
+                               train_config.get("max_len"))
 
 
 def same_world(config: dict, other: dict) -> bool:

@@ -60,15 +60,19 @@ from dimerec.models.base import Batch, Recommender, SampledSoftmaxConfig, option
 from dimerec.errors import DimeRecError
 
 LossKind = Literal["ssm", "ce", "bce-all-positions"]
+Activation = Literal["relu", "gelu"]
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
 
 class PointWiseFeedForward(nn.Module):
-    """The official 1x1-convolution FFN (a Linear per position) with its residual."""
+    """The official 1x1-convolution FFN (a Linear per position) with its residual; `hidden` wide (the official: d;
+    RecBole: 256) through `activation` (the official ReLU; RecBole's GELU)."""
 
-    def __init__(self, dim: int, dropout: float):
+    def __init__(self, dim: int, dropout: float, hidden: int | None = None, activation: str = "relu"):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(dropout), nn.ReLU(),
-                                 nn.Linear(dim, dim), nn.Dropout(dropout))
+        hidden = hidden or dim
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.Dropout(dropout), ACTIVATIONS[activation](),
+                                 nn.Linear(hidden, dim), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.net(x)
@@ -77,12 +81,12 @@ class PointWiseFeedForward(nn.Module):
 class CausalBlock(nn.Module):
     """One SASRec block in the official arrangement (the residual adds the normalised query)."""
 
-    def __init__(self, dim: int, n_heads: int, dropout: float):
+    def __init__(self, dim: int, n_heads: int, dropout: float, ffn_dim: int | None = None, activation: str = "relu"):
         super().__init__()
         self.attn_norm = nn.LayerNorm(dim, eps=1e-8)
         self.attn = nn.MultiheadAttention(dim, n_heads, dropout=dropout, batch_first=True)
         self.ffn_norm = nn.LayerNorm(dim, eps=1e-8)
-        self.ffn = PointWiseFeedForward(dim, dropout)
+        self.ffn = PointWiseFeedForward(dim, dropout, ffn_dim, activation)
 
     def forward(self, x: torch.Tensor, blocked: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """x [B, L, d]; blocked [B*heads, L, L] True where a query may not look; keep [B, L, 1]."""
@@ -123,6 +127,10 @@ class SASRecConfig(SampledSoftmaxConfig):
     n_heads: int = option(1, "attention heads (the official's)", at_least=1)
     dropout: float = option(0.2, "dropout of embeddings, attention and FFN (the official's for ML-1M)",
                             at_least=0, below=1)
+    ffn_dim: int | None = option(None, "width of each block's feed-forward (default: d, the official's; RecBole's "
+                                       "inner_size is 256)", at_least=1)
+    ffn_activation: Activation = option("relu", "the feed-forward's activation: relu (the official's) or gelu "
+                                                "(RecBole's)")
     loss_kind: LossKind = option("ssm", "ssm: sampled softmax on the last position (DimeRec's setting); "
                                         "ce: full softmax over every item on the last position (RecBole's "
                                         "CE); bce-all-positions: the official BCE with one negative per position")
@@ -137,12 +145,13 @@ class CausalEncoder(nn.Module):
     """SASRec's encoder: embeddings scaled by sqrt(d) plus positions, dropout, causal blocks with pad keys
     masked, a final LayerNorm. Also DimeRec's `--gem sasrec` (Table 3)."""
 
-    def __init__(self, dim: int, max_len: int, n_layers: int, n_heads: int, dropout: float):
+    def __init__(self, dim: int, max_len: int, n_layers: int, n_heads: int, dropout: float, ffn_dim: int | None = None,
+                 activation: str = "relu"):
         super().__init__()
         self.dim, self.n_heads = dim, n_heads
         self.pos_emb = nn.Parameter(torch.empty(max_len, dim))  # row max_len-1 = the most recent item
         self.emb_dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(CausalBlock(dim, n_heads, dropout) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(CausalBlock(dim, n_heads, dropout, ffn_dim, activation) for _ in range(n_layers))
         self.last_norm = nn.LayerNorm(dim, eps=1e-8)
         for p in self.parameters():  # the official init: Xavier-normal on every matrix
             if p.dim() > 1:
@@ -172,7 +181,8 @@ class SASRec(Recommender):
         d = config.dim
         self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=n_items)
         nn.init.xavier_normal_(self.item_emb.weight)  # the official init: Xavier-normal on every matrix
-        self.encoder = CausalEncoder(d, max_len, config.n_layers, config.n_heads, config.dropout)
+        self.encoder = CausalEncoder(d, max_len, config.n_layers, config.n_heads, config.dropout, config.ffn_dim,
+                                     config.ffn_activation)
         with torch.no_grad():
             self.item_emb.weight[n_items].zero_()
 

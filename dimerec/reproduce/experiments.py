@@ -121,10 +121,12 @@ TABLE1 = [POP,
 # issue 20: RecBole's protocol by name. SASRec and GRU4Rec with the settings of RecBole's published ML-1M benchmark
 # (RUCAIBox/RecBole benchmark/hyper/sequential/*-ml-1m_seq.md: the best lr of its search, its model defaults, the
 # full-softmax CE, d 64) where our flags reach them; tables.section_loo says which settings still differ
-LOO = ["--protocol", "loo", "--loss-kind", "ce", "--eval-every", "1000"]
+LOO = ["--protocol", "loo", "--loss-kind", "ce", "--max-len", "50", "--checkpoint-every", "1000"]  # validated each
+# epoch as RecBole does (its stopping_step 10 is the patience `reproduce --patience 10` gives)
 LOO_ROWS = [RunSpec("MostPopular", "pop", ["--protocol", "loo"], role="floor", run_name="MostPopular loo"),
             RunSpec("SASRec (RecBole's ML-1M settings)", "sasrec",
-                    [*LOO, "--lr", "0.0005", "--n-layers", "2", "--n-heads", "2", "--dropout", "0.5"]),
+                    [*LOO, "--lr", "0.0005", "--n-layers", "2", "--n-heads", "2", "--dropout", "0.5",
+                     "--ffn-dim", "256", "--ffn-activation", "gelu"]),
             RunSpec("GRU4Rec (RecBole's ML-1M settings)", "gru4rec",
                     [*LOO, "--lr", "0.005", "--n-layers", "2", "--dropout-embed", "0.3"])]
 
