@@ -4,7 +4,10 @@
 
 Trains five models on the `planted` world with the command line, each for a short wall-clock
 budget, and keeps only what the app reads (config.json, best.pt, losses.csv, valid.csv,
-metrics.json and, for the models that denoise, step_metrics.json):
+metrics.json and, for the models that denoise, step_metrics.json), then writes each run's
+presets.json: the preset users the sidebar offers first, picked by sampling the chains of 400
+users (dimerec.explore.chain_presets; up to a minute for the long chains, so once, here, not
+when a class switches run):
 
 - dimerec-planted         DimeRec, `--preset ours` (the default settings)
 - dimerec-nogrw-planted   the same without the geodesic random walk (`--no-grw`), for the Training page
@@ -13,10 +16,13 @@ metrics.json and, for the models that denoise, step_metrics.json):
 - diffurec-planted        DiffuRec: a Euclidean chain over the history's item vectors, likewise
 
 `--only NAME ...` retrains only those runs (the others, and the numbers tests read from them, stay).
+`--presets-only` trains nothing: it rewrites the presets.json of the runs there (of `--only`'s runs).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -26,6 +32,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 KEEP = ("config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json", "step_metrics.json")
+if str(HERE.parent) not in sys.path:  # `python app/make_default_runs.py` puts app/ on the path, not the project
+    sys.path.insert(0, str(HERE.parent))
+PRESET_SAMPLES, PRESET_SEED = 6, 0  # the samples the pages show by default (app.runs.DEFAULT_SAMPLES, seed 0)
 RUNS = {
     "dimerec-planted": ["--model", "dimerec"],
     "dimerec-nogrw-planted": ["--model", "dimerec", "--no-grw"],
@@ -33,6 +42,36 @@ RUNS = {
     "dreamrec-planted": ["--model", "dreamrec"],
     "diffurec-planted": ["--model", "diffurec"],
 }
+
+
+def _load(run: Path):
+    """The trained run (model in eval mode, dataset, its held-out users) and the SHA-1 of its best.pt."""
+    import torch
+
+    from dimerec import explore
+    from dimerec.runs import load_run
+
+    torch.set_num_threads(1)
+    model, data, config = load_run(run)
+    model.eval()
+    held_out = explore.held_out_users(data, data.split(int(config.get("train_config", {}).get("split_seed", 0))))
+    return model, data, held_out, hashlib.sha1((run / "best.pt").read_bytes()).hexdigest()
+
+
+def write_presets(run: Path) -> list[tuple[int, str]]:
+    """The run's preset users, chosen by what its chains do (dimerec.explore.chain_presets) on the samples the pages
+    show, into run/presets.json with the SHA-1 of the best.pt they describe (the app ignores a stale file)."""
+    from dimerec import explore
+
+    model, data, held_out, sha1 = _load(run)
+    picks = explore.chain_presets(model, data, held_out, explore.item_categories(data)[1],
+                                  n_samples=PRESET_SAMPLES, seed=PRESET_SEED)
+    record = {"what": "preset users: held-out users worth opening first, each with the reason it was picked "
+                      f"(dimerec.explore.chain_presets on {PRESET_SAMPLES} reverse samples, seed {PRESET_SEED}, "
+                      f"among at most {explore.PRESET_POOL} held-out users)",
+              "best.pt sha1": sha1, "presets": [{"user": user, "reason": reason} for user, reason in picks]}
+    (run / explore.PRESETS_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    return picks
 
 
 def main() -> None:
@@ -43,8 +82,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="+", choices=list(RUNS), metavar="NAME",
                         help=f"retrain only these runs (of {', '.join(RUNS)})")
+    parser.add_argument("--presets-only", action="store_true", help="train nothing; rewrite the runs' presets.json")
     args = parser.parse_args()
     out = Path(args.out)
+    if args.presets_only:
+        for name in args.only or RUNS:
+            print(f"{name}: {write_presets(out / name)}", flush=True)
+        return
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with tempfile.TemporaryDirectory() as tmp:
         for name, flags in RUNS.items():
@@ -62,6 +106,7 @@ def main() -> None:
             for file in KEEP:
                 if (run / file).exists():
                     shutil.copy2(run / file, target / file)
+            write_presets(target)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote {', '.join(args.only or RUNS)} to {out} ({size / 1e6:.1f} MB in all)")
 

@@ -7,8 +7,8 @@ A run's id, as it appears in the URL, is "default/NAME" or "runs/RELATIVE/PATH".
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import streamlit as st
 import torch
 
 from dimerec import explore
-from dimerec.data import left_pad, load_run_dataset, same_world
+from dimerec.data import load_run_dataset, same_world
 from dimerec.errors import DimeRecError
 from dimerec.models import MODELS
 from dimerec.runs import RUN_FILES, discover_runs as find_run_dirs, load_run as load_trained_run, runs_root
@@ -30,7 +30,6 @@ DEFAULT_RUNS = APP_DIR / "default_runs"
 DEFAULT_RUN_ID = "default/dimerec-planted"
 NO_CATEGORY = "(no category)"
 DEFAULT_SAMPLES = 6  # reverse samples per user that the pages show unless asked for more
-PRESET_POOL = 400  # presets are picked among at most this many held-out users
 
 
 class RunError(Exception):
@@ -67,7 +66,8 @@ def run_summary(config: dict) -> str:
 
 def _stamp(path: Path) -> tuple:
     """Changes when the run's files change, so a retrained run is reloaded."""
-    return tuple((f, (path / f).stat().st_mtime_ns if (path / f).exists() else 0) for f in RUN_FILES)
+    return tuple((f, (path / f).stat().st_mtime_ns if (path / f).exists() else 0)
+                 for f in (*RUN_FILES, explore.PRESETS_FILE))
 
 
 @dataclass
@@ -87,6 +87,9 @@ class Run:
     held_out: np.ndarray  # held-out (validation and test) users with at least two items
     stamp: tuple  # the files' modification times: part of every cache key below
     agreement: tuple[float, float]  # share of items' 10 nearest neighbours sharing their category: picture, 64-d
+    # the digest of the data and split as loaded (SeqDataset.fingerprint): runs on one world share the references
+    # computed on it (popularity, the ceiling), so those are cached by it rather than by run
+    world: str = ""
 
     @property
     def model_name(self) -> str:
@@ -126,16 +129,14 @@ class Run:
 
     def history(self, user: int) -> np.ndarray:
         """The user's history: the last max_len items before the final one."""
-        seq = self.data.sequences[user]
-        return seq[max(0, len(seq) - 1 - self.data.max_len):len(seq) - 1]
+        return explore.user_history(self.data, user)
 
     def next_item(self, user: int) -> int:
         """The user's true next item: the one that follows the history."""
         return int(self.data.sequences[user][-1])
 
     def hist_tensor(self, items) -> torch.Tensor:
-        items = np.asarray(items, dtype=np.int64)[-self.data.max_len:]
-        return torch.from_numpy(left_pad([items], self.data.max_len, self.data.pad_id))
+        return explore.history_tensor(self.data, items)
 
 
 def _read_json(path: Path, required: bool) -> dict | None:
@@ -195,23 +196,20 @@ def _load(run_id: str, path_str: str, stamp: tuple) -> Run:
                        + (" (`python app/make_default_runs.py`)." if run_id.startswith("default/") else ".")) from None
     model.eval()
     item_vectors = model.item_vectors().detach()
-    firsts = [cats[0] if cats else NO_CATEGORY for cats in (data.item_categories or [[]] * data.n_items)]
-    categories = list(pd.Series(firsts).value_counts().index)
-    index = {c: i for i, c in enumerate(categories)}
-    item_category = np.array([index[c] for c in firsts])
+    categories, item_category = explore.item_categories(data, NO_CATEGORY)
     projection = explore.fit_sphere_projection(item_vectors, item_category)
     items_3d = projection(item_vectors)
     agreement = (explore.neighbour_agreement(items_3d, item_category),
                  explore.neighbour_agreement(item_vectors.numpy(), item_category))
-    split = data.split(int(config.get("train_config", {}).get("split_seed", 0)))
-    held_out = np.array(sorted(u for u in np.concatenate([split.valid, split.test]) if len(data.sequences[u]) >= 2),
-                        dtype=np.int64)
+    split_seed = int(config.get("train_config", {}).get("split_seed", 0))
+    split = data.split(split_seed)
+    held_out = explore.held_out_users(data, split)
     return Run(id=run_id, path=path, config=config, model=model, data=data, split=split,
                metrics=_read_json(path / "metrics.json", required=False),
                step_metrics=_read_json(path / "step_metrics.json", required=False),
                categories=categories, item_category=item_category,
                projection=projection, items_3d=items_3d, held_out=held_out, stamp=stamp,
-               agreement=agreement)
+               agreement=agreement, world=data.fingerprint(split_seed)["digest"])
 
 
 def load_run(run_id: str) -> Run:
@@ -299,67 +297,39 @@ def user_view(run_id: str, stamp: tuple, hist: tuple[int, ...], n_samples: int, 
                     top=top[0], top_scores=top_scores[0])
 
 
-@st.cache_data(show_spinner="Choosing interesting users…", max_entries=8)
-@torch.no_grad()
-def user_table(run_id: str, stamp: tuple) -> pd.DataFrame:
-    """One row per held-out user (at most PRESET_POOL of them, a seeded draw): where the user's
-    samples (or interests) land, and whether the true next item is found. The presets are picked
-    from it. The samples are the ones the pages show by default (DEFAULT_SAMPLES, seed 0), so the
-    reason given for a preset matches what the user sees."""
+def _sha1(file: Path) -> str:
+    return hashlib.sha1(file.read_bytes()).hexdigest()
+
+
+def _stored_presets(run: Run) -> list[tuple[int, str]] | None:
+    """The run's presets.json, when it is there, readable, made from this very best.pt, and names held-out users
+    of this run; else None."""
+    file = run.path / explore.PRESETS_FILE
+    try:
+        stored = json.loads(file.read_text())
+        if stored.get("best.pt sha1") != _sha1(run.path / "best.pt"):
+            return None  # retrained since: the picks describe another model
+        picks = [(int(p["user"]), str(p["reason"])) for p in stored["presets"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    held_out = set(run.held_out.tolist())
+    return picks if picks and all(u in held_out for u, _ in picks) else None
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _presets(run_id: str, stamp: tuple) -> list[tuple[int, str]]:
     run = load_run(run_id)
-    users = run.held_out
-    if len(users) > PRESET_POOL:
-        users = np.sort(np.random.default_rng(0).choice(users, PRESET_POOL, replace=False))
-    hists = [run.hist_tensor(run.history(u)) for u in users]
-    landing, merged = explore.user_landings(run.model, hists, n_samples=DEFAULT_SAMPLES, seed=0)
-    categories = run.item_category[landing]  # [U, S]
-    rows = []
-    for b, u in enumerate(users.tolist()):
-        hit = np.flatnonzero(merged[b] == run.next_item(u))
-        rows.append({"user": u, "n_categories": len(set(categories[b].tolist())),
-                     "rank": int(hit[0]) + 1 if len(hit) else math.nan, "history": len(run.history(u))})
-    table = pd.DataFrame(rows).set_index("user")
-    if run.is_planted:
-        truth = run.data.ground_truth
-        # steps since the user's planted interests last changed, at the time of the next item
-        table["since_drift"] = [_since_drift(truth["user_interests"][u]) for u in table.index]
-    return table
-
-
-def _since_drift(held: np.ndarray) -> int:
-    changed = np.flatnonzero((held[1:] != held[:-1]).any(axis=1))
-    return int(len(held) - 1 - (changed[-1] + 1)) if len(changed) else len(held)
+    stored = _stored_presets(run)
+    if stored is not None:
+        return stored
+    return explore.data_presets(run.data, run.held_out, run.item_category)
 
 
 def presets(run_id: str) -> list[tuple[int, str]]:
-    """A few users worth opening first, each with the reason it was picked."""
+    """A few users worth opening first, each with the reason it was picked: the ones stored with the run (chosen by
+    what its chains do, once, when the run was made), else ones chosen from the histories alone (instant)."""
     run = load_run(run_id)
-    table = user_table(run_id, run.stamp)
-    noun = "samples" if run.has_diffusion else "interests"
-    ranked = "its samples rank the true next item" if run.has_diffusion else "the true next item is ranked"
-    picks: list[tuple[int, str]] = []
-
-    def add(frame: pd.DataFrame, reason) -> None:
-        for user, row in frame.iterrows():
-            if user not in [p[0] for p in picks]:
-                picks.append((int(user), reason(row.to_dict())))
-                return
-
-    hits = table[table["rank"].notna()]
-    add(hits[hits["n_categories"] >= 2].sort_values(["n_categories", "rank"], ascending=[False, True]),
-        lambda r: f"its {noun} land on {int(r['n_categories'])} different categories; {ranked} #{int(r['rank'])}")
-    add(hits.sort_values(["n_categories", "rank"]),
-        lambda r: (f"its {noun} agree on one category" if r["n_categories"] == 1 else
-                   f"its {noun} land on only {int(r['n_categories'])} categories")
-        + f"; {ranked} #{int(r['rank'])}")
-    if run.is_planted:
-        add(table[(table["since_drift"] <= 3) & (table["history"] >= 10)].sort_values("rank"),
-            lambda r: "an interest changed " + ("just before the next item" if r["since_drift"] == 0 else
-                                                f"{int(r['since_drift'])} steps before the next item"))
-    add(table[table["rank"].isna()].sort_values("n_categories", ascending=False),
-        lambda r: f"a miss: the true next item is not in the top 50 (its {noun} land on {int(r['n_categories'])} "
-                  f"categor{'y' if r['n_categories'] == 1 else 'ies'})")
-    return picks
+    return _presets(run_id, run.stamp)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -400,12 +370,27 @@ def scored_rows(run: Run, part: str) -> tuple[np.ndarray, str, int | None, int]:
     return getattr(run.split, part), tc.get("protocol", "next-item"), rows, int(tc.get("seed", 0))
 
 
-@st.cache_data(show_spinner="Computing the ceiling…", max_entries=16)
 def ceiling(run_id: str, stamp: tuple, part: str = "valid") -> dict[str, float] | None:
     """On planted, the metrics on `part` of the oracle that ranks by the generator's own probabilities (the same
     rows as the run's metrics): the best any model can do there. None on other data."""
     run = load_run(run_id)
-    return explore.oracle_reference(run.data, *scored_rows(run, part))
+    _, protocol, rows, seed = scored_rows(run, part)
+    return _oracle(run.world, part, protocol, rows, seed, run_id)
+
+
+@st.cache_data(show_spinner="Computing the ceiling…", max_entries=16)
+def _oracle(world: str, part: str, protocol: str, rows: int | None, seed: int, _run_id: str) -> dict | None:
+    """The ceiling on one world's rows, computed once for every run on that world (`_run_id`: any one of them)."""
+    run = load_run(_run_id)
+    return explore.oracle_reference(run.data, scored_rows(run, part)[0], protocol, rows, seed)
+
+
+@st.cache_data(show_spinner="Computing the popularity reference…", max_entries=16)
+def _popularity_level(world: str, part: str, protocol: str, rows: int | None, seed: int,
+                      _run_id: str) -> dict[str, float]:
+    """MostPopular's metrics on one world's rows, computed once for every run on that world."""
+    run = load_run(_run_id)
+    return explore.popularity_reference(run.data, scored_rows(run, part)[0], run.split.train, protocol, rows, seed)
 
 
 @st.cache_data(show_spinner="Computing the reference lines…", max_entries=16)
@@ -414,8 +399,8 @@ def reference_levels(run_id: str, stamp: tuple, part: str = "valid") -> dict[str
     popularity on the run's own rows of that part, and the metrics.json of a no-diffusion control and of a
     no-GRW DimeRec trained on the same dataset and split (the built-in ones first). The ceiling is `ceiling`."""
     run = load_run(run_id)
-    users, protocol, rows, seed = scored_rows(run, part)
-    levels = {"popularity": explore.popularity_reference(run.data, users, run.split.train, protocol, rows, seed)}
+    _, protocol, rows, seed = scored_rows(run, part)
+    levels = {"popularity": _popularity_level(run.world, part, protocol, rows, seed, run_id)}
     for other_id, path in discover_runs().items():
         try:
             config = json.loads((path / "config.json").read_text())

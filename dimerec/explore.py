@@ -363,3 +363,129 @@ def grw_comparison(grw: dict, no_grw: dict, grw_recon: tuple[float, float] | Non
     if not parts:
         return ""
     return "In these runs, " + "; ".join(parts) + "."
+
+
+# ---- preset users: a few users worth opening first, each with the reason it was picked ------------------------------
+
+PRESETS_FILE = "presets.json"  # written beside a run by app/make_default_runs.py: the chain-based picks, made once
+PRESET_POOL = 400  # chain-based presets are picked among at most this many held-out users (a seeded draw)
+
+
+def item_categories(data, missing: str = "(no category)") -> tuple[list[str], np.ndarray]:
+    """Each item's first category: the category names, most frequent first, and each
+    item's index into them [n_items]; items without a category get `missing`."""
+    import pandas as pd
+
+    firsts = [cats[0] if cats else missing for cats in (data.item_categories or [[]] * data.n_items)]
+    names = list(pd.Series(firsts).value_counts().index)
+    index = {name: i for i, name in enumerate(names)}
+    return names, np.array([index[name] for name in firsts], dtype=np.int64)
+
+
+def held_out_users(data, split) -> np.ndarray:
+    """The validation and test users of `split` with at least two items (a history and a next item), sorted."""
+    users = np.concatenate([split.valid, split.test])
+    return np.array(sorted(int(u) for u in users if len(data.sequences[u]) >= 2), dtype=np.int64)
+
+
+def user_history(data, user: int) -> np.ndarray:
+    """The history the app shows a held-out user by: the last max_len items before the final one (the next item)."""
+    seq = data.sequences[user]
+    return seq[max(0, len(seq) - 1 - data.max_len):len(seq) - 1]
+
+
+def _since_drift(held: np.ndarray) -> int:
+    """Steps from the planted interests' last change to the user's last step (the whole length when none)."""
+    changed = np.flatnonzero((held[1:] != held[:-1]).any(axis=1))
+    return int(len(held) - 1 - (changed[-1] + 1)) if len(changed) else len(held)
+
+
+def _pick(rows: list[dict], picks: list[tuple[int, str]], key, reason, where=lambda r: True) -> None:
+    """Add the first row (by `key`, then user id) that passes `where` and is not picked yet, with its reason."""
+    taken = {u for u, _ in picks}
+    for row in sorted((r for r in rows if where(r) and r["user"] not in taken), key=lambda r: (key(r), r["user"])):
+        picks.append((int(row["user"]), reason(row)))
+        return
+
+
+@torch.no_grad()
+def chain_presets(model, data, users: np.ndarray, item_category: np.ndarray, n_samples: int = 6, seed: int = 0,
+                  pool: int = PRESET_POOL) -> list[tuple[int, str]]:
+    """Up to four users worth opening first, picked by what the model does with them: where each one's
+    `n_samples` reverse runs (seeded as `sample_user`, so the reason matches what the pages show) or interests
+    land, and the rank of the true next item in their merged top 50 (`user_landings`). Among at most `pool`
+    held-out `users` (a seeded draw). Slow for long chains (DreamRec: ~30 s on two cores): made once, with the
+    run (app/make_default_runs.py writes it to PRESETS_FILE); `data_presets` is the instant fallback."""
+    users = np.asarray(users)
+    if len(users) > pool:
+        users = np.sort(np.random.default_rng(0).choice(users, pool, replace=False))
+    hists = [history_tensor(data, user_history(data, u)) for u in users]
+    landing, merged = user_landings(model, hists, n_samples=n_samples, seed=seed)
+    categories = np.asarray(item_category)[landing]  # [U, S]
+    truth = data.ground_truth
+    rows = []
+    for b, u in enumerate(users.tolist()):
+        hit = np.flatnonzero(merged[b] == int(data.sequences[u][-1]))
+        rows.append({"user": u, "n_categories": len(set(categories[b].tolist())),
+                     "rank": int(hit[0]) + 1 if len(hit) else None, "history": len(user_history(data, u)),
+                     "since_drift": _since_drift(truth["user_interests"][u]) if truth is not None else None})
+    noun = "samples" if model.denoises else "interests"
+    ranked = "its samples rank the true next item" if model.denoises else "the true next item is ranked"
+    hits = [r for r in rows if r["rank"] is not None]
+    picks: list[tuple[int, str]] = []
+    _pick(hits, picks, lambda r: (-r["n_categories"], r["rank"]),
+          lambda r: f"its {noun} land on {r['n_categories']} different categories; {ranked} #{r['rank']}",
+          where=lambda r: r["n_categories"] >= 2)
+    _pick(hits, picks, lambda r: (r["n_categories"], r["rank"]),
+          lambda r: (f"its {noun} agree on one category" if r["n_categories"] == 1 else
+                     f"its {noun} land on only {r['n_categories']} categories") + f"; {ranked} #{r['rank']}")
+    if truth is not None:
+        _pick(rows, picks, lambda r: (r["rank"] is None, r["rank"] or 0),
+              lambda r: "an interest changed " + ("just before the next item" if r["since_drift"] == 0 else
+                                                  f"{r['since_drift']} steps before the next item"),
+              where=lambda r: r["since_drift"] <= 3 and r["history"] >= 10)
+    _pick(rows, picks, lambda r: -r["n_categories"],
+          lambda r: f"a miss: the true next item is not in the top 50 (its {noun} land on {r['n_categories']} "
+                    f"categor{'y' if r['n_categories'] == 1 else 'ies'})",
+          where=lambda r: r["rank"] is None)
+    return picks
+
+
+def data_presets(data, users: np.ndarray, item_category: np.ndarray) -> list[tuple[int, str]]:
+    """Up to four users worth opening first, picked from their histories alone (no model call: instant for any
+    run): the most mixed history, the most single-minded, on planted a user whose interest just changed, and a
+    user whose next item is of a category the history never touched. For runs without a PRESETS_FILE."""
+    item_category = np.asarray(item_category)
+    truth = data.ground_truth
+    rows = []
+    for u in np.asarray(users).tolist():
+        hist = user_history(data, u)
+        cats = set(item_category[hist].tolist())
+        rows.append({"user": u, "history": len(hist), "n_categories": len(cats),
+                     "next_new": int(item_category[data.sequences[u][-1]]) not in cats,
+                     "since_drift": _since_drift(truth["user_interests"][u]) if truth is not None else None})
+    long = [r for r in rows if r["history"] >= min(10, data.max_len)] or rows
+    picks: list[tuple[int, str]] = []
+    _pick(long, picks, lambda r: -r["n_categories"],
+          lambda r: f"its history mixes {r['n_categories']} categories", where=lambda r: r["n_categories"] >= 2)
+    _pick(long, picks, lambda r: (r["n_categories"], -r["history"]),
+          lambda r: "its history keeps to one category" if r["n_categories"] == 1 else
+          f"its history keeps to {r['n_categories']} categories")
+    if truth is not None:
+        _pick(long, picks, lambda r: r["since_drift"],
+              lambda r: "an interest changed " + ("just before the next item" if r["since_drift"] == 0 else
+                                                  f"{r['since_drift']} steps before the next item"),
+              where=lambda r: r["since_drift"] <= 3)
+    _pick(long, picks, lambda r: -r["history"],
+          lambda r: "a hard case: its next item is of a category its history never touched",
+          where=lambda r: r["next_new"])
+    return picks
+
+
+def history_tensor(data, items) -> torch.Tensor:
+    """A history (item ids, oldest first) as the model reads it: its last max_len items, left-padded, [1, L]."""
+    from dimerec.data import left_pad
+
+    items = np.asarray(items, dtype=np.int64)[-data.max_len:]
+    return torch.from_numpy(left_pad([items], data.max_len, data.pad_id))
+

@@ -72,7 +72,7 @@ def test_the_built_in_runs_are_small_and_match_the_model_code():
     files = [f for f in DEFAULT.rglob("*") if f.is_file()]
     assert sum(f.stat().st_size for f in files) < 5e6
     assert {f.name for f in files} <= {"config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json",
-                                       "step_metrics.json"}
+                                       "step_metrics.json", "presets.json"}
     for run in ("dimerec-planted", "dimerec-nogrw-planted", "dimerec-nodiff-planted"):
         config = json.loads((DEFAULT / run / "config.json").read_text())
         model_cls = MODELS[config["model"]]
@@ -373,6 +373,7 @@ def test_the_euclidean_chains_play_on_the_denoising_page(run):
     assert data["step"] == T and param(at, "step") == str(T)
 
 
+
 def test_what_if_adding_items_changes_the_recommendations():
     at = open_page("what_if")
     assert not at.error
@@ -403,6 +404,45 @@ def test_what_if_adding_items_changes_the_recommendations():
     assert len(at.session_state["whatif_hist"]) == len(history) - 2
     at.button(key="whatif_reset").click().run()
     assert at.session_state["whatif_hist"] == history
+
+
+def test_the_preset_users_are_read_from_the_run_not_sampled_when_it_opens(monkeypatch):
+    """Issue 30: a cold switch to a built-in run took a minute sampling 400 users' chains; the presets are stored with
+    the run (presets.json, made by app/make_default_runs.py) and the app never samples to choose them."""
+    from dimerec import explore
+
+    def slow(*args, **kwargs):
+        raise AssertionError("the app sampled chains to choose its preset users")
+
+    monkeypatch.setattr(explore, "chain_presets", slow)
+    monkeypatch.setattr(explore, "user_landings", slow)
+    for name in ("dreamrec-planted", "diffurec-planted"):
+        at = open_page("tour", run=f"default/{name}")
+        stored = json.loads((DEFAULT / name / "presets.json").read_text())["presets"]
+        options = at.selectbox(key="user_select").options
+        assert options[:len(stored)] == [f"★ user {p['user']}" for p in stored]
+        caption = " ".join(c.value for c in at.sidebar.caption)
+        assert f"★ Picked because: {stored[0]['reason']}." in caption
+
+
+@pytest.mark.parametrize("stale", [True, False])
+def test_a_run_without_its_presets_or_with_stale_ones_picks_them_from_histories(tmp_path, stale):
+    from dimerec import explore
+    from dimerec.runs import load_run
+
+    run = _run_dir(tmp_path, "mine")
+    stored = json.loads((run / "presets.json").read_text())
+    if stale:  # made from another checkpoint: they describe another model
+        (run / "presets.json").write_text(json.dumps({**stored, "best.pt sha1": "0" * 40}))
+    else:
+        (run / "presets.json").unlink()
+    at = open_page("tour", run="runs/mine")
+    _, data, config = load_run(run)
+    split = data.split(config["train_config"]["split_seed"])
+    picks = explore.data_presets(data, explore.held_out_users(data, split), explore.item_categories(data)[1])
+    assert [p[0] for p in picks] != [p["user"] for p in stored["presets"]]
+    assert at.selectbox(key="user_select").options[:len(picks)] == [f"★ user {u}" for u, _ in picks]
+    assert f"★ Picked because: {picks[0][1]}." in " ".join(c.value for c in at.sidebar.caption)
 
 
 @pytest.mark.real_data

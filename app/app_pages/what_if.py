@@ -109,7 +109,13 @@ right.markdown("**After**")
 ui.chart(figures.category_mix_figure(run, after.interest_top), key="whatif_mix_after", container=right)
 
 st.subheader("Reverse samples for the edited history")
-if after.samples is None:
-    st.info(f"This run ({run.model_name}) has no diffusion; the sphere shows the edited history and its interests.")
-ui.chart(figures.sphere_figure(run, after, ctx.next_item, after.samples.T if after.samples else None),
-         key="whatif_sphere")
+# the globe is drawn on request: a 3-D scene took half of this page's load (2.5 of 5 s in headless Chromium on a
+# loaded machine), and the lists and the sentence above are what the page is for
+if st.toggle("Show them on the globe", key="whatif_globe",
+             help="The edited history, its interests and its reverse samples on the sphere, as on the Denoising "
+                  "page (a 3-D figure: a few seconds to draw)."):
+    if after.samples is None:
+        st.info(f"This run ({run.model_name}) has no diffusion; the sphere shows the edited history and its "
+                f"interests.")
+    ui.chart(figures.sphere_figure(run, after, ctx.next_item, after.samples.T if after.samples else None),
+             key="whatif_sphere")
