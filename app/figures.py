@@ -130,6 +130,21 @@ def _layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
     return fig
 
 
+def interest_marks(run: runs.Run, K: int) -> tuple[str, list[str]]:
+    """What the model reads a history as, named for what this model has (DreamRec has no GEM, DiffuRec no
+    interests), and the label of each of its K vectors on the globe."""
+    name = run.model_name
+    if name in ("dimerec", "dimerec-nodiff"):
+        return f"GEM interests I1…I{K}", [f"I{k + 1}" for k in range(K)]
+    if name == "dreamrec":
+        return "guidance c (its SASRec encoder's one vector)", ["c"] * K
+    if run.has_diffusion:  # the contract's default: the user vectors, here one served x_0
+        return "user vector u (one served x_0)", ["u"] * K
+    if K > 1:
+        return f"interests I1…I{K}", [f"I{k + 1}" for k in range(K)]
+    return "user vector u", ["u"] * K
+
+
 def sphere_figure(run: runs.Run, view: runs.UserView, next_item: int | None, step: int | None,
                   title: str | None = None, height: int = 640, show_interests: bool = True) -> go.Figure:
     """Items on the sphere, the user's history, K interests, and the S reverse samples after `step` steps."""
@@ -143,12 +158,12 @@ def sphere_figure(run: runs.Run, view: runs.UserView, next_item: int | None, ste
                            hovertemplate="history: %{text}<extra></extra>"))
     if show_interests:
         K = len(view.interests_3d)
-        traces.append(dict(type="scatter3d", mode="markers+text", name=f"GEM interests (K={K})",
+        name, labels = interest_marks(run, K)
+        traces.append(dict(type="scatter3d", mode="markers+text", name=name.replace(f"I1…I{K}", f"(K={K})"),
                            legendgroup="user", **_points(view.interests_3d, 1.04),
                            marker=dict(size=7, symbol="square", color="#555555", line=dict(color="white", width=1)),
-                           text=[f"I{k + 1}" for k in range(K)], textposition="top center",
-                           textfont=dict(size=12, color="#333333"),
-                           hovertemplate="interest %{text}<extra></extra>"))
+                           text=labels, textposition="top center", textfont=dict(size=12, color="#333333"),
+                           hovertemplate=f"{name.split(' I1')[0]}: %{{text}}<extra></extra>"))
     if next_item is not None:
         traces.append(dict(type="scatter3d", mode="markers+text", name="true next item", legendgroup="user",
                            **_points(run.items_3d[[next_item]], 1.05),
@@ -224,25 +239,30 @@ def projector_fonts(fig: go.Figure, size: int = PROJECTOR_FONT) -> go.Figure:
 def _sample_traces(run: runs.Run, view: runs.UserView, step: int, through: list[int] | None = None) -> list[dict]:
     """The S samples after `step` steps; their paths pass through the states `through` (default: every step)."""
     S = view.samples_3d.shape[1]
+    # A Euclidean chain (DreamRec, DiffuRec) is not on the sphere: x_t starts as Gaussian noise and has a length.
+    # Its direction is what ranks items, so the globe shows where x_t points, as dots, and draws no path: joined
+    # across the globe, the jumps of its direction over 200 noisy steps were a tangle that said nothing.
+    euclidean = run.model.chain_space == "euclidean"
     states = view.samples_3d[:step + 1] if through is None else view.samples_3d[[k for k in through if k <= step]]
     paths = []
-    for s in range(S):
+    for s in range(S if not euclidean else 0):
         paths.append(_arc_path(states[:, s], 1.02))
         paths.append(np.full((1, 3), np.nan))  # a break between samples in one trace
-    path = np.concatenate(paths)
+    path = np.concatenate(paths) if paths else np.full((1, 3), np.nan)
     now = view.samples_3d[step]
     guess = view.recommend_3d[step]
     first = view.samples.sample_top[step, :, 0]
     hover = [f"sample {s + 1}: nearest item {run.title(first[s])} ({run.category(first[s])})" for s in range(S)]
     t = view.samples.T - step
+    where = "direction of " if euclidean else ""
     return [
         dict(type="scatter3d", mode="lines", name="paths x_T → x_t", legendgroup="samples",
              legendgrouptitle=dict(text=f"{S} reverse samples"), **_points(path),
-             line=dict(color=PATH, width=4), hoverinfo="skip", connectgaps=False),
-        dict(type="scatter3d", mode="markers", name="start x_T (noise)", legendgroup="samples",
+             line=dict(color=PATH, width=4), hoverinfo="skip", connectgaps=False, showlegend=not euclidean),
+        dict(type="scatter3d", mode="markers", name=f"{where}start x_T (noise)", legendgroup="samples",
              **_points(view.samples_3d[0], 1.02), marker=dict(size=4, color="#888888", symbol="circle"),
              hoverinfo="skip"),
-        dict(type="scatter3d", mode="markers+text", name=f"x_t now (t = {t})", legendgroup="samples",
+        dict(type="scatter3d", mode="markers+text", name=f"{where}x_t now (t = {t})", legendgroup="samples",
              **_points(now, 1.03), text=[f"s{s + 1}" for s in range(S)], textposition="middle right",
              textfont=dict(size=11, color=PATH),
              marker=dict(size=8, symbol=SAMPLE_SYMBOLS, color=[color_of(run, i) for i in first],
@@ -262,9 +282,11 @@ def forward_figure(run: runs.Run, paths_3d: np.ndarray, next_item: int, t: int, 
     parts = []
     for j in range(n):
         parts += [_arc_path(paths_3d[:t + 1, j], 1.02), np.full((1, 3), np.nan)]
-    traces.append(dict(type="scatter3d", mode="lines", name="noise paths x_0 → x_t", **_points(np.concatenate(parts)),
-                       line=dict(color=PATH, width=4), hoverinfo="skip", connectgaps=False))
-    traces.append(dict(type="scatter3d", mode="markers", name=f"x_t at t = {t}", **_points(paths_3d[t], 1.03),
+    where = "direction of " if run.model.chain_space == "euclidean" else ""  # off the sphere: its direction
+    traces.append(dict(type="scatter3d", mode="lines", name=f"noise paths x_0 → {where}x_t",
+                       **_points(np.concatenate(parts)), line=dict(color=PATH, width=4), hoverinfo="skip",
+                       connectgaps=False))
+    traces.append(dict(type="scatter3d", mode="markers", name=f"{where}x_t at t = {t}", **_points(paths_3d[t], 1.03),
                        marker=dict(size=6, color=PATH, symbol="diamond"), hoverinfo="skip"))
     traces.append(dict(type="scatter3d", mode="markers+text", name="x_0: the true next item",
                        **_points(run.items_3d[[next_item]], 1.05), text=["x_0"], textposition="bottom center",
@@ -435,3 +457,4 @@ def steps_figure(curves: dict[str, dict], metric: str, height: int = 400,
                       yaxis=dict(title=f"{metric} of x̂0 (validation)", tickformat=".0%"),
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     return fig
+

@@ -415,6 +415,16 @@ def reference_levels(run_id: str, stamp: tuple, part: str = "valid") -> dict[str
     return levels
 
 
+def below_popularity(run: Run) -> tuple[float, float] | None:
+    """(the run's test HR@50, MostPopular's on the same test rows) when the run ranks below popularity, else None:
+    both read or computed from the run's files (metrics.json, reference_levels)."""
+    ours = ((run.metrics or {}).get("test") or {}).get("HR@50")
+    if ours is None:
+        return None
+    pop = reference_levels(run.id, run.stamp, "test")["popularity"].get("HR@50")
+    return (ours, pop) if pop is not None and ours < pop else None
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 @torch.no_grad()
 def forward_view(run_id: str, stamp: tuple, item: int, n_paths: int) -> tuple[np.ndarray, np.ndarray]:

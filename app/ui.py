@@ -55,10 +55,22 @@ def select_run() -> runs.Run:
     st.session_state["_run"] = run_id
     st.query_params["run"] = run_id
     try:
-        return runs.load_run(run_id)
+        run = runs.load_run(run_id)
     except runs.RunError as err:
         st.error(f"This run cannot be shown: {err}")
         st.stop()
+    below = runs.below_popularity(run)
+    if below is not None:  # said under the selector on every page: a class must not take it for the model's best
+        st.sidebar.warning(f"**Below popularity.** {popularity_sentence(run, *below)}", icon=":material/warning:")
+    return run
+
+
+def popularity_sentence(run: runs.Run, ours: float, pop: float) -> str:
+    """That the run ranks below MostPopular, in numbers, and how long it trained (its metrics.json)."""
+    metrics = run.metrics or {}
+    trained = (f" Trained {metrics['train_minutes']:.1f} min ({metrics.get('epochs', '?')} epochs): a "
+               f"{run.model_name} still learning, not at its best." if "train_minutes" in metrics else "")
+    return f"Test HR@50 {pct(ours)}, under MostPopular's {pct(pop)} on the same users.{trained}"
 
 
 def parse_int(value) -> int | None:

@@ -129,6 +129,7 @@ def test_denoising_sends_the_whole_reverse_run_as_frames_that_agree_with_each_ot
     names = trace_names(data["sphere"])
     for name in ("history items", "GEM interests (K=4)", "true next item", "paths x_T → x_t", "x_t now (t = 20)"):
         assert name in names
+    assert "GEM interests I1…I4" in data["key"] and "paths x_T → x_t" in data["key"]
     categories = json.loads((DEFAULT / "dimerec-planted" / "config.json").read_text())["dataset_stats"]["categories"]
     assert sum(t.get("legendgroup") == "items" for t in data["sphere"]["data"]) == categories
     assert [f["name"] for f in data["frames"]] == [str(k) for k in range(T + 1)]
@@ -371,7 +372,20 @@ def test_the_euclidean_chains_play_on_the_denoising_page(run):
     shown = [text["step"] for text in data["steps"]]
     assert data["T"] == T and shown[0] == 0 and shown[-1] == T and len(data["frames"]) == len(shown) <= 41
     assert data["step"] == T and param(at, "step") == str(T)
+    # issue 30: x_t is off the sphere; the globe shows its direction, as dots, and draws no paths across it
+    for frame in data["frames"]:
+        path, start, now, _ = frame["data"]
+        assert all(v is None for v in path["x"]) and path["showlegend"] is False
+        assert start["name"] == "direction of start x_T (noise)" and now["name"].startswith("direction of x_t now")
+    assert "direction x_t/‖x_t‖" in data["key"] and "paths" not in data["key"]
+    # the key names only what the model has: DreamRec's one guidance vector, DiffuRec's user vector, no GEM
+    assert "GEM" not in data["key"] and ("guidance c" in data["key"]) == (run == "default/dreamrec-planted")
+    from app import runs
 
+    loaded = runs.load_run(run)
+    view = runs.user_view(run, loaded.stamp, tuple(int(i) for i in loaded.history(int(param(at, "user")))), 6, 0)
+    length = np.linalg.norm(view.samples.x_t[0], axis=-1).mean()  # x_T ~ N(0, I) in 64-d: about 8
+    assert f"length ‖x_t‖ ≈ {length:.1f}" in data["steps"][0]["heading"]
 
 
 def test_what_if_adding_items_changes_the_recommendations():
@@ -443,6 +457,36 @@ def test_a_run_without_its_presets_or_with_stale_ones_picks_them_from_histories(
     assert [p[0] for p in picks] != [p["user"] for p in stored["presets"]]
     assert at.selectbox(key="user_select").options[:len(picks)] == [f"★ user {u}" for u, _ in picks]
     assert f"★ Picked because: {picks[0][1]}." in " ".join(c.value for c in at.sidebar.caption)
+
+
+def _popularity_test_hr(name: str) -> float:
+    from dimerec import explore
+    from dimerec.runs import load_run
+
+    _, data, config = load_run(DEFAULT / name)
+    tc = config["train_config"]
+    split = data.split(tc["split_seed"])
+    return explore.popularity_reference(data, split.test, split.train, tc.get("protocol", "next-item"),
+                                        tc.get("final_max_rows"), tc["seed"])["HR@50"]
+
+
+def test_a_run_below_popularity_says_so_on_every_page():
+    """Issue 30: DreamRec's and DiffuRec's built-ins rank below MostPopular; the sidebar says so, with both numbers
+    read or computed from the run's files; a run above popularity carries no such warning."""
+    for name in ("dreamrec-planted", "dimerec-planted"):
+        ours = json.loads((DEFAULT / name / "metrics.json").read_text())["test"]["HR@50"]
+        pop = _popularity_test_hr(name)
+        for page in ("tour", "steps"):
+            at = open_page(page, run=f"default/{name}")
+            warning = " ".join(w.value for w in at.sidebar.warning)
+            if ours < pop:
+                assert "Below popularity" in warning and f"{ours:.1%}" in warning and f"{pop:.1%}" in warning
+            else:
+                assert "Below popularity" not in warning
+    at = open_page("steps")
+    verdict = steps_sentence(at, "dreamrec-planted (built-in)")
+    assert verdict.startswith("**dreamrec-planted (built-in)** — **Below popularity on the test users**")
+    assert "Below popularity" not in steps_sentence(at, "dimerec-planted (built-in)")
 
 
 @pytest.mark.real_data

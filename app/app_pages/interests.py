@@ -31,8 +31,9 @@ left, right = st.columns([3, 2])
 with left:
     st.subheader("Which history items each interest reads")
     if view.attention is None:
-        st.info(f"This run's model ({run.model_name}) has no attention to show: its interests are its user vectors. "
-                f"A DimeRec run with the ComiRec-SA extractor (`--gem comirec-sa`, the default) shows it here.")
+        st.info(f"This run's model ({run.model_name}) has no attention to show: it reads the history as its "
+                f"{figures.interest_marks(run, K)[0]}. A DimeRec run with the ComiRec-SA extractor "
+                f"(`--gem comirec-sa`, the default) shows it here.")
         ui.show_items(ui.items_frame(run, view.hist))
     else:
         ui.chart(figures.attention_figure(run, view.hist, view.attention, history_truth), key="interests_attention")
@@ -70,3 +71,4 @@ for k in range(K):
     with cols[k % 2]:
         st.markdown(f"**Interest I{k + 1}**")
         ui.show_items(ui.items_frame(run, view.interest_top[k][:5]).drop(columns=["#"]), key=f"interest_top_{k}")
+
