@@ -426,6 +426,13 @@ def below_popularity(run: Run) -> tuple[float, float] | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
+def mean_list(run_id: str, stamp: tuple, hist: tuple[int, ...], seed: int, k: int = 10) -> np.ndarray:
+    """The one-step mean's top k for a history (explore.mean_top): [k] item ids."""
+    run = load_run(run_id)
+    return explore.mean_top(run.model, run.hist_tensor(hist), k, seed)[0]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
 @torch.no_grad()
 def forward_view(run_id: str, stamp: tuple, item: int, n_paths: int) -> tuple[np.ndarray, np.ndarray]:
     """The forward noise of one item, on the picture [T+1, n, 3], and each path's angle from x_0 in degrees [T+1, n]."""

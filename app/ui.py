@@ -278,6 +278,13 @@ ITEM_COLUMNS = {"#": st.column_config.NumberColumn("#", width=34),
                                             "Item vectors are not unit length, so it is not a cosine.")}
 
 
-def show_items(frame: pd.DataFrame, container=st, **kwargs) -> None:
-    """st.dataframe of an items_frame, with narrow columns for the marks."""
-    container.dataframe(frame, hide_index=True, column_config=ITEM_COLUMNS, **kwargs)
+def show_items(frame: pd.DataFrame, container=st, compact: bool = False, **kwargs) -> None:
+    """st.dataframe of an items_frame, with narrow columns for the marks; `compact`: three tables in a row (no rank
+    column, the marks narrower still), so that the titles and categories are not cut at 1280 px."""
+    config = ITEM_COLUMNS
+    if compact:
+        frame = frame.drop(columns=["#"])
+        config = {**ITEM_COLUMNS, "next?": st.column_config.TextColumn("next?", width=40, help="✓ the true next item"),
+                  "new?": st.column_config.TextColumn("new?", width=40, help="not in the top 10 before the edit")}
+        frame = frame.assign(**{"next?": frame["next?"].str.replace("✓ next", "✓")}) if "next?" in frame else frame
+    container.dataframe(frame, hide_index=True, column_config=config, **kwargs)

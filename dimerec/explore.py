@@ -489,3 +489,68 @@ def history_tensor(data, items) -> torch.Tensor:
     items = np.asarray(items, dtype=np.int64)[-data.max_len:]
     return torch.from_numpy(left_pad([items], data.max_len, data.pad_id))
 
+
+# ---- What if: the one-step mean's list, and what an edit of the history did ----------------------------------------
+
+@torch.no_grad()
+def mean_top(model, hist: torch.Tensor, k: int = 10, seed: int = 0, n_samples: int = 64) -> np.ndarray:
+    """The top-k of the one-step mean for histories [B, L] -> ids [B, k]: the x̂0 the first reverse step guesses
+    from `n_samples` random starts x_T (DimeRec: `first_step_guess` with its `denoiser_for`; another model that
+    denoises: its trajectory's first x̂0), averaged, and ranked by inner product. x_T carries no information, so
+    the average estimates E[x_0 | history] — what `--serve mean` serves, with its own number of samples."""
+    from dimerec.models.dimerec import DimeRec
+
+    generator = torch.Generator().manual_seed(seed)
+    if isinstance(model, DimeRec):
+        guidance, _ = model.guidance(hist)
+        guess = model.first_step_guess(guidance, model.denoiser_for(guidance), n_samples, generator)  # [B, S, d]
+    else:
+        guess = model.trajectory(hist, n_samples=n_samples, generator=generator).pred_x0[0]  # [B, S, d]
+    mean = model.chain_user_vectors(guess.mean(1, keepdim=True))  # [B, 1, d']
+    return nearest_items(mean, model.item_vectors(), k)[0]
+
+
+def edit_effect(before_interests: np.ndarray, after_interests: np.ndarray, before_top: np.ndarray,
+                after_top: np.ndarray, item_category: np.ndarray, names: list[str],
+                mean_after: np.ndarray | None = None) -> dict:
+    """What an edit of a history did, in numbers and plain sentences.
+
+    `*_interests`: each interest's nearest items [K, n] before and after the edit; `*_top`: the served top list
+    (e.g. the top 10) before and after; `mean_after`: the one-step mean's list after the edit (`mean_top`), when
+    shown. Returns {"moved": [(k, from, to)] (category ids of the interests whose leading category changed),
+    "entered"/"left": {category id: items of it that entered/left the list}, "missed": the categories an interest
+    moved to that the served list gained no item of, "mean_has": {category id: items of it in the mean's list},
+    "sentence"}."""
+    cats = np.asarray(item_category)
+    was, now = dominant_categories(before_interests, cats), dominant_categories(after_interests, cats)
+    moved = [(k, int(a), int(b)) for k, (a, b) in enumerate(zip(was, now)) if a != b]
+    before, after = [int(i) for i in before_top], [int(i) for i in after_top]
+    entered = _count(cats[[i for i in after if i not in before]])
+    left = _count(cats[[i for i in before if i not in after]])
+    missed = list(dict.fromkeys(to for _, _, to in moved if entered.get(to, 0) == 0))
+    mean_has = {} if mean_after is None else _count(cats[np.asarray(mean_after, dtype=np.int64)])
+    n = len(after)
+
+    def items(counts: dict[int, int]) -> str:
+        return ", ".join(f"{c} {names[i]}" for i, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    parts = [("; ".join(f"I{k + 1} moved from {names[a]} to {names[b]}" for k, a, b in moved) + ".") if moved else
+             "Every interest keeps its leading category."]
+    if entered:
+        parts.append(f"Into the top {n} came {sum(entered.values())} item(s): {items(entered)}; out went "
+                     f"{sum(left.values())}: {items(left)}.")
+    else:
+        parts.append(f"The top {n} holds the same items as before.")
+    if missed:
+        parts.append(f"The top {n} did not follow: no {' or '.join(names[c] for c in missed)} item entered it.")
+        if mean_after is not None:
+            parts.append("The one-step mean's top " + str(len(mean_after)) + " holds "
+                         + ", ".join(f"{mean_has.get(c, 0)} {names[c]}" for c in missed) + " item(s).")
+    return {"moved": moved, "entered": entered, "left": left, "missed": missed, "mean_has": mean_has,
+            "sentence": " ".join(parts)}
+
+
+def _count(categories: np.ndarray) -> dict[int, int]:
+    values, counts = np.unique(np.asarray(categories, dtype=np.int64), return_counts=True)
+    return {int(v): int(c) for v, c in zip(values, counts)}
+

@@ -402,13 +402,7 @@ def test_what_if_adding_items_changes_the_recommendations():
     assert not at.exception
     edited = at.session_state["whatif_hist"]
     assert len(edited) == min(len(history) + 8, 20)
-    why = next(m.value for m in at.markdown if m.value.startswith("**Why the list moved.**"))
-    from collections import Counter  # the sentence's counts are the two tables' category counts
-
-    gained = Counter(at.dataframe[1].value["category"]) - Counter(at.dataframe[0].value["category"])
-    lost = Counter(at.dataframe[0].value["category"]) - Counter(at.dataframe[1].value["category"])
-    assert gained and all(f"{n} {c}" in why.split(" and lost ")[0] for c, n in gained.items())
-    assert all(f"{n} {c}" in why.split(" and lost ")[1] for c, n in lost.items())
+    assert what_the_edit_did(at)  # checked against the lists in test_what_if_says_what_happened_from_the_lists
     assert edited[:len(edited) - 8] == history[len(history) + 8 - len(edited):]
     after = at.dataframe[1].value
     assert after["item"].tolist() != before
@@ -418,6 +412,75 @@ def test_what_if_adding_items_changes_the_recommendations():
     assert len(at.session_state["whatif_hist"]) == len(history) - 2
     at.button(key="whatif_reset").click().run()
     assert at.session_state["whatif_hist"] == history
+
+
+def what_the_edit_did(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if m.value.startswith("**What the edit did.**"))
+
+
+def _leading(figure: dict) -> list[str]:
+    """Each interest's leading category, read off a category-mix figure (one bar trace per category, in the order of
+    the run's categories, each with the interests' shares): the largest share, the first category on a tie."""
+    shares = np.stack([values(t["x"]) for t in figure["data"]])  # [categories, K]
+    return [figure["data"][c]["name"] for c in shares.argmax(axis=0)]
+
+
+def test_what_if_says_what_happened_from_the_lists_it_shows():
+    """Issue 30: the sentence is computed from the numbers on the page (which interest moved to which category, how
+    many items of which category entered and left the top 10); where the served list did not follow an interest
+    that moved, the one-step mean's list is shown beside it and the sentence counts that category in it."""
+    from collections import Counter
+
+    at = open_page("what_if")
+    for category in at.selectbox(key="whatif_category").options:  # the most popular 3 of a category, as the page
+        at.button(key="whatif_reset").click().run()  # suggests, until one moves an interest the list does not follow
+        at.selectbox(key="whatif_category").set_value(category)
+        at.button(key="whatif_add_category").click().run()
+        assert not at.exception
+        if len(at.dataframe) == 3:
+            break
+    else:
+        pytest.fail("no category moved an interest that the served top 10 did not follow")
+    sentence = what_the_edit_did(at)
+    before, after, mean = (frame.value for frame in at.dataframe)
+    assert "one-step mean" in " ".join(m.value for m in at.markdown)
+    pairs = lambda frame: set(zip(frame["item"], frame["category"]))  # noqa: E731
+    entered = Counter(c for item, c in pairs(after) - pairs(before))
+    left = Counter(c for item, c in pairs(before) - pairs(after))
+    assert entered == Counter(after[after["new?"] == "new"]["category"])  # the "new" marks agree
+    came, went = sentence.split("Into the top 10 came ")[1].split("; out went ")
+    assert came.startswith(f"{sum(entered.values())} item(s): ")
+    assert sorted(came.split(": ", 1)[1].split(", ")) == sorted(f"{n} {c}" for c, n in entered.items())
+    went = went.split(".")[0]
+    assert went.startswith(f"{sum(left.values())}: ")
+    assert sorted(went.split(": ", 1)[1].split(", ")) == sorted(f"{n} {c}" for c, n in left.items())
+    mix = [f for f in figures(at) if f["data"] and f["data"][0].get("type") == "bar"]
+    was, now = _leading(mix[0]), _leading(mix[1])
+    moved = [(k, a, b) for k, (a, b) in enumerate(zip(was, now)) if a != b]
+    assert moved and sentence.count(" moved from ") == len(moved)
+    assert all(f"I{k + 1} moved from {a} to {b}" in sentence for k, a, b in moved)
+    missed = list(dict.fromkeys(b for _, _, b in moved if entered[b] == 0))
+    assert missed and f"no {' or '.join(missed)} item entered it" in sentence
+    in_mean = Counter(mean["category"])
+    assert sentence.split("one-step mean's top 10 holds ")[1].startswith(
+        ", ".join(f"{in_mean[c]} {c}" for c in missed))
+
+
+def test_the_one_step_mean_ranks_by_the_first_steps_guess_averaged():
+    """explore.mean_top is DimeRec's --serve mean: the same list as the run's own user vectors with serve="mean"."""
+    import torch
+
+    from dimerec import explore
+    from dimerec.runs import load_run
+
+    model, data, _ = load_run(DEFAULT / "dimerec-planted", overrides={"serve": "mean", "serve_samples": 64})
+    hist = explore.history_tensor(data, data.sequences[5][:-1])
+    torch.manual_seed(3)
+    served = explore.nearest_items(model.user_vectors(hist), model.item_vectors(), 10)[0]
+    ours = explore.mean_top(model, hist, 10, seed=3)
+    assert len(set(ours[0]) & set(served[0])) >= 8  # other random starts, the same mean within their noise
+    final, _, _ = load_run(DEFAULT / "dimerec-planted")  # served by one sample's x_0: another list
+    assert len(set(ours[0]) & set(explore.served_top(final, hist)[0][0, :10])) < 8
 
 
 def test_the_preset_users_are_read_from_the_run_not_sampled_when_it_opens(monkeypatch):
