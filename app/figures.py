@@ -458,3 +458,61 @@ def steps_figure(curves: dict[str, dict], metric: str, height: int = 400,
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     return fig
 
+
+MAP_FONT = 16  # px: the item map is read on a 1280x800 projector, projector mode or not
+
+
+def item_map_figure(run: runs.Run, view: runs.UserView, where: runs.MapView, next_item: int,
+                    height: int = 560) -> go.Figure:
+    """The item map (UMAP, 2-D): items by category, the history, the interests and the chain's x̂0 guesses at a few
+    steps, light (step 0, the guess from pure noise) to dark (x_0), and the true next item. x_T is not drawn."""
+    palette = colors(run)
+    items = where.items_2d
+    scatter = go.Scattergl if run.data.n_items > 3000 else go.Scatter
+    titles = np.array(run.data.titles, dtype=object)
+    fig = go.Figure()
+    labels = []  # each category named on the map, at the middle of its items (a legend of 12 would crowd it)
+    for c, name in enumerate(run.categories):
+        idx = np.flatnonzero(run.item_category == c)
+        if len(idx):
+            fig.add_trace(scatter(x=items[idx, 0], y=items[idx, 1], mode="markers", name=name, legendgroup="items",
+                                  showlegend=False, marker=dict(size=8, color=palette[c], opacity=0.5),
+                                  text=titles[idx], hovertemplate="%{text}<extra>" + name + "</extra>"))
+            if c < len(PALETTE) and name != runs.NO_CATEGORY:  # at the item nearest the middle: on its cluster
+                middle = items[idx[np.argmin(((items[idx] - np.median(items[idx], axis=0)) ** 2).sum(1))]]
+                labels.append((name, *middle, palette[c]))
+    for name, x, y, color in labels:
+        fig.add_annotation(x=x, y=y, text=f"<b>{name}</b>", showarrow=False, yshift=-16,
+                           font=dict(size=MAP_FONT - 2, color=color), bgcolor="rgba(255,255,255,0.6)")
+    hist = items[view.hist]
+    fig.add_trace(go.Scatter(x=hist[:, 0], y=hist[:, 1], mode="markers", name="history items", legendgroup="user",
+                             marker=dict(size=12, color="rgba(0,0,0,0)", line=dict(color=PATH, width=2)),
+                             text=[run.title(i) for i in view.hist], hovertemplate="history: %{text}<extra></extra>"))
+    name, labels = interest_marks(run, len(where.interests_2d))
+    fig.add_trace(go.Scatter(x=where.interests_2d[:, 0], y=where.interests_2d[:, 1], mode="markers+text", name=name,
+                             legendgroup="user", text=labels, textposition="top center",
+                             textfont=dict(size=MAP_FONT, color="#222"),
+                             marker=dict(size=13, symbol="square", color="#555555", line=dict(color="white", width=1)),
+                             hovertemplate="%{text}<extra></extra>"))
+    if where.guesses_2d is not None:
+        n = len(where.steps)
+        for j, (k, points) in enumerate(zip(where.steps, where.guesses_2d)):
+            last = j == n - 1
+            shade = int(round(200 - 200 * j / max(n - 1, 1)))  # light grey at step 0 to black at step T
+            label = ("x_0 (step T, served)" if last else
+                     "x̂0 at step 0 (from pure noise)" if k == 0 else f"x̂0 at step {k}")
+            fig.add_trace(go.Scatter(x=points[:, 0], y=points[:, 1], mode="markers", name=label, legendgroup="chain",
+                                     marker=dict(size=13 if last else 10, symbol="diamond" if last else "circle",
+                                                 color=f"rgb({shade},{shade},{shade})",
+                                                 line=dict(color="white", width=1)),
+                                     hovertemplate=f"{label}, sample %{{pointNumber}}<extra></extra>"))
+    nxt = items[[next_item]]
+    fig.add_trace(go.Scatter(x=nxt[:, 0], y=nxt[:, 1], mode="markers", name="true next item", legendgroup="user",
+                             marker=dict(size=18, symbol="star", color=NEXT, line=dict(color=PATH, width=1.5)),
+                             hovertext=[f"true next item: {run.title(next_item)}"], hoverinfo="text"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)  # not to scale: UMAP's axes mean nothing, its distances only between neighbours
+    fig.update_layout(height=height, margin=dict(l=0, r=0, t=10, b=0), font=dict(size=MAP_FONT),
+                      plot_bgcolor="white", legend=dict(font=dict(size=MAP_FONT), itemsizing="constant",
+                                                        groupclick="toggleitem", tracegroupgap=8))
+    return fig

@@ -7,7 +7,8 @@ budget, and keeps only what the app reads (config.json, best.pt, losses.csv, val
 metrics.json and, for the models that denoise, step_metrics.json), then writes each run's
 presets.json: the preset users the sidebar offers first, picked by sampling the chains of 400
 users (dimerec.explore.chain_presets; up to a minute for the long chains, so once, here, not
-when a class switches run):
+when a class switches run), and item_map.npz: the Interests page's UMAP map of the items with every
+held-out user's interests and chain guesses placed on it (UMAP compiles for a minute on first use):
 
 - dimerec-planted         DimeRec, `--preset ours` (the default settings)
 - dimerec-nogrw-planted   the same without the geodesic random walk (`--no-grw`), for the Training page
@@ -16,7 +17,8 @@ when a class switches run):
 - diffurec-planted        DiffuRec: a Euclidean chain over the history's item vectors, likewise
 
 `--only NAME ...` retrains only those runs (the others, and the numbers tests read from them, stay).
-`--presets-only` trains nothing: it rewrites the presets.json of the runs there (of `--only`'s runs).
+`--presets-only` trains nothing: it rewrites the presets.json and item_map.npz of the runs there (of `--only`'s
+runs).
 """
 from __future__ import annotations
 
@@ -74,6 +76,35 @@ def write_presets(run: Path) -> list[tuple[int, str]]:
     return picks
 
 
+def write_item_map(run: Path) -> int:
+    """The Interests page's item map (dimerec.explore.fit_item_map) and, placed on it by UMAP's transform, every
+    held-out user's interests and chain guesses (explore.map_vectors, the samples the pages show), into
+    run/item_map.npz (half precision: a few tens of kB). UMAP compiles on first use: a minute, here, once, rather
+    than in front of a class. Returns the file's size in bytes."""
+    import numpy as np
+
+    from dimerec import explore
+
+    model, data, held_out, sha1 = _load(run)
+    item_map = explore.fit_item_map(model.item_vectors().detach().numpy())
+    interests, guesses = [], []
+    for user in held_out.tolist():
+        hist = explore.history_tensor(data, explore.user_history(data, user))
+        g, x = explore.map_vectors(model, hist, PRESET_SAMPLES, PRESET_SEED)
+        interests.append(g)
+        guesses.append(x if x is not None else np.zeros((0, 0, g.shape[-1]), dtype=np.float32))
+    interests, guesses = np.stack(interests), np.stack(guesses)
+    placed_interests = item_map.place(interests)
+    placed_guesses = item_map.place(guesses) if guesses.size else np.zeros((*guesses.shape[:-1], 2))
+    T = int(model.config.T) if model.denoises else 0
+    file = run / explore.ITEM_MAP_FILE
+    np.savez_compressed(file, items_2d=item_map.items_2d.astype(np.float32), users=held_out.astype(np.int32),
+                        interests_2d=placed_interests.astype(np.float16), guesses_2d=placed_guesses.astype(np.float16),
+                        steps=explore.map_steps(T) if model.denoises else np.zeros(0, dtype=np.int64),
+                        fitted_on=np.int64(item_map.fitted_on), best_pt_sha1=np.str_(sha1))
+    return file.stat().st_size
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=0.8, help="training budget of each run (default: 0.8)")
@@ -87,7 +118,8 @@ def main() -> None:
     out = Path(args.out)
     if args.presets_only:
         for name in args.only or RUNS:
-            print(f"{name}: {write_presets(out / name)}", flush=True)
+            print(f"{name}: {write_presets(out / name)}; item map {write_item_map(out / name) / 1e3:.0f} kB",
+                  flush=True)
         return
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,6 +139,7 @@ def main() -> None:
                 if (run / file).exists():
                     shutil.copy2(run / file, target / file)
             write_presets(target)
+            write_item_map(target)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote {', '.join(args.only or RUNS)} to {out} ({size / 1e6:.1f} MB in all)")
 

@@ -415,6 +415,68 @@ def reference_levels(run_id: str, stamp: tuple, part: str = "valid") -> dict[str
     return levels
 
 
+@dataclass
+class MapView:
+    """One user on the item map (explore.fit_item_map): every item, the history, the interests and the chain's x̂0
+    guesses at `steps`, in the map's 2-D coordinates."""
+    items_2d: np.ndarray  # [n_items, 2]
+    interests_2d: np.ndarray  # [K, 2]
+    guesses_2d: np.ndarray | None  # [n_steps, S, 2]; None for a model without diffusion
+    steps: np.ndarray  # [n_steps] the reverse steps of the guesses (the last is T: x_0 itself)
+    fitted_on: int  # items the map was fitted on
+    stored: bool  # read from the run's item_map.npz (made with the run), else fitted here
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _stored_map(run_id: str, stamp: tuple) -> dict | None:
+    """The run's item_map.npz (explore.ITEM_MAP_FILE, written by app/make_default_runs.py) when it was made from
+    this very best.pt, as arrays; else None."""
+    run = load_run(run_id)
+    try:
+        with np.load(run.path / explore.ITEM_MAP_FILE) as file:
+            stored = {key: file[key] for key in file.files}
+        if str(stored["best_pt_sha1"]) != _sha1(run.path / "best.pt"):
+            return None
+    except (OSError, ValueError, KeyError):
+        return None
+    return stored
+
+
+def has_item_map(run: Run) -> bool:
+    """Whether the item map can be drawn at once: stored with the run, or already fitted in this server."""
+    return _stored_map(run.id, run.stamp) is not None or (run.id, run.stamp) in _FITTED_MAPS
+
+
+_FITTED_MAPS: set[tuple] = set()  # (run id, stamp) of the maps fitted in this server (the cache below holds them)
+
+
+@st.cache_resource(show_spinner="Fitting the item map (UMAP): once per run…", max_entries=4)
+def _fitted_map(run_id: str, stamp: tuple) -> explore.ItemMap:
+    run = load_run(run_id)
+    fitted = explore.fit_item_map(run.model.item_vectors().detach().numpy())
+    _FITTED_MAPS.add((run_id, stamp))
+    return fitted
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def map_view(run_id: str, stamp: tuple, user: int) -> MapView:
+    """The user on the item map, with the samples the pages show (DEFAULT_SAMPLES, seed 0): read from the run's
+    item_map.npz when it holds the user, else placed here (fitting the map first if this server has not)."""
+    run = load_run(run_id)
+    stored = _stored_map(run_id, stamp)
+    if stored is not None and user in set(stored["users"].tolist()):
+        b = int(np.flatnonzero(stored["users"] == user)[0])
+        guesses = stored["guesses_2d"][b].astype(np.float32) if stored["guesses_2d"].size else None
+        return MapView(items_2d=stored["items_2d"], interests_2d=stored["interests_2d"][b].astype(np.float32),
+                       guesses_2d=guesses, steps=stored["steps"], fitted_on=int(stored["fitted_on"]), stored=True)
+    item_map = _fitted_map(run_id, stamp)
+    interests, guesses = explore.map_vectors(run.model, run.hist_tensor(run.history(user)), DEFAULT_SAMPLES, 0)
+    return MapView(items_2d=item_map.items_2d, interests_2d=item_map.place(interests),
+                   guesses_2d=None if guesses is None else item_map.place(guesses),
+                   steps=explore.map_steps(run.T) if run.has_diffusion else np.zeros(0, dtype=np.int64),
+                   fitted_on=item_map.fitted_on, stored=False)
+
+
 def below_popularity(run: Run) -> tuple[float, float] | None:
     """(the run's test HR@50, MostPopular's on the same test rows) when the run ranks below popularity, else None:
     both read or computed from the run's files (metrics.json, reference_levels)."""

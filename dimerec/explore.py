@@ -554,3 +554,60 @@ def _count(categories: np.ndarray) -> dict[int, int]:
     values, counts = np.unique(np.asarray(categories, dtype=np.int64), return_counts=True)
     return {int(v): int(c) for v, c in zip(values, counts)}
 
+
+# ---- the item map: the item table in 2-D by UMAP, and a user's vectors placed on it by `transform` ------------------
+
+ITEM_MAP_FILE = "item_map.npz"  # written beside a run by app/make_default_runs.py: the map and every held-out user
+MAP_STEPS = 5  # the chain's x̂0 guesses are placed at this many steps, evenly from step 0 to step T
+
+
+@dataclass
+class ItemMap:
+    """A 2-D map of the item table (UMAP on the items' directions, cosine), and how to place new vectors on it."""
+    reducer: object  # the fitted umap.UMAP
+    items_2d: np.ndarray  # [n_items, 2] every item (the ones it was not fitted on placed by transform)
+    fitted_on: int  # how many items the map was fitted on (all of them, or a seeded sample of a large catalogue)
+
+    def place(self, vectors) -> np.ndarray:
+        """[..., d] -> [..., 2]: UMAP's transform, which sets each new point among its nearest fitted items."""
+        v = np.asarray(vectors, dtype=np.float32)
+        flat = v.reshape(-1, v.shape[-1])
+        return self.reducer.transform(flat).reshape(*v.shape[:-1], 2).astype(np.float32)
+
+
+def fit_item_map(item_vectors, max_items: int = 2000, seed: int = 0, n_neighbors: int = 15) -> ItemMap:
+    """UMAP of the item vectors [n, d] to 2-D, by cosine (what ranks an item is its direction and length, and the
+    map shows the direction), seeded (so single-threaded and repeatable). A catalogue above `max_items` is fitted on
+    a seeded sample of that many items and the rest placed by transform: about 2 s on 480 items once UMAP is
+    compiled (its first use in a process compiles it: up to a minute on two busy cores)."""
+    import umap  # slow to import (numba): only here
+
+    x = np.asarray(item_vectors, dtype=np.float32)
+    fit = np.arange(len(x))
+    if len(x) > max_items:
+        fit = np.sort(np.random.default_rng(seed).choice(len(x), max_items, replace=False))
+    reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(fit) - 1), min_dist=0.9, metric="cosine",
+                        random_state=seed, transform_seed=seed, init="spectral" if len(fit) > 20 else "random")
+    placed = np.empty((len(x), 2), dtype=np.float32)
+    placed[fit] = reducer.fit_transform(x[fit])
+    rest = np.setdiff1d(np.arange(len(x)), fit)
+    if len(rest):
+        placed[rest] = reducer.transform(x[rest])
+    return ItemMap(reducer=reducer, items_2d=placed, fitted_on=len(fit))
+
+
+def map_steps(T: int, n: int = MAP_STEPS) -> np.ndarray:
+    """The reverse steps whose x̂0 guesses the item map shows: n of 0..T, evenly, 0 and T kept."""
+    return np.unique(np.round(np.linspace(0, T, min(n, T + 1))).astype(np.int64))
+
+
+@torch.no_grad()
+def map_vectors(model, hist: torch.Tensor, n_samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """What the item map places for one history [1, L]: its interests [K, d] and, for a model that denoises, the
+    x̂0 guesses of `n_samples` reverse runs (seeded as `sample_user`, the samples the pages show) at `map_steps`
+    [n_steps, S, d] — step T's is x_0 itself. The random start x_T is left out: see `fit_item_map`'s page."""
+    interests = model.interests(hist)[0][0].numpy()
+    if not model.denoises:
+        return interests, None
+    samples = sample_user(model, hist, n_samples=n_samples, seed=seed)
+    return interests, samples.recommend[map_steps(samples.T)]

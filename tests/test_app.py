@@ -72,7 +72,7 @@ def test_the_built_in_runs_are_small_and_match_the_model_code():
     files = [f for f in DEFAULT.rglob("*") if f.is_file()]
     assert sum(f.stat().st_size for f in files) < 5e6
     assert {f.name for f in files} <= {"config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json",
-                                       "step_metrics.json", "presets.json"}
+                                       "step_metrics.json", "presets.json", "item_map.npz"}
     for run in ("dimerec-planted", "dimerec-nogrw-planted", "dimerec-nodiff-planted"):
         config = json.loads((DEFAULT / run / "config.json").read_text())
         model_cls = MODELS[config["model"]]
@@ -550,6 +550,67 @@ def test_a_run_below_popularity_says_so_on_every_page():
     verdict = steps_sentence(at, "dreamrec-planted (built-in)")
     assert verdict.startswith("**dreamrec-planted (built-in)** — **Below popularity on the test users**")
     assert "Below popularity" not in steps_sentence(at, "dimerec-planted (built-in)")
+
+
+def test_the_item_map_places_the_user_and_leaves_the_random_start_off():
+    """Issue 30: the Interests page draws the item table in 2-D (UMAP, fitted when the run was made: item_map.npz),
+    the user's history at its items, the interests and the chain's x̂0 guesses placed by transform, and no x_T."""
+    at = open_page("interests")
+    assert not at.error
+    (figure,) = [f for f in figures(at) if any(t.get("name") == "x_0 (step T, served)" for t in f["data"])]
+    stored = np.load(DEFAULT / "dimerec-planted" / "item_map.npz")
+    user = int(param(at, "user"))
+    from app import runs
+
+    run = runs.load_run(RUN)
+    traces = {t["name"]: t for t in figure["data"]}
+    hist = np.stack([values(traces["history items"]["x"]), values(traces["history items"]["y"])], 1)
+    assert np.allclose(hist, stored["items_2d"][run.history(user)])
+    b = int(np.flatnonzero(stored["users"] == user)[0])
+    interests = traces["GEM interests I1…I4"]
+    assert np.allclose(np.stack([values(interests["x"]), values(interests["y"])], 1),
+                       stored["interests_2d"][b].astype(np.float32))
+    steps = [n for n in traces if n.startswith("x̂0 at step") or n.startswith("x_0 (")]
+    assert len(steps) == len(stored["steps"]) == 5 and not any("x_T" in n for n in traces)
+    caption = " ".join(c.value for c in at.caption)
+    assert "random start x_T is left off on purpose" in caption
+    # a map worth reading: an item's 10 nearest items on it mostly share its category (a shuffled map: ~1/12)
+    xy = stored["items_2d"]
+    distance = ((xy[:, None] - xy[None]) ** 2).sum(-1)
+    np.fill_diagonal(distance, np.inf)
+    near = np.argsort(distance, axis=1)[:, :10]
+    assert (run.item_category[near] == run.item_category[:, None]).mean() > 0.8
+    assert min(f.get("layout", {}).get("font", {}).get("size", 0) for f in [figure]) >= 16  # a projector's text
+
+
+def test_a_run_without_a_stored_item_map_fits_one_on_request(tmp_path, monkeypatch):
+    """A run under runs/ has no item_map.npz: the page offers to fit one (UMAP compiles for up to a minute on its
+    first use) and then places the user on it with the fitted map's transform."""
+    from dimerec import explore
+
+    class Linear:  # stands in for UMAP (seconds to compile): a fixed linear map to 2-D, the same transform
+        def transform(self, x):
+            return np.asarray(x, dtype=np.float32)[:, :2] * 3
+
+    def fit(item_vectors, **kwargs):
+        return explore.ItemMap(reducer=Linear(), items_2d=Linear().transform(item_vectors), fitted_on=len(item_vectors))
+
+    monkeypatch.setattr(explore, "fit_item_map", fit)
+    run = _run_dir(tmp_path, "no-map")
+    (run / "item_map.npz").unlink()
+    at = open_page("interests", run="runs/no-map")
+    assert not [f for f in figures(at) if any(t.get("name") == "history items" for t in f["data"])]
+    at.button(key="item_map_fit").click().run()
+    assert not at.exception
+    (figure,) = [f for f in figures(at) if any(t.get("name") == "x_0 (step T, served)" for t in f["data"])]
+    from app import runs
+
+    loaded = runs.load_run("runs/no-map")
+    user = int(param(at, "user"))
+    traces = {t["name"]: t for t in figure["data"]}
+    interests = loaded.model.interests(loaded.hist_tensor(loaded.history(user)))[0][0].detach().numpy()
+    assert np.allclose(values(traces["GEM interests I1…I4"]["x"]), interests[:, 0] * 3, atol=1e-5)
+    assert "once per run on this server" in " ".join(c.value for c in at.caption)
 
 
 @pytest.mark.real_data
