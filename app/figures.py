@@ -472,15 +472,28 @@ def item_map_figure(run: runs.Run, view: runs.UserView, where: runs.MapView, nex
     titles = np.array(run.data.titles, dtype=object)
     fig = go.Figure()
     labels = []  # each category named on the map, at the middle of its items (a legend of 12 would crowd it)
+    # a category is named only where its items gather: most of their 10 nearest items on the map share it (a barely
+    # trained run mixes them, and twelve names piled up in the middle of the map)
+    distance = ((items[:, None] - items[None]) ** 2).sum(-1) if len(items) <= 3000 else None
+    if distance is not None:
+        np.fill_diagonal(distance, np.inf)
+        near = np.argpartition(distance, 10, axis=1)[:, :10]
+        alike = (run.item_category[near] == run.item_category[:, None]).mean(axis=1)  # [n_items]
     for c, name in enumerate(run.categories):
         idx = np.flatnonzero(run.item_category == c)
         if len(idx):
             fig.add_trace(scatter(x=items[idx, 0], y=items[idx, 1], mode="markers", name=name, legendgroup="items",
                                   showlegend=False, marker=dict(size=8, color=palette[c], opacity=0.5),
                                   text=titles[idx], hovertemplate="%{text}<extra>" + name + "</extra>"))
-            if c < len(PALETTE) and name != runs.NO_CATEGORY:  # at the item nearest the middle: on its cluster
-                middle = items[idx[np.argmin(((items[idx] - np.median(items[idx], axis=0)) ** 2).sum(1))]]
+            middle = items[idx[np.argmin(((items[idx] - np.median(items[idx], axis=0)) ** 2).sum(1))]]
+            gathered = distance is not None and alike[idx].mean() >= 0.5
+            if c < len(PALETTE) and name != runs.NO_CATEGORY and gathered:  # at the item nearest their middle
                 labels.append((name, *middle, palette[c]))
+    if not labels:
+        fig.add_annotation(x=0, y=0, xref="paper", yref="paper", xanchor="left", yanchor="bottom", showarrow=False,
+                           text="The categories are mixed on this map:<br>this run's item vectors do not keep them "
+                                "apart.", align="left", font=dict(size=MAP_FONT - 2, color="#555"),
+                           bgcolor="rgba(255,255,255,0.8)")
     for name, x, y, color in labels:
         fig.add_annotation(x=x, y=y, text=f"<b>{name}</b>", showarrow=False, yshift=-16,
                            font=dict(size=MAP_FONT - 2, color=color), bgcolor="rgba(255,255,255,0.6)")

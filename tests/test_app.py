@@ -581,6 +581,13 @@ def test_the_item_map_places_the_user_and_leaves_the_random_start_off():
     near = np.argsort(distance, axis=1)[:, :10]
     assert (run.item_category[near] == run.item_category[:, None]).mean() > 0.8
     assert min(f.get("layout", {}).get("font", {}).get("size", 0) for f in [figure]) >= 16  # a projector's text
+    # the categories are named where they gather
+    names = {a["text"].replace("<b>", "").replace("</b>", "") for a in figure["layout"]["annotations"]}
+    assert len(names & set(run.categories)) >= 10
+    at = open_page("interests", run="default/dreamrec-planted")  # its item vectors mix the categories (8% alike)
+    (figure,) = [f for f in figures(at) if any(t.get("name") == "x_0 (step T, served)" for t in f["data"])]
+    texts = [a["text"] for a in figure["layout"]["annotations"]]
+    assert texts == ["The categories are mixed on this map:<br>this run's item vectors do not keep them apart."]
 
 
 def test_a_run_without_a_stored_item_map_fits_one_on_request(tmp_path, monkeypatch):
