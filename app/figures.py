@@ -382,11 +382,14 @@ def category_mix_figure(run: runs.Run, top: np.ndarray, height: int | None = Non
         fig.add_trace(go.Bar(y=[f"I{k + 1}" for k in range(K)], x=share, orientation="h",
                              name=run.categories[c], marker_color=palette[c],
                              hovertemplate=f"{run.categories[c]}: %{{x:.0%}}<extra></extra>"))
-    rows = -(-len(present) // 4)  # the legend sits below, about four entries a row
-    fig.update_layout(barmode="stack", height=height or 110 + 40 * K + 24 * rows, margin=dict(l=10, r=10, t=10, b=10),
+    # the legend sits below the axis title, in a margin sized for two entries a row (a narrow column's share): in
+    # paper units its place depended on the bars' height, and with one interest (DreamRec) it covered the axis title
+    rows, plot, axis = -(-len(present) // 2), 40 * K + 30, 55
+    bottom = axis + 22 * rows
+    fig.update_layout(barmode="stack", height=height or plot + 10 + bottom, margin=dict(l=10, r=10, t=10, b=bottom),
                       xaxis=dict(tickformat=".0%", range=[0, 1], title=f"share of the {n} nearest items"),
                       yaxis=dict(autorange="reversed"),
-                      legend=dict(orientation="h", yanchor="top", y=-0.25 - 0.02 * K, x=0, traceorder="normal"))
+                      legend=dict(orientation="h", yanchor="top", y=-axis / plot, x=0, traceorder="normal"))
     return fig
 
 
