@@ -130,6 +130,21 @@ def _layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
     return fig
 
 
+def interest_marks(run: runs.Run, K: int) -> tuple[str, list[str]]:
+    """What the model reads a history as, named for what this model has (DreamRec has no GEM, DiffuRec no
+    interests), and the label of each of its K vectors on the globe."""
+    name = run.model_name
+    if name in ("dimerec", "dimerec-nodiff"):
+        return f"GEM interests I1…I{K}", [f"I{k + 1}" for k in range(K)]
+    if name == "dreamrec":
+        return "guidance c (its SASRec encoder's one vector)", ["c"] * K
+    if run.has_diffusion:  # the contract's default: the user vectors, here one served x_0
+        return "user vector u (one served x_0)", ["u"] * K
+    if K > 1:
+        return f"interests I1…I{K}", [f"I{k + 1}" for k in range(K)]
+    return "user vector u", ["u"] * K
+
+
 def sphere_figure(run: runs.Run, view: runs.UserView, next_item: int | None, step: int | None,
                   title: str | None = None, height: int = 640, show_interests: bool = True) -> go.Figure:
     """Items on the sphere, the user's history, K interests, and the S reverse samples after `step` steps."""
@@ -143,12 +158,12 @@ def sphere_figure(run: runs.Run, view: runs.UserView, next_item: int | None, ste
                            hovertemplate="history: %{text}<extra></extra>"))
     if show_interests:
         K = len(view.interests_3d)
-        traces.append(dict(type="scatter3d", mode="markers+text", name=f"GEM interests (K={K})",
+        name, labels = interest_marks(run, K)
+        traces.append(dict(type="scatter3d", mode="markers+text", name=name.replace(f"I1…I{K}", f"(K={K})"),
                            legendgroup="user", **_points(view.interests_3d, 1.04),
                            marker=dict(size=7, symbol="square", color="#555555", line=dict(color="white", width=1)),
-                           text=[f"I{k + 1}" for k in range(K)], textposition="top center",
-                           textfont=dict(size=12, color="#333333"),
-                           hovertemplate="interest %{text}<extra></extra>"))
+                           text=labels, textposition="top center", textfont=dict(size=12, color="#333333"),
+                           hovertemplate=f"{name.split(' I1')[0]}: %{{text}}<extra></extra>"))
     if next_item is not None:
         traces.append(dict(type="scatter3d", mode="markers+text", name="true next item", legendgroup="user",
                            **_points(run.items_3d[[next_item]], 1.05),
@@ -224,25 +239,30 @@ def projector_fonts(fig: go.Figure, size: int = PROJECTOR_FONT) -> go.Figure:
 def _sample_traces(run: runs.Run, view: runs.UserView, step: int, through: list[int] | None = None) -> list[dict]:
     """The S samples after `step` steps; their paths pass through the states `through` (default: every step)."""
     S = view.samples_3d.shape[1]
+    # A Euclidean chain (DreamRec, DiffuRec) is not on the sphere: x_t starts as Gaussian noise and has a length.
+    # Its direction is what ranks items, so the globe shows where x_t points, as dots, and draws no path: joined
+    # across the globe, the jumps of its direction over 200 noisy steps were a tangle that said nothing.
+    euclidean = run.model.chain_space == "euclidean"
     states = view.samples_3d[:step + 1] if through is None else view.samples_3d[[k for k in through if k <= step]]
     paths = []
-    for s in range(S):
+    for s in range(S if not euclidean else 0):
         paths.append(_arc_path(states[:, s], 1.02))
         paths.append(np.full((1, 3), np.nan))  # a break between samples in one trace
-    path = np.concatenate(paths)
+    path = np.concatenate(paths) if paths else np.full((1, 3), np.nan)
     now = view.samples_3d[step]
     guess = view.recommend_3d[step]
     first = view.samples.sample_top[step, :, 0]
     hover = [f"sample {s + 1}: nearest item {run.title(first[s])} ({run.category(first[s])})" for s in range(S)]
     t = view.samples.T - step
+    where = "direction of " if euclidean else ""
     return [
         dict(type="scatter3d", mode="lines", name="paths x_T → x_t", legendgroup="samples",
              legendgrouptitle=dict(text=f"{S} reverse samples"), **_points(path),
-             line=dict(color=PATH, width=4), hoverinfo="skip", connectgaps=False),
-        dict(type="scatter3d", mode="markers", name="start x_T (noise)", legendgroup="samples",
+             line=dict(color=PATH, width=4), hoverinfo="skip", connectgaps=False, showlegend=not euclidean),
+        dict(type="scatter3d", mode="markers", name=f"{where}start x_T (noise)", legendgroup="samples",
              **_points(view.samples_3d[0], 1.02), marker=dict(size=4, color="#888888", symbol="circle"),
              hoverinfo="skip"),
-        dict(type="scatter3d", mode="markers+text", name=f"x_t now (t = {t})", legendgroup="samples",
+        dict(type="scatter3d", mode="markers+text", name=f"{where}x_t now (t = {t})", legendgroup="samples",
              **_points(now, 1.03), text=[f"s{s + 1}" for s in range(S)], textposition="middle right",
              textfont=dict(size=11, color=PATH),
              marker=dict(size=8, symbol=SAMPLE_SYMBOLS, color=[color_of(run, i) for i in first],
@@ -262,9 +282,11 @@ def forward_figure(run: runs.Run, paths_3d: np.ndarray, next_item: int, t: int, 
     parts = []
     for j in range(n):
         parts += [_arc_path(paths_3d[:t + 1, j], 1.02), np.full((1, 3), np.nan)]
-    traces.append(dict(type="scatter3d", mode="lines", name="noise paths x_0 → x_t", **_points(np.concatenate(parts)),
-                       line=dict(color=PATH, width=4), hoverinfo="skip", connectgaps=False))
-    traces.append(dict(type="scatter3d", mode="markers", name=f"x_t at t = {t}", **_points(paths_3d[t], 1.03),
+    where = "direction of " if run.model.chain_space == "euclidean" else ""  # off the sphere: its direction
+    traces.append(dict(type="scatter3d", mode="lines", name=f"noise paths x_0 → {where}x_t",
+                       **_points(np.concatenate(parts)), line=dict(color=PATH, width=4), hoverinfo="skip",
+                       connectgaps=False))
+    traces.append(dict(type="scatter3d", mode="markers", name=f"{where}x_t at t = {t}", **_points(paths_3d[t], 1.03),
                        marker=dict(size=6, color=PATH, symbol="diamond"), hoverinfo="skip"))
     traces.append(dict(type="scatter3d", mode="markers+text", name="x_0: the true next item",
                        **_points(run.items_3d[[next_item]], 1.05), text=["x_0"], textposition="bottom center",
@@ -360,11 +382,14 @@ def category_mix_figure(run: runs.Run, top: np.ndarray, height: int | None = Non
         fig.add_trace(go.Bar(y=[f"I{k + 1}" for k in range(K)], x=share, orientation="h",
                              name=run.categories[c], marker_color=palette[c],
                              hovertemplate=f"{run.categories[c]}: %{{x:.0%}}<extra></extra>"))
-    rows = -(-len(present) // 4)  # the legend sits below, about four entries a row
-    fig.update_layout(barmode="stack", height=height or 110 + 40 * K + 24 * rows, margin=dict(l=10, r=10, t=10, b=10),
+    # the legend sits below the axis title, in a margin sized for two entries a row (a narrow column's share): in
+    # paper units its place depended on the bars' height, and with one interest (DreamRec) it covered the axis title
+    rows, plot, axis = -(-len(present) // 2), 40 * K + 30, 55
+    bottom = axis + 22 * rows
+    fig.update_layout(barmode="stack", height=height or plot + 10 + bottom, margin=dict(l=10, r=10, t=10, b=bottom),
                       xaxis=dict(tickformat=".0%", range=[0, 1], title=f"share of the {n} nearest items"),
                       yaxis=dict(autorange="reversed"),
-                      legend=dict(orientation="h", yanchor="top", y=-0.25 - 0.02 * K, x=0, traceorder="normal"))
+                      legend=dict(orientation="h", yanchor="top", y=-axis / plot, x=0, traceorder="normal"))
     return fig
 
 
@@ -477,4 +502,75 @@ def oracle_figure(oracle: dict, height: int = 240) -> go.Figure:
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), showlegend=False,
                       title=dict(text=f"Odds {odds}: how often is a one-item list right?", font=dict(size=15)),
                       yaxis=dict(range=[0, 0.6], tickformat=".0%", title="right"))
+
+
+MAP_FONT = 16  # px: the item map is read on a 1280x800 projector, projector mode or not
+
+
+def item_map_figure(run: runs.Run, view: runs.UserView, where: runs.MapView, next_item: int,
+                    height: int = 560) -> go.Figure:
+    """The item map (UMAP, 2-D): items by category, the history, the interests and the chain's x̂0 guesses at a few
+    steps, light (step 0, the guess from pure noise) to dark (x_0), and the true next item. x_T is not drawn."""
+    palette = colors(run)
+    items = where.items_2d
+    scatter = go.Scattergl if run.data.n_items > 3000 else go.Scatter
+    titles = np.array(run.data.titles, dtype=object)
+    fig = go.Figure()
+    labels = []  # each category named on the map, at the middle of its items (a legend of 12 would crowd it)
+    # a category is named only where its items gather: most of their 10 nearest items on the map share it (a barely
+    # trained run mixes them, and twelve names piled up in the middle of the map)
+    distance = ((items[:, None] - items[None]) ** 2).sum(-1) if len(items) <= 3000 else None
+    if distance is not None:
+        np.fill_diagonal(distance, np.inf)
+        near = np.argpartition(distance, 10, axis=1)[:, :10]
+        alike = (run.item_category[near] == run.item_category[:, None]).mean(axis=1)  # [n_items]
+    for c, name in enumerate(run.categories):
+        idx = np.flatnonzero(run.item_category == c)
+        if len(idx):
+            fig.add_trace(scatter(x=items[idx, 0], y=items[idx, 1], mode="markers", name=name, legendgroup="items",
+                                  showlegend=False, marker=dict(size=8, color=palette[c], opacity=0.5),
+                                  text=titles[idx], hovertemplate="%{text}<extra>" + name + "</extra>"))
+            middle = items[idx[np.argmin(((items[idx] - np.median(items[idx], axis=0)) ** 2).sum(1))]]
+            gathered = distance is not None and alike[idx].mean() >= 0.5
+            if c < len(PALETTE) and name != runs.NO_CATEGORY and gathered:  # at the item nearest their middle
+                labels.append((name, *middle, palette[c]))
+    if not labels:
+        fig.add_annotation(x=0, y=0, xref="paper", yref="paper", xanchor="left", yanchor="bottom", showarrow=False,
+                           text="The categories are mixed on this map:<br>this run's item vectors do not keep them "
+                                "apart.", align="left", font=dict(size=MAP_FONT - 2, color="#555"),
+                           bgcolor="rgba(255,255,255,0.8)")
+    for name, x, y, color in labels:
+        fig.add_annotation(x=x, y=y, text=f"<b>{name}</b>", showarrow=False, yshift=-16,
+                           font=dict(size=MAP_FONT - 2, color=color), bgcolor="rgba(255,255,255,0.6)")
+    hist = items[view.hist]
+    fig.add_trace(go.Scatter(x=hist[:, 0], y=hist[:, 1], mode="markers", name="history items", legendgroup="user",
+                             marker=dict(size=12, color="rgba(0,0,0,0)", line=dict(color=PATH, width=2)),
+                             text=[run.title(i) for i in view.hist], hovertemplate="history: %{text}<extra></extra>"))
+    name, labels = interest_marks(run, len(where.interests_2d))
+    fig.add_trace(go.Scatter(x=where.interests_2d[:, 0], y=where.interests_2d[:, 1], mode="markers+text", name=name,
+                             legendgroup="user", text=labels, textposition="top center",
+                             textfont=dict(size=MAP_FONT, color="#222"),
+                             marker=dict(size=13, symbol="square", color="#555555", line=dict(color="white", width=1)),
+                             hovertemplate="%{text}<extra></extra>"))
+    if where.guesses_2d is not None:
+        n = len(where.steps)
+        for j, (k, points) in enumerate(zip(where.steps, where.guesses_2d)):
+            last = j == n - 1
+            shade = int(round(200 - 200 * j / max(n - 1, 1)))  # light grey at step 0 to black at step T
+            label = ("x_0 (step T, served)" if last else
+                     "x̂0 at step 0 (from pure noise)" if k == 0 else f"x̂0 at step {k}")
+            fig.add_trace(go.Scatter(x=points[:, 0], y=points[:, 1], mode="markers", name=label, legendgroup="chain",
+                                     marker=dict(size=13 if last else 10, symbol="diamond" if last else "circle",
+                                                 color=f"rgb({shade},{shade},{shade})",
+                                                 line=dict(color="white", width=1)),
+                                     hovertemplate=f"{label}, sample %{{pointNumber}}<extra></extra>"))
+    nxt = items[[next_item]]
+    fig.add_trace(go.Scatter(x=nxt[:, 0], y=nxt[:, 1], mode="markers", name="true next item", legendgroup="user",
+                             marker=dict(size=18, symbol="star", color=NEXT, line=dict(color=PATH, width=1.5)),
+                             hovertext=[f"true next item: {run.title(next_item)}"], hoverinfo="text"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)  # not to scale: UMAP's axes mean nothing, its distances only between neighbours
+    fig.update_layout(height=height, margin=dict(l=0, r=0, t=10, b=0), font=dict(size=MAP_FONT),
+                      plot_bgcolor="white", legend=dict(font=dict(size=MAP_FONT), itemsizing="constant",
+                                                        groupclick="toggleitem", tracegroupgap=8))
     return fig

@@ -4,7 +4,11 @@
 
 Trains five models on the `planted` world with the command line, each for a short wall-clock
 budget, and keeps only what the app reads (config.json, best.pt, losses.csv, valid.csv,
-metrics.json and, for the models that denoise, step_metrics.json):
+metrics.json and, for the models that denoise, step_metrics.json), then writes each run's
+presets.json: the preset users the sidebar offers first, picked by sampling the chains of 400
+users (dimerec.explore.chain_presets; up to a minute for the long chains, so once, here, not
+when a class switches run), and item_map.npz: the Interests page's UMAP map of the items with every
+held-out user's interests and chain guesses placed on it (UMAP compiles for a minute on first use):
 
 - dimerec-planted         DimeRec, `--preset ours` (the default settings)
 - dimerec-nogrw-planted   the same without the geodesic random walk (`--no-grw`), for the Training page
@@ -13,10 +17,14 @@ metrics.json and, for the models that denoise, step_metrics.json):
 - diffurec-planted        DiffuRec: a Euclidean chain over the history's item vectors, likewise
 
 `--only NAME ...` retrains only those runs (the others, and the numbers tests read from them, stay).
+`--presets-only` trains nothing: it rewrites the presets.json and item_map.npz of the runs there (of `--only`'s
+runs).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +35,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 KEEP = ("config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json", "step_metrics.json")  # and, for
 # DimeRec, sample_or_mean.json (write_lesson)
+if str(HERE.parent) not in sys.path:  # `python app/make_default_runs.py` puts app/ on the path, not the project
+    sys.path.insert(0, str(HERE.parent))
+PRESET_SAMPLES, PRESET_SEED = 6, 0  # the samples the pages show by default (app.runs.DEFAULT_SAMPLES, seed 0)
 RUNS = {
     "dimerec-planted": ["--model", "dimerec"],
     "dimerec-nogrw-planted": ["--model", "dimerec", "--no-grw"],
@@ -39,7 +50,6 @@ RUNS = {
 def write_lesson(run: Path) -> None:
     """The run's sample_or_mean.json (the "Sample or mean?" page's numbers: explore.run_lesson), so that the page
     opens at once."""
-    sys.path.insert(0, str(HERE.parent))
     from dimerec import explore
     from dimerec.runs import load_run, write_json_atomic
     from dimerec.serving import serving_of
@@ -50,6 +60,65 @@ def write_lesson(run: Path) -> None:
     print(f"wrote {run / 'sample_or_mean.json'}", flush=True)
 
 
+def _load(run: Path):
+    """The trained run (model in eval mode, dataset, its held-out users) and the SHA-1 of its best.pt."""
+    import torch
+
+    from dimerec import explore
+    from dimerec.runs import load_run
+
+    torch.set_num_threads(1)
+    model, data, config = load_run(run)
+    model.eval()
+    held_out = explore.held_out_users(data, data.split(int(config.get("train_config", {}).get("split_seed", 0))))
+    return model, data, held_out, hashlib.sha1((run / "best.pt").read_bytes()).hexdigest()
+
+
+def write_presets(run: Path) -> list[tuple[int, str]]:
+    """The run's preset users, chosen by what its chains do (dimerec.explore.chain_presets) on the samples the pages
+    show, into run/presets.json with the SHA-1 of the best.pt they describe (the app ignores a stale file)."""
+    from dimerec import explore
+
+    model, data, held_out, sha1 = _load(run)
+    picks = explore.chain_presets(model, data, held_out, explore.item_categories(data)[1],
+                                  n_samples=PRESET_SAMPLES, seed=PRESET_SEED)
+    record = {"what": "preset users: held-out users worth opening first, each with the reason it was picked "
+                      f"(dimerec.explore.chain_presets on {PRESET_SAMPLES} reverse samples, seed {PRESET_SEED}, "
+                      f"among at most {explore.PRESET_POOL} held-out users)",
+              "best.pt sha1": sha1, "presets": [{"user": user, "reason": reason} for user, reason in picks]}
+    (run / explore.PRESETS_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    return picks
+
+
+def write_item_map(run: Path) -> int:
+    """The Interests page's item map (dimerec.explore.fit_item_map) and, placed on it by UMAP's transform, every
+    held-out user's interests and chain guesses (explore.map_vectors, the samples the pages show), into
+    run/item_map.npz (half precision: a few tens of kB). UMAP compiles on first use: a minute, here, once, rather
+    than in front of a class. Returns the file's size in bytes."""
+    import numpy as np
+
+    from dimerec import explore
+
+    model, data, held_out, sha1 = _load(run)
+    item_map = explore.fit_item_map(model.item_vectors().detach().numpy())
+    interests, guesses = [], []
+    for user in held_out.tolist():
+        hist = explore.history_tensor(data, explore.user_history(data, user))
+        g, x = explore.map_vectors(model, hist, PRESET_SAMPLES, PRESET_SEED)
+        interests.append(g)
+        guesses.append(x if x is not None else np.zeros((0, 0, g.shape[-1]), dtype=np.float32))
+    interests, guesses = np.stack(interests), np.stack(guesses)
+    placed_interests = item_map.place(interests)
+    placed_guesses = item_map.place(guesses) if guesses.size else np.zeros((*guesses.shape[:-1], 2))
+    T = int(model.config.T) if model.denoises else 0
+    file = run / explore.ITEM_MAP_FILE
+    np.savez_compressed(file, items_2d=item_map.items_2d.astype(np.float32), users=held_out.astype(np.int32),
+                        interests_2d=placed_interests.astype(np.float16), guesses_2d=placed_guesses.astype(np.float16),
+                        steps=explore.map_steps(T) if model.denoises else np.zeros(0, dtype=np.int64),
+                        fitted_on=np.int64(item_map.fitted_on), best_pt_sha1=np.str_(sha1))
+    return file.stat().st_size
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=0.8, help="training budget of each run (default: 0.8)")
@@ -58,14 +127,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="+", choices=list(RUNS), metavar="NAME",
                         help=f"retrain only these runs (of {', '.join(RUNS)})")
+    parser.add_argument("--presets-only", action="store_true", help="train nothing; rewrite the runs' presets.json")
     parser.add_argument("--lessons-only", action="store_true",
-                        help="retrain nothing: write the DimeRec runs' sample_or_mean.json again")
+                        help="train nothing: write the DimeRec runs' sample_or_mean.json again")
     args = parser.parse_args()
     out = Path(args.out)
     if args.lessons_only:
         for name, flags in RUNS.items():
-            if flags[1] == "dimerec" and (out / name).is_dir():
+            if flags[1] == "dimerec" and (out / name).is_dir() and (not args.only or name in args.only):
                 write_lesson(out / name)
+        return
+    if args.presets_only:
+        for name in args.only or RUNS:
+            print(f"{name}: {write_presets(out / name)}; item map {write_item_map(out / name) / 1e3:.0f} kB",
+                  flush=True)
         return
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,6 +159,8 @@ def main() -> None:
             for file in KEEP:
                 if (run / file).exists():
                     shutil.copy2(run / file, target / file)
+            write_presets(target)
+            write_item_map(target)
             if flags[1] == "dimerec":
                 write_lesson(target)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())

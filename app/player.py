@@ -59,9 +59,14 @@ def _step_texts(run: runs.Run, view: runs.UserView, next_item: int, ranks: np.nd
     S = view.samples_3d.shape[1]
     title = f"<i>{html.escape(run.title(next_item))}</i> ({html.escape(run.category(next_item))})"
     texts = []
+    # a Euclidean chain's x_t has a length the globe cannot show (it shows the direction): said in the heading
+    lengths = (np.linalg.norm(view.samples.x_t, axis=-1).mean(axis=1) if run.model.chain_space == "euclidean"
+               else None)  # [T+1] mean over the samples
     for k in figures.frame_steps(T):
         t = T - k
         stage = "pure noise" if k == 0 else ("the final x_0" if k == T else "partly denoised")
+        if lengths is not None:
+            stage += f"; length ‖x_t‖ ≈ {lengths[k]:.1f}, the globe shows its direction"
         what = "x_0 itself" if k == T else f"x̂0, the denoiser's guess of x_0 from x_t at t = {t}"
         rank = ranks[k]
         rank_line = (f"The true next item, {title}, is <b>not in the top 50</b> at this step." if np.isnan(rank) else
@@ -82,9 +87,14 @@ def _step_texts(run: runs.Run, view: runs.UserView, next_item: int, ranks: np.nd
 def _key(run: runs.Run, view: runs.UserView) -> str:
     """The globe's key, as HTML: what each mark is, and the colour of every category drawn."""
     S = view.samples_3d.shape[1]
-    marks = [("○", "history items"), ("■", f"GEM interests I1…I{len(view.interests_3d)}"),
-             (f"<span style='color:{figures.NEXT}'>◆</span>", "true next item"), ("●", "random starts x_T"),
-             ("◆", f"x_t of the {S} samples (coloured by their nearest item)"), ("—", "paths x_T → x_t")]
+    marks = [("○", "history items"), ("■", figures.interest_marks(run, len(view.interests_3d))[0]),
+             (f"<span style='color:{figures.NEXT}'>◆</span>", "true next item")]
+    if run.model.chain_space == "euclidean":  # off the sphere: where x_t points, no paths (figures._sample_traces)
+        marks += [("●", "directions of the random starts x_T"),
+                  ("◆", f"direction x_t/‖x_t‖ of the {S} samples (coloured by their nearest item)")]
+    else:
+        marks += [("●", "random starts x_T"), ("◆", f"x_t of the {S} samples (coloured by their nearest item)"),
+                  ("—", "paths x_T → x_t")]
     cats = [ui.category_chip(html.escape(name), color) for name, color in zip(run.categories, figures.colors(run))
             if name != runs.NO_CATEGORY]
     return (" · ".join(f"{mark} {html.escape(text) if '<' not in text else text}" for mark, text in marks)

@@ -8,8 +8,8 @@ A run's id, as it appears in the URL, is "default/NAME" or "runs/RELATIVE/PATH".
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import streamlit as st
 import torch
 
 from dimerec import explore
-from dimerec.data import left_pad, load_run_dataset, same_world
+from dimerec.data import load_run_dataset, same_world
 from dimerec.errors import DimeRecError
 from dimerec.models import MODELS
 from dimerec.runs import (RUN_FILES, discover_runs as find_run_dirs, load_run as load_trained_run, runs_root,
@@ -33,7 +33,6 @@ DEFAULT_RUNS = APP_DIR / "default_runs"
 DEFAULT_RUN_ID = "default/dimerec-planted"
 NO_CATEGORY = "(no category)"
 DEFAULT_SAMPLES = 6  # reverse samples per user that the pages show unless asked for more
-PRESET_POOL = 400  # presets are picked among at most this many held-out users
 
 
 class RunError(Exception):
@@ -70,7 +69,8 @@ def run_summary(config: dict) -> str:
 
 def _stamp(path: Path) -> tuple:
     """Changes when the run's files change, so a retrained run is reloaded."""
-    return tuple((f, (path / f).stat().st_mtime_ns if (path / f).exists() else 0) for f in RUN_FILES)
+    return tuple((f, (path / f).stat().st_mtime_ns if (path / f).exists() else 0)
+                 for f in (*RUN_FILES, explore.PRESETS_FILE))
 
 
 @dataclass
@@ -91,6 +91,9 @@ class Run:
     held_out: np.ndarray  # held-out (validation and test) users with at least two items
     stamp: tuple  # the files' modification times: part of every cache key below
     agreement: tuple[float, float]  # share of items' 10 nearest neighbours sharing their category: picture, 64-d
+    # the digest of the data and split as loaded (SeqDataset.fingerprint): runs on one world share the references
+    # computed on it (popularity, the ceiling), so those are cached by it rather than by run
+    world: str = ""
 
     @property
     def model_name(self) -> str:
@@ -130,16 +133,14 @@ class Run:
 
     def history(self, user: int) -> np.ndarray:
         """The user's history: the last max_len items before the final one."""
-        seq = self.data.sequences[user]
-        return seq[max(0, len(seq) - 1 - self.data.max_len):len(seq) - 1]
+        return explore.user_history(self.data, user)
 
     def next_item(self, user: int) -> int:
         """The user's true next item: the one that follows the history."""
         return int(self.data.sequences[user][-1])
 
     def hist_tensor(self, items) -> torch.Tensor:
-        items = np.asarray(items, dtype=np.int64)[-self.data.max_len:]
-        return torch.from_numpy(left_pad([items], self.data.max_len, self.data.pad_id))
+        return explore.history_tensor(self.data, items)
 
 
 def _read_json(path: Path, required: bool) -> dict | None:
@@ -200,23 +201,20 @@ def _load(run_id: str, path_str: str, stamp: tuple) -> Run:
                        + (" (`python app/make_default_runs.py`)." if run_id.startswith("default/") else ".")) from None
     model.eval()
     item_vectors = model.item_vectors().detach()
-    firsts = [cats[0] if cats else NO_CATEGORY for cats in (data.item_categories or [[]] * data.n_items)]
-    categories = list(pd.Series(firsts).value_counts().index)
-    index = {c: i for i, c in enumerate(categories)}
-    item_category = np.array([index[c] for c in firsts])
+    categories, item_category = explore.item_categories(data, NO_CATEGORY)
     projection = explore.fit_sphere_projection(item_vectors, item_category)
     items_3d = projection(item_vectors)
     agreement = (explore.neighbour_agreement(items_3d, item_category),
                  explore.neighbour_agreement(item_vectors.numpy(), item_category))
-    split = data.split(int(config.get("train_config", {}).get("split_seed", 0)))
-    held_out = np.array(sorted(u for u in np.concatenate([split.valid, split.test]) if len(data.sequences[u]) >= 2),
-                        dtype=np.int64)
+    split_seed = int(config.get("train_config", {}).get("split_seed", 0))
+    split = data.split(split_seed)
+    held_out = explore.held_out_users(data, split)
     return Run(id=run_id, path=path, config=config, model=model, serving=serving, data=data, split=split,
                metrics=_read_json(path / "metrics.json", required=False),
                step_metrics=_read_json(path / "step_metrics.json", required=False),
                categories=categories, item_category=item_category,
                projection=projection, items_3d=items_3d, held_out=held_out, stamp=stamp,
-               agreement=agreement)
+               agreement=agreement, world=data.fingerprint(split_seed)["digest"])
 
 
 def load_run(run_id: str) -> Run:
@@ -304,67 +302,39 @@ def user_view(run_id: str, stamp: tuple, hist: tuple[int, ...], n_samples: int, 
                     top=top[0], top_scores=top_scores[0])
 
 
-@st.cache_data(show_spinner="Choosing interesting users…", max_entries=8)
-@torch.no_grad()
-def user_table(run_id: str, stamp: tuple) -> pd.DataFrame:
-    """One row per held-out user (at most PRESET_POOL of them, a seeded draw): where the user's
-    samples (or interests) land, and whether the true next item is found. The presets are picked
-    from it. The samples are the ones the pages show by default (DEFAULT_SAMPLES, seed 0), so the
-    reason given for a preset matches what the user sees."""
+def _sha1(file: Path) -> str:
+    return hashlib.sha1(file.read_bytes()).hexdigest()
+
+
+def _stored_presets(run: Run) -> list[tuple[int, str]] | None:
+    """The run's presets.json, when it is there, readable, made from this very best.pt, and names held-out users
+    of this run; else None."""
+    file = run.path / explore.PRESETS_FILE
+    try:
+        stored = json.loads(file.read_text())
+        if stored.get("best.pt sha1") != _sha1(run.path / "best.pt"):
+            return None  # retrained since: the picks describe another model
+        picks = [(int(p["user"]), str(p["reason"])) for p in stored["presets"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    held_out = set(run.held_out.tolist())
+    return picks if picks and all(u in held_out for u, _ in picks) else None
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _presets(run_id: str, stamp: tuple) -> list[tuple[int, str]]:
     run = load_run(run_id)
-    users = run.held_out
-    if len(users) > PRESET_POOL:
-        users = np.sort(np.random.default_rng(0).choice(users, PRESET_POOL, replace=False))
-    hists = [run.hist_tensor(run.history(u)) for u in users]
-    landing, merged = explore.user_landings(run.model, hists, n_samples=DEFAULT_SAMPLES, seed=0, serve=run.serving)
-    categories = run.item_category[landing]  # [U, S]
-    rows = []
-    for b, u in enumerate(users.tolist()):
-        hit = np.flatnonzero(merged[b] == run.next_item(u))
-        rows.append({"user": u, "n_categories": len(set(categories[b].tolist())),
-                     "rank": int(hit[0]) + 1 if len(hit) else math.nan, "history": len(run.history(u))})
-    table = pd.DataFrame(rows).set_index("user")
-    if run.is_planted:
-        truth = run.data.ground_truth
-        # steps since the user's planted interests last changed, at the time of the next item
-        table["since_drift"] = [_since_drift(truth["user_interests"][u]) for u in table.index]
-    return table
-
-
-def _since_drift(held: np.ndarray) -> int:
-    changed = np.flatnonzero((held[1:] != held[:-1]).any(axis=1))
-    return int(len(held) - 1 - (changed[-1] + 1)) if len(changed) else len(held)
+    stored = _stored_presets(run)
+    if stored is not None:
+        return stored
+    return explore.data_presets(run.data, run.held_out, run.item_category)
 
 
 def presets(run_id: str) -> list[tuple[int, str]]:
-    """A few users worth opening first, each with the reason it was picked."""
+    """A few users worth opening first, each with the reason it was picked: the ones stored with the run (chosen by
+    what its chains do, once, when the run was made), else ones chosen from the histories alone (instant)."""
     run = load_run(run_id)
-    table = user_table(run_id, run.stamp)
-    noun = "samples" if run.has_diffusion else "interests"
-    ranked = "its samples rank the true next item" if run.has_diffusion else "the true next item is ranked"
-    picks: list[tuple[int, str]] = []
-
-    def add(frame: pd.DataFrame, reason) -> None:
-        for user, row in frame.iterrows():
-            if user not in [p[0] for p in picks]:
-                picks.append((int(user), reason(row.to_dict())))
-                return
-
-    hits = table[table["rank"].notna()]
-    add(hits[hits["n_categories"] >= 2].sort_values(["n_categories", "rank"], ascending=[False, True]),
-        lambda r: f"its {noun} land on {int(r['n_categories'])} different categories; {ranked} #{int(r['rank'])}")
-    add(hits.sort_values(["n_categories", "rank"]),
-        lambda r: (f"its {noun} agree on one category" if r["n_categories"] == 1 else
-                   f"its {noun} land on only {int(r['n_categories'])} categories")
-        + f"; {ranked} #{int(r['rank'])}")
-    if run.is_planted:
-        add(table[(table["since_drift"] <= 3) & (table["history"] >= 10)].sort_values("rank"),
-            lambda r: "an interest changed " + ("just before the next item" if r["since_drift"] == 0 else
-                                                f"{int(r['since_drift'])} steps before the next item"))
-    add(table[table["rank"].isna()].sort_values("n_categories", ascending=False),
-        lambda r: f"a miss: the true next item is not in the top 50 (its {noun} land on {int(r['n_categories'])} "
-                  f"categor{'y' if r['n_categories'] == 1 else 'ies'})")
-    return picks
+    return _presets(run_id, run.stamp)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -405,12 +375,27 @@ def scored_rows(run: Run, part: str) -> tuple[np.ndarray, str, int | None, int]:
     return getattr(run.split, part), tc.get("protocol", "next-item"), rows, int(tc.get("seed", 0))
 
 
-@st.cache_data(show_spinner="Computing the ceiling…", max_entries=16)
 def ceiling(run_id: str, stamp: tuple, part: str = "valid") -> dict[str, float] | None:
     """On planted, the metrics on `part` of the oracle that ranks by the generator's own probabilities (the same
     rows as the run's metrics): the best any model can do there. None on other data."""
     run = load_run(run_id)
-    return explore.oracle_reference(run.data, *scored_rows(run, part))
+    _, protocol, rows, seed = scored_rows(run, part)
+    return _oracle(run.world, part, protocol, rows, seed, run_id)
+
+
+@st.cache_data(show_spinner="Computing the ceiling…", max_entries=16)
+def _oracle(world: str, part: str, protocol: str, rows: int | None, seed: int, _run_id: str) -> dict | None:
+    """The ceiling on one world's rows, computed once for every run on that world (`_run_id`: any one of them)."""
+    run = load_run(_run_id)
+    return explore.oracle_reference(run.data, scored_rows(run, part)[0], protocol, rows, seed)
+
+
+@st.cache_data(show_spinner="Computing the popularity reference…", max_entries=16)
+def _popularity_level(world: str, part: str, protocol: str, rows: int | None, seed: int,
+                      _run_id: str) -> dict[str, float]:
+    """MostPopular's metrics on one world's rows, computed once for every run on that world."""
+    run = load_run(_run_id)
+    return explore.popularity_reference(run.data, scored_rows(run, part)[0], run.split.train, protocol, rows, seed)
 
 
 @st.cache_data(show_spinner="Computing the reference lines…", max_entries=16)
@@ -419,8 +404,8 @@ def reference_levels(run_id: str, stamp: tuple, part: str = "valid") -> dict[str
     popularity on the run's own rows of that part, and the metrics.json of a no-diffusion control and of a
     no-GRW DimeRec trained on the same dataset and split (the built-in ones first). The ceiling is `ceiling`."""
     run = load_run(run_id)
-    users, protocol, rows, seed = scored_rows(run, part)
-    levels = {"popularity": explore.popularity_reference(run.data, users, run.split.train, protocol, rows, seed)}
+    _, protocol, rows, seed = scored_rows(run, part)
+    levels = {"popularity": _popularity_level(run.world, part, protocol, rows, seed, run_id)}
     for other_id, path in discover_runs().items():
         try:
             config = json.loads((path / "config.json").read_text())
@@ -433,6 +418,87 @@ def reference_levels(run_id: str, stamp: tuple, part: str = "valid") -> dict[str
             if other_id != run_id and same_data and matches(config) and label not in levels and valid:
                 levels[label] = valid
     return levels
+
+
+@dataclass
+class MapView:
+    """One user on the item map (explore.fit_item_map): every item, the history, the interests and the chain's x̂0
+    guesses at `steps`, in the map's 2-D coordinates."""
+    items_2d: np.ndarray  # [n_items, 2]
+    interests_2d: np.ndarray  # [K, 2]
+    guesses_2d: np.ndarray | None  # [n_steps, S, 2]; None for a model without diffusion
+    steps: np.ndarray  # [n_steps] the reverse steps of the guesses (the last is T: x_0 itself)
+    fitted_on: int  # items the map was fitted on
+    stored: bool  # read from the run's item_map.npz (made with the run), else fitted here
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _stored_map(run_id: str, stamp: tuple) -> dict | None:
+    """The run's item_map.npz (explore.ITEM_MAP_FILE, written by app/make_default_runs.py) when it was made from
+    this very best.pt, as arrays; else None."""
+    run = load_run(run_id)
+    try:
+        with np.load(run.path / explore.ITEM_MAP_FILE) as file:
+            stored = {key: file[key] for key in file.files}
+        if str(stored["best_pt_sha1"]) != _sha1(run.path / "best.pt"):
+            return None
+    except (OSError, ValueError, KeyError):
+        return None
+    return stored
+
+
+def has_item_map(run: Run) -> bool:
+    """Whether the item map can be drawn at once: stored with the run, or already fitted in this server."""
+    return _stored_map(run.id, run.stamp) is not None or (run.id, run.stamp) in _FITTED_MAPS
+
+
+_FITTED_MAPS: set[tuple] = set()  # (run id, stamp) of the maps fitted in this server (the cache below holds them)
+
+
+@st.cache_resource(show_spinner="Fitting the item map (UMAP): once per run…", max_entries=4)
+def _fitted_map(run_id: str, stamp: tuple) -> explore.ItemMap:
+    run = load_run(run_id)
+    fitted = explore.fit_item_map(run.model.item_vectors().detach().numpy())
+    _FITTED_MAPS.add((run_id, stamp))
+    return fitted
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def map_view(run_id: str, stamp: tuple, user: int) -> MapView:
+    """The user on the item map, with the samples the pages show (DEFAULT_SAMPLES, seed 0): read from the run's
+    item_map.npz when it holds the user, else placed here (fitting the map first if this server has not)."""
+    run = load_run(run_id)
+    stored = _stored_map(run_id, stamp)
+    if stored is not None and user in set(stored["users"].tolist()):
+        b = int(np.flatnonzero(stored["users"] == user)[0])
+        guesses = stored["guesses_2d"][b].astype(np.float32) if stored["guesses_2d"].size else None
+        return MapView(items_2d=stored["items_2d"], interests_2d=stored["interests_2d"][b].astype(np.float32),
+                       guesses_2d=guesses, steps=stored["steps"], fitted_on=int(stored["fitted_on"]), stored=True)
+    item_map = _fitted_map(run_id, stamp)
+    interests, guesses = explore.map_vectors(run.model, run.hist_tensor(run.history(user)), DEFAULT_SAMPLES, 0)
+    return MapView(items_2d=item_map.items_2d, interests_2d=item_map.place(interests),
+                   guesses_2d=None if guesses is None else item_map.place(guesses),
+                   steps=explore.map_steps(run.T) if run.has_diffusion else np.zeros(0, dtype=np.int64),
+                   fitted_on=item_map.fitted_on, stored=False)
+
+
+def below_popularity(run: Run) -> tuple[float, float] | None:
+    """(the run's test HR@50, MostPopular's on the same test rows) when the run ranks below popularity, else None:
+    both read or computed from the run's files (metrics.json, reference_levels)."""
+    ours = ((run.metrics or {}).get("test") or {}).get("HR@50")
+    if ours is None:
+        return None
+    pop = reference_levels(run.id, run.stamp, "test")["popularity"].get("HR@50")
+    return (ours, pop) if pop is not None and ours < pop else None
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def mean_list(run_id: str, stamp: tuple, hist: tuple[int, ...], seed: int, k: int = 10) -> np.ndarray | None:
+    """The one-step mean's top k for a history (explore.mean_top, at the run's serving): [k] item ids; None for a
+    model without a one-step mean."""
+    run = load_run(run_id)
+    top = explore.mean_top(run.model, run.hist_tensor(hist), k, seed, serve=run.serving)
+    return None if top is None else top[0]
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

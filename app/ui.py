@@ -55,10 +55,22 @@ def select_run() -> runs.Run:
     st.session_state["_run"] = run_id
     st.query_params["run"] = run_id
     try:
-        return runs.load_run(run_id)
+        run = runs.load_run(run_id)
     except runs.RunError as err:
         st.error(f"This run cannot be shown: {err}")
         st.stop()
+    below = runs.below_popularity(run)
+    if below is not None:  # said under the selector on every page: a class must not take it for the model's best
+        st.sidebar.warning(f"**Below popularity.** {popularity_sentence(run, *below)}", icon=":material/warning:")
+    return run
+
+
+def popularity_sentence(run: runs.Run, ours: float, pop: float) -> str:
+    """That the run ranks below MostPopular, in numbers, and how long it trained (its metrics.json)."""
+    metrics = run.metrics or {}
+    trained = (f" Trained {metrics['train_minutes']:.1f} min ({metrics.get('epochs', '?')} epochs): a "
+               f"{run.model_name} still learning, not at its best." if "train_minutes" in metrics else "")
+    return f"Test HR@50 {pct(ours)}, under MostPopular's {pct(pop)} on the same users.{trained}"
 
 
 def parse_int(value) -> int | None:
@@ -266,6 +278,13 @@ ITEM_COLUMNS = {"#": st.column_config.NumberColumn("#", width=34),
                                             "Item vectors are not unit length, so it is not a cosine.")}
 
 
-def show_items(frame: pd.DataFrame, container=st, **kwargs) -> None:
-    """st.dataframe of an items_frame, with narrow columns for the marks."""
-    container.dataframe(frame, hide_index=True, column_config=ITEM_COLUMNS, **kwargs)
+def show_items(frame: pd.DataFrame, container=st, compact: bool = False, **kwargs) -> None:
+    """st.dataframe of an items_frame, with narrow columns for the marks; `compact`: three tables in a row (no rank
+    column, the marks narrower still), so that the titles and categories are not cut at 1280 px."""
+    config = ITEM_COLUMNS
+    if compact:
+        frame = frame.drop(columns=["#"])
+        config = {**ITEM_COLUMNS, "next?": st.column_config.TextColumn("next?", width=40, help="✓ the true next item"),
+                  "new?": st.column_config.TextColumn("new?", width=40, help="not in the top 10 before the edit")}
+        frame = frame.assign(**{"next?": frame["next?"].str.replace("✓ next", "✓")}) if "next?" in frame else frame
+    container.dataframe(frame, hide_index=True, column_config=config, **kwargs)

@@ -8,12 +8,18 @@ Starts `streamlit run app/main.py` on the built-in runs, drives Debian's Chromiu
 - `step_redraw_ms`: one step change in the Denoising player (a slider key press), from the key to the
   sphere, table and charts redrawn — in the browser, no server round trip;
 - `play_fps`: frames the player draws per second while playing (its target is 6: slow enough to narrate);
-- `step_to_url_s`: from Pause to the step in the address bar (the one server round trip the step makes).
+- `step_to_url_s`: from Pause to the step in the address bar (the one server round trip the step makes);
+- `page_load_cold_s[page]`: the first visit of each page in a fresh server (the Tour's run already open): what a
+  class meets once per lesson, when every cache of the page is empty;
+- `cold_switch_s[run]`: from choosing a built-in run in the sidebar, on the Tour, to its first chapter drawn, the
+  first time that run is opened in a fresh server (`--cold-repeats` servers; the run the Tour opens with is timed
+  in a second server that opens on another run first).
 
 Medians go to results/app_bench.json, with the machine's load average, since 2 shared cores make every
-figure noisy. Not a test: the targets (first view < 60 s, >= 5 fps) are read here, not asserted.
+figure noisy. Not a test: the targets (first view < 60 s, a cold switch <= 10 s, every page <= 5 s, >= 5 fps) are
+read here, not asserted.
 
-    python benchmarks/app_bench.py --repeats 5
+    python benchmarks/app_bench.py --repeats 5 --cold-repeats 3
 """
 from __future__ import annotations
 
@@ -35,6 +41,9 @@ PAGES = {"tour": "", "denoising": "denoising", "interests": "interests", "traini
          "steps": "steps", "what_if": "what_if", "results": "results"}
 IDLE = ("!document.querySelector('[data-testid=\"stStatusWidgetRunningIcon\"]')"
         " && !document.querySelector('[data-testid=\"stStatusWidgetRunningManIcon\"]')")
+
+
+DEFAULT_RUNS = ROOT / "app" / "default_runs"
 
 
 def start_server() -> tuple[subprocess.Popen, str, float]:
@@ -117,9 +126,62 @@ def step_to_url_s(page, frame) -> float:
     return time.perf_counter() - start
 
 
+def builtin_runs() -> dict[str, str]:
+    """Each built-in run's id -> what the sidebar says of it once it is open ("This run: dimerec on planted")."""
+    sys.path.insert(0, str(ROOT))
+    from app.runs import run_summary
+
+    return {f"default/{p.name}": run_summary(json.loads((p / "config.json").read_text()))
+            for p in sorted(DEFAULT_RUNS.iterdir()) if (p / "config.json").is_file()}
+
+
+def switch_run(page, run_id: str, summary: str) -> float:
+    """Seconds from choosing `run_id` in the sidebar to its page drawn and idle: the sidebar names the new run
+    (written after the run is loaded and its preset users chosen), a figure is drawn, the script is idle."""
+    box = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').filter(has_text="Run")
+    box.click()
+    option = page.get_by_role("option", name=f"{run_id.split('/', 1)[1]} (built-in)", exact=True)
+    start = time.perf_counter()
+    option.click()
+    page.wait_for_function(f"[...document.querySelectorAll('[data-testid=\"stSidebar\"] p')]"
+                           f".some(p => p.innerText.startsWith('This run: ' + {json.dumps(summary)} + ' ·'))",
+                           timeout=300_000)
+    page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=300_000)
+    page.wait_for_function(IDLE, timeout=300_000)
+    return time.perf_counter() - start
+
+
+def cold_switches(p, repeats: int) -> dict[str, list[float]]:
+    """The first switch to each built-in run, in fresh servers: one opens on the default run and switches to each
+    other; a second opens on another run and switches to the default one."""
+    summaries = builtin_runs()
+    default = "default/dimerec-planted"
+    others = [r for r in summaries if r != default]
+    out: dict[str, list[float]] = {r: [] for r in summaries}
+    for _ in range(repeats):
+        for opening, targets in ((default, others), (others[0], [default])):
+            proc, url, _ = start_server()
+            try:
+                browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                            args=["--no-sandbox", "--disable-gpu"])
+                page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+                page.goto(f"{url}/?run={opening}")
+                page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=300_000)
+                page.wait_for_function(IDLE, timeout=300_000)
+                for run_id in targets:
+                    out[run_id].append(switch_run(page, run_id, summaries[run_id]))
+                    print(f"cold switch to {run_id}: {out[run_id][-1]:.1f} s", flush=True)
+                browser.close()
+            finally:
+                proc.terminate()
+                proc.wait(timeout=20)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cold-repeats", type=int, default=3, help="fresh servers for the cold switches (0: none)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "app_bench.json")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
@@ -128,6 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
     samples: dict[str, list[float]] = {"step_redraw_ms": [], "play_fps": [], "step_to_url_s": []}
     loads: dict[str, list[float]] = {name: [] for name in PAGES}
     loads_before = os.getloadavg()
+    switches: dict[str, list[float]] = {}
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
@@ -139,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
             for _ in range(args.repeats):  # every page once per round: the rounds interleave
                 for name, path in PAGES.items():
                     loads[name].append(load_page(page, url, path))
+                print("page loads (s):", {k: round(v[-1], 1) for k, v in loads.items()}, flush=True)
                 load_page(page, url, "denoising")
                 frame = player_frame(page)
                 for _ in range(5):
@@ -149,18 +213,24 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+    if args.cold_repeats:
+        with sync_playwright() as p:
+            switches = cold_switches(p, args.cold_repeats)
     result = {
         "what": "the explorer in headless Chromium at 1280x800 on the built-in runs (benchmarks/app_bench.py)",
         "machine": f"{os.cpu_count()} cores, no GPU; load average {loads_before[0]:.1f} at the start",
         "repeats": args.repeats,
         "first_view_s": round(first_view, 2),
         "page_load_s": {name: round(statistics.median(v), 2) for name, v in loads.items()},
+        "page_load_cold_s": {name: round(v[0], 2) for name, v in loads.items()},
+        "cold_switch_s": {name: round(statistics.median(v), 2) for name, v in switches.items()},
         "step_redraw_ms": round(statistics.median(samples["step_redraw_ms"]), 1),
         "play_fps": round(statistics.median(samples["play_fps"]), 2),
         "play_fps_target": 6,
         "step_to_url_s": round(statistics.median(samples["step_to_url_s"]), 2),
         "all": {**{k: [round(x, 3) for x in v] for k, v in samples.items()},
-                "page_load_s": {k: [round(x, 2) for x in v] for k, v in loads.items()}},
+                "page_load_s": {k: [round(x, 2) for x in v] for k, v in loads.items()},
+                "cold_switch_s": {k: [round(x, 2) for x in v] for k, v in switches.items()}},
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "all"}, indent=2))

@@ -423,3 +423,246 @@ def odds_oracle(odds=(0.5, 0.3, 0.2), sample_counts=LESSON_SAMPLES, trials: int 
         counts = np.stack([(draws == i).sum(1) for i in range(len(p))], axis=1) + rng.random((trials, len(p))) * 0.5
         rates[str(s)] = float((counts.argmax(1) == clicks).mean())
     return {"odds": p.tolist(), "mean": float(p.max()), "samples": rates, "one sample exact": float((p ** 2).sum())}
+
+
+# ---- preset users: a few users worth opening first, each with the reason it was picked ------------------------------
+
+PRESETS_FILE = "presets.json"  # written beside a run by app/make_default_runs.py: the chain-based picks, made once
+PRESET_POOL = 400  # chain-based presets are picked among at most this many held-out users (a seeded draw)
+
+
+def item_categories(data, missing: str = "(no category)") -> tuple[list[str], np.ndarray]:
+    """Each item's first category: the category names, most frequent first, and each
+    item's index into them [n_items]; items without a category get `missing`."""
+    import pandas as pd
+
+    firsts = [cats[0] if cats else missing for cats in (data.item_categories or [[]] * data.n_items)]
+    names = list(pd.Series(firsts).value_counts().index)
+    index = {name: i for i, name in enumerate(names)}
+    return names, np.array([index[name] for name in firsts], dtype=np.int64)
+
+
+def held_out_users(data, split) -> np.ndarray:
+    """The validation and test users of `split` with at least two items (a history and a next item), sorted."""
+    users = np.concatenate([split.valid, split.test])
+    return np.array(sorted(int(u) for u in users if len(data.sequences[u]) >= 2), dtype=np.int64)
+
+
+def user_history(data, user: int) -> np.ndarray:
+    """The history the app shows a held-out user by: the last max_len items before the final one (the next item)."""
+    seq = data.sequences[user]
+    return seq[max(0, len(seq) - 1 - data.max_len):len(seq) - 1]
+
+
+def _since_drift(held: np.ndarray) -> int:
+    """Steps from the planted interests' last change to the user's last step (the whole length when none)."""
+    changed = np.flatnonzero((held[1:] != held[:-1]).any(axis=1))
+    return int(len(held) - 1 - (changed[-1] + 1)) if len(changed) else len(held)
+
+
+def _pick(rows: list[dict], picks: list[tuple[int, str]], key, reason, where=lambda r: True) -> None:
+    """Add the first row (by `key`, then user id) that passes `where` and is not picked yet, with its reason."""
+    taken = {u for u, _ in picks}
+    for row in sorted((r for r in rows if where(r) and r["user"] not in taken), key=lambda r: (key(r), r["user"])):
+        picks.append((int(row["user"]), reason(row)))
+        return
+
+
+@torch.no_grad()
+def chain_presets(model, data, users: np.ndarray, item_category: np.ndarray, n_samples: int = 6, seed: int = 0,
+                  pool: int = PRESET_POOL) -> list[tuple[int, str]]:
+    """Up to four users worth opening first, picked by what the model does with them: where each one's
+    `n_samples` reverse runs (seeded as `sample_user`, so the reason matches what the pages show) or interests
+    land, and the rank of the true next item in their merged top 50 (`user_landings`). Among at most `pool`
+    held-out `users` (a seeded draw). Slow for long chains (DreamRec: ~30 s on two cores): made once, with the
+    run (app/make_default_runs.py writes it to PRESETS_FILE); `data_presets` is the instant fallback."""
+    users = np.asarray(users)
+    if len(users) > pool:
+        users = np.sort(np.random.default_rng(0).choice(users, pool, replace=False))
+    hists = [history_tensor(data, user_history(data, u)) for u in users]
+    landing, merged = user_landings(model, hists, n_samples=n_samples, seed=seed)
+    categories = np.asarray(item_category)[landing]  # [U, S]
+    truth = data.ground_truth
+    rows = []
+    for b, u in enumerate(users.tolist()):
+        hit = np.flatnonzero(merged[b] == int(data.sequences[u][-1]))
+        rows.append({"user": u, "n_categories": len(set(categories[b].tolist())),
+                     "rank": int(hit[0]) + 1 if len(hit) else None, "history": len(user_history(data, u)),
+                     "since_drift": _since_drift(truth["user_interests"][u]) if truth is not None else None})
+    noun = "samples" if model.denoises else "interests"
+    ranked = "its samples rank the true next item" if model.denoises else "the true next item is ranked"
+    hits = [r for r in rows if r["rank"] is not None]
+    picks: list[tuple[int, str]] = []
+    _pick(hits, picks, lambda r: (-r["n_categories"], r["rank"]),
+          lambda r: f"its {noun} land on {r['n_categories']} different categories; {ranked} #{r['rank']}",
+          where=lambda r: r["n_categories"] >= 2)
+    _pick(hits, picks, lambda r: (r["n_categories"], r["rank"]),
+          lambda r: (f"its {noun} agree on one category" if r["n_categories"] == 1 else
+                     f"its {noun} land on only {r['n_categories']} categories") + f"; {ranked} #{r['rank']}")
+    if truth is not None:
+        _pick(rows, picks, lambda r: (r["rank"] is None, r["rank"] or 0),
+              lambda r: "an interest changed " + ("just before the next item" if r["since_drift"] == 0 else
+                                                  f"{r['since_drift']} steps before the next item"),
+              where=lambda r: r["since_drift"] <= 3 and r["history"] >= 10)
+    _pick(rows, picks, lambda r: -r["n_categories"],
+          lambda r: f"a miss: the true next item is not in the top 50 (its {noun} land on {r['n_categories']} "
+                    f"categor{'y' if r['n_categories'] == 1 else 'ies'})",
+          where=lambda r: r["rank"] is None)
+    return picks
+
+
+def data_presets(data, users: np.ndarray, item_category: np.ndarray) -> list[tuple[int, str]]:
+    """Up to four users worth opening first, picked from their histories alone (no model call: instant for any
+    run): the most mixed history, the most single-minded, on planted a user whose interest just changed, and a
+    user whose next item is of a category the history never touched. For runs without a PRESETS_FILE."""
+    item_category = np.asarray(item_category)
+    truth = data.ground_truth
+    rows = []
+    for u in np.asarray(users).tolist():
+        hist = user_history(data, u)
+        cats = set(item_category[hist].tolist())
+        rows.append({"user": u, "history": len(hist), "n_categories": len(cats),
+                     "next_new": int(item_category[data.sequences[u][-1]]) not in cats,
+                     "since_drift": _since_drift(truth["user_interests"][u]) if truth is not None else None})
+    long = [r for r in rows if r["history"] >= min(10, data.max_len)] or rows
+    picks: list[tuple[int, str]] = []
+    _pick(long, picks, lambda r: -r["n_categories"],
+          lambda r: f"its history mixes {r['n_categories']} categories", where=lambda r: r["n_categories"] >= 2)
+    _pick(long, picks, lambda r: (r["n_categories"], -r["history"]),
+          lambda r: "its history keeps to one category" if r["n_categories"] == 1 else
+          f"its history keeps to {r['n_categories']} categories")
+    if truth is not None:
+        _pick(long, picks, lambda r: r["since_drift"],
+              lambda r: "an interest changed " + ("just before the next item" if r["since_drift"] == 0 else
+                                                  f"{r['since_drift']} steps before the next item"),
+              where=lambda r: r["since_drift"] <= 3)
+    _pick(long, picks, lambda r: -r["history"],
+          lambda r: "a hard case: its next item is of a category its history never touched",
+          where=lambda r: r["next_new"])
+    return picks
+
+
+def history_tensor(data, items) -> torch.Tensor:
+    """A history (item ids, oldest first) as the model reads it: its last max_len items, left-padded, [1, L]."""
+    from dimerec.data import left_pad
+
+    items = np.asarray(items, dtype=np.int64)[-data.max_len:]
+    return torch.from_numpy(left_pad([items], data.max_len, data.pad_id))
+
+
+# ---- What if: the one-step mean's list, and what an edit of the history did ----------------------------------------
+
+@torch.no_grad()
+def mean_top(model, hist: torch.Tensor, k: int = 10, seed: int = 0, n_samples: int = 64,
+             serve: ServeConfig = DEFAULT) -> np.ndarray | None:
+    """The top-k of the one-step mean for histories [B, L] -> ids [B, k]: what `--serve mean` serves with
+    `n_samples` random starts x_T averaged (dimerec.serving, the run's `serve` otherwise; the evaluator's list for
+    that seed: `served_top`). x_T carries no information, so the average estimates E[x_0 | history]. None for a
+    model without a one-step mean (its `serving_levers` lack "serve")."""
+    if "serve" not in model.serving_levers:
+        return None
+    how = dataclasses.replace(lesson_servings(serve, 1)["mean"], serve_samples=n_samples)
+    return served_top(model, hist, seed, k=k, serve=how)[0]
+
+
+def edit_effect(before_interests: np.ndarray, after_interests: np.ndarray, before_top: np.ndarray,
+                after_top: np.ndarray, item_category: np.ndarray, names: list[str],
+                mean_after: np.ndarray | None = None) -> dict:
+    """What an edit of a history did, in numbers and plain sentences.
+
+    `*_interests`: each interest's nearest items [K, n] before and after the edit; `*_top`: the served top list
+    (e.g. the top 10) before and after; `mean_after`: the one-step mean's list after the edit (`mean_top`), when
+    shown. Returns {"moved": [(k, from, to)] (category ids of the interests whose leading category changed),
+    "entered"/"left": {category id: items of it that entered/left the list}, "missed": the categories an interest
+    moved to that the served list gained no item of, "mean_has": {category id: items of it in the mean's list},
+    "sentence"}."""
+    cats = np.asarray(item_category)
+    was, now = dominant_categories(before_interests, cats), dominant_categories(after_interests, cats)
+    moved = [(k, int(a), int(b)) for k, (a, b) in enumerate(zip(was, now)) if a != b]
+    before, after = [int(i) for i in before_top], [int(i) for i in after_top]
+    entered = _count(cats[[i for i in after if i not in before]])
+    left = _count(cats[[i for i in before if i not in after]])
+    missed = list(dict.fromkeys(to for _, _, to in moved if entered.get(to, 0) == 0))
+    mean_has = {} if mean_after is None else _count(cats[np.asarray(mean_after, dtype=np.int64)])
+    n = len(after)
+
+    def items(counts: dict[int, int]) -> str:
+        return ", ".join(f"{c} {names[i]}" for i, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    parts = [("; ".join(f"I{k + 1} moved from {names[a]} to {names[b]}" for k, a, b in moved) + ".") if moved else
+             "Every interest keeps its leading category."]
+    if entered:
+        parts.append(f"Into the top {n} came {sum(entered.values())} item(s): {items(entered)}; out went "
+                     f"{sum(left.values())}: {items(left)}.")
+    else:
+        parts.append(f"The top {n} holds the same items as before.")
+    if missed:
+        parts.append(f"The top {n} did not follow: no {' or '.join(names[c] for c in missed)} item entered it.")
+        if mean_after is not None:
+            parts.append("The one-step mean's top " + str(len(mean_after)) + " holds "
+                         + ", ".join(f"{mean_has.get(c, 0)} {names[c]}" for c in missed) + " item(s).")
+    return {"moved": moved, "entered": entered, "left": left, "missed": missed, "mean_has": mean_has,
+            "sentence": " ".join(parts)}
+
+
+def _count(categories: np.ndarray) -> dict[int, int]:
+    values, counts = np.unique(np.asarray(categories, dtype=np.int64), return_counts=True)
+    return {int(v): int(c) for v, c in zip(values, counts)}
+
+
+# ---- the item map: the item table in 2-D by UMAP, and a user's vectors placed on it by `transform` ------------------
+
+ITEM_MAP_FILE = "item_map.npz"  # written beside a run by app/make_default_runs.py: the map and every held-out user
+MAP_STEPS = 5  # the chain's x̂0 guesses are placed at this many steps, evenly from step 0 to step T
+
+
+@dataclass
+class ItemMap:
+    """A 2-D map of the item table (UMAP on the items' directions, cosine), and how to place new vectors on it."""
+    reducer: object  # the fitted umap.UMAP
+    items_2d: np.ndarray  # [n_items, 2] every item (the ones it was not fitted on placed by transform)
+    fitted_on: int  # how many items the map was fitted on (all of them, or a seeded sample of a large catalogue)
+
+    def place(self, vectors) -> np.ndarray:
+        """[..., d] -> [..., 2]: UMAP's transform, which sets each new point among its nearest fitted items."""
+        v = np.asarray(vectors, dtype=np.float32)
+        flat = v.reshape(-1, v.shape[-1])
+        return self.reducer.transform(flat).reshape(*v.shape[:-1], 2).astype(np.float32)
+
+
+def fit_item_map(item_vectors, max_items: int = 2000, seed: int = 0, n_neighbors: int = 15) -> ItemMap:
+    """UMAP of the item vectors [n, d] to 2-D, by cosine (what ranks an item is its direction and length, and the
+    map shows the direction), seeded (so single-threaded and repeatable). A catalogue above `max_items` is fitted on
+    a seeded sample of that many items and the rest placed by transform: about 2 s on 480 items once UMAP is
+    compiled (its first use in a process compiles it: up to a minute on two busy cores)."""
+    import umap  # slow to import (numba): only here
+
+    x = np.asarray(item_vectors, dtype=np.float32)
+    fit = np.arange(len(x))
+    if len(x) > max_items:
+        fit = np.sort(np.random.default_rng(seed).choice(len(x), max_items, replace=False))
+    reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(fit) - 1), min_dist=0.9, metric="cosine",
+                        random_state=seed, transform_seed=seed, init="spectral" if len(fit) > 20 else "random")
+    placed = np.empty((len(x), 2), dtype=np.float32)
+    placed[fit] = reducer.fit_transform(x[fit])
+    rest = np.setdiff1d(np.arange(len(x)), fit)
+    if len(rest):
+        placed[rest] = reducer.transform(x[rest])
+    return ItemMap(reducer=reducer, items_2d=placed, fitted_on=len(fit))
+
+
+def map_steps(T: int, n: int = MAP_STEPS) -> np.ndarray:
+    """The reverse steps whose x̂0 guesses the item map shows: n of 0..T, evenly, 0 and T kept."""
+    return np.unique(np.round(np.linspace(0, T, min(n, T + 1))).astype(np.int64))
+
+
+@torch.no_grad()
+def map_vectors(model, hist: torch.Tensor, n_samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """What the item map places for one history [1, L]: its interests [K, d] and, for a model that denoises, the
+    x̂0 guesses of `n_samples` reverse runs (seeded as `sample_user`, the samples the pages show) at `map_steps`
+    [n_steps, S, d] — step T's is x_0 itself. The random start x_T is left out: see `fit_item_map`'s page."""
+    interests = model.interests(hist)[0][0].numpy()
+    if not model.denoises:
+        return interests, None
+    samples = sample_user(model, hist, n_samples=n_samples, seed=seed)
+    return interests, samples.recommend[map_steps(samples.T)]

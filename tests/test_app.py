@@ -73,7 +73,7 @@ def test_the_built_in_runs_are_small_and_match_the_model_code():
     files = [f for f in DEFAULT.rglob("*") if f.is_file()]
     assert sum(f.stat().st_size for f in files) < 5e6
     assert {f.name for f in files} <= {"config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json",
-                                       "step_metrics.json", "sample_or_mean.json"}
+                                       "step_metrics.json", "presets.json", "item_map.npz", "sample_or_mean.json"}
     for run in ("dimerec-planted", "dimerec-nogrw-planted", "dimerec-nodiff-planted"):
         config = read_config(DEFAULT / run)  # the one reader: these config.json files are older than the code
         model_cls = MODELS[config["model"]]
@@ -130,6 +130,7 @@ def test_denoising_sends_the_whole_reverse_run_as_frames_that_agree_with_each_ot
     names = trace_names(data["sphere"])
     for name in ("history items", "GEM interests (K=4)", "true next item", "paths x_T → x_t", "x_t now (t = 20)"):
         assert name in names
+    assert "GEM interests I1…I4" in data["key"] and "paths x_T → x_t" in data["key"]
     categories = json.loads((DEFAULT / "dimerec-planted" / "config.json").read_text())["dataset_stats"]["categories"]
     assert sum(t.get("legendgroup") == "items" for t in data["sphere"]["data"]) == categories
     assert [f["name"] for f in data["frames"]] == [str(k) for k in range(T + 1)]
@@ -372,6 +373,20 @@ def test_the_euclidean_chains_play_on_the_denoising_page(run):
     shown = [text["step"] for text in data["steps"]]
     assert data["T"] == T and shown[0] == 0 and shown[-1] == T and len(data["frames"]) == len(shown) <= 41
     assert data["step"] == T and param(at, "step") == str(T)
+    # issue 30: x_t is off the sphere; the globe shows its direction, as dots, and draws no paths across it
+    for frame in data["frames"]:
+        path, start, now, _ = frame["data"]
+        assert all(v is None for v in path["x"]) and path["showlegend"] is False
+        assert start["name"] == "direction of start x_T (noise)" and now["name"].startswith("direction of x_t now")
+    assert "direction x_t/‖x_t‖" in data["key"] and "paths" not in data["key"]
+    # the key names only what the model has: DreamRec's one guidance vector, DiffuRec's user vector, no GEM
+    assert "GEM" not in data["key"] and ("guidance c" in data["key"]) == (run == "default/dreamrec-planted")
+    from app import runs
+
+    loaded = runs.load_run(run)
+    view = runs.user_view(run, loaded.stamp, tuple(int(i) for i in loaded.history(int(param(at, "user")))), 6, 0)
+    length = np.linalg.norm(view.samples.x_t[0], axis=-1).mean()  # x_T ~ N(0, I) in 64-d: about 8
+    assert f"length ‖x_t‖ ≈ {length:.1f}" in data["steps"][0]["heading"]
 
 
 def test_what_if_adding_items_changes_the_recommendations():
@@ -388,13 +403,7 @@ def test_what_if_adding_items_changes_the_recommendations():
     assert not at.exception
     edited = at.session_state["whatif_hist"]
     assert len(edited) == min(len(history) + 8, 20)
-    why = next(m.value for m in at.markdown if m.value.startswith("**Why the list moved.**"))
-    from collections import Counter  # the sentence's counts are the two tables' category counts
-
-    gained = Counter(at.dataframe[1].value["category"]) - Counter(at.dataframe[0].value["category"])
-    lost = Counter(at.dataframe[0].value["category"]) - Counter(at.dataframe[1].value["category"])
-    assert gained and all(f"{n} {c}" in why.split(" and lost ")[0] for c, n in gained.items())
-    assert all(f"{n} {c}" in why.split(" and lost ")[1] for c, n in lost.items())
+    assert what_the_edit_did(at)  # checked against the lists in test_what_if_says_what_happened_from_the_lists
     assert edited[:len(edited) - 8] == history[len(history) + 8 - len(edited):]
     after = at.dataframe[1].value
     assert after["item"].tolist() != before
@@ -404,6 +413,219 @@ def test_what_if_adding_items_changes_the_recommendations():
     assert len(at.session_state["whatif_hist"]) == len(history) - 2
     at.button(key="whatif_reset").click().run()
     assert at.session_state["whatif_hist"] == history
+
+
+def what_the_edit_did(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if m.value.startswith("**What the edit did.**"))
+
+
+def _leading(figure: dict) -> list[str]:
+    """Each interest's leading category, read off a category-mix figure (one bar trace per category, in the order of
+    the run's categories, each with the interests' shares): the largest share, the first category on a tie."""
+    shares = np.stack([values(t["x"]) for t in figure["data"]])  # [categories, K]
+    return [figure["data"][c]["name"] for c in shares.argmax(axis=0)]
+
+
+def test_what_if_says_what_happened_from_the_lists_it_shows():
+    """Issue 30: the sentence is computed from the numbers on the page (which interest moved to which category, how
+    many items of which category entered and left the top 10); where the served list did not follow an interest
+    that moved, the one-step mean's list is shown beside it and the sentence counts that category in it."""
+    from collections import Counter
+
+    at = open_page("what_if")
+    for category in at.selectbox(key="whatif_category").options:  # the most popular 3 of a category, as the page
+        at.button(key="whatif_reset").click().run()  # suggests, until one moves an interest the list does not follow
+        at.selectbox(key="whatif_category").set_value(category)
+        at.button(key="whatif_add_category").click().run()
+        assert not at.exception
+        if len(at.dataframe) == 3:
+            break
+    else:
+        pytest.fail("no category moved an interest that the served top 10 did not follow")
+    sentence = what_the_edit_did(at)
+    before, after, mean = (frame.value for frame in at.dataframe)
+    assert "one-step mean" in " ".join(m.value for m in at.markdown)
+    pairs = lambda frame: set(zip(frame["item"], frame["category"]))  # noqa: E731
+    entered = Counter(c for item, c in pairs(after) - pairs(before))
+    left = Counter(c for item, c in pairs(before) - pairs(after))
+    assert entered == Counter(after[after["new?"] == "new"]["category"])  # the "new" marks agree
+    came, went = sentence.split("Into the top 10 came ")[1].split("; out went ")
+    assert came.startswith(f"{sum(entered.values())} item(s): ")
+    assert sorted(came.split(": ", 1)[1].split(", ")) == sorted(f"{n} {c}" for c, n in entered.items())
+    went = went.split(".")[0]
+    assert went.startswith(f"{sum(left.values())}: ")
+    assert sorted(went.split(": ", 1)[1].split(", ")) == sorted(f"{n} {c}" for c, n in left.items())
+    mix = [f for f in figures(at) if f["data"] and f["data"][0].get("type") == "bar"]
+    was, now = _leading(mix[0]), _leading(mix[1])
+    moved = [(k, a, b) for k, (a, b) in enumerate(zip(was, now)) if a != b]
+    assert moved and sentence.count(" moved from ") == len(moved)
+    assert all(f"I{k + 1} moved from {a} to {b}" in sentence for k, a, b in moved)
+    missed = list(dict.fromkeys(b for _, _, b in moved if entered[b] == 0))
+    assert missed and f"no {' or '.join(missed)} item entered it" in sentence
+    in_mean = Counter(mean["category"])
+    assert sentence.split("one-step mean's top 10 holds ")[1].startswith(
+        ", ".join(f"{in_mean[c]} {c}" for c in missed))
+
+
+def test_the_one_step_mean_ranks_by_the_first_steps_guess_averaged():
+    """explore.mean_top is DimeRec's --serve mean through dimerec.serving: the list the evaluator ranks for the
+    history under serve mean with 64 starts, by hand here; another list than one sample's; None without a mean."""
+    import torch
+
+    from dimerec import explore, sphere
+    from dimerec.metrics import max_over_interests
+    from dimerec.runs import load_run
+
+    model, data, _ = load_run(DEFAULT / "dimerec-planted")
+    hist = explore.history_tensor(data, data.sequences[5][:-1])
+    ours = explore.mean_top(model, hist, 10, seed=3)
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(3)  # evaluate.serving seeds the global stream so
+        guidance, _ = model.guidance(hist)
+        guess = model.first_step_guess(guidance, model.denoiser_for(guidance), 64)  # [1, 64, d] on the sphere
+        by_hand = max_over_interests(guess.mean(1, keepdim=True), model.item_vectors()).topk(10).indices
+    assert torch.allclose(sphere.normalize(guess).norm(dim=-1), torch.ones(1, 64))
+    assert ours.tolist() == by_hand.tolist()
+    assert len(set(ours[0]) & set(explore.served_top(model, hist)[0][0, :10])) < 8  # one sample's x_0: another list
+    control, _, _ = load_run(DEFAULT / "dimerec-nodiff-planted")
+    assert explore.mean_top(control, hist) is None
+
+
+def test_the_preset_users_are_read_from_the_run_not_sampled_when_it_opens(monkeypatch):
+    """Issue 30: a cold switch to a built-in run took a minute sampling 400 users' chains; the presets are stored with
+    the run (presets.json, made by app/make_default_runs.py) and the app never samples to choose them."""
+    from dimerec import explore
+
+    def slow(*args, **kwargs):
+        raise AssertionError("the app sampled chains to choose its preset users")
+
+    monkeypatch.setattr(explore, "chain_presets", slow)
+    monkeypatch.setattr(explore, "user_landings", slow)
+    for name in ("dreamrec-planted", "diffurec-planted"):
+        at = open_page("tour", run=f"default/{name}")
+        stored = json.loads((DEFAULT / name / "presets.json").read_text())["presets"]
+        options = at.selectbox(key="user_select").options
+        assert options[:len(stored)] == [f"★ user {p['user']}" for p in stored]
+        caption = " ".join(c.value for c in at.sidebar.caption)
+        assert f"★ Picked because: {stored[0]['reason']}." in caption
+
+
+@pytest.mark.parametrize("stale", [True, False])
+def test_a_run_without_its_presets_or_with_stale_ones_picks_them_from_histories(tmp_path, stale):
+    from dimerec import explore
+    from dimerec.runs import load_run
+
+    run = _run_dir(tmp_path, "mine")
+    stored = json.loads((run / "presets.json").read_text())
+    if stale:  # made from another checkpoint: they describe another model
+        (run / "presets.json").write_text(json.dumps({**stored, "best.pt sha1": "0" * 40}))
+    else:
+        (run / "presets.json").unlink()
+    at = open_page("tour", run="runs/mine")
+    _, data, config = load_run(run)
+    split = data.split(config["train_config"]["split_seed"])
+    picks = explore.data_presets(data, explore.held_out_users(data, split), explore.item_categories(data)[1])
+    assert [p[0] for p in picks] != [p["user"] for p in stored["presets"]]
+    assert at.selectbox(key="user_select").options[:len(picks)] == [f"★ user {u}" for u, _ in picks]
+    assert f"★ Picked because: {picks[0][1]}." in " ".join(c.value for c in at.sidebar.caption)
+
+
+def _popularity_test_hr(name: str) -> float:
+    from dimerec import explore
+    from dimerec.runs import load_run
+
+    _, data, config = load_run(DEFAULT / name)
+    tc = config["train_config"]
+    split = data.split(tc["split_seed"])
+    return explore.popularity_reference(data, split.test, split.train, tc.get("protocol", "next-item"),
+                                        tc.get("final_max_rows"), tc["seed"])["HR@50"]
+
+
+def test_a_run_below_popularity_says_so_on_every_page():
+    """Issue 30: DreamRec's and DiffuRec's built-ins rank below MostPopular; the sidebar says so, with both numbers
+    read or computed from the run's files; a run above popularity carries no such warning."""
+    for name in ("dreamrec-planted", "dimerec-planted"):
+        ours = json.loads((DEFAULT / name / "metrics.json").read_text())["test"]["HR@50"]
+        pop = _popularity_test_hr(name)
+        for page in ("tour", "steps"):
+            at = open_page(page, run=f"default/{name}")
+            warning = " ".join(w.value for w in at.sidebar.warning)
+            if ours < pop:
+                assert "Below popularity" in warning and f"{ours:.1%}" in warning and f"{pop:.1%}" in warning
+            else:
+                assert "Below popularity" not in warning
+    at = open_page("steps")
+    verdict = steps_sentence(at, "dreamrec-planted (built-in)")
+    assert verdict.startswith("**dreamrec-planted (built-in)** — **Below popularity on the test users**")
+    assert "Below popularity" not in steps_sentence(at, "dimerec-planted (built-in)")
+
+
+def test_the_item_map_places_the_user_and_leaves_the_random_start_off():
+    """Issue 30: the Interests page draws the item table in 2-D (UMAP, fitted when the run was made: item_map.npz),
+    the user's history at its items, the interests and the chain's x̂0 guesses placed by transform, and no x_T."""
+    at = open_page("interests")
+    assert not at.error
+    (figure,) = [f for f in figures(at) if any(t.get("name") == "x_0 (step T, served)" for t in f["data"])]
+    stored = np.load(DEFAULT / "dimerec-planted" / "item_map.npz")
+    user = int(param(at, "user"))
+    from app import runs
+
+    run = runs.load_run(RUN)
+    traces = {t["name"]: t for t in figure["data"]}
+    hist = np.stack([values(traces["history items"]["x"]), values(traces["history items"]["y"])], 1)
+    assert np.allclose(hist, stored["items_2d"][run.history(user)])
+    b = int(np.flatnonzero(stored["users"] == user)[0])
+    interests = traces["GEM interests I1…I4"]
+    assert np.allclose(np.stack([values(interests["x"]), values(interests["y"])], 1),
+                       stored["interests_2d"][b].astype(np.float32))
+    steps = [n for n in traces if n.startswith("x̂0 at step") or n.startswith("x_0 (")]
+    assert len(steps) == len(stored["steps"]) == 5 and not any("x_T" in n for n in traces)
+    caption = " ".join(c.value for c in at.caption)
+    assert "random start x_T is left off on purpose" in caption
+    # a map worth reading: an item's 10 nearest items on it mostly share its category (a shuffled map: ~1/12)
+    xy = stored["items_2d"]
+    distance = ((xy[:, None] - xy[None]) ** 2).sum(-1)
+    np.fill_diagonal(distance, np.inf)
+    near = np.argsort(distance, axis=1)[:, :10]
+    assert (run.item_category[near] == run.item_category[:, None]).mean() > 0.8
+    assert min(f.get("layout", {}).get("font", {}).get("size", 0) for f in [figure]) >= 16  # a projector's text
+    # the categories are named where they gather
+    names = {a["text"].replace("<b>", "").replace("</b>", "") for a in figure["layout"]["annotations"]}
+    assert len(names & set(run.categories)) >= 10
+    at = open_page("interests", run="default/dreamrec-planted")  # its item vectors mix the categories (8% alike)
+    (figure,) = [f for f in figures(at) if any(t.get("name") == "x_0 (step T, served)" for t in f["data"])]
+    texts = [a["text"] for a in figure["layout"]["annotations"]]
+    assert texts == ["The categories are mixed on this map:<br>this run's item vectors do not keep them apart."]
+
+
+def test_a_run_without_a_stored_item_map_fits_one_on_request(tmp_path, monkeypatch):
+    """A run under runs/ has no item_map.npz: the page offers to fit one (UMAP compiles for up to a minute on its
+    first use) and then places the user on it with the fitted map's transform."""
+    from dimerec import explore
+
+    class Linear:  # stands in for UMAP (seconds to compile): a fixed linear map to 2-D, the same transform
+        def transform(self, x):
+            return np.asarray(x, dtype=np.float32)[:, :2] * 3
+
+    def fit(item_vectors, **kwargs):
+        return explore.ItemMap(reducer=Linear(), items_2d=Linear().transform(item_vectors), fitted_on=len(item_vectors))
+
+    monkeypatch.setattr(explore, "fit_item_map", fit)
+    run = _run_dir(tmp_path, "no-map")
+    (run / "item_map.npz").unlink()
+    at = open_page("interests", run="runs/no-map")
+    assert not [f for f in figures(at) if any(t.get("name") == "history items" for t in f["data"])]
+    at.button(key="item_map_fit").click().run()
+    assert not at.exception
+    (figure,) = [f for f in figures(at) if any(t.get("name") == "x_0 (step T, served)" for t in f["data"])]
+    from app import runs
+
+    loaded = runs.load_run("runs/no-map")
+    user = int(param(at, "user"))
+    traces = {t["name"]: t for t in figure["data"]}
+    interests = loaded.model.interests(loaded.hist_tensor(loaded.history(user)))[0][0].detach().numpy()
+    assert np.allclose(values(traces["GEM interests I1…I4"]["x"]), interests[:, 0] * 3, atol=1e-5)
+    assert "once per run on this server" in " ".join(c.value for c in at.caption)
 
 
 @pytest.mark.real_data

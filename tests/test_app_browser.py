@@ -94,13 +94,15 @@ def projector_page(browser):
     return browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
 
 
+IDLE = ("!document.querySelector('[data-testid=\"stStatusWidgetRunningIcon\"]')"
+        " && !document.querySelector('[data-testid=\"stStatusWidgetRunningManIcon\"]')")
+
+
 def _wait_until_idle(page, charts: int, timeout_ms: int = 60_000) -> None:
     """Wait for the page's figures, then for the script to finish running."""
     page.wait_for_function(f"document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .main-svg').length >= {charts}",
                            timeout=timeout_ms)
-    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidgetRunningIcon\"]')"
-                           " && !document.querySelector('[data-testid=\"stStatusWidgetRunningManIcon\"]')",
-                           timeout=timeout_ms)
+    page.wait_for_function(IDLE, timeout=timeout_ms)
     page.wait_for_timeout(800)
 
 
@@ -231,19 +233,26 @@ def test_the_sphere_fits_a_projector_with_the_sidebar_open(server, projector_pag
 def test_play_runs_in_the_browser_and_every_view_agrees_after_pause_run_and_user_switch(server, projector_page):
     url, _ = server
     page = projector_page
+    sent: list[str] = []  # what the browser sends the server (Streamlit's one websocket): reruns, widget values
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(payload)))
     page.goto(f"{url}/denoising")
     frame = _player(page)
     assert _shown_step(frame) == (20, 20, 20) and _url_step(page) == 20
-    before = int(frame.evaluate("document.body.dataset.frames"))
+    page.wait_for_function(IDLE, timeout=60_000)
+    before, quiet = int(frame.evaluate("document.body.dataset.frames")), len(sent)
     frame.locator("#play").click()
-    page.wait_for_timeout(1000)
-    drawn = int(frame.evaluate("document.body.dataset.frames")) - before
-    assert drawn >= 5, f"{drawn} frames in 1 s"  # no server round trip: the frames are already in the browser
+    # five frames drawn while playing (a state, not a sleep: a loaded machine draws them later, not fewer), every step
+    # shown in turn from the first, and not one message to the server: the frames are already in the browser
+    frame.wait_for_function(f"Number(document.body.dataset.frames) >= {before + 5}", timeout=30_000)
+    assert frame.evaluate("document.body.dataset.playing") == "1"
+    assert 4 <= _shown_step(frame)[0] <= 20, _shown_step(frame)  # played 0, 1, 2, ... on from the last step
+    assert len(sent) == quiet, "playing sent messages to the server"
     frame.locator("#play").click()  # pause
     paused = _shown_step(frame)
     assert paused[0] == paused[1] == paused[2]
     page.wait_for_function(f"location.search.includes('step={paused[0]}')", timeout=30_000)
     assert _shown_step(frame) == paused  # the rerun that took the step into the URL left the player alone
+    assert len(sent) > quiet  # the pause reported its step: the listener hears what the browser sends
 
     run_box = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').filter(has_text="Run")
     for label in ("dimerec-nodiff-planted", "dimerec-planted (built-in)"):  # to a run without a chain, and back

@@ -31,8 +31,9 @@ left, right = st.columns([3, 2])
 with left:
     st.subheader("Which history items each interest reads")
     if view.attention is None:
-        st.info(f"This run's model ({run.model_name}) has no attention to show: its interests are its user vectors. "
-                f"A DimeRec run with the ComiRec-SA extractor (`--gem comirec-sa`, the default) shows it here.")
+        st.info(f"This run's model ({run.model_name}) has no attention to show: it reads the history as its "
+                f"{figures.interest_marks(run, K)[0]}. A DimeRec run with the ComiRec-SA extractor "
+                f"(`--gem comirec-sa`, the default) shows it here.")
         ui.show_items(ui.items_frame(run, view.hist))
     else:
         ui.chart(figures.attention_figure(run, view.hist, view.attention, history_truth), key="interests_attention")
@@ -56,6 +57,28 @@ with right:
         st.markdown(f"Extracted interests cover **{len(found)} of {len(planted_now)}** planted interests"
                     + (f"; not covered: {', '.join(missed)}." if missed else "."))
 
+st.subheader("The item map (UMAP)")
+if not runs.has_item_map(run) and not st.session_state.get(f"item_map_asked:{run.id}"):
+    st.caption("This run has no item map stored with it (app/make_default_runs.py stores one with each built-in "
+               "run). Fitting one takes a few seconds, and up to a minute the first time UMAP runs on this server.")
+    st.button("Fit the item map", key="item_map_fit",
+              on_click=lambda: st.session_state.update({f"item_map_asked:{run.id}": True}))
+else:
+    where = runs.map_view(run.id, run.stamp, ctx.user)
+    ui.chart(figures.item_map_figure(run, view, where, ctx.next_item), key="interests_map")
+    fitted = ("all" if where.fitted_on == run.data.n_items else f"a seeded sample of {where.fitted_on:,} of the")
+    st.caption(
+        f"Every item of the run, laid out in 2-D by UMAP (fitted on {fitted} {run.data.n_items:,} items' vectors by "
+        f"cosine, {'once, when the run was made' if where.stored else 'once per run on this server'}): nearby items "
+        f"have similar vectors. The user's interests"
+        + (" and the chain's guesses x̂0 (light: early steps; black diamonds: x_0, what is served) are placed on it by "
+           "UMAP's transform, from the samples the other pages show." if where.guesses_2d is not None else
+           " are placed on it by UMAP's transform.")
+        + (" **The random start x_T is left off on purpose:** transform can only put a new point among the items "
+           "the map was fitted on, so pure noise, about 90° from every item, would be drawn as if it already sat "
+           "in a category. The globe on the Denoising page draws x_T honestly." if run.has_diffusion else "")
+        + " Distances on a UMAP map are only meaningful between near neighbours.")
+
 st.subheader("Nearest items of each interest")
 redundant = explore.redundant_interests(view.interest_top)
 if redundant:
@@ -70,3 +93,4 @@ for k in range(K):
     with cols[k % 2]:
         st.markdown(f"**Interest I{k + 1}**")
         ui.show_items(ui.items_frame(run, view.interest_top[k][:5]).drop(columns=["#"]), key=f"interest_top_{k}")
+

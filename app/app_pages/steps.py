@@ -62,7 +62,10 @@ for label, sm in picked.items():
     refs = runs.reference_levels(run_ids[label], stamp)
     ceiling = (runs.ceiling(run_ids[label], stamp) or {}).get("HR@50")
     verdict = explore.chain_verdict(sm, {name: level["HR@50"] for name, level in refs.items()}, ceiling=ceiling)
-    st.markdown(f"**{label}** — {verdict['sentence']}")
+    below = runs.below_popularity(runs.load_run(run_ids[label]))
+    warning = (f"**Below popularity on the test users** ({ui.pct(below[0])} against MostPopular's "
+               f"{ui.pct(below[1])}). " if below else "")
+    st.markdown(f"**{label}** — {warning}{verdict['sentence']}")
 rows = [{"run": k, "dataset": sm.get("dataset"), "protocol": sm.get("protocol"), "T": sm.get("T"),
          "HR@50 at step 0": sm["steps"][0]["HR@50"], "best HR@50": max(s["HR@50"] for s in sm["steps"]),
          "best at step": explore.chain_verdict(sm)["best_step"],

@@ -68,6 +68,7 @@ elif chapter == CHAPTERS[2]:
         st.stop()
     T = view.samples.T
     grw = run.config["model_config"].get("grw", True)
+    euclidean = run.model.chain_space == "euclidean"
     left, right = st.columns([3, 2])  # the globe and its slider first, the words and the angle beside them
     t = left.slider("Noise step t", 0, T, T // 2, key="tour_t")
     paths_3d, angles = runs.forward_view(run.id, run.stamp, ctx.next_item, 5)
@@ -77,7 +78,9 @@ elif chapter == CHAPTERS[2]:
         "a **geodesic random walk**: the true next item x_0 slides along the sphere, further as the step t grows, "
         f"until at t = {T} it is as far away as a random point. Each black path is one noise draw, seen at every "
         "step t."
-        + ("" if grw else " (This run uses Euclidean noise instead, the `--no-grw` ablation: the paths leave the "
+        + (f" (This run, {run.model_name}, noises in ordinary space instead: x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε "
+           "leaves the sphere, and the picture shows its direction.)" if euclidean else
+           "" if grw else " (This run uses Euclidean noise instead, the `--no-grw` ablation: the paths leave the "
                           "sphere and the picture shows their direction.)"))
     fig = go.Figure(go.Scatter(x=np.arange(T + 1), y=angles.mean(axis=1), mode="lines+markers",
                                line=dict(color=figures.PATH), name="angle from x_0"))
@@ -94,10 +97,14 @@ elif chapter == CHAPTERS[3]:
         st.info(f"This run ({run.model_name}) has no diffusion. Pick a DimeRec run in the sidebar.")
         st.stop()
     player.show(ctx, view, page="tour")  # the globe and its step control first, the words under them
+    guide = figures.interest_marks(run, len(view.interests_3d))[0]
     st.markdown(
-        f"To recommend, DimeRec starts from random points (grey dots) and applies the denoiser {view.samples.T} "
-        "times, guided by the user's interests (grey squares). Each sample walks to an x_0: a guess of the next "
-        "interest. Samples from different starts can land on different interests.")
+        f"To recommend, {'DimeRec' if run.model_name == 'dimerec' else run.model_name} starts from random points "
+        f"(grey dots) and applies the denoiser {view.samples.T} times, guided by the user's {guide} (grey "
+        f"square{'s' if len(view.interests_3d) > 1 else ''}). Each sample walks to an x_0: a guess of the next "
+        "interest. Samples from different starts can land on different interests."
+        + (" This run's chain is not on the sphere: the globe shows where each x_t points." if
+           run.model.chain_space == "euclidean" else ""))
     st.page_link("app_pages/denoising.py", label="More samples, another seed: the Denoising page",
                  icon=":material/public:")
 else:

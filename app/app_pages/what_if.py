@@ -75,31 +75,35 @@ after = runs.user_view(run.id, run.stamp, tuple(history), runs.DEFAULT_SAMPLES, 
 st.subheader("Recommendations")
 if not changed:
     st.info("Nothing is edited yet, so both sides agree: add or remove items above and watch the right side change.")
-left, right = st.columns(2)
+effect = explore.edit_effect(before.interest_top, after.interest_top, before.top[:10], after.top[:10],
+                             run.item_category, run.categories)
+# the one-step mean's list beside the served one, when the edit moved an interest the served list did not follow:
+# one sample from a random start can land on any interest; the mean of the first step's guesses weighs them all
+serves_mean = run.serving.serve == "mean"  # then the served list is the mean's already
+mean = None
+if changed and effect["missed"] and run.has_diffusion and not serves_mean:
+    mean = runs.mean_list(run.id, run.stamp, tuple(history), 0)
+    effect = explore.edit_effect(before.interest_top, after.interest_top, before.top[:10], after.top[:10],
+                                 run.item_category, run.categories, mean_after=mean)
+columns = st.columns(3 if mean is not None else 2)
+compact = mean is not None
 before_top = set(before.top[:10].tolist())
 frame = ui.items_frame(run, after.top[:10], ctx.next_item)
 frame.insert(1, "new?", ["new" if i not in before_top else "" for i in after.top[:10]])
-left.markdown("**Before** (the real history)")
-ui.show_items(ui.items_frame(run, before.top[:10], ctx.next_item), left)
-right.markdown("**After** (the edited history; *new* = not in the top 10 before)")
-ui.show_items(frame, right)
+columns[0].markdown("**Before** (the real history)")
+ui.show_items(ui.items_frame(run, before.top[:10], ctx.next_item), columns[0], compact=compact)
+columns[1].markdown("**After**, as the run serves it (*new*: not in the top 10 before)")
+ui.show_items(frame, columns[1], compact=compact)
+if mean is not None:
+    mean_frame = ui.items_frame(run, mean, ctx.next_item)
+    mean_frame.insert(1, "new?", ["new" if i not in before_top else "" for i in mean])
+    columns[2].markdown("**After**, by the one-step mean (the first step's x̂0, averaged over 64 random starts)")
+    ui.show_items(mean_frame, columns[2], compact=True)
 
-if changed:  # say why the list moved, from the numbers: which interests changed side, which categories moved
-    names = run.categories
-    was = explore.dominant_categories(before.interest_top, run.item_category)
-    now = explore.dominant_categories(after.interest_top, run.item_category)
-    moved = [f"I{k + 1} now leans to {names[b]} (was {names[a]})" for k, (a, b) in enumerate(zip(was, now)) if a != b]
-    shift = explore.category_shift(before.top[:10], after.top[:10], run.item_category)
-    gained = [f"{d} {names[c]}" for c, d in sorted(shift.items(), key=lambda kv: -kv[1]) if d > 0]
-    lost = [f"{-d} {names[c]}" for c, d in sorted(shift.items(), key=lambda kv: kv[1]) if d < 0]
-    st.markdown(
-        "**Why the list moved.** GEM reads the whole edited history again, so every interest can change, not "
-        "only the one the new items fit. "
-        + ("; ".join(moved) + ". " if moved else "Each interest keeps its leading category. ")
-        + (f"The top 10 gained {', '.join(gained)} and lost {', '.join(lost)} item(s)." if gained else
-           "The top 10 holds the same categories as before.")
-        + " Diffusion samples from random starts, so a new history can also land a sample on a neighbouring "
-          "interest the edit never touched.")
+if changed:  # say what happened, from the numbers in the tables above and the category mixes below
+    st.markdown("**What the edit did.** " + effect["sentence"]
+                + " GEM reads the whole edited history again, so every interest can change, not only the one the "
+                  "new items fit.")
 
 st.subheader("Interests: category mix of each interest's 20 nearest items")
 left, right = st.columns(2)
@@ -109,7 +113,13 @@ right.markdown("**After**")
 ui.chart(figures.category_mix_figure(run, after.interest_top), key="whatif_mix_after", container=right)
 
 st.subheader("Reverse samples for the edited history")
-if after.samples is None:
-    st.info(f"This run ({run.model_name}) has no diffusion; the sphere shows the edited history and its interests.")
-ui.chart(figures.sphere_figure(run, after, ctx.next_item, after.samples.T if after.samples else None),
-         key="whatif_sphere")
+# the globe is drawn on request: a 3-D scene took half of this page's load (2.5 of 5 s in headless Chromium on a
+# loaded machine), and the lists and the sentence above are what the page is for
+if st.toggle("Show them on the globe", key="whatif_globe",
+             help="The edited history, its interests and its reverse samples on the sphere, as on the Denoising "
+                  "page (a 3-D figure: a few seconds to draw)."):
+    if after.samples is None:
+        st.info(f"This run ({run.model_name}) has no diffusion; the sphere shows the edited history and its "
+                f"interests.")
+    ui.chart(figures.sphere_figure(run, after, ctx.next_item, after.samples.T if after.samples else None),
+             key="whatif_sphere")
