@@ -389,6 +389,12 @@ def test_a_longer_budget_scales_the_clock_and_the_steps_and_a_reused_run_must_ha
     assert in_epochs.flags()[:4] == ["--max-epochs", "20", "--patience", "5"]
     assert "--max-steps" in budget.scaled(3).flags() and "900" in budget.scaled(3).flags()
     assert LONG_OURS.budget_scale == LONG_CONTROL.budget_scale == 3
+    # H5's patience 10 is the patience its runs train with: argparse keeps the last --patience of the argv, which
+    # once was the budget's 5 (Budget.of puts the row's own into the budget)
+    for spec in (LONG_OURS, LONG_CONTROL):
+        argv = [*spec.flags, *in_epochs.of(spec).flags()]
+        assert argv[len(argv) - 1 - argv[::-1].index("--patience") + 1] == "10"
+        assert in_epochs.of(spec) == Budget(30, None, final_rows=500, epochs=60, patience=10)
     run = tmp_path / "seed0"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"train_config": {"max_minutes": 30, "max_steps": 900,
