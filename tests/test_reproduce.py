@@ -243,9 +243,11 @@ def test_tuned_reproduction_scores_the_chosen_tuning_run_as_seed_0(dirs, monkeyp
                                                   chosen.split()))
     assert seed0["test"] is not None and seed0["steps"] == 30
     assert (final / "seed1" / "best.pt").exists()  # other seeds train
-    lr, negatives = float(chosen.split()[1]), int(chosen.split()[3])
+    flags = chosen.split()
+    settings = {flag[2:].replace("-", "_"): value for flag, value in zip(flags[::2], flags[1::2])}
     _, _, direct = train_model("comirec-sa", "planted", seed=0, max_minutes=1, max_steps=30, valid_max_rows=300,
-                               lr=lr, n_negatives=negatives)  # the same run trained as a final run would be
+                               lr=float(settings["lr"]), loss_kind=settings["loss_kind"],
+                               n_negatives=int(settings["n_negatives"]))  # trained as a final run would be
     assert direct["test"] == seed0["test"]
 
 
@@ -254,8 +256,12 @@ def test_a_row_with_ours_flags_shares_ours_run_in_every_experiment():
 
     for name, specs in EXPERIMENTS.items():
         for spec in specs:
-            if spec.model == "dimerec" and spec.flags == OURS.flags and spec.serve_of is None:
+            if (spec.model == "dimerec" and spec.flags == OURS.flags and spec.serve_of is None
+                    and (spec.budget_scale, spec.patience) == (OURS.budget_scale, OURS.patience)):
                 assert spec.slug == OURS.slug, (name, spec.label)
+    # H5 trains ours' flags on another budget: its own run, never ours'
+    from dimerec.reproduce.experiments import LONG_OURS
+    assert LONG_OURS.flags == OURS.flags and LONG_OURS.slug != OURS.slug
 
 
 def test_every_tuning_grid_is_small_and_names_real_flags():
