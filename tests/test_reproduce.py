@@ -447,3 +447,28 @@ def test_the_loo_section_fills_recboles_figures_on_ml1m():
     assert cells[sasrec][:2] == ["20.50", f"{RECBOLE_PUBLISHED[sasrec][1]['HR@10']:.2f}"]
     assert cells[sasrec][4:6] == ["8.12", f"{RECBOLE_PUBLISHED[sasrec][1]['MRR@10']:.2f}"]
     assert cells["MostPopular"][1] == "—"
+
+
+def test_a_run_a_stopped_reproduce_left_unfinished_resumes_under_the_same_budget(tmp_path):
+    """Regeneration spans sessions: a run with a last.pt and no metrics.json is continued (--resume) when it trained
+    under the same epochs and patience, and started afresh (--overwrite) when finished, never begun, or budgeted
+    otherwise."""
+    from dimerec.reproduce.runner import train_flags
+
+    budget = Budget(60, None, epochs=50, patience=5)
+    run = tmp_path / "seed0"
+
+    def mode() -> str:
+        flags = train_flags("planted", 0, run, budget, None, [])
+        return next(f for f in flags if f in ("--resume", "--overwrite"))
+
+    assert mode() == "--overwrite"  # nothing there
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"checkpoint")
+    (run / "config.json").write_text(json.dumps({"train_config": {"max_epochs": 50, "patience": 5}}))
+    assert mode() == "--resume"
+    (run / "config.json").write_text(json.dumps({"train_config": {"max_epochs": 50, "patience": 10}}))
+    assert mode() == "--overwrite"  # another budget: trained again
+    (run / "config.json").write_text(json.dumps({"train_config": {"max_epochs": 50, "patience": 5}}))
+    (run / "metrics.json").write_text("{}")
+    assert mode() == "--overwrite"  # finished: reproduce reuses it and never trains it (this is not asked)

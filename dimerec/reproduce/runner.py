@@ -87,9 +87,23 @@ class Budget:
 
 def train_flags(dataset: str, seed: int, out: Path, budget: Budget, data_dir: str | None,
                 extra: list[str]) -> list[str]:
+    """The flags of one run's `train`: it continues (--resume) a run that a stopped `reproduce` left unfinished
+    under the same epochs and patience, else starts afresh (--overwrite)."""
     argv = ["--dataset", dataset, "--seed", str(seed), "--out", str(out), *budget.flags(),
-            "--quiet", "--overwrite", *extra]
+            "--quiet", "--resume" if unfinished_under(out, budget) else "--overwrite", *extra]
     return argv + (["--data-dir", data_dir] if data_dir else [])
+
+
+def unfinished_under(out: Path, budget: Budget) -> bool:
+    """Whether `out` holds a run stopped before it finished (its last.pt, no metrics.json) that trained under
+    `budget`'s epochs and patience: the long runs of a regeneration span sessions and resume where they stopped."""
+    if finished(out) or not (out / "last.pt").is_file() or not (out / "config.json").is_file():
+        return False
+    try:
+        recorded = json.loads((out / "config.json").read_text())["train_config"]
+    except (ValueError, KeyError):
+        return False
+    return (recorded.get("max_epochs"), recorded.get("patience")) == (budget.epochs, budget.patience)
 
 
 def load_run_cached(run: Path, data_dir: str | None, overrides: dict | None = None):
