@@ -66,10 +66,17 @@ def select_run() -> runs.Run:
 
 
 def popularity_sentence(run: runs.Run, ours: float, pop: float) -> str:
-    """That the run ranks below MostPopular, in numbers, and how long it trained (its metrics.json)."""
+    """That the run ranks below MostPopular, in numbers, how long it trained and why it stopped (its metrics.json):
+    a run stopped by its patience had reached its validation plateau; one stopped by a budget was still learning."""
     metrics = run.metrics or {}
-    trained = (f" Trained {metrics['train_minutes']:.1f} min ({metrics.get('epochs', '?')} epochs): a "
-               f"{run.model_name} still learning, not at its best." if "train_minutes" in metrics else "")
+    trained = ""
+    if "train_minutes" in metrics:
+        epochs = metrics.get("epochs_trained", metrics.get("epochs", "?"))
+        plateau = metrics.get("stopped_by") == "patience"
+        trained = (f" Trained {metrics['train_minutes']:.1f} min ({epochs:g} epochs), " if isinstance(epochs, float)
+                   else f" Trained {metrics['train_minutes']:.1f} min ({epochs} epochs), ")
+        trained += ("to its validation plateau: this is the model at its best here, not an unfinished run."
+                    if plateau else f"stopped by its budget: a {run.model_name} still learning, not at its best.")
     return f"Test HR@50 {pct(ours)}, under MostPopular's {pct(pop)} on the same users.{trained}"
 
 

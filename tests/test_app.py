@@ -541,9 +541,10 @@ def _popularity_test_hr(name: str) -> float:
                                         tc.get("final_max_rows"), tc["seed"])["HR@50"]
 
 
-def test_a_run_below_popularity_says_so_on_every_page():
-    """Issue 30: DreamRec's and DiffuRec's built-ins rank below MostPopular; the sidebar says so, with both numbers
-    read or computed from the run's files; a run above popularity carries no such warning."""
+def test_a_run_below_popularity_says_so_on_every_page(tmp_path):
+    """Issue 30: a run that ranks below MostPopular says so in the sidebar, with both numbers read or computed from
+    the run's files, and why it stopped; a run above popularity carries no such warning. The built-in runs are
+    checked as they are (each on its side of the line), and a copy of DreamRec's whose metrics.json puts it below."""
     for name in ("dreamrec-planted", "dimerec-planted"):
         ours = json.loads((DEFAULT / name / "metrics.json").read_text())["test"]["HR@50"]
         pop = _popularity_test_hr(name)
@@ -554,9 +555,17 @@ def test_a_run_below_popularity_says_so_on_every_page():
                 assert "Below popularity" in warning and f"{ours:.1%}" in warning and f"{pop:.1%}" in warning
             else:
                 assert "Below popularity" not in warning
-    at = open_page("steps")
-    verdict = steps_sentence(at, "dreamrec-planted (built-in)")
-    assert verdict.startswith("**dreamrec-planted (built-in)** — **Below popularity on the test users**")
+    pop = _popularity_test_hr("dreamrec-planted")
+    low = _run_dir(tmp_path, "low", source="dreamrec-planted")
+    metrics = json.loads((low / "metrics.json").read_text())
+    metrics["test"]["HR@50"], metrics["stopped_by"] = pop / 2, "max_minutes"
+    (low / "metrics.json").write_text(json.dumps(metrics))
+    at = open_page("tour", run="runs/low")
+    warning = " ".join(w.value for w in at.sidebar.warning)
+    assert "Below popularity" in warning and f"{pop / 2:.1%}" in warning and f"{pop:.1%}" in warning
+    assert "stopped by its budget" in warning
+    at = open_page("steps", run="runs/low")
+    assert steps_sentence(at, "low").startswith("**low** — **Below popularity on the test users**")
     assert "Below popularity" not in steps_sentence(at, "dimerec-planted (built-in)")
 
 
