@@ -502,6 +502,7 @@ def oracle_figure(oracle: dict, height: int = 240) -> go.Figure:
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), showlegend=False,
                       title=dict(text=f"Odds {odds}: how often is a one-item list right?", font=dict(size=15)),
                       yaxis=dict(range=[0, 0.6], tickformat=".0%", title="right"))
+    return fig
 
 
 MAP_FONT = 16  # px: the item map is read on a 1280x800 projector, projector mode or not
