@@ -849,7 +849,10 @@ def test_the_steps_page_states_what_each_chain_does_from_its_own_files(tmp_path)
     shutil.copytree(DEFAULT / "dimerec-planted", runs_dir / "rising")
     rising_steps = [{**s, "HR@50": r["HR@50"]} for s, r in zip(steps["steps"], reversed(steps["steps"]))]
     (runs_dir / "rising" / "step_metrics.json").write_text(json.dumps({**steps, "steps": rising_steps}))
-    at = open_page("steps")
+    shutil.copytree(DEFAULT / "dimerec-planted", runs_dir / "another")
+    at = open_page("steps", run="runs/rising")  # shown at first: the built-ins and the sidebar's run, not every run
+    picker = at.multiselect(key="steps_runs")
+    assert "another" in picker.options and "another" not in picker.value and "rising" in picker.value
     rising = steps_sentence(at, "rising")
     assert "rises" in rising and "as the paper's Fig. 5 shows" in rising and rising != falling
     figure = figures(at)[0]

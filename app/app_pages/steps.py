@@ -30,8 +30,11 @@ if not curves:
 # other data): the dotted references belong to that data, and a chain on other data drawn against them would mislead
 same_data = [label for label in curves if runs.on_same_data(run, paths[label])]
 others = len(curves) - len(same_data)
-shown = st.multiselect("Runs", same_data, default=same_data, key="steps_runs",
-                       help=f"Runs on the sidebar run's data ({run.dataset}, its split); "
+# shown at first: the built-in runs and the sidebar's run, not every run found (a runs/ folder can hold dozens)
+first_shown = [label for label in same_data if run_ids[label].startswith("default/") or run_ids[label] == run.id]
+shown = st.multiselect("Runs", same_data, default=first_shown, key="steps_runs",
+                       help=f"Runs on the sidebar run's data ({run.dataset}, its split): the built-in runs and the "
+                            f"sidebar's run at first, any other from this list; "
                             f"{others} run(s) on other data are left out: open one in the sidebar to see its own.")
 picked = {k: curves[k] for k in shown}
 if not picked:
