@@ -51,13 +51,13 @@ def write_lesson(run: Path) -> None:
     """The run's sample_or_mean.json (the "Sample or mean?" page's numbers: explore.run_lesson), so that the page
     opens at once."""
     from dimerec import explore
-    from dimerec.runs import load_run, write_json_atomic
+    from dimerec.runs import load_run
     from dimerec.serving import serving_of
 
     model, data, config = load_run(run)
-    lesson = explore.run_lesson(model, data, config, serving_of(model, config["serving"]))
-    write_json_atomic(lesson, run / "sample_or_mean.json")
-    print(f"wrote {run / 'sample_or_mean.json'}", flush=True)
+    (run / explore.LESSON_FILE).unlink(missing_ok=True)  # computed afresh, whatever serving it was made for
+    explore.stored_lesson(run, model, data, config, serving_of(model, config["serving"]))
+    print(f"wrote {run / explore.LESSON_FILE}", flush=True)
 
 
 def _load(run: Path):

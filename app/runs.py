@@ -7,7 +7,6 @@ A run's id, as it appears in the URL, is "default/NAME" or "runs/RELATIVE/PATH".
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -22,8 +21,7 @@ from dimerec import explore
 from dimerec.data import load_run_dataset, same_world
 from dimerec.errors import DimeRecError
 from dimerec.models import MODELS
-from dimerec.runs import (RUN_FILES, discover_runs as find_run_dirs, load_run as load_trained_run, runs_root,
-                          write_json_atomic)
+from dimerec.runs import RUN_FILES, discover_runs as find_run_dirs, load_run as load_trained_run, runs_root
 from dimerec.serving import ServeConfig, serving_of
 
 torch.set_num_threads(1)  # small matrices; the machine's cores are shared
@@ -512,9 +510,6 @@ def forward_view(run_id: str, stamp: tuple, item: int, n_paths: int) -> tuple[np
 
 
 # ---- the "sample or mean?" lesson --------------------------------------------------------------------------------
-LESSON_FILE = "sample_or_mean.json"  # kept in the run's folder: the built-in runs carry theirs (make_default_runs.py)
-
-
 def has_lesson(run: Run) -> bool:
     """Whether the run can be served both ways the lesson compares (a one-step mean and a mixture of chains)."""
     return "serve" in run.model.serving_levers and "serve_merge" in run.model.serving_levers
@@ -523,21 +518,12 @@ def has_lesson(run: Run) -> bool:
 @st.cache_data(show_spinner="Scoring the mean and the mixtures of 1 to 64 samples on the validation users (once: "
                             "the result is kept in the run's folder)…", max_entries=8)
 def lesson_scores(run_id: str, stamp: tuple) -> dict | None:
-    """The lesson's numbers for a run: its folder's sample_or_mean.json when it was computed at the run's serving,
-    else computed now and written there (None for a run that cannot be served both ways)."""
+    """The lesson's numbers for a run (explore.stored_lesson: its folder's sample_or_mean.json, computed there
+    once), None for a run that cannot be served both ways."""
     run = load_run(run_id)
     if not has_lesson(run):
         return None
-    path = run.path / LESSON_FILE
-    saved = _read_json(path, required=False) if path.exists() else None
-    if saved and saved.get("serving") == dataclasses.asdict(run.serving):
-        return saved
-    scores = explore.run_lesson(run.model, run.data, run.config, run.serving)
-    try:
-        write_json_atomic(scores, path)
-    except OSError:  # a read-only folder: the numbers stay in this session's cache
-        pass
-    return scores
+    return explore.stored_lesson(run.path, run.model, run.data, run.config, run.serving)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)

@@ -88,8 +88,8 @@ def serving_of(model: Recommender, settings: dict | None = None) -> ServeConfig:
     its guidance weight resolved to the model's own when unset (so config.json records the weight served)."""
     serve = ServeConfig(**(settings or {}))
     check_serving(model, serve)
-    if "guidance_weight" in model.serving_levers and serve.guidance_weight is None:
-        serve = dataclasses.replace(serve, guidance_weight=model.default_guidance_weight)
+    if "guidance_weight" in model.serving_levers:
+        serve = dataclasses.replace(serve, guidance_weight=guidance_weight(model, serve))
     return serve
 
 
@@ -122,6 +122,7 @@ def check_serving(model: Recommender, serve: ServeConfig) -> None:
 
 
 def guidance_weight(model: Recommender, serve: ServeConfig) -> float:
+    """The weight w of classifier-free guidance served: the one asked for, else the model's own default."""
     return model.default_guidance_weight if serve.guidance_weight is None else serve.guidance_weight
 
 

@@ -1036,3 +1036,27 @@ def test_the_lesson_shows_the_mean_and_the_samples_as_dimerec_scores_them():
 def test_the_lesson_says_plainly_when_a_run_cannot_be_served_both_ways():
     at = open_page("sample_or_mean", run="default/dimerec-nodiff-planted")
     assert any("This lesson needs a run whose chain can be served both ways" in i.value for i in at.info)
+
+
+def test_a_runs_lesson_is_kept_in_its_folder_for_the_serving_it_was_made_for(tmp_path):
+    """explore.stored_lesson, the one writer of sample_or_mean.json: a file made for the run's serving is read as
+    it is; one made for another serving, or unreadable, is computed again and replaced."""
+    import dataclasses
+
+    from dimerec import explore
+    from dimerec.runs import load_run
+    from dimerec.serving import serving_of
+
+    run = tmp_path / "run"
+    shutil.copytree(DEFAULT / "dimerec-planted", run)
+    model, data, config = load_run(run)
+    serve = serving_of(model, config["serving"])
+    kept = {"serving": dataclasses.asdict(serve), "mean": {"HR@50": -1.0}}  # a value no computation gives
+    (run / explore.LESSON_FILE).write_text(json.dumps(kept))
+    assert explore.stored_lesson(run, model, data, config, serve, max_rows=40) == kept
+    other = dataclasses.replace(serve, serve_samples=3)
+    fresh = explore.stored_lesson(run, model, data, config, other, max_rows=40)
+    assert fresh["serving"] == dataclasses.asdict(other) and fresh["max_rows"] == 40 and fresh["mean"]["HR@50"] >= 0
+    assert json.loads((run / explore.LESSON_FILE).read_text()) == fresh
+    (run / explore.LESSON_FILE).write_text("{not json")
+    assert explore.stored_lesson(run, model, data, config, other, max_rows=40) == fresh  # seeded: the same numbers
