@@ -136,10 +136,16 @@ def cmd_reproduce(args, argv: list[str]) -> None:
 
 def cmd_claims(args) -> None:
     from dimerec.claims import write_claims
+    from dimerec.diffusion_report import write_diffusion_page
 
+    if not Path(args.results).is_dir():
+        raise DimeRecError(f"--results {args.results}: no such folder (it holds the tables `reproduce` writes)")
     path = write_claims(Path(args.results))
     print(path.read_text())
     print(f"written to {path}")
+    page = write_diffusion_page(Path(args.results))
+    if page is not None:
+        print(f"written to {page} (from {page.with_name('DIFFUSION.in.md').name} and the diffusion tables)")
 
 
 def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
@@ -243,7 +249,8 @@ def add_reproduce_parser(sub) -> None:
 
 
 def add_claims_parser(sub) -> None:
-    p = sub.add_parser("claims", help="results/RESULTS.md: every paper claim beside our measurement, from the tables")
+    p = sub.add_parser("claims", help="results/RESULTS.md (every paper claim beside our measurement) and "
+                                        "results/DIFFUSION.md (its template filled in), from the tables")
     p.add_argument("--results", default="results", help="the folder of the reproduce tables (default: results)")
 
 
