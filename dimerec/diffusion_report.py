@@ -94,7 +94,7 @@ def falls_or_rises(table: DiffusionTable, name: str) -> str:
 
 
 def block_protocol(table: DiffusionTable) -> str:
-    paragraphs = [p for p in table.md.split("\n\n") if p.startswith("Test split") or p.startswith("Command:")]
+    paragraphs = [p for p in table.md.split("\n\n") if p.startswith(("Test split", "Training:", "Command:"))]
     return "\n\n".join(paragraphs)
 
 

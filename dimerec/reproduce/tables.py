@@ -122,7 +122,8 @@ def write_outputs(name: str, dataset: str, results: list[dict], table: pd.DataFr
     lines = [f"# {name} on {dataset}: {DESCRIPTIONS[name]}", "",
              f"Test split, {protocol} protocol, already-seen items {'masked' if results[0]['mask_seen'] else 'kept'}; "
              f"values in %, mean ± std over seeds; each run {budget}, "
-             f"selected on validation HR@50.{settings}", *device_note(results), *sampling_note(results), "",
+             f"selected on validation HR@50.{settings}", *device_note(results), *sampling_note(results),
+             *training_note(results), "",
              f"Command: `{command}`", "",
              *sections]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
@@ -145,6 +146,18 @@ def device_note(results: list[dict]) -> list[str]:
     return [line for device, labels in devices.items() for line in (
         "", f"Trained with `--device {device}` (a GPU): {', '.join(sorted(labels))}; their train min is GPU time, "
             f"and a CPU rerun of the same seed gives other numbers (float rounding changes the training path).")]
+
+
+def training_note(results: list[dict]) -> list[str]:
+    """How long the table's training took: the runs trained (served rows and MostPopular train nothing), the sum of
+    their own train_minutes (validation and scoring excluded), and their epochs."""
+    trained = [r for r in results if not r.get("served_from") and r.get("model") != "pop"]
+    if not trained:
+        return []
+    epochs = [r["epochs_trained"] for r in trained if r.get("epochs_trained") is not None]
+    span = f"; {min(epochs):.0f} to {max(epochs):.0f} epochs a run" if epochs else ""
+    return ["", f"Training: {len(trained)} runs, {sum(r['train_minutes'] for r in trained):.0f} minutes of "
+                f"training in all (each run's own clock, validation and scoring excluded){span}."]
 
 
 def sampling_note(results: list[dict]) -> list[str]:
