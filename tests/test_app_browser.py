@@ -127,7 +127,15 @@ def _new_player(page, old, timeout_s: float = 60):
     while not old.is_detached():
         assert time.perf_counter() < deadline, "the old player was not replaced"
         page.wait_for_timeout(100)
-    return _player(page, timeout_s)
+    # while the rerun runs, Streamlit may mount the component once more before the new data arrives (seen on a
+    # user switch): the player is the one that stays, drawn, with the script idle
+    while True:
+        frame = _player(page, timeout_s)
+        page.wait_for_function(IDLE, timeout=timeout_s * 1000)
+        page.wait_for_timeout(1000)
+        if not frame.is_detached():
+            return frame
+        assert time.perf_counter() < deadline, "no player stayed after the switch"
 
 
 def _assert_no_errors(page, name: str) -> None:
