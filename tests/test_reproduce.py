@@ -472,3 +472,16 @@ def test_a_run_a_stopped_reproduce_left_unfinished_resumes_under_the_same_budget
     (run / "config.json").write_text(json.dumps({"train_config": {"max_epochs": 50, "patience": 5}}))
     (run / "metrics.json").write_text("{}")
     assert mode() == "--overwrite"  # finished: reproduce reuses it and never trains it (this is not asked)
+
+
+def test_docs_reproducing_lists_the_command_of_every_committed_table():
+    """docs/reproducing.md is copied from the tables' Command lines: a regenerated table whose command changed
+    (a new budget, say) fails here until the page says so."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "reproducing.md").read_text()
+    commands = {md.name: re.search(r"Command: `(python -m dimerec reproduce [^`]+)`", md.read_text())
+                for md in (root / "results").glob("*_*.md")}
+    stale = {name: found.group(1) for name, found in commands.items() if found and found.group(1) not in doc}
+    assert len([c for c in commands.values() if c]) >= 15 and not stale, stale  # 18 tables today

@@ -169,7 +169,7 @@ def sampling_note(results: list[dict]) -> list[str]:
         if not config.exists():
             continue
         train_config = json.loads(config.read_text())["train_config"]
-        if r.get("model") == "pop":
+        if r.get("model") == "pop" or r.get("served_from"):  # a served row is its source's training
             continue
         by_sampling.setdefault(train_config.get("sampling") or "prefixes", set()).add(r["label"])
     if not by_sampling:
