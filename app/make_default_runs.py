@@ -1,6 +1,6 @@
 """Regenerate the app's built-in runs in app/default_runs/ (committed, a few MB).
 
-    OMP_NUM_THREADS=1 python app/make_default_runs.py            # MINUTES_HERE
+    OMP_NUM_THREADS=1 python app/make_default_runs.py    # about 85 minutes on 2 shared CPU cores
 
 Trains five models on the `planted` world with the command line, each to its validation plateau (at most
 --max-epochs epochs, stopped after --patience epochs without a better validation HR@50, as `reproduce` trains),

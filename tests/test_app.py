@@ -71,7 +71,8 @@ def test_the_built_in_runs_are_small_and_match_the_model_code():
     from dimerec.trainer import load_checkpoint
 
     files = [f for f in DEFAULT.rglob("*") if f.is_file()]
-    assert sum(f.stat().st_size for f in files) < 5e6
+    # a few MB: DreamRec needs d = 128 to rank above popularity on planted (app/make_default_runs.py)
+    assert sum(f.stat().st_size for f in files) < 6e6
     assert {f.name for f in files} <= {"config.json", "best.pt", "losses.csv", "valid.csv", "metrics.json",
                                        "step_metrics.json", "presets.json", "item_map.npz", "sample_or_mean.json"}
     for run in ("dimerec-planted", "dimerec-nogrw-planted", "dimerec-nodiff-planted"):
@@ -866,7 +867,7 @@ def test_the_steps_page_draws_only_the_chains_on_the_sidebar_runs_data(tmp_path)
     other = tmp_path / "runs" / "small-world"
     shutil.copytree(DEFAULT / "dimerec-planted", other)
     config = json.loads((other / "config.json").read_text())
-    assert "data_fingerprint" not in config  # the built-in run predates fingerprints
+    config.pop("data_fingerprint", None)  # as a run written before fingerprints: told apart by its size alone
     config["dataset_stats"] = {**config["dataset_stats"], "users": 400}
     (other / "config.json").write_text(json.dumps(config))
     at = open_page("steps")
