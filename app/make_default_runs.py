@@ -53,14 +53,13 @@ RUNS = {
 def write_lesson(run: Path) -> None:
     """The run's sample_or_mean.json (the "Sample or mean?" page's numbers: explore.run_lesson), so that the page
     opens at once."""
-    from dimerec import explore
-    from dimerec.runs import load_run
+    from dimerec.runs import LESSON_FILE, load_run, stored_lesson
     from dimerec.serving import serving_of
 
     model, data, config = load_run(run)
-    (run / explore.LESSON_FILE).unlink(missing_ok=True)  # computed afresh, whatever serving it was made for
-    explore.stored_lesson(run, model, data, config, serving_of(model, config["serving"]))
-    print(f"wrote {run / explore.LESSON_FILE}", flush=True)
+    (run / LESSON_FILE).unlink(missing_ok=True)  # computed afresh, whatever serving it was made for
+    stored_lesson(run, model, data, config, serving_of(model, config["serving"]))
+    print(f"wrote {run / LESSON_FILE}", flush=True)
 
 
 def _load(run: Path):

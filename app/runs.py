@@ -21,7 +21,8 @@ from dimerec import explore
 from dimerec.data import load_run_dataset, same_world
 from dimerec.errors import DimeRecError
 from dimerec.models import MODELS
-from dimerec.runs import RUN_FILES, discover_runs as find_run_dirs, load_run as load_trained_run, runs_root
+from dimerec.runs import (RUN_FILES, discover_runs as find_run_dirs, load_run as load_trained_run, runs_root,
+                          stored_lesson)
 from dimerec.serving import ServeConfig, serving_of
 
 torch.set_num_threads(1)  # small matrices; the machine's cores are shared
@@ -518,12 +519,12 @@ def has_lesson(run: Run) -> bool:
 @st.cache_data(show_spinner="Scoring the mean and the mixtures of 1 to 64 samples on the validation users (once: "
                             "the result is kept in the run's folder)…", max_entries=8)
 def lesson_scores(run_id: str, stamp: tuple) -> dict | None:
-    """The lesson's numbers for a run (explore.stored_lesson: its folder's sample_or_mean.json, computed there
+    """The lesson's numbers for a run (dimerec.runs.stored_lesson: its folder's sample_or_mean.json, computed there
     once), None for a run that cannot be served both ways."""
     run = load_run(run_id)
     if not has_lesson(run):
         return None
-    return explore.stored_lesson(run.path, run.model, run.data, run.config, run.serving)
+    return stored_lesson(run.path, run.model, run.data, run.config, run.serving)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)

@@ -28,7 +28,6 @@ their category from about 0.5 to 0.8-0.9 on `planted` (UMAP: 1.0; in 64-d: 1.0).
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -407,31 +406,6 @@ def run_lesson(model, data, config: dict, serve: ServeConfig, max_rows: int | No
     users = data.split(int(tc.get("split_seed", 0))).valid
     return sample_or_mean(model, data, users, serve, protocol=tc.get("protocol", "next-item"),
                           seed=int(tc.get("seed", 0)), max_rows=max_rows)
-
-
-LESSON_FILE = "sample_or_mean.json"  # kept in a run's folder: the built-in runs carry theirs (make_default_runs.py)
-
-
-def stored_lesson(run_dir, model, data, config: dict, serve: ServeConfig, max_rows: int | None = 1000) -> dict:
-    """The run's sample_or_mean.json when it holds the numbers of this serving, else `run_lesson` computed now and
-    written there (atomically; a read-only folder keeps nothing): the one writer of that file."""
-    from pathlib import Path
-
-    from dimerec.runs import write_json_atomic
-
-    path = Path(run_dir) / LESSON_FILE
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        saved = None
-    if isinstance(saved, dict) and saved.get("serving") == dataclasses.asdict(serve):
-        return saved
-    lesson = run_lesson(model, data, config, serve, max_rows=max_rows)
-    try:
-        write_json_atomic(lesson, path)
-    except OSError:
-        pass
-    return lesson
 
 
 def odds_oracle(odds=(0.5, 0.3, 0.2), sample_counts=LESSON_SAMPLES, trials: int = 20000, seed: int = 0) -> dict:

@@ -260,6 +260,30 @@ class LossLog:
         self.file.close()
 
 
+LESSON_FILE = "sample_or_mean.json"  # kept in a run's folder: the built-in runs carry theirs (make_default_runs.py)
+
+
+def stored_lesson(run_dir: Path, model, data, config: dict, serve, max_rows: int | None = 1000) -> dict:
+    """The run's sample_or_mean.json when it holds the numbers of this serving (a serving.ServeConfig), else
+    explore.run_lesson computed now and written there (atomically; a read-only folder keeps nothing): the one
+    writer of that file."""
+    from dimerec.explore import run_lesson
+
+    path = Path(run_dir) / LESSON_FILE
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        saved = None
+    if isinstance(saved, dict) and saved.get("serving") == dataclasses.asdict(serve):
+        return saved
+    lesson = run_lesson(model, data, config, serve, max_rows=max_rows)
+    try:
+        write_json_atomic(lesson, path)
+    except OSError:
+        pass
+    return lesson
+
+
 def truncate_log(path: Path, step: int) -> None:
     """Keep the header of the csv log `path` and its rows of steps up to `step` (a checkpoint's): on resume the
     steps after it are trained again, and a row cut short by a kill is dropped too."""

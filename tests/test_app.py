@@ -1040,12 +1040,11 @@ def test_the_lesson_says_plainly_when_a_run_cannot_be_served_both_ways():
 
 
 def test_a_runs_lesson_is_kept_in_its_folder_for_the_serving_it_was_made_for(tmp_path):
-    """explore.stored_lesson, the one writer of sample_or_mean.json: a file made for the run's serving is read as
+    """dimerec.runs.stored_lesson, the one writer of sample_or_mean.json: a file made for the run's serving is read as
     it is; one made for another serving, or unreadable, is computed again and replaced."""
     import dataclasses
 
-    from dimerec import explore
-    from dimerec.runs import load_run
+    from dimerec.runs import LESSON_FILE, load_run, stored_lesson
     from dimerec.serving import serving_of
 
     run = tmp_path / "run"
@@ -1053,14 +1052,14 @@ def test_a_runs_lesson_is_kept_in_its_folder_for_the_serving_it_was_made_for(tmp
     model, data, config = load_run(run)
     serve = serving_of(model, config["serving"])
     kept = {"serving": dataclasses.asdict(serve), "mean": {"HR@50": -1.0}}  # a value no computation gives
-    (run / explore.LESSON_FILE).write_text(json.dumps(kept))
-    assert explore.stored_lesson(run, model, data, config, serve, max_rows=40) == kept
+    (run / LESSON_FILE).write_text(json.dumps(kept))
+    assert stored_lesson(run, model, data, config, serve, max_rows=40) == kept
     other = dataclasses.replace(serve, serve_samples=3)
-    fresh = explore.stored_lesson(run, model, data, config, other, max_rows=40)
+    fresh = stored_lesson(run, model, data, config, other, max_rows=40)
     assert fresh["serving"] == dataclasses.asdict(other) and fresh["max_rows"] == 40 and fresh["mean"]["HR@50"] >= 0
-    assert json.loads((run / explore.LESSON_FILE).read_text()) == fresh
-    (run / explore.LESSON_FILE).write_text("{not json")
-    assert explore.stored_lesson(run, model, data, config, other, max_rows=40) == fresh  # seeded: the same numbers
+    assert json.loads((run / LESSON_FILE).read_text()) == fresh
+    (run / LESSON_FILE).write_text("{not json")
+    assert stored_lesson(run, model, data, config, other, max_rows=40) == fresh  # seeded: the same numbers
 
 
 def test_the_player_loads_the_partial_plotly_bundle_only_where_it_matches_the_installed_plotly(tmp_path, monkeypatch):

@@ -18,7 +18,8 @@ LAYERS = {
     6: ["dimerec.runs", "dimerec.trainer"],  # trainer reads and writes its runs through runs
     7: ["dimerec.options"],
     8: ["dimerec.reproduce", "dimerec.reproduce.experiments", "dimerec.reproduce.runner",
-        "dimerec.reproduce.tables"],  # within it: experiments -> runner -> tables -> the package's __init__
+        "dimerec.reproduce.tables",  # within it: experiments -> runner -> tables -> the package's __init__
+        "dimerec.diffusion_report"],  # DIFFUSION.md from the tables reproduce writes, its groups from experiments
     9: ["dimerec.cli", "dimerec.__main__"],
 }
 
