@@ -421,18 +421,17 @@ def test_a_run_without_a_fingerprint_still_loads(shop_run, capsys):
     assert "pop on shop" in capsys.readouterr().out
 
 
-def test_the_committed_default_runs_load_without_fingerprints():
+def test_the_committed_default_runs_load_and_record_their_datas_fingerprint():
+    """The built-in runs are made by today's code (app/make_default_runs.py): each records the fingerprint of the
+    planted world it trained on, and loads against it (runs written before fingerprints: the test above)."""
     from dimerec.trainer import load_run
 
     default = REPO_ROOT / "app" / "default_runs"
-    runs = sorted(p for p in default.iterdir() if (p / "config.json").is_file()) if default.is_dir() else []
-    if not runs:
-        pytest.skip(f"no committed runs in {default}")
-    light = [r for r in runs if json.loads((r / "config.json").read_text())["dataset"] == "planted"]
-    old = [r for r in light if "data_fingerprint" not in json.loads((r / "config.json").read_text())]
-    new = [r for r in light if r not in old]  # DreamRec's and DiffuRec's were written with fingerprints
-    assert old, "the committed runs include some written before fingerprints"
-    for run in old[:1] + new[:1]:
+    runs = sorted(p for p in default.iterdir() if (p / "config.json").is_file())
+    assert len(runs) == 5
+    for run in runs:
+        config = json.loads((run / "config.json").read_text())
+        assert config["dataset"] == "planted" and config["data_fingerprint"], run
         model, data, _ = load_run(run)
         assert model.n_items == data.n_items
 

@@ -115,8 +115,9 @@ def test_the_control_refuses_a_diffusion_flag_in_one_line(planted_small, tmp_pat
 
 
 def old_config(tmp_path, source: str, **changes) -> Path:
-    """A copy of a built-in run's config.json (written by older code) with `changes` to its model_config."""
-    saved = json.loads((REPO_ROOT / "app" / "default_runs" / source / "config.json").read_text())
+    """A copy of a built-in run's config.json as older code wrote it (tests/fixtures/old_configs: the built-ins
+    before their retraining at the plateau) with `changes` to its model_config."""
+    saved = json.loads((Path(__file__).parent / "fixtures" / "old_configs" / f"{source}.json").read_text())
     saved["model_config"].update(changes)
     run = tmp_path / f"{source}-{len(list(tmp_path.iterdir()))}"
     run.mkdir()
