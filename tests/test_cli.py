@@ -413,7 +413,7 @@ def as_before_fingerprints(run: Path, **config_changes) -> None:
 
 
 def test_a_run_without_a_fingerprint_still_loads(shop_run, capsys):
-    """Runs written before fingerprints (the committed ones) are not checked."""
+    """Runs written before fingerprints (as the built-ins were until their retraining) are not checked."""
     run, data_dir = shop_run
     as_before_fingerprints(run)
     write_rows(data_dir / "shop", sorted(shop_rows(), key=lambda r: -r[0]))  # even on other data: not checked
