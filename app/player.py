@@ -36,7 +36,9 @@ PARTIAL_BUNDLE = SOURCE / "plotly-gl3d.min.js"
 
 
 def _bundle_version(path: Path) -> str | None:
-    found = re.search(rb"plotly\.js[^\n]*? v(\d+\.\d+\.\d+)", path.read_bytes()[:400])
+    with path.open("rb") as file:  # the version is in the banner: no need to read megabytes
+        banner = file.read(400)
+    found = re.search(rb"plotly\.js[^\n]*? v(\d+\.\d+\.\d+)", banner)
     return found.group(1).decode() if found else None
 
 

@@ -148,10 +148,15 @@ def device_note(results: list[dict]) -> list[str]:
             f"and a CPU rerun of the same seed gives other numbers (float rounding changes the training path).")]
 
 
+def trained_results(results: list[dict]) -> list[dict]:
+    """The results of runs that trained: a served row is its source's training, and MostPopular trains nothing."""
+    return [r for r in results if not r.get("served_from") and r.get("model") != "pop"]
+
+
 def training_note(results: list[dict]) -> list[str]:
     """How long the table's training took: the runs trained (served rows and MostPopular train nothing), the sum of
     their own train_minutes (validation and scoring excluded), and their epochs."""
-    trained = [r for r in results if not r.get("served_from") and r.get("model") != "pop"]
+    trained = trained_results(results)
     if not trained:
         return []
     epochs = [r["epochs_trained"] for r in trained if r.get("epochs_trained") is not None]
@@ -164,13 +169,11 @@ def sampling_note(results: list[dict]) -> list[str]:
     """A line saying how each row's runs drew their training samples (config.json's --sampling): windows (every
     position of a window a target, one pass a window) or prefixes (one target a pass); MostPopular trains nothing."""
     by_sampling: dict[str, set[str]] = {}
-    for r in results:
+    for r in trained_results(results):
         config = trained_run(r) / "config.json"
         if not config.exists():
             continue
         train_config = json.loads(config.read_text())["train_config"]
-        if r.get("model") == "pop" or r.get("served_from"):  # a served row is its source's training
-            continue
         by_sampling.setdefault(train_config.get("sampling") or "prefixes", set()).add(r["label"])
     if not by_sampling:
         return []
