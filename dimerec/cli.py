@@ -129,9 +129,39 @@ def cmd_reproduce(args, argv: list[str]) -> None:
                      tune_minutes=args.tune_minutes, analysis_rows=args.analysis_rows,
                      command="python -m dimerec " + shlex.join(argv),
                      skip_models=tuple(m for m in (args.skip_models or "").split(",") if m),
-                     skip_runs=tuple(r for r in (args.skip_runs or "").split(",") if r), device=args.device)
+                     skip_runs=tuple(r for r in (args.skip_runs or "").split(",") if r), device=args.device,
+                     bank=Path(args.bank) if args.bank else None)
     print(path.read_text())
     print(f"written to {path} and {path.with_suffix('.csv')} (figure: .html and .png beside them)")
+
+
+def cmd_bank(args) -> None:
+    import pandas as pd
+
+    from dimerec.reproduce.tables import markdown_table
+    from dimerec.runs import Bank, discover_runs
+
+    runs = Path(args.runs)
+    if not runs.is_dir():
+        raise DimeRecError(f"--runs {runs} is not a folder; give the runs folder of `reproduce` (its --runs)")
+    bank = Bank(Path(args.bank), runs)
+    candidates = [*discover_runs(runs, max_depth=8).values(),
+                  *(p.parent for p in sorted(runs.glob("**/metrics.json")) if not (p.parent / "config.json").exists())]
+    saved = [run for run in candidates if bank.save(run)]
+    print(f"banked {len(saved)} run(s) from {runs} into {bank.folder}")
+    rows = bank.summary()
+    if not rows:
+        print(f"{bank.folder} holds no run")
+        return
+    total = (f"{len(rows)} run(s), {sum(r['MB'] for r in rows):.1f} MB; `reproduce --bank {bank.folder}` restores "
+             f"them into its --runs")
+    print(pd.DataFrame(rows).to_string(index=False), total, sep="\n")
+    status = bank.folder / "STATUS.md"
+    status.write_text("\n".join(["# What the bank holds", "", "Written by `python -m dimerec bank` (docs/reproducing.md"
+                                 "#the-bank): each banked run, finished or resumable, with its best validation "
+                                 "HR@50 so far (%; no test figure is shown here).", "",
+                                 *markdown_table(pd.DataFrame(rows).fillna(""), "{:g}"), "", total, ""]))
+    print(f"written to {status}")
 
 
 def cmd_claims(args) -> None:
@@ -159,6 +189,7 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
     add_train_arguments(p, model_name)
     add_evaluate_parser(sub)
     add_reproduce_parser(sub)
+    add_bank_parser(sub)
     add_claims_parser(sub)
     return parser
 
@@ -206,7 +237,7 @@ def add_evaluate_parser(sub) -> None:
 
 def add_reproduce_parser(sub) -> None:
     from dimerec.reproduce import DESCRIPTIONS
-    from dimerec.runs import REPRODUCE_RUNS
+    from dimerec.runs import BANK_ROOT, REPRODUCE_RUNS
 
     p = sub.add_parser("reproduce", help="train a set of models over seeds and write a results table and figure",
                        description="Experiments: " + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()))
@@ -246,6 +277,20 @@ def add_reproduce_parser(sub) -> None:
                    help="where the runs go (finished runs are skipped; a second command on the same folder "
                         "trains the runs the first is not training)")
     p.add_argument("--results", default="results", help="where the tables and figures go")
+    p.add_argument("--bank", help=f"a folder of banked runs (e.g. {BANK_ROOT}, committed): its runs are restored "
+                                  f"into --runs first, finished ones reused and unfinished ones resumed, and each run "
+                                  f"goes into it as it finishes (default: no bank)")
+
+
+def add_bank_parser(sub) -> None:
+    from dimerec.runs import BANK_ROOT, REPRODUCE_RUNS
+
+    p = sub.add_parser("bank", help="copy reproduce's runs, finished or resumable, into the bank and list it",
+                       description="Copies every run under --runs that finished, or that --resume can continue "
+                                   "(its last.pt), into --bank (losses.csv gzipped; a finished run once), then "
+                                   "lists the bank: what a later session restores with `reproduce --bank`.")
+    p.add_argument("--runs", default=str(REPRODUCE_RUNS), help=f"the runs folder (default: {REPRODUCE_RUNS})")
+    p.add_argument("--bank", default=str(BANK_ROOT), help=f"the bank (default: {BANK_ROOT})")
 
 
 def add_claims_parser(sub) -> None:
@@ -284,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_train(args, MODELS[args.model], argv)
         elif args.command == "evaluate":
             cmd_evaluate(args)
+        elif args.command == "bank":
+            cmd_bank(args)
         elif args.command == "claims":
             cmd_claims(args)
         elif args.command == "reproduce":

@@ -302,3 +302,125 @@ def truncate_log(path: Path, step: int) -> None:
         os.replace(tmp, path)
 
 
+
+
+# The bank: a committed copy of reproduce's runs, so a regeneration that takes many sessions keeps what each one
+# trained (runs/ is ignored and, on these machines, not kept from one session to the next). It mirrors the runs
+# folder: BANK/DATASET/NAME/seedN holds a finished run's record (its RUN_FILES, losses.csv gzipped), or an
+# unfinished run's record with the last.pt that --resume continues.
+BANK_ROOT = Path("bank")
+BANKED_FILES = ("config.json", "best.pt", "valid.csv", "step_metrics.json", "last.pt")  # metrics.json: written last
+GZIPPED = "losses.csv"  # banked as losses.csv.gz: the largest file (a row a step) and the one that compresses
+
+
+@dataclasses.dataclass(frozen=True)
+class Bank:
+    """The bank `folder` of the runs under `runs` (the same relative paths on both sides)."""
+    folder: Path
+    runs: Path
+
+    def of(self, run: Path) -> Path:
+        """Where run `run` (a folder under `runs`) is banked."""
+        return self.folder / Path(run).relative_to(self.runs)
+
+    def save(self, run: Path) -> bool:
+        """Bank run `run` if it is finished or resumable (a last.pt) and the bank lacks it or holds it less far:
+        a finished run is banked once, an unfinished one again each time. True if something was written."""
+        run, banked = Path(run), self.of(run)
+        if finished(banked) or not (finished(run) or (run / "last.pt").is_file()):
+            return False
+        if not finished(run) and (banked / "last.pt").is_file() and _last_step(banked) >= _last_step(run):
+            return False
+        _copy_record(run, banked, keep_last=not finished(run))
+        return True
+
+    def restore(self, under: Path | None = None) -> list[Path]:
+        """Copy into the runs folder every banked run (under `under`, a folder of the runs folder) that it lacks:
+        a finished one where the runs folder's copy is not finished, an unfinished one where it has no last.pt
+        either. Returns the runs restored."""
+        start = self.of(under) if under is not None else self.folder
+        restored = []
+        for config in sorted(start.glob("**/config.json")) + sorted(start.glob("**/metrics.json")):
+            run = self.runs / config.parent.relative_to(self.folder)
+            if run in restored or finished(run):
+                continue
+            if finished(config.parent) or not (run / "last.pt").is_file():
+                _copy_record(config.parent, run, keep_last=not finished(config.parent))
+                restored.append(run)
+        return restored
+
+    def runs_held(self) -> list[Path]:
+        """Every banked run folder, sorted."""
+        held = {p.parent for name in ("config.json", "metrics.json") for p in self.folder.glob(f"**/{name}")}
+        return sorted(held)
+
+    def summary(self) -> list[dict]:
+        """A row per banked run: its path in the bank, whether it finished, the epochs it trained, what stopped it,
+        its training minutes, its best validation HR@50 (%, from valid.csv) and its size in MB."""
+        rows = []
+        for banked in self.runs_held():
+            valid = _read_valid(banked / "valid.csv")
+            metrics = json.loads((banked / "metrics.json").read_text()) if finished(banked) else {}
+            rows.append({"run": str(banked.relative_to(self.folder)),
+                         "state": ("served" if "served_from" in metrics else "finished") if metrics
+                         else "resumable" if (banked / "last.pt").is_file() else "incomplete",
+                         "epochs": metrics.get("epochs_trained", valid[-1]["epoch"] if valid else None),
+                         "stopped by": metrics.get("stopped_by", ""),
+                         "train min": round(float(metrics.get("train_minutes", valid[-1]["train_minutes"]
+                                                               if valid else 0)), 1),
+                         "best valid HR@50": round(100 * max(float(r["HR@50"]) for r in valid), 2) if valid else None,
+                         "MB": round(sum(f.stat().st_size for f in banked.iterdir() if f.is_file()) / 1e6, 2)})
+        return rows
+
+
+def _read_valid(path: Path) -> list[dict]:
+    """valid.csv's rows (epoch, step, train_minutes, HR@50, ...), [] without one."""
+    try:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    except OSError:
+        return []
+
+
+def _last_step(run: Path) -> int:
+    """The step of the run's last.pt (its state), 0 when unreadable."""
+    try:
+        return int(json.loads(load_checkpoint(run / "last.pt", needs=("state",))["state"]).get("step", 0))
+    except (DimeRecError, ValueError, TypeError):
+        return 0
+
+
+def _copy_record(source: Path, target: Path, keep_last: bool) -> None:
+    """Copy a run's record from `source` to `target` (a run folder to its banked one, or back: losses.csv is
+    gzipped on the way into the bank and unzipped on the way out), every file atomically and metrics.json last, so
+    `target` is finished only once whole. `keep_last`: an unfinished run's last.pt travels too; a finished one's
+    does not, and `target`'s is removed."""
+    import gzip
+    import shutil
+
+    def place(path: Path, write) -> None:  # write(tmp) fills a temporary file that then replaces `path`
+        tmp = path.with_name(path.name + ".tmp")
+        write(tmp)
+        os.replace(tmp, path)
+
+    def gzip_to(plain: Path, tmp: Path) -> None:  # mtime 0: the same losses give the same bytes
+        with open(plain, "rb") as f_in, open(tmp, "wb") as raw, \
+                gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0, filename="") as f_out:
+            shutil.copyfileobj(f_in, f_out)
+
+    def gunzip_to(zipped: Path, tmp: Path) -> None:
+        with gzip.open(zipped, "rb") as f_in, open(tmp, "wb") as f_out:
+            shutil.copyfileobj(f_in, f_out)
+
+    target.mkdir(parents=True, exist_ok=True)
+    for name in BANKED_FILES:
+        if (source / name).is_file() and (keep_last or name != "last.pt"):
+            place(target / name, lambda tmp: shutil.copyfile(source / name, tmp))
+    if (source / GZIPPED).is_file():  # into the bank
+        place(target / (GZIPPED + ".gz"), lambda tmp: gzip_to(source / GZIPPED, tmp))
+    elif (source / (GZIPPED + ".gz")).is_file():  # out of it
+        place(target / GZIPPED, lambda tmp: gunzip_to(source / (GZIPPED + ".gz"), tmp))
+    if not keep_last:
+        (target / "last.pt").unlink(missing_ok=True)
+    if (source / "metrics.json").is_file():
+        place(target / "metrics.json", lambda tmp: shutil.copyfile(source / "metrics.json", tmp))

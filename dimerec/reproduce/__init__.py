@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dimerec.errors import DimeRecError
-from dimerec.runs import REPRODUCE_RUNS
+from dimerec.runs import REPRODUCE_RUNS, Bank
 from dimerec.reproduce.experiments import (DESCRIPTIONS, DIFFUSION_GROUPS, EXPERIMENTS, OURS, TUNING, RunSpec,
                                            grid)
 from dimerec.reproduce.runner import (_LOADED, Budget, Job, RunLock, minutes_left, process_start, run_all,
@@ -41,7 +41,9 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
               extra_flags: list[str] | None = None, tune_grid: bool = False,
               tune_minutes: float | None = None, analysis_rows: int | None = None,
               command: str | None = None, skip_models: tuple[str, ...] = (), skip_runs: tuple[str, ...] = (),
-              device: str = "cpu") -> Path:
+              device: str = "cpu", bank: Path | None = None) -> Path:
+    """Train (or reuse) the runs of experiment `name` and write its table; `bank`: a folder of banked runs
+    (runs.Bank) restored into `root` first and added to as each run finishes."""
     from dimerec.trainer import check_device
 
     if name not in EXPERIMENTS:
@@ -73,10 +75,14 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
                              if given)
         sections = [f"Not run ({flags}): {', '.join(skipped)}.", ""]
     budget = Budget(max_minutes, max_steps, final_max_rows, max_epochs, patience)
+    banked = Bank(Path(bank), Path(root)) if bank is not None else None
+    if banked is not None:  # before the budget checks: a banked run is reused (or resumed) as if trained here
+        for under in (root / dataset, root / "tuned" / dataset):
+            banked.restore(under)
     if tune_grid:
         tune_budget = Budget(tune_minutes or max_minutes, max_steps, final_max_rows, max_epochs, patience)
         chosen, trials = tune(specs, dataset, data_dir=data_dir, root=root / "tuned", budget=tune_budget,
-                              extra_flags=extra_flags)
+                              extra_flags=extra_flags, bank=banked)
         if tune_budget == budget:
             reuse = {spec.label: tuning_run(root / "tuned", dataset, spec, chosen[spec.label])
                      for spec in specs if spec.label in chosen}
@@ -85,7 +91,7 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
         out_dir.mkdir(parents=True, exist_ok=True)
         trials.to_csv(out_dir / f"{name}_{dataset}_tuning.csv", index=False)
     results = run_all(specs, dataset, list(range(seeds)), data_dir=data_dir, root=root, budget=budget,
-                      extra_flags=extra_flags, chosen=chosen, reuse=reuse, device=device)
+                      extra_flags=extra_flags, chosen=chosen, reuse=reuse, device=device, bank=banked)
     table, note = summarize(results)
     section = SECTIONS.get(name, section_metrics)
     lines, figure, csv_table = section(name, dataset, results, table, note, data_dir=data_dir,

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from dimerec.errors import DimeRecError
 from dimerec.reproduce.experiments import RunSpec, grid
-from dimerec.runs import finished
+from dimerec.runs import Bank, finished
 
 
 def _train(argv: list[str], out: Path) -> None:
@@ -154,7 +154,7 @@ def tuning_run(root: Path, dataset: str, spec: RunSpec, flags: list[str]) -> Pat
 
 
 def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path, budget: Budget,
-         extra_flags: list[str]) -> tuple[dict[str, list[str]], pd.DataFrame]:
+         extra_flags: list[str], bank: Bank | None = None) -> tuple[dict[str, list[str]], pd.DataFrame]:
     """Grid search on validation HR@50 (seed 0, no test read). Returns the chosen flags per label, and all trials."""
     jobs = [(spec, flags) for spec in specs if spec.serve_of is None for flags in grid(spec.model)]
     rows, chosen = [], {}
@@ -168,7 +168,7 @@ def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path
                 *train_flags(dataset, 0, out, budget, data_dir, ["--no-read-test", *extra_flags])]
         return Job(out, lambda: _train(argv, out), f"{spec.label}, {' '.join(flags)}", model=spec.label)
 
-    train_all([trial(spec, flags) for spec, flags in jobs], desc="tuning")
+    train_all([trial(spec, flags) for spec, flags in jobs], desc="tuning", bank=bank)
     for spec, flags in jobs:
         valid = json.loads((tuning_run(root, dataset, spec, flags) / "metrics.json").read_text())["valid"]
         rows.append({"model": spec.label, "setting": " ".join(flags), "valid HR@50": 100 * valid["HR@50"],
@@ -242,10 +242,11 @@ class Job:
     after: Path | None = None
 
 
-def train_all(jobs: list[Job], desc: str, poll_seconds: float = 5.0) -> None:
+def train_all(jobs: list[Job], desc: str, poll_seconds: float = 5.0, bank: Bank | None = None) -> None:
     """Produce every job's run, in order, unless it is finished. A run that another live process is training
     (or whose `after` run is not finished) is passed over and come back to, so reproductions started side by side
-    share the work instead of queueing on one run. Returns when every run is finished."""
+    share the work instead of queueing on one run. Each run this call finishes goes into `bank` (runs.Bank) at
+    once. Returns when every run is finished."""
     bar = tqdm(total=len(jobs), desc=desc, unit="run")
     durations: dict[str, list[float]] = {}
     pending = list(jobs)
@@ -262,6 +263,8 @@ def train_all(jobs: list[Job], desc: str, poll_seconds: float = 5.0) -> None:
                 try:
                     if not finished(job.out):
                         job.train()
+                    if bank is not None:
+                        bank.save(job.out)
                 finally:
                     lock.release()
                 if job.model is not None:
@@ -273,6 +276,8 @@ def train_all(jobs: list[Job], desc: str, poll_seconds: float = 5.0) -> None:
             time.sleep(poll_seconds)
         pending = deferred
     bar.close()
+    for job in jobs if bank is not None else ():  # runs finished before this call (without a bank) too
+        bank.save(job.out)
 
 
 def minutes_left(jobs: list[Job], durations: dict[str, list[float]]) -> float:
@@ -285,10 +290,11 @@ def minutes_left(jobs: list[Job], durations: dict[str, list[float]]) -> float:
 
 def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: str | None, root: Path,
             budget: Budget, extra_flags: list[str], chosen: dict[str, list[str]] | None = None,
-            reuse: dict[str, Path] | None = None, device: str = "cpu") -> list[dict]:
+            reuse: dict[str, Path] | None = None, device: str = "cpu", bank: Bank | None = None) -> list[dict]:
     """Train (or reuse) every spec at every seed. `reuse` maps a label to the tuning run that trained its
     seed 0 with the chosen flags and the same budget: that run is scored on test instead of trained again.
-    `device` scores the served runs (extra_flags's --device trains the others)."""
+    `device` scores the served runs (extra_flags's --device trains the others); each finished run goes into
+    `bank`."""
     chosen, reuse = chosen or {}, reuse or {}
     jobs = [(spec, seed) for spec in specs for seed in seeds]
     # a serving variant needs its source trained first
@@ -316,7 +322,7 @@ def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: s
                 *train_flags(dataset, seed, out, budget.of(spec), data_dir, extra_flags)]
         return Job(out, lambda: _train(argv, out), label, model=spec.label)
 
-    train_all([job(spec, seed) for spec, seed in jobs], desc="reproduce")
+    train_all([job(spec, seed) for spec, seed in jobs], desc="reproduce", bank=bank)
     for spec, seed in jobs:
         out = run_dir(spec, seed)
         metrics = json.loads((out / "metrics.json").read_text())

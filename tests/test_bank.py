@@ -1,0 +1,100 @@
+"""The bank (runs.Bank): reproduce's runs survive a session whose runs folder is not kept, finished ones reused and
+unfinished ones resumed; a run in the bank only ever moves forward."""
+import filecmp
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+import dimerec.data.planted as planted
+from dimerec.cli import main
+from dimerec.runs import Bank
+from dimerec.trainer import train_model
+
+
+@pytest.fixture(scope="module")
+def small_world():
+    full_size = planted.make_planted
+    with pytest.MonkeyPatch.context() as patch:  # speed: 200 users
+        patch.setattr(planted, "make_planted", lambda seed=0, **world: full_size(**{"n_users": 200, **world},
+                                                                                 seed=seed))
+        yield
+
+
+def test_a_banked_reproduction_is_restored_on_a_fresh_machine_and_trains_nothing(tmp_path, small_world,
+                                                                               monkeypatch):
+    runs, results, bank = tmp_path / "runs", tmp_path / "results", tmp_path / "bank"
+    argv = ["reproduce", "dimerec", "--dataset", "planted", "--quick", "--runs", str(runs), "--results",
+            str(results), "--bank", str(bank)]
+    assert main(argv) == 0
+    first = pd.read_csv(results / "dimerec_planted.csv")
+    trained = runs / "planted" / "dimerec-ours" / "seed0"
+    kept = tmp_path / "kept"
+    shutil.copytree(trained, kept)
+    assert sorted(p.name for p in (bank / "planted" / "dimerec-ours" / "seed0").iterdir()) == [
+        "best.pt", "config.json", "losses.csv.gz", "metrics.json", "step_metrics.json", "valid.csv"]
+    shutil.rmtree(runs)  # the next session's machine: no runs folder
+
+    def no_training(argv, out):
+        raise AssertionError(f"{out} was trained again")
+
+    monkeypatch.setattr("dimerec.reproduce.runner._train", no_training)
+    assert main(argv) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(results / "dimerec_planted.csv"), first)
+    for name in ("losses.csv", "valid.csv", "best.pt", "metrics.json", "step_metrics.json", "config.json"):
+        assert filecmp.cmp(trained / name, kept / name, shallow=False), name  # byte for byte, losses unzipped
+    assert not (trained / "last.pt").exists()  # a finished run's resume state is not banked
+
+
+def test_the_bank_keeps_an_unfinished_run_resumable_and_never_moves_a_run_backwards(tmp_path, small_world):
+    runs = tmp_path / "runs"
+    finished_run = runs / "planted" / "control" / "seed0"
+    train_model("dimerec-nodiff", "planted", out=finished_run, max_steps=20, eval_every=10, valid_max_rows=50)
+    unfinished = runs / "planted" / "control" / "seed1"
+    shutil.copytree(finished_run, unfinished)
+    (unfinished / "metrics.json").unlink()  # stopped after its last checkpoint (step 20), before finishing
+    bank = Bank(tmp_path / "bank", runs)
+    assert bank.save(unfinished) and not bank.save(unfinished)  # banked once while it stands still
+    held = bank.of(unfinished)
+    assert (held / "last.pt").is_file() and not (held / "metrics.json").exists()
+    assert [r["state"] for r in bank.summary()] == ["resumable"]
+    elsewhere = Bank(tmp_path / "bank2", runs)
+    elsewhere.save(unfinished)
+    assert filecmp.cmp(held / "losses.csv.gz", elsewhere.of(unfinished) / "losses.csv.gz", shallow=False)
+
+    behind = tmp_path / "behind"  # the same run at an earlier checkpoint: the bank keeps the further one
+    train_model("dimerec-nodiff", "planted", out=behind, max_steps=10, eval_every=10, valid_max_rows=50)
+    (behind / "metrics.json").unlink()
+    shutil.rmtree(unfinished)
+    shutil.copytree(behind, unfinished)
+    assert not bank.save(unfinished)
+    assert json.loads(torch.load(held / "last.pt", weights_only=True)["state"])["step"] == 20
+
+    fresh = Bank(bank.folder, tmp_path / "fresh")  # a new machine: restored with its last.pt, losses unzipped
+    assert fresh.restore() == [fresh.runs / "planted" / "control" / "seed1"]
+    restored = fresh.runs / "planted" / "control" / "seed1"
+    assert filecmp.cmp(restored / "last.pt", finished_run / "last.pt", shallow=False)
+    assert (restored / "losses.csv").read_text() == (finished_run / "losses.csv").read_text()
+    assert fresh.restore() == []  # a run folder that has its own last.pt keeps it
+
+    shutil.rmtree(unfinished)
+    shutil.copytree(finished_run, unfinished)  # the run finished: the bank takes it, without its resume state
+    assert bank.save(unfinished)
+    assert (held / "metrics.json").is_file() and not (held / "last.pt").exists()
+    assert [r["state"] for r in bank.summary()] == ["finished"] and not bank.save(unfinished)
+    assert fresh.restore() == [restored] and not (restored / "last.pt").exists()
+
+
+def test_the_bank_command_banks_the_runs_and_lists_them_or_names_a_missing_folder(tmp_path, small_world, capsys):
+    runs = tmp_path / "runs"
+    train_model("pop", "planted", out=runs / "planted" / "mostpopular" / "seed0")
+    assert main(["bank", "--runs", str(runs), "--bank", str(tmp_path / "bank")]) == 0
+    out = capsys.readouterr().out
+    assert "banked 1 run(s)" in out and "planted/mostpopular/seed0 finished" in out
+    assert (tmp_path / "bank" / "planted" / "mostpopular" / "seed0" / "metrics.json").is_file()
+    assert "| planted/mostpopular/seed0 | finished |" in (tmp_path / "bank" / "STATUS.md").read_text()
+    assert main(["bank", "--runs", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nowhere is not a folder" in err
