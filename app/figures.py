@@ -431,9 +431,19 @@ def steps_figure(curves: dict[str, dict], metric: str, height: int = 400,
     `references` (label -> value) as dotted horizontal lines. Runs whose chains differ in length (DimeRec's 20
     steps, DreamRec's 200) share an axis of step / T, the share of the chain done; the hover keeps the step."""
     fig = go.Figure()
-    for label, value in (references or {}).items():
-        fig.add_hline(y=value, line=dict(dash="dot", color=NO_GRW if label == "no GRW" else "#666", width=2),
-                      annotation_text=f"{label} {value:.1%}", annotation_position="top left")
+    references = references or {}
+    values = [v for sm in curves.values() for v in [s[metric] for s in sm["steps"]]
+              + [(sm.get("final") or {}).get(metric)] if v is not None] + list(references.values())
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    pad = max(0.03, 0.06 * (high - low))
+    # the references' labels sit in the right margin, beside their lines, where no curve can run under them;
+    # nudged apart where two levels are close (two lines of projector-size text: about a fifth of the axis)
+    placed = spread_labels(references, gap=0.2 * (high - low + 2 * pad), top=high + pad)
+    for label, value in references.items():
+        color = NO_GRW if label == "no GRW" else "#666"
+        fig.add_hline(y=value, line=dict(dash="dot", color=color, width=2))
+        fig.add_annotation(x=1, xref="paper", xanchor="left", y=placed[label], yref="y", yanchor="middle",
+                           text=f"{label}<br>{value:.1%}", showarrow=False, align="left", font=dict(color=color))
     lengths = {int(sm.get("T") or len(sm["steps"])) for sm in curves.values()}
     share = len(lengths) > 1
     for j, (label, sm) in enumerate(curves.items()):
@@ -456,10 +466,21 @@ def steps_figure(curves: dict[str, dict], metric: str, height: int = 400,
                                                    f"<extra>{metric}</extra>"))
     axis = ("share of the reverse chain done, step / T (0 = the guess from pure noise x_T; ★ = the served x_0)"
             if share else "reverse step (0 = the guess from pure noise x_T; ★ = the served x_0)")
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), xaxis=dict(title=axis),
-                      yaxis=dict(title=f"{metric} of x̂0 (validation)", tickformat=".0%"),
+    fig.update_layout(height=height, margin=dict(l=10, r=200 if references else 10, t=10, b=10),
+                      xaxis=dict(title=axis),
+                      yaxis=dict(title=f"{metric} of x̂0 (validation)", tickformat=".0%", range=[low - pad, high + pad]),
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     return fig
+
+
+def spread_labels(levels: dict[str, float], gap: float, top: float) -> dict[str, float]:
+    """Where to write each level's label: at its level, moved up just enough to keep `gap` from the one below it,
+    and the whole stack moved down where that would pass `top`."""
+    placed, below = {}, -np.inf
+    for label, value in sorted(levels.items(), key=lambda item: item[1]):
+        placed[label] = below = max(value, below + gap)
+    overshoot = max(placed.values(), default=top) - top
+    return {label: y - max(overshoot, 0) for label, y in placed.items()}
 
 
 def lesson_figure(scores: dict, chosen: int, references: dict[str, float] | None = None, metric: str = "HR@50",

@@ -355,7 +355,12 @@ def test_steps_plot_every_run_that_has_step_metrics():
     lines = {t["name"]: t for t in hr["data"] if t.get("mode") == "lines+markers"}
     annotations = [a["text"] for a in hr["layout"]["annotations"]]
     oracle = next(a for a in annotations if a.startswith("oracle (planted truth)"))  # the ceiling, drawn
-    assert float(oracle.split()[-1].rstrip("%")) > 75
+    assert float(oracle.split("<br>")[-1].rstrip("%")) > 75
+    # each reference's label in the right margin, beside its dotted line, where no curve runs under it
+    levels = {shape["y0"] for shape in hr["layout"]["shapes"]}
+    for label in hr["layout"]["annotations"]:
+        assert (label["xref"], label["x"], label["xanchor"]) == ("paper", 1, "left")
+        assert min(abs(label["y"] - level) for level in levels) < 0.1
     chains = {d.name: json.loads((d / "step_metrics.json").read_text()) for d in DEFAULT.iterdir()
               if (d / "step_metrics.json").exists()}
     assert {"dimerec-planted", "dreamrec-planted", "diffurec-planted"} <= set(chains)  # three kinds of chain
@@ -1078,3 +1083,11 @@ def test_the_player_loads_the_partial_plotly_bundle_only_where_it_matches_the_in
         f"v{player._bundle_version(full)}".encode(), b"v0.0.1") + b"\n")
     monkeypatch.setattr(player, "PARTIAL_BUNDLE", stale)
     assert player._bundle_version(stale) == "0.0.1" and player.plotly_bundle() == full
+
+
+def test_reference_labels_keep_apart_and_below_the_top():
+    from app.figures import spread_labels
+
+    placed = spread_labels({"a": 0.50, "b": 0.51, "c": 0.80, "d": 0.20}, gap=0.05, top=0.9)
+    assert placed == pytest.approx({"d": 0.20, "a": 0.50, "b": 0.55, "c": 0.80})  # b moved up off a, no more
+    assert spread_labels({"x": 0.88, "y": 0.89}, gap=0.05, top=0.9) == pytest.approx({"x": 0.85, "y": 0.90})
