@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -309,7 +310,8 @@ def truncate_log(path: Path, step: int) -> None:
 # folder: BANK/DATASET/NAME/seedN holds a finished run's record (its RUN_FILES, losses.csv gzipped), or an
 # unfinished run's record with the last.pt that --resume continues.
 BANK_ROOT = Path("bank")
-BANKED_FILES = ("config.json", "best.pt", "valid.csv", "step_metrics.json", "last.pt")  # metrics.json: written last
+# last.pt first: every file copied after it is as new or newer, and --resume cuts the logs back to its step
+BANKED_FILES = ("last.pt", "config.json", "best.pt", "valid.csv", "step_metrics.json")  # metrics.json: last
 GZIPPED = "losses.csv"  # banked as losses.csv.gz: the largest file (a row a step) and the one that compresses
 
 
@@ -334,15 +336,15 @@ class Bank:
         _copy_record(run, banked, keep_last=not finished(run))
         return True
 
-    def restore(self, under: Path | None = None) -> list[Path]:
+    def restore(self, under: Path | None = None, busy: Callable[[Path], bool] = lambda run: False) -> list[Path]:
         """Copy into the runs folder every banked run (under `under`, a folder of the runs folder) that it lacks:
         a finished one where the runs folder's copy is not finished, an unfinished one where it has no last.pt
-        either. Returns the runs restored."""
+        either; never a run that `busy` says a live process is training. Returns the runs restored."""
         start = self.of(under) if under is not None else self.folder
         restored = []
         for config in sorted(start.glob("**/config.json")) + sorted(start.glob("**/metrics.json")):
             run = self.runs / config.parent.relative_to(self.folder)
-            if run in restored or finished(run):
+            if run in restored or finished(run) or busy(run):
                 continue
             if finished(config.parent) or not (run / "last.pt").is_file():
                 _copy_record(config.parent, run, keep_last=not finished(config.parent))

@@ -73,6 +73,7 @@ def test_the_bank_keeps_an_unfinished_run_resumable_and_never_moves_a_run_backwa
     assert json.loads(torch.load(held / "last.pt", weights_only=True)["state"])["step"] == 20
 
     fresh = Bank(bank.folder, tmp_path / "fresh")  # a new machine: restored with its last.pt, losses unzipped
+    assert fresh.restore(busy=lambda run: True) == []  # never under the feet of a process training the run
     assert fresh.restore() == [fresh.runs / "planted" / "control" / "seed1"]
     restored = fresh.runs / "planted" / "control" / "seed1"
     assert filecmp.cmp(restored / "last.pt", finished_run / "last.pt", shallow=False)

@@ -78,7 +78,7 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
     banked = Bank(Path(bank), Path(root)) if bank is not None else None
     if banked is not None:  # before the budget checks: a banked run is reused (or resumed) as if trained here
         for under in (root / dataset, root / "tuned" / dataset):
-            banked.restore(under)
+            banked.restore(under, busy=lambda run: RunLock(run).held())  # never under a live run's feet
     if tune_grid:
         tune_budget = Budget(tune_minutes or max_minutes, max_steps, final_max_rows, max_epochs, patience)
         chosen, trials = tune(specs, dataset, data_dir=data_dir, root=root / "tuned", budget=tune_budget,

@@ -218,6 +218,10 @@ class RunLock:
             return True
         return not started or process_start(int(pid)) in (None, started[0])
 
+    def held(self) -> bool:
+        """Whether a live process holds the lock (is training the run) now."""
+        return self.path.exists() and self._owner_alive()
+
     def release(self) -> None:
         self.path.unlink(missing_ok=True)
 
