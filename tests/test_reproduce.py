@@ -485,3 +485,23 @@ def test_docs_reproducing_lists_the_command_of_every_committed_table():
                 for md in (root / "results").glob("*_*.md")}
     stale = {name: found.group(1) for name, found in commands.items() if found and found.group(1) not in doc}
     assert len([c for c in commands.values() if c]) >= 15 and not stale, stale  # 18 tables today
+
+
+def test_runs_begun_earlier_are_finished_before_new_ones_start(tmp_path):
+    """A regeneration spanning sessions resumes the runs it began (a last.pt) before it begins others, whatever
+    their place in the experiment's order."""
+    trained = []
+
+    def job(name: str, begun: bool) -> Job:
+        out = tmp_path / name
+        out.mkdir()
+        if begun:
+            (out / "last.pt").write_bytes(b"checkpoint")
+
+        def train():
+            trained.append(name)
+            (out / "metrics.json").write_text("{}")
+        return Job(out, train, name, model="m")
+
+    train_all([job("new-a", False), job("begun-b", True), job("new-c", False), job("begun-d", True)], desc="test")
+    assert trained == ["begun-b", "begun-d", "new-a", "new-c"]

@@ -249,11 +249,12 @@ class Job:
 def train_all(jobs: list[Job], desc: str, poll_seconds: float = 5.0, bank: Bank | None = None) -> None:
     """Produce every job's run, in order, unless it is finished. A run that another live process is training
     (or whose `after` run is not finished) is passed over and come back to, so reproductions started side by side
-    share the work instead of queueing on one run. Each run this call finishes goes into `bank` (runs.Bank) at
-    once. Returns when every run is finished."""
+    share the work instead of queueing on one run. Runs begun earlier (a last.pt: a stopped command's, or one the
+    bank restored) go first, so a regeneration spanning sessions finishes what it started before it starts more.
+    Each run this call finishes goes into `bank` (runs.Bank) at once. Returns when every run is finished."""
     bar = tqdm(total=len(jobs), desc=desc, unit="run")
     durations: dict[str, list[float]] = {}
-    pending = list(jobs)
+    pending = sorted(jobs, key=lambda job: finished(job.out) or not (job.out / "last.pt").is_file())  # stable
     while pending:
         deferred = []
         for job in pending:
