@@ -334,6 +334,7 @@ class Bank:
         if not finished(run) and (banked / "last.pt").is_file() and _last_step(banked) >= _last_step(run):
             return False
         _copy_record(run, banked, keep_last=not finished(run))
+        _portable_paths(banked)
         return True
 
     def restore(self, under: Path | None = None, busy: Callable[[Path], bool] = lambda run: False) -> list[Path]:
@@ -382,6 +383,24 @@ def _read_valid(path: Path) -> list[dict]:
             return list(csv.DictReader(f))
     except OSError:
         return []
+
+
+def _portable_paths(banked: Path) -> None:
+    """The bank is committed: the data folder a run recorded as an absolute path of this machine (config.json, and
+    the config inside its checkpoints) is written relative to the working directory, the repository's root."""
+    try:
+        data_dir = json.loads((banked / "config.json").read_text()).get("data_dir")
+    except (OSError, ValueError):
+        return
+    if not data_dir or not os.path.isabs(data_dir):
+        return
+    old, new = json.dumps(data_dir)[1:-1], json.dumps(os.path.relpath(data_dir))[1:-1]
+    (banked / "config.json").write_text((banked / "config.json").read_text().replace(old, new))
+    for name in ("best.pt", "last.pt"):
+        if (banked / name).is_file():
+            payload = torch.load(banked / name, map_location="cpu", weights_only=True)
+            if isinstance(payload.get("config"), str):
+                save_atomic({**payload, "config": payload["config"].replace(old, new)}, banked / name)
 
 
 def _last_step(run: Path) -> int:

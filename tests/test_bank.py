@@ -99,3 +99,19 @@ def test_the_bank_command_banks_the_runs_and_lists_them_or_names_a_missing_folde
     assert main(["bank", "--runs", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nowhere is not a folder" in err
+
+
+def test_the_bank_records_the_data_folder_relative_to_the_repository(tmp_path, monkeypatch):
+    from dimerec.runs import _portable_paths, save_atomic
+
+    monkeypatch.chdir(tmp_path / ".")
+    banked = tmp_path / "bank" / "ml-1m" / "run" / "seed0"
+    banked.mkdir(parents=True)
+    data = str(tmp_path.parent / "shared" / "data")
+    config = {"data_dir": data, "command": f"python -m dimerec train --data-dir {data}"}
+    (banked / "config.json").write_text(json.dumps(config))
+    save_atomic({"model": {}, "config": json.dumps(config)}, banked / "best.pt")
+    _portable_paths(banked)
+    for text in ((banked / "config.json").read_text(),
+                 torch.load(banked / "best.pt", weights_only=True)["config"]):
+        assert json.loads(text)["data_dir"] == "../shared/data" and str(tmp_path.parent) not in text
