@@ -96,16 +96,19 @@ def discard_failed_start(out: Path, *, started: bool, created: bool) -> str:
     return f"it failed before its first checkpoint, so nothing of it is kept in {out}"
 
 
-def save_atomic(obj, path: Path) -> None:
+def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` fills PATH.tmp, which then replaces `path` at once: a reader sees the old file or the new."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    write(tmp)
     os.replace(tmp, path)
+
+
+def save_atomic(obj, path: Path) -> None:
+    replace_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
 def write_json_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 def load_checkpoint(path: Path, needs: tuple[str, ...] = ("model",), remedy: str = "") -> dict:
@@ -303,8 +306,6 @@ def truncate_log(path: Path, step: int) -> None:
         os.replace(tmp, path)
 
 
-
-
 # The bank: a committed copy of reproduce's runs, so a regeneration that takes many sessions keeps what each one
 # trained (runs/ is ignored and, on these machines, not kept from one session to the next). It mirrors the runs
 # folder: BANK/DATASET/NAME/seedN holds a finished run's record (its RUN_FILES, losses.csv gzipped), or an
@@ -395,7 +396,8 @@ def _portable_paths(banked: Path) -> None:
     if not data_dir or not os.path.isabs(data_dir):
         return
     old, new = json.dumps(data_dir)[1:-1], json.dumps(os.path.relpath(data_dir))[1:-1]
-    (banked / "config.json").write_text((banked / "config.json").read_text().replace(old, new))
+    text = (banked / "config.json").read_text().replace(old, new)
+    replace_atomically(banked / "config.json", lambda tmp: tmp.write_text(text))
     for name in ("best.pt", "last.pt"):
         if (banked / name).is_file():
             payload = torch.load(banked / name, map_location="cpu", weights_only=True)
@@ -419,11 +421,6 @@ def _copy_record(source: Path, target: Path, keep_last: bool) -> None:
     import gzip
     import shutil
 
-    def place(path: Path, write) -> None:  # write(tmp) fills a temporary file that then replaces `path`
-        tmp = path.with_name(path.name + ".tmp")
-        write(tmp)
-        os.replace(tmp, path)
-
     def gzip_to(plain: Path, tmp: Path) -> None:  # mtime 0: the same losses give the same bytes
         with open(plain, "rb") as f_in, open(tmp, "wb") as raw, \
                 gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0, filename="") as f_out:
@@ -436,12 +433,12 @@ def _copy_record(source: Path, target: Path, keep_last: bool) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for name in BANKED_FILES:
         if (source / name).is_file() and (keep_last or name != "last.pt"):
-            place(target / name, lambda tmp: shutil.copyfile(source / name, tmp))
+            replace_atomically(target / name, lambda tmp: shutil.copyfile(source / name, tmp))
     if (source / GZIPPED).is_file():  # into the bank
-        place(target / (GZIPPED + ".gz"), lambda tmp: gzip_to(source / GZIPPED, tmp))
+        replace_atomically(target / (GZIPPED + ".gz"), lambda tmp: gzip_to(source / GZIPPED, tmp))
     elif (source / (GZIPPED + ".gz")).is_file():  # out of it
-        place(target / GZIPPED, lambda tmp: gunzip_to(source / (GZIPPED + ".gz"), tmp))
+        replace_atomically(target / GZIPPED, lambda tmp: gunzip_to(source / (GZIPPED + ".gz"), tmp))
     if not keep_last:
         (target / "last.pt").unlink(missing_ok=True)
     if (source / "metrics.json").is_file():
-        place(target / "metrics.json", lambda tmp: shutil.copyfile(source / "metrics.json", tmp))
+        replace_atomically(target / "metrics.json", lambda tmp: shutil.copyfile(source / "metrics.json", tmp))
