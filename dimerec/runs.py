@@ -300,10 +300,10 @@ def truncate_log(path: Path, step: int) -> None:
     at = header.index("step")
     keep = [r for r in rows if len(r) == len(header) and r[at].isdigit() and int(r[at]) <= step]
     if len(keep) < len(rows):
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows([header, *keep])
-        os.replace(tmp, path)
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows([header, *keep])
+        replace_atomically(path, write)
 
 
 # The bank: a committed copy of reproduce's runs, so a regeneration that takes many sessions keeps what each one

@@ -505,3 +505,20 @@ def test_runs_begun_earlier_are_finished_before_new_ones_start(tmp_path):
 
     train_all([job("new-a", False), job("begun-b", True), job("new-c", False), job("begun-d", True)], desc="test")
     assert trained == ["begun-b", "begun-d", "new-a", "new-c"]
+
+
+def test_a_hypothesis_whose_every_row_was_skipped_says_so_instead_of_an_empty_table():
+    from dimerec.reproduce import DIFFUSION_GROUPS
+    from dimerec.reproduce.tables import diffusion_group_lines
+
+    ran = [spec.label for spec in DIFFUSION_GROUPS["References"]]
+    table = pd.DataFrame({"model": ran, "HR@50": 40.0, "HR@50 std": 1.0, "NDCG@50": 10.0, "NDCG@50 std": 0.5})
+    lines = diffusion_group_lines(table, {label: 41.0 for label in ran}, pd.DataFrame(columns=["first", "last"]),
+                                  {})
+    md = "\n".join(lines)
+    h4 = next(group for group in DIFFUSION_GROUPS if group.startswith("H4"))
+    section = md[md.index(f"## {h4}"):].split("\n## ")[0]
+    assert "Not run in this reproduction" in section and "|" not in section
+    references = md[md.index("## References"):].split("\n## ")[0]
+    assert all(f"| {label} | 41.00 | 40.00 ± 1.00 |" in references for label in ran)
+    assert "Not run" not in references

@@ -432,7 +432,8 @@ def diffusion_group_lines(table: pd.DataFrame, valid: dict[str, float], rise: pd
                          "chain: first step": "—" if chain is None else f"{chain['first']:.2f}",
                          "last step": "—" if chain is None else f"{chain['last']:.2f}",
                          "ms / user": f"{costs.get(spec.label, float('nan')):.3f}"})
-        lines += ["", f"## {group}", "", *markdown_table(pd.DataFrame(rows))]
+        not_run = ["Not run in this reproduction (listed at the end of this file)."]
+        lines += ["", f"## {group}", "", *(markdown_table(pd.DataFrame(rows)) if rows else not_run)]
     return lines
 
 
