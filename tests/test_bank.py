@@ -3,6 +3,7 @@ unfinished ones resumed; a run in the bank only ever moves forward."""
 import filecmp
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 import dimerec.data.planted as planted
 from dimerec.cli import main
+from dimerec.reproduce.runner import served_source
 from dimerec.runs import Bank
 from dimerec.trainer import train_model
 
@@ -46,6 +48,13 @@ def test_a_banked_reproduction_is_restored_on_a_fresh_machine_and_trains_nothing
     for name in ("losses.csv", "valid.csv", "best.pt", "metrics.json", "step_metrics.json", "config.json"):
         assert filecmp.cmp(trained / name, kept / name, shallow=False), name  # byte for byte, losses unzipped
     assert not (trained / "last.pt").exists()  # a finished run's resume state is not banked
+    # restored into another runs folder, a served row still scores the checkpoint beside it, not the old folder's
+    elsewhere = tmp_path / "elsewhere"
+    assert main([*argv[:argv.index("--runs") + 1], str(elsewhere), *argv[argv.index("--runs") + 2:]]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(results / "dimerec_planted.csv"), first)
+    served = elsewhere / "planted" / "dimerec-ours-serve-mean" / "seed0"
+    assert served_source(served, json.loads((served / "metrics.json").read_text())["served_from"]) == (
+        elsewhere / "planted" / "dimerec-ours" / "seed0")
 
 
 def test_the_bank_keeps_an_unfinished_run_resumable_and_never_moves_a_run_backwards(tmp_path, small_world):
@@ -115,3 +124,14 @@ def test_the_bank_records_the_data_folder_relative_to_the_repository(tmp_path, m
     for text in ((banked / "config.json").read_text(),
                  torch.load(banked / "best.pt", weights_only=True)["config"]):
         assert json.loads(text)["data_dir"] == "../shared/data" and str(tmp_path.parent) not in text
+
+
+def test_a_served_run_finds_its_source_beside_it_or_where_an_older_record_named_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for root in ("runs", "moved"):
+        (tmp_path / root / "ml-1m" / "dimerec-ours" / "seed0").mkdir(parents=True)
+        (tmp_path / root / "ml-1m" / "dimerec-ours" / "seed0" / "config.json").write_text("{}")
+    served = Path("moved") / "ml-1m" / "ours-t-2" / "seed0"
+    assert served_source(served, "../../dimerec-ours/seed0") == Path("moved/ml-1m/dimerec-ours/seed0")
+    # before served runs recorded their source beside them, they named it from the working directory
+    assert served_source(served, "runs/ml-1m/dimerec-ours/seed0") == Path("runs/ml-1m/dimerec-ours/seed0")

@@ -64,7 +64,7 @@ def test_dimerec_writes_a_table_and_a_figure_and_resumes(dirs):
     assert (by_model.drop("MostPopular")["steps"] == 60).all()  # the step cap binds before the minute
     # the serve-mean row is DimeRec (ours)'s checkpoint served by x̂0 at t = T, not another training
     served = json.loads((runs / "planted" / "dimerec-ours-serve-mean" / "seed0" / "metrics.json").read_text())
-    assert served["served_from"].endswith("dimerec-ours/seed0") and served["serve_overrides"] == {"serve": "mean"}
+    assert served["served_from"] == "../../dimerec-ours/seed0" and served["serve_overrides"] == {"serve": "mean"}
     assert not (runs / "planted" / "dimerec-ours-serve-mean" / "seed0" / "best.pt").exists()
     html = (results / "dimerec_planted.html").read_text()
     assert "plotly" in html and all(f'"{label}"' in html for label in table["model"])  # the figure draws every row
@@ -225,7 +225,7 @@ def test_tuning_picks_the_best_validation_setting_without_reading_test(dirs):
 def test_tuned_reproduction_scores_the_chosen_tuning_run_as_seed_0(dirs, monkeypatch, tmp_path):
     """Seed 0 of a tuned final run is the chosen tuning run itself (same seed, flags, budget), scored on test."""
     from dimerec.reproduce import experiments, reproduce
-    from dimerec.reproduce.runner import flags_slug, tuning_run
+    from dimerec.reproduce.runner import flags_slug, served_source, tuning_run
     from dimerec.trainer import train_model
 
     # the catalogue's own dicts, which reproduce() and the tables read
@@ -239,8 +239,8 @@ def test_tuned_reproduction_scores_the_chosen_tuning_run_as_seed_0(dirs, monkeyp
     assert "Settings: each model's best trial of the grid on validation" in md
     final = runs / "tuned" / "planted" / "comirec-sa" / flags_slug(chosen.split())  # named by the choice
     seed0 = json.loads((final / "seed0" / "metrics.json").read_text())
-    assert seed0["served_from"] == str(tuning_run(runs / "tuned", "planted", RunSpec("ComiRec-SA", "comirec-sa"),
-                                                  chosen.split()))
+    assert served_source(final / "seed0", seed0["served_from"]) == tuning_run(
+        runs / "tuned", "planted", RunSpec("ComiRec-SA", "comirec-sa"), chosen.split())
     assert seed0["test"] is not None and seed0["steps"] == 30
     assert (final / "seed1" / "best.pt").exists()  # other seeds train
     flags = chosen.split()

@@ -73,7 +73,7 @@ class Budget:
         stopped before its clock ran out (then it stopped on its steps, epochs or on validation, and a longer clock
         trains it identically)."""
         if not (out / "config.json").exists():
-            out = Path(json.loads((out / "metrics.json").read_text())["served_from"])
+            out = served_source(out, json.loads((out / "metrics.json").read_text())["served_from"])
         used = json.loads((out / "config.json").read_text())["train_config"]
         had = Budget(used.get("max_minutes"), used.get("max_steps"), used.get("final_max_rows"),
                      used.get("max_epochs") if self.epochs else None, used.get("patience") if self.patience else None)
@@ -125,7 +125,16 @@ _LOADED: dict[tuple, tuple] = {}
 
 def trained_run(result: dict) -> Path:
     """The directory holding a result's weights and training logs (a served run's source)."""
-    return Path(result.get("served_from") or result["run"])
+    return served_source(Path(result["run"]), result["served_from"]) if result.get("served_from") \
+        else Path(result["run"])
+
+
+def served_source(served: Path, served_from: str) -> Path:
+    """The run whose checkpoint the served run `served` scores. `served_from` is written relative to the served
+    run's own folder, so a runs folder (or the bank's copy of it) can move; runs served before that recorded it
+    relative to the working directory, which is where it is looked for when the relative reading finds no run."""
+    beside = Path(os.path.normpath(served / served_from))
+    return beside if (beside / "config.json").is_file() else Path(served_from)
 
 
 def serve_run(source: Path, out: Path, overrides: dict, data_dir: str | None, device: str = "cpu") -> None:
@@ -140,7 +149,8 @@ def serve_run(source: Path, out: Path, overrides: dict, data_dir: str | None, de
     finally:
         model.cpu()  # the cached model stays on the CPU for the tables' analyses
     trained = json.loads((source / "metrics.json").read_text())
-    metrics = {**trained, "served_from": str(source), "serve_overrides": overrides, "valid": valid, "test": test}
+    metrics = {**trained, "served_from": os.path.relpath(source, out), "serve_overrides": overrides,
+               "valid": valid, "test": test}
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(metrics, out / "metrics.json")
 
