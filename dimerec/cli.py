@@ -111,6 +111,20 @@ def evaluate_sampled(run: Path, model, data, train_cfg: dict, n_negatives: int, 
                       run / f"metrics-sampled-{n_negatives}.json")
 
 
+def without_results_flag(argv: list[str]) -> list[str]:
+    """`argv` less `--results DIR`: a table's Command line says what computed it, and where it was written is the
+    file's own place (a table written to a scratch folder, then moved to results/, names the same command)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--results":
+            skip = True
+        elif not arg.startswith("--results="):
+            kept.append(arg)
+    return kept
+
+
 def cmd_reproduce(args, argv: list[str]) -> None:
     from dimerec.reproduce import reproduce
 
@@ -127,7 +141,7 @@ def cmd_reproduce(args, argv: list[str]) -> None:
                      patience=args.patience, root=Path(args.runs),
                      out_dir=Path(args.results), extra_flags=extra, tune_grid=args.tune,
                      tune_minutes=args.tune_minutes, analysis_rows=args.analysis_rows,
-                     command="python -m dimerec " + shlex.join(argv),
+                     command="python -m dimerec " + shlex.join(without_results_flag(argv)),
                      skip_models=tuple(m for m in (args.skip_models or "").split(",") if m),
                      skip_runs=tuple(r for r in (args.skip_runs or "").split(",") if r), device=args.device,
                      bank=Path(args.bank) if args.bank else None)

@@ -32,6 +32,9 @@ def test_a_banked_reproduction_is_restored_on_a_fresh_machine_and_trains_nothing
             str(results), "--bank", str(bank)]
     assert main(argv) == 0
     first = pd.read_csv(results / "dimerec_planted.csv")
+    # the Command line says what computed the table, not where it was written (cli.without_results_flag)
+    assert f"Command: `python -m dimerec reproduce dimerec --dataset planted --quick --runs {runs} --bank {bank}`" \
+        in (results / "dimerec_planted.md").read_text()
     trained = runs / "planted" / "dimerec-ours" / "seed0"
     kept = tmp_path / "kept"
     shutil.copytree(trained, kept)
