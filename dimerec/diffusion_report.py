@@ -9,7 +9,11 @@ from that dataset's table, so the page says what the latest tables say, whicheve
   that has its own control);
 - `levers`: one sentence per hypothesis, its direction ("closes", "passes", "falls") computed from the numbers;
 - `verdict`: the table's verdict, as the reproduction wrote it (paired t-tests over seeds from the run files);
-- `angles`: H6, where the chain's samples land, from the table's angle section.
+- `angles`: H6, where the chain's samples land, from the table's angle section;
+- `budget`: the table beside the one it replaced, kept in results/before-convergence/ (trained for about one epoch):
+  every variant both measured, and whether each one's gap to the control widens or narrows at convergence;
+- `headline`: the best chain-served variant against the control, and which way training to convergence moved the
+  gap.
 
 `python -m dimerec claims` writes it beside RESULTS.md; tests check that the committed page is this rendering of
 the committed tables.
@@ -25,6 +29,7 @@ import pandas as pd
 from dimerec.reproduce.experiments import CONTROL, DIFFUSION_GROUPS, OURS, OWN_CONTROL, SERVE_MEAN
 
 TEMPLATE, PAGE = "DIFFUSION.in.md", "DIFFUSION.md"
+EARLIER = "before-convergence"  # results/<this>/: tables kept from the step budget, beside the converged ones
 BLOCK = re.compile(r"\{\{(\w+):([\w-]+)\}\}")
 LEVEL = 0.5  # points: two HR@50 means closer than this are "level"
 
@@ -35,13 +40,19 @@ class DiffusionTable:
     dataset: str
     rows: pd.DataFrame
     md: str
+    folder: Path | None = None  # the results folder it was read from
 
     @classmethod
     def read(cls, results: Path, dataset: str) -> DiffusionTable | None:
         csv = results / f"diffusion_{dataset}.csv"
         if not csv.exists():
             return None
-        return cls(dataset, pd.read_csv(csv).set_index("model"), csv.with_suffix(".md").read_text())
+        return cls(dataset, pd.read_csv(csv).set_index("model"), csv.with_suffix(".md").read_text(), results)
+
+    def budget(self) -> str:
+        """What every run trained for, as the protocol line says ("at most 50 epochs, ... within 240 minutes")."""
+        found = re.search(r"each run trained for (.*?)(?:, scored on|, selected on)", self.md)
+        return found.group(1) if found else "(budget not stated)"
 
     def has(self, name: str) -> bool:
         return name in self.rows.index
@@ -165,8 +176,71 @@ def block_angles(table: DiffusionTable) -> str:
             f"(`results/diffusion_{table.dataset}.md`, H6; a random direction lies about 90° away).")
 
 
+def earlier_table(table: DiffusionTable) -> DiffusionTable | None:
+    """The table this one replaced, kept in results/before-convergence/ (None when none is kept)."""
+    return DiffusionTable.read(table.folder / EARLIER, table.dataset) if table.folder else None
+
+
+def gap_to_control(table: DiffusionTable, name: str) -> float:
+    return table.value(CONTROL.label) - table.value(name)
+
+
+def gap_moved(before: float, after: float) -> str:
+    return f"{before:.2f} → {after:.2f} points ({compared(after, before, 'widens', 'narrows', 'stays')})"
+
+
+def block_budget(table: DiffusionTable) -> str:
+    """The converged table beside the earlier one kept in results/before-convergence/: each variant both tables hold
+    (the references, then each hypothesis's best chain on the converged validation), its test HR@50 in each and its
+    gap to the control in each, and which way the gaps moved."""
+    earlier = earlier_table(table)
+    if earlier is None:
+        return f"(no earlier table kept: results/{EARLIER}/diffusion_{table.dataset}.csv is absent)"
+    names = [spec.label for spec in DIFFUSION_GROUPS["References"] if table.has(spec.label)]
+    names += [best_on_validation(table, found) for found in groups(table).values()
+              if not any(n in OWN_CONTROL or n in OWN_CONTROL.values() for n in found)]
+    names = [n for n in dict.fromkeys(names) if earlier.has(n)]
+    lines = [f"Test HR@50, mean ± std over seeds; the gap is the control's HR@50 minus the variant's. Before: "
+             f"`results/{EARLIER}/diffusion_{table.dataset}.md`, each run trained for {earlier.budget()}; at "
+             f"convergence: the table above, each run trained for {table.budget()}.", "",
+             "| variant | test HR@50 before | at convergence | gap to the control before | at convergence |",
+             "|---|---|---|---|---|"]
+    for name in names:
+        gaps = ["—" if name == CONTROL.label else f"{gap_to_control(t, name):.2f}" for t in (earlier, table)]
+        lines.append(f"| {name} | {earlier.test(name)} | {table.test(name)} | {gaps[0]} | {gaps[1]} |")
+    trained = [n for n in names if n != "MostPopular"]  # the floor is counted, not trained
+    rises = [n for n in trained if compared(table.value(n), earlier.value(n), "up", "down", "level") == "up"]
+    moves = [f"{n}, {gap_moved(gap_to_control(earlier, n), gap_to_control(table, n))}"
+             for n in trained if n != CONTROL.label]
+    lines += ["", f"At convergence {len(rises)} of the {len(trained)} trained variants score higher on test than "
+                  f"before. The gap to the control of each DimeRec variant: " + "; ".join(moves) + "."]
+    left = [tag for tag in groups(earlier) if tag not in groups(table)]
+    if left:
+        lines += ["", f"Only the earlier table holds {', '.join(left)}: not run at convergence."]
+    return "\n".join(lines)
+
+
+def block_headline(table: DiffusionTable) -> str:
+    """One sentence for the top of the page: the best chain-served variant against the control, and, where the
+    earlier table is kept, whether training to convergence narrowed or widened the gap."""
+    best = best_on_validation(table, [n for names in groups(table).values() for n in names])
+    gap = gap_to_control(table, best)
+    text = (f"On {table.dataset}, the best chain-served variant on validation ({best}) scores {table.value(best):.2f} "
+            f"test HR@50, {gap:.2f} points {'below' if gap > 0 else 'above'} the no-diffusion control "
+            f"({table.value(CONTROL.label):.2f})")
+    earlier = earlier_table(table)
+    if earlier is None or not earlier.has(best):
+        return text + "."
+    chain_before, chain_after = gap_to_control(earlier, OURS.label), gap_to_control(table, OURS.label)
+    return (text + f". Trained to its validation plateau instead of for {earlier.budget()}, the gap to the "
+            f"control of {best} goes "
+            f"{gap_moved(gap_to_control(earlier, best), gap)} and that of the default chain "
+            f"{gap_moved(chain_before, chain_after)} (\"At convergence\" below).")
+
+
 BLOCKS = {"protocol": block_protocol, "summary": block_summary, "levers": block_levers,
-          "verdict": block_verdict, "angles": block_angles}
+          "verdict": block_verdict, "angles": block_angles, "budget": block_budget,
+          "headline": block_headline}
 
 
 def render(template: str, results: Path) -> str:

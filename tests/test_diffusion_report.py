@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dimerec.diffusion_report import TEMPLATE, DiffusionTable, block_levers, block_summary, render
+from dimerec.diffusion_report import (EARLIER, TEMPLATE, DiffusionTable, block_budget, block_headline,
+                                      block_levers, block_summary, render)
 from dimerec.reproduce.experiments import CONTROL, OURS, SERVE_MEAN
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -43,3 +44,36 @@ def test_each_levers_sentence_says_what_its_numbers_say():
     assert "above the one-step mean" in line and "its chain rises from 48.00" in line and "closing" not in line
     assert "**ours, cross-attention denoiser**" in block_summary(rising)  # the best chain on validation, in bold
 
+
+
+def test_the_converged_table_is_set_beside_the_one_it_replaced_and_says_which_way_the_gap_moved(tmp_path):
+    """The `budget` and `headline` blocks: each variant both tables hold, and the gap to the control widening or
+    narrowing as the numbers say (not as the prose expects)."""
+    nan = float("nan")
+    t3 = "ours, t* = 2"
+
+    def write(folder: Path, budget: str, rows: dict[str, tuple]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        table(rows).rows.reset_index().to_csv(folder / "diffusion_toy.csv", index=False)
+        (folder / "diffusion_toy.md").write_text(f"Test split; each run trained for {budget}, selected on valid.\n")
+
+    earlier = {CONTROL.label: (40.0, 40.0, nan, nan), OURS.label: (20.0, 20.0, 30.0, 20.0),
+               SERVE_MEAN.label: (30.0, 30.0, nan, nan), t3: (25.0, 25.0, 26.0, 25.0)}
+    write(tmp_path / EARLIER, "3000 steps", earlier)
+    widened = {CONTROL.label: (50.0, 50.0, nan, nan), OURS.label: (22.0, 22.0, 35.0, 22.0),
+               SERVE_MEAN.label: (41.0, 41.0, nan, nan), t3: (30.0, 30.0, 31.0, 30.0)}
+    write(tmp_path, "at most 50 epochs", widened)
+    converged = DiffusionTable.read(tmp_path, "toy")
+    page = block_budget(converged)
+    assert "| ours, t* = 2 | 25.00 ± 1.00 | 30.00 ± 1.00 | 15.00 | 20.00 |" in page
+    assert "DimeRec (ours), 20.00 → 28.00 points (widens)" in page and "4 of the 4 trained variants" in page
+    assert "DimeRec (ours, serve mean), 10.00 → 9.00 points (narrows)" in page
+    headline = block_headline(converged)
+    assert "20.00 points below" in headline and "instead of for 3000 steps" in headline
+    assert "15.00 → 20.00 points (widens)" in headline
+    narrowed = {**widened, t3: (38.0, 38.0, 39.0, 38.0)}
+    write(tmp_path, "at most 50 epochs", narrowed)
+    assert "15.00 → 12.00 points (narrows)" in block_headline(DiffusionTable.read(tmp_path, "toy"))
+    (tmp_path / EARLIER / "diffusion_toy.csv").unlink()  # none kept: the page says so, and the headline is short
+    assert block_budget(DiffusionTable.read(tmp_path, "toy")).startswith("(no earlier table kept")
+    assert "convergence" not in block_headline(DiffusionTable.read(tmp_path, "toy"))
