@@ -335,7 +335,7 @@ class Bank:
         if not finished(run) and (banked / "last.pt").is_file() and _last_step(banked) >= _last_step(run):
             return False
         _copy_record(run, banked, keep_last=not finished(run))
-        _portable_paths(banked)
+        _portable_paths(banked, run)
         return True
 
     def restore(self, under: Path | None = None, busy: Callable[[Path], bool] = lambda run: False) -> list[Path]:
@@ -386,9 +386,25 @@ def _read_valid(path: Path) -> list[dict]:
         return []
 
 
-def _portable_paths(banked: Path) -> None:
+def served_source(served: Path, served_from: str) -> Path:
+    """The run whose checkpoint the served run `served` scores. `served_from` is written relative to the served
+    run's own folder, so a runs folder (or the bank's copy of it) can move; runs served before that recorded it
+    relative to the working directory, which is where it is looked for when the relative reading finds no run."""
+    beside = Path(os.path.normpath(served / served_from))
+    return beside if (beside / "config.json").is_file() else Path(served_from)
+
+
+def _portable_paths(banked: Path, run: Path | None = None) -> None:
     """The bank is committed: the data folder a run recorded as an absolute path of this machine (config.json, and
-    the config inside its checkpoints) is written relative to the working directory, the repository's root."""
+    the config inside its checkpoints) is written relative to the working directory, the repository's root; a
+    served run's source, where an older record named it from the working directory, is written relative to the
+    served run's own folder (`run`, its place in the runs folder), so that the bank restores into any runs folder."""
+    if run is not None and finished(banked):
+        metrics = json.loads((banked / "metrics.json").read_text())
+        named = metrics.get("served_from")
+        source = served_source(run, named) if named else None
+        if source is not None and (source / "config.json").is_file() and os.path.relpath(source, run) != named:
+            write_json_atomic({**metrics, "served_from": os.path.relpath(source, run)}, banked / "metrics.json")
     try:
         data_dir = json.loads((banked / "config.json").read_text()).get("data_dir")
     except (OSError, ValueError):

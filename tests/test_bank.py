@@ -11,8 +11,7 @@ import torch
 
 import dimerec.data.planted as planted
 from dimerec.cli import main
-from dimerec.reproduce.runner import served_source
-from dimerec.runs import Bank
+from dimerec.runs import Bank, served_source
 from dimerec.trainer import train_model
 
 
@@ -138,3 +137,26 @@ def test_a_served_run_finds_its_source_beside_it_or_where_an_older_record_named_
     assert served_source(served, "../../dimerec-ours/seed0") == Path("moved/ml-1m/dimerec-ours/seed0")
     # before served runs recorded their source beside them, they named it from the working directory
     assert served_source(served, "runs/ml-1m/dimerec-ours/seed0") == Path("runs/ml-1m/dimerec-ours/seed0")
+
+
+def test_a_served_row_that_named_its_source_from_the_working_directory_is_banked_beside_it(tmp_path, monkeypatch):
+    """Rows served before `served_from` was relative to the row's own folder are mended as they are banked, so the
+    bank restores them into any runs folder (the mechanism, not one-off scripts over the bank)."""
+    monkeypatch.chdir(tmp_path)
+    source, served = Path("runs/ml-1m/dimerec-ours/seed0"), Path("runs/ml-1m/ours-t-2/seed0")
+    for run, record in ((source, {"train_minutes": 1.0}),
+                        (served, {"train_minutes": 1.0, "served_from": str(source)})):  # the old, cwd-relative form
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps(record))
+    (source / "config.json").write_text("{}")
+    bank = Bank(Path("bank"), Path("runs"))
+    assert bank.save(served)
+    banked = json.loads((bank.of(served) / "metrics.json").read_text())
+    assert banked == {"train_minutes": 1.0, "served_from": "../../dimerec-ours/seed0"}
+    assert json.loads((served / "metrics.json").read_text())["served_from"] == str(source)  # the run is untouched
+    # already relative, or a source this machine lacks: banked as recorded
+    unknown = Path("runs/ml-1m/ours-t-5/seed0")
+    unknown.mkdir(parents=True)
+    (unknown / "metrics.json").write_text(json.dumps({"served_from": "../../elsewhere/seed0"}))
+    assert bank.save(unknown)
+    assert json.loads((bank.of(unknown) / "metrics.json").read_text())["served_from"] == "../../elsewhere/seed0"

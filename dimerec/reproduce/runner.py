@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from dimerec.errors import DimeRecError
 from dimerec.reproduce.experiments import RunSpec, grid
-from dimerec.runs import Bank, finished
+from dimerec.runs import Bank, finished, served_source
 
 
 def _train(argv: list[str], out: Path) -> None:
@@ -125,16 +125,9 @@ _LOADED: dict[tuple, tuple] = {}
 
 def trained_run(result: dict) -> Path:
     """The directory holding a result's weights and training logs (a served run's source)."""
-    return served_source(Path(result["run"]), result["served_from"]) if result.get("served_from") \
-        else Path(result["run"])
-
-
-def served_source(served: Path, served_from: str) -> Path:
-    """The run whose checkpoint the served run `served` scores. `served_from` is written relative to the served
-    run's own folder, so a runs folder (or the bank's copy of it) can move; runs served before that recorded it
-    relative to the working directory, which is where it is looked for when the relative reading finds no run."""
-    beside = Path(os.path.normpath(served / served_from))
-    return beside if (beside / "config.json").is_file() else Path(served_from)
+    if result.get("served_from"):
+        return served_source(Path(result["run"]), result["served_from"])
+    return Path(result["run"])
 
 
 def serve_run(source: Path, out: Path, overrides: dict, data_dir: str | None, device: str = "cpu") -> None:
