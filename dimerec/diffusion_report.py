@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dimerec.reproduce.experiments import CONTROL, DIFFUSION_GROUPS, OURS, OWN_CONTROL, SERVE_MEAN
+from dimerec.reproduce.experiments import CONTROL, DIFFUSION_GROUPS, OURS, OWN_CONTROL, POP, SERVE_MEAN
 
 TEMPLATE, PAGE = "DIFFUSION.in.md", "DIFFUSION.md"
 EARLIER = "before-convergence"  # results/<this>/: tables kept from the step budget, beside the converged ones
@@ -208,7 +208,7 @@ def block_budget(table: DiffusionTable) -> str:
     for name in names:
         gaps = ["—" if name == CONTROL.label else f"{gap_to_control(t, name):.2f}" for t in (earlier, table)]
         lines.append(f"| {name} | {earlier.test(name)} | {table.test(name)} | {gaps[0]} | {gaps[1]} |")
-    trained = [n for n in names if n != "MostPopular"]  # the floor is counted, not trained
+    trained = [n for n in names if n != POP.label]  # the floor is counted, not trained
     rises = [n for n in trained if compared(table.value(n), earlier.value(n), "up", "down", "level") == "up"]
     moves = [f"{n}, {gap_moved(gap_to_control(earlier, n), gap_to_control(table, n))}"
              for n in trained if n != CONTROL.label]

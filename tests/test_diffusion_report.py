@@ -45,7 +45,6 @@ def test_each_levers_sentence_says_what_its_numbers_say():
     assert "**ours, cross-attention denoiser**" in block_summary(rising)  # the best chain on validation, in bold
 
 
-
 def test_the_converged_table_is_set_beside_the_one_it_replaced_and_says_which_way_the_gap_moved(tmp_path):
     """The `budget` and `headline` blocks: each variant both tables hold, and the gap to the control widening or
     narrowing as the numbers say (not as the prose expects)."""
