@@ -21,6 +21,8 @@ PAD = N_ITEMS
 # two heads so that the per-row attention masks must line up with PyTorch's [B*heads] layout
 VARIANTS = {
     "sasrec": lambda: SASRec(N_ITEMS, MAX_LEN, SASRecConfig(dim=DIM, n_heads=2, dropout=0.2)),
+    "sasrec-recbole": lambda: SASRec(N_ITEMS, MAX_LEN, SASRecConfig(dim=DIM, n_heads=2, block_style="recbole",
+                                                                   loss_kind="ce")),
     "sasrec-bce": lambda: SASRec(N_ITEMS, MAX_LEN, SASRecConfig(dim=DIM, n_heads=2, loss_kind="bce-all-positions")),
     "gru4rec": lambda: GRU4Rec(N_ITEMS, MAX_LEN, GRU4RecConfig(dim=DIM, n_layers=2, dropout_hidden=0.1)),
     "gru4rec-separate": lambda: GRU4Rec(N_ITEMS, MAX_LEN, GRU4RecConfig(dim=DIM, output_table="separate")),
@@ -81,9 +83,10 @@ def test_the_oldest_item_still_matters(variant):
     assert (a - b).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("variant", ["sasrec", "sasrec-recbole"])
 @pytest.mark.parametrize("n_pads", [0, 3])
-def test_sasrec_position_t_sees_only_positions_up_to_t(n_pads):
-    model = build("sasrec").eval()
+def test_sasrec_position_t_sees_only_positions_up_to_t(n_pads, variant):
+    model = build(variant).eval()
     items = torch.randint(0, N_ITEMS, (MAX_LEN - n_pads,)).tolist()
     t = MAX_LEN - 4  # change everything after column t
     later = items[:t + 1 - n_pads] + [(i + 1) % N_ITEMS for i in items[t + 1 - n_pads:]]
@@ -172,6 +175,31 @@ def test_a_short_training_beats_popularity_on_planted(model_cls, config, planted
     model = model_cls(planted_world.n_items, planted_world.max_len, config)
     metrics = train(model, planted_world, TrainConfig(max_epochs=2, seed=0), tmp_path, progress=False)
     assert metrics["valid"]["HR@50"] > popularity_hr + 0.15
+
+
+def test_recbole_blocks_normalise_after_each_residual_and_the_official_ones_before():
+    """--block-style recbole (loo's row measuring RecBole's blocks): post-norm, so every block's output at a real
+    position has zero mean and unit variance over its features, and the embeddings are normalised before the first
+    block; init normal(0, 0.02). The official blocks (the default) normalise before: their outputs are not."""
+    hist = left_padded([HISTORY, *OTHERS])
+    real = hist != PAD
+    for variant, normalised in (("sasrec-recbole", True), ("sasrec", False)):
+        model = build(variant).eval()  # LayerNorms at their init (weight 1, bias 0)
+        encoder, seen = model.encoder, []
+        hooks = [block.register_forward_hook(lambda _m, _i, out: seen.append(out)) for block in encoder.blocks]
+        with torch.no_grad():
+            model.sequence_outputs(hist)
+        for hook in hooks:
+            hook.remove()
+        for out in seen:
+            rows = out[real]  # [n_real, d]
+            is_normalised = (rows.mean(-1).abs().max() < 1e-4
+                             and (rows.var(-1, unbiased=False) - 1).abs().max() < 1e-3)
+            assert is_normalised == normalised, variant
+    recbole = build("sasrec-recbole")
+    assert abs(float(recbole.item_emb.weight[:N_ITEMS].std()) - 0.02) < 0.004
+    assert abs(float(recbole.encoder.blocks[0].ffn[0].weight.std()) - 0.02) < 0.004
+    assert float(build("sasrec").item_emb.weight[:N_ITEMS].std()) > 0.1  # Xavier-normal over 51 x 16
 
 
 def test_sasrec_feed_forward_takes_recbole_s_width_and_gelu_only_when_asked():

@@ -41,6 +41,10 @@ Differences from the official code:
   not on how much padding precedes them.
 - Position p embeds the distance from the most recent item, which matches the official
   left-padded arrays; a batch narrower than max_len uses the last max_len positions.
+- `--block-style recbole` swaps in RecBole's arrangement (its SASRec, for the loo protocol's
+  comparison): post-norm blocks x = LN(x + Dropout(Attention(x, x, x))), x = LN(x + Dropout(FFN(x))),
+  a LayerNorm on item + position embeddings (no sqrt(d) scaling), no final LayerNorm, every
+  matrix drawn from normal(0, 0.02) and every bias zero. The default stays the official one.
 - d = 64 (the DimeRec paper's; the official uses 50). Adam lr 0.005 comes from the
   trainer (the official uses 0.001, betas (0.9, 0.98)). No L2 on embeddings (the official
   default l2_emb = 0).
@@ -61,6 +65,7 @@ from dimerec.errors import DimeRecError
 
 LossKind = Literal["ssm", "ce", "bce-all-positions"]
 Activation = Literal["relu", "gelu"]
+BlockStyle = Literal["official", "recbole"]
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
 
@@ -93,6 +98,29 @@ class CausalBlock(nn.Module):
         q = self.attn_norm(x)
         x = q + self.attn(q, x, x, attn_mask=blocked, need_weights=False)[0]
         return self.ffn(self.ffn_norm(x)) * keep
+
+
+class PostNormBlock(nn.Module):
+    """One block in RecBole's arrangement (its TransformerLayer, BERT's): post-norm, queries, keys and values all
+    from x, dropout on the attention output and after the feed-forward's second layer (none inside it).
+
+        x = LN(x + Dropout(Attention(x, x, x)));  x = LN(x + Dropout(W2 act(W1 x)))
+    """
+
+    def __init__(self, dim: int, n_heads: int, dropout: float, ffn_dim: int | None = None, activation: str = "relu"):
+        super().__init__()
+        hidden = ffn_dim or dim
+        self.attn = nn.MultiheadAttention(dim, n_heads, dropout=dropout, batch_first=True)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.attn_norm = nn.LayerNorm(dim, eps=1e-12)  # RecBole's layer_norm_eps
+        self.ffn = nn.Sequential(nn.Linear(dim, hidden), ACTIVATIONS[activation](), nn.Linear(hidden, dim),
+                                 nn.Dropout(dropout))
+        self.ffn_norm = nn.LayerNorm(dim, eps=1e-12)
+
+    def forward(self, x: torch.Tensor, blocked: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """x [B, L, d]; blocked [B*heads, L, L] True where a query may not look; keep [B, L, 1]."""
+        x = self.attn_norm(x + self.attn_dropout(self.attn(x, x, x, attn_mask=blocked, need_weights=False)[0]))
+        return self.ffn_norm(x + self.ffn(x)) * keep
 
 
 def bce_all_positions(out: torch.Tensor, item_table: torch.Tensor, hist: torch.Tensor, target: torch.Tensor,
@@ -131,6 +159,10 @@ class SASRecConfig(SampledSoftmaxConfig):
                                        "inner_size is 256)", at_least=1)
     ffn_activation: Activation = option("relu", "the feed-forward's activation: relu (the official's) or gelu "
                                                 "(RecBole's)")
+    block_style: BlockStyle = option("official", "official: the authors' pre-norm blocks (the residual adds the "
+                                                 "normalised query), embeddings scaled by sqrt(d), Xavier-normal "
+                                                 "init, a final LayerNorm; recbole: RecBole's post-norm blocks, "
+                                                 "LayerNorm on the embeddings, normal(0, 0.02) init")
     loss_kind: LossKind = option("ssm", "ssm: sampled softmax on the last position (DimeRec's setting); "
                                         "ce: full softmax over every item on the last position (RecBole's "
                                         "CE); bce-all-positions: the official BCE with one negative per position")
@@ -142,26 +174,43 @@ class SASRecConfig(SampledSoftmaxConfig):
 
 
 class CausalEncoder(nn.Module):
-    """SASRec's encoder: embeddings scaled by sqrt(d) plus positions, dropout, causal blocks with pad keys
-    masked, a final LayerNorm. Also DimeRec's `--gem sasrec` (Table 3)."""
+    """SASRec's encoder: embeddings plus positions, dropout, causal blocks with pad keys masked. `style` official:
+    embeddings scaled by sqrt(d), pre-norm blocks, a final LayerNorm, Xavier-normal init (the authors' code);
+    recbole: a LayerNorm on the embeddings, post-norm blocks (RecBole's SASRec). Also DimeRec's `--gem sasrec`
+    (Table 3)."""
 
     def __init__(self, dim: int, max_len: int, n_layers: int, n_heads: int, dropout: float, ffn_dim: int | None = None,
-                 activation: str = "relu"):
+                 activation: str = "relu", style: str = "official"):
         super().__init__()
-        self.dim, self.n_heads = dim, n_heads
+        self.dim, self.n_heads, self.style = dim, n_heads, style
         self.pos_emb = nn.Parameter(torch.empty(max_len, dim))  # row max_len-1 = the most recent item
         self.emb_dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(CausalBlock(dim, n_heads, dropout, ffn_dim, activation) for _ in range(n_layers))
-        self.last_norm = nn.LayerNorm(dim, eps=1e-8)
-        for p in self.parameters():  # the official init: Xavier-normal on every matrix
+        Block = CausalBlock if style == "official" else PostNormBlock
+        self.blocks = nn.ModuleList(Block(dim, n_heads, dropout, ffn_dim, activation) for _ in range(n_layers))
+        # official: the norm after the last pre-norm block; recbole: the norm of the embeddings (its blocks end
+        # normalised)
+        self.last_norm = nn.LayerNorm(dim, eps=1e-8 if style == "official" else 1e-12)
+        for p in self.parameters():
             if p.dim() > 1:
-                nn.init.xavier_normal_(p)
+                if style == "official":
+                    nn.init.xavier_normal_(p)  # the official init: Xavier-normal on every matrix
+                else:
+                    nn.init.normal_(p, std=0.02)  # RecBole's initializer_range
+        if style == "recbole":  # RecBole zeroes every Linear's bias
+            for module in self.modules():
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    nn.init.zeros_(module.bias)
+                if isinstance(module, nn.MultiheadAttention):
+                    nn.init.zeros_(module.in_proj_bias)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """h [B, L, d] item embeddings, mask [B, L] (True at real items) -> [B, L, d]; position t sees <= t."""
         L = h.shape[1]
         keep = mask[:, :, None]
-        x = self.emb_dropout(h * self.dim ** 0.5 + self.pos_emb[-L:]) * keep
+        if self.style == "official":
+            x = self.emb_dropout(h * self.dim ** 0.5 + self.pos_emb[-L:]) * keep
+        else:
+            x = self.emb_dropout(self.last_norm(h + self.pos_emb[-L:])) * keep
         future = torch.ones(L, L, dtype=torch.bool, device=h.device).triu(1)
         blocked = future | ~mask[:, None, :]  # [B, L, L]: future positions and pad keys
         # a pad query may look at itself, so its softmax is defined; its output is zeroed anyway
@@ -169,7 +218,7 @@ class CausalEncoder(nn.Module):
         blocked = blocked.repeat_interleave(self.n_heads, dim=0)  # [B*heads, L, L]
         for block in self.blocks:
             x = block(x, blocked, keep)
-        return self.last_norm(x)
+        return self.last_norm(x) if self.style == "official" else x
 
 
 class SASRec(Recommender):
@@ -180,9 +229,12 @@ class SASRec(Recommender):
         super().__init__(n_items, max_len, config)
         d = config.dim
         self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=n_items)
-        nn.init.xavier_normal_(self.item_emb.weight)  # the official init: Xavier-normal on every matrix
+        if config.block_style == "official":
+            nn.init.xavier_normal_(self.item_emb.weight)  # the official init: Xavier-normal on every matrix
+        else:
+            nn.init.normal_(self.item_emb.weight, std=0.02)  # RecBole's initializer_range
         self.encoder = CausalEncoder(d, max_len, config.n_layers, config.n_heads, config.dropout, config.ffn_dim,
-                                     config.ffn_activation)
+                                     config.ffn_activation, config.block_style)
         with torch.no_grad():
             self.item_emb.weight[n_items].zero_()
 

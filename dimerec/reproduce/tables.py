@@ -545,6 +545,10 @@ RECBOLE_PUBLISHED: dict[str, tuple[str, dict[str, float]]] = {
     "GRU4Rec (RecBole's ML-1M settings)": ("learning_rate 0.005, num_layers 2 (of 4 x 2)",
                                            {"HR@10": 27.76, "NDCG@10": 15.45, "MRR@10": 11.71}),
 }
+# the same published run, beside our SASRec with RecBole's blocks (`--block-style recbole`)
+RECBOLE_PUBLISHED["SASRec (RecBole's ML-1M settings and blocks)"] = \
+    RECBOLE_PUBLISHED["SASRec (RecBole's ML-1M settings)"]
+
 RECBOLE_MATCHED = ("leave-one-out (last item test, second-to-last validation, all users train on the rest; "
                    "`--protocol loo`), full ranking with seen items ranked, the full-softmax cross-entropy "
                    "(`--loss-kind ce`), histories of the last 50 items (`--max-len 50`), item embeddings of 64, "
