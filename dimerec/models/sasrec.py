@@ -7,7 +7,9 @@ As in the official code: item embeddings scaled by sqrt(d) plus learned position
 embeddings, dropout, pads zeroed; then `n_layers` blocks of
 
     Q = LN(x);  x = Q + Attention(Q, x, x)       causal, one head by default
-    x = LN(x);  x = x + FFN(x);  pads zeroed      FFN = Linear -> dropout -> ReLU -> Linear -> dropout
+    x = LN(x);  x = x + FFN(x);  pads zeroed      FFN = Linear -> ReLU -> dropout -> Linear -> dropout
+
+(the official drops out before its ReLU, the same function: PointWiseFeedForward says why the order matters)
 
 and a final LayerNorm. (The paper writes each residual as x + Dropout(g(LN(x))); both
 official codes add the normalised Q instead, which is followed here.) Items are scored by
@@ -71,12 +73,18 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
 class PointWiseFeedForward(nn.Module):
     """The official 1x1-convolution FFN (a Linear per position) with its residual; `hidden` wide (the official: d;
-    RecBole: 256) through `activation` (the official ReLU; RecBole's GELU)."""
+    RecBole: 256) through `activation` (the official ReLU; RecBole's GELU).
+
+    The official code drops out before its ReLU; here the dropout comes after the activation. For ReLU the two
+    are the same function of the same mask (ReLU(m z) = m ReLU(z) for m >= 0), so the official model is unchanged.
+    For GELU only this order keeps the training-mode expectation equal to the eval-mode output: with dropout 0.5
+    before a GELU, loo's SASRec scored valid HR@10 8.9 in eval mode at epoch 17 and 20.3 with that dropout left on
+    (issue 28), its validation falling from its peak while its training loss still fell."""
 
     def __init__(self, dim: int, dropout: float, hidden: int | None = None, activation: str = "relu"):
         super().__init__()
         hidden = hidden or dim
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.Dropout(dropout), ACTIVATIONS[activation](),
+        self.net = nn.Sequential(nn.Linear(dim, hidden), ACTIVATIONS[activation](), nn.Dropout(dropout),
                                  nn.Linear(hidden, dim), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
