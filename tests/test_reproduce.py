@@ -413,6 +413,7 @@ def test_a_longer_budget_scales_the_clock_and_the_steps_and_a_reused_run_must_ha
 
 def beside_cells(md: str) -> dict[str, list[str]]:
     beside = md[md.index("## Beside RecBole's published ML-1M figures"):]
+    beside = beside[:beside.find("\n## ")] if "\n## " in beside else beside  # up to the next section
     return {line.strip("| ").split(" | ")[0]: line.strip("| ").split(" | ")[1:]
             for line in beside.splitlines() if line.startswith("| ") and not line.startswith("| model")}
 
@@ -447,6 +448,29 @@ def test_the_loo_section_fills_recboles_figures_on_ml1m():
     assert cells[sasrec][:2] == ["20.50", f"{RECBOLE_PUBLISHED[sasrec][1]['HR@10']:.2f}"]
     assert cells[sasrec][4:6] == ["8.12", f"{RECBOLE_PUBLISHED[sasrec][1]['MRR@10']:.2f}"]
     assert cells["MostPopular"][1] == "—"
+
+
+def test_the_loo_section_measures_each_difference_as_a_pair_of_rows():
+    """The blocks row against the official one: with minus without, over the seeds both have, from the runs."""
+    from dimerec.reproduce.experiments import LOO_ROWS
+    from dimerec.reproduce.tables import RECBOLE_MEASURED, section_loo, summarize
+
+    (difference, without, with_it), = RECBOLE_MEASURED
+    assert {without, with_it} <= {spec.label for spec in LOO_ROWS}
+    lift = {without: 0.0, with_it: 0.05}
+    results = [{"label": spec.label, "role": spec.role, "seed": seed, "train_minutes": 1.0, "steps": 10,
+                "test": {"HR@10": 0.15 + lift.get(spec.label, 0.0) + 0.01 * seed * (spec.label == with_it),
+                         "HR@20": 0.3, "HR@50": 0.5, "NDCG@10": 0.07 + lift.get(spec.label, 0.0) / 2,
+                         "NDCG@20": 0.1, "NDCG@50": 0.15, "MRR@10": 0.05}}
+               for spec in LOO_ROWS for seed in ((0, 1, 2) if spec.label == with_it else (0, 1))]
+    table, note = summarize(results)
+    md = "\n".join(section_loo("loo", "ml-1m", results, table, note)[0])
+    measured = md[md.index("## Differences from RecBole, measured"):]
+    row = next(line.strip("| ").split(" | ") for line in measured.splitlines() if line.startswith(f"| {difference}"))
+    # seeds 0 and 1 only: without 15.00, with 20.00 and 21.00
+    from scipy import stats
+    p = stats.ttest_rel([0.20, 0.21], [0.15, 0.15]).pvalue
+    assert row[1:] == ["2", "15.00", "20.50", "+5.50", "+2.50", f"{p:.3g}"]
 
 
 def test_a_run_a_stopped_reproduce_left_unfinished_resumes_under_the_same_budget(tmp_path):
