@@ -279,8 +279,9 @@ def add_reproduce_parser(sub) -> None:
     p.add_argument("--tune-minutes", type=float, help="budget of each tuning run (default: --max-minutes)")
     p.add_argument("--analysis-rows", type=int, help="table2: test rows sampled for the diversity count (default: all)")
     p.add_argument("--skip-models", help="comma-separated model names whose rows are left out (said in the table)")
-    p.add_argument("--skip-runs", help="comma-separated run folders (RUNS/DATASET/NAME) whose rows are left out, "
-                                       "with the rows served from them (said in the table)")
+    p.add_argument("--skip-runs", help="comma-separated run names (the NAME of RUNS/DATASET/NAME/seedN, e.g. "
+                                       "no-diffusion-control) whose rows are left out, with the rows served from "
+                                       "them (said in the table)")
     p.add_argument("--device", default="cpu",
                    help="where the runs train and score: cpu (default) or cuda (the tables' extra analyses stay on the "
                         "CPU); the run's config.json records it, and a finished run is reused whatever device "
