@@ -25,6 +25,7 @@ VARIANTS = {
                                                                    loss_kind="ce")),
     "sasrec-bce": lambda: SASRec(N_ITEMS, MAX_LEN, SASRecConfig(dim=DIM, n_heads=2, loss_kind="bce-all-positions")),
     "gru4rec": lambda: GRU4Rec(N_ITEMS, MAX_LEN, GRU4RecConfig(dim=DIM, n_layers=2, dropout_hidden=0.1)),
+    "gru4rec-wide": lambda: GRU4Rec(N_ITEMS, MAX_LEN, GRU4RecConfig(dim=DIM, n_layers=2, gru_hidden=24)),
     "gru4rec-separate": lambda: GRU4Rec(N_ITEMS, MAX_LEN, GRU4RecConfig(dim=DIM, output_table="separate")),
 }
 
@@ -217,6 +218,16 @@ def test_recbole_blocks_normalise_after_each_residual_and_the_official_ones_befo
     assert abs(float(recbole.item_emb.weight[:N_ITEMS].std()) - 0.02) < 0.004
     assert abs(float(recbole.encoder.blocks[0].ffn[0].weight.std()) - 0.02) < 0.004
     assert float(build("sasrec").item_emb.weight[:N_ITEMS].std()) > 0.1  # Xavier-normal over 51 x 16
+
+
+def test_gru4rec_takes_recbole_s_wider_state_projected_back_to_d_only_when_asked():
+    """loo's RecBole GRU4Rec: a GRU 128 wide, a dense layer back to d=64 (--gru-hidden); by default the state is d
+    wide and nothing projects it, so the default model and its draws are unchanged."""
+    plain, wide = build("gru4rec"), build("gru4rec-wide")
+    assert plain.gru.weight_hh_l0.shape == (3 * DIM, DIM) and isinstance(plain.project, torch.nn.Identity)
+    assert wide.gru.weight_hh_l0.shape == (3 * 24, 24) and wide.project.weight.shape == (DIM, 24)
+    assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in GRU4Rec(
+        N_ITEMS, MAX_LEN, GRU4RecConfig(dim=DIM, n_layers=2, dropout_hidden=0.1, gru_hidden=DIM)).parameters())
 
 
 def test_sasrec_feed_forward_takes_recbole_s_width_and_gelu_only_when_asked():

@@ -455,7 +455,7 @@ def test_the_loo_section_measures_each_difference_as_a_pair_of_rows():
     from dimerec.reproduce.experiments import LOO_ROWS
     from dimerec.reproduce.tables import RECBOLE_MEASURED, section_loo, summarize
 
-    (difference, without, with_it), = RECBOLE_MEASURED
+    difference, without, with_it = RECBOLE_MEASURED[0]
     assert {without, with_it} <= {spec.label for spec in LOO_ROWS}
     lift = {without: 0.0, with_it: 0.05}
     results = [{"label": spec.label, "role": spec.role, "seed": seed, "train_minutes": 1.0, "steps": 10,

@@ -6,6 +6,7 @@ cross-entropy / BPR-max losses and the negative sampling that the code uses toda
 Official code: hidasib/GRU4Rec (Theano) and hidasib/GRU4Rec_PyTorch_Official.
 
     item embedding -> dropout -> GRU (n_layers, hidden d) -> dropout -> last hidden state h
+    (`--gru-hidden H` != d: a GRU H wide, then RecBole's Linear H -> d)
     score(i) = <h, W_i>
 
 `--output-table` chooses W:
@@ -61,6 +62,9 @@ class GRU4RecConfig(SoftmaxLossConfig):
     dim: int = option(64, "embedding size and GRU hidden size d (the DimeRec paper's; the official uses 100)",
                       at_least=1)
     n_layers: int = option(1, "stacked GRU layers (1, the official default)", at_least=1)
+    gru_hidden: int | None = option(None, "width of the GRU's state (default: d, the official form); another width "
+                                          "adds RecBole's dense layer projecting each state back to d (RecBole's "
+                                          "ML-1M hidden_size is 128)", at_least=1)
     dropout_embed: float = option(0.0, "dropout on the input embeddings (0, the official default)",
                                    at_least=0, below=1)
     dropout_hidden: float = option(0.0, "dropout after every GRU layer (0, the official default)",
@@ -79,8 +83,11 @@ class GRU4Rec(Recommender):
         self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=n_items)
         self.out_emb = nn.Embedding(n_items, d) if config.output_table == "separate" else None
         self.embed_dropout = nn.Dropout(config.dropout_embed)
-        self.gru = nn.GRU(d, d, num_layers=config.n_layers, batch_first=True,
+        hidden = config.gru_hidden or d
+        self.gru = nn.GRU(d, hidden, num_layers=config.n_layers, batch_first=True,
                           dropout=config.dropout_hidden if config.n_layers > 1 else 0.0)
+        # RecBole's GRU4Rec: a state wider than d is projected back to d, the item table's width
+        self.project = nn.Linear(hidden, d) if hidden != d else nn.Identity()
         self.hidden_dropout = nn.Dropout(config.dropout_hidden)
         self.reset_parameters()
 
@@ -102,8 +109,8 @@ class GRU4Rec(Recommender):
         lengths = (hist != self.pad_id).sum(1).clamp(min=1)  # an empty history reads one pad
         x = self.embed_dropout(self.item_emb(left_to_right_aligned(hist, lengths)))  # [B, L, d]
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, h_n = self.gru(packed)  # [n_layers, B, d], each row's state after its own last item
-        return self.hidden_dropout(h_n[-1])[:, None]  # [B, 1, d]
+        _, h_n = self.gru(packed)  # [n_layers, B, hidden], each row's state after its own last item
+        return self.project(self.hidden_dropout(h_n[-1]))[:, None]  # [B, 1, d]
 
     def item_vectors(self) -> torch.Tensor:
         table = self.out_emb if self.out_emb is not None else self.item_emb
@@ -114,14 +121,14 @@ class GRU4Rec(Recommender):
 
     def column_outputs(self, hist: torch.Tensor) -> torch.Tensor:
         """[B, L] left-padded histories -> [B, L, d]: at each real column the state after that item (the GRU
-        reads a row's items from its first; pad columns hold zeros)."""
+        reads a row's items from its first; pad columns hold zeros, or the projection's bias)."""
         L = hist.shape[1]
         lengths = (hist != self.pad_id).sum(1).clamp(min=1)
         x = self.embed_dropout(self.item_emb(left_to_right_aligned(hist, lengths)))  # [B, L, d]
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=L)  # real items first
         back = (torch.arange(L, device=hist.device)[None, :] + lengths[:, None]) % L  # undo the alignment
-        return self.hidden_dropout(out.gather(1, back[:, :, None].expand(-1, -1, out.shape[2])))
+        return self.project(self.hidden_dropout(out.gather(1, back[:, :, None].expand(-1, -1, out.shape[2]))))
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         target = batch.target
