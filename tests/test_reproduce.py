@@ -426,6 +426,8 @@ def test_loo_trains_under_recboles_protocol_and_places_ours_beside_its_published
     assert configs["sasrec-recbole-s-ml-1m-settings"]["train_config"]["protocol"] == "loo"
     assert configs["sasrec-recbole-s-ml-1m-settings"]["model_config"]["loss_kind"] == "ce"
     assert configs["gru4rec-recbole-s-ml-1m-settings"]["model_config"]["n_layers"] == 2
+    assert configs["sasrec-recbole-s-ml-1m-settings"]["train_config"]["window_targets"] == 25  # half of 50
+    assert configs["sasrec-recbole-s-ml-1m-settings-10-targets-a-window"]["train_config"]["window_targets"] == 10
     assert configs["mostpopular-loo"]["train_config"]["protocol"] == "loo"  # not Table 1's MostPopular run
     cells = beside_cells(md)
     assert set(cells) == set(table["model"])

@@ -565,6 +565,9 @@ RECBOLE_MEASURED = (
     ("SASRec's blocks: RecBole's post-norm blocks, LayerNorm on the embeddings, normal(0, 0.02) init "
      "(`--block-style recbole`), for the official pre-norm ones, Xavier-normal init",
      "SASRec (RecBole's ML-1M settings)", "SASRec (RecBole's ML-1M settings and blocks)"),
+    ("SASRec's context per target: windows whose last 10 items are targets (`--window-targets 10`: a target sees "
+     "41 to 50 items before it), for 25 (26 to 50); RecBole's prefixes show each target up to 50",
+     "SASRec (RecBole's ML-1M settings)", "SASRec (RecBole's ML-1M settings, 10 targets a window)"),
     ("GRU4Rec's state: RecBole's 128 wide, projected to 64 (`--gru-hidden 128`), for 64 wide",
      "GRU4Rec (RecBole's ML-1M settings)", "GRU4Rec (RecBole's ML-1M settings and width)"),
 )
