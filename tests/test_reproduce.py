@@ -428,6 +428,7 @@ def test_loo_trains_under_recboles_protocol_and_places_ours_beside_its_published
     assert configs["gru4rec-recbole-s-ml-1m-settings"]["model_config"]["n_layers"] == 2
     assert configs["sasrec-recbole-s-ml-1m-settings"]["train_config"]["window_targets"] == 25  # half of 50
     assert configs["sasrec-recbole-s-ml-1m-settings-10-targets-a-window"]["train_config"]["window_targets"] == 10
+    assert configs["gru4rec-recbole-s-ml-1m-settings-batches-of-4-096"]["train_config"]["batch_size"] == 4096
     assert configs["mostpopular-loo"]["train_config"]["protocol"] == "loo"  # not Table 1's MostPopular run
     cells = beside_cells(md)
     assert set(cells) == set(table["model"])
