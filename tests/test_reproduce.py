@@ -549,3 +549,13 @@ def test_a_hypothesis_whose_every_row_was_skipped_says_so_instead_of_an_empty_ta
     references = md[md.index("## References"):].split("\n## ")[0]
     assert all(f"| {label} | 41.00 | 40.00 ± 1.00 |" in references for label in ran)
     assert "Not run" not in references
+
+
+def test_the_training_note_counts_runs_and_epochs_in_plain_english():
+    from dimerec.reproduce.tables import training_note
+
+    one = {"model": "sasrec", "train_minutes": 117.2, "epochs_trained": 42.0}
+    assert training_note([one, {"model": "pop", "train_minutes": 0.0}])[1].startswith(
+        "Training: 1 run, 117 minutes of training in all") and "; 42 epochs." in training_note([one])[1]
+    two = training_note([one, {**one, "epochs_trained": 12.0}])[1]
+    assert two.startswith("Training: 2 runs, 234 minutes") and "; 12 to 42 epochs a run." in two

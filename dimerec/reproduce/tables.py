@@ -160,8 +160,10 @@ def training_note(results: list[dict]) -> list[str]:
     if not trained:
         return []
     epochs = [r["epochs_trained"] for r in trained if r.get("epochs_trained") is not None]
-    span = f"; {min(epochs):.0f} to {max(epochs):.0f} epochs a run" if epochs else ""
-    return ["", f"Training: {len(trained)} runs, {sum(r['train_minutes'] for r in trained):.0f} minutes of "
+    span = ("" if not epochs else f"; {epochs[0]:.0f} epochs" if min(epochs) == max(epochs)
+            else f"; {min(epochs):.0f} to {max(epochs):.0f} epochs a run")
+    runs = f"{len(trained)} run" + ("s" if len(trained) > 1 else "")
+    return ["", f"Training: {runs}, {sum(r['train_minutes'] for r in trained):.0f} minutes of "
                 f"training in all (each run's own clock, validation and scoring excluded){span}."]
 
 
