@@ -363,7 +363,7 @@ class Bank:
         its training minutes, its best validation HR@50 (%, from valid.csv) and its size in MB."""
         rows = []
         for banked in self.runs_held():
-            valid = _read_valid(banked / "valid.csv")
+            valid = read_valid(banked / "valid.csv")
             metrics = json.loads((banked / "metrics.json").read_text()) if finished(banked) else {}
             rows.append({"run": str(banked.relative_to(self.folder)),
                          "state": ("served" if "served_from" in metrics else "finished") if metrics
@@ -377,8 +377,8 @@ class Bank:
         return rows
 
 
-def _read_valid(path: Path) -> list[dict]:
-    """valid.csv's rows (epoch, step, train_minutes, HR@50, ...), [] without one."""
+def read_valid(path: Path) -> list[dict]:
+    """valid.csv's rows (epoch, step, train_minutes, HR@50, ...) as strings, [] without one."""
     try:
         with open(path, newline="") as f:
             return list(csv.DictReader(f))

@@ -561,3 +561,21 @@ def test_the_training_note_counts_runs_and_epochs_in_plain_english():
         "Training: 1 run, 117 minutes of training in all") and "; 42 epochs." in training_note([one])[1]
     two = training_note([one, {**one, "epochs_trained": 12.0}])[1]
     assert two.startswith("Training: 2 runs, 234 minutes") and "; 12 to 42 epochs a run." in two
+
+
+def test_a_run_that_fell_after_its_best_is_not_counted_as_plateaued(tmp_path):
+    """The loo GRU4Rec at lr 0.005 peaked at validation HR@50 49.6 and fell to 7.4 (its loss jumped 5.6 → 9): patience
+    stopped it, but its row must not read as a plateau."""
+    from dimerec.reproduce.tables import training_length
+
+    def result(name: str, curve: list[float], stopped_by: str = "patience") -> dict:
+        run = tmp_path / name
+        run.mkdir()
+        (run / "valid.csv").write_text("epoch,HR@50\n" + "".join(f"{i},{v}\n" for i, v in enumerate(curve, 1)))
+        return {"run": str(run), "stopped_by": stopped_by, "epochs_trained": float(len(curve))}
+
+    level = result("level", [0.40, 0.50, 0.49, 0.48])  # within a tenth of its best: a plateau
+    fallen = result("fallen", [0.40, 0.50, 0.07, 0.08])
+    capped = result("capped", [0.40, 0.45], stopped_by="max_epochs")
+    assert training_length(pd.DataFrame([level, capped]))["plateaued"] == "1/2"
+    assert training_length(pd.DataFrame([level, fallen, capped])) == {"epochs": 10 / 3, "plateaued": "1/3, 1 fell"}

@@ -14,6 +14,7 @@ from dimerec.errors import DimeRecError
 from dimerec.reproduce.experiments import (BEYOND_REPORTED, COMPARES_PAPERS, CONTROL, DESCRIPTIONS, DIFFUSION_GROUPS,
                                            OURS, OWN_CONTROL, PERCENT, POP, REPORTED, SERVE_MEAN)
 from dimerec.reproduce.runner import Budget, load_run_cached, trained_run
+from dimerec.runs import read_valid
 
 
 def summarize(results: list[dict]) -> tuple[pd.DataFrame, str]:
@@ -46,14 +47,28 @@ def summarize(results: list[dict]) -> tuple[pd.DataFrame, str]:
     return table, note
 
 
+FELL = 0.9  # a run whose last validation HR@50 is under this share of its best fell after its best: not a plateau
+
+
+def fell_after_best(run: Path) -> bool:
+    """Whether the run's validation HR@50 ended under FELL times its best (training diverged or overfitted after the
+    checkpoint kept), from its valid.csv."""
+    scores = [float(row["HR@50"]) for row in read_valid(run / "valid.csv")]
+    return bool(scores) and scores[-1] < FELL * max(scores)
+
+
 def training_length(group: pd.DataFrame) -> dict:
-    """The epochs a row's runs trained (mean) and how many stopped early, their validation HR@50 no longer rising
-    (patience); runs written before either was recorded give NaN and None."""
+    """The epochs a row's runs trained (mean) and how many plateaued: stopped early, their validation HR@50 no longer
+    rising (patience), and not fallen far below its best ("k fell": stopped by patience after falling; the test
+    figures are the best checkpoint's either way); runs written before either was recorded give NaN and None."""
     epochs = group["epochs_trained"] if "epochs_trained" in group else pd.Series(dtype=float)
     stopped = group["stopped_by"] if "stopped_by" in group else pd.Series(dtype=object)
-    recorded = stopped.notna().sum()
+    if stopped.notna().sum() < len(group):
+        return {"epochs": float(epochs.mean()) if epochs.notna().any() else np.nan, "plateaued": None}
+    by_patience = [r for r in group.to_dict("records") if r["stopped_by"] == "patience"]
+    fell = sum(fell_after_best(trained_run(r)) for r in by_patience)
     return {"epochs": float(epochs.mean()) if epochs.notna().any() else np.nan,
-            "plateaued": f"{int((stopped == 'patience').sum())}/{len(group)}" if recorded == len(group) else None}
+            "plateaued": f"{len(by_patience) - fell}/{len(group)}" + (f", {fell} fell" if fell else "")}
 
 
 def paired(frame: pd.DataFrame, a_label: str, b_label: str, key: str) -> tuple[float, float, float, int]:
