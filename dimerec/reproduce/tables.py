@@ -102,7 +102,7 @@ def metric_lines(table: pd.DataFrame) -> list[str]:
     cells["steps"] = [f"{v:.0f}" for v in table["steps"]]
     if table["plateaued"].notna().any():  # runs that record their epochs and why they stopped
         cells["epochs"] = ["—" if np.isnan(v) else f"{v:.1f}" for v in table["epochs"]]
-        cells["plateaued"] = [v or "—" for v in table["plateaued"]]
+        cells["plateaued"] = [v if isinstance(v, str) else "—" for v in table["plateaued"]]  # None reads NaN here
     return markdown_table(cells)
 
 
