@@ -63,11 +63,12 @@ def training_length(group: pd.DataFrame) -> dict:
     figures are the best checkpoint's either way); runs written before either was recorded give NaN and None."""
     epochs = group["epochs_trained"] if "epochs_trained" in group else pd.Series(dtype=float)
     stopped = group["stopped_by"] if "stopped_by" in group else pd.Series(dtype=object)
+    mean_epochs = float(epochs.mean()) if epochs.notna().any() else np.nan
     if stopped.notna().sum() < len(group):
-        return {"epochs": float(epochs.mean()) if epochs.notna().any() else np.nan, "plateaued": None}
+        return {"epochs": mean_epochs, "plateaued": None}
     by_patience = [r for r in group.to_dict("records") if r["stopped_by"] == "patience"]
     fell = sum(fell_after_best(trained_run(r)) for r in by_patience)
-    return {"epochs": float(epochs.mean()) if epochs.notna().any() else np.nan,
+    return {"epochs": mean_epochs,
             "plateaued": f"{len(by_patience) - fell}/{len(group)}" + (f", {fell} fell" if fell else "")}
 
 
