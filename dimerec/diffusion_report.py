@@ -109,6 +109,21 @@ def block_protocol(table: DiffusionTable) -> str:
     return "\n\n".join(paragraphs)
 
 
+def paired(name: str) -> bool:
+    """A row of a pair judged against its own control (OWN_CONTROL): DimeRec or that control."""
+    return name in OWN_CONTROL or name in OWN_CONTROL.values()
+
+
+def featured(table: DiffusionTable) -> list[tuple[str, str]]:
+    """(hypothesis tag, row) for the rows each hypothesis puts forward: both rows of a pair with its own control,
+    else its best chain-served row on validation."""
+    out = []
+    for tag, names in groups(table).items():
+        pairs = [n for n in names if paired(n)]
+        out += [(tag, n) for n in pairs or [best_on_validation(table, names)]]
+    return out
+
+
 def block_summary(table: DiffusionTable) -> str:
     lines = ["| | variant | valid HR@50 | test HR@50 | chain: x̂0 after step 1 → after the last (valid) |",
              "|---|---|---|---|---|"]
@@ -122,10 +137,8 @@ def block_summary(table: DiffusionTable) -> str:
     for spec in DIFFUSION_GROUPS["References"]:
         if table.has(spec.label):
             row("", spec.label)
-    for tag, names in groups(table).items():
-        pairs = [n for n in names if n in OWN_CONTROL or n in OWN_CONTROL.values()]
-        for name in pairs or [best_on_validation(table, names)]:
-            row(tag, name)
+    for tag, name in featured(table):
+        row(tag, name)
     lines.append("")
     lines.append(f"Bold: the control and the best chain-served variant on validation ({best}). A hypothesis with "
                  f"several rows shows the one that validates best; every row is in `results/diffusion_"
@@ -197,8 +210,7 @@ def block_budget(table: DiffusionTable) -> str:
     if earlier is None:
         return f"(no earlier table kept: results/{EARLIER}/diffusion_{table.dataset}.csv is absent)"
     names = [spec.label for spec in DIFFUSION_GROUPS["References"] if table.has(spec.label)]
-    names += [best_on_validation(table, found) for found in groups(table).values()
-              if not any(n in OWN_CONTROL or n in OWN_CONTROL.values() for n in found)]
+    names += [name for _, name in featured(table) if not paired(name)]
     names = [n for n in dict.fromkeys(names) if earlier.has(n)]
     lines = [f"Test HR@50, mean ± std over seeds; the gap is the control's HR@50 minus the variant's. Before: "
              f"`results/{EARLIER}/diffusion_{table.dataset}.md`, each run trained for {earlier.budget()}; at "
