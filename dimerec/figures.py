@@ -90,27 +90,41 @@ def step_curves(curve: pd.DataFrame, title: str) -> go.Figure:
 
 
 def chain_panels(curve: pd.DataFrame, groups: dict[str, list[str]], references: dict[str, float],
-                 title: str) -> go.Figure:
+                 title: str, default_chain: str | None = None) -> go.Figure:
     """One panel per hypothesis: HR@50 of x̂0 (mean over seeds) against the chain's step t, T on the left and
     1 on the right, so partial chains (which start at t* < T) sit where their steps are; the references
-    (label -> value) as dotted lines across every panel."""
-    figure = make_subplots(rows=1, cols=len(groups), shared_yaxes=True, horizontal_spacing=0.03,
-                           subplot_titles=[name.split(":")[0] for name in groups])
+    (label -> value) as dotted lines across every panel, and `default_chain`'s curve in grey behind each
+    hypothesis's own, so that every lever reads against the chain it changes. Colours restart in each panel, so
+    each legend entry starts with its panel's tag ("H1: ...")."""
+    tags = [name.split(":")[0] for name in groups]
+    figure = make_subplots(rows=1, cols=len(groups), shared_yaxes=True, horizontal_spacing=0.03, subplot_titles=tags)
     colors = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
-    for col, (name, labels) in enumerate(groups.items(), start=1):
+    default = curve[curve["model"] == default_chain] if default_chain else curve.iloc[:0]
+    for col, (tag, labels) in enumerate(zip(tags, groups.values()), start=1):
+        if len(default) and default_chain not in labels:
+            figure.add_trace(go.Scatter(x=default["t"], y=default["HR@50 mean"], mode="lines",
+                                        line=dict(color="#aaa", width=3), name=f"{default_chain}, grey",
+                                        showlegend=False,
+                                        hovertemplate=f"{default_chain}<br>t = %{{x}}: %{{y:.2f}}<extra></extra>"),
+                             row=1, col=col)
         for j, label in enumerate(labels):
             frame = curve[curve["model"] == label]
             if len(frame):
-                figure.add_trace(go.Scatter(x=frame["t"], y=frame["HR@50 mean"], mode="lines+markers", name=label,
-                                            line=dict(color=colors[j % len(colors)]), marker=dict(size=4),
+                figure.add_trace(go.Scatter(x=frame["t"], y=frame["HR@50 mean"], mode="lines+markers",
+                                            name=f"{tag}: {label}", line=dict(color=colors[j % len(colors)]),
+                                            marker=dict(size=4),
                                             hovertemplate=f"{label}<br>t = %{{x}}: %{{y:.2f}}<extra></extra>"),
                                  row=1, col=col)
         for label, value in references.items():
             labelled = dict(annotation_text=label, annotation_position="bottom left") if col == 1 else {}
             figure.add_hline(y=value, line=dict(dash="dot", color="#555"), row=1, col=col, **labelled)
-        figure.update_xaxes(autorange="reversed", title_text="step t (T → 1)", row=1, col=col)
+        figure.update_xaxes(autorange="reversed", dtick=10, row=1, col=col)  # few ticks: the panels are narrow
     figure.update_yaxes(title_text="HR@50 of x̂0 (%, validation)", row=1, col=1)
-    figure.update_layout(title=title, legend=dict(orientation="h", y=-0.25, font=dict(size=10)), margin=dict(b=170))
+    figure.add_annotation(text="reverse step t, from T (left) to 1 (right)" + (
+        f"; grey: {default_chain}" if len(default) else ""), xref="paper", yref="paper", x=0.5, y=-0.1,
+        showarrow=False, yanchor="top")
+    figure.update_layout(title=title, margin=dict(b=170),  # the legend in three columns under the panels
+                         legend=dict(orientation="h", y=-0.2, font=dict(size=10)))
     return figure
 
 

@@ -550,7 +550,7 @@ def chain_figure(curve: pd.DataFrame, valid: dict[str, float], dataset: str):
     references = {label: valid[label] for label in (CONTROL.label, SERVE_MEAN.label, POP.label) if label in valid}
     return figures.chain_panels(curve_mean, chained, references,
                                 f"Reverse chains on {dataset}: HR@50 of x̂0 at each step t (validation, mean of "
-                                f"seeds); dotted: validation HR@50 of the references")
+                                f"seeds); dotted: validation HR@50 of the references", default_chain=OURS.label)
 
 
 # What RecBole publishes for ML-1M under its leave-one-out protocol (full ranking, test): the run its hyper-parameter

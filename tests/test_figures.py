@@ -1,0 +1,31 @@
+"""The committed figures' layout rules (dimerec/figures.py), on small hand-made curves."""
+import pandas as pd
+
+from dimerec import figures
+
+
+def curve(labels_and_starts: dict[str, int]) -> pd.DataFrame:
+    rows = [{"model": label, "step": step, "t": t, "HR@50 mean": 40.0 + t, "HR@50 std": 0.0}
+            for label, start in labels_and_starts.items() for step, t in enumerate(range(start, 0, -1), start=1)]
+    return pd.DataFrame(rows)
+
+
+def test_chain_panels_name_each_line_by_its_panel_and_draw_the_default_chain_behind_each_lever():
+    """Colours restart in each panel, so a legend of bare labels matched two lines of one colour to no panel."""
+    groups = {"References": ["DimeRec (ours)"], "H1: guidance": ["w = 0", "w = 1"], "H3: partial": ["t* = 5"]}
+    figure = figures.chain_panels(curve({"DimeRec (ours)": 20, "w = 0": 20, "w = 1": 20, "t* = 5": 5}), groups,
+                                  {"control": 60.0}, "title", default_chain="DimeRec (ours)")
+    shown = [trace for trace in figure.data if trace.showlegend is not False]
+    assert [trace.name for trace in shown] == ["References: DimeRec (ours)", "H1: w = 0", "H1: w = 1", "H3: t* = 5"]
+    colours = {trace.name: trace.line.color for trace in shown}
+    assert colours["H1: w = 0"] != colours["H1: w = 1"]
+    grey = [trace for trace in figure.data if trace.showlegend is False]
+    # behind each hypothesis's panel (x2, x3), not in the references' own panel, and the full chain's 20 steps
+    assert sorted(trace.xaxis for trace in grey) == ["x2", "x3"] and all(len(trace.x) == 20 for trace in grey)
+    assert {trace.xaxis for trace in shown if trace.name.startswith("H3")} == {"x3"}
+
+
+def test_chain_panels_without_a_default_chain_draw_only_the_groups_lines():
+    groups = {"H1: guidance": ["w = 0"]}
+    figure = figures.chain_panels(curve({"w = 0": 20}), groups, {}, "title")
+    assert [trace.name for trace in figure.data] == ["H1: w = 0"]
