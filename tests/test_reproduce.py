@@ -575,6 +575,7 @@ def test_a_run_that_fell_after_its_best_is_not_counted_as_plateaued(tmp_path):
     def result(name: str, curve: list[float], stopped_by: str = "patience") -> dict:
         run = tmp_path / name
         run.mkdir()
+        (run / "config.json").write_text("{}")
         (run / "valid.csv").write_text("epoch,HR@50\n" + "".join(f"{i},{v}\n" for i, v in enumerate(curve, 1)))
         return {"run": str(run), "stopped_by": stopped_by, "epochs_trained": float(len(curve))}
 
@@ -583,3 +584,7 @@ def test_a_run_that_fell_after_its_best_is_not_counted_as_plateaued(tmp_path):
     capped = result("capped", [0.40, 0.45], stopped_by="max_epochs")
     assert training_length(pd.DataFrame([level, capped]))["plateaued"] == "1/2"
     assert training_length(pd.DataFrame([level, fallen, capped])) == {"epochs": 10 / 3, "plateaued": "1/3, 1 fell"}
+    # a served row reads its source's curve; beside it, a trained row's missing served_from becomes NaN (the
+    # diffusion table on planted stopped on that NaN, taken for a source folder)
+    served = {**result("served", []), "served_from": "../fallen"}
+    assert training_length(pd.DataFrame([level, served]))["plateaued"] == "1/2, 1 fell"
