@@ -96,25 +96,25 @@ def chain_panels(curve: pd.DataFrame, groups: dict[str, list[str]], references: 
     (label -> value) as dotted lines across every panel, and `default_chain`'s curve in grey behind each
     hypothesis's own, so that every lever reads against the chain it changes. Colours restart in each panel, so
     each legend entry starts with its panel's tag ("H1: ...")."""
+    def hover(label: str) -> str:
+        return f"{label}<br>t = %{{x}}: %{{y:.2f}}<extra></extra>"
+
     tags = [name.split(":")[0] for name in groups]
     figure = make_subplots(rows=1, cols=len(groups), shared_yaxes=True, horizontal_spacing=0.03, subplot_titles=tags)
     colors = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
     default = curve[curve["model"] == default_chain] if default_chain else curve.iloc[:0]
     for col, (tag, labels) in enumerate(zip(tags, groups.values()), start=1):
         if len(default) and default_chain not in labels:
+            # no legendgroup: one would stack plotly's horizontal legend into a single column
             figure.add_trace(go.Scatter(x=default["t"], y=default["HR@50 mean"], mode="lines",
                                         line=dict(color="#aaa", width=3), name=f"{default_chain}, grey",
-                                        showlegend=False,
-                                        hovertemplate=f"{default_chain}<br>t = %{{x}}: %{{y:.2f}}<extra></extra>"),
-                             row=1, col=col)
+                                        showlegend=False, hovertemplate=hover(default_chain)), row=1, col=col)
         for j, label in enumerate(labels):
             frame = curve[curve["model"] == label]
             if len(frame):
                 figure.add_trace(go.Scatter(x=frame["t"], y=frame["HR@50 mean"], mode="lines+markers",
                                             name=f"{tag}: {label}", line=dict(color=colors[j % len(colors)]),
-                                            marker=dict(size=4),
-                                            hovertemplate=f"{label}<br>t = %{{x}}: %{{y:.2f}}<extra></extra>"),
-                                 row=1, col=col)
+                                            marker=dict(size=4), hovertemplate=hover(label)), row=1, col=col)
         for label, value in references.items():
             labelled = dict(annotation_text=label, annotation_position="bottom left") if col == 1 else {}
             figure.add_hline(y=value, line=dict(dash="dot", color="#555"), row=1, col=col, **labelled)
@@ -123,7 +123,7 @@ def chain_panels(curve: pd.DataFrame, groups: dict[str, list[str]], references: 
     figure.add_annotation(text="reverse step t, from T (left) to 1 (right)" + (
         f"; grey: {default_chain}" if len(default) else ""), xref="paper", yref="paper", x=0.5, y=-0.1,
         showarrow=False, yanchor="top")
-    figure.update_layout(title=title, margin=dict(b=170),  # the legend in three columns under the panels
+    figure.update_layout(title=title, margin=dict(b=170),  # the legend under the panels, in as many columns as fit
                          legend=dict(orientation="h", y=-0.2, font=dict(size=10)))
     return figure
 
