@@ -582,9 +582,10 @@ def test_a_run_that_fell_after_its_best_is_not_counted_as_plateaued(tmp_path):
     level = result("level", [0.40, 0.50, 0.49, 0.48])  # within a tenth of its best: a plateau
     fallen = result("fallen", [0.40, 0.50, 0.07, 0.08])
     capped = result("capped", [0.40, 0.45], stopped_by="max_epochs")
-    assert training_length(pd.DataFrame([level, capped]))["plateaued"] == "1/2"
-    assert training_length(pd.DataFrame([level, fallen, capped])) == {"epochs": 10 / 3, "plateaued": "1/3, 1 fell"}
-    # a served row reads its source's curve; beside it, a trained row's missing served_from becomes NaN (the
-    # diffusion table on planted stopped on that NaN, taken for a source folder)
+    assert training_length([level, capped])["plateaued"] == "1/2"
+    assert training_length([level, fallen, capped]) == {"epochs": 10 / 3, "plateaued": "1/3, 1 fell"}
+    # a served row reads its source's curve, beside a trained row that has no served_from
     served = {**result("served", []), "served_from": "../fallen"}
-    assert training_length(pd.DataFrame([level, served]))["plateaued"] == "1/2, 1 fell"
+    assert training_length([level, served])["plateaued"] == "1/2, 1 fell"
+    # runs written before stopped_by was recorded: no plateau column, the epochs that are known
+    assert training_length([level, {"run": level["run"]}]) == {"epochs": 4.0, "plateaued": None}

@@ -124,9 +124,9 @@ _LOADED: dict[tuple, tuple] = {}
 
 
 def trained_run(result: dict) -> Path:
-    """The directory holding a result's weights and training logs (a served run's source). A trained run has no
-    `served_from`, or NaN where its result went through a DataFrame beside served ones."""
-    if isinstance(served_from := result.get("served_from"), str):
+    """The directory holding a result's weights and training logs (a served run's source); a trained run has no
+    `served_from`."""
+    if served_from := result.get("served_from"):
         return served_source(Path(result["run"]), served_from)
     return Path(result["run"])
 

@@ -21,11 +21,11 @@ def summarize(results: list[dict]) -> tuple[pd.DataFrame, str]:
     """Mean ± std of test metrics per model, in %; plus a paired t-test of ours vs the best baseline."""
 
     rows = []
-    for label, group in pd.DataFrame(results).groupby("label", sort=False):
-        tests = pd.DataFrame(list(group["test"]))
-        row = {"model": label, "role": group["role"].iloc[0], "seeds": len(group),
-               "train_minutes": float(group["train_minutes"].mean()), "steps": float(group["steps"].mean()),
-               **training_length(group)}
+    for label, group in by_label(results).items():
+        tests = pd.DataFrame([r["test"] for r in group])
+        row = {"model": label, "role": group[0]["role"], "seeds": len(group),
+               "train_minutes": float(np.mean([r["train_minutes"] for r in group])),
+               "steps": float(np.mean([r["steps"] for r in group])), **training_length(group)}
         for key in REPORTED:
             row[key] = 100 * tests[key].mean()
             row[f"{key} std"] = 100 * tests[key].std(ddof=1) if len(tests) > 1 else 0.0
@@ -57,16 +57,24 @@ def fell_after_best(run: Path) -> bool:
     return bool(scores) and scores[-1] < FELL * max(scores)
 
 
-def training_length(group: pd.DataFrame) -> dict:
+def by_label(results: list[dict]) -> dict[str, list[dict]]:
+    """The results of each row (label), in the order rows first appear; kept as dicts, so a key a result lacks stays
+    missing (a DataFrame would fill it with NaN)."""
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(r["label"], []).append(r)
+    return groups
+
+
+def training_length(group: list[dict]) -> dict:
     """The epochs a row's runs trained (mean) and how many plateaued: stopped early, their validation HR@50 no longer
     rising (patience), and not fallen far below its best ("k fell": stopped by patience after falling; the test
     figures are the best checkpoint's either way); runs written before either was recorded give NaN and None."""
-    epochs = group["epochs_trained"] if "epochs_trained" in group else pd.Series(dtype=float)
-    stopped = group["stopped_by"] if "stopped_by" in group else pd.Series(dtype=object)
-    mean_epochs = float(epochs.mean()) if epochs.notna().any() else np.nan
-    if stopped.notna().sum() < len(group):
+    epochs = [r["epochs_trained"] for r in group if r.get("epochs_trained") is not None]
+    mean_epochs = float(np.mean(epochs)) if epochs else np.nan
+    if any(r.get("stopped_by") is None for r in group):
         return {"epochs": mean_epochs, "plateaued": None}
-    by_patience = [r for r in group.to_dict("records") if r["stopped_by"] == "patience"]
+    by_patience = [r for r in group if r["stopped_by"] == "patience"]
     fell = sum(fell_after_best(trained_run(r)) for r in by_patience)
     return {"epochs": mean_epochs,
             "plateaued": f"{len(by_patience) - fell}/{len(group)}" + (f", {fell} fell" if fell else "")}
