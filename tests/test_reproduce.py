@@ -428,6 +428,7 @@ def test_loo_trains_under_recboles_protocol_and_places_ours_beside_its_published
     assert "Test split, loo protocol" in md
     assert "Not run (`--skip-runs`): GRU4Rec (RecBole's ML-1M settings, batches of 4,096)." in md
     assert "GRU4Rec (RecBole's ML-1M settings, batches of 4,096)" not in set(table["model"])
+    assert not (runs / "planted" / "gru4rec-recbole-s-ml-1m-settings-batches-of-4-096").exists()  # never trained
     assert next(line for line in md.splitlines() if line.startswith("| MostPopular |")).endswith("| — | — |")
     configs = {p.parent.parent.name: json.loads(p.read_text()) for p in (runs / "planted").glob("*/seed0/config.json")}
     assert configs["sasrec-recbole-s-ml-1m-settings"]["train_config"]["protocol"] == "loo"
