@@ -29,3 +29,16 @@ def test_chain_panels_without_a_default_chain_draw_only_the_groups_lines():
     groups = {"H1: guidance": ["w = 0"]}
     figure = figures.chain_panels(curve({"w = 0": 20}), groups, {}, "title")
     assert [trace.name for trace in figure.data] == ["H1: w = 0"]
+
+
+def test_metric_bars_lie_level_with_each_row_named_once_in_the_tables_order():
+    """Slanted names under vertical bars ran off the PNG for the loo rows; horizontal bars keep each name level."""
+    table = pd.DataFrame({"model": ["MostPopular", "GRU4Rec (RecBole's ML-1M settings, batches of 4,096)"],
+                          "HR@50": [11.0, 51.4], "HR@50 std": [0.0, 0.3], "NDCG@50": [2.8, 18.2],
+                          "NDCG@50 std": [0.0, 0.1]})
+    figure = figures.metric_bars(table, "title")
+    assert [trace.orientation for trace in figure.data] == ["h", "h"]
+    assert [list(trace.y) for trace in figure.data] == [list(table["model"])] * 2
+    assert list(figure.data[1].x) == [2.8, 18.2] and list(figure.data[1].error_x.array) == [0.0, 0.1]
+    # the first row at the top, and the names written once: the second panel shares the first's axis
+    assert figure.layout.yaxis.autorange == "reversed" and figure.layout.yaxis2.matches == "y"
