@@ -37,27 +37,38 @@ def save(figure: go.Figure, stem: Path) -> None:
 def metric_bars(table: pd.DataFrame, title: str) -> go.Figure:
     """Each row's test HR@50 and NDCG@50 (mean ± std) as horizontal bars, in the table's order from the top: row
     names as long as "GRU4Rec (RecBole's ML-1M settings, batches of 4,096)" read level, written once at the left."""
-    figure = make_subplots(rows=1, cols=2, subplot_titles=("HR@50 (%)", "NDCG@50 (%)"), shared_yaxes=True,
-                           horizontal_spacing=0.03)
+    figure = model_bars(("HR@50 (%)", "NDCG@50 (%)"), title)
     for col, key in enumerate(("HR@50", "NDCG@50"), start=1):
-        figure.add_trace(go.Bar(y=table["model"], x=table[key], orientation="h", name=key, showlegend=False,
-                                error_x=dict(type="data", array=table[f"{key} std"]),
-                                hovertemplate=f"%{{y}}<br>{key} %{{x:.2f}}<extra></extra>"), row=1, col=col)
+        add_model_bars(figure, table["model"], table[key], table[f"{key} std"], key, col)
+    return figure
+
+
+def table2_bars(summary: pd.DataFrame, title: str) -> go.Figure:
+    figure = model_bars(("linear-probe accuracy (%)", "categories in top 100"), title)
+    add_model_bars(figure, summary["model"], summary["probe accuracy"], summary["probe accuracy std"],
+                   "probe accuracy", 1)
+    figure.add_trace(go.Scatter(x=summary["majority floor"], y=summary["model"], mode="lines",
+                                line=dict(dash="dash", color="#333"), name="majority class"), row=1, col=1)
+    add_model_bars(figure, summary["model"], summary["categories in top 100"],
+                   summary["categories in top 100 std"], "categories in top 100", 2)
+    figure.update_layout(legend=dict(orientation="h", x=0, y=-0.12, font=dict(size=PNG_FONT)))
+    return figure
+
+
+def model_bars(panel_titles: tuple[str, str], title: str) -> go.Figure:
+    """Two panels of horizontal bars, one a model, sharing the models' axis: the names level, written once at the
+    left, the table's first row at the top."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=panel_titles, shared_yaxes=True, horizontal_spacing=0.03)
     figure.update_yaxes(autorange="reversed", automargin=True, ticklabelstandoff=8)
     figure.update_layout(title=title, margin=dict(l=20, r=20))
     return figure
 
 
-def table2_bars(summary: pd.DataFrame, title: str) -> go.Figure:
-    figure = make_subplots(rows=1, cols=2, subplot_titles=("linear-probe accuracy (%)", "categories in top 100"))
-    figure.add_trace(go.Bar(x=summary["model"], y=summary["probe accuracy"], showlegend=False,
-                            error_y=dict(type="data", array=summary["probe accuracy std"])), row=1, col=1)
-    figure.add_trace(go.Scatter(x=summary["model"], y=summary["majority floor"], mode="lines",
-                                line=dict(dash="dash", color="grey"), name="majority class"), row=1, col=1)
-    figure.add_trace(go.Bar(x=summary["model"], y=summary["categories in top 100"], showlegend=False,
-                            error_y=dict(type="data", array=summary["categories in top 100 std"])), row=1, col=2)
-    figure.update_layout(title=title, margin=dict(b=140))
-    return figure
+def add_model_bars(figure: go.Figure, models: pd.Series, values: pd.Series, stds: pd.Series, name: str,
+                   col: int) -> None:
+    figure.add_trace(go.Bar(y=models, x=values, orientation="h", name=name, showlegend=False,
+                            error_x=dict(type="data", array=stds),
+                            hovertemplate=f"%{{y}}<br>{name} %{{x:.2f}}<extra></extra>"), row=1, col=col)
 
 
 def loss_curves(curves: dict[str, pd.DataFrame], title: str | None, window: int = 100,

@@ -42,3 +42,15 @@ def test_metric_bars_lie_level_with_each_row_named_once_in_the_tables_order():
     assert list(figure.data[1].x) == [2.8, 18.2] and list(figure.data[1].error_x.array) == [0.0, 0.1]
     # the first row at the top, and the names written once: the second panel shares the first's axis
     assert figure.layout.yaxis.autorange == "reversed" and figure.layout.yaxis2.matches == "y"
+
+
+def test_table2_bars_draw_the_majority_floor_across_the_probe_panel_only():
+    summary = pd.DataFrame({"model": ["SASRec", "DimeRec (ours)"], "probe accuracy": [87.0, 79.0],
+                            "probe accuracy std": [0.5, 0.6], "majority floor": [29.2, 29.2],
+                            "categories in top 100": [15.2, 14.7], "categories in top 100 std": [0.1, 0.4]})
+    figure = figures.table2_bars(summary, "title")
+    floor = next(trace for trace in figure.data if trace.name == "majority class")
+    assert list(floor.x) == [29.2, 29.2] and list(floor.y) == ["SASRec", "DimeRec (ours)"] and floor.xaxis == "x"
+    bars = [trace for trace in figure.data if trace.type == "bar"]
+    assert [(trace.xaxis, list(trace.x)) for trace in bars] == [("x", [87.0, 79.0]), ("x2", [15.2, 14.7])]
+    assert all(trace.orientation == "h" for trace in bars)
