@@ -454,7 +454,8 @@ def test_the_loo_section_fills_recboles_figures_on_ml1m():
     metrics = {"HR@10": 0.2, "HR@20": 0.3, "HR@50": 0.5, "NDCG@10": 0.1, "NDCG@20": 0.12, "NDCG@50": 0.15,
                "MRR@10": 0.0812}
     results = [{"label": spec.label, "role": spec.role, "seed": seed, "train_minutes": 1.0, "steps": 10,
-                "test": {**metrics, "HR@10": metrics["HR@10"] + 0.01 * seed}} for spec in LOO_ROWS for seed in (0, 1)]
+                "run": "no-such-run", "test": {**metrics, "HR@10": metrics["HR@10"] + 0.01 * seed}}
+               for spec in LOO_ROWS for seed in (0, 1)]
     table, note = summarize(results)
     lines, _, _ = section_loo("loo", "ml-1m", results, table, note)
     cells = beside_cells("\n".join(lines))
@@ -473,6 +474,7 @@ def test_the_loo_section_measures_each_difference_as_a_pair_of_rows():
     assert {without, with_it} <= {spec.label for spec in LOO_ROWS}
     lift = {without: 0.0, with_it: 0.05}
     results = [{"label": spec.label, "role": spec.role, "seed": seed, "train_minutes": 1.0, "steps": 10,
+                "run": "no-such-run",
                 "test": {"HR@10": 0.15 + lift.get(spec.label, 0.0) + 0.01 * seed * (spec.label == with_it),
                          "HR@20": 0.3, "HR@50": 0.5, "NDCG@10": 0.07 + lift.get(spec.label, 0.0) / 2,
                          "NDCG@20": 0.1, "NDCG@50": 0.15, "MRR@10": 0.05}}
@@ -485,6 +487,29 @@ def test_the_loo_section_measures_each_difference_as_a_pair_of_rows():
     from scipy import stats
     p = stats.ttest_rel([0.20, 0.21], [0.15, 0.15]).pvalue
     assert row[1:] == ["2", "15.00", "20.50", "+5.50", "+2.50", f"{p:.3g}"]
+
+
+def test_the_loo_section_bounds_the_selection_metric_from_the_validation_curves(tmp_path):
+    """RecBole selects on NDCG@10, ours on HR@50: valid.csv records HR@10, so choosing the epoch by it is bounded by
+    the best epoch's HR@10 minus the HR@50-chosen epoch's (the first of equal HR@50s, as training keeps it)."""
+    from dimerec.reproduce.tables import RECBOLE_SELECTION, selection_lines
+
+    def result(label: str, seed: int, curve: list[tuple[float, float]]) -> dict:
+        run = tmp_path / f"{label}{seed}"
+        run.mkdir()
+        (run / "valid.csv").write_text("epoch,HR@50,HR@10\n" + "".join(f"{i},{hr50},{hr10}\n" for i, (hr50, hr10)
+                                                                     in enumerate(curve, 1)))
+        return {"label": label, "seed": seed, "run": str(run)}
+
+    results = [result("A", 0, [(0.40, 0.10), (0.50, 0.20), (0.50, 0.25), (0.45, 0.23)]),  # chosen: epoch 2
+               result("A", 1, [(0.50, 0.22), (0.40, 0.21)]),  # chosen is the best: 0
+               result("B", 0, [(0.30, 0.12), (0.31, 0.11)])]
+    text = "\n".join(selection_lines(results))
+    assert "by at most 1.00 to 2.50 points" in text and "(A 2.50; B 1.00)" in text
+    assert text.index("Not matched, bounded:") < text.index(RECBOLE_SELECTION)
+    # runs that recorded no validation HR@10 leave the selection among the unmeasured differences
+    (tmp_path / "B0" / "valid.csv").write_text("epoch,HR@50\n1,0.3\n")
+    assert "bounded" not in "\n".join(selection_lines(results[2:])) and RECBOLE_SELECTION in text
 
 
 def test_a_run_a_stopped_reproduce_left_unfinished_resumes_under_the_same_budget(tmp_path):
