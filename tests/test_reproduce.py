@@ -41,7 +41,8 @@ EPOCHS = "trained for at most 50 epochs, stopped after 5 validations without a b
 
 
 # rows too slow for --quick: the loo GRU4Rec in batches of 4,096 trains 4 budgets of 4,096-target steps (minutes)
-QUICK_SKIPS = {"loo": ("--skip-runs", "gru4rec-recbole-s-ml-1m-settings-batches-of-4-096,"
+QUICK_SKIPS = {"loo": ("--skip-runs", "sasrec-recbole-s-ml-1m-settings-batches-of-4-096,"
+                                      "gru4rec-recbole-s-ml-1m-settings-batches-of-4-096,"
                                       "gru4rec-recbole-s-ml-1m-settings-batches-of-4-096-and-width")}
 
 
@@ -427,8 +428,8 @@ def test_loo_trains_under_recboles_protocol_and_places_ours_beside_its_published
     runs, _ = dirs
     md, table = run("loo", dirs, "--quick", *QUICK_SKIPS["loo"])
     assert "Test split, loo protocol" in md
-    skipped = ["GRU4Rec (RecBole's ML-1M settings, batches of 4,096)",
-               "GRU4Rec (RecBole's ML-1M settings, batches of 4,096 and width)"]
+    skipped = [f"{model} (RecBole's ML-1M settings, batches of 4,096{width})"
+               for model, width in (("GRU4Rec", ""), ("SASRec", ""), ("GRU4Rec", " and width"))]
     assert f"Not run (`--skip-runs`): {', '.join(skipped)}." in md
     assert not set(skipped) & set(table["model"])
     for slug in QUICK_SKIPS["loo"][1].split(","):

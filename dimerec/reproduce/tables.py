@@ -597,6 +597,8 @@ RECBOLE_MEASURED = (
     ("GRU4Rec's batch: RecBole's 4,096 targets (`--batch-size 4096`, about 240 optimiser steps an epoch at "
      "RecBole's learning rate, so 4 times the epochs), for 256 (about 4,200)",
      "GRU4Rec (RecBole's ML-1M settings)", "GRU4Rec (RecBole's ML-1M settings, batches of 4,096)"),
+    ("SASRec's batch: RecBole's 4,096 targets (`--batch-size 4096`, 4 times the epochs), for 256",
+     "SASRec (RecBole's ML-1M settings)", "SASRec (RecBole's ML-1M settings, batches of 4,096)"),
     ("GRU4Rec's state: RecBole's 128 wide, projected to 64 (`--gru-hidden 128`), for 64 wide; both in batches of "
      "4,096", "GRU4Rec (RecBole's ML-1M settings, batches of 4,096)",
      "GRU4Rec (RecBole's ML-1M settings, batches of 4,096 and width)"),
