@@ -493,7 +493,7 @@ def test_the_loo_section_measures_each_difference_as_a_pair_of_rows():
 def test_the_loo_section_bounds_the_selection_metric_from_the_validation_curves(tmp_path):
     """RecBole selects on NDCG@10, ours on HR@50: valid.csv records HR@10, so choosing the epoch by it is bounded by
     the best epoch's HR@10 minus the HR@50-chosen epoch's (the first of equal HR@50s, as training keeps it)."""
-    from dimerec.reproduce.tables import RECBOLE_SELECTION, selection_lines
+    from dimerec.reproduce.tables import RECBOLE_SELECTION, unmatched_lines
 
     def result(label: str, seed: int, curve: list[tuple[float, float]]) -> dict:
         run = tmp_path / f"{label}{seed}"
@@ -505,12 +505,12 @@ def test_the_loo_section_bounds_the_selection_metric_from_the_validation_curves(
     results = [result("A", 0, [(0.40, 0.10), (0.50, 0.20), (0.50, 0.25), (0.45, 0.23)]),  # chosen: epoch 2
                result("A", 1, [(0.50, 0.22), (0.40, 0.21)]),  # chosen is the best: 0
                result("B", 0, [(0.30, 0.12), (0.31, 0.11)])]
-    text = "\n".join(selection_lines(results))
+    text = "\n".join(unmatched_lines(results))
     assert "by at most 1.00 to 2.50 points" in text and "(A 2.50; B 1.00)" in text
     assert text.index("Not matched, bounded:") < text.index(RECBOLE_SELECTION)
     # runs that recorded no validation HR@10 leave the selection among the unmeasured differences
     (tmp_path / "B0" / "valid.csv").write_text("epoch,HR@50\n1,0.3\n")
-    assert "bounded" not in "\n".join(selection_lines(results[2:])) and RECBOLE_SELECTION in text
+    assert "bounded" not in "\n".join(unmatched_lines(results[2:])) and RECBOLE_SELECTION in text
 
 
 def test_a_run_a_stopped_reproduce_left_unfinished_resumes_under_the_same_budget(tmp_path):

@@ -647,7 +647,7 @@ def section_loo(name, dataset, results, table, note, **_):
               "Ours: mean over seeds of the runs above (test, %). RecBole: the test figures its ML-1M benchmark "
               "publishes for the setting its search chose on validation (github.com/RUCAIBox/RecBole, "
               "benchmark/hyper/sequential/SASRec-ml-1m_seq.md and GRU4Rec-ml-1m_seq.md), filled on ml-1m only.",
-              "", f"Matched: {RECBOLE_MATCHED}.", "", *selection_lines(results), "",
+              "", f"Matched: {RECBOLE_MATCHED}.", "", *unmatched_lines(results), "",
               *markdown_table(pd.DataFrame(rows)), *measured_differences(results)]
     return lines, figure, csv_table
 
@@ -667,7 +667,7 @@ def selection_gaps(results: list[dict]) -> dict[str, float]:
     return {label: float(np.mean(values)) for label, values in gaps.items()}
 
 
-def selection_lines(results: list[dict]) -> list[str]:
+def unmatched_lines(results: list[dict]) -> list[str]:
     """What is not matched: the data and training differences, unmeasured, and the selection metric, bounded from
     the runs' validation curves where they recorded HR@10 (RecBole's NDCG@10 is not recorded; HR@10 stands in)."""
     gaps = selection_gaps(results)
@@ -680,7 +680,6 @@ def selection_lines(results: list[dict]) -> list[str]:
             f"points: the best epoch's HR@10 minus the chosen epoch's, mean over seeds ({each}). A bound on "
             "validation, within the epochs trained (patience watched HR@50): a maximum over epochs flatters "
             "itself, so on test the gain would likely be smaller."]
-
 
 
 SECTIONS = {"table1": section_table1, "table2": section_table2, "table4": section_table4, "fig4": section_fig4,
