@@ -270,6 +270,20 @@ def test_a_row_with_ours_flags_shares_ours_run_in_every_experiment():
     assert LONG_OURS.flags == OURS.flags and LONG_OURS.slug != OURS.slug
 
 
+def test_a_run_folder_holds_one_run_definition_across_experiments():
+    """Rows of different experiments share a run by its folder (slug), so one slug must mean one run: Table 5's
+    "T = 5" (trained with T = 5) once shared ours-t-5 with DIFFUSION's "ours, t* = 5" (ours served from t* = 5),
+    and whichever ran first would have been scored for both."""
+    definitions: dict[str, set] = {}
+    for specs in EXPERIMENTS.values():
+        for spec in specs:
+            definitions.setdefault(spec.slug, set()).add(
+                (spec.model, tuple(spec.flags), spec.serve_of, tuple(sorted(spec.serve_overrides.items())),
+                 spec.budget_scale, spec.patience))
+    shared = {slug: defs for slug, defs in definitions.items() if len(defs) > 1}
+    assert not shared, shared
+
+
 def test_every_tuning_grid_is_small_and_names_real_flags():
     from dimerec.cli import build_parser
 

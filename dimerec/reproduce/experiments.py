@@ -54,8 +54,10 @@ def ablations(base: RunSpec) -> list[RunSpec]:
 
 
 def sweep(symbol: str, flag: str, values: list, default) -> list[RunSpec]:
+    # "trained with" keeps the folders apart from DIFFUSION's serving rows: "ours T 5" and "ours, t* = 5" were
+    # both ours-t-5, a run trained with T = 5 and ours served from t* = 5
     return [dimerec_variant(f"{symbol} = {v}", [], run_name=OURS.label) if v == default else  # the default: ours
-            dimerec_variant(f"{symbol} = {v}", [flag, str(v)], run_name=f"ours {flag.lstrip('-')} {v}")
+            dimerec_variant(f"{symbol} = {v}", [flag, str(v)], run_name=f"ours trained with {flag.lstrip('-')} {v}")
             for v in values]
 
 
