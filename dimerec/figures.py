@@ -106,12 +106,15 @@ def step_curves(curve: pd.DataFrame, title: str) -> go.Figure:
 
 
 def chain_panels(curve: pd.DataFrame, groups: dict[str, list[str]], references: dict[str, float],
-                 title: str, default_chain: str | None = None) -> go.Figure:
+                 title: str, default_chain: str | None = None,
+                 own_controls: dict[str, float] | None = None) -> go.Figure:
     """One panel per hypothesis: HR@50 of x̂0 (mean over seeds) against the chain's step t, T on the left and
     1 on the right, so partial chains (which start at t* < T) sit where their steps are; the references
     (label -> value) as dotted lines across every panel, and `default_chain`'s curve in grey behind each
-    hypothesis's own, so that every lever reads against the chain it changes. Colours restart in each panel, so
-    each legend entry starts with its panel's tag ("H1: ...")."""
+    hypothesis's own, so that every lever reads against the chain it changes. `own_controls` (group -> value):
+    a lever trained with a control of its own (H5, H7) has it dashed in its panel, since the references' control
+    is not the one it is judged against. Colours restart in each panel, so each legend entry starts with its
+    panel's tag ("H1: ...")."""
     def hover(label: str) -> str:
         return f"{label}<br>t = %{{x}}: %{{y:.2f}}<extra></extra>"
 
@@ -134,6 +137,9 @@ def chain_panels(curve: pd.DataFrame, groups: dict[str, list[str]], references: 
         for label, value in references.items():
             labelled = dict(annotation_text=label, annotation_position="bottom left") if col == 1 else {}
             figure.add_hline(y=value, line=dict(dash="dot", color="#555"), row=1, col=col, **labelled)
+        if own_controls and tag in own_controls:
+            figure.add_hline(y=own_controls[tag], line=dict(dash="dash", color="#222", width=2), row=1, col=col,
+                             annotation_text="its own control", annotation_position="top left")
         figure.update_xaxes(autorange="reversed", dtick=10, row=1, col=col)  # few ticks: the panels are narrow
     figure.update_yaxes(title_text="HR@50 of x̂0 (%, validation)", row=1, col=1)
     figure.add_annotation(text="reverse step t, from T (left) to 1 (right)" + (

@@ -31,6 +31,19 @@ def test_chain_panels_without_a_default_chain_draw_only_the_groups_lines():
     assert [trace.name for trace in figure.data] == ["H1: w = 0"]
 
 
+def test_chain_panels_draw_a_levers_own_control_dashed_in_its_panel_only():
+    """H7's pair is judged against its own control (55.8 on ML-1M), not the references' one (52.6): its panel
+    showed only the latter."""
+    groups = {"References": ["DimeRec (ours)"], "H3: partial": ["t* = 5"], "H7: strong base": ["ours on SASRec"]}
+    figure = figures.chain_panels(curve({"DimeRec (ours)": 20, "t* = 5": 5, "ours on SASRec": 20}), groups,
+                                  {"control": 52.6}, "title", own_controls={"H7": 55.8})
+    dashed = [shape for shape in figure.layout.shapes if shape.line.dash == "dash"]
+    assert [(shape.y0, shape.xref) for shape in dashed] == [(55.8, "x3 domain")]
+    dotted = [shape for shape in figure.layout.shapes if shape.line.dash == "dot"]
+    assert sorted(shape.xref for shape in dotted) == ["x domain", "x2 domain", "x3 domain"]
+    assert {shape.y0 for shape in dotted} == {52.6}
+
+
 def test_metric_bars_lie_level_with_each_row_named_once_in_the_tables_order():
     """Slanted names under vertical bars ran off the PNG for the loo rows; horizontal bars keep each name level."""
     table = pd.DataFrame({"model": ["MostPopular", "GRU4Rec (RecBole's ML-1M settings, batches of 4,096)"],

@@ -556,9 +556,12 @@ def chain_figure(curve: pd.DataFrame, valid: dict[str, float], dataset: str):
                for group, specs in DIFFUSION_GROUPS.items()}
     chained = {group: labels for group, labels in chained.items() if labels}
     references = {label: valid[label] for label in (CONTROL.label, SERVE_MEAN.label, POP.label) if label in valid}
+    own_controls = {group.split(":")[0]: valid[OWN_CONTROL[label]] for group, labels in chained.items()
+                    for label in labels if OWN_CONTROL.get(label) in valid}
     return figures.chain_panels(curve_mean, chained, references,
                                 f"Reverse chains on {dataset}: HR@50 of x̂0 at each step t (validation, mean of "
-                                f"seeds); dotted: validation HR@50 of the references", default_chain=OURS.label)
+                                f"seeds); dotted: validation HR@50 of the references; dashed: a lever's own control",
+                                default_chain=OURS.label, own_controls=own_controls)
 
 
 # What RecBole publishes for ML-1M under its leave-one-out protocol (full ranking, test): the run its hyper-parameter
