@@ -111,7 +111,7 @@ def chain_panels(curve: pd.DataFrame, groups: dict[str, list[str]], references: 
     """One panel per hypothesis: HR@50 of x̂0 (mean over seeds) against the chain's step t, T on the left and
     1 on the right, so partial chains (which start at t* < T) sit where their steps are; the references
     (label -> value) as dotted lines across every panel, and `default_chain`'s curve in grey behind each
-    hypothesis's own, so that every lever reads against the chain it changes. `own_controls` (group -> value):
+    hypothesis's own, so that every lever reads against the chain it changes. `own_controls` (group name -> value):
     a lever trained with a control of its own (H5, H7) has it dashed in its panel, since the references' control
     is not the one it is judged against. Colours restart in each panel, so each legend entry starts with its
     panel's tag ("H1: ...")."""
@@ -122,7 +122,7 @@ def chain_panels(curve: pd.DataFrame, groups: dict[str, list[str]], references: 
     figure = make_subplots(rows=1, cols=len(groups), shared_yaxes=True, horizontal_spacing=0.03, subplot_titles=tags)
     colors = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
     default = curve[curve["model"] == default_chain] if default_chain else curve.iloc[:0]
-    for col, (tag, labels) in enumerate(zip(tags, groups.values()), start=1):
+    for col, (tag, (group, labels)) in enumerate(zip(tags, groups.items()), start=1):
         if len(default) and default_chain not in labels:
             # no legendgroup: one would stack plotly's horizontal legend into a single column
             figure.add_trace(go.Scatter(x=default["t"], y=default["HR@50 mean"], mode="lines",
@@ -137,8 +137,8 @@ def chain_panels(curve: pd.DataFrame, groups: dict[str, list[str]], references: 
         for label, value in references.items():
             labelled = dict(annotation_text=label, annotation_position="bottom left") if col == 1 else {}
             figure.add_hline(y=value, line=dict(dash="dot", color="#555"), row=1, col=col, **labelled)
-        if own_controls and tag in own_controls:
-            figure.add_hline(y=own_controls[tag], line=dict(dash="dash", color="#222", width=2), row=1, col=col,
+        if own_controls and group in own_controls:
+            figure.add_hline(y=own_controls[group], line=dict(dash="dash", color="#222", width=2), row=1, col=col,
                              annotation_text="its own control", annotation_position="top left")
         figure.update_xaxes(autorange="reversed", dtick=10, row=1, col=col)  # few ticks: the panels are narrow
     figure.update_yaxes(title_text="HR@50 of x̂0 (%, validation)", row=1, col=1)

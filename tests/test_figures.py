@@ -36,7 +36,7 @@ def test_chain_panels_draw_a_levers_own_control_dashed_in_its_panel_only():
     showed only the latter."""
     groups = {"References": ["DimeRec (ours)"], "H3: partial": ["t* = 5"], "H7: strong base": ["ours on SASRec"]}
     figure = figures.chain_panels(curve({"DimeRec (ours)": 20, "t* = 5": 5, "ours on SASRec": 20}), groups,
-                                  {"control": 52.6}, "title", own_controls={"H7": 55.8})
+                                  {"control": 52.6}, "title", own_controls={"H7: strong base": 55.8})
     dashed = [shape for shape in figure.layout.shapes if shape.line.dash == "dash"]
     assert [(shape.y0, shape.xref) for shape in dashed] == [(55.8, "x3 domain")]
     dotted = [shape for shape in figure.layout.shapes if shape.line.dash == "dot"]

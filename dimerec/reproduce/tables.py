@@ -556,7 +556,7 @@ def chain_figure(curve: pd.DataFrame, valid: dict[str, float], dataset: str):
                for group, specs in DIFFUSION_GROUPS.items()}
     chained = {group: labels for group, labels in chained.items() if labels}
     references = {label: valid[label] for label in (CONTROL.label, SERVE_MEAN.label, POP.label) if label in valid}
-    own_controls = {group.split(":")[0]: valid[OWN_CONTROL[label]] for group, labels in chained.items()
+    own_controls = {group: valid[OWN_CONTROL[label]] for group, labels in chained.items()
                     for label in labels if OWN_CONTROL.get(label) in valid}
     return figures.chain_panels(curve_mean, chained, references,
                                 f"Reverse chains on {dataset}: HR@50 of x̂0 at each step t (validation, mean of "
