@@ -565,6 +565,19 @@ def test_docs_reproducing_lists_the_command_of_every_committed_table():
     assert len([c for c in commands.values() if c]) >= 15 and not stale, stale  # 18 tables today
 
 
+def test_readme_names_exactly_the_tables_regenerated_at_convergence():
+    """README's "Regenerated so far" list is checked against the tables' own budget lines (a run stopped by
+    validation patience is at convergence): a regenerated table missing from it, or a one-epoch table named in
+    it, fails here."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    listed = set(re.findall(r"`(\w+_[\w-]+)`", readme[readme.index("Regenerated so far"):].split("\n\n")[0]))
+    converged = {md.stem for md in (root / "results").glob("*_*.md")
+                 if "validations without a better HR@50" in md.read_text().splitlines()[2]}
+    assert len(converged) >= 6 and listed == converged, (sorted(converged - listed), sorted(listed - converged))
+
 def test_runs_begun_earlier_are_finished_before_new_ones_start(tmp_path):
     """A regeneration spanning sessions resumes the runs it began (a last.pt) before it begins others, whatever
     their place in the experiment's order."""
