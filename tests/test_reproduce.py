@@ -578,6 +578,7 @@ def test_readme_names_exactly_the_tables_regenerated_at_convergence():
                  if "validations without a better HR@50" in md.read_text().splitlines()[2]}
     assert len(converged) >= 6 and listed == converged, (sorted(converged - listed), sorted(listed - converged))
 
+
 def test_runs_begun_earlier_are_finished_before_new_ones_start(tmp_path):
     """A regeneration spanning sessions resumes the runs it began (a last.pt) before it begins others, whatever
     their place in the experiment's order."""
