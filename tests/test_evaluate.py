@@ -261,6 +261,20 @@ def both_retrievers(item_vectors):
     return f, t
 
 
+def assert_same_lists_up_to_float_ties(got, want, scores, most_differing=1e-3):
+    """The lists are equal, except that two items whose scores agree to float32 rounding may trade places.
+
+    faiss and torch sum each inner product in their own order, and which order is the machine's (its SIMD
+    width): on one CI machine items 44 and 45 of one row traded places, 2 of 49,500 entries. `scores`
+    [B, n_items] are the float64 scores; a swap of items whose scores differ beyond rounding still fails.
+    """
+    got, want = np.asarray(got), np.asarray(want)
+    differ = got != want
+    rows = np.nonzero(differ)[0]
+    np.testing.assert_allclose(scores[rows, got[differ]], scores[rows, want[differ]], rtol=1e-5, atol=1e-6)
+    assert differ.mean() <= most_differing, f"{differ.sum()} of {differ.size} entries differ"
+
+
 @pytest.mark.parametrize("protocol", ["next-item", "future"])
 def test_faiss_top50_equals_torch_top50_for_a_trained_model(trained_sa, planted_small, protocol):
     model = trained_sa[0]
@@ -268,17 +282,20 @@ def test_faiss_top50_equals_torch_top50_for_a_trained_model(trained_sa, planted_
     with torch.no_grad():
         users = model.user_vectors(torch.from_numpy(rows.hist))
         faiss_r, torch_r = both_retrievers(model.item_vectors())
+        scores = torch.einsum("bkd,nd->bkn", users.double(), model.item_vectors().double()).amax(1).numpy()
     assert users.shape[1] == 4  # K interests merged by faiss
-    np.testing.assert_array_equal(faiss_r.search(users, 50).numpy(), torch_r.search(users, 50).numpy())
+    assert_same_lists_up_to_float_ties(faiss_r.search(users, 50).numpy(), torch_r.search(users, 50).numpy(), scores)
     exclude = seen_items(planted_small, rows, np.arange(len(rows.user)))
     f_top, t_top = faiss_r.search(users, 50, exclude=exclude), torch_r.search(users, 50, exclude=exclude)
-    np.testing.assert_array_equal(f_top.numpy(), t_top.numpy())
+    assert_same_lists_up_to_float_ties(f_top.numpy(), t_top.numpy(), scores)
     assert not any(set(top.tolist()) & set(e.tolist()) for top, e in zip(f_top, exclude))
-    # and the metrics agree through evaluate()
+    # and the metrics agree through evaluate(), to the two rows a float tie may move across a cut-off
     users_ids = planted_small.split(0).valid
     for mask in (False, True):
-        assert (evaluate(model, planted_small, users_ids, protocol, mask_seen=mask, retriever=FaissRetriever())
-                == evaluate(model, planted_small, users_ids, protocol, mask_seen=mask, retriever=TorchRetriever()))
+        by_faiss = evaluate(model, planted_small, users_ids, protocol, mask_seen=mask, retriever=FaissRetriever())
+        by_torch = evaluate(model, planted_small, users_ids, protocol, mask_seen=mask, retriever=TorchRetriever())
+        assert by_faiss.keys() == by_torch.keys() == {"final"}
+        assert by_faiss["final"] == pytest.approx(by_torch["final"], abs=2 / len(rows.user))
 
 
 def test_faiss_breaks_ties_by_lower_id_like_torch(planted_small):
