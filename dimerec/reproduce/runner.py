@@ -18,6 +18,9 @@ from dimerec.errors import DimeRecError
 from dimerec.reproduce.experiments import RunSpec, grid
 from dimerec.runs import Bank, finished, served_source
 
+# How a table's budget line names validation patience; a table whose line holds it was trained to convergence.
+PATIENCE_STOP = "validations without a better HR@50"
+
 
 def _train(argv: list[str], out: Path) -> None:
     """Train one run as `python -m dimerec ARGV` would (ARGV starts with "train"), through dimerec.options."""
@@ -63,7 +66,7 @@ class Budget:
 
     def __str__(self) -> str:
         text = (f"trained for at most {self.epochs} epochs, stopped after {self.patience or 'the default'} "
-                f"validations without a better HR@50, within " if self.epochs else "trained for at most ")
+                f"{PATIENCE_STOP}, within " if self.epochs else "trained for at most ")
         text += f"{self.minutes:g} minutes" + (f" and {self.steps} steps" if self.steps else "")
         return text + (f", scored on {self.final_rows} sampled rows" if self.final_rows else "")
 
