@@ -42,7 +42,7 @@ def runs_root() -> Path:
     return Path(os.environ.get(RUNS_ENV) or RUNS_ROOT)
 
 
-WRITTEN_FILES = (*RUN_FILES, "last.pt")  # everything a run writes (and each one's .tmp while it is written)
+WRITTEN_FILES = (*RUN_FILES, "last.pt")  # everything a run writes (and each one's NAME.<pid>.tmp while it is written)
 
 
 def finished(out: Path) -> bool:
@@ -89,7 +89,7 @@ def discard_failed_start(out: Path, *, started: bool, created: bool) -> str:
     if has_checkpoint(out) or not started:
         return f"{out} keeps its last checkpoint: continue the run with --resume --out {out}"
     for name in WRITTEN_FILES:
-        for path in (out / name, out / (name + ".tmp")):
+        for path in (out / name, *out.glob(name + ".*.tmp")):
             path.unlink(missing_ok=True)
     if created and out.is_dir() and not any(out.iterdir()):
         out.rmdir()
@@ -97,8 +97,10 @@ def discard_failed_start(out: Path, *, started: bool, created: bool) -> str:
 
 
 def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """`write(tmp)` fills PATH.tmp, which then replaces `path` at once: a reader sees the old file or the new."""
-    tmp = path.with_name(path.name + ".tmp")
+    """`write(tmp)` fills PATH.<pid>.tmp, which then replaces `path` at once: a reader sees the old file or the new.
+    The temporary name carries the process id because two processes may write the same file (two `reproduce` calls
+    restoring one banked run): with one shared name, the first rename leaves the second nothing to rename."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     write(tmp)
     os.replace(tmp, path)
 

@@ -160,3 +160,23 @@ def test_a_served_row_that_named_its_source_from_the_working_directory_is_banked
     (unknown / "metrics.json").write_text(json.dumps({"served_from": "../../elsewhere/seed0"}))
     assert bank.save(unknown)
     assert json.loads((bank.of(unknown) / "metrics.json").read_text())["served_from"] == "../../elsewhere/seed0"
+
+
+def test_two_processes_writing_one_file_at_once_do_not_share_a_temporary_file(tmp_path):
+    """Two `reproduce` calls that restore one banked run write the same files at the same moment; each must write
+    its own temporary file, or the first rename leaves the second with nothing to rename (seen in session 25)."""
+    import subprocess
+    import sys
+
+    from dimerec.runs import replace_atomically
+    target = tmp_path / "losses.csv"
+    other_process = ("from pathlib import Path; from dimerec.runs import replace_atomically; "
+                     f"replace_atomically(Path({str(target)!r}), lambda tmp: tmp.write_text('theirs'))")
+
+    def write_while_another_process_writes(tmp: Path):
+        tmp.write_text("ours")
+        subprocess.run([sys.executable, "-c", other_process], check=True, cwd=Path(__file__).parents[1])
+
+    replace_atomically(target, write_while_another_process_writes)
+    assert target.read_text() == "ours"  # the last rename wins, and it is whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["losses.csv"]  # no temporary file left behind
