@@ -3,6 +3,8 @@ unfinished ones resumed; a run in the bank only ever moves forward."""
 import filecmp
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +13,7 @@ import torch
 
 import dimerec.data.planted as planted
 from dimerec.cli import main
-from dimerec.runs import Bank, served_source
+from dimerec.runs import Bank, replace_atomically, served_source
 from dimerec.trainer import train_model
 
 
@@ -165,10 +167,6 @@ def test_a_served_row_that_named_its_source_from_the_working_directory_is_banked
 def test_two_processes_writing_one_file_at_once_do_not_share_a_temporary_file(tmp_path):
     """Two `reproduce` calls that restore one banked run write the same files at the same moment; each must write
     its own temporary file, or the first rename leaves the second with nothing to rename (seen in session 25)."""
-    import subprocess
-    import sys
-
-    from dimerec.runs import replace_atomically
     target = tmp_path / "losses.csv"
     other_process = ("from pathlib import Path; from dimerec.runs import replace_atomically; "
                      f"replace_atomically(Path({str(target)!r}), lambda tmp: tmp.write_text('theirs'))")
