@@ -7,6 +7,7 @@ step_metrics.json) is read and written through dimerec.runs, its one owner.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -16,10 +17,11 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
 from dimerec import distributed
@@ -193,15 +195,17 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def use_device(name: str) -> torch.device:
-    """check_device, and on a GPU PyTorch's plain attention kernel for the rest of the process: the fused
-    ones' backward is not deterministic there (PyTorch warns). Not on the CPU, where these switches would
-    also turn off the CPU's own fused kernel (3x slower, other rounding: the committed runs' numbers)."""
-    device = check_device(name)
-    if device.type == "cuda":
-        torch.backends.cuda.enable_flash_sdp(False)
-        torch.backends.cuda.enable_mem_efficient_sdp(False)
-    return device
+@contextlib.contextmanager
+def attention_kernels(device: torch.device) -> Iterator[None]:
+    """Within the block, on a GPU, PyTorch's plain attention kernel alone: the fused ones' backward is not
+    deterministic there (PyTorch warns). Scoped, not process-wide: the switches also pick the CPU's own fused
+    kernel, so a CPU run or analysis after a GPU run in the same process keeps it (else 3x slower, and other
+    rounding than the committed runs' numbers). The CPU needs no switch."""
+    if device.type != "cuda":
+        yield
+        return
+    with sdpa_kernel([SDPBackend.MATH]):
+        yield
 
 
 def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path, *,
@@ -231,7 +235,8 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     ctx = distributed.start(cfg.device)  # under torchrun with N > 1: one of N data-parallel ranks
     created = not out_dir.exists()
     try:
-        return _train(model, data, cfg, out_dir, run_info, resume, progress, ctx, last, serve)
+        with attention_kernels(check_device(cfg.device)):
+            return _train(model, data, cfg, out_dir, run_info, resume, progress, ctx, last, serve)
     except BaseException as err:  # a run is whole or absent: what the directory keeps is said with the error
         if ctx.main:
             err.add_note(discard_failed_start(out_dir, started=not resume, created=created))
@@ -248,7 +253,7 @@ def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distribut
     split = views.split
     seed_everything(cfg.seed)
     model.fit_statistics(views.train, split.train)
-    device = ctx.device(use_device(cfg.device))
+    device = ctx.device(check_device(cfg.device))
     model.to(device)
     config = run_record(model, data, cfg, serve, run_info, ctx)
     if ctx.main:

@@ -86,6 +86,19 @@ def test_a_table_names_the_models_whose_runs_trained_on_a_gpu(tmp_path):
     assert device_note(results[:1]) == []
 
 
+def test_the_gpus_plain_attention_kernel_is_scoped_to_the_gpu_work():
+    """Deterministic attention on a GPU must not outlive the GPU's block: the same switches pick the CPU's kernel.
+    Setting them needs no GPU, so this runs everywhere."""
+    from dimerec.trainer import attention_kernels
+
+    with attention_kernels(torch.device("cuda")):
+        assert not torch.backends.cuda.flash_sdp_enabled() and not torch.backends.cuda.mem_efficient_sdp_enabled()
+        assert torch.backends.cuda.math_sdp_enabled()
+    assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+    with attention_kernels(torch.device("cpu")):
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+
+
 def test_training_on_the_cpu_keeps_the_cpus_fused_attention_kernel(tmp_path):
     """The GPU's deterministic-attention switches also govern the CPU's kernel: a CPU run must leave them on
     (else its numbers change and attention runs 3x slower)."""

@@ -137,12 +137,14 @@ def trained_run(result: dict) -> Path:
 def serve_run(source: Path, out: Path, overrides: dict, data_dir: str | None, device: str = "cpu") -> None:
     """metrics.json of `source`'s checkpoint served with `overrides` (same weights, same rows), scored on `device`."""
     from dimerec.runs import write_json_atomic
-    from dimerec.trainer import final_metrics, use_device
+    from dimerec.trainer import attention_kernels, check_device, final_metrics
 
     model, data, config, serve = load_run_cached(source, data_dir, overrides)
     try:
-        model.to(use_device(device))
-        valid, test = final_metrics(model, data, config["train_config"], serve)  # the rows the source was scored on
+        on = check_device(device)
+        model.to(on)
+        with attention_kernels(on):
+            valid, test = final_metrics(model, data, config["train_config"], serve)  # the rows the source was scored on
     finally:
         model.cpu()  # the cached model stays on the CPU for the tables' analyses
     trained = json.loads((source / "metrics.json").read_text())
