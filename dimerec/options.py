@@ -79,7 +79,9 @@ def add_train_arguments(p: argparse.ArgumentParser, model_name: str | None) -> N
     p.add_argument("--dataset", required=True, help="planted, ml-1m, yoochoose, kuairec, ... (see `datasets`)")
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--out", help=f"run directory (default: {RUNS_ROOT}/MODEL-DATASET-sSEED)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, on the kind of device (--device) it "
+                        "trained on")
     p.add_argument("--overwrite", action="store_true", help="delete --out first if it holds a run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_dataclass_args(p, TrainConfig, "training")

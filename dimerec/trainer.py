@@ -195,6 +195,14 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def check_same_device_kind(out_dir: Path, recorded: str, wanted: str) -> None:
+    """--resume continues a run on the kind of device that trained it: config.json records one device a run, and
+    its train min, the tables' device note and the seed's numbers hold for that one kind."""
+    if torch.device(recorded).type != torch.device(wanted).type:
+        raise DimeRecError(f"--resume: {out_dir} trained on {recorded}, not {wanted}; a run keeps one kind of "
+                           f"device, so continue it with --device {recorded}, or train it again with --overwrite")
+
+
 @contextlib.contextmanager
 def attention_kernels(device: torch.device) -> Iterator[None]:
     """Within the block, on a GPU, PyTorch's plain attention kernel alone: the fused ones' backward is not
@@ -223,6 +231,7 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     recorded = None
     if resume and (out_dir / "config.json").exists():
         recorded = json.loads((out_dir / "config.json").read_text()).get("train_config")
+        check_same_device_kind(out_dir, (recorded or {}).get("device", "cpu"), cfg.device)
     cfg = resolve_sampling(cfg, model, data, recorded)
     last = None
     if resume:

@@ -445,18 +445,38 @@ def test_an_old_run_on_data_of_another_size_is_one_line_not_a_size_mismatch_trac
     assert rc == 2 and str(run / "best.pt") in line and "does not fit" in line and "60 items" in line
 
 
-def test_resume_on_changed_data_is_refused_and_writes_nothing(tmp_path, capsys):
+def one_step_shop_run(tmp_path):
+    """A ComiRec-SA run of one step on the `shop` rows in tmp_path/data: (its train argv, its run, its data dir)."""
     data_dir, run = tmp_path / "data", tmp_path / "run"
     write_rows(data_dir / "shop", shop_rows())
     train = ["train", "--model", "comirec-sa", "--dataset", "shop", "--data-dir", str(data_dir), "--dim", "8",
              "--quiet", "--out", str(run)]
     assert main([*train, "--max-steps", "1"]) == 0
+    return train, run, data_dir
+
+
+def test_resume_on_changed_data_is_refused_and_writes_nothing(tmp_path, capsys):
+    train, run, data_dir = one_step_shop_run(tmp_path)
     write_rows(data_dir / "shop", [(u, 99 if i == 59 else i) for u, i in shop_rows()])  # an item renamed
     before = snapshot(run)
     capsys.readouterr()
     rc = main([*train, "--max-steps", "2", "--resume"])
     line = one_error_line(capsys.readouterr().err)
     assert rc == 2 and str(run / "last.pt") in line and "item ids map to other items" in line
+    assert snapshot(run) == before
+
+
+def test_resume_on_another_kind_of_device_is_refused_and_writes_nothing(tmp_path, capsys):
+    """A run started on a GPU is not continued on the CPU: its config.json would then name one device for both."""
+    train, run, _ = one_step_shop_run(tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    config["train_config"]["device"] = "cuda"  # as a GPU's run records it
+    (run / "config.json").write_text(json.dumps(config))
+    before = snapshot(run)
+    capsys.readouterr()
+    rc = main([*train, "--max-steps", "2", "--resume"])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and str(run) in line and "trained on cuda, not cpu" in line and "--device cuda" in line
     assert snapshot(run) == before
 
 
