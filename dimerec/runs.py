@@ -362,11 +362,14 @@ class Bank:
 
     def summary(self) -> list[dict]:
         """A row per banked run: its path in the bank, whether it finished, the epochs it trained, what stopped it,
-        its training minutes, its best validation HR@50 (%, from valid.csv) and its size in MB."""
+        its training minutes and the device they were spent on (config.json's; none for a served run), its best
+        validation HR@50 (%, from valid.csv) and its size in MB."""
         rows = []
         for banked in self.runs_held():
             valid = read_valid(banked / "valid.csv")
             metrics = json.loads((banked / "metrics.json").read_text()) if finished(banked) else {}
+            config = banked / "config.json"
+            device = json.loads(config.read_text())["train_config"].get("device", "cpu") if config.is_file() else ""
             rows.append({"run": str(banked.relative_to(self.folder)),
                          "state": ("served" if "served_from" in metrics else "finished") if metrics
                          else "resumable" if (banked / "last.pt").is_file() else "incomplete",
@@ -374,6 +377,7 @@ class Bank:
                          "stopped by": metrics.get("stopped_by", ""),
                          "train min": round(float(metrics.get("train_minutes", valid[-1]["train_minutes"]
                                                                if valid else 0)), 1),
+                         "device": device,
                          "best valid HR@50": round(100 * max(float(r["HR@50"]) for r in valid), 2) if valid else None,
                          "MB": round(sum(f.stat().st_size for f in banked.iterdir() if f.is_file()) / 1e6, 2)})
         return rows

@@ -72,7 +72,7 @@ def test_the_bank_keeps_an_unfinished_run_resumable_and_never_moves_a_run_backwa
     assert bank.save(unfinished) and not bank.save(unfinished)  # banked once while it stands still
     held = bank.of(unfinished)
     assert (held / "last.pt").is_file() and not (held / "metrics.json").exists()
-    assert [r["state"] for r in bank.summary()] == ["resumable"]
+    assert [(r["state"], r["device"]) for r in bank.summary()] == [("resumable", "cpu")]
     elsewhere = Bank(tmp_path / "bank2", runs)
     elsewhere.save(unfinished)
     assert filecmp.cmp(held / "losses.csv.gz", elsewhere.of(unfinished) / "losses.csv.gz", shallow=False)
