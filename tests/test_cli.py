@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dimerec.cli import main
+from dimerec.errors import DimeRecError
 from dimerec.evaluate import sampled_metrics
 from dimerec.models import MODELS
 from dimerec.models.comirec_sa import ComiRecSA
@@ -478,6 +479,20 @@ def test_resume_on_another_kind_of_device_is_refused_and_writes_nothing(tmp_path
     line = one_error_line(capsys.readouterr().err)
     assert rc == 2 and str(run) in line and "trained on cuda, not cpu" in line and "--device cuda" in line
     assert snapshot(run) == before
+
+
+def test_reproduce_passes_on_a_refused_resumes_remedy(tmp_path):
+    """A run `reproduce` cannot continue says why and what to do, not merely to rerun (which would fail again)."""
+    from dimerec.reproduce.runner import _train
+
+    train, run, _ = one_step_shop_run(tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    config["train_config"]["device"] = "cuda"
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DimeRecError) as refused:
+        _train([*train, "--max-steps", "2", "--resume"], run)
+    assert "trained on cuda, not cpu" in str(refused.value) and "--device cuda" in str(refused.value)
+    assert "once that is mended" in str(refused.value)
 
 
 @pytest.mark.parametrize("drop", ["train_config", "dataset", "model_config"])

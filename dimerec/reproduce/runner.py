@@ -32,7 +32,9 @@ def _train(argv: list[str], out: Path) -> None:
     except SystemExit as exit_:  # argparse's one-line error for a bad flag in an experiment's spec
         raise DimeRecError(f"run {out}: its flags {' '.join(argv[1:])} were refused") from exit_
     except DimeRecError as err:
-        raise DimeRecError(f"run {out} failed ({err}); rerun to resume the rest") from None
+        # The inner error names its own remedy (a flag, the data); the runs finished before this one are kept.
+        raise DimeRecError(f"run {out} failed: {err} (once that is mended, a rerun goes on from this run; the "
+                           f"finished ones are kept)") from None
 
 
 @dataclass
