@@ -44,6 +44,21 @@ def test_chain_panels_draw_a_levers_own_control_dashed_in_its_panel_only():
     assert {shape.y0 for shape in dotted} == {52.6}
 
 
+def test_chain_panels_widen_the_references_panel_to_its_longest_name():
+    """With seven equal panels (ML-1M's diffusion table) "DimeRec (ours, serve mean)" ran across the H1 panel."""
+    def widths(n_groups):
+        groups = {"References": ["DimeRec (ours)"], **{f"H{i}: lever": [f"v{i}"] for i in range(1, n_groups)}}
+        figure = figures.chain_panels(curve({"DimeRec (ours)": 20, **{f"v{i}": 20 for i in range(1, n_groups)}}),
+                                      groups, {"DimeRec (ours, serve mean)": 43.0, "MostPopular": 11.7}, "title")
+        axes = [figure.layout[f"xaxis{i if i > 1 else ''}"].domain for i in range(1, n_groups + 1)]
+        return [round(high - low, 3) for low, high in axes]
+
+    three, seven = widths(3), widths(7)
+    assert len(set(three)) == 1  # room enough: equal panels
+    assert seven[0] > 1.5 * seven[1] and len(set(seven[1:])) == 1
+    assert seven[0] * 1000 >= 9 * len("DimeRec (ours, serve mean)")
+
+
 def test_metric_bars_lie_level_with_each_row_named_once_in_the_tables_order():
     """Slanted names under vertical bars ran off the PNG for the loo rows; horizontal bars keep each name level."""
     table = pd.DataFrame({"model": ["MostPopular", "GRU4Rec (RecBole's ML-1M settings, batches of 4,096)"],
