@@ -16,6 +16,9 @@ LOSS_TERMS = ("L_gem", "L_recon", "L_ssm")
 
 
 PNG_FONT = 16  # px at 1100 px wide: about 14 px where the app shows the PNG (plotly's default 12 read as ~9)
+PNG_WIDTH = 1100
+TEXT_PX = 960  # of PNG_WIDTH, what a title or a row of panels spans between plotly's margins
+CHAR_EM = 0.6  # a character's mean width, in font sizes: how much text fits in TEXT_PX
 
 
 def save(figure: go.Figure, stem: Path) -> None:
@@ -24,11 +27,11 @@ def save(figure: go.Figure, stem: Path) -> None:
     static = go.Figure(figure)  # a copy: the HTML keeps plotly's sizes
     title = static.layout.title.text or ""
     static.update_layout(font=dict(size=PNG_FONT),  # a long title shrinks to fit 1,100 px (titles do not wrap)
-                         title_font_size=max(11, min(PNG_FONT + 2, 1600 // max(len(title), 1))),
+                         title_font_size=max(11, min(PNG_FONT + 2, int(TEXT_PX / CHAR_EM / max(len(title), 1)))),
                          legend_font_size=max(static.layout.legend.font.size or 0, 12))
     static.update_annotations(font_size=PNG_FONT)
     try:
-        static.write_image(stem.with_suffix(".png"), width=1100, height=560, scale=1)
+        static.write_image(stem.with_suffix(".png"), width=PNG_WIDTH, height=560, scale=1)
     except Exception as err:  # kaleido raises several kinds when no browser is found
         print(f"warning: {stem.with_suffix('.png')} not written ({type(err).__name__}: {err}); "
               f"install Chromium (apt-get install chromium) for PNG export", file=sys.stderr)
@@ -107,10 +110,10 @@ def step_curves(curve: pd.DataFrame, title: str) -> go.Figure:
 
 def panel_widths(panels: int, first_label_chars: int, spacing: float) -> list[float]:
     """Relative widths of `panels` side-by-side panels, the first (which names the references) wide enough for its
-    longest label at PNG_FONT (about 9 px a character across ~1,000 px of panels): with seven equal panels on
-    ML-1M, "DimeRec (ours, serve mean)" ran across the next panel's curves, and wrapped it collided with the
-    label above."""
-    first = max(1 / panels, 9 * first_label_chars / 1000 / (1 - spacing * (panels - 1)))  # of the panels' share
+    longest label at PNG_FONT: with seven equal panels on ML-1M, "DimeRec (ours, serve mean)" ran across the next
+    panel's curves, and wrapped it collided with the label above."""
+    label_share = CHAR_EM * PNG_FONT * first_label_chars / TEXT_PX
+    first = max(1 / panels, label_share / (1 - spacing * (panels - 1)))  # of the panels' share, spacing aside
     return [first] + [(1 - first) / (panels - 1)] * (panels - 1) if panels > 1 else [1.0]
 
 
