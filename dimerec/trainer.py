@@ -244,8 +244,9 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     ctx = distributed.start(cfg.device)  # under torchrun with N > 1: one of N data-parallel ranks
     created = not out_dir.exists()
     try:
-        with attention_kernels(check_device(cfg.device)):
-            return _train(model, data, cfg, out_dir, run_info, resume, progress, ctx, last, serve)
+        on = check_device(cfg.device)
+        with attention_kernels(on):
+            return _train(model, data, cfg, out_dir, run_info, resume, progress, ctx, last, serve, on)
     except BaseException as err:  # a run is whole or absent: what the directory keeps is said with the error
         if ctx.main:
             err.add_note(discard_failed_start(out_dir, started=not resume, created=created))
@@ -255,14 +256,14 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
 
 
 def _train(model, data, cfg, out_dir, run_info, resume, progress, ctx: distributed.Context, last,
-           serve: ServeConfig) -> dict:
+           serve: ServeConfig, on: torch.device) -> dict:
     if ctx.main:  # rank 0 alone writes the run directory
         out_dir.mkdir(parents=True, exist_ok=True)
     views = protocol_data(data, cfg.protocol, cfg.split_seed)
     split = views.split
     seed_everything(cfg.seed)
     model.fit_statistics(views.train, split.train)
-    device = ctx.device(check_device(cfg.device))
+    device = ctx.device(on)  # under torchrun on GPUs, each rank its own: cuda:LOCAL_RANK
     model.to(device)
     config = run_record(model, data, cfg, serve, run_info, ctx)
     if ctx.main:
