@@ -145,6 +145,15 @@ def test_minutes_left_counts_only_runs_still_to_train(tmp_path):
     assert minutes_left(left, {"slow": [500.0, 700.0], "fast": [60.0]}) == pytest.approx((600 + 60 + 420) / 60)
 
 
+def test_an_untrained_floors_instant_runs_do_not_shrink_the_estimate():
+    from dimerec.reproduce.experiments import CONTROL, POP
+    from dimerec.reproduce.runner import cost_model
+
+    # MostPopular finishes in a second; counted as a model, its zeros would halve a new model's estimate
+    assert cost_model(POP) is None
+    assert cost_model(CONTROL) == CONTROL.label
+
+
 def test_fig5_reads_the_dimerec_runs_step_metrics(dirs):
     md, curve = run("fig5", dirs, "--quick", "--seeds", "2")
     assert set(curve["model"]) == {"DimeRec (paper)", "DimeRec (ours)"}

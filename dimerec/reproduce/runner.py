@@ -177,7 +177,7 @@ def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path
         out = tuning_run(root, dataset, spec, flags)
         argv = ["train", "--model", spec.model, *spec.flags, *flags,
                 *train_flags(dataset, 0, out, budget, data_dir, ["--no-read-test", *extra_flags])]
-        return Job(out, lambda: _train(argv, out), f"{spec.label}, {' '.join(flags)}", model=spec.label)
+        return Job(out, lambda: _train(argv, out), f"{spec.label}, {' '.join(flags)}", model=cost_model(spec))
 
     train_all([trial(spec, flags) for spec, flags in jobs], desc="tuning", bank=bank)
     for spec, flags in jobs:
@@ -304,6 +304,14 @@ def minutes_left(jobs: list[Job], durations: dict[str, list[float]]) -> float:
                if job.model is not None and not finished(job.out)) / 60
 
 
+def cost_model(spec: RunSpec) -> str | None:
+    """The name whose runs' durations estimate this spec's (its label); None for a model with nothing to train
+    (MostPopular), whose instant runs would otherwise drag the estimate for models not yet seen towards zero."""
+    from dimerec.models import MODELS
+
+    return spec.label if MODELS[spec.model].trainable else None
+
+
 def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: str | None, root: Path,
             budget: Budget, extra_flags: list[str], chosen: dict[str, list[str]] | None = None,
             reuse: dict[str, Path] | None = None, device: str = "cpu", bank: Bank | None = None) -> list[dict]:
@@ -336,7 +344,7 @@ def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: s
             return Job(out, lambda: serve_run(reuse[spec.label], out, {}, data_dir, device), label)
         argv = ["train", "--model", spec.model, *spec.flags, *chosen.get(spec.label, []),
                 *train_flags(dataset, seed, out, budget.of(spec), data_dir, extra_flags)]
-        return Job(out, lambda: _train(argv, out), label, model=spec.label)
+        return Job(out, lambda: _train(argv, out), label, model=cost_model(spec))
 
     train_all([job(spec, seed) for spec, seed in jobs], desc="reproduce", bank=bank)
     for spec, seed in jobs:
