@@ -195,6 +195,11 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def cpu_capability() -> str:
+    """The instruction set PyTorch's CPU kernels use here ("AVX512", "AVX2", ...; ATEN_CPU_CAPABILITY lowers it)."""
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def check_same_device_kind(out_dir: Path, recorded: str, wanted: str) -> None:
     """--resume continues a run on the kind of device that trained it: config.json records one device a run, and
     its train min, the tables' device note and the seed's numbers hold for that one kind."""
@@ -228,10 +233,15 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
     check_splittable(data, cfg.split_seed, cfg.split)  # before anything is written, as is reading last.pt
     if before_writing is not None:
         before_writing(data)
-    recorded = None
+    recorded, earlier_capabilities = None, []
     if resume and (out_dir / "config.json").exists():
-        recorded = json.loads((out_dir / "config.json").read_text()).get("train_config")
+        recorded_config = json.loads((out_dir / "config.json").read_text())
+        recorded = recorded_config.get("train_config")
         check_same_device_kind(out_dir, (recorded or {}).get("device", "cpu"), cfg.device)
+        earlier_capabilities = recorded_config.get("cpu_capabilities", ["unrecorded"])
+    # PyTorch picks its CPU kernels by the widest instruction set (AVX2, AVX512, ...) and their rounding differs,
+    # so the same seed repeats its numbers per instruction set: a run resumed on another machine records both
+    run_info = {**(run_info or {}), "cpu_capabilities": sorted({*earlier_capabilities, cpu_capability()})}
     cfg = resolve_sampling(cfg, model, data, recorded)
     last = None
     if resume:
