@@ -108,11 +108,19 @@ def step_curves(curve: pd.DataFrame, title: str) -> go.Figure:
     return figure
 
 
+OWN_CONTROL_LABEL = "its own control"
+
+
+def text_px(chars: int) -> float:
+    """About how wide `chars` characters print in the PNG, at PNG_FONT."""
+    return CHAR_EM * PNG_FONT * chars
+
+
 def panel_widths(panels: int, first_label_chars: int, spacing: float) -> list[float]:
     """Relative widths of `panels` side-by-side panels, the first (which names the references) wide enough for its
     longest label at PNG_FONT: with seven equal panels on ML-1M, "DimeRec (ours, serve mean)" ran across the next
     panel's curves, and wrapped it collided with the label above."""
-    label_share = CHAR_EM * PNG_FONT * first_label_chars / TEXT_PX
+    label_share = text_px(first_label_chars) / TEXT_PX
     first = max(1 / panels, label_share / (1 - spacing * (panels - 1)))  # of the panels' share, spacing aside
     return [first] + [(1 - first) / (panels - 1)] * (panels - 1) if panels > 1 else [1.0]
 
@@ -153,9 +161,18 @@ def chain_panels(curve: pd.DataFrame, groups: dict[str, list[str]], references: 
             labelled = dict(annotation_text=label, annotation_position="bottom left") if col == 1 else {}
             figure.add_hline(y=value, line=dict(dash="dot", color="#555"), row=1, col=col, **labelled)
         if own_controls and group in own_controls:
+            # named only where the panel holds the words: on planted the narrow H5 and H7 panels ran theirs into
+            # each other; the title's "dashed: a lever's own control" names it either way
+            named = text_px(len(OWN_CONTROL_LABEL)) <= widths[col - 1] * (1 - spacing * (len(groups) - 1)) * TEXT_PX
             figure.add_hline(y=own_controls[group], line=dict(dash="dash", color="#222", width=2), row=1, col=col,
-                             annotation_text="its own control", annotation_position="top left")
+                             **dict(annotation_text=OWN_CONTROL_LABEL, annotation_position="top left") if named else {})
         figure.update_xaxes(autorange="reversed", dtick=10, row=1, col=col)  # few ticks: the panels are narrow
+    # plotly's autorange ignores horizontal lines: planted's H7 control (66.3) sat on the panels' top edge
+    shown = curve[curve["model"].isin({label for labels in groups.values() for label in labels} | {default_chain})]
+    levels = [*shown["HR@50 mean"], *references.values(), *(own_controls or {}).values()]
+    if levels:
+        pad = 0.06 * (max(levels) - min(levels) or 1)
+        figure.update_yaxes(range=[min(levels) - pad, max(levels) + pad])
     figure.update_yaxes(title_text="HR@50 of x̂0 (%, validation)", row=1, col=1)
     figure.add_annotation(text="reverse step t, from T (left) to 1 (right)" + (
         f"; grey: {default_chain}" if len(default) else ""), xref="paper", yref="paper", x=0.5, y=-0.1,

@@ -35,13 +35,29 @@ def test_chain_panels_draw_a_levers_own_control_dashed_in_its_panel_only():
     """H7's pair is judged against its own control (55.8 on ML-1M), not the references' one (52.6): its panel
     showed only the latter."""
     groups = {"References": ["DimeRec (ours)"], "H3: partial": ["t* = 5"], "H7: strong base": ["ours on SASRec"]}
-    figure = figures.chain_panels(curve({"DimeRec (ours)": 20, "t* = 5": 5, "ours on SASRec": 20}), groups,
+    figure = figures.chain_panels(curve({"DimeRec (ours)": 10, "t* = 5": 5, "ours on SASRec": 10}), groups,
                                   {"control": 52.6}, "title", own_controls={"H7: strong base": 55.8})
     dashed = [shape for shape in figure.layout.shapes if shape.line.dash == "dash"]
     assert [(shape.y0, shape.xref) for shape in dashed] == [(55.8, "x3 domain")]
     dotted = [shape for shape in figure.layout.shapes if shape.line.dash == "dot"]
     assert sorted(shape.xref for shape in dotted) == ["x domain", "x2 domain", "x3 domain"]
+    low, high = figure.layout.yaxis.range  # autorange ignores lines: the control drew on the panel's top edge
+    assert high > 55.8 and low < 41  # the curves span 41-50
     assert {shape.y0 for shape in dotted} == {52.6}
+
+
+def test_a_levers_own_control_is_named_only_where_its_panel_holds_the_words():
+    """On planted's eight panels "its own control" over H5 ran into H7's; the title names the dashed line."""
+    def named(n_groups):
+        groups = {"References": ["DimeRec (ours)"], **{f"H{i}: lever": [f"v{i}"] for i in range(1, n_groups)}}
+        figure = figures.chain_panels(curve({"DimeRec (ours)": 20, **{f"v{i}": 20 for i in range(1, n_groups)}}),
+                                      groups, {"DimeRec (ours, serve mean)": 43.0}, "title",
+                                      own_controls={"H1: lever": 55.8})
+        assert [shape.y0 for shape in figure.layout.shapes if shape.line.dash == "dash"] == [55.8]  # drawn always
+        return [a.text for a in figure.layout.annotations if a.text == figures.OWN_CONTROL_LABEL]
+
+    assert named(3) == [figures.OWN_CONTROL_LABEL]
+    assert named(8) == []
 
 
 def test_chain_panels_widen_the_references_panel_to_its_longest_name():
