@@ -116,12 +116,16 @@ def text_px(chars: int) -> float:
     return CHAR_EM * PNG_FONT * chars
 
 
+def panels_px(panels: int, spacing: float) -> float:
+    """About how many PNG pixels `panels` side-by-side panels share, `spacing` (of the figure) between each two."""
+    return TEXT_PX * (1 - spacing * (panels - 1))
+
+
 def panel_widths(panels: int, first_label_chars: int, spacing: float) -> list[float]:
     """Relative widths of `panels` side-by-side panels, the first (which names the references) wide enough for its
     longest label at PNG_FONT: with seven equal panels on ML-1M, "DimeRec (ours, serve mean)" ran across the next
     panel's curves, and wrapped it collided with the label above."""
-    label_share = text_px(first_label_chars) / TEXT_PX
-    first = max(1 / panels, label_share / (1 - spacing * (panels - 1)))  # of the panels' share, spacing aside
+    first = max(1 / panels, text_px(first_label_chars) / panels_px(panels, spacing))  # of the panels' share
     return [first] + [(1 - first) / (panels - 1)] * (panels - 1) if panels > 1 else [1.0]
 
 
@@ -163,7 +167,7 @@ def chain_panels(curve: pd.DataFrame, groups: dict[str, list[str]], references: 
         if own_controls and group in own_controls:
             # named only where the panel holds the words: on planted the narrow H5 and H7 panels ran theirs into
             # each other; the title's "dashed: a lever's own control" names it either way
-            named = text_px(len(OWN_CONTROL_LABEL)) <= widths[col - 1] * (1 - spacing * (len(groups) - 1)) * TEXT_PX
+            named = text_px(len(OWN_CONTROL_LABEL)) <= widths[col - 1] * panels_px(len(groups), spacing)
             figure.add_hline(y=own_controls[group], line=dict(dash="dash", color="#222", width=2), row=1, col=col,
                              **dict(annotation_text=OWN_CONTROL_LABEL, annotation_position="top left") if named else {})
         figure.update_xaxes(autorange="reversed", dtick=10, row=1, col=col)  # few ticks: the panels are narrow
