@@ -162,7 +162,9 @@ def chain_panels(curve: pd.DataFrame, groups: dict[str, list[str]], references: 
                                             name=f"{tag}: {label}", line=dict(color=colors[j % len(colors)]),
                                             marker=dict(size=4), hovertemplate=hover(label)), row=1, col=col)
         for label, value in references.items():
-            labelled = dict(annotation_text=label, annotation_position="bottom left") if col == 1 else {}
+            # labels hang under their lines, but the lowest one's would sit on the x-axis ticks ("MostPopular")
+            side = "top" if value == min(references.values()) and len(references) > 1 else "bottom"
+            labelled = dict(annotation_text=label, annotation_position=f"{side} left") if col == 1 else {}
             figure.add_hline(y=value, line=dict(dash="dot", color="#555"), row=1, col=col, **labelled)
         if own_controls and group in own_controls:
             # named only where the panel holds the words: on planted the narrow H5 and H7 panels ran theirs into

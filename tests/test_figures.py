@@ -98,3 +98,12 @@ def test_table2_bars_draw_the_majority_floor_across_the_probe_panel_only():
     bars = [trace for trace in figure.data if trace.type == "bar"]
     assert [(trace.xaxis, list(trace.x)) for trace in bars] == [("x", [87.0, 79.0]), ("x2", [15.2, 14.7])]
     assert all(trace.orientation == "h" for trace in bars)
+
+
+def test_the_lowest_references_name_sits_above_its_line_and_the_others_below():
+    """Hung under its line like the others, "MostPopular" (the lowest) printed over the x-axis tick labels."""
+    references = {"no-diffusion control": 52.6, "DimeRec (ours, serve mean)": 43.0, "MostPopular": 12.0}
+    figure = figures.chain_panels(curve({"DimeRec (ours)": 20}), {"References": ["DimeRec (ours)"]}, references,
+                                  "title")
+    anchors = {a.text: a.yanchor for a in figure.layout.annotations if a.text in references}
+    assert anchors == {"no-diffusion control": "top", "DimeRec (ours, serve mean)": "top", "MostPopular": "bottom"}
