@@ -32,7 +32,7 @@ from dimerec.models.base import Batch, Recommender, Settings, option
 from dimerec.retrieval import RetrieverKind, make_retriever
 from dimerec.runs import (  # noqa: F401  (load_run, load_checkpoint: importable from here as before)
     LossLog, check_fingerprint, check_resumable, checkpoint_payload, discard_failed_start, load_checkpoint, load_run,
-    save_atomic, truncate_log, write_json_atomic)
+    read_config, save_atomic, truncate_log, write_json_atomic)
 from dimerec.serving import SERVING_FIELDS, ServeConfig, serving_of
 
 
@@ -235,7 +235,7 @@ def train(model: Recommender, data: SeqDataset, cfg: TrainConfig, out_dir: Path,
         before_writing(data)
     recorded, earlier_capabilities = None, []
     if resume and (out_dir / "config.json").exists():
-        recorded_config = json.loads((out_dir / "config.json").read_text())
+        recorded_config = read_config(out_dir)  # runs' one reader: an old run's config as today's code reads it
         recorded = recorded_config.get("train_config")
         check_same_device_kind(out_dir, (recorded or {}).get("device", "cpu"), cfg.device)
         earlier_capabilities = recorded_config.get("cpu_capabilities", ["unrecorded"])
