@@ -397,10 +397,19 @@ def test_a_lock_whose_pid_now_belongs_to_another_process_is_stale(tmp_path):
 def test_the_diffusion_experiment_tables_every_lever_and_states_its_verdict(dirs):
     from dimerec.reproduce import DIFFUSION_GROUPS
 
+    from dimerec.reproduce.experiments import LONG_CONTROL, LONG_OURS
+
     md, table = run("diffusion", dirs, "--quick")
     for group, specs in DIFFUSION_GROUPS.items():
         assert f"## {group}" in md
         assert all(spec.label in set(table["model"]) for spec in specs)
+    # H5's rows trained 3x the budget with their own patience: the table says so beside its budget line, and
+    # names no other row (read from the runs' config.json)
+    own = [line for line in md.splitlines() if line.startswith("Trained on a budget of their own: ")]
+    assert len(own) == 1, own
+    labels, own_budget = own[0].removeprefix("Trained on a budget of their own: ").split("; each run ")
+    assert labels == f"{LONG_OURS.label}, {LONG_CONTROL.label}" or labels == f"{LONG_CONTROL.label}, {LONG_OURS.label}"
+    assert own_budget.startswith("trained for at most ") and "stopped after 10 validations" in own_budget
     # every chain-served row has its chain's first and last step; the references and the mean have none
     chained = table.set_index("model")
     assert chained.loc["DimeRec (ours)", ["chain first", "chain last"]].notna().all()

@@ -72,6 +72,13 @@ class Budget:
         text += f"{self.minutes:g} minutes" + (f" and {self.steps} steps" if self.steps else "")
         return text + (f", scored on {self.final_rows} sampled rows" if self.final_rows else "")
 
+    def as_run(self, train_config: dict) -> "Budget":
+        """The budget a run's recorded train_config (config.json) trained it under, in this budget's terms: its
+        epochs and patience only where this budget has them (older budgets had neither)."""
+        return Budget(train_config.get("max_minutes"), train_config.get("max_steps"),
+                      train_config.get("final_max_rows"), train_config.get("max_epochs") if self.epochs else None,
+                      train_config.get("patience") if self.patience else None)
+
     def check(self, out: Path) -> None:
         """A finished run is reused only if this budget would train it the same (a served run: its source's):
         the same epochs, patience, step cap and scored rows, and the same wall clock, or a longer one where the run
@@ -80,8 +87,7 @@ class Budget:
         if not (out / "config.json").exists():
             out = served_source(out, json.loads((out / "metrics.json").read_text())["served_from"])
         used = json.loads((out / "config.json").read_text())["train_config"]
-        had = Budget(used.get("max_minutes"), used.get("max_steps"), used.get("final_max_rows"),
-                     used.get("max_epochs") if self.epochs else None, used.get("patience") if self.patience else None)
+        had = self.as_run(used)
         trained_minutes = json.loads((out / "metrics.json").read_text())["train_minutes"]
         longer_clock = had.minutes is not None and (self.minutes is None or self.minutes > had.minutes)
         stopped_before_clock = had.minutes is None or trained_minutes < had.minutes

@@ -14,7 +14,7 @@ from dimerec.errors import DimeRecError
 from dimerec.reproduce.experiments import (BEYOND_REPORTED, COMPARES_PAPERS, CONTROL, DESCRIPTIONS, DIFFUSION_GROUPS,
                                            OURS, OWN_CONTROL, PERCENT, POP, REPORTED, SERVE_MEAN)
 from dimerec.reproduce.runner import Budget, load_run_cached, trained_run
-from dimerec.runs import read_valid
+from dimerec.runs import read_config, read_valid
 
 
 def summarize(results: list[dict]) -> tuple[pd.DataFrame, str]:
@@ -146,7 +146,8 @@ def write_outputs(name: str, dataset: str, results: list[dict], table: pd.DataFr
     lines = [f"# {name} on {dataset}: {DESCRIPTIONS[name]}", "",
              f"Test split, {protocol} protocol, already-seen items {'masked' if results[0]['mask_seen'] else 'kept'}; "
              f"values in %, mean ± std over seeds; each run {budget}, "
-             f"selected on validation HR@50.{settings}", *device_note(results), *sampling_note(results),
+             f"selected on validation HR@50.{settings}", *own_budget_note(results, budget), *device_note(results),
+             *sampling_note(results),
              *training_note(results), "",
              f"Command: `{command}`", "",
              *sections]
@@ -157,6 +158,22 @@ def write_outputs(name: str, dataset: str, results: list[dict], table: pd.DataFr
 
 
 # ----- what each experiment adds to its table ---------------------------------------------------------------
+
+def own_budget_note(results: list[dict], budget: Budget) -> list[str]:
+    """A line for each budget other than the table's that rows trained under (a row's budget_scale, its own
+    patience, or a run reused from a shorter clock), read from the runs' config.json, so the budget line above
+    is not taken to hold for them."""
+    budgets: dict[str, list[str]] = {}
+    for r in results:
+        run = trained_run(r)
+        if not (run / "config.json").exists():
+            continue
+        own = str(budget.as_run(read_config(run)["train_config"]))
+        if own != str(budget) and r["label"] not in budgets.setdefault(own, []):
+            budgets[own].append(r["label"])
+    return [line for own, labels in budgets.items()
+            for line in ("", f"Trained on a budget of their own: {', '.join(labels)}; each run {own}.")]
+
 
 def device_note(results: list[dict]) -> list[str]:
     """A line naming the models whose runs trained off the CPU (config.json's --device), if any: their
