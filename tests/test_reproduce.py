@@ -396,7 +396,6 @@ def test_a_lock_whose_pid_now_belongs_to_another_process_is_stale(tmp_path):
 
 def test_the_diffusion_experiment_tables_every_lever_and_states_its_verdict(dirs):
     from dimerec.reproduce import DIFFUSION_GROUPS
-
     from dimerec.reproduce.experiments import LONG_CONTROL, LONG_OURS
 
     md, table = run("diffusion", dirs, "--quick")
