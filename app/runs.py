@@ -20,9 +20,9 @@ import torch
 from dimerec import explore
 from dimerec.data import load_run_dataset, same_world
 from dimerec.errors import DimeRecError
-from dimerec.models import MODELS
-from dimerec.runs import (RUN_FILES, discover_runs as find_run_dirs, load_run as load_trained_run, runs_root,
-                          stored_lesson)
+from dimerec.runs import (RUN_FILES, discover_runs as find_run_dirs, load_run as load_trained_run,
+                          read_config as read_run_config, read_metrics as read_run_metrics,
+                          read_step_metrics as read_run_step_metrics, runs_root, stored_lesson)
 from dimerec.serving import ServeConfig, serving_of
 
 torch.set_num_threads(1)  # small matrices; the machine's cores are shared
@@ -142,17 +142,6 @@ class Run:
         return explore.history_tensor(self.data, items)
 
 
-def _read_json(path: Path, required: bool) -> dict | None:
-    if not path.exists():
-        if required:
-            raise RunError(f"{path} is missing: is {path.parent} a run directory written by `python -m dimerec train`?")
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise RunError(f"{path} is not valid JSON ({err}); retrain the run or delete the file") from None
-
-
 @st.cache_resource(show_spinner="Reading the dataset…", max_entries=4)
 def _dataset(reading: str, data_dir: str | None):
     """`reading`: the JSON of what dimerec.data.load_run_dataset reads of a run's config (the cache's key)."""
@@ -177,16 +166,13 @@ def _load_dataset(config: dict, path: Path):
 @st.cache_resource(show_spinner="Loading the run…", max_entries=8)
 def _load(run_id: str, path_str: str, stamp: tuple) -> Run:
     path = Path(path_str)
-    config = _read_json(path / "config.json", required=True)
-    try:
-        if config["model"] not in MODELS:  # said here plainly; load_run would say "no 'x'"
-            raise KeyError(config["model"])
-        config["dataset"], config["model_config"]
-    except KeyError as err:
-        raise RunError(f"{path / 'config.json'} does not describe a run of a known model (missing or unknown {err}); "
-                       f"known models: {', '.join(sorted(MODELS))}") from None
+    try:  # dimerec.runs reads and rebuilds every run; the app only turns its errors into what the page says
+        config = read_run_config(path)
+        recorded = (read_run_metrics(path, required=False), read_run_step_metrics(path, required=False))
+    except DimeRecError as err:
+        raise RunError(str(err)) from None
     data = _load_dataset(config, path)
-    try:  # dimerec.runs rebuilds every run; the app only turns its errors into what the page says
+    try:
         model, _, config = load_trained_run(path, data=data)
         serving = serving_of(model, config["serving"])
     except DimeRecError as err:
@@ -209,8 +195,7 @@ def _load(run_id: str, path_str: str, stamp: tuple) -> Run:
     split = data.split(split_seed)
     held_out = explore.held_out_users(data, split)
     return Run(id=run_id, path=path, config=config, model=model, serving=serving, data=data, split=split,
-               metrics=_read_json(path / "metrics.json", required=False),
-               step_metrics=_read_json(path / "step_metrics.json", required=False),
+               metrics=recorded[0], step_metrics=recorded[1],
                categories=categories, item_category=item_category,
                projection=projection, items_3d=items_3d, held_out=held_out, stamp=stamp,
                agreement=agreement, world=data.fingerprint(split_seed)["digest"])
@@ -249,18 +234,15 @@ def read_valid(path: Path) -> pd.DataFrame | None:
 def on_same_data(run: Run, path: Path) -> bool:
     """Whether the run in `path` trained on `run`'s data and split (dimerec.data.same_world), so its figures can be
     drawn against `run`'s references; False when its config.json is unreadable."""
-    try:
-        return same_world(json.loads((path / "config.json").read_text()), run.config)
-    except (OSError, ValueError):
-        return False
+    config = read_config(path)
+    return bool(config) and same_world(config, run.config)
 
 
 def read_step_metrics(path: Path) -> dict | None:
     """step_metrics.json, or None when missing or unreadable (the Steps page lists what it skipped)."""
     try:
-        data = json.loads((path / "step_metrics.json").read_text())
-        return data if isinstance(data.get("steps"), list) else None
-    except (OSError, ValueError, AttributeError):
+        return read_run_step_metrics(path)
+    except DimeRecError:
         return None
 
 
@@ -349,11 +331,19 @@ def is_no_grw(config: dict) -> bool:
 
 
 def read_config(path: Path) -> dict:
-    """A run directory's config.json, or {} when it is missing or unreadable (load_run says why)."""
+    """A run directory's config.json as dimerec.runs.read_config gives it, or {} when it is missing or unreadable
+    (load_run says why)."""
     try:
-        config = json.loads((path / "config.json").read_text())
-        return config if isinstance(config, dict) else {}
-    except (OSError, ValueError):
+        return read_run_config(path)
+    except DimeRecError:
+        return {}
+
+
+def read_metrics(path: Path) -> dict:
+    """A run directory's metrics.json, or {} when it has none or it is unreadable."""
+    try:
+        return read_run_metrics(path, required=False) or {}
+    except DimeRecError:
         return {}
 
 
@@ -406,10 +396,8 @@ def reference_levels(run_id: str, stamp: tuple, part: str = "valid") -> dict[str
     _, protocol, rows, seed = scored_rows(run, part)
     levels = {"popularity": _popularity_level(run.world, part, protocol, rows, seed, run_id)}
     for other_id, path in discover_runs().items():
-        try:
-            config = json.loads((path / "config.json").read_text())
-            valid = json.loads((path / "metrics.json").read_text())[part]
-        except (OSError, ValueError, KeyError):
+        config, valid = read_config(path), read_metrics(path).get(part)
+        if not config:
             continue
         other = config.get("train_config", {})  # the same world (data digest: items, sequences, split seed)
         same_data = same_world(config, run.config) and other.get("protocol", "next-item") == protocol

@@ -129,9 +129,9 @@ def step_to_url_s(page, frame) -> float:
 def builtin_runs() -> dict[str, str]:
     """Each built-in run's id -> what the sidebar says of it once it is open ("This run: dimerec on planted")."""
     sys.path.insert(0, str(ROOT))
-    from app.runs import run_summary
+    from app.runs import read_config, run_summary
 
-    return {f"default/{p.name}": run_summary(json.loads((p / "config.json").read_text()))
+    return {f"default/{p.name}": run_summary(read_config(p))
             for p in sorted(DEFAULT_RUNS.iterdir()) if (p / "config.json").is_file()}
 
 

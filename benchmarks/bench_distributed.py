@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dimerec.runs import read_metrics
+
 TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -35,7 +37,7 @@ def one_run(nproc: int, steps: int, device: str, threads: int, out: Path) -> dic
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = read_metrics(out)
     seconds = metrics["train_minutes"] * 60
     return {"steps": metrics["steps"], "train_s": seconds, "samples_per_s": metrics["steps"] * 256 / seconds}
 

@@ -7,7 +7,6 @@ starting with "error:" and exit with status 2 (1 for a diverged run); no traceba
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -65,7 +64,7 @@ def cmd_train(args, model_cls, argv: list[str]) -> None:
 def cmd_evaluate(args) -> None:
     from dataclasses import asdict
 
-    from dimerec.runs import load_run, write_json_atomic
+    from dimerec.runs import load_run, read_metrics, write_json_atomic
     from dimerec.serving import SERVING_FIELDS, serving_of
     from dimerec.trainer import final_metrics
 
@@ -83,8 +82,8 @@ def cmd_evaluate(args) -> None:
     metrics = {"model": config["model"], "dataset": config["dataset"], "protocol": protocol,
                "seed": train_cfg["seed"], "mask_seen": mask_seen, "serving": asdict(serve), "valid": valid,
                "test": test}
-    previous = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
-    for key in ("epochs", "steps", "train_minutes"):
+    previous = read_metrics(run, required=False) or {}
+    for key in ("epochs", "steps", "sampling", "epochs_trained", "stopped_by", "train_minutes"):  # its training
         if key in previous:
             metrics[key] = previous[key]
     retriever = args.retriever or train_cfg["retriever"]

@@ -141,20 +141,50 @@ RETIRED = {"normalize_x0": False, "confidence": False, "t_sampling": "uniform"}
 SERVING_BEFORE = {**dataclasses.asdict(ServeConfig()), "guidance_weight": 0.0}  # DimeRec's config held these
 
 
+def _read_run_json(path: Path) -> dict:
+    """One JSON file of a run as a dict; a one-line DimeRecError naming the file when it is missing or not JSON."""
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DimeRecError(f"{path} is missing: is {path.parent} a run directory written by `dimerec train`?") \
+            from None
+    except (OSError, ValueError) as err:
+        raise DimeRecError(f"{path} is not valid JSON ({err}); retrain the run or delete the file") from None
+    if not isinstance(value, dict):
+        raise DimeRecError(f"{path} holds a {type(value).__name__}, not a run's record; retrain the run")
+    return value
+
+
 def read_config(run_dir: Path) -> dict:
     """A run's config.json as today's code reads it, whatever code wrote it (`upgrade_config`); a one-line
     DimeRecError naming the file when it is missing or not a run's."""
     path = Path(run_dir) / "config.json"
+    config = _read_run_json(path)
     try:
-        config = json.loads(path.read_text())
         config["model"], config["dataset"], config["model_config"], config["train_config"]["split_seed"]
         return upgrade_config(config, path)
-    except FileNotFoundError:
-        raise DimeRecError(f"{path} is missing: is {path.parent} a run directory written by `dimerec train`?") \
-            from None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (KeyError, TypeError) as err:
         raise DimeRecError(f"{path} is not a valid run config (no {err})" if isinstance(err, KeyError)
                            else f"{path} is not a valid run config ({err})") from None
+
+
+def read_metrics(run_dir: Path, required: bool = True) -> dict | None:
+    """A run's metrics.json (written last: its validation and test metrics, train_minutes, epochs_trained; a served
+    run's "served_from"); None when it has none and not `required`, else a one-line DimeRecError naming the file."""
+    path = Path(run_dir) / "metrics.json"
+    return _read_run_json(path) if required or path.exists() else None
+
+
+def read_step_metrics(run_dir: Path, required: bool = True) -> dict | None:
+    """A denoising run's step_metrics.json (T, "steps": x̂0's validation metrics after each reverse step, "final");
+    None when it has none and not `required`, else a one-line DimeRecError naming the file."""
+    path = Path(run_dir) / "step_metrics.json"
+    if not required and not path.exists():
+        return None
+    steps = _read_run_json(path)
+    if not isinstance(steps.get("steps"), list):
+        raise DimeRecError(f"{path} has no list of \"steps\"; is it a step_metrics.json written by the trainer?")
+    return steps
 
 
 def upgrade_config(config: dict, path: Path) -> dict:
@@ -171,7 +201,8 @@ def upgrade_config(config: dict, path: Path) -> dict:
     model_config, serving = dict(config["model_config"]), dict(config.get("serving") or {})
     model_cls = MODELS.get(config["model"])
     if model_cls is None:
-        raise KeyError(f"model {config['model']!r} (models: {', '.join(sorted(MODELS))})")
+        raise DimeRecError(f"{path} is a run of model {config['model']!r}, not a known model "
+                           f"(models: {', '.join(sorted(MODELS))})")
     if model_cls.denoises:
         for name in SERVING_FIELDS:  # where both hold one, "serving" is the newer record
             if name in model_config:
@@ -367,9 +398,9 @@ class Bank:
         rows = []
         for banked in self.runs_held():
             valid = read_valid(banked / "valid.csv")
-            metrics = json.loads((banked / "metrics.json").read_text()) if finished(banked) else {}
-            config = banked / "config.json"
-            device = json.loads(config.read_text())["train_config"].get("device", "cpu") if config.is_file() else ""
+            metrics = read_metrics(banked, required=False) or {}
+            device = read_config(banked)["train_config"].get("device", "cpu") \
+                if (banked / "config.json").is_file() else ""
             rows.append({"run": str(banked.relative_to(self.folder)),
                          "state": ("served" if "served_from" in metrics else "finished") if metrics
                          else "resumable" if (banked / "last.pt").is_file() else "incomplete",
@@ -406,14 +437,14 @@ def _portable_paths(banked: Path, run: Path | None = None) -> None:
     served run's source, where an older record named it from the working directory, is written relative to the
     served run's own folder (`run`, its place in the runs folder), so that the bank restores into any runs folder."""
     if run is not None and finished(banked):
-        metrics = json.loads((banked / "metrics.json").read_text())
+        metrics = read_metrics(banked)
         named = metrics.get("served_from")
         source = served_source(run, named) if named else None
         if source is not None and (source / "config.json").is_file() and os.path.relpath(source, run) != named:
             write_json_atomic({**metrics, "served_from": os.path.relpath(source, run)}, banked / "metrics.json")
     try:
-        data_dir = json.loads((banked / "config.json").read_text()).get("data_dir")
-    except (OSError, ValueError):
+        data_dir = _read_run_json(banked / "config.json").get("data_dir")
+    except DimeRecError:
         return
     if not data_dir or not os.path.isabs(data_dir):
         return

@@ -146,3 +146,37 @@ def test_config_json_of_older_code_is_read_by_the_one_reader(tmp_path):
         with pytest.raises(DimeRecError) as info:
             read_config(run)
         assert str(info.value).startswith(f"{run / 'config.json'}: {says}") and "\n" not in str(info.value)
+
+
+def test_every_json_file_of_a_run_is_read_by_runs_with_a_one_line_error(tmp_path):
+    """config.json, metrics.json and step_metrics.json have one reader (dimerec.runs): a missing, unparsable or
+    misshapen file is one line naming it, and an optional file that is absent reads as None."""
+    from dimerec.runs import read_config, read_metrics, read_step_metrics
+
+    run = old_config(tmp_path, "dimerec-planted")
+
+    def says(read, name: str, **kwargs) -> str:
+        with pytest.raises(DimeRecError) as info:
+            read(run, **kwargs)
+        message = str(info.value)
+        assert message.startswith(str(run / name)) and "\n" not in message, message
+        return message
+
+    assert "is missing" in says(read_metrics, "metrics.json") and "is missing" in says(read_step_metrics,
+                                                                                       "step_metrics.json")
+    assert read_metrics(run, required=False) is None and read_step_metrics(run, required=False) is None
+    (run / "metrics.json").write_text("{ not json")
+    assert "is not valid JSON" in says(read_metrics, "metrics.json", required=False)
+    (run / "metrics.json").write_text("[0.5]")
+    assert "holds a list, not a run's record" in says(read_metrics, "metrics.json")
+    (run / "metrics.json").write_text(json.dumps({"valid": {"HR@50": 0.5}}))
+    assert read_metrics(run) == {"valid": {"HR@50": 0.5}}
+    (run / "step_metrics.json").write_text(json.dumps({"T": 20}))
+    assert 'has no list of "steps"' in says(read_step_metrics, "step_metrics.json", required=False)
+    (run / "step_metrics.json").write_text(json.dumps({"T": 20, "steps": []}))
+    assert read_step_metrics(run) == {"T": 20, "steps": []}
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "model": "no-such-model"}))
+    assert "is a run of model 'no-such-model', not a known model (models: " in says(read_config, "config.json")
+    (run / "config.json").write_text("{ not json")
+    assert "is not valid JSON" in says(read_config, "config.json")

@@ -421,6 +421,13 @@ def test_the_diffusion_experiment_tables_every_lever_and_states_its_verdict(dirs
     assert "## H6" in md and "| x_0 | x_0 |" in md
 
 
+def run_config(**train_config) -> str:
+    """A run's config.json (a built-in run's, as older code wrote it) with these train_config settings."""
+    config = json.loads((Path(__file__).parent / "fixtures" / "old_configs" / "dimerec-planted.json").read_text())
+    config["train_config"].update(train_config)
+    return json.dumps(config)
+
+
 def test_a_longer_budget_scales_the_clock_and_the_steps_and_a_reused_run_must_have_had_it(tmp_path):
     """H5 of the diffusion experiment trains DimeRec and its control for 3x the budget: the scaled budget is the
     one its flags and its reuse check see."""
@@ -442,8 +449,7 @@ def test_a_longer_budget_scales_the_clock_and_the_steps_and_a_reused_run_must_ha
         assert in_epochs.of(spec) == Budget(30, None, final_rows=500, epochs=60, patience=10)
     run = tmp_path / "seed0"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"train_config": {"max_minutes": 30, "max_steps": 900,
-                                                                  "final_max_rows": 500}}))
+    (run / "config.json").write_text(run_config(max_minutes=30, max_steps=900, final_max_rows=500))
     (run / "metrics.json").write_text(json.dumps({"train_minutes": 2.0}))
     budget.scaled(3).check(run)  # trained at 3x: reused at 3x
     with pytest.raises(DimeRecError, match="not trained for at most 10 minutes and 300 steps"):
@@ -562,11 +568,11 @@ def test_a_run_a_stopped_reproduce_left_unfinished_resumes_under_the_same_budget
     assert mode() == "--overwrite"  # nothing there
     run.mkdir()
     (run / "last.pt").write_bytes(b"checkpoint")
-    (run / "config.json").write_text(json.dumps({"train_config": {"max_epochs": 50, "patience": 5}}))
+    (run / "config.json").write_text(run_config(max_epochs=50, patience=5))
     assert mode() == "--resume"
-    (run / "config.json").write_text(json.dumps({"train_config": {"max_epochs": 50, "patience": 10}}))
+    (run / "config.json").write_text(run_config(max_epochs=50, patience=10))
     assert mode() == "--overwrite"  # another budget: trained again
-    (run / "config.json").write_text(json.dumps({"train_config": {"max_epochs": 50, "patience": 5}}))
+    (run / "config.json").write_text(run_config(max_epochs=50, patience=5))
     (run / "metrics.json").write_text("{}")
     assert mode() == "--overwrite"  # finished: reproduce reuses it and never trains it (this is not asked)
 

@@ -1,5 +1,4 @@
 """Training: the three loss terms over training, with and without the geodesic random walk (the paper's Fig. 4)."""
-import json
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -16,10 +15,7 @@ with_losses = [r for r, p in available.items() if (p / "losses.csv").is_file()]
 
 
 def _config(run_id: str) -> dict:
-    try:
-        return json.loads((available[run_id] / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    return runs.read_config(available[run_id])
 
 
 def counterpart(run_id: str) -> str | None:
@@ -79,10 +75,7 @@ st.caption("L_gem: the extractor's sampled softmax (Eq. 19). L_recon: the square
 pair = {runs.is_no_grw(_config(r)): r for r in chosen if _config(r).get("model") == "dimerec"}
 if True in pair and False in pair:
     def _metrics(r: str) -> dict:
-        try:
-            return (json.loads((available[r] / "metrics.json").read_text()) or {}).get("test") or {}
-        except (OSError, ValueError):
-            return {}
+        return runs.read_metrics(available[r]).get("test") or {}
 
     def _recon(r: str) -> tuple[float, float] | None:
         frame = frames[labels_of[r]]

@@ -2,7 +2,6 @@
 let reproductions side by side share a runs folder, and training or serving each run (a finished run is reused)."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -16,7 +15,7 @@ from tqdm.auto import tqdm
 
 from dimerec.errors import DimeRecError
 from dimerec.reproduce.experiments import RunSpec, grid
-from dimerec.runs import Bank, finished, served_source
+from dimerec.runs import Bank, finished, read_config, read_metrics, served_source
 
 # How a table's budget line names validation patience; a table whose line holds it was trained to convergence.
 PATIENCE_STOP = "validations without a better HR@50"
@@ -85,10 +84,9 @@ class Budget:
         stopped before its clock ran out (then it stopped on its steps, epochs or on validation, and a longer clock
         trains it identically)."""
         if not (out / "config.json").exists():
-            out = served_source(out, json.loads((out / "metrics.json").read_text())["served_from"])
-        used = json.loads((out / "config.json").read_text())["train_config"]
-        had = self.as_run(used)
-        trained_minutes = json.loads((out / "metrics.json").read_text())["train_minutes"]
+            out = served_source(out, read_metrics(out)["served_from"])
+        had = self.as_run(read_config(out)["train_config"])
+        trained_minutes = read_metrics(out)["train_minutes"]
         longer_clock = had.minutes is not None and (self.minutes is None or self.minutes > had.minutes)
         stopped_before_clock = had.minutes is None or trained_minutes < had.minutes
         if had != self and not (replace(had, minutes=self.minutes) == self and longer_clock and stopped_before_clock):
@@ -111,8 +109,8 @@ def unfinished_under(out: Path, budget: Budget) -> bool:
     if finished(out) or not (out / "last.pt").is_file() or not (out / "config.json").is_file():
         return False
     try:
-        recorded = json.loads((out / "config.json").read_text())["train_config"]
-    except (ValueError, KeyError):
+        recorded = read_config(out)["train_config"]
+    except DimeRecError:
         return False
     return (recorded.get("max_epochs"), recorded.get("patience")) == (budget.epochs, budget.patience)
 
@@ -155,7 +153,7 @@ def serve_run(source: Path, out: Path, overrides: dict, data_dir: str | None, de
             valid, test = final_metrics(model, data, config["train_config"], serve)  # the rows the source was scored on
     finally:
         model.cpu()  # the cached model stays on the CPU for the tables' analyses
-    trained = json.loads((source / "metrics.json").read_text())
+    trained = read_metrics(source)
     metrics = {**trained, "served_from": os.path.relpath(source, out), "serve_overrides": overrides,
                "valid": valid, "test": test}
     out.mkdir(parents=True, exist_ok=True)
@@ -187,7 +185,7 @@ def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path
 
     train_all([trial(spec, flags) for spec, flags in jobs], desc="tuning", bank=bank)
     for spec, flags in jobs:
-        valid = json.loads((tuning_run(root, dataset, spec, flags) / "metrics.json").read_text())["valid"]
+        valid = read_metrics(tuning_run(root, dataset, spec, flags))["valid"]
         rows.append({"model": spec.label, "setting": " ".join(flags), "valid HR@50": 100 * valid["HR@50"],
                      "valid NDCG@50": 100 * valid["NDCG@50"]})
     trials = pd.DataFrame(rows)
@@ -355,7 +353,7 @@ def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: s
     train_all([job(spec, seed) for spec, seed in jobs], desc="reproduce", bank=bank)
     for spec, seed in jobs:
         out = run_dir(spec, seed)
-        metrics = json.loads((out / "metrics.json").read_text())
+        metrics = read_metrics(out)
         results.append({"label": spec.label, "role": spec.role, "seed": seed, "run": str(out), **metrics})
     order = {spec.label: i for i, spec in enumerate(specs)}
     return sorted(results, key=lambda r: (order[r["label"]], r["seed"]))

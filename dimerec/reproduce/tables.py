@@ -2,7 +2,6 @@
 the best baseline, the written table, CSV and figure, and what each experiment adds to its table (SECTIONS)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from dimerec.errors import DimeRecError
 from dimerec.reproduce.experiments import (BEYOND_REPORTED, COMPARES_PAPERS, CONTROL, DESCRIPTIONS, DIFFUSION_GROUPS,
                                            OURS, OWN_CONTROL, PERCENT, POP, REPORTED, SERVE_MEAN)
 from dimerec.reproduce.runner import Budget, load_run_cached, trained_run
-from dimerec.runs import read_config, read_valid
+from dimerec.runs import read_config, read_step_metrics, read_valid
 
 
 def summarize(results: list[dict]) -> tuple[pd.DataFrame, str]:
@@ -180,8 +179,8 @@ def device_note(results: list[dict]) -> list[str]:
     "train min" is that device's time, and the same seed repeats their numbers there, not on a CPU."""
     devices: dict[str, set[str]] = {}
     for r in results:
-        config = trained_run(r) / "config.json"
-        device = json.loads(config.read_text())["train_config"].get("device", "cpu") if config.exists() else "cpu"
+        run = trained_run(r)
+        device = read_config(run)["train_config"].get("device", "cpu") if (run / "config.json").exists() else "cpu"
         if device != "cpu":
             devices.setdefault(device, set()).add(r["label"])
     return [line for device, labels in devices.items() for line in (
@@ -213,10 +212,10 @@ def sampling_note(results: list[dict]) -> list[str]:
     position of a window a target, one pass a window) or prefixes (one target a pass); MostPopular trains nothing."""
     by_sampling: dict[str, set[str]] = {}
     for r in trained_results(results):
-        config = trained_run(r) / "config.json"
-        if not config.exists():
+        run = trained_run(r)
+        if not (run / "config.json").exists():
             continue
-        train_config = json.loads(config.read_text())["train_config"]
+        train_config = read_config(run)["train_config"]
         by_sampling.setdefault(train_config.get("sampling") or "prefixes", set()).add(r["label"])
     if not by_sampling:
         return []
@@ -349,7 +348,7 @@ def section_fig5(name, dataset, results, table, note, **_):
 
     rows = []
     for r in results:
-        steps = json.loads((trained_run(r) / "step_metrics.json").read_text())
+        steps = read_step_metrics(trained_run(r))
         for s in steps["steps"]:
             rows.append({"model": r["label"], "seed": r["seed"], "step": s["step"], "t": s["t"],
                          "HR@50": 100 * s["HR@50"], "NDCG@50": 100 * s["NDCG@50"]})
