@@ -1,5 +1,6 @@
 """`reproduce`: every experiment runs on a small `planted` world, resumes, shares runs, writes table and figure."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -419,6 +420,9 @@ def test_the_diffusion_experiment_tables_every_lever_and_states_its_verdict(dirs
     assert "Best chain-served variant on validation" in verdict and "paired t-test" in verdict
     assert ("**cleared**" in verdict) != ("**not cleared**" in verdict)
     assert "## H6" in md and "| x_0 | x_0 |" in md
+    # ms / user is wall clock: the table says how loaded the machine was while it was timed
+    assert re.search(r"this machine: \d+ cores, a one-minute load average of \d+\.\d to \d+\.\d while it was "
+                     r"timed", md)
 
 
 def run_config(**train_config) -> str:
@@ -580,7 +584,6 @@ def test_a_run_a_stopped_reproduce_left_unfinished_resumes_under_the_same_budget
 def test_docs_reproducing_lists_the_command_of_every_committed_table():
     """docs/reproducing.md is copied from the tables' Command lines: a regenerated table whose command changed
     (a new budget, say) fails here until the page says so."""
-    import re
 
     root = Path(__file__).resolve().parent.parent
     doc = (root / "docs" / "reproducing.md").read_text()
@@ -594,8 +597,6 @@ def test_readme_names_exactly_the_tables_regenerated_at_convergence():
     """README's "Regenerated so far" list is checked against the tables' own budget lines (a run stopped by
     validation patience is at convergence): a regenerated table missing from it, or a one-epoch table named in
     it, fails here."""
-    import re
-
     from dimerec.reproduce.runner import PATIENCE_STOP
 
     root = Path(__file__).resolve().parent.parent

@@ -2,6 +2,7 @@
 the best baseline, the written table, CSV and figure, and what each experiment adds to its table (SECTIONS)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -406,10 +407,10 @@ def section_diffusion(name, dataset, results, table, note, *, data_dir=None, **_
     """Issue 16: one table per hypothesis (validation HR@50 chooses; test read once per run), every variant's
     curve of x̂0 along its chain, its serving cost, the verdict against the control, and the chain's angles."""
     frame = pd.DataFrame(results)
-    curve, costs = chain_curves(results, data_dir)
+    curve, costs, load = chain_curves(results, data_dir)
     rise = chain_rise(curve)
     valid = valid_hr50(frame)
-    lines = [*diffusion_group_lines(table, valid, rise, costs), "", *beyond_lines(table),
+    lines = [*diffusion_group_lines(table, valid, rise, costs, load), "", *beyond_lines(table),
              "", *verdict_lines(diffusion_verdict(frame, valid, rise), valid),
              "", *chain_angle_lines(results, data_dir)]
     figure = chain_figure(curve, valid, dataset)
@@ -420,13 +421,14 @@ def section_diffusion(name, dataset, results, table, note, *, data_dir=None, **_
     return lines, figure, csv_table
 
 
-def chain_curves(results, data_dir) -> tuple[pd.DataFrame, dict[str, float]]:
-    """HR@50 and NDCG@50 (%) of x̂0 at each reverse step on validation, one row per chain-served run and step; and
-    each row's serving cost in ms per user (its seed-0 run)."""
+def chain_curves(results, data_dir) -> tuple[pd.DataFrame, dict[str, float], tuple[float, float]]:
+    """HR@50 and NDCG@50 (%) of x̂0 at each reverse step on validation, one row per chain-served run and step; each
+    row's serving cost in ms per user (its seed-0 run); and the lowest and highest one-minute load average of the
+    machine as each cost was timed (the cost is wall clock: other work on the cores inflates it)."""
     from dimerec.analysis import serving_cost
     from dimerec.evaluate import step_metrics
 
-    curves, costs = [], {}
+    curves, costs, loads = [], {}, []
     for r in tqdm(results, desc="chains and serving cost", unit="run"):
         model, data, config, serve = load_run_cached(trained_run(r), data_dir, r.get("serve_overrides"))
         split, tc = data.split(config["train_config"]["split_seed"]), config["train_config"]
@@ -436,8 +438,9 @@ def chain_curves(results, data_dir) -> tuple[pd.DataFrame, dict[str, float]]:
             curves += [{"model": r["label"], "seed": r["seed"], "step": s["step"], "t": s["t"],
                         "HR@50": 100 * s["HR@50"], "NDCG@50": 100 * s["NDCG@50"]} for s in steps]
         if r["seed"] == 0:
+            loads.append(os.getloadavg()[0])
             costs[r["label"]] = serving_cost(model, data, split.valid, seed=0, serve=serve)
-    return pd.DataFrame(curves), costs
+    return pd.DataFrame(curves), costs, (min(loads, default=0.0), max(loads, default=0.0))
 
 
 def chain_rise(curve: pd.DataFrame) -> pd.DataFrame:
@@ -453,7 +456,7 @@ def valid_hr50(frame: pd.DataFrame) -> dict[str, float]:
 
 
 def diffusion_group_lines(table: pd.DataFrame, valid: dict[str, float], rise: pd.DataFrame,
-                          costs: dict[str, float]) -> list[str]:
+                          costs: dict[str, float], load: tuple[float, float]) -> list[str]:
     """One Markdown table per hypothesis of DIFFUSION_GROUPS, each of its rows that ran."""
     def cell(label: str, key: str) -> str:
         row = table[table.model == label].iloc[0]
@@ -462,7 +465,8 @@ def diffusion_group_lines(table: pd.DataFrame, valid: dict[str, float], rise: pd
     lines = ["Each row: test metrics in %, mean ± std over seeds; **valid HR@50** (the only figure anything is "
              "chosen by); the chain's first and last step (HR@50 of x̂0 on validation, mean over seeds; "
              "x̂0 after the first step from pure noise vs after the last); serving cost in ms per user (batch "
-             "1,024, seed 0, this machine)."]
+             f"1,024, seed 0, this machine: {os.cpu_count()} cores, a one-minute load average of {load[0]:.1f} to "
+             f"{load[1]:.1f} while it was timed; wall clock, so other work on the cores inflates it)."]
     for group, specs in DIFFUSION_GROUPS.items():
         rows = []
         for spec in specs:
