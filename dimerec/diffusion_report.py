@@ -14,6 +14,8 @@ from that dataset's table, so the page says what the latest tables say, whicheve
   every variant both measured, and whether each one's gap to the control widens or narrows at convergence;
 - `headline`: the best chain-served variant against the control, and which way training to convergence moved the
   gap.
+- `mean`: the one-step mean against the control, at the table's budget and in H5's and H7's pairs (a pair's first
+  step is its mean), and whether each narrows or widens the gap.
 
 `python -m dimerec claims` writes it beside RESULTS.md; tests check that the committed page is this rendering of
 the committed tables.
@@ -189,6 +191,29 @@ def block_angles(table: DiffusionTable) -> str:
             f"(`results/diffusion_{table.dataset}.md`, H6; a random direction lies about 90° away).")
 
 
+def block_mean(table: DiffusionTable) -> str:
+    """The one-step mean against its control, at the table's budget and in each pair that has its own control (H5,
+    H7), on validation HR@50. The mean of one uniform start is the chain's first step (DimeRec.one_step_mean), so a
+    pair's "chain first" is its mean: the gap each pair leaves says whether a longer budget or a stronger encoder
+    lifts the mean towards the control."""
+    def gap(mean: float, control: float) -> float:
+        return control - mean
+
+    mean, control = table.value(SERVE_MEAN.label, "valid HR@50"), table.value(CONTROL.label, "valid HR@50")
+    base = gap(mean, control)
+    parts = [f"On {table.dataset} (validation HR@50), the one-step mean scores {mean:.2f} against the control's "
+             f"{control:.2f}, {base:.2f} points under"]
+    for tag, names in groups(table).items():
+        for ours in (n for n in names if n in OWN_CONTROL and table.chained(n)):
+            first, own = table.value(ours, "chain first"), table.value(OWN_CONTROL[ours], "valid HR@50")
+            moved = compared(gap(first, own), base, "widens", "narrows", "stays")
+            closed = (f", closing {1 - gap(first, own) / base:.0%} of it"
+                      if moved == "narrows" and base > LEVEL else "")
+            parts.append(f"{tag}, {ours}: its mean {first:.2f} against its control's {own:.2f}, "
+                         f"{gap(first, own):.2f} under (the gap {moved}{closed})")
+    return "; ".join(parts) + "."
+
+
 def earlier_table(table: DiffusionTable) -> DiffusionTable | None:
     """The table this one replaced, kept in results/before-convergence/ (None when none is kept)."""
     return DiffusionTable.read(table.folder / EARLIER, table.dataset) if table.folder else None
@@ -252,7 +277,7 @@ def block_headline(table: DiffusionTable) -> str:
 
 BLOCKS = {"protocol": block_protocol, "summary": block_summary, "levers": block_levers,
           "verdict": block_verdict, "angles": block_angles, "budget": block_budget,
-          "headline": block_headline}
+          "headline": block_headline, "mean": block_mean}
 
 
 def render(template: str, results: Path) -> str:

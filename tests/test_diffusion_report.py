@@ -5,8 +5,9 @@ from pathlib import Path
 import pandas as pd
 
 from dimerec.diffusion_report import (EARLIER, TEMPLATE, DiffusionTable, block_budget, block_headline,
-                                      block_levers, block_summary, render)
-from dimerec.reproduce.experiments import CONTROL, OURS, SERVE_MEAN
+                                      block_levers, block_mean, block_summary, render)
+from dimerec.reproduce.experiments import (CONTROL, LONG_CONTROL, LONG_OURS, OURS, SASREC_CONTROL, SASREC_OURS,
+                                           SERVE_MEAN)
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -76,3 +77,28 @@ def test_the_converged_table_is_set_beside_the_one_it_replaced_and_says_which_wa
     (tmp_path / EARLIER / "diffusion_toy.csv").unlink()  # none kept: the page says so, and the headline is short
     assert block_budget(DiffusionTable.read(tmp_path, "toy")).startswith("(no earlier table kept")
     assert "convergence" not in block_headline(DiffusionTable.read(tmp_path, "toy"))
+
+
+def test_the_mean_block_sets_each_pairs_first_step_beside_its_own_control():
+    """`mean`: the one-step mean's gap to the control at the budget, then each own-control pair's (its first step
+    is its mean), narrowing or widening as the numbers say."""
+    nan = float("nan")
+    toy = table({CONTROL.label: (60.0, 61.0, nan, nan), OURS.label: (40.0, 41.0, 50.0, 41.0),
+                 SERVE_MEAN.label: (50.0, 50.0, nan, nan),
+                 LONG_OURS.label: (44.0, 44.0, 55.0, 44.0), LONG_CONTROL.label: (61.0, 62.0, nan, nan),
+                 SASREC_OURS.label: (40.0, 40.0, 48.0, 40.0), SASREC_CONTROL.label: (65.0, 66.0, nan, nan)})
+    text = block_mean(toy)
+    assert text.startswith("On toy (validation HR@50), the one-step mean scores 50.00 against the control's 61.00, "
+                           "11.00 points under")
+    assert f"{LONG_OURS.label}: its mean 55.00 against its control's 62.00, 7.00 under (the gap narrows, closing " \
+           f"36% of it)" in text
+    assert f"{SASREC_OURS.label}: its mean 48.00 against its control's 66.00, 18.00 under (the gap widens)" in text
+
+
+def test_the_one_step_mean_is_the_chains_first_step_in_the_committed_tables():
+    """The `mean` block reads a pair's first step as its mean: DimeRec served by its one-step mean (one start)
+    scores on validation exactly what its chain's first step scores."""
+    for dataset in ("ml-1m", "planted"):
+        committed = DiffusionTable.read(RESULTS, dataset)
+        assert abs(committed.value(SERVE_MEAN.label, "valid HR@50") - committed.value(OURS.label, "chain first")) \
+            < 1e-6, dataset
