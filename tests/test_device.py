@@ -1,6 +1,7 @@
 """`--device`: training and scoring on a GPU. The CPU tests run everywhere; the GPU tests run only where
 PyTorch sees a GPU (never in CI, whose machines have none) and were run on a lent H100 (see docs/protocols.md)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,7 +80,9 @@ def test_a_table_names_the_models_whose_runs_trained_on_a_gpu(tmp_path):
     for label, device in (("SASRec", "cpu"), ("DiffuRec", "cuda"), ("DiffuRec", "cuda")):
         run = tmp_path / f"{label}-{len(results)}"
         run.mkdir()
-        (run / "config.json").write_text(json.dumps({"train_config": {"device": device}}))
+        config = json.loads((Path(__file__).parent / "fixtures" / "old_configs" / "dimerec-planted.json").read_text())
+        config["train_config"]["device"] = device  # a run's config.json, read as runs.read_config reads it
+        (run / "config.json").write_text(json.dumps(config))
         results.append({"label": label, "run": str(run)})
     note = device_note(results)
     assert note[0] == "" and note[1].startswith("Trained with `--device cuda` (a GPU): DiffuRec;") and len(note) == 2

@@ -634,7 +634,7 @@ def test_a_hypothesis_whose_every_row_was_skipped_says_so_instead_of_an_empty_ta
     ran = [spec.label for spec in DIFFUSION_GROUPS["References"]]
     table = pd.DataFrame({"model": ran, "HR@50": 40.0, "HR@50 std": 1.0, "NDCG@50": 10.0, "NDCG@50 std": 0.5})
     lines = diffusion_group_lines(table, {label: 41.0 for label in ran}, pd.DataFrame(columns=["first", "last"]),
-                                  {})
+                                  {}, (1.5, 2.5))
     md = "\n".join(lines)
     h4 = next(group for group in DIFFUSION_GROUPS if group.startswith("H4"))
     section = md[md.index(f"## {h4}"):].split("\n## ")[0]
@@ -642,6 +642,7 @@ def test_a_hypothesis_whose_every_row_was_skipped_says_so_instead_of_an_empty_ta
     references = md[md.index("## References"):].split("\n## ")[0]
     assert all(f"| {label} | 41.00 | 40.00 ± 1.00 |" in references for label in ran)
     assert "Not run" not in references
+    assert "a one-minute load average of 1.5 to 2.5 while it was timed" in lines[0]
 
 
 def test_the_training_note_counts_runs_and_epochs_in_plain_english():
