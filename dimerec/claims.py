@@ -249,8 +249,13 @@ def command_of(md: Path) -> str:
     return found.group(1) if found else ""
 
 
-def write_claims(results: Path = Path("results"), datasets: tuple[str, ...] = DATASETS) -> Path:
-    """RESULTS.md from the tables in `results`; `datasets[0]` stands for MovieLens in single-dataset claims."""
+VERDICTS = ("holds", "partly", "does not hold", "not measured")
+COLUMNS = ("where", "the paper", "measured here", "verdict", "command")
+
+
+def judge_claims(results: Path = Path("results"), datasets: tuple[str, ...] = DATASETS) -> pd.DataFrame:
+    """Every claim beside its measurement, one row each (COLUMNS), judged from the tables in `results` by the rules
+    above; `datasets[0]` stands for MovieLens in single-dataset claims. RESULTS.md and notebook 04 show this."""
     rows = []
     for claim in CLAIMS:
         tables, commands = {}, []
@@ -277,11 +282,20 @@ def write_claims(results: Path = Path("results"), datasets: tuple[str, ...] = DA
     if bench.exists():
         measured, mark = judge_serving(json.loads(bench.read_text()))
         rows.append(("§4.5", "Serving under 1 ms per query", measured, mark, "`python -m benchmarks.dimerec_bench`"))
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def claims_markdown(results: Path = Path("results"), datasets: tuple[str, ...] = DATASETS) -> str:
+    """The text of RESULTS.md: `judge_claims`' table of the tables in `results`."""
     lines = ["# The paper's claims beside our measurements", "",
              "Written by `python -m dimerec claims` from the tables in this folder; each verdict follows the rule in "
              "`dimerec/claims.py`. Values in %, test split, mean over seeds.", "", SUBSTITUTIONS, "",
-             "| where | the paper | measured here | verdict | command |", "|---|---|---|---|---|"]
-    lines += [f"| {' | '.join(r)} |" for r in rows]
+             f"| {' | '.join(COLUMNS)} |", "|---|---|---|---|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in judge_claims(results, datasets).itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_claims(results: Path = Path("results"), datasets: tuple[str, ...] = DATASETS) -> Path:
     out = results / "RESULTS.md"
-    out.write_text("\n".join(lines) + "\n")
+    out.write_text(claims_markdown(results, datasets))
     return out

@@ -155,10 +155,13 @@ def _read_run_json(path: Path) -> dict:
     return value
 
 
-def read_config(run_dir: Path) -> dict:
-    """A run's config.json as today's code reads it, whatever code wrote it (`upgrade_config`); a one-line
-    DimeRecError naming the file when it is missing or not a run's."""
+def read_config(run_dir: Path, required: bool = True) -> dict | None:
+    """A run's config.json as today's code reads it, whatever code wrote it (`upgrade_config`); None when it has
+    none (a served run) and not `required`, else a one-line DimeRecError naming the file when it is missing or
+    not a run's."""
     path = Path(run_dir) / "config.json"
+    if not required and not path.exists():
+        return None
     config = _read_run_json(path)
     try:
         config["model"], config["dataset"], config["model_config"], config["train_config"]["split_seed"]
@@ -399,8 +402,8 @@ class Bank:
         for banked in self.runs_held():
             valid = read_valid(banked / "valid.csv")
             metrics = read_metrics(banked, required=False) or {}
-            device = read_config(banked)["train_config"].get("device", "cpu") \
-                if (banked / "config.json").is_file() else ""
+            config = read_config(banked, required=False)
+            device = config["train_config"].get("device", "cpu") if config else ""
             rows.append({"run": str(banked.relative_to(self.folder)),
                          "state": ("served" if "served_from" in metrics else "finished") if metrics
                          else "resumable" if (banked / "last.pt").is_file() else "incomplete",

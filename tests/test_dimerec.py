@@ -178,5 +178,8 @@ def test_every_json_file_of_a_run_is_read_by_runs_with_a_one_line_error(tmp_path
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "model": "no-such-model"}))
     assert "is a run of model 'no-such-model', not a known model (models: " in says(read_config, "config.json")
+    assert "is a run of model 'no-such-model'" in says(read_config, "config.json", required=False)
+    (run / "config.json").unlink()  # a served run has none: optional, it reads as None; required, one line
+    assert read_config(run, required=False) is None and "is missing" in says(read_config, "config.json")
     (run / "config.json").write_text("{ not json")
     assert "is not valid JSON" in says(read_config, "config.json")

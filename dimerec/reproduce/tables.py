@@ -165,10 +165,10 @@ def own_budget_note(results: list[dict], budget: Budget) -> list[str]:
     is not taken to hold for them."""
     budgets: dict[str, list[str]] = {}
     for r in results:
-        run = trained_run(r)
-        if not (run / "config.json").exists():
+        config = read_config(trained_run(r), required=False)
+        if config is None:
             continue
-        own = str(budget.as_run(read_config(run)["train_config"]))
+        own = str(budget.as_run(config["train_config"]))
         if own != str(budget) and r["label"] not in budgets.setdefault(own, []):
             budgets[own].append(r["label"])
     return [line for own, labels in budgets.items()
@@ -180,8 +180,8 @@ def device_note(results: list[dict]) -> list[str]:
     "train min" is that device's time, and the same seed repeats their numbers there, not on a CPU."""
     devices: dict[str, set[str]] = {}
     for r in results:
-        run = trained_run(r)
-        device = read_config(run)["train_config"].get("device", "cpu") if (run / "config.json").exists() else "cpu"
+        config = read_config(trained_run(r), required=False)
+        device = config["train_config"].get("device", "cpu") if config else "cpu"
         if device != "cpu":
             devices.setdefault(device, set()).add(r["label"])
     return [line for device, labels in devices.items() for line in (
@@ -213,10 +213,10 @@ def sampling_note(results: list[dict]) -> list[str]:
     position of a window a target, one pass a window) or prefixes (one target a pass); MostPopular trains nothing."""
     by_sampling: dict[str, set[str]] = {}
     for r in trained_results(results):
-        run = trained_run(r)
-        if not (run / "config.json").exists():
+        config = read_config(trained_run(r), required=False)
+        if config is None:
             continue
-        train_config = read_config(run)["train_config"]
+        train_config = config["train_config"]
         by_sampling.setdefault(train_config.get("sampling") or "prefixes", set()).add(r["label"])
     if not by_sampling:
         return []
