@@ -24,8 +24,6 @@ runs).
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -63,7 +61,7 @@ def write_lesson(run: Path) -> None:
 
 
 def _load(run: Path):
-    """The trained run (model in eval mode, dataset, its held-out users) and the SHA-1 of its best.pt."""
+    """The trained run: the model in eval mode, its dataset and its held-out users."""
     import torch
 
     from dimerec import explore
@@ -73,35 +71,35 @@ def _load(run: Path):
     model, data, config = load_run(run)
     model.eval()
     held_out = explore.held_out_users(data, data.split(int(config.get("train_config", {}).get("split_seed", 0))))
-    return model, data, held_out, hashlib.sha1((run / "best.pt").read_bytes()).hexdigest()
+    return model, data, held_out
 
 
 def write_presets(run: Path) -> list[tuple[int, str]]:
     """The run's preset users, chosen by what its chains do (dimerec.explore.chain_presets) on the samples the pages
-    show, into run/presets.json with the SHA-1 of the best.pt they describe (the app ignores a stale file)."""
+    show, into its presets.json (dimerec.runs.write_presets, tied to this best.pt: the app ignores a stale file)."""
     from dimerec import explore
+    from dimerec.runs import write_presets as write_presets_file
 
-    model, data, held_out, sha1 = _load(run)
+    model, data, held_out = _load(run)
     picks = explore.chain_presets(model, data, held_out, explore.item_categories(data)[1],
                                   n_samples=PRESET_SAMPLES, seed=PRESET_SEED)
-    record = {"what": "preset users: held-out users worth opening first, each with the reason it was picked "
-                      f"(dimerec.explore.chain_presets on {PRESET_SAMPLES} reverse samples, seed {PRESET_SEED}, "
-                      f"among at most {explore.PRESET_POOL} held-out users)",
-              "best.pt sha1": sha1, "presets": [{"user": user, "reason": reason} for user, reason in picks]}
-    (run / explore.PRESETS_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    write_presets_file(run, picks, "preset users: held-out users worth opening first, each with the reason it was "
+                                   f"picked (dimerec.explore.chain_presets on {PRESET_SAMPLES} reverse samples, seed "
+                                   f"{PRESET_SEED}, among at most {explore.PRESET_POOL} held-out users)")
     return picks
 
 
 def write_item_map(run: Path) -> int:
     """The Interests page's item map (dimerec.explore.fit_item_map) and, placed on it by UMAP's transform, every
-    held-out user's interests and chain guesses (explore.map_vectors, the samples the pages show), into
-    run/item_map.npz (half precision: a few tens of kB). UMAP compiles on first use: a minute, here, once, rather
-    than in front of a class. Returns the file's size in bytes."""
+    held-out user's interests and chain guesses (explore.map_vectors, the samples the pages show), into its
+    item_map.npz (dimerec.runs.write_item_map; half precision: a few tens of kB). UMAP compiles on first use: a
+    minute, here, once, rather than in front of a class. Returns the file's size in bytes."""
     import numpy as np
 
     from dimerec import explore
+    from dimerec.runs import write_item_map as write_item_map_file
 
-    model, data, held_out, sha1 = _load(run)
+    model, data, held_out = _load(run)
     item_map = explore.fit_item_map(model.item_vectors().detach().numpy())
     interests, guesses = [], []
     for user in held_out.tolist():
@@ -113,12 +111,11 @@ def write_item_map(run: Path) -> int:
     placed_interests = item_map.place(interests)
     placed_guesses = item_map.place(guesses) if guesses.size else np.zeros((*guesses.shape[:-1], 2))
     T = int(model.config.T) if model.denoises else 0
-    file = run / explore.ITEM_MAP_FILE
-    np.savez_compressed(file, items_2d=item_map.items_2d.astype(np.float32), users=held_out.astype(np.int32),
-                        interests_2d=placed_interests.astype(np.float16), guesses_2d=placed_guesses.astype(np.float16),
-                        steps=explore.map_steps(T) if model.denoises else np.zeros(0, dtype=np.int64),
-                        fitted_on=np.int64(item_map.fitted_on), best_pt_sha1=np.str_(sha1))
-    return file.stat().st_size
+    return write_item_map_file(run, {
+        "items_2d": item_map.items_2d.astype(np.float32), "users": held_out.astype(np.int32),
+        "interests_2d": placed_interests.astype(np.float16), "guesses_2d": placed_guesses.astype(np.float16),
+        "steps": explore.map_steps(T) if model.denoises else np.zeros(0, dtype=np.int64),
+        "fitted_on": np.int64(item_map.fitted_on)})
 
 
 def main() -> None:

@@ -7,7 +7,6 @@ A run's id, as it appears in the URL, is "default/NAME" or "runs/RELATIVE/PATH".
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,9 @@ import torch
 from dimerec import explore
 from dimerec.data import load_run_dataset, same_world
 from dimerec.errors import DimeRecError
-from dimerec.runs import (RUN_FILES, discover_runs as find_run_dirs, load_run as load_trained_run,
-                          read_config as read_run_config, read_metrics as read_run_metrics,
-                          read_step_metrics as read_run_step_metrics, runs_root, stored_lesson)
+from dimerec.runs import (PRESETS_FILE, RUN_FILES, discover_runs as find_run_dirs, load_run as load_trained_run,
+                          read_config as read_run_config, read_item_map, read_metrics as read_run_metrics,
+                          read_presets, read_step_metrics as read_run_step_metrics, runs_root, stored_lesson)
 from dimerec.serving import ServeConfig, serving_of
 
 torch.set_num_threads(1)  # small matrices; the machine's cores are shared
@@ -69,7 +68,7 @@ def run_summary(config: dict) -> str:
 def _stamp(path: Path) -> tuple:
     """Changes when the run's files change, so a retrained run is reloaded."""
     return tuple((f, (path / f).stat().st_mtime_ns if (path / f).exists() else 0)
-                 for f in (*RUN_FILES, explore.PRESETS_FILE))
+                 for f in (*RUN_FILES, PRESETS_FILE))
 
 
 @dataclass
@@ -283,21 +282,10 @@ def user_view(run_id: str, stamp: tuple, hist: tuple[int, ...], n_samples: int, 
                     top=top[0], top_scores=top_scores[0])
 
 
-def _sha1(file: Path) -> str:
-    return hashlib.sha1(file.read_bytes()).hexdigest()
-
-
 def _stored_presets(run: Run) -> list[tuple[int, str]] | None:
-    """The run's presets.json, when it is there, readable, made from this very best.pt, and names held-out users
-    of this run; else None."""
-    file = run.path / explore.PRESETS_FILE
-    try:
-        stored = json.loads(file.read_text())
-        if stored.get("best.pt sha1") != _sha1(run.path / "best.pt"):
-            return None  # retrained since: the picks describe another model
-        picks = [(int(p["user"]), str(p["reason"])) for p in stored["presets"]]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
+    """The run's presets (dimerec.runs.read_presets: its presets.json, made from this very best.pt) when they name
+    held-out users of this run; else None."""
+    picks = read_presets(run.path)
     held_out = set(run.held_out.tolist())
     return picks if picks and all(u in held_out for u, _ in picks) else None
 
@@ -421,17 +409,9 @@ class MapView:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _stored_map(run_id: str, stamp: tuple) -> dict | None:
-    """The run's item_map.npz (explore.ITEM_MAP_FILE, written by app/make_default_runs.py) when it was made from
-    this very best.pt, as arrays; else None."""
-    run = load_run(run_id)
-    try:
-        with np.load(run.path / explore.ITEM_MAP_FILE) as file:
-            stored = {key: file[key] for key in file.files}
-        if str(stored["best_pt_sha1"]) != _sha1(run.path / "best.pt"):
-            return None
-    except (OSError, ValueError, KeyError):
-        return None
-    return stored
+    """The run's item map as arrays (dimerec.runs.read_item_map: its item_map.npz, written by
+    app/make_default_runs.py from this very best.pt); else None."""
+    return read_item_map(load_run(run_id).path)
 
 
 def has_item_map(run: Run) -> bool:

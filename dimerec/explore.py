@@ -427,7 +427,6 @@ def odds_oracle(odds=(0.5, 0.3, 0.2), sample_counts=LESSON_SAMPLES, trials: int 
 
 # ---- preset users: a few users worth opening first, each with the reason it was picked ------------------------------
 
-PRESETS_FILE = "presets.json"  # written beside a run by app/make_default_runs.py: the chain-based picks, made once
 PRESET_POOL = 400  # chain-based presets are picked among at most this many held-out users (a seeded draw)
 
 
@@ -475,7 +474,7 @@ def chain_presets(model, data, users: np.ndarray, item_category: np.ndarray, n_s
     `n_samples` reverse runs (seeded as `sample_user`, so the reason matches what the pages show) or interests
     land, and the rank of the true next item in their merged top 50 (`user_landings`). Among at most `pool`
     held-out `users` (a seeded draw). Slow for long chains (DreamRec: ~30 s on two cores): made once, with the
-    run (app/make_default_runs.py writes it to PRESETS_FILE); `data_presets` is the instant fallback."""
+    run (app/make_default_runs.py stores it: runs.write_presets); `data_presets` is the instant fallback."""
     users = np.asarray(users)
     if len(users) > pool:
         users = np.sort(np.random.default_rng(0).choice(users, pool, replace=False))
@@ -514,7 +513,7 @@ def chain_presets(model, data, users: np.ndarray, item_category: np.ndarray, n_s
 def data_presets(data, users: np.ndarray, item_category: np.ndarray) -> list[tuple[int, str]]:
     """Up to four users worth opening first, picked from their histories alone (no model call: instant for any
     run): the most mixed history, the most single-minded, on planted a user whose interest just changed, and a
-    user whose next item is of a category the history never touched. For runs without a PRESETS_FILE."""
+    user whose next item is of a category the history never touched. For runs without a presets.json."""
     item_category = np.asarray(item_category)
     truth = data.ground_truth
     rows = []
@@ -612,7 +611,6 @@ def _count(categories: np.ndarray) -> dict[int, int]:
 
 # ---- the item map: the item table in 2-D by UMAP, and a user's vectors placed on it by `transform` ------------------
 
-ITEM_MAP_FILE = "item_map.npz"  # written beside a run by app/make_default_runs.py: the map and every held-out user
 MAP_STEPS = 5  # the chain's x̂0 guesses are placed at this many steps, evenly from step 0 to step T
 
 

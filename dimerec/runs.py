@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from dimerec.data.dataset import SeqDataset, fingerprint_change
@@ -322,6 +324,57 @@ def stored_lesson(run_dir: Path, model, data, config: dict, serve, max_rows: int
     except OSError:
         pass
     return lesson
+
+
+# ---- what the app keeps beside a built-in run, made once by app/make_default_runs.py -------------------------------
+# Each is tied to the best.pt it describes by that file's SHA-1: a run retrained since reads as having none.
+
+PRESETS_FILE = "presets.json"  # the preset users, picked by what the run's chains do (explore.chain_presets)
+ITEM_MAP_FILE = "item_map.npz"  # the Interests page's item map and every held-out user on it (explore.fit_item_map)
+
+
+def checkpoint_sha1(run_dir: Path) -> str:
+    return hashlib.sha1((Path(run_dir) / "best.pt").read_bytes()).hexdigest()
+
+
+def write_presets(run_dir: Path, presets: list[tuple[int, str]], what: str) -> None:
+    """PRESETS_FILE: the (user, reason) picks, `what` says how they were picked, and the best.pt they describe."""
+    write_json_atomic({"what": what, "best.pt sha1": checkpoint_sha1(run_dir),
+                       "presets": [{"user": int(user), "reason": reason} for user, reason in presets]},
+                      Path(run_dir) / PRESETS_FILE)
+
+
+def read_presets(run_dir: Path) -> list[tuple[int, str]] | None:
+    """The run's (user, reason) picks; None when it has none, or an unreadable one, or one of another best.pt."""
+    try:
+        stored = json.loads((Path(run_dir) / PRESETS_FILE).read_text())
+        if stored.get("best.pt sha1") != checkpoint_sha1(run_dir):
+            return None  # retrained since: the picks describe another model
+        return [(int(p["user"]), str(p["reason"])) for p in stored["presets"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def write_item_map(run_dir: Path, arrays: dict[str, np.ndarray]) -> int:
+    """ITEM_MAP_FILE: `arrays` (compressed) and the best.pt they describe; returns the file's size in bytes."""
+    path = Path(run_dir) / ITEM_MAP_FILE
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: given a name, numpy would append ".npz" to the temporary one
+            np.savez_compressed(f, **arrays, best_pt_sha1=np.str_(checkpoint_sha1(run_dir)))
+
+    replace_atomically(path, write)
+    return path.stat().st_size
+
+
+def read_item_map(run_dir: Path) -> dict[str, np.ndarray] | None:
+    """The run's item map arrays; None when it has none, or an unreadable one, or one of another best.pt."""
+    try:
+        with np.load(Path(run_dir) / ITEM_MAP_FILE) as file:
+            stored = {key: file[key] for key in file.files}
+        return stored if str(stored.pop("best_pt_sha1")) == checkpoint_sha1(run_dir) else None
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def truncate_log(path: Path, step: int) -> None:

@@ -183,3 +183,30 @@ def test_every_json_file_of_a_run_is_read_by_runs_with_a_one_line_error(tmp_path
     assert read_config(run, required=False) is None and "is missing" in says(read_config, "config.json")
     (run / "config.json").write_text("{ not json")
     assert "is not valid JSON" in says(read_config, "config.json")
+
+
+def test_the_app_files_beside_a_run_are_read_only_with_the_best_pt_they_were_made_from(tmp_path):
+    """presets.json and item_map.npz (made once by app/make_default_runs.py) have one writer and reader
+    (dimerec.runs): written atomically with best.pt's SHA-1, read back as written, and read as absent once the run
+    is retrained (its best.pt changes) or the file is damaged."""
+    from dimerec.runs import ITEM_MAP_FILE, PRESETS_FILE, read_item_map, read_presets, write_item_map, write_presets
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert read_presets(run) is None and read_item_map(run) is None  # neither file, nor even a best.pt
+    (run / "best.pt").write_bytes(b"weights, first training")
+    write_presets(run, [(7, "lands on a planted interest"), (3, "a new category next")], "picked for a test")
+    arrays = {"items_2d": np.arange(6, dtype=np.float32).reshape(3, 2), "users": np.array([3, 7], dtype=np.int32),
+              "fitted_on": np.int64(3)}
+    size = write_item_map(run, arrays)
+    assert size == (run / ITEM_MAP_FILE).stat().st_size and sorted(p.name for p in run.iterdir()) == sorted(
+        ["best.pt", PRESETS_FILE, ITEM_MAP_FILE])  # no temporary file left behind
+    assert read_presets(run) == [(7, "lands on a planted interest"), (3, "a new category next")]
+    stored = read_item_map(run)
+    assert stored.keys() == arrays.keys() and all(np.array_equal(stored[k], arrays[k]) for k in arrays)
+    (run / "best.pt").write_bytes(b"weights, retrained")  # the picks and the map describe another model now
+    assert read_presets(run) is None and read_item_map(run) is None
+    write_presets(run, [(7, "again")], "picked again")
+    assert read_presets(run) == [(7, "again")]
+    (run / PRESETS_FILE).write_text("{ not json")
+    assert read_presets(run) is None
