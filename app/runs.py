@@ -21,7 +21,8 @@ from dimerec.data import load_run_dataset, same_world
 from dimerec.errors import DimeRecError
 from dimerec.runs import (PRESETS_FILE, RUN_FILES, discover_runs as find_run_dirs, load_run as load_trained_run,
                           read_config as read_run_config, read_item_map, read_metrics as read_run_metrics,
-                          read_presets, read_step_metrics as read_run_step_metrics, runs_root, stored_lesson)
+                          read_losses as read_run_losses, read_presets, read_step_metrics as read_run_step_metrics,
+                          read_valid as read_run_valid, runs_root, stored_lesson)
 from dimerec.serving import ServeConfig, serving_of
 
 torch.set_num_threads(1)  # small matrices; the machine's cores are shared
@@ -209,24 +210,19 @@ def load_run(run_id: str) -> Run:
 
 
 def read_losses(path: Path) -> pd.DataFrame | None:
-    """losses.csv as a frame, or None when the run has none; RunError when it is unreadable."""
-    file = path / "losses.csv"
-    if not file.exists():
-        return None
+    """losses.csv as a frame (dimerec.runs.read_losses), or None when the run has none; RunError when it is
+    unreadable."""
     try:
-        frame = pd.read_csv(file)
-    except (OSError, ValueError) as err:
-        raise RunError(f"{file} cannot be read ({err})") from None
-    if "step" not in frame.columns:
-        raise RunError(f"{file} has no 'step' column; is it a losses.csv written by the trainer?")
-    return frame
+        return read_run_losses(path, required=False)
+    except DimeRecError as err:
+        raise RunError(str(err)) from None
 
 
 def read_valid(path: Path) -> pd.DataFrame | None:
-    file = path / "valid.csv"
+    """valid.csv as a frame (dimerec.runs.read_valid), or None when the run has none or it is unreadable."""
     try:
-        return pd.read_csv(file) if file.exists() else None
-    except (OSError, ValueError):
+        return read_run_valid(path)
+    except DimeRecError:
         return None
 
 

@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # dimerec, for `ours` (RecBole's worker runs this file and never imports it)
 MODELS = {"sasrec": "SASRec", "gru4rec": "GRU4Rec"}  # ours -> RecBole's name
 BATCH, MAX_LEN, LR, DIM = 256, 70, 0.001, 64
 
@@ -145,6 +146,8 @@ def ours(model: str, steps: int, data_dir: str, seed: int, score: bool, sampling
     """Our run of `steps` batches; `prefixes` is RecBole's own sampling (prefix augmentation, one target a pass),
     `windows` ours (every position of a window a target, one pass a window; a batch still holds about 256 targets).
     samples_per_s counts training targets either way."""
+    from dimerec.runs import read_metrics  # not at the top: RecBole's environment lacks dimerec's dependencies
+
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         argv = [sys.executable, "-m", "dimerec", "train", "--model", model, "--dataset", "ml-1m", "--data-dir",
@@ -154,7 +157,7 @@ def ours(model: str, steps: int, data_dir: str, seed: int, score: bool, sampling
             argv += ["--final-max-rows", "1", "--no-read-test"]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         subprocess.run(argv, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-        metrics = json.loads((Path(out) / "metrics.json").read_text())
+        metrics = read_metrics(Path(out))
     wall = time.perf_counter() - started
     train_seconds = 60 * metrics["train_minutes"]
     targets = metrics["epochs_trained"] * metrics["targets_per_epoch"]  # what the steps trained, windows or not

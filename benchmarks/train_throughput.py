@@ -16,7 +16,6 @@ Writes the key "training_by_sampling" of results/bench.json:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from dimerec.data import TrainSampler, load_dataset  # noqa: E402
 from dimerec.models import MODELS  # noqa: E402
 from dimerec.models.base import Batch  # noqa: E402
+from dimerec.runs import read_metrics, read_valid  # noqa: E402
 from dimerec.trainer import build_model, train_model  # noqa: E402
 
 SAMPLINGS = ("prefixes", "windows")
@@ -97,8 +97,8 @@ def throughput(data, models: list[str], rounds: int, steps: int, seed: int) -> d
 
 
 def valid_by_epoch(run: Path) -> dict[int, float]:
-    with open(run / "valid.csv") as f:
-        return {int(r["epoch"]): float(r["HR@50"]) for r in csv.DictReader(f)}
+    valid = read_valid(run, required=True)
+    return dict(zip(valid["epoch"].astype(int), valid["HR@50"].astype(float)))
 
 
 def quality(datasets: list[str], models: list[str], seeds: int, runs: Path, data_dir: str | None,
@@ -120,7 +120,7 @@ def quality(datasets: list[str], models: list[str], seeds: int, runs: Path, data
                                     valid_max_rows=5000, final_max_rows=5000, read_test=False, progress=False,
                                     checkpoint_every=200, resume=(run / "last.pt").exists())
                     hr = valid_by_epoch(run)
-                    minutes = json.loads((run / "metrics.json").read_text())["train_minutes"]
+                    minutes = read_metrics(run)["train_minutes"]
                     rows.append({"dataset": dataset, "model": name, "seed": seed, "sampling": sampling,
                                  "valid_HR@50_epoch1": round(100 * hr[1], 2),
                                  "valid_HR@50_epoch3": round(100 * hr[3], 2),

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 
 from dimerec.data.dataset import SeqDataset, fingerprint_change
@@ -453,7 +454,11 @@ class Bank:
         validation HR@50 (%, from valid.csv) and its size in MB."""
         rows = []
         for banked in self.runs_held():
-            valid = read_valid(banked / "valid.csv")
+            try:
+                valid = read_valid(banked)
+            except DimeRecError:  # a resumable run killed while writing its first row: listed with no validation
+                valid = None
+            valid = [] if valid is None else valid.to_dict("records")
             metrics = read_metrics(banked, required=False) or {}
             config = read_config(banked, required=False)
             device = config["train_config"].get("device", "cpu") if config else ""
@@ -470,13 +475,33 @@ class Bank:
         return rows
 
 
-def read_valid(path: Path) -> list[dict]:
-    """valid.csv's rows (epoch, step, train_minutes, HR@50, ...) as strings, [] without one."""
+def _read_run_csv(path: Path, required: bool) -> pd.DataFrame | None:
+    """One csv log of a run as a frame; None when it is absent and not `required`, else a one-line DimeRecError
+    naming the file when it is missing, unreadable or not the trainer's (no "step" column)."""
+    if not required and not path.exists():
+        return None
     try:
-        with open(path, newline="") as f:
-            return list(csv.DictReader(f))
-    except OSError:
-        return []
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise DimeRecError(f"{path} is missing: is {path.parent} a run directory written by `dimerec train`?") \
+            from None
+    except (OSError, ValueError) as err:
+        raise DimeRecError(f"{path} cannot be read ({err}); retrain the run or delete the file") from None
+    if "step" not in frame.columns:
+        raise DimeRecError(f"{path} has no 'step' column; is it a {path.name} written by the trainer?")
+    return frame
+
+
+def read_losses(run_dir: Path, required: bool = True) -> pd.DataFrame | None:
+    """A run's losses.csv: a row a training step (step, epoch, each loss term); None when it has none and not
+    `required`. Errors as `_read_run_csv`."""
+    return _read_run_csv(Path(run_dir) / "losses.csv", required)
+
+
+def read_valid(run_dir: Path, required: bool = False) -> pd.DataFrame | None:
+    """A run's valid.csv: a row a validation (epoch, step, train_minutes, HR@50, ...); None when it has none yet
+    and not `required`. Errors as `_read_run_csv`."""
+    return _read_run_csv(Path(run_dir) / "valid.csv", required)
 
 
 def served_source(served: Path, served_from: str) -> Path:

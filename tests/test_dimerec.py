@@ -210,3 +210,25 @@ def test_the_app_files_beside_a_run_are_read_only_with_the_best_pt_they_were_mad
     assert read_presets(run) == [(7, "again")]
     (run / PRESETS_FILE).write_text("{ not json")
     assert read_presets(run) is None
+
+
+def test_the_csv_logs_of_a_run_are_read_by_runs_as_frames_with_a_one_line_error(tmp_path):
+    """losses.csv and valid.csv have one reader (dimerec.runs): a frame as the trainer wrote it; absent, None
+    unless required; unreadable or not the trainer's (no step column), one line naming the file."""
+    from dimerec.runs import read_losses, read_valid
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert read_losses(run, required=False) is None and read_valid(run) is None
+    for read, name in ((read_losses, "losses.csv"), (read_valid, "valid.csv")):
+        with pytest.raises(DimeRecError, match=f"^{run / name} is missing"):
+            read(run, required=True)
+        (run / name).write_text("")  # killed before its header
+        with pytest.raises(DimeRecError, match=f"^{run / name} cannot be read"):
+            read(run, required=False)
+        (run / name).write_text("epoch,HR@50\n1,0.5\n")
+        with pytest.raises(DimeRecError, match=f"^{run / name} has no 'step' column"):
+            read(run, required=False)
+    (run / "losses.csv").write_text("step,epoch,L_gem\n1,1,2.5\n2,1,2.25\n")
+    (run / "valid.csv").write_text("epoch,step,train_minutes,HR@50\n1,2,0.1,0.25\n2,4,0.2,0.5\n")
+    assert read_losses(run)["L_gem"].tolist() == [2.5, 2.25] and read_valid(run)["HR@50"].tolist() == [0.25, 0.5]

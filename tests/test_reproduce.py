@@ -541,8 +541,8 @@ def test_the_loo_section_bounds_the_selection_metric_from_the_validation_curves(
     def result(label: str, seed: int, curve: list[tuple[float, float]]) -> dict:
         run = tmp_path / f"{label}{seed}"
         run.mkdir()
-        (run / "valid.csv").write_text("epoch,HR@50,HR@10\n" + "".join(f"{i},{hr50},{hr10}\n" for i, (hr50, hr10)
-                                                                     in enumerate(curve, 1)))
+        (run / "valid.csv").write_text("epoch,step,HR@50,HR@10\n" + "".join(
+            f"{i},{100 * i},{hr50},{hr10}\n" for i, (hr50, hr10) in enumerate(curve, 1)))
         return {"label": label, "seed": seed, "run": str(run)}
 
     results = [result("A", 0, [(0.40, 0.10), (0.50, 0.20), (0.50, 0.25), (0.45, 0.23)]),  # chosen: epoch 2
@@ -552,7 +552,7 @@ def test_the_loo_section_bounds_the_selection_metric_from_the_validation_curves(
     assert "by at most 1.00 to 2.50 points" in text and "(A 2.50; B 1.00)" in text
     assert text.index("Not matched, bounded:") < text.index(RECBOLE_SELECTION)
     # runs that recorded no validation HR@10 leave the selection among the unmeasured differences
-    (tmp_path / "B0" / "valid.csv").write_text("epoch,HR@50\n1,0.3\n")
+    (tmp_path / "B0" / "valid.csv").write_text("epoch,step,HR@50\n1,100,0.3\n")
     assert "bounded" not in "\n".join(unmatched_lines(results[2:])) and RECBOLE_SELECTION in text
 
 
@@ -664,7 +664,8 @@ def test_a_run_that_fell_after_its_best_is_not_counted_as_plateaued(tmp_path):
         run = tmp_path / name
         run.mkdir()
         (run / "config.json").write_text("{}")
-        (run / "valid.csv").write_text("epoch,HR@50\n" + "".join(f"{i},{v}\n" for i, v in enumerate(curve, 1)))
+        (run / "valid.csv").write_text("epoch,step,HR@50\n" + "".join(f"{i},{100 * i},{v}\n"
+                                                                    for i, v in enumerate(curve, 1)))
         return {"run": str(run), "stopped_by": stopped_by, "epochs_trained": float(len(curve))}
 
     level = result("level", [0.40, 0.50, 0.49, 0.48])  # within a tenth of its best: a plateau

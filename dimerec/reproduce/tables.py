@@ -14,7 +14,7 @@ from dimerec.errors import DimeRecError
 from dimerec.reproduce.experiments import (BEYOND_REPORTED, COMPARES_PAPERS, CONTROL, DESCRIPTIONS, DIFFUSION_GROUPS,
                                            OURS, OWN_CONTROL, PERCENT, POP, REPORTED, SERVE_MEAN)
 from dimerec.reproduce.runner import Budget, load_run_cached, trained_run
-from dimerec.runs import read_config, read_step_metrics, read_valid
+from dimerec.runs import read_config, read_losses, read_step_metrics, read_valid
 
 
 def summarize(results: list[dict]) -> tuple[pd.DataFrame, str]:
@@ -53,7 +53,8 @@ FELL = 0.9  # a run whose last validation HR@50 is under this share of its best 
 def fell_after_best(run: Path) -> bool:
     """Whether the run's validation HR@50 ended under FELL times its best (training diverged or overfitted after the
     checkpoint kept), from its valid.csv."""
-    scores = [float(row["HR@50"]) for row in read_valid(run / "valid.csv")]
+    valid = read_valid(run)
+    scores = [] if valid is None else valid["HR@50"].tolist()
     return bool(scores) and scores[-1] < FELL * max(scores)
 
 
@@ -325,7 +326,7 @@ def section_table2(name, dataset, results, table, note, *, data_dir=None, max_ro
 def section_fig4(name, dataset, results, table, note, **_):
     from dimerec import figures
 
-    curves = {r["label"]: pd.read_csv(trained_run(r) / "losses.csv")
+    curves = {r["label"]: read_losses(trained_run(r))
               for r in results if r["seed"] == results[0]["seed"]}
     lines = [f"Loss curves of seed {results[0]['seed']} (figure: `{name}_{dataset}.html`, a rolling mean over "
              "100 steps); the table gives each curve's mean over its first and last 10% of steps.", ""]
@@ -681,12 +682,11 @@ def selection_gaps(results: list[dict]) -> dict[str, float]:
     the chosen one, from valid.csv; rows whose runs recorded no validation HR@10 are left out."""
     gaps: dict[str, list[float]] = {}
     for r in trained_results(results):
-        rows = read_valid(trained_run(r) / "valid.csv")
-        if not rows or "HR@10" not in rows[0]:
+        valid = read_valid(trained_run(r))
+        if valid is None or valid.empty or "HR@10" not in valid.columns:
             continue
-        chosen = max(rows, key=lambda row: float(row["HR@50"]))  # max keeps the first of equals
-        best = max(float(row["HR@10"]) for row in rows)
-        gaps.setdefault(r["label"], []).append(100 * (best - float(chosen["HR@10"])))
+        chosen = valid.loc[valid["HR@50"].idxmax()]  # idxmax keeps the first of equals
+        gaps.setdefault(r["label"], []).append(100 * (valid["HR@10"].max() - chosen["HR@10"]))
     return {label: float(np.mean(values)) for label, values in gaps.items()}
 
 
