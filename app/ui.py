@@ -125,7 +125,9 @@ def select_user(run: runs.Run) -> tuple[int, dict[int, str]]:
 # leaves 820 px by 700 for a figure. The explorer keeps 3.5rem and 1.5rem (about 930 by 750).
 PAGE_CSS = """<style>
 .block-container { padding-top: 3.5rem !important; padding-left: 1.5rem !important; padding-right: 1.5rem !important; }
-</style>"""
+[data-testid="stMarkdownContainer"] table { display: block; max-width: 100%; overflow-x: auto; }
+[data-testid="stMarkdownContainer"] th, [data-testid="stMarkdownContainer"] td { padding: 0.4rem 0.45rem; }
+</style>"""  # Paper vs ours' 12-column tables fit 1280 px with the sidebar open; a wider one scrolls, not clips
 PROJECTOR_CSS = """<style>
 .block-container { padding-top: 2.8rem !important; }
 h1 { font-size: 1.9rem !important; padding: 0 0 0.2rem 0 !important; }
