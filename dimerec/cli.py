@@ -70,11 +70,14 @@ def cmd_evaluate(args) -> None:
 
     run = Path(args.run_dir)
     model, data, config = load_run(run, args.data_dir)
-    train_cfg = config["train_config"]
+    reseeded = args.seed is not None and args.seed != config["train_config"]["seed"]
+    # the seed of the scoring alone (the chains' random starts, a subsample's rows); the run keeps its own
+    train_cfg = {**config["train_config"], "seed": args.seed} if reseeded else config["train_config"]
     changes = {k: getattr(args, k) for k in SERVING_FIELDS if k in args}
     serve = serving_of(model, {**config["serving"], **changes})
     if args.sampled_negatives is not None:
-        return evaluate_sampled(run, model, data, train_cfg, args.sampled_negatives, serve)
+        return evaluate_sampled(run, model, data, train_cfg, args.sampled_negatives, serve,
+                                f"-seed-{train_cfg['seed']}" if reseeded else "")
     protocol = args.protocol or train_cfg["protocol"]
     mask_seen = train_cfg["mask_seen"] if args.mask_seen is None else args.mask_seen
     valid, test = final_metrics(model, data, train_cfg, serve, protocol=protocol, mask_seen=mask_seen,
@@ -91,12 +94,13 @@ def cmd_evaluate(args) -> None:
     print_metrics(metrics)
     # the training run's own record, metrics.json, is left alone: a re-evaluation gets a file of its options
     served_as = "".join(f"-{k.replace('_', '-')}-{v}" for k, v in changes.items())  # a serving change, by name
+    served_as += f"-seed-{train_cfg['seed']}" if reseeded else ""
     path = run / f"metrics-eval-{protocol}-{'masked' if mask_seen else 'unmasked'}-{retriever}{served_as}.json"
     write_json_atomic(metrics, path)
     print(f"written to {path}")
 
 
-def evaluate_sampled(run: Path, model, data, train_cfg: dict, n_negatives: int, serve) -> None:
+def evaluate_sampled(run: Path, model, data, train_cfg: dict, n_negatives: int, serve, seed_suffix: str) -> None:
     from dimerec.evaluate import sampled_metrics
     from dimerec.runs import write_json_atomic
 
@@ -106,8 +110,8 @@ def evaluate_sampled(run: Path, model, data, train_cfg: dict, n_negatives: int, 
     metrics = sampled_metrics(model, data, test, n_negatives, seed=train_cfg["seed"], serve=serve)
     print(f"test, last item of each user vs {n_negatives} sampled unseen items: "
           + "  ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items() if not k.startswith("Recall")))
-    write_json_atomic({"protocol": f"sampled-{n_negatives}", "test": metrics},
-                      run / f"metrics-sampled-{n_negatives}.json")
+    write_json_atomic({"protocol": f"sampled-{n_negatives}", "seed": train_cfg["seed"], "test": metrics},
+                      run / f"metrics-sampled-{n_negatives}{seed_suffix}.json")
 
 
 def without_results_flag(argv: list[str]) -> list[str]:
@@ -239,6 +243,9 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--retriever-params",
                    help="faiss-ivf: nlist=N,nprobe=N; faiss-hnsw: M=N,efConstruction=N,efSearch=N (default: the run's "
                         "when --retriever is the run's, else the retriever's defaults)")
+    p.add_argument("--seed", type=int,
+                   help="seed of the scoring: a denoising model's random starts and, for a run scored on a subsample "
+                        "of rows, which rows (default: the run's own seed; another is named in the output file)")
     p.add_argument("--sampled-negatives", type=int, metavar="N",
                    help="instead: rank each test user's last item among N sampled unseen items (SASRec's protocol, "
                         "for sanity checks against the baselines' papers; writes metrics-sampled-N.json)")

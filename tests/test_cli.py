@@ -91,6 +91,33 @@ def test_evaluate_reprints_the_same_metrics_into_its_own_file_and_leaves_metrics
         (run_dir / "metrics.json").write_text(json.dumps(original))
 
 
+def test_evaluate_with_another_seed_scores_other_chains_into_its_own_file(tmp_path, capsys):
+    """`evaluate --seed N` reseeds the scoring alone (a chain's random starts): the same seed gives the same
+    numbers, another seed other numbers for a model that samples, each in a file that names it; the run's own
+    seed writes the run's file, and metrics.json is left alone."""
+    import shutil
+
+    run = tmp_path / "dimerec-planted"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "app" / "default_runs" / "dimerec-planted", run)
+    before = (run / "metrics.json").read_bytes()
+    reseeded_file = run / "metrics-eval-next-item-unmasked-torch-seed-7.json"
+    assert main(["evaluate", str(run), "--seed", "7"]) == 0
+    first = json.loads(reseeded_file.read_text())
+    for seed in ("7", "0"):
+        assert main(["evaluate", str(run), "--seed", seed]) == 0
+    out = capsys.readouterr().out
+    reseeded = json.loads(reseeded_file.read_text())
+    assert reseeded["test"] == first["test"]  # the same seed, the same numbers
+    own = json.loads((run / "metrics-eval-next-item-unmasked-torch.json").read_text())
+    original = json.loads(before)
+    assert reseeded["seed"] == 7 and own["seed"] == 0 and "seed 7" in out
+    assert own["test"] == original["test"]  # the run's own seed scores as training did
+    assert reseeded["test"] != own["test"]  # one chain from other random starts ranks otherwise
+    assert (run / "metrics.json").read_bytes() == before
+    assert main(["evaluate", str(run), "--seed", "7", "--sampled-negatives", "100"]) == 0
+    assert json.loads((run / "metrics-sampled-100-seed-7.json").read_text())["seed"] == 7
+
+
 def test_evaluate_sampled_writes_its_own_file_and_keeps_metrics_json(cli_run, capsys):
     _, run_dir = cli_run
     before = (run_dir / "metrics.json").read_bytes()
