@@ -73,11 +73,11 @@ def cmd_evaluate(args) -> None:
     reseeded = args.seed is not None and args.seed != config["train_config"]["seed"]
     # the seed of the scoring alone (the chains' random starts, a subsample's rows); the run keeps its own
     train_cfg = {**config["train_config"], "seed": args.seed} if reseeded else config["train_config"]
+    seed_tag = f"-seed-{args.seed}" if reseeded else ""  # another seed's file names it
     changes = {k: getattr(args, k) for k in SERVING_FIELDS if k in args}
     serve = serving_of(model, {**config["serving"], **changes})
     if args.sampled_negatives is not None:
-        return evaluate_sampled(run, model, data, train_cfg, args.sampled_negatives, serve,
-                                f"-seed-{train_cfg['seed']}" if reseeded else "")
+        return evaluate_sampled(run, model, data, train_cfg, args.sampled_negatives, serve, seed_tag)
     protocol = args.protocol or train_cfg["protocol"]
     mask_seen = train_cfg["mask_seen"] if args.mask_seen is None else args.mask_seen
     valid, test = final_metrics(model, data, train_cfg, serve, protocol=protocol, mask_seen=mask_seen,
@@ -93,14 +93,13 @@ def cmd_evaluate(args) -> None:
     metrics["retriever"] = retriever
     print_metrics(metrics)
     # the training run's own record, metrics.json, is left alone: a re-evaluation gets a file of its options
-    served_as = "".join(f"-{k.replace('_', '-')}-{v}" for k, v in changes.items())  # a serving change, by name
-    served_as += f"-seed-{train_cfg['seed']}" if reseeded else ""
+    served_as = "".join(f"-{k.replace('_', '-')}-{v}" for k, v in changes.items()) + seed_tag  # changes, by name
     path = run / f"metrics-eval-{protocol}-{'masked' if mask_seen else 'unmasked'}-{retriever}{served_as}.json"
     write_json_atomic(metrics, path)
     print(f"written to {path}")
 
 
-def evaluate_sampled(run: Path, model, data, train_cfg: dict, n_negatives: int, serve, seed_suffix: str) -> None:
+def evaluate_sampled(run: Path, model, data, train_cfg: dict, n_negatives: int, serve, seed_tag: str) -> None:
     from dimerec.evaluate import sampled_metrics
     from dimerec.runs import write_json_atomic
 
@@ -111,7 +110,7 @@ def evaluate_sampled(run: Path, model, data, train_cfg: dict, n_negatives: int, 
     print(f"test, last item of each user vs {n_negatives} sampled unseen items: "
           + "  ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items() if not k.startswith("Recall")))
     write_json_atomic({"protocol": f"sampled-{n_negatives}", "seed": train_cfg["seed"], "test": metrics},
-                      run / f"metrics-sampled-{n_negatives}{seed_suffix}.json")
+                      run / f"metrics-sampled-{n_negatives}{seed_tag}.json")
 
 
 def without_results_flag(argv: list[str]) -> list[str]:

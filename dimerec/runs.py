@@ -458,19 +458,19 @@ class Bank:
                 valid = read_valid(banked)
             except DimeRecError:  # a resumable run killed while writing its first row: listed with no validation
                 valid = None
-            valid = [] if valid is None else valid.to_dict("records")
+            last = valid.iloc[-1] if valid is not None and len(valid) else None  # its latest validation
             metrics = read_metrics(banked, required=False) or {}
             config = read_config(banked, required=False)
             device = config["train_config"].get("device", "cpu") if config else ""
             rows.append({"run": str(banked.relative_to(self.folder)),
                          "state": ("served" if "served_from" in metrics else "finished") if metrics
                          else "resumable" if (banked / "last.pt").is_file() else "incomplete",
-                         "epochs": metrics.get("epochs_trained", valid[-1]["epoch"] if valid else None),
+                         "epochs": metrics.get("epochs_trained", None if last is None else int(last["epoch"])),
                          "stopped by": metrics.get("stopped_by", ""),
-                         "train min": round(float(metrics.get("train_minutes", valid[-1]["train_minutes"]
-                                                               if valid else 0)), 1),
+                         "train min": round(float(metrics.get("train_minutes", 0 if last is None
+                                                               else last["train_minutes"])), 1),
                          "device": device,
-                         "best valid HR@50": round(100 * max(float(r["HR@50"]) for r in valid), 2) if valid else None,
+                         "best valid HR@50": None if last is None else round(100 * float(valid["HR@50"].max()), 2),
                          "MB": round(sum(f.stat().st_size for f in banked.iterdir() if f.is_file()) / 1e6, 2)})
         return rows
 
