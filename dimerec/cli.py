@@ -175,7 +175,8 @@ def cmd_bank(args) -> None:
     status = bank.folder / "STATUS.md"
     status.write_text("\n".join(["# What the bank holds", "", "Written by `python -m dimerec bank` (docs/reproducing.md"
                                  "#the-bank): each banked run, finished or resumable, with its best validation "
-                                 "HR@50 so far (%; no test figure is shown here).", "",
+                                 "HR@50 so far (%; no test figure is shown here). A tuning trial that was not "
+                                 "chosen is kept as its record only, without checkpoints.", "",
                                  *markdown_table(pd.DataFrame(rows).fillna(""), "{:g}"), "", total, ""]))
     print(f"written to {status}")
 

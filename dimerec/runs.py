@@ -443,15 +443,27 @@ class Bank:
                 restored.append(run)
         return restored
 
+    def keep_record_only(self, run: Path) -> bool:
+        """Drop the checkpoints of banked finished run `run` (a tuning trial that will never be chosen: its record
+        is all a table reads, and a checkpoint is most of a run's size). True if something was removed."""
+        banked = self.of(run)
+        if not finished(banked):
+            return False
+        dropped = [banked / name for name in ("best.pt", "last.pt") if (banked / name).is_file()]
+        for path in dropped:
+            path.unlink()
+        return bool(dropped)
+
     def runs_held(self) -> list[Path]:
         """Every banked run folder, sorted."""
         held = {p.parent for name in ("config.json", "metrics.json") for p in self.folder.glob(f"**/{name}")}
         return sorted(held)
 
     def summary(self) -> list[dict]:
-        """A row per banked run: its path in the bank, whether it finished, the epochs it trained, what stopped it,
-        its training minutes and the device they were spent on (config.json's; none for a served run), its best
-        validation HR@50 (%, from valid.csv) and its size in MB."""
+        """A row per banked run: its path in the bank, its state (finished; served: it scores another run's
+        checkpoint; record only: a finished trial kept without its checkpoints; resumable), the epochs it trained,
+        what stopped it, its training minutes and the device they were spent on (config.json's; none for a served
+        run), its best validation HR@50 (%, from valid.csv) and its size in MB."""
         rows = []
         for banked in self.runs_held():
             try:
@@ -462,9 +474,9 @@ class Bank:
             metrics = read_metrics(banked, required=False) or {}
             config = read_config(banked, required=False)
             device = config["train_config"].get("device", "cpu") if config else ""
-            rows.append({"run": str(banked.relative_to(self.folder)),
-                         "state": ("served" if "served_from" in metrics else "finished") if metrics
-                         else "resumable" if (banked / "last.pt").is_file() else "incomplete",
+            state = ("served" if "served_from" in metrics else "finished" if (banked / "best.pt").is_file()
+                     else "record only") if metrics else "resumable" if (banked / "last.pt").is_file() else "incomplete"
+            rows.append({"run": str(banked.relative_to(self.folder)), "state": state,
                          "epochs": metrics.get("epochs_trained", None if last is None else int(last["epoch"])),
                          "stopped by": metrics.get("stopped_by", ""),
                          "train min": round(float(metrics.get("train_minutes", 0 if last is None

@@ -269,6 +269,46 @@ def test_tuned_reproduction_scores_the_chosen_tuning_run_as_seed_0(dirs, monkeyp
     assert direct["test"] == seed0["test"]
 
 
+def test_the_bank_keeps_one_checkpoint_per_tuning_grid_and_a_fresh_machine_reuses_it(dirs, monkeypatch, tmp_path):
+    """A trial `choose` passes over keeps only its record in the bank, from the moment a better one has finished
+    (before its grid is complete: a session may end mid-grid); the chosen trial keeps its checkpoint, which a fresh
+    machine's tuned reproduction scores on test as seed 0 without training anything again."""
+    from dimerec.reproduce import experiments, reproduce, runner
+    from dimerec.runs import Bank
+
+    monkeypatch.setitem(experiments.EXPERIMENTS, "tiny", [RunSpec("ComiRec-SA", "comirec-sa")])
+    monkeypatch.setitem(experiments.DESCRIPTIONS, "tiny", "one model, tuned")
+    bank_folder = tmp_path / "bank"
+    train = runner._train
+    checkpoints_before_each_trial = []
+
+    def counting(argv, out):
+        checkpoints_before_each_trial.append(len(list((bank_folder / "tuned").rglob("tune/**/best.pt"))))
+        train(argv, out)
+
+    monkeypatch.setattr(runner, "_train", counting)
+    common = dict(data_dir=None, max_minutes=1, max_steps=30, out_dir=tmp_path / "results", tune_grid=True,
+                  extra_flags=["--valid-max-rows", "300"], bank=bank_folder)
+    reproduce("tiny", "planted", 1, root=tmp_path / "runs", **common)
+    n_trials = len(grid("comirec-sa"))
+    assert checkpoints_before_each_trial == [0] + [1] * (n_trials - 1)  # pruned as it went, not at the end
+    trials = pd.read_csv(tmp_path / "results" / "tiny_planted_tuning.csv")
+    states = {row["run"].split("/")[-1]: row["state"] for row in Bank(bank_folder, tmp_path / "runs").summary()
+              if "/tune/" in row["run"]}
+    chosen = runner.flags_slug(trials.query("chosen").setting.item().split())
+    assert states == {runner.flags_slug(setting.split()): "finished" if runner.flags_slug(setting.split()) == chosen
+                      else "record only" for setting in trials.setting}
+    first = pd.read_csv(tmp_path / "results" / "tiny_planted.csv")
+
+    def no_training(argv, out):
+        raise AssertionError(f"{out} was trained again")
+
+    monkeypatch.setattr(runner, "_train", no_training)
+    reproduce("tiny", "planted", 1, root=tmp_path / "fresh", **common)  # a new machine: only the bank
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results" / "tiny_planted.csv"), first)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results" / "tiny_planted_tuning.csv"), trials)
+
+
 def test_a_row_with_ours_flags_shares_ours_run_in_every_experiment():
     from dimerec.reproduce import OURS
 

@@ -168,31 +168,53 @@ def tuning_run(root: Path, dataset: str, spec: RunSpec, flags: list[str]) -> Pat
     return root / dataset / "tune" / spec.slug / flags_slug(flags)
 
 
+def choose(trials: pd.DataFrame) -> dict[str, list[str]]:
+    """Each model's chosen setting among `trials` (rows in grid order: model, setting, valid HR@50): the highest
+    validation HR@50, the earlier in its grid on a tie. A trial this rule passes over among some finished trials it
+    passes over among any that include them, which is what lets the bank drop a trial's checkpoints before its grid
+    is complete (`tune`)."""
+    return {model: mine.loc[mine["valid HR@50"].idxmax(), "setting"].split()
+            for model, mine in trials.groupby("model", sort=False)} if len(trials) else {}
+
+
 def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path, budget: Budget,
          extra_flags: list[str], bank: Bank | None = None) -> tuple[dict[str, list[str]], pd.DataFrame]:
-    """Grid search on validation HR@50 (seed 0, no test read). Returns the chosen flags per label, and all trials."""
+    """Grid search on validation HR@50 (seed 0, no test read). Returns the chosen flags per label, and all trials.
+    In `bank`, a finished trial that `choose` passes over keeps only its record (runs.Bank.keep_record_only), so a
+    model's grid costs the bank one checkpoint."""
     jobs = [(spec, flags) for spec in specs if spec.serve_of is None for flags in grid(spec.model)]
-    rows, chosen = [], {}
     for spec, flags in jobs:  # a finished run is reused only if it had this budget
         if finished(out := tuning_run(root, dataset, spec, flags)):
             budget.check(out)
+
+    def trials_of(spec_jobs: list[tuple[RunSpec, list[str]]]) -> pd.DataFrame:  # the finished ones, in grid order
+        rows = []
+        for spec, flags in spec_jobs:
+            if finished(out := tuning_run(root, dataset, spec, flags)):
+                valid = read_metrics(out)["valid"]
+                rows.append({"model": spec.label, "setting": " ".join(flags), "valid HR@50": 100 * valid["HR@50"],
+                             "valid NDCG@50": 100 * valid["NDCG@50"]})
+        return pd.DataFrame(rows)
+
+    def prune(spec: RunSpec) -> None:
+        mine = [(s, flags) for s, flags in jobs if s is spec]
+        kept = choose(trials_of(mine)).get(spec.label)
+        for _, flags in mine:
+            if kept is not None and flags != kept and finished(out := tuning_run(root, dataset, spec, flags)):
+                bank.keep_record_only(out)
 
     def trial(spec: RunSpec, flags: list[str]) -> Job:
         out = tuning_run(root, dataset, spec, flags)
         argv = ["train", "--model", spec.model, *spec.flags, *flags,
                 *train_flags(dataset, 0, out, budget, data_dir, ["--no-read-test", *extra_flags])]
-        return Job(out, lambda: _train(argv, out), f"{spec.label}, {' '.join(flags)}", model=cost_model(spec))
+        return Job(out, lambda: _train(argv, out), f"{spec.label}, {' '.join(flags)}", model=cost_model(spec),
+                   then=(lambda: prune(spec)) if bank is not None else None)
 
     train_all([trial(spec, flags) for spec, flags in jobs], desc="tuning", bank=bank)
-    for spec, flags in jobs:
-        valid = read_metrics(tuning_run(root, dataset, spec, flags))["valid"]
-        rows.append({"model": spec.label, "setting": " ".join(flags), "valid HR@50": 100 * valid["HR@50"],
-                     "valid NDCG@50": 100 * valid["NDCG@50"]})
-    trials = pd.DataFrame(rows)
-    for spec in specs:
-        mine = trials[trials.model == spec.label] if len(trials) else trials
-        if len(mine):
-            chosen[spec.label] = mine.loc[mine["valid HR@50"].idxmax(), "setting"].split()
+    for spec in {id(spec): spec for spec, _ in jobs}.values() if bank is not None else ():  # trained elsewhere too
+        prune(spec)
+    trials = trials_of(jobs)
+    chosen = choose(trials)
     if len(trials):
         trials["chosen"] = [chosen.get(r.model) == r.setting.split() for r in trials.itertuples()]
     return chosen, trials
@@ -253,12 +275,13 @@ def process_start(pid: int) -> str | None:
 class Job:
     """One run to produce: `train` writes `out/metrics.json`; `after` is a run that must finish first
     (a serving variant's source); `model` names the runs whose mean duration estimates this one's (None: a run
-    only served, which costs next to nothing)."""
+    only served, which costs next to nothing); `then` runs once this call has finished (and banked) it."""
     out: Path
     train: Callable[[], None]
     label: str
     model: str | None = None
     after: Path | None = None
+    then: Callable[[], None] | None = None
 
 
 def train_all(jobs: list[Job], desc: str, poll_seconds: float = 5.0, bank: Bank | None = None) -> None:
@@ -285,6 +308,8 @@ def train_all(jobs: list[Job], desc: str, poll_seconds: float = 5.0, bank: Bank 
                         job.train()
                     if bank is not None:
                         bank.save(job.out)
+                    if job.then is not None:
+                        job.then()
                 finally:
                     lock.release()
                 if job.model is not None:
