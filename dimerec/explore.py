@@ -31,6 +31,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from dimerec import sphere
@@ -339,20 +340,28 @@ def vector_lengths(vectors) -> tuple[float, float, float]:
     return float(lengths.min()), float(np.median(lengths)), float(lengths.max())
 
 
-def loss_trend(steps, values, share: float = 0.1) -> tuple[float, float]:
-    """A loss at the start and at the end of training: its mean over the first and the last `share` of the logged
-    steps (at least one each), so that one noisy step does not decide whether it rose or fell."""
-    order = np.argsort(np.asarray(steps))
-    values = np.asarray(values, dtype=np.float64)[order]
-    values = values[~np.isnan(values)]
-    n = max(1, int(round(len(values) * share)))
-    return float(values[:n].mean()), float(values[-n:].mean())
+def loss_summary(losses: pd.DataFrame, terms=("L_gem", "L_recon", "L_ssm")) -> pd.DataFrame:
+    """Whether a run's losses fell, and whether they rose again (the paper's Fig. 4 claim), from its losses.csv
+    (`runs.read_losses`): a row per term it logged, with the mean over the first and the last 10% of its steps,
+    the lowest rolling mean over a window of that many steps, and the rise of the last from the lowest, in %.
+    Means over a tenth of the steps, so that one noisy step does not decide whether it rose or fell."""
+    n = max(1, len(losses) // 10)
+    rows = []
+    for term in (t for t in terms if t in losses.columns):
+        smooth = losses[term].rolling(n, min_periods=1).mean()
+        rows.append({"loss": term, "first 10%": float(losses[term].head(n).mean()),
+                     "lowest 10% window": float(smooth.iloc[n - 1:].min()),
+                     "last 10%": float(losses[term].tail(n).mean()), "steps": len(losses)})
+    summary = pd.DataFrame(rows, columns=["loss", "first 10%", "lowest 10% window", "last 10%", "steps"])
+    summary["rise from lowest (%)"] = 100 * (summary["last 10%"] / summary["lowest 10% window"] - 1)
+    return summary
 
 
 def grw_comparison(grw: dict, no_grw: dict, grw_recon: tuple[float, float] | None,
                    no_grw_recon: tuple[float, float] | None, metric: str = "HR@50") -> str:
     """One sentence on what switching GRW off did in these two runs, from their files: `grw` and `no_grw` are the
-    runs' test metrics (metrics.json), the recons (start, end) of their L_recon (`loss_trend` of losses.csv)."""
+    runs' test metrics (metrics.json), the recons (start, end) of their L_recon (`loss_summary`'s first and
+    last 10%)."""
     a, b = grw.get(metric), no_grw.get(metric)
     parts = []
     if a is not None and b is not None:

@@ -79,7 +79,8 @@ if True in pair and False in pair:
 
     def _recon(r: str) -> tuple[float, float] | None:
         frame = frames[labels_of[r]]
-        return explore.loss_trend(frame["step"], frame["L_recon"]) if "L_recon" in frame.columns else None
+        recon = explore.loss_summary(frame, ["L_recon"])
+        return (recon["first 10%"].item(), recon["last 10%"].item()) if len(recon) else None
 
     labels_of = dict(zip(chosen, frames))
     sentence = explore.grw_comparison(_metrics(pair[False]), _metrics(pair[True]), _recon(pair[False]),

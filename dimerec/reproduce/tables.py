@@ -14,6 +14,7 @@ from dimerec.errors import DimeRecError
 from dimerec.reproduce.experiments import (BEYOND_REPORTED, COMPARES_PAPERS, CONTROL, DESCRIPTIONS, DIFFUSION_GROUPS,
                                            OURS, OWN_CONTROL, PERCENT, POP, REPORTED, SERVE_MEAN)
 from dimerec.reproduce.runner import Budget, load_run_cached, trained_run
+from dimerec.explore import loss_summary
 from dimerec.runs import read_config, read_losses, read_step_metrics, read_valid
 
 
@@ -330,16 +331,8 @@ def section_fig4(name, dataset, results, table, note, **_):
               for r in results if r["seed"] == results[0]["seed"]}
     lines = [f"Loss curves of seed {results[0]['seed']} (figure: `{name}_{dataset}.html`, a rolling mean over "
              "100 steps); the table gives each curve's mean over its first and last 10% of steps.", ""]
-    rows = []
-    for label, frame in curves.items():
-        n = max(1, len(frame) // 10)
-        for term in ("L_gem", "L_recon", "L_ssm"):
-            smooth = frame[term].rolling(n, min_periods=1).mean()
-            rows.append({"run": label, "loss": term, "first 10%": float(frame[term].head(n).mean()),
-                         "lowest 10% window": float(smooth.iloc[n - 1:].min()),
-                         "last 10%": float(frame[term].tail(n).mean()), "steps": len(frame)})
-    summary = pd.DataFrame(rows)
-    summary["rise from lowest (%)"] = 100 * (summary["last 10%"] / summary["lowest 10% window"] - 1)
+    summary = pd.concat([loss_summary(frame).assign(run=label) for label, frame in curves.items()], ignore_index=True)
+    summary = summary[["run", *summary.columns[:-1]]]
     lines += markdown_table(summary, "{:.4f}")
     lines += ["", *metric_lines(table)]
     return lines, figures.loss_curves(curves, f"Fig. 4 on {dataset}: losses with and without GRW"), summary
