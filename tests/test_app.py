@@ -978,7 +978,7 @@ def test_training_says_what_no_grw_shows_and_no_grw_keeps_one_colour():
     grw = json.loads((DEFAULT / "dimerec-planted" / "metrics.json").read_text())["test"]["HR@50"]
     nogrw = json.loads((DEFAULT / "dimerec-nogrw-planted" / "metrics.json").read_text())["test"]["HR@50"]
     recon = pd.read_csv(DEFAULT / "dimerec-nogrw-planted" / "losses.csv")["L_recon"].to_numpy()
-    n = max(1, round(len(recon) / 10))
+    n = max(1, len(recon) // 10)  # a tenth of the steps, as explore.loss_summary
     text = " ".join(m.value for m in at.markdown)
     assert f"{'above' if nogrw > grw else 'below'} the GRW run's {grw:.1%}" in text, text
     assert f"its L_recon {'rises' if recon[-n:].mean() > recon[:n].mean() else 'falls'}" in text
