@@ -199,8 +199,8 @@ def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path
     def prune(spec: RunSpec) -> None:
         mine = [(s, flags) for s, flags in jobs if s is spec]
         kept = choose(trials_of(mine)).get(spec.label)
-        for _, flags in mine:
-            if kept is not None and flags != kept and finished(out := tuning_run(root, dataset, spec, flags)):
+        for _, flags in mine if kept is not None else ():
+            if flags != kept and finished(out := tuning_run(root, dataset, spec, flags)):
                 bank.keep_record_only(out)
 
     def trial(spec: RunSpec, flags: list[str]) -> Job:
@@ -211,7 +211,7 @@ def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path
                    then=(lambda: prune(spec)) if bank is not None else None)
 
     train_all([trial(spec, flags) for spec, flags in jobs], desc="tuning", bank=bank)
-    for spec in {id(spec): spec for spec, _ in jobs}.values() if bank is not None else ():  # trained elsewhere too
+    for spec in [spec for spec in specs if spec.serve_of is None] if bank is not None else ():  # trained elsewhere too
         prune(spec)
     trials = trials_of(jobs)
     chosen = choose(trials)
