@@ -199,7 +199,9 @@ def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path
     def prune(spec: RunSpec) -> None:
         mine = [(s, flags) for s, flags in jobs if s is spec]
         kept = choose(trials_of(mine)).get(spec.label)
-        for _, flags in mine if kept is not None else ():
+        if kept is None:  # no finished trial yet: nothing to pass over
+            return
+        for _, flags in mine:
             if flags != kept and finished(out := tuning_run(root, dataset, spec, flags)):
                 bank.keep_record_only(out)
 
