@@ -241,6 +241,10 @@ def load_run(run_dir: Path, data_dir: str | None = None, data: SeqDataset | None
     from dimerec.models import MODELS
 
     run = Path(run_dir)
+    if (run / "config.json").exists() and (run / "metrics.json").exists() and not (run / "best.pt").exists():
+        raise DimeRecError(f"{run / 'best.pt'} is missing: the run's record came from the bank, which keeps no "
+                           f"checkpoint above {CHECKPOINT_LIMIT_MB:g} MB or of a trial not chosen; to read its "
+                           f"weights, delete {run} and rerun the command without --bank, which trains it again")
     for needed in ("config.json", "best.pt"):
         if not (run / needed).exists():
             raise DimeRecError(f"{run / needed} is missing: is {run} a run directory written by `dimerec train`?")
@@ -404,13 +408,24 @@ BANK_ROOT = Path("bank")
 # last.pt first: every file copied after it is as new or newer, and --resume cuts the logs back to its step
 BANKED_FILES = ("last.pt", "config.json", "best.pt", "valid.csv", "step_metrics.json")  # metrics.json: last
 GZIPPED = "losses.csv"  # banked as losses.csv.gz: the largest file (a row a step) and the one that compresses
+# git holds the bank: a checkpoint above this size is banked without its weights (Bank.save). 25 MB keeps every
+# checkpoint a table or the app reads (ML-1M's largest, Mult-VAE's 3,707 x 600 input and output layers, ~18 MB),
+# and leaves out Mult-VAE's on YooChoose (47 MB) and KuaiRec, whose tables read only metrics.json.
+CHECKPOINT_LIMIT_MB = 25.0
 
 
 @dataclasses.dataclass(frozen=True)
 class Bank:
-    """The bank `folder` of the runs under `runs` (the same relative paths on both sides)."""
+    """The bank `folder` of the runs under `runs` (the same relative paths on both sides). A checkpoint above
+    `checkpoint_limit_mb` stays out of it: a finished run's best.pt is left behind (its record is banked; its
+    metrics.json holds test and the sampled check, all Table 1 reads), an unfinished run whose last.pt is above it
+    is not banked (it resumes from the runs folder of the machine that trains it, else starts again)."""
     folder: Path
     runs: Path
+    checkpoint_limit_mb: float = CHECKPOINT_LIMIT_MB
+
+    def _too_big(self, checkpoint: Path) -> bool:
+        return checkpoint.is_file() and checkpoint.stat().st_size > self.checkpoint_limit_mb * 1e6
 
     def of(self, run: Path) -> Path:
         """Where run `run` (a folder under `runs`) is banked."""
@@ -418,13 +433,15 @@ class Bank:
 
     def save(self, run: Path) -> bool:
         """Bank run `run` if it is finished or resumable (a last.pt) and the bank lacks it or holds it less far:
-        a finished run is banked once, an unfinished one again each time. True if something was written."""
+        a finished run is banked once, an unfinished one again each time; a checkpoint above the limit stays
+        behind (the class's note). True if something was written."""
         run, banked = Path(run), self.of(run)
         if finished(banked) or not (finished(run) or (run / "last.pt").is_file()):
             return False
-        if not finished(run) and (banked / "last.pt").is_file() and _last_step(banked) >= _last_step(run):
+        if not finished(run) and (self._too_big(run / "last.pt") or (
+                (banked / "last.pt").is_file() and _last_step(banked) >= _last_step(run))):
             return False
-        _copy_record(run, banked, keep_last=not finished(run))
+        _copy_record(run, banked, keep_last=not finished(run), keep_best=not self._too_big(run / "best.pt"))
         _portable_paths(banked, run)
         return True
 
@@ -461,7 +478,8 @@ class Bank:
 
     def summary(self) -> list[dict]:
         """A row per banked run: its path in the bank, its state (finished; served: it scores another run's
-        checkpoint; record only: a finished trial kept without its checkpoints; resumable), the epochs it trained,
+        checkpoint; record only: a finished trial that was not chosen, or a run whose checkpoint is above the
+        limit, kept without its checkpoints; resumable), the epochs it trained,
         what stopped it, its training minutes and the device they were spent on (config.json's; none for a served
         run), its best validation HR@50 (%, from valid.csv) and its size in MB."""
         rows = []
@@ -559,11 +577,11 @@ def _last_step(run: Path) -> int:
         return 0
 
 
-def _copy_record(source: Path, target: Path, keep_last: bool) -> None:
+def _copy_record(source: Path, target: Path, keep_last: bool, keep_best: bool = True) -> None:
     """Copy a run's record from `source` to `target` (a run folder to its banked one, or back: losses.csv is
     gzipped on the way into the bank and unzipped on the way out), every file atomically and metrics.json last, so
     `target` is finished only once whole. `keep_last`: an unfinished run's last.pt travels too; a finished one's
-    does not, and `target`'s is removed."""
+    does not, and `target`'s is removed. `keep_best`: best.pt travels (not when it is above the bank's limit)."""
     import gzip
     import shutil
 
@@ -578,7 +596,7 @@ def _copy_record(source: Path, target: Path, keep_last: bool) -> None:
 
     target.mkdir(parents=True, exist_ok=True)
     for name in BANKED_FILES:
-        if (source / name).is_file() and (keep_last or name != "last.pt"):
+        if (source / name).is_file() and (keep_last or name != "last.pt") and (keep_best or name != "best.pt"):
             replace_atomically(target / name, lambda tmp: shutil.copyfile(source / name, tmp))
     if (source / GZIPPED).is_file():  # into the bank
         replace_atomically(target / (GZIPPED + ".gz"), lambda tmp: gzip_to(source / GZIPPED, tmp))

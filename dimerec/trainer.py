@@ -27,13 +27,13 @@ from tqdm.auto import tqdm
 from dimerec import distributed
 from dimerec.data.dataset import Sampling, SeqDataset, Split, TrainSampler, UserSplit, window_targets_for
 from dimerec.errors import DataError, DimeRecError, TrainingDiverged
-from dimerec.evaluate import Protocol, evaluate, step_metrics
+from dimerec.evaluate import Protocol, evaluate, sampled_metrics, step_metrics
 from dimerec.models.base import Batch, Recommender, Settings, option
 from dimerec.retrieval import RetrieverKind, make_retriever
 from dimerec.runs import (  # noqa: F401  (load_run, load_checkpoint: importable from here as before)
     LossLog, check_fingerprint, check_resumable, checkpoint_payload, discard_failed_start, load_checkpoint, load_run,
     read_config, save_atomic, truncate_log, write_json_atomic)
-from dimerec.serving import SERVING_FIELDS, ServeConfig, serving_of
+from dimerec.serving import SERVING_FIELDS, ServeConfig, ranking, serving_of
 
 
 @dataclass
@@ -353,7 +353,8 @@ def score_and_record(model, data, views, cfg: TrainConfig, serve: ServeConfig, s
                "mask_seen": cfg.mask_seen, "epochs": state["epoch"], "steps": state["step"],
                "sampling": cfg.sampling,
                **({k: state[k] for k in ("epochs_trained", "stopped_by", "targets_per_epoch") if k in state}),
-               "train_minutes": round(state["elapsed"] / 60, 3), "valid": valid, "test": test}
+               "train_minutes": round(state["elapsed"] / 60, 3), "valid": valid, "test": test,
+               **({"sampled_test": sampled_test(model, data, asdict(cfg), serve)} if cfg.read_test else {})}
     if model.denoises:  # the quality of x̂0 along the reverse chain, on validation (Fig. 5)
         split = views.split  # step_metrics scores split.valid: its rows are read from views.valid
         steps = step_metrics(model, views.valid, split.valid, cfg.protocol, mask_seen=cfg.mask_seen, seed=cfg.seed,
@@ -461,6 +462,24 @@ def final_metrics(model: Recommender, data: SeqDataset, train_config: dict, serv
                   max_rows=cfg.get("final_max_rows"), popularity=views.train.item_popularity(split.train))
     valid = valid if valid is not None else evaluate(model, views.valid, split.valid, **kwargs)["final"]
     return valid, evaluate(model, views.test, split.test, **kwargs)["final"] if read_test else None
+
+
+SAMPLED_NEGATIVES = 100  # the baselines' own papers' protocol (SASRec §IV-B): Table 1's sanity check
+
+
+def sampled_test(model: Recommender, data: SeqDataset, train_config: dict, serve: ServeConfig | None = None,
+                 n_negatives: int = SAMPLED_NEGATIVES) -> dict | None:
+    """The sampled protocol on the run's test users (evaluate.sampled_metrics, the run's seed): recorded when test is
+    scored, so that Table 1's sanity check reads metrics.json, not the weights. None where it does not apply: a
+    leave-one-out run (its test users are every user), a run served by the mixture (ranked by the full ranking
+    only) or a catalogue too small to draw the negatives from every test user's unseen items."""
+    serve = serve or serving_of(model)
+    if train_config["protocol"] == "loo" or ranking(model, serve).merge != "max":
+        return None
+    test = data.split(train_config["split_seed"]).test
+    if min((data.n_items - len(np.unique(data.sequences[user])) for user in test), default=0) < n_negatives:
+        return None
+    return sampled_metrics(model, data, test, n_negatives, seed=train_config["seed"], serve=serve)
 
 
 def run_retriever(train_config: dict, name: str | None = None, params: str | None = None):

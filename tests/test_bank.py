@@ -13,7 +13,8 @@ import torch
 
 import dimerec.data.planted as planted
 from dimerec.cli import main
-from dimerec.runs import Bank, replace_atomically, served_source
+from dimerec.errors import DimeRecError
+from dimerec.runs import Bank, load_run, replace_atomically, served_source
 from dimerec.trainer import train_model
 
 
@@ -99,6 +100,34 @@ def test_the_bank_keeps_an_unfinished_run_resumable_and_never_moves_a_run_backwa
     assert (held / "metrics.json").is_file() and not (held / "last.pt").exists()
     assert [r["state"] for r in bank.summary()] == ["finished"] and not bank.save(unfinished)
     assert fresh.restore() == [restored] and not (restored / "last.pt").exists()
+
+
+def test_a_checkpoint_above_the_limit_stays_out_of_the_bank_and_a_run_restored_without_it_says_so(
+        tmp_path, small_world):
+    runs = tmp_path / "runs"
+    finished_run = runs / "planted" / "control" / "seed0"
+    train_model("dimerec-nodiff", "planted", out=finished_run, max_steps=20, eval_every=10, valid_max_rows=50)
+    unfinished = runs / "planted" / "control" / "seed1"
+    shutil.copytree(finished_run, unfinished)
+    (unfinished / "metrics.json").unlink()
+    size_mb = (finished_run / "best.pt").stat().st_size / 1e6
+    roomy = Bank(tmp_path / "roomy", runs, checkpoint_limit_mb=2 * size_mb)
+    assert roomy.save(finished_run) and (roomy.of(finished_run) / "best.pt").is_file()
+    bank = Bank(tmp_path / "bank", runs, checkpoint_limit_mb=size_mb / 2)
+    assert bank.save(finished_run) and not bank.save(unfinished)  # a resumable run's last.pt is bigger still
+    held = bank.of(finished_run)
+    assert sorted(p.name for p in held.iterdir()) == [
+        "config.json", "losses.csv.gz", "metrics.json", "valid.csv"]
+    assert not bank.of(unfinished).exists()
+    assert [r["state"] for r in bank.summary()] == ["record only"]
+    assert "sampled_test" in json.loads((held / "metrics.json").read_text())  # what Table 1 reads instead
+
+    fresh = Bank(bank.folder, tmp_path / "fresh")
+    restored = fresh.restore()
+    assert restored == [tmp_path / "fresh" / "planted" / "control" / "seed0"]
+    with pytest.raises(DimeRecError, match="came from the bank, which keeps no checkpoint above") as err:
+        load_run(restored[0])
+    assert str(restored[0]) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_the_bank_command_banks_the_runs_and_lists_them_or_names_a_missing_folder(tmp_path, small_world, capsys):

@@ -124,6 +124,8 @@ def test_evaluate_sampled_writes_its_own_file_and_keeps_metrics_json(cli_run, ca
     assert main(["evaluate", str(run_dir), "--sampled-negatives", "100"]) == 0
     sampled = json.loads((run_dir / "metrics-sampled-100.json").read_text())
     assert sampled["protocol"] == "sampled-100"
+    # training recorded the same check when it scored test, so Table 1 need not read the weights again
+    assert json.loads(before)["sampled_test"] == sampled["test"]
     # the trained model beats MostPopular under the same sampled protocol (0.59 vs 0.21 when written)
     _, data, config = load_run(run_dir)
     split = data.split(config["train_config"]["split_seed"])

@@ -309,6 +309,45 @@ def test_the_bank_keeps_one_checkpoint_per_tuning_grid_and_a_fresh_machine_reuse
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results" / "tiny_planted_tuning.csv"), trials)
 
 
+def test_a_chosen_trial_whose_checkpoint_the_bank_left_out_is_trained_again_as_seed_0(small_world, monkeypatch,
+                                                                                    tmp_path):
+    """Above the bank's checkpoint limit no trial keeps its weights. A fresh machine holding the bank's records
+    reuses a seed 0 already scored; one that has none (the session ended between tuning and the finals) trains
+    seed 0 at the chosen setting, as a final run would, and gets the numbers the served trial got."""
+    import functools
+
+    import dimerec.reproduce as reproduce_module
+    from dimerec.reproduce import experiments, reproduce, runner
+    from dimerec.runs import Bank
+
+    monkeypatch.setitem(experiments.EXPERIMENTS, "tiny", [RunSpec("ComiRec-SA", "comirec-sa")])
+    monkeypatch.setitem(experiments.DESCRIPTIONS, "tiny", "one model, tuned")
+    monkeypatch.setattr(reproduce_module, "Bank", functools.partial(Bank, checkpoint_limit_mb=1e-6))
+    bank_folder = tmp_path / "bank"
+    common = dict(data_dir=None, max_minutes=1, max_steps=30, out_dir=tmp_path / "results", tune_grid=True,
+                  extra_flags=["--valid-max-rows", "300"], bank=bank_folder)
+    reproduce("tiny", "planted", 1, root=tmp_path / "runs", **common)
+    assert not list(bank_folder.rglob("*.pt"))
+    first = pd.read_csv(tmp_path / "results" / "tiny_planted.csv")
+    chosen = pd.read_csv(tmp_path / "results" / "tiny_planted_tuning.csv").query("chosen").setting.item().split()
+    seed0 = tmp_path / "runs" / "tuned" / "planted" / "comirec-sa" / runner.flags_slug(chosen) / "seed0"
+    served = json.loads((seed0 / "metrics.json").read_text())
+    assert "served_from" in served
+    trained = []
+    train = runner._train
+    monkeypatch.setattr(runner, "_train", lambda argv, out: (trained.append(out), train(argv, out)))
+    reproduce("tiny", "planted", 1, root=tmp_path / "fresh", **common)
+    assert trained == []  # the records are enough
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results" / "tiny_planted.csv"), first)
+
+    shutil.rmtree(Bank(bank_folder, tmp_path / "runs").of(seed0))
+    reproduce("tiny", "planted", 1, root=tmp_path / "fresh2", **common)
+    again = tmp_path / "fresh2" / seed0.relative_to(tmp_path / "runs")
+    assert trained == [again]
+    retrained = json.loads((again / "metrics.json").read_text())
+    assert "served_from" not in retrained and retrained["test"] == served["test"]
+
+
 def test_a_row_with_ours_flags_shares_ours_run_in_every_experiment():
     from dimerec.reproduce import OURS
 

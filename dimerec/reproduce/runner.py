@@ -143,7 +143,7 @@ def trained_run(result: dict) -> Path:
 def serve_run(source: Path, out: Path, overrides: dict, data_dir: str | None, device: str = "cpu") -> None:
     """metrics.json of `source`'s checkpoint served with `overrides` (same weights, same rows), scored on `device`."""
     from dimerec.runs import write_json_atomic
-    from dimerec.trainer import attention_kernels, check_device, final_metrics
+    from dimerec.trainer import attention_kernels, check_device, final_metrics, sampled_test
 
     model, data, config, serve = load_run_cached(source, data_dir, overrides)
     try:
@@ -151,11 +151,12 @@ def serve_run(source: Path, out: Path, overrides: dict, data_dir: str | None, de
         model.to(on)
         with attention_kernels(on):
             valid, test = final_metrics(model, data, config["train_config"], serve)  # the rows the source was scored on
+            sampled = sampled_test(model, data, config["train_config"], serve)
     finally:
         model.cpu()  # the cached model stays on the CPU for the tables' analyses
     trained = read_metrics(source)
     metrics = {**trained, "served_from": os.path.relpath(source, out), "serve_overrides": overrides,
-               "valid": valid, "test": test}
+               "valid": valid, "test": test, "sampled_test": sampled}
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(metrics, out / "metrics.json")
 
@@ -347,7 +348,8 @@ def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: s
             budget: Budget, extra_flags: list[str], chosen: dict[str, list[str]] | None = None,
             reuse: dict[str, Path] | None = None, device: str = "cpu", bank: Bank | None = None) -> list[dict]:
     """Train (or reuse) every spec at every seed. `reuse` maps a label to the tuning run that trained its
-    seed 0 with the chosen flags and the same budget: that run is scored on test instead of trained again.
+    seed 0 with the chosen flags and the same budget: that run is scored on test instead of trained again (when it
+    holds its weights).
     `device` scores the served runs (extra_flags's --device trains the others); each finished run goes into
     `bank`."""
     chosen, reuse = chosen or {}, reuse or {}
@@ -371,7 +373,9 @@ def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: s
             source = run_dir(next(s for s in specs if s.label == spec.serve_of), seed)
             return Job(out, lambda: serve_run(source, out, spec.serve_overrides, data_dir, device), label,
                        after=source)
-        if seed == 0 and spec.label in reuse:  # the chosen tuning run is this very run, test unread
+        # the chosen tuning run is this very run, test unread; one whose weights the bank left out (runs.Bank) is
+        # trained again at seed 0 instead: the same flags, seed and budget
+        if seed == 0 and spec.label in reuse and (reuse[spec.label] / "best.pt").is_file():
             return Job(out, lambda: serve_run(reuse[spec.label], out, {}, data_dir, device), label)
         argv = ["train", "--model", spec.model, *spec.flags, *chosen.get(spec.label, []),
                 *train_flags(dataset, seed, out, budget.of(spec), data_dir, extra_flags)]
