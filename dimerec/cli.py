@@ -176,7 +176,9 @@ def cmd_bank(args) -> None:
     status.write_text("\n".join(["# What the bank holds", "", "Written by `python -m dimerec bank` (docs/reproducing.md"
                                  "#the-bank): each banked run, finished or resumable, with its best validation "
                                  "HR@50 so far (%; no test figure is shown here). A tuning trial that was not "
-                                 "chosen is kept as its record only, without checkpoints.", "",
+                                 "chosen, or a run whose checkpoint is above "
+                                 f"{bank.checkpoint_limit_mb:g} MB, is kept as its record only, without "
+                                 "checkpoints; a resumable run above it is not banked.", "",
                                  *markdown_table(pd.DataFrame(rows).fillna(""), "{:g}"), "", total, ""]))
     print(f"written to {status}")
 
@@ -304,12 +306,13 @@ def add_reproduce_parser(sub) -> None:
 
 
 def add_bank_parser(sub) -> None:
-    from dimerec.runs import BANK_ROOT, REPRODUCE_RUNS
+    from dimerec.runs import BANK_ROOT, CHECKPOINT_LIMIT_MB, REPRODUCE_RUNS
 
     p = sub.add_parser("bank", help="copy reproduce's runs, finished or resumable, into the bank and list it",
                        description="Copies every run under --runs that finished, or that --resume can continue "
-                                   "(its last.pt), into --bank (losses.csv gzipped; a finished run once), then "
-                                   "lists the bank: what a later session restores with `reproduce --bank`.")
+                                   "(its last.pt), into --bank (losses.csv gzipped; a finished run once; a checkpoint "
+                                   f"above {CHECKPOINT_LIMIT_MB:g} MB left out), then lists the bank: what a later "
+                                   "session restores with `reproduce --bank`.")
     p.add_argument("--runs", default=str(REPRODUCE_RUNS), help=f"the runs folder (default: {REPRODUCE_RUNS})")
     p.add_argument("--bank", default=str(BANK_ROOT), help=f"the bank (default: {BANK_ROOT})")
 
