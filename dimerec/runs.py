@@ -581,7 +581,8 @@ def _copy_record(source: Path, target: Path, keep_last: bool, keep_best: bool = 
     """Copy a run's record from `source` to `target` (a run folder to its banked one, or back: losses.csv is
     gzipped on the way into the bank and unzipped on the way out), every file atomically and metrics.json last, so
     `target` is finished only once whole. `keep_last`: an unfinished run's last.pt travels too; a finished one's
-    does not, and `target`'s is removed. `keep_best`: best.pt travels (not when it is above the bank's limit)."""
+    does not, and `target`'s is removed. `keep_best`: best.pt travels, else `target`'s is removed (a checkpoint above
+    the bank's limit)."""
     import gzip
     import shutil
 
@@ -604,5 +605,7 @@ def _copy_record(source: Path, target: Path, keep_last: bool, keep_best: bool = 
         replace_atomically(target / GZIPPED, lambda tmp: gunzip_to(source / (GZIPPED + ".gz"), tmp))
     if not keep_last:
         (target / "last.pt").unlink(missing_ok=True)
+    if not keep_best:
+        (target / "best.pt").unlink(missing_ok=True)
     if (source / "metrics.json").is_file():
         replace_atomically(target / "metrics.json", lambda tmp: shutil.copyfile(source / "metrics.json", tmp))
