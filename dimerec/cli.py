@@ -100,13 +100,15 @@ def cmd_evaluate(args) -> None:
 
 
 def evaluate_sampled(run: Path, model, data, train_cfg: dict, n_negatives: int, serve, seed_tag: str) -> None:
-    from dimerec.evaluate import sampled_metrics
     from dimerec.runs import write_json_atomic
+    from dimerec.trainer import sampled_test
 
     if n_negatives < 1:
         raise DimeRecError(f"--sampled-negatives must be at least 1, got {n_negatives}")
-    test = data.split(train_cfg["split_seed"]).test
-    metrics = sampled_metrics(model, data, test, n_negatives, seed=train_cfg["seed"], serve=serve)
+    try:
+        metrics = sampled_test(model, data, train_cfg, serve, n_negatives, strict=True)
+    except DimeRecError as refusal:
+        raise DimeRecError(f"{run}: {refusal}") from None
     print(f"test, last item of each user vs {n_negatives} sampled unseen items: "
           + "  ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items() if not k.startswith("Recall")))
     write_json_atomic({"protocol": f"sampled-{n_negatives}", "seed": train_cfg["seed"], "test": metrics},

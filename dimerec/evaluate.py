@@ -215,6 +215,10 @@ def step_metrics(model, data: SeqDataset, users: np.ndarray, protocol: Protocol 
             "protocol": protocol, "T": len(steps), "steps": steps, "final": per_step["final"]}
 
 
+SAMPLED_MIXTURE_REFUSAL = ("the sampled protocol ranks candidates by the max over the user vectors; a run served "
+                           "with --serve-merge mixture is scored by the full ranking only")
+
+
 def sampled_metrics(model, data: SeqDataset, users: np.ndarray, n_negatives: int = 100, *, cutoffs=(1, 5, 10),
                     batch_size: int = 1024, seed: int = 0, max_rows: int | None = None,
                     serve: ServeConfig = DEFAULT) -> dict[str, float]:
@@ -224,8 +228,7 @@ def sampled_metrics(model, data: SeqDataset, users: np.ndarray, n_negatives: int
     Not comparable with the full-ranking numbers of `evaluate` (sampled ranks are far kinder). The candidates
     are scored by the max over the vectors `serve` serves; a mixture-served run is refused."""
     if ranking(model, serve).merge != "max":
-        raise DimeRecError("the sampled protocol ranks candidates by the max over the user vectors; a run served "
-                           "with --serve-merge mixture is scored by the full ranking only")
+        raise DimeRecError(SAMPLED_MIXTURE_REFUSAL)
     rows = build_rows(data, users, "next-item", last_only=True)
     order = row_order(len(rows.hist), max_rows, seed)
     candidates = sampled_candidates(data, rows, order, n_negatives, seed)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from dimerec import distributed
 from dimerec.data.dataset import Sampling, SeqDataset, Split, TrainSampler, UserSplit, window_targets_for
 from dimerec.errors import DataError, DimeRecError, TrainingDiverged
-from dimerec.evaluate import Protocol, evaluate, sampled_metrics, step_metrics
+from dimerec.evaluate import SAMPLED_MIXTURE_REFUSAL, Protocol, evaluate, sampled_metrics, step_metrics
 from dimerec.models.base import Batch, Recommender, Settings, option
 from dimerec.retrieval import RetrieverKind, make_retriever
 from dimerec.runs import (  # noqa: F401  (load_run, load_checkpoint: importable from here as before)
@@ -468,18 +468,33 @@ SAMPLED_NEGATIVES = 100  # the baselines' own papers' protocol (SASRec §IV-B): 
 
 
 def sampled_test(model: Recommender, data: SeqDataset, train_config: dict, serve: ServeConfig | None = None,
-                 n_negatives: int = SAMPLED_NEGATIVES) -> dict | None:
+                 n_negatives: int = SAMPLED_NEGATIVES, *, strict: bool = False) -> dict | None:
     """The sampled protocol on the run's test users (evaluate.sampled_metrics, the run's seed): recorded when test is
-    scored, so that Table 1's sanity check reads metrics.json, not the weights. None where it does not apply: a
-    leave-one-out run (its test users are every user), a run served by the mixture (ranked by the full ranking
-    only) or a catalogue too small to draw the negatives from every test user's unseen items."""
+    scored, so that Table 1's sanity check reads metrics.json, not the weights. None where it does not apply (or,
+    `strict`, a DimeRecError saying why: `evaluate --sampled-negatives`): a leave-one-out run (its test users are
+    every user), a run served by the mixture (ranked by the full ranking only) or a catalogue too small to draw the
+    negatives from every test user's unseen items."""
     serve = serve or serving_of(model)
-    if train_config["protocol"] == "loo" or ranking(model, serve).merge != "max":
-        return None
     test = data.split(train_config["split_seed"]).test
-    if min((data.n_items - len(np.unique(data.sequences[user])) for user in test), default=0) < n_negatives:
+    refusal = _sampled_refusal(model, data, train_config, serve, test, n_negatives)
+    if refusal is not None:
+        if strict:
+            raise DimeRecError(refusal)
         return None
     return sampled_metrics(model, data, test, n_negatives, seed=train_config["seed"], serve=serve)
+
+
+def _sampled_refusal(model, data: SeqDataset, train_config: dict, serve: ServeConfig, test: np.ndarray,
+                     n_negatives: int) -> str | None:
+    """Why the sampled protocol does not apply to this run (sampled_test), or None."""
+    if train_config["protocol"] == "loo":
+        return "a leave-one-out run scores every user's last item; the sampled check ranks a user split's test users"
+    if ranking(model, serve).merge != "max":
+        return SAMPLED_MIXTURE_REFUSAL
+    fewest_unseen = min((data.n_items - len(np.unique(data.sequences[user])) for user in test), default=0)
+    if fewest_unseen < n_negatives:
+        return f"a test user has only {fewest_unseen} unseen items; {n_negatives} negatives cannot be drawn"
+    return None
 
 
 def run_retriever(train_config: dict, name: str | None = None, params: str | None = None):

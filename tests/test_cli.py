@@ -136,6 +136,11 @@ def test_evaluate_sampled_writes_its_own_file_and_keeps_metrics_json(cli_run, ca
     assert (run_dir / "metrics.json").read_bytes() == before
     rc = main(["evaluate", str(run_dir), "--sampled-negatives", "0"])
     assert rc == 2 and "--sampled-negatives must be at least 1, got 0" in one_error_line(capsys.readouterr().err)
+    # a refusal is the recorder's own (trainer.sampled_test), named by the run, and writes nothing
+    rc = main(["evaluate", str(run_dir), "--sampled-negatives", str(data.n_items)])
+    err = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and str(run_dir) in err and f"{data.n_items} negatives cannot be drawn" in err
+    assert not (run_dir / f"metrics-sampled-{data.n_items}.json").exists()
 
 
 def test_evaluate_without_best_pt_is_one_line(tmp_path, capsys):
