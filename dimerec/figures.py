@@ -1,10 +1,14 @@
 """Figures of the reproduction commands: one plotly figure each, saved as interactive HTML and as PNG.
 
-PNG export goes through kaleido, which drives a Chrome/Chromium; without one the HTML is
-still written and a one-line warning says why the PNG is missing.
+PNG export goes through kaleido, which drives a Chrome/Chromium; without one, or when that browser
+does not answer within PNG_TIMEOUT_S, the HTML is still written and a one-line warning says why the
+PNG is missing.
 """
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +23,14 @@ PNG_FONT = 16  # px at 1100 px wide: about 14 px where the app shows the PNG (pl
 PNG_WIDTH = 1100
 TEXT_PX = 960  # of PNG_WIDTH, what a title or a row of panels spans between plotly's margins
 CHAR_EM = 0.6  # a character's mean width, in font sizes: how much text fits in TEXT_PX
+# A PNG takes 2-4 s on two loaded cores; kaleido's own 90 s limit covers rendering only, not the browser's start-up,
+# where a Chromium once hung a reproduce for 14 minutes. The export therefore runs in a child process, killed past
+# this limit with everything it started (kaleido's Chromium runs in a session of its own, so a group kill misses it).
+PNG_TIMEOUT_S = 120
+# The child: read the figure's JSON on stdin, write the PNG to argv[1] at argv[2] × argv[3] px.
+PNG_EXPORT = ("import sys, plotly.io as pio; "
+              "pio.from_json(sys.stdin.read()).write_image(sys.argv[1], width=int(sys.argv[2]), "
+              "height=int(sys.argv[3]), scale=1)")
 
 
 def save(figure: go.Figure, stem: Path) -> None:
@@ -30,11 +42,52 @@ def save(figure: go.Figure, stem: Path) -> None:
                          title_font_size=max(11, min(PNG_FONT + 2, int(TEXT_PX / CHAR_EM / max(len(title), 1)))),
                          legend_font_size=max(static.layout.legend.font.size or 0, 12))
     static.update_annotations(font_size=PNG_FONT)
+    png = stem.with_suffix(".png")
+    why = write_png(static, png, width=PNG_WIDTH, height=560, timeout_s=PNG_TIMEOUT_S)
+    if why:
+        print(f"warning: {png} not written ({why})", file=sys.stderr)
+
+
+def write_png(figure: go.Figure, path: Path, width: int, height: int, timeout_s: float) -> str | None:
+    """Write `figure` as a PNG through kaleido in a child process; None when written, else why not (one line).
+    A partial file is removed, so a PNG on disk is always a whole one."""
+    child = subprocess.Popen([sys.executable, "-c", PNG_EXPORT, str(path), str(width), str(height)],
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        static.write_image(stem.with_suffix(".png"), width=PNG_WIDTH, height=560, scale=1)
-    except Exception as err:  # kaleido raises several kinds when no browser is found
-        print(f"warning: {stem.with_suffix('.png')} not written ({type(err).__name__}: {err}); "
-              f"install Chromium (apt-get install chromium) for PNG export", file=sys.stderr)
+        _, err = child.communicate(figure.to_json(), timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        for pid in [child.pid, *descendants(child.pid)]:  # listed before any dies: orphans lose their parent link
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        child.wait()  # not communicate(): a survivor holding the stderr pipe would block it
+        child.stderr.close()
+        path.unlink(missing_ok=True)
+        return f"the browser did not answer within {timeout_s:g} s"
+    if child.returncode:
+        path.unlink(missing_ok=True)
+        lines = [line for line in err.strip().splitlines() if line.strip()]
+        return (f"{lines[-1] if lines else f'exit status {child.returncode}'}; "
+                "install Chromium (apt-get install chromium) for PNG export")
+    return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from Linux's /proc (none where there is no /proc)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
+        except (OSError, IndexError):
+            continue  # a process that ended while we read
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, frontier = [], [pid]
+    while frontier:
+        children = parents.get(frontier.pop(), [])
+        found += children
+        frontier += children
+    return found
 
 
 def metric_bars(table: pd.DataFrame, title: str) -> go.Figure:

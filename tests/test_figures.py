@@ -1,5 +1,9 @@
 """The committed figures' layout rules (dimerec/figures.py), on small hand-made curves."""
+import time
+from pathlib import Path
+
 import pandas as pd
+import plotly.graph_objects as go
 
 from dimerec import figures
 
@@ -107,3 +111,47 @@ def test_the_lowest_references_name_sits_above_its_line_and_the_others_below():
                                   "title")
     anchors = {a.text: a.yanchor for a in figure.layout.annotations if a.text in references}
     assert anchors == {"no-diffusion control": "top", "DimeRec (ours, serve mean)": "top", "MostPopular": "bottom"}
+
+
+def process_alive(pid: int) -> bool:
+    """Running, not a zombie: a killed orphan may wait for a container's init to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_png_export_that_hangs_is_killed_with_its_browser_and_the_html_stays(tmp_path, monkeypatch, capsys):
+    """A kaleido Chromium that hung at start-up stalled a reproduce for 14 minutes (session 38's CI). The stand-in
+    browser here starts in a session of its own, as kaleido's does, so killing the export's group would miss it."""
+    browser_pid = tmp_path / "browser.pid"
+    monkeypatch.setattr(figures, "PNG_EXPORT", (
+        "import subprocess, sys, time; "
+        f"browser = subprocess.Popen(['sleep', '300'], start_new_session=True); "
+        f"open({str(browser_pid)!r}, 'w').write(str(browser.pid)); open(sys.argv[1], 'wb').write(b'partial'); "
+        "time.sleep(300)"))
+    monkeypatch.setattr(figures, "PNG_TIMEOUT_S", 3)
+    stem = tmp_path / "figure"
+    started = time.monotonic()
+    figures.save(go.Figure(go.Bar(x=[1, 2], y=[3, 4])), stem)
+    assert time.monotonic() - started < 60
+    assert "plotly" in stem.with_suffix(".html").read_text()
+    assert not stem.with_suffix(".png").exists()
+    png = stem.with_suffix(".png")
+    assert capsys.readouterr().err == f"warning: {png} not written (the browser did not answer within 3 s)\n"
+    pid = int(browser_pid.read_text())
+    deadline = time.monotonic() + 10
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not process_alive(pid)
+
+
+def test_a_png_export_that_fails_says_why_in_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(figures, "PNG_EXPORT", "import sys; open(sys.argv[1], 'wb').write(b'partial'); "
+                                               "raise RuntimeError('Kaleido requires Chrome to be installed')")
+    stem = tmp_path / "figure"
+    figures.save(go.Figure(go.Bar(x=[1, 2], y=[3, 4])), stem)
+    assert stem.with_suffix(".html").is_file() and not stem.with_suffix(".png").exists()
+    warning = capsys.readouterr().err
+    assert "(RuntimeError: Kaleido requires Chrome to be installed; install Chromium" in warning
+    assert warning.count("\n") == 1
