@@ -127,17 +127,17 @@ def test_a_png_export_that_hangs_is_killed_with_its_browser_and_the_html_stays(t
     browser_pid = tmp_path / "browser.pid"
     monkeypatch.setattr(figures, "PNG_EXPORT", (
         "import subprocess, sys, time; "
-        f"browser = subprocess.Popen(['sleep', '300'], start_new_session=True); "
+        "browser = subprocess.Popen(['sleep', '300'], start_new_session=True); "
         f"open({str(browser_pid)!r}, 'w').write(str(browser.pid)); open(sys.argv[1], 'wb').write(b'partial'); "
         "time.sleep(300)"))
     monkeypatch.setattr(figures, "PNG_TIMEOUT_S", 3)
     stem = tmp_path / "figure"
+    png = stem.with_suffix(".png")
     started = time.monotonic()
     figures.save(go.Figure(go.Bar(x=[1, 2], y=[3, 4])), stem)
     assert time.monotonic() - started < 60
     assert "plotly" in stem.with_suffix(".html").read_text()
-    assert not stem.with_suffix(".png").exists()
-    png = stem.with_suffix(".png")
+    assert not png.exists()
     assert capsys.readouterr().err == f"warning: {png} not written (the browser did not answer within 3 s)\n"
     pid = int(browser_pid.read_text())
     deadline = time.monotonic() + 10
