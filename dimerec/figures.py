@@ -16,6 +16,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dimerec.processes import descendants
+
 LOSS_TERMS = ("L_gem", "L_recon", "L_ssm")
 
 
@@ -71,23 +73,6 @@ def write_png(figure: go.Figure, path: Path, width: int, height: int, timeout_s:
         return (f"{lines[-1] if lines else f'exit status {child.returncode}'}; "
                 "install Chromium (apt-get install chromium) for PNG export")
     return None
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, from Linux's /proc (none where there is no /proc)."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
-        except (OSError, IndexError):
-            continue  # a process that ended while we read
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, frontier = [], [pid]
-    while frontier:
-        children = parents.get(frontier.pop(), [])
-        found += children
-        frontier += children
-    return found
 
 
 def metric_bars(table: pd.DataFrame, title: str) -> go.Figure:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from dimerec.cli import main
+from dimerec.processes import descendants
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -86,24 +87,16 @@ def test_two_processes_match_one_within_tolerance_and_one_under_torchrun_exactly
 
 def rank_pids(torchrun_pid: int) -> dict[int, int]:
     """{RANK: pid} of the worker processes under torchrun's process (read from /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    out = {}
+    for pid in descendants(torchrun_pid):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            env = dict(v.split("=", 1) for v in (Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+                                                 .split("\0")) if "=" in v)
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = {}, [torchrun_pid]
-    while todo:
-        for pid in children.get(todo.pop(), []):
-            todo.append(pid)
-            try:
-                env = dict(v.split("=", 1) for v in (Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
-                                                     .split("\0")) if "=" in v)
-            except OSError:
-                continue
-            if "RANK" in env and "-m" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-                out[int(env["RANK"])] = pid
+            continue  # it ended while we read
+        if "RANK" in env and "-m" in command:
+            out[int(env["RANK"])] = pid
     return out
 
 

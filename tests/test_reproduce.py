@@ -462,11 +462,11 @@ def test_runs_locked_by_a_live_process_are_passed_over_then_waited_for_and_stale
 def test_a_lock_whose_pid_now_belongs_to_another_process_is_stale(tmp_path):
     import os
 
-    from dimerec.reproduce import process_start
+    from dimerec.processes import start_time
 
     out = tmp_path / "seed0"
     lock = RunLock(out)
-    lock.path.write_text(f"{os.getpid()} {process_start(os.getpid())}")  # this very process: alive
+    lock.path.write_text(f"{os.getpid()} {start_time(os.getpid())}")  # this very process: alive
     assert not RunLock(out).acquire()
     lock.path.write_text(f"{os.getpid()} 1")  # this pid, but a process that started at another time
     assert RunLock(out).acquire() and lock.path.read_text().split()[0] == str(os.getpid())

@@ -26,12 +26,12 @@ from dimerec.errors import DimeRecError
 from dimerec.runs import REPRODUCE_RUNS, Bank
 from dimerec.reproduce.experiments import (DESCRIPTIONS, DIFFUSION_GROUPS, EXPERIMENTS, OURS, TUNING, RunSpec,
                                            grid)
-from dimerec.reproduce.runner import (_LOADED, Budget, Job, RunLock, minutes_left, process_start, run_all,
+from dimerec.reproduce.runner import (_LOADED, Budget, Job, RunLock, minutes_left, run_all,
                                       train_all, tune, tuning_run)
 from dimerec.reproduce.tables import SECTIONS, device_note, markdown_table, section_metrics, summarize, write_outputs
 
 __all__ = ["reproduce", "DESCRIPTIONS", "DIFFUSION_GROUPS", "EXPERIMENTS", "OURS", "TUNING", "RunSpec", "grid",
-           "Budget", "Job", "RunLock", "minutes_left", "process_start", "train_all", "tune", "device_note"]
+           "Budget", "Job", "RunLock", "minutes_left", "train_all", "tune", "device_note"]
 
 
 def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_minutes: float,

@@ -14,6 +14,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from dimerec.errors import DimeRecError
+from dimerec.processes import start_time
 from dimerec.reproduce.experiments import RunSpec, grid
 from dimerec.runs import Bank, finished, read_config, read_metrics, served_source
 
@@ -242,7 +243,7 @@ class RunLock:
             self.path.unlink(missing_ok=True)  # a stale lock
             return self.acquire()
         with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()} {process_start(os.getpid()) or ''}")
+            f.write(f"{os.getpid()} {start_time(os.getpid()) or ''}")
         return True
 
     def _owner_alive(self) -> bool:
@@ -256,7 +257,7 @@ class RunLock:
             return False
         except PermissionError:  # alive, another user's
             return True
-        return not started or process_start(int(pid)) in (None, started[0])
+        return not started or start_time(int(pid)) in (None, started[0])
 
     def held(self) -> bool:
         """Whether a live process holds the lock (is training the run) now."""
@@ -264,14 +265,6 @@ class RunLock:
 
     def release(self) -> None:
         self.path.unlink(missing_ok=True)
-
-
-def process_start(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22); None without /proc."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
 
 
 @dataclass
