@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,10 +13,14 @@ pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs L
 
 
 def test_stat_fields_read_past_a_command_name_with_spaces_and_parentheses():
-    # a comm such as "x) (y" would shift every field of a naive split on spaces
-    child = subprocess.Popen(["bash", "-c", "exec -a 'x) (y' sleep 30"])
+    # a comm such as "x) (y" (set by prctl PR_SET_NAME, 15) would shift every field of a naive split on spaces
+    child = subprocess.Popen([sys.executable, "-c", "import ctypes, time; "
+                              "ctypes.CDLL(None).prctl(15, b'x) (y', 0, 0, 0); time.sleep(30)"])
     try:
-        time.sleep(0.3)
+        deadline = time.time() + 10
+        while "x) (y" not in Path(f"/proc/{child.pid}/stat").read_text() and time.time() < deadline:
+            time.sleep(0.05)
+        assert Path(f"/proc/{child.pid}/stat").read_text().startswith(f"{child.pid} (x) (y) ")
         fields = stat_fields(child.pid)
         assert fields[1] == str(os.getpid())  # proc(5) field 4: the parent
         assert start_time(child.pid) == fields[19] != start_time(os.getpid())
