@@ -141,6 +141,21 @@ def test_diffurec_final_vector_is_the_last_x0_prediction():
         assert torch.allclose(m.sample(hist), expected, atol=1e-5)  # λ = 0: x_T does not reach the output
 
 
+def test_diffurec_last_block_computes_the_last_row_exactly_as_the_whole_sequence_would():
+    """Block(last_only=True) gives the full block's last row, in values and in gradients (padding included)."""
+    m = tiny(DiffuRec, n_blocks=2).eval()
+    hist = histories()
+    h, padding = m.encode(hist)
+    h = h.detach().requires_grad_()
+    whole = m.blocks[1](m.blocks[0](h, padding), padding)[:, -1]
+    (grad_whole,) = torch.autograd.grad(whole.square().sum(), h)
+    last = m.blocks[1](m.blocks[0](h, padding), padding, last_only=True)
+    assert last.shape == (B, 1, 8) and padding[:, :-1].any()  # some histories are padded
+    (grad_last,) = torch.autograd.grad(last[:, 0].square().sum(), h)
+    assert torch.allclose(last[:, 0], whole, atol=1e-5) and torch.allclose(grad_last, grad_whole, atol=1e-5)
+    assert grad_whole[:, :-1].abs().sum() > 0  # the other positions reach x̂0 through the keys and values
+
+
 # --- a short training on the planted world -------------------------------------------------------
 # Settings found by hand to finish in ~20 s on one core. DreamRec needs d = 128 and lr 0.001 here:
 # with the defaults (d = 64, lr 0.005) its MSE-only training collapses the item table before it

@@ -95,10 +95,16 @@ class Block(nn.Module):
                                 nn.Linear(4 * dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        """x [B, L, d], padding [B, L] True at padded positions."""
+    def forward(self, x: torch.Tensor, padding: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """x [B, L, d], padding [B, L] True at padded positions -> [B, L, d], or [B, 1, d] with `last_only`.
+
+        `last_only` computes the last position's output alone, exactly: a position's output reads every key and
+        value but only its own query, residual and feed-forward row. The approximator's last block needs no more
+        (x̂0 is its last position), and skipping the other rows' query, attention and FFN takes a third off a
+        training pass (loss and backward at B 256, L 70, d 64, one thread: median 1.87 -> 1.26 s)."""
         a = self.ln_attn(x)
-        x = x + self.drop(self.attn(a, a, a, key_padding_mask=padding, need_weights=False)[0])
+        query, x = (a[:, -1:], x[:, -1:]) if last_only else (a, x)
+        x = x + self.drop(self.attn(query, a, a, key_padding_mask=padding, need_weights=False)[0])
         x = x + self.drop(self.ff(self.ln_ff(x)))
         return self.drop(x)
 
@@ -147,8 +153,9 @@ class DiffuRec(Recommender):
         x_t = x_t + self.time_embed(timestep_embedding(steps, c.dim))
         lam = torch.normal(c.lambda_uncertainty, c.lambda_uncertainty, size=h.shape, device=h.device)
         z = h + lam * x_t[:, None]  # [B, L, d]: the noised target added at every position
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             z = block(z, padding)
+        z = self.blocks[-1](z, padding, last_only=True)  # [B, 1, d]: only x̂0's row is read
         return self.out_norm(self.out_dropout(z))[:, -1]
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
