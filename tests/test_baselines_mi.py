@@ -117,6 +117,20 @@ def test_comirec_dr_has_a_map_per_position_and_interest():
     assert (interests[:, 0] - interests[:, 3]).norm(dim=-1).min() > 1e-4
 
 
+def test_routing_a_shared_map_once_equals_routing_its_k_copies():
+    """MIND passes û [B, L, d] once; routing it must equal routing the K expanded copies, values and gradients."""
+    torch.manual_seed(1)
+    u_hat = torch.randn(B, L, 8, requires_grad=True)
+    logits, mask = torch.randn(B, 4, L), histories() != N_ITEMS
+    shared, shared_w = dynamic_routing(u_hat, logits, mask)
+    (grad_shared,) = torch.autograd.grad(shared.square().sum(), u_hat)
+    copies, copies_w = dynamic_routing(u_hat[:, None].expand(-1, 4, -1, -1), logits, mask)
+    (grad_copies,) = torch.autograd.grad(copies.square().sum(), u_hat)
+    assert torch.allclose(shared, copies, atol=1e-6) and torch.equal(shared_w == 0, ~mask[..., None].expand(-1, -1, 4))
+    assert torch.allclose(shared_w, copies_w, atol=1e-6) and torch.allclose(grad_shared, grad_copies, atol=1e-6)
+    assert (shared[:, 0] - shared[:, 1]).norm(dim=-1).min() > 1e-4  # the random logits keep the interests apart
+
+
 def test_multvae_inner_product_equals_decoder_logits():
     vae = build(MultVAE).eval()
     hist = histories()

@@ -69,14 +69,14 @@ class B2IRouting(nn.Module):
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, L, _ = h.shape
         h = h * mask[..., None]  # the code zeroes padded embeddings before mapping
-        u_hat = self.bilinear(h)[:, None].expand(-1, self.n_interests, -1, -1)  # [B, K, L, d], one map for all
+        u_hat = self.bilinear(h)  # [B, L, d]: one map for every interest
         return dynamic_routing(u_hat, self.initial_logits(B, L, h), mask, self.iterations)
 
     def window_forward(self, h: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """A windows batch (models.base.Batch), h [B, L, d] -> each target's capsules [N, K, d] and weights
         [N, L, K]: û = S e computed once per window column, the routing logits drawn and routed per target."""
         row, _, _ = batch.window_targets()
-        u_hat = self.bilinear(h * batch.mask[..., None])[row][:, None].expand(-1, self.n_interests, -1, -1)
+        u_hat = self.bilinear(h * batch.mask[..., None])[row]  # [N, L, d], shared by the K interests
         return dynamic_routing(u_hat, self.initial_logits(len(row), h.shape[1], h), batch.column_mask(),
                                self.iterations)
 
