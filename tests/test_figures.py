@@ -1,11 +1,11 @@
 """The committed figures' layout rules (dimerec/figures.py), on small hand-made curves."""
 import time
-from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 
 from dimerec import figures
+from dimerec.processes import stat_fields
 
 
 def curve(labels_and_starts: dict[str, int]) -> pd.DataFrame:
@@ -115,10 +115,8 @@ def test_the_lowest_references_name_sits_above_its_line_and_the_others_below():
 
 def process_alive(pid: int) -> bool:
     """Running, not a zombie: a killed orphan may wait for a container's init to reap it."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    fields = stat_fields(pid)  # None: gone
+    return fields is not None and fields[0] != "Z"  # proc(5) field 3: the state
 
 
 def test_a_png_export_that_hangs_is_killed_with_its_browser_and_the_html_stays(tmp_path, monkeypatch, capsys):
