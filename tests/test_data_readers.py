@@ -169,6 +169,26 @@ def test_ml100k_official(tmp_path, with_genre_file):
                                     ["Action", "Adventure", "Thriller"]]
 
 
+@pytest.mark.parametrize("file, text, expected", [
+    ("movies.dat", "1193::One (1975)::Drama\n\n661 Two (1996) Drama\n", "movies.dat line 3: expected MovieID::Title"),
+    ("u.genre", "unknown|0\n\nAction\n", "u.genre line 3: expected name|index"),
+    ("u.item", U_ITEM.splitlines()[0] + "\n\n2|GoldenEye (1995)|0|1\n", "u.item line 3: expected id|title"),
+], ids=["movies.dat", "u.genre", "u.item"])
+def test_movielens_side_files_name_the_bad_line_counting_blank_lines(tmp_path, file, text, expected):
+    """A blank line is skipped but still counted, so the error points at the line an editor shows."""
+    folder = tmp_path / ("ml-1m" if file == "movies.dat" else "ml-100k")
+    if file == "movies.dat":
+        write(folder / "ratings.dat", "1::1193::5::978300760\n")
+    else:
+        write(folder / "u.data", "196\t1\t3\t881250949\n")
+        if file == "u.item":
+            write(folder / "u.genre", "unknown|0\n" + "".join(f"G{i}|{i}\n" for i in range(1, 19)))
+    write(folder / file, text)
+    with pytest.raises(DataError) as excinfo:
+        (read_movielens_dat if file == "movies.dat" else read_movielens_100k)(folder, folder.name, 70)
+    assert_one_line_error(excinfo, expected)
+
+
 # ---------------------------------------------------------------- canonical ids and split (issue 19)
 
 def interactions(seed: int = 0) -> list[tuple[int, int, int]]:

@@ -65,6 +65,13 @@ def read_text(path: Path) -> str:
         return data.decode("latin-1")
 
 
+def numbered_lines(path: Path):
+    """(line number from 1, line) for each non-blank line of a small text file (the errors name the line)."""
+    for n, line in enumerate(read_text(path).splitlines(), start=1):
+        if line.strip():
+            yield n, line
+
+
 def read_ratings(path: Path, sep: str, fields: tuple[str, ...]) -> pd.DataFrame:
     """Ratings as numbers: columns user, item, rating, timestamp.
 
@@ -124,9 +131,7 @@ def read_movies_dat(path: Path) -> dict[int, tuple[str, list[str]]]:
     if not path.exists():
         return {}
     movies = {}
-    for n, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
+    for n, line in numbered_lines(path):
         head, _, rest = line.partition("::")
         title, sep, genres = rest.rpartition("::")
         if not sep or not head.strip().isdigit():
@@ -155,9 +160,7 @@ def read_genre_names(path: Path) -> list[str]:
     if not path.exists():
         return GENRES_100K
     names = {}
-    for n, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
+    for n, line in numbered_lines(path):
         genre, sep, index = line.rpartition("|")
         if not sep or not index.strip().isdigit():
             raise DataError(f"{path} line {n}: expected name|index, got {line!r}")
@@ -170,9 +173,7 @@ def read_u_item(path: Path, genres: list[str]) -> dict[int, tuple[str, list[str]
     if not path.exists():
         return {}
     movies = {}
-    for n, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
+    for n, line in numbered_lines(path):
         fields = line.split("|")
         flags = fields[-len(genres):]
         if len(fields) < 2 + len(genres) or not fields[0].strip().isdigit() \
