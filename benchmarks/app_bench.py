@@ -67,6 +67,8 @@ def start_server() -> tuple[subprocess.Popen, str, float]:
 
 
 def player_frame(page, timeout_s: float = 90):
+    """The Denoising player's frame, once its sphere and frames are drawn (tests/test_app_browser waits with it too,
+    so the benchmark times the same "drawn" the tests check)."""
     deadline = time.perf_counter() + timeout_s
     while time.perf_counter() < deadline:
         for frame in page.frames:
@@ -77,7 +79,7 @@ def player_frame(page, timeout_s: float = 90):
                 except Exception:  # still loading
                     pass
         page.wait_for_timeout(50)
-    raise SystemExit("the Denoising player did not draw")
+    raise TimeoutError(f"the Denoising player did not draw its sphere within {timeout_s:.0f} s")
 
 
 def load_page(page, url: str, path: str) -> float:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.app_bench import IDLE, player_frame
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
@@ -94,31 +96,12 @@ def projector_page(browser):
     return browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
 
 
-IDLE = ("!document.querySelector('[data-testid=\"stStatusWidgetRunningIcon\"]')"
-        " && !document.querySelector('[data-testid=\"stStatusWidgetRunningManIcon\"]')")
-
-
 def _wait_until_idle(page, charts: int, timeout_ms: int = 60_000) -> None:
     """Wait for the page's figures, then for the script to finish running."""
     page.wait_for_function(f"document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .main-svg').length >= {charts}",
                            timeout=timeout_ms)
     page.wait_for_function(IDLE, timeout=timeout_ms)
     page.wait_for_timeout(800)
-
-
-def _player(page, timeout_s: float = 60):
-    """The Denoising player's frame, once its sphere and frames are drawn."""
-    deadline = time.perf_counter() + timeout_s
-    while time.perf_counter() < deadline:
-        for frame in page.frames:
-            if "dimerec_player" in frame.url:
-                try:
-                    if frame.evaluate("document.body.dataset.frames !== undefined"):
-                        return frame
-                except Exception:  # the frame is still loading
-                    pass
-        page.wait_for_timeout(250)
-    raise AssertionError("the Denoising player did not draw its sphere")
 
 
 def _new_player(page, old, timeout_s: float = 60):
@@ -130,7 +113,7 @@ def _new_player(page, old, timeout_s: float = 60):
     # while the rerun runs, Streamlit may mount the component once more before the new data arrives (seen on a
     # user switch): the player is the one that stays, drawn, with the script idle
     while True:
-        frame = _player(page, timeout_s)
+        frame = player_frame(page, timeout_s)
         page.wait_for_function(IDLE, timeout=timeout_s * 1000)
         page.wait_for_timeout(1000)
         if not frame.is_detached():
@@ -167,7 +150,7 @@ def test_every_page_renders_and_the_step_slider_moves(server, page):
                 page.get_by_role("heading", name=heading).wait_for(timeout=30_000)
                 _wait_until_idle(page, 0 if chapter in (4, 5) else 1)
                 if chapter == 4:
-                    _player(page)
+                    player_frame(page, 60)
                 if chapter == 5:  # the references are computed once per run, behind a spinner
                     page.get_by_text("Beside it, on the same test users").wait_for(timeout=60_000)
                 _assert_no_errors(page, f"tour chapter {chapter}")
@@ -185,7 +168,7 @@ def test_every_page_renders_and_the_step_slider_moves(server, page):
                     break
                 page.wait_for_timeout(100)
             assert "step=20" in page.url and "user=" in page.url and "run=" in page.url
-            frame = _player(page)
+            frame = player_frame(page, 60)
             assert frame.locator("#heading").inner_text().startswith("After 20 of 20 reverse steps")
 
 
@@ -227,7 +210,7 @@ def test_the_sphere_fits_a_projector_with_the_sidebar_open(server, projector_pag
     url, _ = server
     page = projector_page
     page.goto(f"{url}/denoising" + ("?projector=1" if projector else ""))
-    frame = _player(page)
+    frame = player_frame(page, 60)
     assert page.locator('[data-testid="stSidebar"]').bounding_box()["width"] > 200  # the sidebar is open
     box = _sphere_box(frame)
     assert box["width"] >= 560, box
@@ -266,7 +249,7 @@ def test_play_runs_in_the_browser_and_every_view_agrees_after_pause_run_and_user
     sent: list[str] = []  # what the browser sends the server (Streamlit's one websocket): reruns, widget values
     page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(payload)))
     page.goto(f"{url}/denoising")
-    frame = _player(page)
+    frame = player_frame(page, 60)
     assert _shown_step(frame) == (20, 20, 20) and _url_step(page) == 20
     page.wait_for_function(IDLE, timeout=60_000)
     before, quiet = int(frame.evaluate("document.body.dataset.frames")), len(sent)
@@ -320,7 +303,7 @@ def _tour_globe(page, url: str, chapter: int, projector: bool):
     """Chapter 3's or 4's globe: (its box, its step control's box, the frame that holds it, the globe's selector)."""
     page.goto(f"{url}/?chapter={chapter}" + ("&projector=1" if projector else ""))
     if chapter == 4:
-        frame = _player(page)
+        frame = player_frame(page, 60)
         return _sphere_box(frame), frame.locator("#bar").bounding_box(), frame, "#sphere"
     globe = ".st-key-tour_forward .js-plotly-plot"
     page.wait_for_selector(globe, timeout=60_000)
