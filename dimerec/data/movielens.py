@@ -26,6 +26,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,7 @@ def read_text(path: Path) -> str:
         return data.decode("latin-1")
 
 
-def numbered_lines(path: Path):
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number from 1, line) for each non-blank line of a small text file (the errors name the line)."""
     for n, line in enumerate(read_text(path).splitlines(), start=1):
         if line.strip():
