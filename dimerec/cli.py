@@ -156,7 +156,6 @@ def cmd_reproduce(args, argv: list[str]) -> None:
 def cmd_bank(args) -> None:
     import pandas as pd
 
-    from dimerec.reproduce.tables import markdown_table
     from dimerec.runs import Bank, discover_runs
 
     runs = Path(args.runs)
@@ -171,18 +170,8 @@ def cmd_bank(args) -> None:
     if not rows:
         print(f"{bank.folder} holds no run")
         return
-    total = (f"{len(rows)} run(s), {sum(r['MB'] for r in rows):.1f} MB; `reproduce --bank {bank.folder}` restores "
-             f"them into its --runs")
-    print(pd.DataFrame(rows).to_string(index=False), total, sep="\n")
-    status = bank.folder / "STATUS.md"
-    status.write_text("\n".join(["# What the bank holds", "", "Written by `python -m dimerec bank` (docs/reproducing.md"
-                                 "#the-bank): each banked run, finished or resumable, with its best validation "
-                                 "HR@50 so far (%; no test figure is shown here). A tuning trial that was not "
-                                 "chosen, or a run whose checkpoint is above "
-                                 f"{bank.checkpoint_limit_mb:g} MB, is kept as its record only, without "
-                                 "checkpoints; a resumable run above it is not banked.", "",
-                                 *markdown_table(pd.DataFrame(rows).fillna(""), "{:g}"), "", total, ""]))
-    print(f"written to {status}")
+    print(pd.DataFrame(rows).to_string(index=False), bank.status(rows), sep="\n")
+    print(f"written to {bank.write_status()}")
 
 
 def cmd_claims(args) -> None:

@@ -31,6 +31,7 @@ import torch
 
 from dimerec.data.dataset import SeqDataset, fingerprint_change
 from dimerec.errors import DimeRecError
+from dimerec.markdown import markdown_table
 from dimerec.models.base import Recommender
 from dimerec.serving import SERVING_FIELDS, ServeConfig
 
@@ -443,6 +444,7 @@ class Bank:
             return False
         _copy_record(run, banked, keep_last=not finished(run), keep_best=not self._too_big(run / "best.pt"))
         _portable_paths(banked, run)
+        self.write_status()
         return True
 
     def restore(self, under: Path | None = None, busy: Callable[[Path], bool] = lambda run: False) -> list[Path]:
@@ -469,12 +471,36 @@ class Bank:
         dropped = [banked / name for name in ("best.pt", "last.pt") if (banked / name).is_file()]
         for path in dropped:
             path.unlink()
+        if dropped:
+            self.write_status()
         return bool(dropped)
 
     def runs_held(self) -> list[Path]:
         """Every banked run folder, sorted."""
         held = {p.parent for name in ("config.json", "metrics.json") for p in self.folder.glob(f"**/{name}")}
         return sorted(held)
+
+    def status(self, rows: list[dict]) -> str:
+        """The bank's run count and size from its `summary` rows, and how `reproduce` gets them back: the last line
+        of STATUS.md."""
+        return (f"{len(rows)} run(s), {sum(r['MB'] for r in rows):.1f} MB; `reproduce --bank {self.folder}` restores "
+                f"them into its --runs")
+
+    def write_status(self) -> Path:
+        """Rewrite the bank's STATUS.md from what the bank holds now (never from a runs folder): each time a run is
+        banked or cut to its record, so the page is never behind the bank. Atomic, since two `reproduce` processes
+        may bank at once; the later write reads the bank after both copies."""
+        rows = self.summary()
+        page = ["# What the bank holds", "",
+                "Written by the bank each time it banks a run (`reproduce --bank`, `python -m dimerec bank`; "
+                "docs/reproducing.md#the-bank): each banked run, finished or resumable, with its best validation "
+                "HR@50 so far (%; no test figure is shown here). A tuning trial that was not chosen, or a run whose "
+                f"checkpoint is above {self.checkpoint_limit_mb:g} MB, is kept as its record only, without "
+                "checkpoints; a resumable run above it is not banked.", "",
+                *markdown_table(pd.DataFrame(rows).astype(object).fillna(""), "{:g}"), "", self.status(rows), ""]
+        path = self.folder / "STATUS.md"
+        replace_atomically(path, lambda tmp: tmp.write_text("\n".join(page)))
+        return path
 
     def summary(self) -> list[dict]:
         """A row per banked run: its path in the bank, its state (finished; served: it scores another run's

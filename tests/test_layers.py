@@ -8,8 +8,8 @@ PACKAGE = ROOT / "dimerec"
 
 # lower number = lower layer; a module may import its own layer or a lower one
 LAYERS = {
-    0: ["dimerec", "dimerec.errors", "dimerec.sphere", "dimerec.metrics", "dimerec.figures", "dimerec.claims",
-        "dimerec.distributed", "dimerec.processes"],
+    0: ["dimerec", "dimerec.errors", "dimerec.markdown", "dimerec.sphere", "dimerec.metrics", "dimerec.figures",
+        "dimerec.claims", "dimerec.distributed", "dimerec.processes"],
     1: ["dimerec.data"],  # and every dimerec.data.* module
     2: ["dimerec.diffusion", "dimerec.retrieval"],
     3: ["dimerec.models"],  # and every dimerec.models.* module

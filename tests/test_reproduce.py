@@ -293,8 +293,10 @@ def test_the_bank_keeps_one_checkpoint_per_tuning_grid_and_a_fresh_machine_reuse
     n_trials = len(grid("comirec-sa"))
     assert checkpoints_before_each_trial == [0] + [1] * (n_trials - 1)  # pruned as it went, not at the end
     trials = pd.read_csv(tmp_path / "results" / "tiny_planted_tuning.csv")
-    states = {row["run"].split("/")[-1]: row["state"] for row in Bank(bank_folder, tmp_path / "runs").summary()
-              if "/tune/" in row["run"]}
+    banked = [row for row in Bank(bank_folder, tmp_path / "runs").summary() if "/tune/" in row["run"]]
+    states = {row["run"].split("/")[-1]: row["state"] for row in banked}
+    status = (bank_folder / "STATUS.md").read_text()  # rewritten whenever a trial was banked or cut to its record
+    assert all(f"| {row['run']} | {row['state']} |" in status for row in banked), status
     chosen = runner.flags_slug(trials.query("chosen").setting.item().split())
     assert states == {runner.flags_slug(setting.split()): "finished" if runner.flags_slug(setting.split()) == chosen
                       else "record only" for setting in trials.setting}

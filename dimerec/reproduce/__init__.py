@@ -23,12 +23,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from dimerec.errors import DimeRecError
+from dimerec.markdown import markdown_table
 from dimerec.runs import REPRODUCE_RUNS, Bank
 from dimerec.reproduce.experiments import (DESCRIPTIONS, DIFFUSION_GROUPS, EXPERIMENTS, OURS, TUNING, RunSpec,
                                            grid)
 from dimerec.reproduce.runner import (_LOADED, Budget, Job, RunLock, minutes_left, run_all,
                                       train_all, tune, tuning_run)
-from dimerec.reproduce.tables import SECTIONS, device_note, markdown_table, section_metrics, summarize, write_outputs
+from dimerec.reproduce.tables import SECTIONS, device_note, section_metrics, summarize, write_outputs
 
 __all__ = ["reproduce", "DESCRIPTIONS", "DIFFUSION_GROUPS", "EXPERIMENTS", "OURS", "TUNING", "RunSpec", "grid",
            "Budget", "Job", "RunLock", "minutes_left", "train_all", "tune", "device_note"]

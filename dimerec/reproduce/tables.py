@@ -15,6 +15,7 @@ from dimerec.reproduce.experiments import (BEYOND_REPORTED, COMPARES_PAPERS, CON
                                            OURS, OWN_CONTROL, PERCENT, POP, REPORTED, SERVE_MEAN)
 from dimerec.reproduce.runner import Budget, load_run_cached, trained_run
 from dimerec.explore import loss_summary
+from dimerec.markdown import markdown_table
 from dimerec.runs import read_config, read_losses, read_step_metrics, read_valid
 
 
@@ -94,13 +95,6 @@ def paired(frame: pd.DataFrame, a_label: str, b_label: str, key: str) -> tuple[f
     y = [t[key] for t in b[b.seed.isin(seeds)]["test"]]
     p = stats.ttest_rel(x, y).pvalue if len(seeds) >= 2 else float("nan")
     return float(np.mean(x)) if x else float("nan"), float(np.mean(y)) if y else float("nan"), p, len(seeds)
-
-
-def markdown_table(frame: pd.DataFrame, floats: str = "{:.2f}") -> list[str]:
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(floats.format(v) if isinstance(v, float) else str(v) for v in row) + " |")
-    return lines
 
 
 def metric_lines(table: pd.DataFrame) -> list[str]:
