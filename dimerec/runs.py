@@ -488,8 +488,9 @@ class Bank:
 
     def write_status(self) -> Path:
         """Rewrite the bank's STATUS.md from what the bank holds now (never from a runs folder): each time a run is
-        banked or cut to its record, so the page is never behind the bank. Atomic, since two `reproduce` processes
-        may bank at once; the later write reads the bank after both copies."""
+        banked or cut to its record, so the page follows the bank. Atomic, since two `reproduce` processes may bank at
+        once: a reader sees a whole page, and should one process's page overtake the other's newer one, the next
+        save rewrites it."""
         rows = self.summary()
         page = ["# What the bank holds", "",
                 "Written by the bank each time it banks a run (`reproduce --bank`, `python -m dimerec bank`; "
