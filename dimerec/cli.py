@@ -171,7 +171,7 @@ def cmd_bank(args) -> None:
         print(f"{bank.folder} holds no run")
         return
     print(pd.DataFrame(rows).to_string(index=False), bank.status(rows), sep="\n")
-    print(f"written to {bank.write_status()}")
+    print(f"written to {bank.write_status(rows)}")
 
 
 def cmd_claims(args) -> None:

@@ -486,12 +486,12 @@ class Bank:
         return (f"{len(rows)} run(s), {sum(r['MB'] for r in rows):.1f} MB; `reproduce --bank {self.folder}` restores "
                 f"them into its --runs")
 
-    def write_status(self) -> Path:
+    def write_status(self, rows: list[dict] | None = None) -> Path:
         """Rewrite the bank's STATUS.md from what the bank holds now (never from a runs folder): each time a run is
         banked or cut to its record, so the page follows the bank. Atomic, since two `reproduce` processes may bank at
         once: a reader sees a whole page, and should one process's page overtake the other's newer one, the next
-        save rewrites it."""
-        rows = self.summary()
+        save rewrites it. `rows` is this bank's summary() when the caller has just read it (it is not read twice)."""
+        rows = self.summary() if rows is None else rows
         page = ["# What the bank holds", "",
                 "Written by the bank each time it banks a run (`reproduce --bank`, `python -m dimerec bank`; "
                 "docs/reproducing.md#the-bank): each banked run, finished or resumable, with its best validation "
