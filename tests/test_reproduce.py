@@ -311,6 +311,46 @@ def test_the_bank_keeps_one_checkpoint_per_tuning_grid_and_a_fresh_machine_reuse
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results" / "tiny_planted_tuning.csv"), trials)
 
 
+@pytest.mark.parametrize("running_above, on_final_rows", [(True, True), (False, True), (True, False)],
+                         ids=["running-trial-above", "running-trial-below", "above-on-other-rows"])
+def test_a_finished_trial_that_a_running_trial_has_validated_above_keeps_only_its_record(small_world, monkeypatch,
+                                                                                        tmp_path, running_above,
+                                                                                        on_final_rows):
+    """A finished trial is cut to its record in the bank as soon as a trial still training (in a process beside
+    this one) has validated above it, since that trial can only end higher and `choose` can never pick the finished
+    one: its checkpoint need not enter the bank's history. A running trial validated below it leaves it whole, and
+    so does one validated on rows other than its final validation's (its final figure may then be lower)."""
+    from dimerec.reproduce import runner
+    from dimerec.runs import Bank
+
+    settings = grid("comirec-sa")[:2]
+    monkeypatch.setattr(runner, "grid", lambda model: settings)
+    spec, root = RunSpec("ComiRec-SA", "comirec-sa"), tmp_path / "runs"
+    bank = Bank(tmp_path / "bank", root)
+    first, second = (runner.tuning_run(root / "tuned", "planted", spec, flags) for flags in settings)
+    train, banked_when_second_starts = runner._train, []
+
+    def beside_another_process(argv, out):
+        if out == second:
+            banked_when_second_starts.extend(path.name for path in bank.of(first).iterdir())
+        train(argv, out)
+        if out == first:  # meanwhile another process has trained the second trial for an epoch under this budget
+            second.mkdir(parents=True)
+            config = json.loads((first / "config.json").read_text())
+            config["train_config"]["valid_max_rows"] = 300 if on_final_rows else 200
+            (second / "config.json").write_text(json.dumps(config))
+            (second / "last.pt").write_bytes(b"")
+            hr = json.loads((first / "metrics.json").read_text())["valid"]["HR@50"] + (0.01 if running_above else -0.01)
+            (second / "valid.csv").write_text(f"epoch,step,train_minutes,HR@50\n1,10,0.1,{hr}\n")
+
+    monkeypatch.setattr(runner, "_train", beside_another_process)
+    budget = Budget(1, 30, final_rows=300, epochs=2, patience=5)  # an epoch budget: the second trial would resume
+    tune([spec], "planted", data_dir=None, root=root / "tuned", budget=budget, extra_flags=["--valid-max-rows", "300"],
+         bank=bank)
+    assert "metrics.json" in banked_when_second_starts  # banked, its record whole
+    assert ("best.pt" in banked_when_second_starts) is not (running_above and on_final_rows), banked_when_second_starts
+
+
 def test_a_chosen_trial_whose_checkpoint_the_bank_left_out_is_trained_again_as_seed_0(small_world, monkeypatch,
                                                                                     tmp_path):
     """Above the bank's checkpoint limit no trial keeps its weights. A fresh machine holding the bank's records

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from dimerec.errors import DimeRecError
 from dimerec.processes import start_time
 from dimerec.reproduce.experiments import RunSpec, grid
-from dimerec.runs import Bank, finished, read_config, read_metrics, served_source
+from dimerec.runs import Bank, finished, read_config, read_metrics, read_valid, served_source
 
 # How a table's budget line names validation patience; a table whose line holds it was trained to convergence.
 PATIENCE_STOP = "validations without a better HR@50"
@@ -179,11 +179,28 @@ def choose(trials: pd.DataFrame) -> dict[str, list[str]]:
             for model, mine in trials.groupby("model", sort=False)} if len(trials) else {}
 
 
+def validated_so_far(out: Path, budget: Budget) -> float | None:
+    """The best validation HR@50 (a fraction) so far of run `out`, stopped or still training under `budget`, where
+    its final validation HR@50 can only be at least that: it goes on from its last.pt (`unfinished_under`), and it
+    validates on the rows of its final validation, which reuses best.pt's (trainer.score_and_record). None for any
+    other run (finished, to start afresh, validated on other rows) or one with no validation yet."""
+    if not unfinished_under(out, budget):
+        return None
+    try:
+        rows, valid = read_config(out)["train_config"], read_valid(out)
+    except DimeRecError:  # a run killed while writing its first row: nothing to go on
+        return None
+    if valid is None or not len(valid) or rows.get("valid_max_rows") != rows.get("final_max_rows"):
+        return None
+    return float(valid["HR@50"].max())
+
+
 def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path, budget: Budget,
          extra_flags: list[str], bank: Bank | None = None) -> tuple[dict[str, list[str]], pd.DataFrame]:
     """Grid search on validation HR@50 (seed 0, no test read). Returns the chosen flags per label, and all trials.
     In `bank`, a finished trial that `choose` passes over keeps only its record (runs.Bank.keep_record_only), so a
-    model's grid costs the bank one checkpoint."""
+    model's grid costs the bank one checkpoint; so does one that a trial still training has already validated above
+    (`validated_so_far`), since that trial will end above it."""
     jobs = [(spec, flags) for spec in specs if spec.serve_of is None for flags in grid(spec.model)]
     for spec, flags in jobs:  # a finished run is reused only if it had this budget
         if finished(out := tuning_run(root, dataset, spec, flags)):
@@ -203,8 +220,12 @@ def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path
         kept = choose(trials_of(mine)).get(spec.label)
         if kept is None:  # no finished trial yet: nothing to pass over
             return
-        for _, flags in mine:
-            if flags != kept and finished(out := tuning_run(root, dataset, spec, flags)):
+        outs = [tuning_run(root, dataset, spec, flags) for _, flags in mine]
+        # a trial still training (here or in a process beside this one) whose validation is already above a finished
+        # trial's will end above it too, so `choose` can never pick that finished trial
+        running_best = max((b for out in outs if (b := validated_so_far(out, budget)) is not None), default=-np.inf)
+        for (_, flags), out in zip(mine, outs):
+            if finished(out) and (flags != kept or read_metrics(out)["valid"]["HR@50"] < running_best):
                 bank.keep_record_only(out)
 
     def trial(spec: RunSpec, flags: list[str]) -> Job:
