@@ -342,11 +342,17 @@ def restore(last: dict, model, optimizer, sampler, cfg: TrainConfig, ctx: distri
     return state
 
 
+def final_valid_is_best_valid(train_config: dict) -> bool:
+    """Whether a run's final validation metrics are its best validation's, reused (`score_and_record`): it
+    validated on the very rows of its final validation. `train_config` is config.json's (asdict of TrainConfig)."""
+    return train_config.get("valid_max_rows") == train_config.get("final_max_rows")
+
+
 def score_and_record(model, data, views, cfg: TrainConfig, serve: ServeConfig, state: dict, out_dir: Path) -> dict:
     """The best checkpoint's validation and test metrics (test read here only) and, for a model that denoises,
     x̂0's along the chain: metrics.json and step_metrics.json, written; returns metrics.json."""
     # best.pt was validated on the very rows, seed and settings of the final validation: its metrics are reused
-    known_valid = state.get("best_valid") if cfg.valid_max_rows == cfg.final_max_rows else None
+    known_valid = state.get("best_valid") if final_valid_is_best_valid(asdict(cfg)) else None
     valid, test = final_metrics(model, data, asdict(cfg), serve, read_test=cfg.read_test,
                                 valid=known_valid)  # the only read of test
     metrics = {"model": model.name, "dataset": data.name, "protocol": cfg.protocol, "seed": cfg.seed,

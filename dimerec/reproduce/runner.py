@@ -184,13 +184,15 @@ def validated_so_far(out: Path, budget: Budget) -> float | None:
     its final validation HR@50 can only be at least that: it goes on from its last.pt (`unfinished_under`), and it
     validates on the rows of its final validation, which reuses best.pt's (trainer.score_and_record). None for any
     other run (finished, to start afresh, validated on other rows) or one with no validation yet."""
+    from dimerec.trainer import final_valid_is_best_valid
+
     if not unfinished_under(out, budget):
         return None
     try:
-        rows, valid = read_config(out)["train_config"], read_valid(out)
+        train_config, valid = read_config(out)["train_config"], read_valid(out)
     except DimeRecError:  # a run killed while writing its first row: nothing to go on
         return None
-    if valid is None or not len(valid) or rows.get("valid_max_rows") != rows.get("final_max_rows"):
+    if valid is None or not len(valid) or not final_valid_is_best_valid(train_config):
         return None
     return float(valid["HR@50"].max())
 
