@@ -133,13 +133,14 @@ def cmd_reproduce(args, argv: list[str]) -> None:
     from dimerec.reproduce import reproduce
 
     check_positive(args, "seeds", "max_epochs", "patience", "max_minutes", "max_steps", "valid_max_rows",
-                   "final_max_rows", "tune_minutes", "analysis_rows")
+                   "final_max_rows", "tune_minutes", "analysis_rows", "checkpoint_every")
     if args.quick:  # the small budget: one seed, 60 steps per run (seconds), small validation samples; the clock
         # is a backstop far above 60 steps' time, so a busy machine still trains the same 60 steps
         args.max_minutes, args.max_steps, args.valid_max_rows = 2.0, 60, 300
         args.tune_minutes, args.analysis_rows = 2.0, 300
     args.seeds = args.seeds or (1 if args.quick else 3)
-    extra = ["--valid-max-rows", str(args.valid_max_rows)] if args.valid_max_rows else []
+    extra = ((["--valid-max-rows", str(args.valid_max_rows)] if args.valid_max_rows else [])
+             + (["--checkpoint-every", str(args.checkpoint_every)] if args.checkpoint_every else []))
     path = reproduce(args.name, args.dataset, args.seeds, data_dir=args.data_dir, max_minutes=args.max_minutes,
                      max_steps=args.max_steps, final_max_rows=args.final_max_rows, max_epochs=args.max_epochs,
                      patience=args.patience, root=Path(args.runs),
@@ -273,6 +274,10 @@ def add_reproduce_parser(sub) -> None:
     p.add_argument("--final-max-rows", type=int,
                    help="final valid/test metrics on a seeded subsample of rows, the same for every model of a seed "
                         "(default: all rows)")
+    p.add_argument("--checkpoint-every", type=int,
+                   help="every run also writes its last.pt every this many steps, so a stopped reproduce resumes "
+                        "it mid-epoch rather than from its last validation; the same seed trains the same run "
+                        "either way (default: a last.pt at each validation only)")
     p.add_argument("--tune", action="store_true",
                    help="first grid-search each model's lr and settings on validation (seed 0); runs go to RUNS/tuned")
     p.add_argument("--tune-minutes", type=float, help="budget of each tuning run (default: --max-minutes)")

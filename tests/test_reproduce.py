@@ -702,6 +702,22 @@ def test_a_run_a_stopped_reproduce_left_unfinished_resumes_under_the_same_budget
     assert mode() == "--overwrite"  # finished: reproduce reuses it and never trains it (this is not asked)
 
 
+def test_checkpoint_every_reaches_every_run_reproduce_trains(small_world, tmp_path):
+    """`reproduce --checkpoint-every N` hands N to each run's trainer (which writes last.pt every N steps, so a run
+    stopped mid-epoch resumes there: test_trainer's resume tests), and a finished run trains the same numbers."""
+    def trained(runs: Path, *flags: str) -> dict[str, tuple]:
+        assert main(["reproduce", "fig5", "--dataset", "planted", "--quick", "--runs", str(runs),
+                     "--results", str(tmp_path / "results"), *flags]) == 0
+        return {m.parent.parent.name: (json.loads((m.parent / "config.json").read_text())["train_config"]
+                                       ["checkpoint_every"], json.loads(m.read_text())["valid"]["HR@50"])
+                for m in runs.rglob("metrics.json")}
+
+    every, plain = trained(tmp_path / "every", "--checkpoint-every", "7"), trained(tmp_path / "plain")
+    assert len(every) == 2 and {slug: n for slug, (n, _) in every.items()} == dict.fromkeys(every, 7)
+    assert {slug: n for slug, (n, _) in plain.items()} == dict.fromkeys(every, None)
+    assert {slug: hr for slug, (_, hr) in every.items()} == {slug: hr for slug, (_, hr) in plain.items()}
+
+
 def test_docs_reproducing_lists_the_command_of_every_committed_table():
     """docs/reproducing.md is copied from the tables' Command lines: a regenerated table whose command changed
     (a new budget, say) fails here until the page says so."""
