@@ -44,6 +44,15 @@ def metric_row(table: pd.DataFrame, model: str, key: str) -> float:
     return float(table.set_index("model").loc[model, key])
 
 
+def cut_short(table: pd.DataFrame) -> str:
+    """The text ' (lower bounds, ...)' naming the rows whose runs a clock or step cap stopped before their validation
+    plateaued (the table's "cut short" column, written by reproduce's tables.training_length), else ""."""
+    if "cut short" not in table:
+        return ""
+    names = table.loc[table["cut short"].fillna(0) > 0, "model"].tolist()
+    return f" (lower bounds, cut short by their clock: {', '.join(names)})" if names else ""
+
+
 def judge_table1_best(tables):
     lines, hits, total = [], 0, 0
     for dataset, table in tables.items():
@@ -53,7 +62,7 @@ def judge_table1_best(tables):
         hits, total = hits + len(won), total + len(keys)
         lines.append(f"{dataset}: best on {', '.join(won) or 'none'} of the four "
                      f"(HR@50 best: {best['HR@50']} {table['HR@50'].max():.2f}, "
-                     f"ours {metric_row(table, OURS, 'HR@50'):.2f})")
+                     f"ours {metric_row(table, OURS, 'HR@50'):.2f}){cut_short(table)}")
     return "; ".join(lines), verdict(hits, total)
 
 

@@ -69,18 +69,36 @@ def by_label(results: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
+CUT_SHORT = ("max_minutes", "max_steps")  # trainer.stop_reason's budgets that stop a run whatever its validation
+
+
 def training_length(group: list[dict]) -> dict:
-    """The epochs a row's runs trained (mean) and how many plateaued: stopped early, their validation HR@50 no longer
+    """The epochs a row's runs trained (mean), how many plateaued: stopped early, their validation HR@50 no longer
     rising (patience), and not fallen far below its best ("k fell": stopped by patience after falling; the test
-    figures are the best checkpoint's either way); runs written before either was recorded give NaN and None."""
+    figures are the best checkpoint's either way), and how many were cut short: stopped by their clock or step cap
+    before patience could stop them; runs written before either was recorded give NaN and None."""
     epochs = [r["epochs_trained"] for r in group if r.get("epochs_trained") is not None]
     mean_epochs = float(np.mean(epochs)) if epochs else np.nan
     if any(r.get("stopped_by") is None for r in group):
-        return {"epochs": mean_epochs, "plateaued": None}
+        return {"epochs": mean_epochs, "plateaued": None, "cut short": None}
     by_patience = [r for r in group if r["stopped_by"] == "patience"]
     fell = sum(fell_after_best(trained_run(r)) for r in by_patience)
     return {"epochs": mean_epochs,
-            "plateaued": f"{len(by_patience) - fell}/{len(group)}" + (f", {fell} fell" if fell else "")}
+            "plateaued": f"{len(by_patience) - fell}/{len(group)}" + (f", {fell} fell" if fell else ""),
+            "cut short": sum(r["stopped_by"] in CUT_SHORT for r in group)}
+
+
+def cut_short_note(table: pd.DataFrame) -> list[str]:
+    """A line naming the rows some of whose runs were cut short by their clock or step cap (training_length): their
+    figures are lower bounds of what those runs reach trained to their plateau."""
+    if "cut short" not in table:
+        return []
+    rows = table[table["cut short"].fillna(0) > 0]
+    if rows.empty:
+        return []
+    named = ", ".join(f"{m} ({n:.0f} of {s} runs)" for m, n, s in zip(rows["model"], rows["cut short"], rows["seeds"]))
+    return ["", f"Cut short by their clock or step cap, not stopped by their validation: {named}. Their figures are "
+                f"lower bounds: trained on to a plateau, those runs would score as high or higher on validation."]
 
 
 def paired(frame: pd.DataFrame, a_label: str, b_label: str, key: str) -> tuple[float, float, float, int]:
@@ -144,7 +162,7 @@ def write_outputs(name: str, dataset: str, results: list[dict], table: pd.DataFr
              f"values in %, mean ± std over seeds; each run {budget}, "
              f"selected on validation HR@50.{settings}", *own_budget_note(results, budget), *device_note(results),
              *sampling_note(results),
-             *training_note(results), "",
+             *training_note(results), *cut_short_note(table), "",
              f"Command: `{command}`", "",
              *sections]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
