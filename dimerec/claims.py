@@ -50,7 +50,7 @@ def cut_short(table: pd.DataFrame) -> str:
     if "cut short" not in table:
         return ""
     names = table.loc[table["cut short"].fillna(0) > 0, "model"].tolist()
-    return f" (lower bounds, cut short by their clock: {', '.join(names)})" if names else ""
+    return f" (lower bounds, cut short by their clock or step cap: {', '.join(names)})" if names else ""
 
 
 def judge_table1_best(tables):

@@ -841,7 +841,7 @@ def test_rows_cut_short_by_their_clock_are_named_lower_bounds(tmp_path):
     note = cut_short_note(table)[1]
     assert "DiffuRec (5 of 5 runs)" in note and "SASRec" not in note and "lower bounds" in note
     measured, _ = judge_table1_best({"ml-1m": table})
-    assert measured.endswith("(lower bounds, cut short by their clock: DiffuRec)")
+    assert measured.endswith("(lower bounds, cut short by their clock or step cap: DiffuRec)")
     uncut = table.assign(**{"cut short": [0, 0, 0]})
     assert cut_short_note(uncut) == [] and "lower bounds" not in judge_table1_best({"ml-1m": uncut})[0]
     assert cut_short_note(table.drop(columns="cut short")) == []  # a table written before the column existed
