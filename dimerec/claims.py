@@ -14,6 +14,8 @@ from typing import Callable
 
 import pandas as pd
 
+from dimerec.markdown import cut_short_rows
+
 DATASETS = ("ml-1m", "yoochoose", "kuairec")
 OURS = "DimeRec (ours)"
 SUBSTITUTIONS = (
@@ -47,9 +49,7 @@ def metric_row(table: pd.DataFrame, model: str, key: str) -> float:
 def cut_short(table: pd.DataFrame) -> str:
     """The text ' (lower bounds, ...)' naming the rows whose runs a clock or step cap stopped before their validation
     plateaued (the table's "cut short" column, written by reproduce's tables.training_length), else ""."""
-    if "cut short" not in table:
-        return ""
-    names = table.loc[table["cut short"].fillna(0) > 0, "model"].tolist()
+    names = cut_short_rows(table)["model"].tolist()
     return f" (lower bounds, cut short by their clock or step cap: {', '.join(names)})" if names else ""
 
 

@@ -1,4 +1,5 @@
-"""Markdown tables: the one renderer of the tables `reproduce` writes and of the bank's STATUS.md."""
+"""Markdown tables: the one renderer of the tables `reproduce` writes and of the bank's STATUS.md, and the one
+selection of a result table's rows that both `reproduce` (which writes the table) and `claims` (which reads it) name."""
 from __future__ import annotations
 
 import pandas as pd
@@ -10,3 +11,11 @@ def markdown_table(frame: pd.DataFrame, floats: str = "{:.2f}") -> list[str]:
     for row in frame.itertuples(index=False):
         lines.append("| " + " | ".join(floats.format(v) if isinstance(v, float) else str(v) for v in row) + " |")
     return lines
+
+
+def cut_short_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a result table some of whose runs a clock or step cap stopped before their validation plateaued
+    (its "cut short" column, counted by reproduce's tables.training_length); none for a table written before it."""
+    if "cut short" not in table:
+        return table.iloc[:0]
+    return table[table["cut short"].fillna(0) > 0]

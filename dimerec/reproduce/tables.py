@@ -15,7 +15,7 @@ from dimerec.reproduce.experiments import (BEYOND_REPORTED, COMPARES_PAPERS, CON
                                            OURS, OWN_CONTROL, PERCENT, POP, REPORTED, SERVE_MEAN)
 from dimerec.reproduce.runner import Budget, load_run_cached, trained_run
 from dimerec.explore import loss_summary
-from dimerec.markdown import markdown_table
+from dimerec.markdown import cut_short_rows, markdown_table
 from dimerec.runs import read_config, read_losses, read_step_metrics, read_valid
 
 
@@ -91,9 +91,7 @@ def training_length(group: list[dict]) -> dict:
 def cut_short_note(table: pd.DataFrame) -> list[str]:
     """A line naming the rows some of whose runs were cut short by their clock or step cap (training_length): their
     figures are lower bounds of what those runs reach trained to their plateau."""
-    if "cut short" not in table:
-        return []
-    rows = table[table["cut short"].fillna(0) > 0]
+    rows = cut_short_rows(table)
     if rows.empty:
         return []
     named = ", ".join(f"{m} ({n:.0f} of {s} runs)" for m, n, s in zip(rows["model"], rows["cut short"], rows["seeds"]))
