@@ -48,7 +48,7 @@ def metric_row(table: pd.DataFrame, model: str, key: str) -> float:
 
 def cut_short(table: pd.DataFrame) -> str:
     """The text ' (lower bounds, ...)' naming the rows whose runs a clock or step cap stopped before their validation
-    plateaued (the table's "cut short" column, written by reproduce's tables.training_length), else ""."""
+    plateaued (the table's CUT_SHORT_COLUMN, written by reproduce's tables.training_length), else ""."""
     names = cut_short_rows(table)["model"].tolist()
     return f" (lower bounds, cut short by their clock or step cap: {', '.join(names)})" if names else ""
 

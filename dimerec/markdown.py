@@ -13,9 +13,12 @@ def markdown_table(frame: pd.DataFrame, floats: str = "{:.2f}") -> list[str]:
     return lines
 
 
+CUT_SHORT_COLUMN = "cut short"  # a result table's count of runs a clock or step cap stopped before they plateaued
+
+
 def cut_short_rows(table: pd.DataFrame) -> pd.DataFrame:
     """The rows of a result table some of whose runs a clock or step cap stopped before their validation plateaued
-    (its "cut short" column, counted by reproduce's tables.training_length); none for a table written before it."""
-    if "cut short" not in table:
+    (its CUT_SHORT_COLUMN, counted by reproduce's tables.training_length); none for a table written before it."""
+    if CUT_SHORT_COLUMN not in table:
         return table.iloc[:0]
-    return table[table["cut short"].fillna(0) > 0]
+    return table[table[CUT_SHORT_COLUMN].fillna(0) > 0]

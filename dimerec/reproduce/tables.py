@@ -15,7 +15,7 @@ from dimerec.reproduce.experiments import (BEYOND_REPORTED, COMPARES_PAPERS, CON
                                            OURS, OWN_CONTROL, PERCENT, POP, REPORTED, SERVE_MEAN)
 from dimerec.reproduce.runner import Budget, load_run_cached, trained_run
 from dimerec.explore import loss_summary
-from dimerec.markdown import cut_short_rows, markdown_table
+from dimerec.markdown import CUT_SHORT_COLUMN, cut_short_rows, markdown_table
 from dimerec.runs import read_config, read_losses, read_step_metrics, read_valid
 
 
@@ -80,12 +80,12 @@ def training_length(group: list[dict]) -> dict:
     epochs = [r["epochs_trained"] for r in group if r.get("epochs_trained") is not None]
     mean_epochs = float(np.mean(epochs)) if epochs else np.nan
     if any(r.get("stopped_by") is None for r in group):
-        return {"epochs": mean_epochs, "plateaued": None, "cut short": None}
+        return {"epochs": mean_epochs, "plateaued": None, CUT_SHORT_COLUMN: None}
     by_patience = [r for r in group if r["stopped_by"] == "patience"]
     fell = sum(fell_after_best(trained_run(r)) for r in by_patience)
     return {"epochs": mean_epochs,
             "plateaued": f"{len(by_patience) - fell}/{len(group)}" + (f", {fell} fell" if fell else ""),
-            "cut short": sum(r["stopped_by"] in CUT_SHORT for r in group)}
+            CUT_SHORT_COLUMN: sum(r["stopped_by"] in CUT_SHORT for r in group)}
 
 
 def cut_short_note(table: pd.DataFrame) -> list[str]:
@@ -94,7 +94,8 @@ def cut_short_note(table: pd.DataFrame) -> list[str]:
     rows = cut_short_rows(table)
     if rows.empty:
         return []
-    named = ", ".join(f"{m} ({n:.0f} of {s} runs)" for m, n, s in zip(rows["model"], rows["cut short"], rows["seeds"]))
+    counts = zip(rows["model"], rows[CUT_SHORT_COLUMN], rows["seeds"])
+    named = ", ".join(f"{m} ({n:.0f} of {s} runs)" for m, n, s in counts)
     return ["", f"Cut short by their clock or step cap, not stopped by their validation: {named}. Their figures are "
                 f"lower bounds: trained on to a plateau, those runs would score as high or higher on validation."]
 
