@@ -495,9 +495,10 @@ class Bank:
         page = ["# What the bank holds", "",
                 "Written by the bank each time it banks a run (`reproduce --bank`, `python -m dimerec bank`; "
                 "docs/reproducing.md#the-bank): each banked run, finished or resumable, with its best validation "
-                "HR@50 so far (%; no test figure is shown here). A tuning trial that was not chosen, or a run whose "
-                f"checkpoint is above {self.checkpoint_limit_mb:g} MB, is kept as its record only, without "
-                "checkpoints; a resumable run above it is not banked.", "",
+                "HR@50 so far (%; no test figure is shown here); a resumable run's epochs and train min are its "
+                "last validation's (it may have trained on since, to its last checkpoint). A tuning trial that was "
+                f"not chosen, or a run whose checkpoint is above {self.checkpoint_limit_mb:g} MB, is kept as its "
+                "record only, without checkpoints; a resumable run above it is not banked.", "",
                 *markdown_table(pd.DataFrame(rows).astype(object).fillna(""), "{:g}"), "", self.status(rows), ""]
         path = self.folder / "STATUS.md"
         replace_atomically(path, lambda tmp: tmp.write_text("\n".join(page)))
@@ -508,7 +509,9 @@ class Bank:
         checkpoint; record only: a finished trial that was not chosen, or a run whose checkpoint is above the
         limit, kept without its checkpoints; resumable), the epochs it trained,
         what stopped it, its training minutes and the device they were spent on (config.json's; none for a served
-        run), its best validation HR@50 (%, from valid.csv) and its size in MB."""
+        run), its best validation HR@50 (%, from valid.csv) and its size in MB. A resumable run's epochs and minutes
+        are its last validation's (valid.csv), not its last checkpoint's: reading last.pt for them would load every
+        banked checkpoint each time the page is written."""
         rows = []
         for banked in self.runs_held():
             try:
