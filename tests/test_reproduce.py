@@ -501,6 +501,56 @@ def test_runs_locked_by_a_live_process_are_passed_over_then_waited_for_and_stale
     assert not any(tmp_path.glob("*.lock"))
 
 
+def test_a_models_seeds_start_once_its_own_grid_is_done_while_a_process_beside_trains_another_grid(
+        small_world, monkeypatch, tmp_path):
+    """Two tuned reproductions side by side: while the other process trains ComiRec-SA's last trial, this one does
+    not wait for it at a grid/seeds boundary; it trains MostPopular's grid and seeds meanwhile, then ComiRec-SA's
+    seeds once that trial has finished and the choice is known."""
+    import threading
+
+    from dimerec.reproduce import experiments, reproduce, runner
+    from dimerec.reproduce.experiments import POP
+
+    settings = grid("comirec-sa")[:2]
+    monkeypatch.setattr(runner, "grid", lambda model: settings if model == "comirec-sa" else grid(model))
+    spec = RunSpec("ComiRec-SA", "comirec-sa")
+    monkeypatch.setitem(experiments.EXPERIMENTS, "tiny", [spec, POP])  # ComiRec-SA's grid first
+    monkeypatch.setitem(experiments.DESCRIPTIONS, "tiny", "two models, tuned")
+    root = tmp_path / "runs"
+    first, last = (runner.tuning_run(root / "tuned", "planted", spec, flags) for flags in settings)
+    beside = RunLock(last)
+    assert beside.acquire()  # held by a live process: the one beside this one, training the last trial
+    finished_by, trained, train = [], [], runner._train
+
+    def finish_beside(by: str) -> None:  # the process beside ends its trial (a copy of the first: a tie)
+        if not finished_by:
+            finished_by.append(by)
+            shutil.copytree(first, last, dirs_exist_ok=True)
+            beside.release()
+
+    timer = threading.Timer(60, finish_beside, args=("the clock",))  # a queue that waits would wait for this
+    timer.start()
+
+    def this_process(argv, out):
+        train(argv, out)
+        trained.append(out.relative_to(root / "tuned" / "planted").as_posix())
+        if out.parent.name == POP.slug and out.name == "seed1":  # MostPopular's seeds are done meanwhile
+            finish_beside("this process's progress")
+
+    monkeypatch.setattr(runner, "_train", this_process)
+    try:
+        reproduce("tiny", "planted", 2, data_dir=None, max_minutes=1, max_steps=30, root=root,
+                  out_dir=tmp_path / "results", tune_grid=True, extra_flags=["--valid-max-rows", "300"])
+    finally:
+        timer.cancel()
+    assert finished_by == ["this process's progress"], trained
+    chosen = runner.flags_slug(settings[0])  # the tie goes to the earlier setting; its run is seed 0
+    assert trained[-1] == f"comirec-sa/{chosen}/seed1" and f"{POP.slug}/seed1" in trained[:-1], trained
+    assert last.relative_to(root / "tuned" / "planted").as_posix() not in trained  # not trained twice
+    table = pd.read_csv(tmp_path / "results" / "tiny_planted.csv")
+    assert list(table["model"]) == ["ComiRec-SA", "MostPopular"] and (table["seeds"] == 2).all()
+
+
 def test_a_lock_whose_pid_now_belongs_to_another_process_is_stale(tmp_path):
     import os
 

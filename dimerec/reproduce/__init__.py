@@ -11,7 +11,8 @@ Every experiment also writes a figure (`.png` and interactive `.html`).
 
 With `--tune`, each model first gets the same small grid search on validation
 (learning rate and at most two of its own settings, `TUNING`), on seed 0, with the
-same budget, without reading the test split; the final runs use the best setting.
+same budget, without reading the test split; the final runs use the best setting, and a model's
+seeds start as soon as its own grid is done (in one queue with the other models' trials).
 
 The package, each module importing only those before it: `experiments` (the catalogue: every experiment's rows,
 descriptions and the tuning grid) → `runner` (budget, tuning, locks, training and serving the runs) → `tables`
@@ -27,8 +28,8 @@ from dimerec.markdown import markdown_table
 from dimerec.runs import REPRODUCE_RUNS, Bank
 from dimerec.reproduce.experiments import (DESCRIPTIONS, DIFFUSION_GROUPS, EXPERIMENTS, OURS, TUNING, RunSpec,
                                            grid)
-from dimerec.reproduce.runner import (_LOADED, Budget, Job, RunLock, minutes_left, run_all,
-                                      train_all, tune, tuning_run)
+from dimerec.reproduce.runner import (_LOADED, Budget, FinalRuns, Job, RunLock, Tuning, minutes_left,
+                                      train_all, tune)
 from dimerec.reproduce.tables import SECTIONS, device_note, section_metrics, summarize, write_outputs
 
 __all__ = ["reproduce", "DESCRIPTIONS", "DIFFUSION_GROUPS", "EXPERIMENTS", "OURS", "TUNING", "RunSpec", "grid",
@@ -70,7 +71,7 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
     skipped = [spec.label for spec in EXPERIMENTS[name] if left_out(spec)]
     specs = [spec for spec in EXPERIMENTS[name] if not left_out(spec)]
     extra_flags = [*(extra_flags or []), *(["--device", device] if device != "cpu" else [])]
-    chosen, reuse, sections = {}, {}, []
+    sections = []
     if skipped:
         flags = " and ".join(f"`{f}`" for f, given in (("--skip-models", skip_models), ("--skip-runs", skip_runs))
                              if given)
@@ -80,19 +81,28 @@ def reproduce(name: str, dataset: str, seeds: int, *, data_dir: str | None, max_
     if banked is not None:  # before the budget checks: a banked run is reused (or resumed) as if trained here
         for under in (root / dataset, root / "tuned" / dataset):
             banked.restore(under, busy=lambda run: RunLock(run).held())  # never under a live run's feet
+    jobs, tuning = [], None
+    choice, reuse = (lambda spec: []), (lambda spec: None)
     if tune_grid:
         tune_budget = Budget(tune_minutes or max_minutes, max_steps, final_max_rows, max_epochs, patience)
-        chosen, trials = tune(specs, dataset, data_dir=data_dir, root=root / "tuned", budget=tune_budget,
-                              extra_flags=extra_flags, bank=banked)
+        tuning = Tuning(specs, dataset, data_dir=data_dir, root=root / "tuned", budget=tune_budget,
+                        extra_flags=extra_flags, bank=banked)
+        jobs, choice = tuning.jobs(), tuning.choice
         if tune_budget == budget:
-            reuse = {spec.label: tuning_run(root / "tuned", dataset, spec, chosen[spec.label])
-                     for spec in specs if spec.label in chosen}
+            def reuse(spec: RunSpec) -> Path | None:  # the chosen trial is the final run's seed 0
+                return tuning.run(spec, flags) if (flags := tuning.choice(spec)) is not None else None
         root = root / "tuned"
+    final = FinalRuns(specs, dataset, list(range(seeds)), data_dir=data_dir, root=root, budget=budget,
+                      extra_flags=extra_flags, choice=choice, reuse=reuse, device=device)
+    # one queue: a model's seeds start as soon as its own grid is done, while other grids still train (here or in
+    # a process beside this one)
+    train_all(jobs + final.jobs(), desc="reproduce", bank=banked)
+    if tuning is not None:
+        _, trials = tuning.result()
         sections += ["## Tuning (validation HR@50, seed 0, no test read)", "", *markdown_table(trials), ""]
         out_dir.mkdir(parents=True, exist_ok=True)
         trials.to_csv(out_dir / f"{name}_{dataset}_tuning.csv", index=False)
-    results = run_all(specs, dataset, list(range(seeds)), data_dir=data_dir, root=root, budget=budget,
-                      extra_flags=extra_flags, chosen=chosen, reuse=reuse, device=device, bank=banked)
+    results = final.results()
     table, note = summarize(results)
     section = SECTIONS.get(name, section_metrics)
     lines, figure, csv_table = section(name, dataset, results, table, note, data_dir=data_dir,

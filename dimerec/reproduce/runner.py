@@ -197,54 +197,88 @@ def validated_so_far(out: Path, budget: Budget) -> float | None:
     return float(valid["HR@50"].max())
 
 
-def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path, budget: Budget,
-         extra_flags: list[str], bank: Bank | None = None) -> tuple[dict[str, list[str]], pd.DataFrame]:
-    """Grid search on validation HR@50 (seed 0, no test read). Returns the chosen flags per label, and all trials.
+class Tuning:
+    """Grid search on validation HR@50 (seed 0, no test read): each model's trials as jobs, and its chosen setting as
+    soon as its own grid is finished, so that its seeds can start while other models' grids still train (`choice`).
     In `bank`, a finished trial that `choose` passes over keeps only its record (runs.Bank.keep_record_only), so a
     model's grid costs the bank one checkpoint; so does one that a trial still training has already validated above
     (`validated_so_far`), since that trial will end above it."""
-    jobs = [(spec, flags) for spec in specs if spec.serve_of is None for flags in grid(spec.model)]
-    for spec, flags in jobs:  # a finished run is reused only if it had this budget
-        if finished(out := tuning_run(root, dataset, spec, flags)):
-            budget.check(out)
 
-    def trials_of(spec_jobs: list[tuple[RunSpec, list[str]]]) -> pd.DataFrame:  # the finished ones, in grid order
+    def __init__(self, specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path, budget: Budget,
+                 extra_flags: list[str], bank: Bank | None = None):
+        self.specs = [spec for spec in specs if spec.serve_of is None]  # a served row has nothing to tune
+        self.dataset, self.data_dir, self.root, self.budget = dataset, data_dir, root, budget
+        self.extra_flags, self.bank = extra_flags, bank
+        self.trials = [(spec, flags) for spec in self.specs for flags in grid(spec.model)]
+        for spec, flags in self.trials:  # a finished run is reused only if it had this budget
+            if finished(out := self.run(spec, flags)):
+                budget.check(out)
+
+    def run(self, spec: RunSpec, flags: list[str]) -> Path:
+        return tuning_run(self.root, self.dataset, spec, flags)
+
+    def table(self, trials: list[tuple[RunSpec, list[str]]]) -> pd.DataFrame:
+        """The finished ones among `trials`, in grid order."""
         rows = []
-        for spec, flags in spec_jobs:
-            if finished(out := tuning_run(root, dataset, spec, flags)):
+        for spec, flags in trials:
+            if finished(out := self.run(spec, flags)):
                 valid = read_metrics(out)["valid"]
                 rows.append({"model": spec.label, "setting": " ".join(flags), "valid HR@50": 100 * valid["HR@50"],
                              "valid NDCG@50": 100 * valid["NDCG@50"]})
         return pd.DataFrame(rows)
 
-    def prune(spec: RunSpec) -> None:
-        mine = [(s, flags) for s, flags in jobs if s is spec]
-        kept = choose(trials_of(mine)).get(spec.label)
+    def choice(self, spec: RunSpec) -> list[str] | None:
+        """`spec`'s chosen flags once every trial of its grid has finished (here or in a process beside this one),
+        None before; [] for a row with no grid (a served row, MostPopular's one empty setting)."""
+        mine = [(s, flags) for s, flags in self.trials if s is spec]
+        if not mine:
+            return []
+        if not all(finished(self.run(s, flags)) for s, flags in mine):
+            return None
+        return choose(self.table(mine))[spec.label]
+
+    def prune(self, spec: RunSpec) -> None:
+        mine = [(s, flags) for s, flags in self.trials if s is spec]
+        kept = choose(self.table(mine)).get(spec.label)
         if kept is None:  # no finished trial yet: nothing to pass over
             return
-        outs = [tuning_run(root, dataset, spec, flags) for _, flags in mine]
+        outs = [self.run(spec, flags) for _, flags in mine]
         # a trial still training (here or in a process beside this one) whose validation is already above a finished
         # trial's will end above it too, so `choose` can never pick that finished trial
-        running_best = max((b for out in outs if (b := validated_so_far(out, budget)) is not None), default=-np.inf)
+        running_best = max((b for out in outs if (b := validated_so_far(out, self.budget)) is not None),
+                           default=-np.inf)
         for (_, flags), out in zip(mine, outs):
             if finished(out) and (flags != kept or read_metrics(out)["valid"]["HR@50"] < running_best):
-                bank.keep_record_only(out)
+                self.bank.keep_record_only(out)
 
-    def trial(spec: RunSpec, flags: list[str]) -> Job:
-        out = tuning_run(root, dataset, spec, flags)
-        argv = ["train", "--model", spec.model, *spec.flags, *flags,
-                *train_flags(dataset, 0, out, budget, data_dir, ["--no-read-test", *extra_flags])]
-        return Job(out, lambda: _train(argv, out), f"{spec.label}, {' '.join(flags)}", model=cost_model(spec),
-                   then=(lambda: prune(spec)) if bank is not None else None)
+    def jobs(self) -> list[Job]:
+        def trial(spec: RunSpec, flags: list[str]) -> Job:
+            out = self.run(spec, flags)
+            argv = ["train", "--model", spec.model, *spec.flags, *flags,
+                    *train_flags(self.dataset, 0, out, self.budget, self.data_dir,
+                                 ["--no-read-test", *self.extra_flags])]
+            return Job(out, lambda: _train(argv, out), f"{spec.label}, {' '.join(flags)}", model=cost_model(spec),
+                       then=(lambda: self.prune(spec)) if self.bank is not None else None)
 
-    train_all([trial(spec, flags) for spec, flags in jobs], desc="tuning", bank=bank)
-    for spec in [spec for spec in specs if spec.serve_of is None] if bank is not None else ():  # trained elsewhere too
-        prune(spec)
-    trials = trials_of(jobs)
-    chosen = choose(trials)
-    if len(trials):
-        trials["chosen"] = [chosen.get(r.model) == r.setting.split() for r in trials.itertuples()]
-    return chosen, trials
+        return [trial(spec, flags) for spec, flags in self.trials]
+
+    def result(self) -> tuple[dict[str, list[str]], pd.DataFrame]:
+        """Once every trial has finished: the chosen flags per label, and all trials (with a `chosen` column)."""
+        for spec in self.specs if self.bank is not None else ():  # trained elsewhere too
+            self.prune(spec)
+        trials = self.table(self.trials)
+        chosen = choose(trials)
+        if len(trials):
+            trials["chosen"] = [chosen.get(r.model) == r.setting.split() for r in trials.itertuples()]
+        return chosen, trials
+
+
+def tune(specs: list[RunSpec], dataset: str, *, data_dir: str | None, root: Path, budget: Budget,
+         extra_flags: list[str], bank: Bank | None = None) -> tuple[dict[str, list[str]], pd.DataFrame]:
+    """Train every trial of the grid (`Tuning`); returns the chosen flags per label, and all trials."""
+    tuning = Tuning(specs, dataset, data_dir=data_dir, root=root, budget=budget, extra_flags=extra_flags, bank=bank)
+    train_all(tuning.jobs(), desc="tuning", bank=bank)
+    return tuning.result()
 
 
 class RunLock:
@@ -303,18 +337,34 @@ class Job:
     then: Callable[[], None] | None = None
 
 
-def train_all(jobs: list[Job], desc: str, poll_seconds: float = 5.0, bank: Bank | None = None) -> None:
+@dataclass
+class Later:
+    """A run that cannot be named yet: `make` returns its Job once it can (a tuned model's seed, whose folder names
+    the setting its grid chose, once that grid is finished), None until then; `model` as Job's."""
+    make: Callable[[], Job | None]
+    model: str | None = None
+
+
+def train_all(jobs: list[Job | Later], desc: str, poll_seconds: float = 5.0, bank: Bank | None = None) -> None:
     """Produce every job's run, in order, unless it is finished. A run that another live process is training
-    (or whose `after` run is not finished) is passed over and come back to, so reproductions started side by side
-    share the work instead of queueing on one run. Runs begun earlier (a last.pt: a stopped command's, or one the
-    bank restored) go first, so a regeneration spanning sessions finishes what it started before it starts more.
-    Each run this call finishes goes into `bank` (runs.Bank) at once. Returns when every run is finished."""
+    (or whose `after` run is not finished, or a Later not yet nameable) is passed over and come back to, so
+    reproductions started side by side share the work instead of queueing on one run. Runs begun earlier (a last.pt:
+    a stopped command's, or one the bank restored) go first, so a regeneration spanning sessions finishes what it
+    started before it starts more. Each run this call finishes goes into `bank` (runs.Bank) at once. Returns when
+    every run is finished."""
     bar = tqdm(total=len(jobs), desc=desc, unit="run")
     durations: dict[str, list[float]] = {}
-    pending = sorted(jobs, key=lambda job: finished(job.out) or not (job.out / "last.pt").is_file())  # stable
+    pending = [job.make() or job if isinstance(job, Later) else job for job in jobs]  # those nameable now
+    pending.sort(key=lambda job: isinstance(job, Later) or finished(job.out)
+                 or not (job.out / "last.pt").is_file())  # stable
+    done: list[Job] = []
     while pending:
         deferred = []
-        for job in pending:
+        for item in pending:
+            job = item.make() if isinstance(item, Later) else item
+            if job is None:
+                deferred.append(item)
+                continue
             if not finished(job.out):
                 lock = RunLock(job.out)
                 if (job.after is not None and not finished(job.after)) or not lock.acquire():
@@ -333,23 +383,24 @@ def train_all(jobs: list[Job], desc: str, poll_seconds: float = 5.0, bank: Bank 
                     lock.release()
                 if job.model is not None:
                     durations.setdefault(job.model, []).append(time.perf_counter() - started)
-                    left = pending[pending.index(job) + 1:] + deferred
+                    left = pending[pending.index(item) + 1:] + deferred
                     bar.set_postfix_str(f"~{minutes_left(left, durations):.0f} min left")
+            done.append(job)
             bar.update()
         if len(deferred) == len(pending):  # nothing could start: wait for the other processes
             time.sleep(poll_seconds)
         pending = deferred
     bar.close()
-    for job in jobs if bank is not None else ():  # runs finished before this call (without a bank) too
+    for job in done if bank is not None else ():  # runs finished before this call (without a bank) too
         bank.save(job.out)
 
 
-def minutes_left(jobs: list[Job], durations: dict[str, list[float]]) -> float:
+def minutes_left(jobs: list[Job | Later], durations: dict[str, list[float]]) -> float:
     """Estimated minutes for the jobs still to train: each at its model's mean duration so far (the mean of all
     trained runs for a model not yet seen); finished runs and runs only served cost nothing."""
     overall = np.mean([d for ds in durations.values() for d in ds])
     return sum(np.mean(durations.get(job.model, [overall])) for job in jobs
-               if job.model is not None and not finished(job.out)) / 60
+               if job.model is not None and (isinstance(job, Later) or not finished(job.out))) / 60
 
 
 def cost_model(spec: RunSpec) -> str | None:
@@ -360,47 +411,66 @@ def cost_model(spec: RunSpec) -> str | None:
     return spec.label if MODELS[spec.model].trainable else None
 
 
-def run_all(specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: str | None, root: Path,
-            budget: Budget, extra_flags: list[str], chosen: dict[str, list[str]] | None = None,
-            reuse: dict[str, Path] | None = None, device: str = "cpu", bank: Bank | None = None) -> list[dict]:
-    """Train (or reuse) every spec at every seed. `reuse` maps a label to the tuning run that trained its
-    seed 0 with the chosen flags and the same budget: that run is scored on test instead of trained again (when it
-    holds its weights).
-    `device` scores the served runs (extra_flags's --device trains the others); each finished run goes into
-    `bank`."""
-    chosen, reuse = chosen or {}, reuse or {}
-    jobs = [(spec, seed) for spec in specs for seed in seeds]
-    # a serving variant needs its source trained first
-    jobs.sort(key=lambda job: job[0].serve_of is not None)
-    results = []
+class FinalRuns:
+    """Every spec at every seed, trained or reused. `choice(spec)` gives the flags a tuned spec's runs train with
+    (their folder names them: a new choice never reuses an old run), [] for none, None while its grid is still
+    training; `reuse(spec)` the tuning run that trained its seed 0 with those flags and the same budget, scored on
+    test instead of trained again (when it holds its weights), or None. `device` scores the served runs
+    (extra_flags's --device trains the others)."""
 
-    def run_dir(spec: RunSpec, seed: int) -> Path:
-        if chosen.get(spec.label):  # the chosen setting names the folder: a new choice never reuses an old run
-            return root / dataset / spec.slug / flags_slug(chosen[spec.label]) / f"seed{seed}"
-        return root / dataset / spec.slug / f"seed{seed}"
+    def __init__(self, specs: list[RunSpec], dataset: str, seeds: list[int], *, data_dir: str | None, root: Path,
+                 budget: Budget, extra_flags: list[str], choice: Callable[[RunSpec], list[str] | None],
+                 reuse: Callable[[RunSpec], Path | None], device: str = "cpu"):
+        self.specs, self.dataset, self.seeds, self.data_dir, self.root = specs, dataset, seeds, data_dir, root
+        self.budget, self.extra_flags, self.choice, self.reuse, self.device = budget, extra_flags, choice, reuse, device
+        # a serving variant needs its source trained first
+        self.runs = sorted([(spec, seed) for spec in specs for seed in seeds],
+                           key=lambda run: run[0].serve_of is not None)
+        self.source_of = {spec.label: next(s for s in specs if s.label == spec.serve_of)
+                          for spec in specs if spec.serve_of is not None}
 
-    for spec, seed in jobs:  # a finished run is reused only if it had this budget
-        if spec.serve_of is None and finished(run_dir(spec, seed)):
-            budget.of(spec).check(run_dir(spec, seed))
+    def run_dir(self, spec: RunSpec, seed: int) -> Path | None:
+        """The run's folder, None while its (source's) setting is still being chosen."""
+        if (source := self.source_of.get(spec.label)) is not None and self.run_dir(source, seed) is None:
+            return None
+        flags = self.choice(spec)
+        if flags is None:
+            return None
+        folder = self.root / self.dataset / spec.slug
+        return (folder / flags_slug(flags) if flags else folder) / f"seed{seed}"
 
-    def job(spec: RunSpec, seed: int) -> Job:
-        out, label = run_dir(spec, seed), f"{spec.label}, seed {seed}"
+    def job(self, spec: RunSpec, seed: int) -> Job | None:
+        """The run's Job, None while it cannot be named (`run_dir`); a finished run is reused only if it had this
+        budget."""
+        if (out := self.run_dir(spec, seed)) is None:
+            return None
+        label = f"{spec.label}, seed {seed}"
         if spec.serve_of is not None:
-            source = run_dir(next(s for s in specs if s.label == spec.serve_of), seed)
-            return Job(out, lambda: serve_run(source, out, spec.serve_overrides, data_dir, device), label,
+            source = self.run_dir(self.source_of[spec.label], seed)
+            return Job(out, lambda: serve_run(source, out, spec.serve_overrides, self.data_dir, self.device), label,
                        after=source)
+        if finished(out):
+            self.budget.of(spec).check(out)
         # the chosen tuning run is this very run, test unread; one whose weights the bank left out (runs.Bank) is
         # trained again at seed 0 instead: the same flags, seed and budget
-        if seed == 0 and spec.label in reuse and (reuse[spec.label] / "best.pt").is_file():
-            return Job(out, lambda: serve_run(reuse[spec.label], out, {}, data_dir, device), label)
-        argv = ["train", "--model", spec.model, *spec.flags, *chosen.get(spec.label, []),
-                *train_flags(dataset, seed, out, budget.of(spec), data_dir, extra_flags)]
+        if seed == 0 and (tuned := self.reuse(spec)) is not None and (tuned / "best.pt").is_file():
+            return Job(out, lambda: serve_run(tuned, out, {}, self.data_dir, self.device), label)
+        argv = ["train", "--model", spec.model, *spec.flags, *self.choice(spec),
+                *train_flags(self.dataset, seed, out, self.budget.of(spec), self.data_dir, self.extra_flags)]
         return Job(out, lambda: _train(argv, out), label, model=cost_model(spec))
 
-    train_all([job(spec, seed) for spec, seed in jobs], desc="reproduce", bank=bank)
-    for spec, seed in jobs:
-        out = run_dir(spec, seed)
-        metrics = read_metrics(out)
-        results.append({"label": spec.label, "role": spec.role, "seed": seed, "run": str(out), **metrics})
-    order = {spec.label: i for i, spec in enumerate(specs)}
-    return sorted(results, key=lambda r: (order[r["label"]], r["seed"]))
+    def jobs(self) -> list[Later]:
+        return [Later(lambda spec=spec, seed=seed: self.job(spec, seed),
+                      model=None if spec.serve_of is not None else cost_model(spec)) for spec, seed in self.runs]
+
+    def results(self) -> list[dict]:
+        """Once every run has finished: one dict a run (label, role, seed, run folder, its metrics), in the specs'
+        order."""
+        results = []
+        for spec, seed in self.runs:
+            out = self.run_dir(spec, seed)
+            results.append({"label": spec.label, "role": spec.role, "seed": seed, "run": str(out),
+                            **read_metrics(out)})
+        order = {spec.label: i for i, spec in enumerate(self.specs)}
+        return sorted(results, key=lambda r: (order[r["label"]], r["seed"]))
+
