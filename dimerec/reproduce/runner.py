@@ -210,12 +210,16 @@ class Tuning:
         self.dataset, self.data_dir, self.root, self.budget = dataset, data_dir, root, budget
         self.extra_flags, self.bank = extra_flags, bank
         self.trials = [(spec, flags) for spec in self.specs for flags in grid(spec.model)]
+        self.chosen: dict[str, list[str]] = {}  # a finished grid's choice is final: read its trials once
         for spec, flags in self.trials:  # a finished run is reused only if it had this budget
             if finished(out := self.run(spec, flags)):
                 budget.check(out)
 
     def run(self, spec: RunSpec, flags: list[str]) -> Path:
         return tuning_run(self.root, self.dataset, spec, flags)
+
+    def grid_of(self, spec: RunSpec) -> list[tuple[RunSpec, list[str]]]:
+        return [(s, flags) for s, flags in self.trials if s is spec]
 
     def table(self, trials: list[tuple[RunSpec, list[str]]]) -> pd.DataFrame:
         """The finished ones among `trials`, in grid order."""
@@ -230,15 +234,18 @@ class Tuning:
     def choice(self, spec: RunSpec) -> list[str] | None:
         """`spec`'s chosen flags once every trial of its grid has finished (here or in a process beside this one),
         None before; [] for a row with no grid (a served row, MostPopular's one empty setting)."""
-        mine = [(s, flags) for s, flags in self.trials if s is spec]
+        if spec.label in self.chosen:
+            return self.chosen[spec.label]
+        mine = self.grid_of(spec)
         if not mine:
             return []
         if not all(finished(self.run(s, flags)) for s, flags in mine):
             return None
-        return choose(self.table(mine))[spec.label]
+        self.chosen[spec.label] = choose(self.table(mine))[spec.label]
+        return self.chosen[spec.label]
 
     def prune(self, spec: RunSpec) -> None:
-        mine = [(s, flags) for s, flags in self.trials if s is spec]
+        mine = self.grid_of(spec)
         kept = choose(self.table(mine)).get(spec.label)
         if kept is None:  # no finished trial yet: nothing to pass over
             return
